@@ -1,0 +1,4 @@
+"""auth"""
+
+from __future__ import annotations
+

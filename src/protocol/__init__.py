@@ -1,0 +1,4 @@
+"""protocol"""
+
+from __future__ import annotations
+

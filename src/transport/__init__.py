@@ -1,0 +1,4 @@
+"""transport"""
+
+from __future__ import annotations
+
