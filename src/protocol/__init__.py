@@ -1,4 +1,3 @@
 """protocol"""
 
 from __future__ import annotations
-

@@ -1,0 +1,146 @@
+"""Publications from the application (spec §11.1) and their fan-out encoding.
+
+:func:`parse_broadcast` reads the body of ``POST /_broadcast`` (or any other broadcast
+input): one publication, a batch, or a remote command. :class:`EncodedBroadcast`
+encodes a publication once and hands out the per-identifier message text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from . import messages
+from .errors import RemoteProtocolError
+
+__all__ = [
+    "EncodedBroadcast",
+    "Publication",
+    "RemoteDisconnect",
+    "parse_broadcast",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One message for one stream.
+
+    Attributes:
+        stream: the stream name (non-empty).
+        data: the payload string; delivered parsed when it is JSON, raw otherwise.
+        exclude_socket: a session id that must not receive it ("to others").
+        transient: do not store it in history.
+        broadcast_type: becomes the client message ``type`` when set.
+    """
+
+    stream: str
+    data: str
+    exclude_socket: str | None = None
+    transient: bool = False
+    broadcast_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteDisconnect:
+    """``{"command":"disconnect","payload":{"identifier":…,"reconnect":…}}``."""
+
+    identifier: str
+    reconnect: bool
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _publication(value: Any) -> Publication:
+    if not isinstance(value, dict):
+        raise RemoteProtocolError("publication is not an object")
+    stream, data, meta = value.get("stream"), value.get("data"), value.get("meta")
+    if not isinstance(stream, str) or not stream:
+        raise RemoteProtocolError("publication stream must be a non-empty string")
+    if not isinstance(data, str):
+        raise RemoteProtocolError("publication data must be a string")
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        raise RemoteProtocolError("publication meta must be an object")
+    exclude, kind, transient = (
+        meta.get("exclude_socket"),
+        meta.get("broadcast_type"),
+        meta.get("transient"),
+    )
+    return Publication(
+        stream=stream,
+        data=data,
+        exclude_socket=exclude if isinstance(exclude, str) and exclude else None,
+        transient=transient is True,
+        broadcast_type=kind if isinstance(kind, str) and kind else None,
+    )
+
+
+def parse_broadcast(
+    body: bytes | str, *, max_batch: int = 10_000
+) -> list[Publication] | RemoteDisconnect:
+    """Decode a broadcast request body.
+
+    All-or-nothing: a batch with one invalid element is refused whole, so nothing is
+    partially published.
+
+    Raises:
+        RemoteProtocolError: the body is not a valid publication, batch or command.
+    """
+    try:
+        value = json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        raise RemoteProtocolError("body nested too deeply") from None
+    except ValueError:
+        raise RemoteProtocolError("body is not valid JSON") from None
+    if isinstance(value, list):
+        if not value:
+            raise RemoteProtocolError("empty batch")
+        if len(value) > max_batch:
+            raise RemoteProtocolError("batch too large")
+        return [_publication(item) for item in value]
+    if isinstance(value, dict) and "stream" not in value and "command" in value:
+        return _remote_command(value)
+    return [_publication(value)]
+
+
+def _remote_command(value: dict[str, Any]) -> RemoteDisconnect:
+    if value.get("command") != "disconnect":
+        raise RemoteProtocolError("unknown remote command")
+    payload = value.get("payload")
+    if not isinstance(payload, dict) or not isinstance(payload.get("identifier"), str):
+        raise RemoteProtocolError("disconnect payload needs an identifier string")
+    return RemoteDisconnect(payload["identifier"], payload.get("reconnect") is True)
+
+
+class EncodedBroadcast:
+    """A publication encoded once; :meth:`for_identifier` adds the identifier.
+
+    Optional stream position (``offset``/``epoch``) is included when a broker
+    assigned one.
+    """
+
+    __slots__ = ("_message", "epoch", "offset", "publication")
+
+    def __init__(
+        self, publication: Publication, *, offset: int | None = None, epoch: str | None = None
+    ) -> None:
+        self.publication = publication
+        self.offset = offset
+        self.epoch = epoch
+        self._message = messages.message_json(publication.data)
+
+    def for_identifier(self, identifier: str) -> str:
+        """The full client message for one subscription identifier."""
+        pub = self.publication
+        return messages.data_message(
+            messages.dumps(identifier),
+            self._message,
+            kind=pub.broadcast_type,
+            stream_id=pub.stream if self.offset is not None else None,
+            epoch=self.epoch,
+            offset=self.offset,
+        )

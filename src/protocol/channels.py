@@ -1,0 +1,84 @@
+"""Built-in channels served without an application callback (spec §8.1).
+
+``$pubsub`` (signed ``signed_stream_name``, or plain ``stream_name`` with public
+streams) and ``Turbo::StreamsChannel`` (signed names, or AnyCable 1.4's cleartext mode).
+:func:`resolve_stream` maps a subscription identifier to the stream it reads, or to
+``None`` when the subscription must be rejected.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from ..auth.errors import InvalidSignature
+from ..auth.signed_streams import verify_signed_stream_name
+
+__all__ = ["PUBSUB_CHANNEL", "TURBO_CHANNEL", "StreamPolicy", "resolve_stream"]
+
+PUBSUB_CHANNEL = "$pubsub"
+TURBO_CHANNEL = "Turbo::StreamsChannel"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPolicy:
+    """Which built-in channels are served and with which secrets.
+
+    Attributes:
+        streams_secret: verifies ``$pubsub`` signed names; ``None`` rejects them.
+        turbo_streams: whether ``Turbo::StreamsChannel`` is served at all.
+        turbo_secret: verifies Turbo signed names.
+        turbo_cleartext: with no ``turbo_secret``, take ``signed_stream_name`` as the
+            plain stream name (AnyCable 1.4 ``--turbo_rails_cleartext``).
+        public_streams: allow unsigned ``$pubsub`` ``stream_name``.
+    """
+
+    streams_secret: str | None = None
+    turbo_streams: bool = False
+    turbo_secret: str | None = None
+    turbo_cleartext: bool = False
+    public_streams: bool = False
+
+
+def _params(identifier: str) -> dict[str, object] | None:
+    try:
+        value = json.loads(identifier)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _verify(signed: object, secret: str | None) -> str | None:
+    if not isinstance(signed, str) or not secret:
+        return None
+    try:
+        return verify_signed_stream_name(signed, secret)
+    except InvalidSignature:
+        return None
+
+
+def resolve_stream(identifier: str, policy: StreamPolicy) -> str | None:
+    """The stream a subscription identifier reads, or ``None`` to reject it.
+
+    When both ``signed_stream_name`` and ``stream_name`` are present the signed one
+    decides, as AnyCable does. Unknown channels are rejected (there is no application
+    to ask).
+    """
+    params = _params(identifier)
+    if params is None:
+        return None
+    channel = params.get("channel")
+    if channel == PUBSUB_CHANNEL:
+        if "signed_stream_name" in params:
+            return _verify(params["signed_stream_name"], policy.streams_secret)
+        name = params.get("stream_name")
+        if policy.public_streams and isinstance(name, str) and name:
+            return name
+        return None
+    if channel == TURBO_CHANNEL and policy.turbo_streams:
+        signed = params.get("signed_stream_name")
+        if policy.turbo_secret:
+            return _verify(signed, policy.turbo_secret)
+        if policy.turbo_cleartext and isinstance(signed, str) and signed:
+            return signed
+    return None

@@ -1,0 +1,122 @@
+"""Server -> client messages, encoded exactly as AnyCable-Go does (spec §4.1).
+
+Compact JSON, keys in AnyCable's order, empty fields omitted, so byte-level test vectors
+hold. Broadcast payloads are built by string concatenation from pieces that are encoded
+once per broadcast (:func:`message_json`) and once per identifier, never per subscriber.
+"""
+
+from __future__ import annotations
+
+import json
+
+__all__ = [
+    "confirm_subscription",
+    "data_message",
+    "disconnect",
+    "dumps",
+    "message_json",
+    "ping",
+    "pong",
+    "reject_subscription",
+    "welcome",
+]
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def dumps(value: object) -> str:
+    """Compact JSON text for ``value``, non-ASCII kept as is."""
+    return _encoder.encode(value)
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def message_json(data: str) -> str:
+    """The JSON text of the ``message`` field for a publication's ``data`` string.
+
+    AnyCable's rule (spec §4.4): when ``data`` parses as JSON (other than ``null``) the
+    parsed value is the message; otherwise the raw string is. Valid JSON is embedded as
+    sent (it is already a JSON text), so no re-encoding is done per broadcast.
+    """
+    try:
+        value = json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return dumps(data)
+    if value is None:
+        return dumps(data)
+    return data.strip(" \t\r\n")
+
+
+def _typed(kind: str, identifier: str) -> str:
+    return '{"type":"' + kind + '","identifier":' + dumps(identifier) + "}"
+
+
+def welcome(sid: str | None, *, restored_ids: list[str] | None = None) -> str:
+    """``{"type":"welcome","sid":…}``; ``restored``/``restored_ids`` on a restore."""
+    out: dict[str, object] = {"type": "welcome"}
+    if sid:
+        out["sid"] = sid
+    if restored_ids is not None:
+        out["restored"] = True
+        if restored_ids:
+            out["restored_ids"] = restored_ids
+    return dumps(out)
+
+
+def ping(timestamp: int) -> str:
+    """``{"type":"ping","message":<unix timestamp>}``."""
+    return '{"type":"ping","message":' + str(int(timestamp)) + "}"
+
+
+def pong() -> str:
+    """The reply to a client ``ping`` command."""
+    return '{"type":"pong"}'
+
+
+def disconnect(reason: str, *, reconnect: bool) -> str:
+    """``{"type":"disconnect","reason":…,"reconnect":…}`` (always all three keys)."""
+    return (
+        '{"type":"disconnect","reason":'
+        + dumps(reason)
+        + ',"reconnect":'
+        + ("true" if reconnect else "false")
+        + "}"
+    )
+
+
+def confirm_subscription(identifier: str) -> str:
+    """Confirmation echoing the client's identifier byte for byte."""
+    return _typed("confirm_subscription", identifier)
+
+
+def reject_subscription(identifier: str) -> str:
+    """Rejection echoing the client's identifier byte for byte."""
+    return _typed("reject_subscription", identifier)
+
+
+def data_message(
+    identifier_json: str,
+    message: str,
+    *,
+    kind: str | None = None,
+    stream_id: str | None = None,
+    epoch: str | None = None,
+    offset: int | None = None,
+) -> str:
+    """A broadcast or transmission: ``{"identifier":…,"message":…}``.
+
+    Args:
+        identifier_json: the identifier already encoded as a JSON string literal
+            (``dumps(identifier)``), so one encoding serves every recipient.
+        message: the ``message`` value as JSON text (see :func:`message_json`).
+        kind: the optional ``type`` (publication ``meta.broadcast_type``).
+        stream_id, epoch, offset: the stream position when a broker assigned one.
+    """
+    head = '{"type":' + dumps(kind) + ',"identifier":' if kind else '{"identifier":'
+    out = head + identifier_json + ',"message":' + message
+    if stream_id is not None and offset is not None:
+        out += ',"stream_id":' + dumps(stream_id) + ',"epoch":' + dumps(epoch or "")
+        out += ',"offset":' + str(int(offset))
+    return out + "}"

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from wsproto import ConnectionType
+from wsproto.connection import Connection
+from wsproto.events import TextMessage
+
+from cableway.protocol import messages
+from cableway.protocol.broadcast import (
+    EncodedBroadcast,
+    Publication,
+    RemoteDisconnect,
+    parse_broadcast,
+)
+from cableway.protocol.errors import RemoteProtocolError
+from cableway.protocol.hub import Hub
+from cableway.protocol.wsframe import text_frame
+
+TURBO_HTML = (
+    '<turbo-stream action="append" target="messages"><template>Hi</template></turbo-stream>'
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ('{"text":"hi"}', {"text": "hi"}),
+        (json.dumps(TURBO_HTML), TURBO_HTML),
+        (TURBO_HTML, TURBO_HTML),
+        ("42", 42),
+        ("null", "null"),
+        ("NaN", "NaN"),
+        ("", ""),
+        ("[" * 50_000, "[" * 50_000),
+        ("1" * 5000, "1" * 5000),
+        ("multi\nline", "multi\nline"),
+    ],
+)
+def test_publication_data_becomes_parsed_message_or_raw_string(data: str, message: object) -> None:
+    encoded = EncodedBroadcast(Publication(stream="s", data=data))
+    text = encoded.for_identifier('{"channel":"X"}')
+    assert json.loads(text) == {"identifier": '{"channel":"X"}', "message": message}
+
+
+def test_message_keeps_key_order_and_optional_fields() -> None:
+    pub = Publication(stream="chat_42", data='{"a":1}', broadcast_type="presence")
+    text = EncodedBroadcast(pub, offset=42, epoch="y2023").for_identifier("id")
+    assert text == (
+        '{"type":"presence","identifier":"id","message":{"a":1},'
+        '"stream_id":"chat_42","epoch":"y2023","offset":42}'
+    )
+
+
+def test_fixed_messages_are_byte_exact() -> None:
+    assert (
+        messages.welcome("V1StGXR8_Z5jdHi6B-myT")
+        == '{"type":"welcome","sid":"V1StGXR8_Z5jdHi6B-myT"}'
+    )
+    assert messages.disconnect("unauthorized", reconnect=False) == (
+        '{"type":"disconnect","reason":"unauthorized","reconnect":false}'
+    )
+    assert messages.confirm_subscription('{"channel":"$pubsub","stream_name":"chat"}') == (
+        '{"type":"confirm_subscription","identifier":"{\\"channel\\":\\"$pubsub\\",\\"stream_name\\":\\"chat\\"}"}'
+    )
+    assert messages.ping(1694041735) == '{"type":"ping","message":1694041735}'
+    assert messages.welcome("n", restored_ids=["a"]) == (
+        '{"type":"welcome","sid":"n","restored":true,"restored_ids":["a"]}'
+    )
+
+
+def test_parse_single_batch_and_remote_command() -> None:
+    one = parse_broadcast(
+        b'{"stream":"s","data":"x","meta":{"exclude_socket":"abc","transient":true}}'
+    )
+    assert one == [Publication("s", "x", exclude_socket="abc", transient=True)]
+    batch = parse_broadcast('[{"stream":"a","data":"1"},{"stream":"b","data":"2"}]')
+    assert batch == [Publication("a", "1"), Publication("b", "2")]
+    command = parse_broadcast(
+        '{"command":"disconnect","payload":{"identifier":"{\\"u\\":1}","reconnect":true}}'
+    )
+    assert command == RemoteDisconnect('{"u":1}', reconnect=True)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"\xff\xfe",
+        b"[]",
+        b"42",
+        b'{"stream":"","data":"x"}',
+        b'{"stream":"s","data":{"not":"a string"}}',
+        b'{"stream":"s"}',
+        b'{"stream":5,"data":"x"}',
+        b'{"stream":"s","data":"x","meta":"{}"}',
+        b'[{"stream":"a","data":"1"},{"stream":"b"}]',
+        b"[" * 200_000,
+        b'{"command":"reboot"}',
+        b'{"command":"disconnect","payload":{}}',
+    ],
+)
+def test_invalid_bodies_are_refused_whole(body: bytes) -> None:
+    with pytest.raises(RemoteProtocolError):
+        parse_broadcast(body)
+
+
+def test_batch_size_is_bounded() -> None:
+    body = json.dumps([{"stream": "s", "data": "x"}] * 11)
+    with pytest.raises(RemoteProtocolError):
+        parse_broadcast(body, max_batch=10)
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+def test_prebuilt_frames_decode_as_one_text_message(size: int) -> None:
+    payload = ("é" * size).encode()[:size] if size else b""
+    payload = payload.decode("utf-8", "ignore").encode()
+    client = Connection(ConnectionType.CLIENT)
+    client.receive_data(text_frame(payload))
+    events = list(client.events())
+    assert len(events) == 1
+    assert isinstance(events[0], TextMessage)
+    assert events[0].data == payload.decode()
+    assert events[0].message_finished
+
+
+def test_hub_groups_by_identifier_and_forgets_empty_streams() -> None:
+    hub: Hub[str] = Hub()
+    assert hub.add("s", "id1", "a") is True
+    assert hub.add("s", "id1", "b") is False
+    hub.add("s", "id2", "a")
+    assert {k: set(v) for k, v in hub.recipients("s").items()} == {"id1": {"a", "b"}, "id2": {"a"}}
+    hub.remove("s", "id1", "a")
+    hub.remove("s", "id1", "b")
+    assert hub.remove("s", "id2", "a") is True
+    assert hub.recipients("s") == {}
+    assert len(hub) == 0
+    assert hub.remove("missing", "x", "a") is False
