@@ -1,0 +1,7 @@
+"""``python -m cableway``: the same as the ``cableway`` command."""
+
+from __future__ import annotations
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,885 @@
+"""Cableway configuration: AnyCable-compatible options from the environment and the command line.
+
+Sources, lowest to highest precedence: environment variables, then command-line flags. Names
+follow AnyCable-Go (spec §13.1/§13.2): the environment variable of ``--some_flag`` is
+``ANYCABLE_SOME_FLAG``. :func:`load_config` is pure: it reads only the ``argv`` and ``env`` it is
+given and returns a :class:`Config` whose values are fully resolved (secret fallbacks applied,
+broadcast key derived, broadcast port chosen), so the rest of the server never re-derives them.
+
+Everything the user can set is described once, in :data:`OPTIONS` (accepted options) and
+:data:`REFUSED` (AnyCable options Cableway recognises but cannot honour yet). ``--help`` and
+``docs/configuration.md`` are generated from these tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Literal, NoReturn, TypeVar
+
+from .auth.keys import derive_broadcast_key
+
+__all__ = [
+    "OPTIONS",
+    "REDACTED",
+    "REFUSED",
+    "SECRET_FIELDS",
+    "Config",
+    "ConfigError",
+    "Option",
+    "Refusal",
+    "load_config",
+    "load_config_with_warnings",
+]
+
+Kind = Literal["str", "int", "float", "bool", "list", "secret"]
+_T = TypeVar("_T")
+
+REDACTED = "[REDACTED]"
+SECRET_FIELDS = frozenset(
+    {"secret", "jwt_secret", "streams_secret", "turbo_streams_secret", "broadcast_key"}
+)
+
+
+class ConfigError(Exception):
+    """An unknown, invalid or unsupported option. The message names the option, for users."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The resolved configuration
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Config:
+    """Resolved server settings.
+
+    Built by :func:`load_config`, which validates every value. Constructing it directly (tests,
+    embedding) skips validation, so e.g. ``Config(port=0)`` asks for an ephemeral port.
+    Secrets never appear in ``repr()``; use :meth:`redacted` to log the configuration.
+    """
+
+    host: str = "localhost"
+    port: int = 8080
+    path: tuple[str, ...] = ("/cable",)
+    health_path: str = "/health"
+    # Authentication and signed streams. ``None`` = unset (the literal ``none`` resolves to it).
+    secret: str | None = None
+    jwt_secret: str | None = None
+    jwt_param: str = "jid"
+    enforce_jwt: bool = False
+    streams_secret: str | None = None
+    public_streams: bool = False
+    turbo_streams: bool = False
+    turbo_streams_secret: str | None = None
+    # True only when it takes effect: Turbo Streams enabled and no Turbo secret resolved, so
+    # Turbo::StreamsChannel uses signed_stream_name as the plain stream name (AnyCable 1.4).
+    turbo_rails_cleartext: bool = False
+    noauth: bool = False
+    public: bool = False
+    # Broadcasting (application -> server).
+    broadcast_adapters: tuple[str, ...] = ("http",)
+    broadcast_key: str | None = None
+    http_broadcast_port: int = 8090
+    http_broadcast_path: str = "/_broadcast"
+    # WebSocket and pings.
+    ping_interval: float = 3.0
+    ping_timestamp_precision: str = "s"
+    max_message_size: int = 65536
+    ws_write_timeout: float = 2.0
+    ws_max_pending_size: int = 1048576
+    shutdown_timeout: float = 30.0
+    log_level: str = "info"
+
+    def redacted(self) -> dict[str, object]:
+        """All fields, with every set secret replaced by ``"[REDACTED]"`` (safe to log)."""
+        result: dict[str, object] = {}
+        for field in fields(self):
+            value: object = getattr(self, field.name)
+            if field.name in SECRET_FIELDS and value is not None:
+                value = REDACTED
+            result[field.name] = value
+        return result
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={value!r}" for name, value in self.redacted().items())
+        return f"Config({inner})"
+
+
+# ---------------------------------------------------------------------------------------------
+# The option tables
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One command-line flag and its environment variables."""
+
+    name: str  # as spelled on the command line, without the leading "--"
+    kind: Kind
+    default: str  # human-readable, for --help and the docs
+    help: str
+    section: str
+    env: tuple[str, ...]  # highest precedence first; () = no environment variable
+    replaced_by: str | None = None  # deprecated alias of this option
+
+    @property
+    def flag(self) -> str:
+        return f"--{self.name}"
+
+    @property
+    def metavar(self) -> str:
+        return _METAVARS[self.kind]
+
+
+_METAVARS: dict[Kind, str] = {
+    "str": "VALUE",
+    "int": "N",
+    "float": "SECONDS",
+    "bool": "BOOL",
+    "list": "A,B",
+    "secret": "SECRET",
+}
+
+
+def _env_name(name: str) -> str:
+    return "ANYCABLE_" + re.sub(r"[-_]", "_", name).upper()
+
+
+def _option(
+    name: str,
+    kind: Kind,
+    default: str,
+    help: str,
+    section: str,
+    *,
+    env: tuple[str, ...] | None = None,
+    replaced_by: str | None = None,
+) -> Option:
+    return Option(
+        name=name,
+        kind=kind,
+        default=default,
+        help=help,
+        section=section,
+        env=(_env_name(name),) if env is None else env,
+        replaced_by=replaced_by,
+    )
+
+
+SERVER = "Server"
+AUTH = "Authentication (JWT)"
+STREAMS = "Signed streams and Turbo Streams"
+BROADCAST = "Broadcasting"
+WEBSOCKET = "WebSocket and pings"
+LOGGING = "Logging"
+DEPRECATED = "Deprecated aliases"
+
+OPTIONS: tuple[Option, ...] = (
+    _option("host", "str", "localhost", "address to bind (0.0.0.0 = all interfaces)", SERVER),
+    _option(
+        "port",
+        "int",
+        "8080",
+        "main port: WebSocket, health, and HTTP broadcasts when a broadcast key is set",
+        SERVER,
+        env=("ANYCABLE_PORT", "PORT"),
+    ),
+    _option("path", "list", "/cable", "WebSocket endpoint path(s), comma-separated", SERVER),
+    _option("health-path", "str", "/health", "health check endpoint path", SERVER),
+    _option(
+        "noauth",
+        "bool",
+        "false",
+        'accept every connection without authentication (identifiers {"sid":...})',
+        SERVER,
+    ),
+    _option(
+        "public",
+        "bool",
+        "false",
+        "public mode: --noauth + --public_streams + unauthenticated HTTP broadcasting "
+        "(even when a secret is set)",
+        SERVER,
+    ),
+    _option(
+        "norpc",
+        "bool",
+        "true (always)",
+        "accepted for compatibility; Cableway never uses RPC, so RPC-less is its only mode",
+        SERVER,
+    ),
+    _option(
+        "shutdown_timeout",
+        "float",
+        "30",
+        "graceful shutdown budget, in seconds",
+        SERVER,
+    ),
+    _option(
+        "secret",
+        "secret",
+        "unset",
+        "master secret: default JWT, streams and Turbo secret; derives the broadcast key",
+        AUTH,
+    ),
+    _option(
+        "jwt_secret",
+        "secret",
+        "--secret",
+        "JWT (HMAC) secret; enables JWT identification",
+        AUTH,
+    ),
+    _option(
+        "jwt_param",
+        "str",
+        "jid",
+        "query parameter carrying the token; the header is X- plus it (X-JID by default)",
+        AUTH,
+    ),
+    _option(
+        "enforce_jwt",
+        "bool",
+        "false",
+        "reject connections without a token (reason unauthorized)",
+        AUTH,
+    ),
+    _option(
+        "streams_secret",
+        "secret",
+        "--secret",
+        "secret verifying signed stream names ($pubsub signed_stream_name)",
+        STREAMS,
+    ),
+    _option(
+        "public_streams",
+        "bool",
+        "false",
+        "allow unsigned $pubsub subscriptions by stream_name",
+        STREAMS,
+    ),
+    _option(
+        "turbo_streams",
+        "bool",
+        "false",
+        "serve Turbo::StreamsChannel (needs a Turbo secret, or --turbo_rails_cleartext)",
+        STREAMS,
+    ),
+    _option(
+        "turbo_streams_secret",
+        "secret",
+        "streams secret",
+        "secret verifying Turbo signed stream names (Rails signed_stream_verifier_key)",
+        STREAMS,
+    ),
+    _option(
+        "turbo_rails_cleartext",
+        "bool",
+        "false",
+        "deprecated; AnyCable 1.4 semantics: with Turbo Streams on and no Turbo secret, "
+        "signed_stream_name is taken as the plain stream name (implies --turbo_streams)",
+        STREAMS,
+    ),
+    _option(
+        "broadcast_adapter",
+        "list",
+        "http",
+        "broadcast adapters, comma-separated (only http is available)",
+        BROADCAST,
+    ),
+    _option(
+        "broadcast_key",
+        "secret",
+        "derived from --secret",
+        'bearer key for HTTP broadcasts; default hex HMAC-SHA256(secret, "broadcast-cable"); '
+        "none = no authorization",
+        BROADCAST,
+    ),
+    _option(
+        "http_broadcast_port",
+        "int",
+        "0 (auto)",
+        "HTTP broadcast port; 0 = the main port when a broadcast key is set, else 8090",
+        BROADCAST,
+    ),
+    _option(
+        "http_broadcast_path",
+        "str",
+        "/_broadcast",
+        "HTTP broadcast endpoint path",
+        BROADCAST,
+    ),
+    _option(
+        "ping_interval",
+        "float",
+        "3",
+        "seconds between server pings",
+        WEBSOCKET,
+    ),
+    _option(
+        "ping_timestamp_precision",
+        "str",
+        "s",
+        "ping message timestamp unit: s, ms or ns",
+        WEBSOCKET,
+    ),
+    _option(
+        "max_message_size",
+        "int",
+        "65536",
+        "largest accepted client message, in bytes",
+        WEBSOCKET,
+    ),
+    _option(
+        "ws_write_timeout",
+        "float",
+        "2",
+        "deadline for writing one frame to a client, in seconds",
+        WEBSOCKET,
+    ),
+    _option(
+        "ws_max_pending_size",
+        "int",
+        "1048576",
+        "bytes queued for one client before it is disconnected as too_slow",
+        WEBSOCKET,
+        env=(),
+    ),
+    _option("log_level", "str", "info", "debug, info, warn or error", LOGGING),
+    _option("debug", "bool", "false", "same as --log_level=debug", LOGGING),
+    _option(
+        "jwt_id_key",
+        "secret",
+        "unset",
+        "old name of --jwt_secret",
+        DEPRECATED,
+        replaced_by="jwt_secret",
+    ),
+    _option(
+        "jwt_id_param",
+        "str",
+        "unset",
+        "old name of --jwt_param (honoured when --jwt_param is not given)",
+        DEPRECATED,
+        replaced_by="jwt_param",
+    ),
+    _option(
+        "jwt_id_enforce",
+        "bool",
+        "false",
+        "old name of --enforce_jwt",
+        DEPRECATED,
+        replaced_by="enforce_jwt",
+    ),
+    _option(
+        "turbo_rails_key",
+        "secret",
+        "unset",
+        "old name of --turbo_streams_secret; also enables --turbo_streams",
+        DEPRECATED,
+        replaced_by="turbo_streams_secret",
+    ),
+)
+
+
+def _never(_value: str) -> bool:
+    return False
+
+
+def _equals(expected: str) -> Callable[[str], bool]:
+    def accepts(value: str) -> bool:
+        return value.strip().lower() == expected
+
+    return accepts
+
+
+def _is_false(value: str) -> bool:
+    return not _parse_bool(value)
+
+
+def _is_true(value: str) -> bool:
+    return _parse_bool(value)
+
+
+def _is_zero(value: str) -> bool:
+    return _parse_int(value) == 0
+
+
+def _no_unbuilt_adapter(value: str) -> bool:
+    return not set(_split_list(value)) & {"redis", "redisx", "nats"}
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An AnyCable option (or some of its values) that Cableway cannot honour yet."""
+
+    kind: Kind
+    reason: str
+    accepts: Callable[[str], bool]  # True for the values that are fine (raises ValueError if bad)
+    accepted: str  # the values that are fine, for --help and the docs
+    default: str = "unset"
+    help: str = ""
+
+
+NOT_YET = "not supported yet by Cableway"
+
+# Options Cableway recognises but refuses (with a ConfigError naming them) instead of silently
+# ignoring. When a feature lands, delete its row here and describe the option in OPTIONS.
+REFUSED: dict[str, Refusal] = {
+    "broadcast_adapter": Refusal(
+        "list",
+        f"broadcast adapters other than http (redis, redisx, nats) are {NOT_YET}; "
+        "use --broadcast_adapter=http",
+        _no_unbuilt_adapter,
+        "`http`",
+        default="http",
+    ),
+    "broker": Refusal(
+        "str",
+        f"brokers (stream history, session resumption) are {NOT_YET}",
+        _equals("none"),
+        "`none`",
+        default="none",
+    ),
+    "pubsub": Refusal(
+        "str",
+        f"inter-node pub/sub is {NOT_YET} (it serves a single node)",
+        _equals("none"),
+        "`none`",
+        default="none",
+    ),
+    "sse": Refusal(
+        "bool",
+        f"the Server-Sent Events transport is {NOT_YET}",
+        _is_false,
+        "`false`",
+        default="false",
+    ),
+    "rpc_host": Refusal(
+        "str",
+        "Cableway does not do RPC: it always runs RPC-less (JWT, signed streams, Turbo Streams); "
+        "remove this option",
+        _never,
+        "(none: any value is refused)",
+    ),
+    "norpc": Refusal(
+        "bool",
+        "Cableway does not do RPC: it always runs RPC-less, so --norpc=false cannot be honoured",
+        _is_true,
+        "`true`",
+        default="true",
+    ),
+    "allowed_origins": Refusal(
+        "str",
+        f"origin checks are {NOT_YET}",
+        _never,
+        "(none: any value is refused)",
+    ),
+    "max-conn": Refusal(
+        "int",
+        f"connection limits are {NOT_YET}",
+        _is_zero,
+        "`0` (no limit)",
+        default="0",
+    ),
+    "metrics_http": Refusal(
+        "str",
+        f"the metrics endpoint is {NOT_YET}",
+        _never,
+        "(none: any value is refused)",
+    ),
+    "log_format": Refusal(
+        "str",
+        f"log formats other than text are {NOT_YET}",
+        _equals("text"),
+        "`text`",
+        default="text",
+    ),
+    "pong_timeout": Refusal(
+        "int",
+        f"pong timeouts are {NOT_YET}",
+        _is_zero,
+        "`0` (off)",
+        default="0",
+    ),
+    "presets": Refusal(
+        "str",
+        f"presets are {NOT_YET}",
+        _equals("none"),
+        "`none`",
+    ),
+    "ssl_cert": Refusal(
+        "str",
+        f"TLS is {NOT_YET}; terminate TLS in a proxy in front of Cableway",
+        _never,
+        "(none: any value is refused)",
+    ),
+    "ssl_key": Refusal(
+        "str",
+        f"TLS is {NOT_YET}; terminate TLS in a proxy in front of Cableway",
+        _never,
+        "(none: any value is refused)",
+    ),
+}
+
+_OPTION_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+
+
+def refused_options() -> tuple[Option, ...]:
+    """Options that exist only in :data:`REFUSED`, described like accepted ones."""
+    return tuple(
+        _option(name, refusal.kind, refusal.default, refusal.reason, "Not supported yet")
+        for name, refusal in REFUSED.items()
+        if name not in _OPTION_BY_NAME
+    )
+
+
+def all_options() -> tuple[Option, ...]:
+    """Every flag the parser knows: accepted options, then refused-only ones."""
+    return OPTIONS + refused_options()
+
+
+# ---------------------------------------------------------------------------------------------
+# Value parsing (raise ValueError with a description of what was expected)
+# ---------------------------------------------------------------------------------------------
+
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+_INT = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_ADAPTERS = ("http", "redis", "redisx", "nats")
+_LOG_LEVELS = ("debug", "info", "warn", "error")
+_PRECISIONS = ("s", "ms", "ns")
+
+
+def _parse_bool(text: str) -> bool:
+    """Go's ``strconv.ParseBool``."""
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("expected a boolean (1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False)")
+
+
+def _parse_int(text: str) -> int:
+    if not _INT.fullmatch(text):
+        raise ValueError("expected an integer")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    if not _DECIMAL.fullmatch(text):
+        raise ValueError("expected a number")
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
+
+
+def _split_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Collecting raw values
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    value: str
+    label: str  # "--port" or "ANYCABLE_PORT": how the user spelled it
+    rank: int  # 0 = environment, 1 = command line
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(prog="cableway", add_help=False, allow_abbrev=False)
+    for option in all_options():
+        if option.kind == "bool":
+            parser.add_argument(option.flag, dest=option.name, nargs="?", const="true")
+        else:
+            parser.add_argument(option.flag, dest=option.name, metavar=option.metavar)
+    return parser
+
+
+def _from_command_line(argv: Sequence[str]) -> dict[str, _Raw]:
+    bools = {option.flag for option in all_options() if option.kind == "bool"}
+    # A bare boolean flag never takes the next argument as its value (as in Go): spell it out.
+    args = [f"{arg}=true" if arg in bools else arg for arg in argv]
+    namespace, extras = _build_parser().parse_known_args(args)
+    for extra in extras:
+        if extra.startswith("-"):
+            raise ConfigError(
+                f"unknown option {extra.split('=', 1)[0]} (see cableway --help for the options)"
+            )
+        raise ConfigError(f"unexpected argument {extra!r}")
+    values: dict[str, _Raw] = {}
+    for name, value in vars(namespace).items():
+        if value is not None:
+            values[name] = _Raw(str(value), f"--{name}", 1)
+    return values
+
+
+def _from_environment(env: Mapping[str, str]) -> dict[str, _Raw]:
+    values: dict[str, _Raw] = {}
+    for option in all_options():
+        for variable in option.env:
+            value = env.get(variable, "")
+            if value != "":  # an empty variable counts as unset
+                values[option.name] = _Raw(value, variable, 0)
+                break
+    return values
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution
+# ---------------------------------------------------------------------------------------------
+
+
+class _Resolver:
+    def __init__(self, values: Mapping[str, _Raw]) -> None:
+        self.values = values
+
+    def pick(self, *names: str) -> _Raw | None:
+        """The value from the highest-precedence source; on a tie, the earliest name wins."""
+        best: tuple[int, int, _Raw] | None = None
+        for index, name in enumerate(names):
+            raw = self.values.get(name)
+            if raw is not None and (best is None or (raw.rank, -index) > best[:2]):
+                best = (raw.rank, -index, raw)
+        return None if best is None else best[2]
+
+    @staticmethod
+    def fail(raw: _Raw, problem: str) -> NoReturn:
+        raise ConfigError(f"invalid value {raw.value!r} for {raw.label}: {problem}")
+
+    def convert(self, raw: _Raw, parse: Callable[[str], _T]) -> _T:
+        try:
+            return parse(raw.value)
+        except ValueError as exc:
+            self.fail(raw, str(exc))
+
+    def string(self, *names: str, default: str) -> str:
+        raw = self.pick(*names)
+        if raw is None:
+            return default
+        if not raw.value.strip():
+            self.fail(raw, "must not be empty")
+        return raw.value
+
+    def path(self, name: str, default: str) -> str:
+        raw = self.pick(name)
+        if raw is None:
+            return default
+        if not raw.value.startswith("/"):
+            self.fail(raw, "must start with /")
+        return raw.value
+
+    def choice(self, name: str, default: str, choices: Sequence[str]) -> str:
+        raw = self.pick(name)
+        if raw is None:
+            return default
+        value = raw.value.strip().lower()
+        if value not in choices:
+            self.fail(raw, "must be one of " + ", ".join(choices))
+        return value
+
+    def boolean(self, *names: str, default: bool = False) -> bool:
+        raw = self.pick(*names)
+        return default if raw is None else self.convert(raw, _parse_bool)
+
+    def integer(self, name: str, default: int, low: int, high: int | None = None) -> int:
+        raw = self.pick(name)
+        if raw is None:
+            return default
+        bound = f"at least {low}" if high is None else f"between {low} and {high}"
+        try:
+            value = _parse_int(raw.value)
+        except ValueError:
+            self.fail(raw, f"must be an integer {bound}")
+        if value < low or (high is not None and value > high):
+            self.fail(raw, f"must be an integer {bound}")
+        return value
+
+    def number(self, name: str, default: float, *, allow_zero: bool) -> float:
+        raw = self.pick(name)
+        if raw is None:
+            return default
+        value = self.convert(raw, _parse_float)
+        if value < 0 or (value == 0 and not allow_zero):
+            self.fail(raw, "must be zero or more" if allow_zero else "must be more than zero")
+        return value
+
+    def secret(self, *names: str) -> tuple[bool, str | None]:
+        """(given, value): ``none`` and the empty string give ``(True, None)``."""
+        raw = self.pick(*names)
+        if raw is None:
+            return False, None
+        if raw.value in ("", "none"):
+            return True, None
+        return True, raw.value
+
+
+def _env_or_flag(raw: _Raw, name: str) -> str:
+    """How to spell option `name` in the same source as `raw`."""
+    if raw.rank == 0:
+        option = _OPTION_BY_NAME[name]
+        return option.env[0] if option.env else option.flag
+    return f"--{name}"
+
+
+def _check_refusals(values: Mapping[str, _Raw]) -> None:
+    for name, refusal in REFUSED.items():
+        raw = values.get(name)
+        if raw is None or raw.value == "":
+            continue
+        try:
+            fine = refusal.accepts(raw.value)
+        except ValueError as exc:
+            raise ConfigError(f"invalid value {raw.value!r} for {raw.label}: {exc}") from None
+        if not fine:
+            raise ConfigError(f"{raw.label}={raw.value}: {refusal.reason}")
+
+
+def load_config(argv: Sequence[str], env: Mapping[str, str]) -> Config:
+    """Resolve the configuration from flags (``argv`` without the program name) and ``env``.
+
+    Pure: reads nothing but its arguments. Raises :class:`ConfigError` for unknown flags,
+    invalid values and options Cableway refuses (see :data:`REFUSED`).
+    """
+    return load_config_with_warnings(argv, env)[0]
+
+
+def load_config_with_warnings(
+    argv: Sequence[str], env: Mapping[str, str]
+) -> tuple[Config, tuple[str, ...]]:
+    """Like :func:`load_config`, plus warnings for the user (deprecated names, dead settings)."""
+    values = _from_environment(env)
+    values.update(_from_command_line(argv))
+    _check_refusals(values)
+    warnings: list[str] = []
+    for option in OPTIONS:
+        raw = values.get(option.name)
+        if option.replaced_by is not None and raw is not None:
+            warnings.append(
+                f"{raw.label} is deprecated, use {_env_or_flag(raw, option.replaced_by)}"
+            )
+
+    get = _Resolver(values)
+    public = get.boolean("public")
+    noauth = get.boolean("noauth") or public
+    public_streams = get.boolean("public_streams") or public
+
+    _, secret = get.secret("secret")
+    jwt_given, jwt_secret = get.secret("jwt_secret", "jwt_id_key")
+    if not jwt_given:
+        jwt_secret = secret
+    streams_given, streams_secret = get.secret("streams_secret")
+    if not streams_given:
+        streams_secret = secret
+    turbo_given, turbo_secret = get.secret("turbo_streams_secret", "turbo_rails_key")
+    if not turbo_given:
+        turbo_secret = streams_secret
+
+    cleartext = get.boolean("turbo_rails_cleartext")
+    turbo_streams = get.boolean("turbo_streams") or "turbo_rails_key" in values or cleartext
+    cleartext_raw = values.get("turbo_rails_cleartext")
+    if cleartext and cleartext_raw is not None:
+        if turbo_secret is not None:
+            warnings.append(
+                f"{cleartext_raw.label} has no effect: a Turbo Streams secret is configured"
+            )
+        else:
+            warnings.append(
+                f"{cleartext_raw.label} is deprecated: Turbo::StreamsChannel accepts unsigned "
+                "stream names; prefer $pubsub with stream_name and --public_streams"
+            )
+    elif turbo_streams and turbo_secret is None:
+        warnings.append(
+            "Turbo Streams are enabled but no secret is configured (--turbo_streams_secret, "
+            "--streams_secret or --secret): Turbo::StreamsChannel subscriptions will be rejected"
+        )
+
+    adapters_raw = get.pick("broadcast_adapter")
+    adapters: tuple[str, ...] = ("http",)
+    if adapters_raw is not None:
+        names = [name.lower() for name in _split_list(adapters_raw.value)]
+        for name in names:
+            if name not in _ADAPTERS:
+                get.fail(adapters_raw, f"unknown broadcast adapter {name!r}")
+        if not names:
+            get.fail(adapters_raw, "must name at least one adapter")
+        adapters = tuple(dict.fromkeys(names))
+
+    key_given, broadcast_key = get.secret("broadcast_key")
+    if not key_given and secret is not None:
+        broadcast_key = derive_broadcast_key(secret)
+    if public:
+        key_raw = values.get("broadcast_key")
+        if key_raw is not None and broadcast_key is not None:
+            warnings.append(f"{key_raw.label} is ignored: public mode broadcasts without a key")
+        broadcast_key = None
+
+    port = get.integer("port", 8080, 1, 65535)
+    http_broadcast_port = get.integer("http_broadcast_port", 0, 0, 65535)
+    if http_broadcast_port == 0:
+        http_broadcast_port = port if broadcast_key is not None else 8090
+
+    paths_raw = get.pick("path")
+    paths: tuple[str, ...] = ("/cable",)
+    if paths_raw is not None:
+        items = _split_list(paths_raw.value)
+        if not items:
+            get.fail(paths_raw, "must name at least one path")
+        for item in items:
+            if not item.startswith("/"):
+                get.fail(paths_raw, f"path {item!r} must start with /")
+        paths = tuple(dict.fromkeys(items))
+
+    log_level = get.choice("log_level", "info", _LOG_LEVELS)
+    if get.boolean("debug"):
+        log_level = "debug"
+
+    if not noauth and jwt_secret is None:
+        warnings.append(
+            "no authentication is configured (--jwt_secret/--secret, --noauth or --public): "
+            "every connection will be rejected as unauthorized"
+        )
+
+    config = Config(
+        host=get.string("host", default="localhost"),
+        port=port,
+        path=paths,
+        health_path=get.path("health-path", "/health"),
+        secret=secret,
+        jwt_secret=jwt_secret,
+        jwt_param=get.string("jwt_param", "jwt_id_param", default="jid"),
+        enforce_jwt=get.boolean("enforce_jwt", "jwt_id_enforce"),
+        streams_secret=streams_secret,
+        public_streams=public_streams,
+        turbo_streams=turbo_streams,
+        turbo_streams_secret=turbo_secret,
+        turbo_rails_cleartext=cleartext and turbo_secret is None,
+        noauth=noauth,
+        public=public,
+        broadcast_adapters=adapters,
+        broadcast_key=broadcast_key,
+        http_broadcast_port=http_broadcast_port,
+        http_broadcast_path=get.path("http_broadcast_path", "/_broadcast"),
+        ping_interval=get.number("ping_interval", 3.0, allow_zero=False),
+        ping_timestamp_precision=get.choice("ping_timestamp_precision", "s", _PRECISIONS),
+        max_message_size=get.integer("max_message_size", 65536, 1),
+        ws_write_timeout=get.number("ws_write_timeout", 2.0, allow_zero=False),
+        ws_max_pending_size=get.integer("ws_max_pending_size", 1048576, 1),
+        shutdown_timeout=get.number("shutdown_timeout", 30.0, allow_zero=True),
+        log_level=log_level,
+    )
+    return config, tuple(warnings)

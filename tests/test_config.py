@@ -1,0 +1,530 @@
+"""cableway.config: sources, precedence, secret resolution, aliases, refusals, validation."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import fields
+
+import pytest
+
+from cableway.config import (
+    OPTIONS,
+    REDACTED,
+    REFUSED,
+    SECRET_FIELDS,
+    Config,
+    ConfigError,
+    load_config,
+    load_config_with_warnings,
+)
+
+QWERTY_BROADCAST_KEY = "42923a28b760e667fc92f7c6123bb07a282822b329dd2ef48e7aee7830d98485"
+
+
+def cli(*argv: str) -> Config:
+    return load_config(argv, {})
+
+
+def from_env(**env: str) -> Config:
+    return load_config([], env)
+
+
+# --- sources and precedence ------------------------------------------------------------------
+
+
+def test_no_input_gives_the_documented_defaults() -> None:
+    config = load_config([], {})
+    assert config == Config()
+    assert config.host == "localhost"
+    assert config.port == 8080
+    assert config.path == ("/cable",)
+    assert config.health_path == "/health"
+    assert config.jwt_param == "jid"
+    assert config.broadcast_adapters == ("http",)
+    assert config.broadcast_key is None
+    assert config.http_broadcast_port == 8090
+    assert config.http_broadcast_path == "/_broadcast"
+    assert config.ping_interval == 3.0
+    assert config.ping_timestamp_precision == "s"
+    assert config.max_message_size == 65536
+    assert config.ws_write_timeout == 2.0
+    assert config.ws_max_pending_size == 1048576
+    assert config.shutdown_timeout == 30.0
+    assert config.log_level == "info"
+    assert (config.secret, config.jwt_secret, config.streams_secret) == (None, None, None)
+    assert config.noauth is False
+    assert config.public is False
+    assert config.public_streams is False
+    assert config.turbo_streams is False
+
+
+def test_environment_only() -> None:
+    config = from_env(
+        ANYCABLE_HOST="0.0.0.0",
+        ANYCABLE_PORT="9000",
+        ANYCABLE_PATH="/cable,/ws",
+        ANYCABLE_HEALTH_PATH="/up",
+        ANYCABLE_NOAUTH="true",
+        ANYCABLE_PUBLIC_STREAMS="1",
+        ANYCABLE_HTTP_BROADCAST_PATH="/pub",
+        ANYCABLE_PING_INTERVAL="5",
+        ANYCABLE_PING_TIMESTAMP_PRECISION="ms",
+        ANYCABLE_MAX_MESSAGE_SIZE="1024",
+        ANYCABLE_WS_WRITE_TIMEOUT="0.5",
+        ANYCABLE_SHUTDOWN_TIMEOUT="0",
+        ANYCABLE_LOG_LEVEL="warn",
+        ANYCABLE_JWT_PARAM="token",
+        ANYCABLE_ENFORCE_JWT="T",
+        ANYCABLE_JWT_SECRET="jwt",
+    )
+    assert config.host == "0.0.0.0"
+    assert config.port == 9000
+    assert config.path == ("/cable", "/ws")
+    assert config.health_path == "/up"
+    assert config.noauth is True
+    assert config.public_streams is True
+    assert config.http_broadcast_path == "/pub"
+    assert config.ping_interval == 5.0
+    assert config.ping_timestamp_precision == "ms"
+    assert config.max_message_size == 1024
+    assert config.ws_write_timeout == 0.5
+    assert config.shutdown_timeout == 0.0
+    assert config.log_level == "warn"
+    assert config.jwt_param == "token"
+    assert config.enforce_jwt is True
+    assert config.jwt_secret == "jwt"
+
+
+def test_command_line_only() -> None:
+    config = cli(
+        "--host",
+        "127.0.0.1",
+        "--port=9001",
+        "--path=/a, /b",
+        "--health-path=/hc",
+        "--public_streams",
+        "--ping_interval",
+        "1.5",
+        "--ping_timestamp_precision=ns",
+        "--ws_max_pending_size=2048",
+        "--log_level=ERROR",
+    )
+    assert config.host == "127.0.0.1"
+    assert config.port == 9001
+    assert config.path == ("/a", "/b")
+    assert config.health_path == "/hc"
+    assert config.public_streams is True
+    assert config.ping_interval == 1.5
+    assert config.ping_timestamp_precision == "ns"
+    assert config.ws_max_pending_size == 2048
+    assert config.log_level == "error"
+
+
+def test_command_line_wins_over_environment_option_by_option() -> None:
+    config = load_config(
+        ["--port=2", "--noauth=false"],
+        {"ANYCABLE_PORT": "1", "ANYCABLE_NOAUTH": "true", "ANYCABLE_HOST": "example"},
+    )
+    assert config.port == 2
+    assert config.noauth is False
+    assert config.host == "example"
+
+
+def test_port_reads_anycable_port_then_port() -> None:
+    assert from_env(PORT="3000").port == 3000
+    assert from_env(PORT="3000", ANYCABLE_PORT="4000").port == 4000
+    assert load_config(["--port=5000"], {"PORT": "3000", "ANYCABLE_PORT": "4000"}).port == 5000
+
+
+def test_empty_environment_variable_counts_as_unset() -> None:
+    assert from_env(ANYCABLE_PORT="", PORT="3000").port == 3000
+    assert from_env(ANYCABLE_HOST="").host == "localhost"
+    assert from_env(ANYCABLE_RPC_HOST="").port == 8080  # not refused either
+
+
+def test_ws_max_pending_size_has_no_environment_variable() -> None:
+    assert from_env(ANYCABLE_WS_MAX_PENDING_SIZE="5").ws_max_pending_size == 1048576
+    assert cli("--ws_max_pending_size=5").ws_max_pending_size == 5
+
+
+def test_repeated_flag_last_one_wins() -> None:
+    assert cli("--port=1", "--port=2").port == 2
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+def test_secret_shortcut_resolves_every_secret_and_the_broadcast_key() -> None:
+    config = cli("--secret=qwerty")
+    assert config.secret == "qwerty"
+    assert config.jwt_secret == "qwerty"
+    assert config.streams_secret == "qwerty"
+    assert config.turbo_streams_secret == "qwerty"
+    assert config.broadcast_key == QWERTY_BROADCAST_KEY
+    assert config.http_broadcast_port == 8080  # secured broadcasting shares the main port
+
+
+def test_broadcast_key_derivation_matches_hmac() -> None:
+    expected = hmac.new(b"other", b"broadcast-cable", hashlib.sha256).hexdigest()
+    assert cli("--secret=other").broadcast_key == expected
+
+
+def test_specific_secrets_win_over_the_shortcut() -> None:
+    config = cli(
+        "--secret=s",
+        "--jwt_secret=j",
+        "--streams_secret=st",
+        "--broadcast_key=b",
+    )
+    assert (config.jwt_secret, config.streams_secret, config.turbo_streams_secret) == (
+        "j",
+        "st",
+        "st",
+    )
+    assert config.broadcast_key == "b"
+    assert cli("--secret=s", "--turbo_streams_secret=t").turbo_streams_secret == "t"
+
+
+def test_none_unsets_a_secret_without_falling_back() -> None:
+    config = cli("--secret=qwerty", "--jwt_secret=none", "--broadcast_key=none")
+    assert config.jwt_secret is None
+    assert config.streams_secret == "qwerty"
+    assert config.broadcast_key is None
+    assert config.http_broadcast_port == 8090
+
+    config = cli("--secret=qwerty", "--streams_secret=none")
+    assert config.streams_secret is None
+    assert config.turbo_streams_secret is None  # falls back to the (unset) streams secret
+
+    config = from_env(ANYCABLE_SECRET="none")
+    assert config.secret is None
+    assert config.jwt_secret is None
+    assert config.broadcast_key is None
+
+
+def test_empty_secret_on_the_command_line_is_unset() -> None:
+    config = cli("--secret=")
+    assert config.secret is None
+    assert config.broadcast_key is None
+
+
+def test_http_broadcast_port_resolution() -> None:
+    assert cli().http_broadcast_port == 8090
+    assert cli("--port=9000").http_broadcast_port == 8090
+    assert cli("--port=9000", "--secret=x").http_broadcast_port == 9000
+    assert cli("--port=9000", "--broadcast_key=k").http_broadcast_port == 9000
+    assert cli("--port=9000", "--http_broadcast_port=7000").http_broadcast_port == 7000
+    assert cli("--secret=x", "--http_broadcast_port=7000").http_broadcast_port == 7000
+    assert cli("--secret=x", "--http_broadcast_port=0").http_broadcast_port == 8080
+
+
+def test_public_mode() -> None:
+    config = cli("--public", "--secret=qwerty")
+    assert config.public is True
+    assert config.noauth is True
+    assert config.public_streams is True
+    assert config.broadcast_key is None  # open broadcasting even with a secret
+    assert config.http_broadcast_port == 8090
+    assert config.jwt_secret == "qwerty"
+    _, warnings = load_config_with_warnings(["--public", "--broadcast_key=k"], {})
+    assert any("--broadcast_key is ignored" in warning for warning in warnings)
+
+
+# --- deprecated aliases ----------------------------------------------------------------------
+
+
+def test_jwt_id_key_is_the_jwt_secret() -> None:
+    config, warnings = load_config_with_warnings(["--jwt_id_key=K", "--secret=S"], {})
+    assert config.jwt_secret == "K"
+    assert config.streams_secret == "S"
+    assert "--jwt_id_key is deprecated, use --jwt_secret" in warnings
+    assert cli("--jwt_id_key=K", "--jwt_secret=J").jwt_secret == "J"
+    assert cli("--jwt_id_key=none", "--secret=S").jwt_secret is None
+
+
+def test_a_command_line_alias_beats_the_environment() -> None:
+    config = load_config(["--jwt_id_key=K"], {"ANYCABLE_JWT_SECRET": "J"})
+    assert config.jwt_secret == "K"
+    config = load_config([], {"ANYCABLE_JWT_SECRET": "J", "ANYCABLE_JWT_ID_KEY": "K"})
+    assert config.jwt_secret == "J"
+
+
+def test_jwt_id_param_is_honoured_when_jwt_param_is_absent() -> None:
+    assert cli("--jwt_id_param=token").jwt_param == "token"
+    assert from_env(ANYCABLE_JWT_ID_PARAM="token").jwt_param == "token"
+    assert cli("--jwt_id_param=token", "--jwt_param=t2").jwt_param == "t2"
+
+
+def test_jwt_id_enforce_is_enforce_jwt() -> None:
+    assert cli("--jwt_id_enforce").enforce_jwt is True
+    assert from_env(ANYCABLE_JWT_ID_ENFORCE="1").enforce_jwt is True
+    assert cli("--jwt_id_enforce", "--enforce_jwt=false").enforce_jwt is False
+
+
+def test_turbo_rails_key_sets_the_turbo_secret_and_enables_turbo_streams() -> None:
+    config, warnings = load_config_with_warnings(["--turbo_rails_key=T", "--secret=S"], {})
+    assert config.turbo_streams is True
+    assert config.turbo_streams_secret == "T"
+    assert config.streams_secret == "S"
+    assert "--turbo_rails_key is deprecated, use --turbo_streams_secret" in warnings
+    _, warnings = load_config_with_warnings([], {"ANYCABLE_TURBO_RAILS_KEY": "T"})
+    assert "ANYCABLE_TURBO_RAILS_KEY is deprecated, use ANYCABLE_TURBO_STREAMS_SECRET" in warnings
+
+
+def test_deprecated_flags_and_environment_give_identical_configs() -> None:
+    from_flags = cli("--jwt_id_key=K", "--turbo_rails_key=T", "--broadcast_adapter=http")
+    from_vars = from_env(
+        ANYCABLE_JWT_ID_KEY="K", ANYCABLE_TURBO_RAILS_KEY="T", ANYCABLE_BROADCAST_ADAPTER="http"
+    )
+    assert from_flags == from_vars
+    assert from_flags.jwt_secret == "K"
+    assert from_flags.turbo_streams is True
+    assert from_flags.turbo_streams_secret == "T"
+    assert from_flags.broadcast_adapters == ("http",)
+
+
+def test_turbo_streams_without_any_secret_warns() -> None:
+    config, warnings = load_config_with_warnings(["--turbo_streams", "--noauth"], {})
+    assert config.turbo_streams is True
+    assert config.turbo_streams_secret is None
+    assert any("Turbo::StreamsChannel subscriptions will be rejected" in w for w in warnings)
+
+
+def test_turbo_rails_cleartext_without_a_secret() -> None:
+    config, warnings = load_config_with_warnings(["--turbo_rails_cleartext"], {})
+    assert config.turbo_streams is True
+    assert config.turbo_rails_cleartext is True
+    assert any("--turbo_rails_cleartext is deprecated" in w for w in warnings)
+    assert from_env(ANYCABLE_TURBO_RAILS_CLEARTEXT="true") == config
+    assert cli("--turbo_rails_cleartext=false").turbo_streams is False
+
+
+def test_turbo_rails_cleartext_has_no_effect_with_a_secret() -> None:
+    config, warnings = load_config_with_warnings(["--turbo_rails_cleartext", "--secret=s"], {})
+    assert config.turbo_streams is True
+    assert config.turbo_rails_cleartext is False
+    assert any("has no effect" in w for w in warnings)
+
+
+def test_authentication_missing_warns() -> None:
+    _, warnings = load_config_with_warnings([], {})
+    assert any("every connection will be rejected" in w for w in warnings)
+    for argv in (["--noauth"], ["--public"], ["--secret=x"], ["--jwt_secret=x"]):
+        _, warnings = load_config_with_warnings(argv, {})
+        assert not any("every connection will be rejected" in w for w in warnings), argv
+
+
+# --- booleans --------------------------------------------------------------------------------
+
+TRUE_WORDS = ["1", "t", "T", "TRUE", "true", "True"]
+FALSE_WORDS = ["0", "f", "F", "FALSE", "false", "False"]
+
+
+@pytest.mark.parametrize("word", TRUE_WORDS)
+def test_parse_bool_true(word: str) -> None:
+    assert from_env(ANYCABLE_NOAUTH=word).noauth is True
+    assert cli(f"--noauth={word}").noauth is True
+
+
+@pytest.mark.parametrize("word", FALSE_WORDS)
+def test_parse_bool_false(word: str) -> None:
+    assert from_env(ANYCABLE_NOAUTH=word).noauth is False
+    assert load_config([f"--noauth={word}"], {"ANYCABLE_NOAUTH": "true"}).noauth is False
+
+
+@pytest.mark.parametrize("word", ["yes", "on", "tRUE", "2", " true"])
+def test_bad_bool_is_an_error_naming_the_source(word: str) -> None:
+    with pytest.raises(ConfigError, match="ANYCABLE_NOAUTH"):
+        from_env(ANYCABLE_NOAUTH=word)
+    with pytest.raises(ConfigError, match="--noauth"):
+        cli(f"--noauth={word}")
+
+
+def test_bare_bool_flag_does_not_take_the_next_argument() -> None:
+    config = cli("--noauth", "--port", "9000")
+    assert config.noauth is True
+    assert config.port == 9000
+    with pytest.raises(ConfigError, match="unexpected argument 'false'"):
+        cli("--noauth", "false")
+
+
+def test_debug_forces_the_debug_level() -> None:
+    assert cli("--debug", "--log_level=error").log_level == "debug"
+    assert from_env(ANYCABLE_DEBUG="true").log_level == "debug"
+    assert cli("--debug=false", "--log_level=warn").log_level == "warn"
+
+
+def test_norpc_is_accepted() -> None:
+    assert cli("--norpc") == Config()
+    assert from_env(ANYCABLE_NORPC="true") == Config()
+
+
+# --- refused options -------------------------------------------------------------------------
+
+REFUSED_CASES = [
+    (["--broadcast_adapter=redis"], "--broadcast_adapter"),
+    (["--broadcast_adapter=http,redisx"], "--broadcast_adapter"),
+    (["--broadcast_adapter", "nats"], "--broadcast_adapter"),
+    (["--broker=memory"], "--broker"),
+    (["--broker=nats"], "--broker"),
+    (["--pubsub=redis"], "--pubsub"),
+    (["--sse"], "--sse"),
+    (["--sse=true"], "--sse"),
+    (["--rpc_host=localhost:50051"], "--rpc_host"),
+    (["--norpc=false"], "--norpc"),
+    (["--allowed_origins=example.com"], "--allowed_origins"),
+    (["--max-conn=100"], "--max-conn"),
+    (["--metrics_http=/metrics"], "--metrics_http"),
+    (["--log_format=json"], "--log_format"),
+    (["--pong_timeout=5"], "--pong_timeout"),
+    (["--presets=fly"], "--presets"),
+    (["--ssl_cert=/c.pem"], "--ssl_cert"),
+    (["--ssl_key=/k.pem"], "--ssl_key"),
+]
+
+
+@pytest.mark.parametrize(("argv", "name"), REFUSED_CASES)
+def test_refused_options_name_themselves(argv: list[str], name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(argv, {"ANYCABLE_NOAUTH": "true"})
+    message = str(info.value)
+    assert message.startswith(name)
+    if name in ("--rpc_host", "--norpc"):
+        assert "Cableway does not do RPC" in message
+    else:
+        assert "not supported yet by Cableway" in message
+
+
+def test_every_refusal_is_exercised() -> None:
+    assert {name for _, name in REFUSED_CASES} == {f"--{name}" for name in REFUSED}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ANYCABLE_BROADCAST_ADAPTER", "http,redis"),
+        ("ANYCABLE_BROKER", "memory"),
+        ("ANYCABLE_RPC_HOST", "rpc:50051"),
+        ("ANYCABLE_SSE", "1"),
+        ("ANYCABLE_MAX_CONN", "10"),
+    ],
+)
+def test_refused_options_from_the_environment_name_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{variable}={value}: "):
+        from_env(**{variable: value})
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--broker=none"],
+        ["--pubsub=none"],
+        ["--sse=false"],
+        ["--log_format=text"],
+        ["--pong_timeout=0"],
+        ["--max-conn=0"],
+        ["--presets=none"],
+        ["--norpc=true"],
+        ["--broadcast_adapter=http"],
+    ],
+)
+def test_refused_options_accept_their_harmless_values(argv: list[str]) -> None:
+    assert cli(*argv) == Config()
+
+
+def test_refusal_with_an_invalid_value_is_a_value_error() -> None:
+    with pytest.raises(ConfigError, match="invalid value 'maybe' for --sse"):
+        cli("--sse=maybe")
+
+
+# --- invalid input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--port=abc"], "--port"),
+        (["--port=0"], "--port"),
+        (["--port=65536"], "--port"),
+        (["--port=-1"], "--port"),
+        (["--port=1e3"], "--port"),
+        (["--http_broadcast_port=70000"], "--http_broadcast_port"),
+        (["--ping_timestamp_precision=us"], "--ping_timestamp_precision"),
+        (["--ping_interval=0"], "--ping_interval"),
+        (["--ping_interval=nan"], "--ping_interval"),
+        (["--ws_write_timeout=-1"], "--ws_write_timeout"),
+        (["--shutdown_timeout=-1"], "--shutdown_timeout"),
+        (["--max_message_size=-1"], "--max_message_size"),
+        (["--ws_max_pending_size=-5"], "--ws_max_pending_size"),
+        (["--log_level=verbose"], "--log_level"),
+        (["--broadcast_adapter=kafka"], "--broadcast_adapter"),
+        (["--broadcast_adapter=,"], "--broadcast_adapter"),
+        (["--path=cable"], "--path"),
+        (["--health-path=health"], "--health-path"),
+        (["--host="], "--host"),
+        (["--jwt_param="], "--jwt_param"),
+        (["--port"], "--port"),
+    ],
+)
+def test_invalid_values_name_the_option(argv: list[str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        cli(*argv)
+
+
+def test_invalid_environment_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="invalid value 'abc' for PORT"):
+        from_env(PORT="abc")
+
+
+@pytest.mark.parametrize("flag", ["--bogus", "--bogus=1", "--po=1", "--health_path=/x", "-p"])
+def test_unknown_flags_are_errors(flag: str) -> None:
+    with pytest.raises(ConfigError, match="unknown option " + flag.split("=")[0]):
+        cli(flag)
+
+
+def test_positional_arguments_are_errors() -> None:
+    with pytest.raises(ConfigError, match="unexpected argument 'serve'"):
+        cli("serve")
+
+
+# --- Config object ---------------------------------------------------------------------------
+
+
+def test_repr_never_contains_secrets() -> None:
+    config = cli(
+        "--secret=s3cr3t-master",
+        "--jwt_secret=s3cr3t-jwt",
+        "--streams_secret=s3cr3t-streams",
+        "--turbo_streams_secret=s3cr3t-turbo",
+    )
+    for text in (repr(config), str(config), str(config.redacted())):
+        assert "s3cr3t" not in text
+        assert QWERTY_BROADCAST_KEY not in text
+        assert config.broadcast_key is not None
+        assert config.broadcast_key not in text
+        assert REDACTED in text
+    redacted = config.redacted()
+    assert {field.name for field in fields(Config)} == set(redacted)
+    for name in SECRET_FIELDS:
+        assert redacted[name] == REDACTED
+    assert redacted["port"] == 8080
+
+
+def test_redacted_keeps_unset_secrets_as_none() -> None:
+    redacted = Config().redacted()
+    assert all(redacted[name] is None for name in SECRET_FIELDS)
+
+
+def test_config_is_frozen() -> None:
+    config = Config()
+    with pytest.raises(AttributeError):
+        config.port = 1  # type: ignore[misc]
+
+
+def test_every_option_has_an_environment_variable_except_ws_max_pending_size() -> None:
+    for option in OPTIONS:
+        if option.name == "ws_max_pending_size":
+            assert option.env == ()
+        else:
+            assert option.env[0] == "ANYCABLE_" + option.name.upper().replace("-", "_")
