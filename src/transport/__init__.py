@@ -1,4 +1,3 @@
 """transport"""
 
 from __future__ import annotations
-

@@ -7,11 +7,12 @@ import inspect
 import io
 import tokenize
 
-import cableway.auth.keys as keys_module
 import pytest
-from cableway.auth import check_bearer, derive_broadcast_key, derive_key
 from hypothesis import given
 from hypothesis import strategies as st
+
+import cableway.auth.keys as keys_module
+from cableway.auth import check_bearer, derive_broadcast_key, derive_key
 
 BROADCAST_QWERTY = "42923a28b760e667fc92f7c6123bb07a282822b329dd2ef48e7aee7830d98485"
 API_QWERTY = "bdd0244b3664404d03b7d0c2f1b946dc4fc6c13fdcbfa2be62a4a28deb04d096"

@@ -9,9 +9,10 @@ import json
 from typing import Any
 
 import pytest
-from cableway.auth import AuthError, decode_identifiers, encode_token
 from hypothesis import given
 from hypothesis import strategies as st
+
+from cableway.auth import AuthError, decode_identifiers, encode_token
 
 SECRET = "qwerty"  # short on purpose: PyJWT's InsecureKeyLengthWarning must not surface
 NOW = 1_700_000_000.0

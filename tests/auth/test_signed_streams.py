@@ -8,11 +8,12 @@ import hashlib
 import hmac
 import inspect
 
-import cableway.auth.signed_streams as signed_streams_module
 import pytest
-from cableway.auth import InvalidSignature, sign_stream_name, verify_signed_stream_name
 from hypothesis import given
 from hypothesis import strategies as st
+
+import cableway.auth.signed_streams as signed_streams_module
+from cableway.auth import InvalidSignature, sign_stream_name, verify_signed_stream_name
 
 VECTORS = [
     (

@@ -1,0 +1,319 @@
+"""The h11 front door: one port serves WebSocket upgrades and plain HTTP.
+
+Every TCP connection starts here. The request head must arrive within the handshake
+deadline (over the whole head, not per read, so trickling bytes does not help a
+slowloris). Then the request is routed by exact path: the WebSocket path(s) (upgrade
+to :mod:`.ws`), the health path, the broadcast path (when this listener serves it), or
+``404``. Plain HTTP connections are kept alive for further requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+import h11
+import trio
+from wsproto.utilities import generate_accept_token
+
+from .. import __version__
+from ..auth.keys import check_bearer
+from ..protocol.broadcast import RemoteDisconnect, parse_broadcast
+from ..protocol.connection import CableConnection, SessionSettings
+from ..protocol.errors import RemoteProtocolError
+from ..protocol.handshake import (
+    Accepted,
+    authenticate,
+    find_token,
+    parse_query,
+    ping_settings,
+    request_sid,
+    select_subprotocol,
+)
+from .ws import WebSocketSession
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["Request", "handle_connection"]
+
+log = logging.getLogger("cableway.http")
+
+VERSION_HEADER = (b"x-anycable-version", f"cableway-{__version__}".encode())
+HEALTH_BODY = b"Ah, ha, ha, ha, stayin' alive, stayin' alive."
+_READ_SIZE = 16384
+
+
+class Request:
+    """The parts of an HTTP request the routes look at."""
+
+    __slots__ = ("headers", "method", "path", "query", "raw_headers")
+
+    def __init__(self, event: h11.Request) -> None:
+        self.method = event.method.decode("ascii", "replace")
+        target = event.target.decode("ascii", "replace")
+        path, _, query = target.partition("?")
+        self.path = path
+        self.query = query
+        self.raw_headers = list(event.headers)
+        headers: dict[str, str] = {}
+        for name, value in event.headers:
+            key = name.decode("ascii", "replace")
+            text = value.decode("latin-1")
+            headers[key] = headers[key] + ", " + text if key in headers else text
+        self.headers = headers
+
+    def header_list(self, name: str) -> list[str]:
+        """A comma-separated header as a list of trimmed, non-empty tokens."""
+        return [t.strip() for t in self.headers.get(name, "").split(",") if t.strip()]
+
+
+class _Conn:
+    """An h11 connection bound to a stream."""
+
+    def __init__(self, stream: trio.abc.Stream, max_head: int) -> None:
+        self.stream = stream
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
+
+    async def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            try:
+                data = await self.stream.receive_some(_READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            self.h11.receive_data(bytes(data))
+
+    async def send(self, event: h11.Event) -> None:
+        data = self.h11.send(event)
+        if data:
+            await self.stream.send_all(data)
+
+    async def respond(
+        self,
+        status: int,
+        body: bytes = b"",
+        *,
+        content_type: bytes = b"text/plain; charset=utf-8",
+        headers: list[tuple[bytes, bytes]] | None = None,
+        close: bool = False,
+    ) -> None:
+        hdrs = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        if close:
+            hdrs.append((b"connection", b"close"))
+        hdrs.extend(headers or [])
+        await self.send(h11.Response(status_code=status, headers=hdrs))
+        if body:
+            await self.send(h11.Data(data=body))
+        await self.send(h11.EndOfMessage())
+
+
+async def handle_connection(server: Server, stream: trio.abc.Stream, *, main: bool) -> None:
+    """Serve one TCP connection until it closes; never raises.
+
+    Args:
+        main: whether this is the main listener (WebSocket, health) rather than the
+            separate broadcast listener.
+    """
+    config = server.config
+    conn = _Conn(stream, server.max_header_bytes)
+    upgraded = False
+    try:
+        while True:
+            with trio.move_on_after(server.handshake_timeout) as head_scope:
+                server.idle_scopes.add(head_scope)
+                try:
+                    event = await conn.next_event()
+                finally:
+                    server.idle_scopes.discard(head_scope)
+            if head_scope.cancelled_caught or not isinstance(event, h11.Request):
+                return
+            request = Request(event)
+            if main and request.path in config.path:
+                upgraded = True
+                await _websocket(server, conn, request)
+                return
+            if request.path == config.http_broadcast_path and server.serves_broadcast(main):
+                await _broadcast(server, conn, request)
+            elif main and request.path == config.health_path:
+                await _drain_body(conn, 0)
+                await conn.respond(200, HEALTH_BODY, headers=[VERSION_HEADER])
+            else:
+                await _drain_body(conn, 0)
+                await conn.respond(404, b"404 page not found")
+            if conn.h11.our_state is h11.MUST_CLOSE or conn.h11.their_state is h11.MUST_CLOSE:
+                return
+            conn.h11.start_next_cycle()
+    except h11.RemoteProtocolError as exc:
+        await _bad_request(conn, exc.error_status_hint)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+        pass
+    except h11.LocalProtocolError:
+        log.debug("h11 state error; closing connection")
+    finally:
+        if not upgraded:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await stream.aclose()
+
+
+async def _bad_request(conn: _Conn, status: int) -> None:
+    if conn.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return
+    try:
+        with trio.move_on_after(1):
+            await conn.respond(status, h11_reason(status), close=True)
+    except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
+def h11_reason(status: int) -> bytes:
+    return {
+        400: b"Bad Request",
+        413: b"Payload Too Large",
+        431: b"Request Header Fields Too Large",
+    }.get(status, b"Error")
+
+
+async def _linger(stream: trio.abc.Stream, *, seconds: float = 1.0, budget: int = 4 << 20) -> None:
+    with trio.move_on_after(seconds):
+        with contextlib.suppress(
+            AttributeError, trio.BrokenResourceError, trio.ClosedResourceError
+        ):
+            await stream.send_eof()  # type: ignore[attr-defined]
+        while budget > 0:
+            try:
+                data = await stream.receive_some(_READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                return
+            budget -= len(data)
+
+
+async def _drain_body(conn: _Conn, limit: int) -> bytes | None:
+    """Read the request body; ``None`` when it exceeds ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        event = await conn.next_event()
+        if isinstance(event, h11.Data):
+            size += len(event.data)
+            if size > limit:
+                return None
+            chunks.append(bytes(event.data))
+        elif isinstance(event, h11.EndOfMessage):
+            return b"".join(chunks)
+        else:
+            raise h11.RemoteProtocolError("unexpected end of request", 400)
+
+
+# -- broadcast -----------------------------------------------------------------------
+
+
+async def _broadcast(server: Server, conn: _Conn, request: Request) -> None:
+    """``POST /_broadcast`` (spec §11.2): 201, 401, 413, 422, or 400 for bad bodies."""
+    key = server.config.broadcast_key
+    if request.method != "POST":
+        await conn.respond(422, b"Unprocessable Entity", close=True)
+        return
+    if key is not None and not check_bearer(request.headers.get("authorization"), key):
+        await conn.respond(401, b"Unauthorized", close=True)
+        return
+    length = request.headers.get("content-length")
+    limit = server.max_broadcast_body
+    too_big = length is not None and length.isdigit() and int(length) > limit
+    body = None if too_big else await _drain_body(conn, limit)
+    if body is None:
+        # refused before buffering it; read and drop a bounded amount of what the
+        # client is still sending so that it gets to read the 413 instead of a reset
+        await conn.respond(413, b"Payload Too Large", close=True)
+        await _linger(conn.stream)
+        return
+    try:
+        parsed = parse_broadcast(body)
+    except RemoteProtocolError as exc:
+        server.metrics_failed_broadcast += 1
+        log.warning("invalid broadcast: %s", exc)
+        await conn.respond(400, f"Bad Request: {exc}".encode())
+        return
+    if isinstance(parsed, RemoteDisconnect):
+        server.remote_disconnect(parsed)
+    else:
+        server.publish(parsed)
+    await conn.respond(201)
+
+
+# -- WebSocket -----------------------------------------------------------------------
+
+
+async def _websocket(server: Server, conn: _Conn, request: Request) -> None:
+    config = server.config
+    upgrade = request.headers.get("upgrade", "").lower()
+    connection_tokens = [t.lower() for t in request.header_list("connection")]
+    key = request.headers.get("sec-websocket-key")
+    if (
+        request.method != "GET"
+        or "websocket" not in upgrade
+        or "upgrade" not in connection_tokens
+        or not key
+    ):
+        await _drain_body(conn, 0)
+        await conn.respond(
+            400, b"Bad Request", headers=[(b"sec-websocket-version", b"13")], close=True
+        )
+        await conn.stream.aclose()
+        return
+    if request.headers.get("sec-websocket-version") != "13":
+        await conn.respond(
+            426, b"Upgrade Required", headers=[(b"sec-websocket-version", b"13")], close=True
+        )
+        await conn.stream.aclose()
+        return
+    offered = request.header_list("sec-websocket-protocol")
+    subprotocol = select_subprotocol(offered)
+    headers = [
+        (b"upgrade", b"websocket"),
+        (b"connection", b"Upgrade"),
+        (b"sec-websocket-accept", generate_accept_token(key.encode("latin-1"))),
+        VERSION_HEADER,
+    ]
+    if subprotocol is not None:
+        headers.append((b"sec-websocket-protocol", subprotocol.encode()))
+    await conn.send(h11.InformationalResponse(status_code=101, headers=headers))
+    trailing, _closed = conn.h11.trailing_data
+
+    query = parse_query(request.query)
+    interval, precision = ping_settings(
+        query, interval=config.ping_interval, precision=config.ping_timestamp_precision
+    )
+    sid = request_sid(request.headers.get("x-request-id"), secrets.token_urlsafe(16)[:21])
+    core = CableConnection(
+        sid=sid,
+        settings=SessionSettings(
+            ping_interval=interval,
+            ping_precision=precision,
+            limits=server.limits,
+            policy=server.stream_policy,
+        ),
+        now=trio.current_time(),
+        ping_jitter=server.random.random(),
+    )
+    token = find_token(
+        headers=request.headers, query=query, subprotocols=offered, param=config.jwt_param
+    )
+    outcome = authenticate(token, sid=sid, policy=server.auth_policy, now=time.time())
+    if isinstance(outcome, Accepted):
+        core.accept(outcome.identifiers)
+        log.debug("connected sid=%s protocol=%s", sid, subprotocol)
+    else:
+        server.metrics_failed_auths += 1
+        core.reject(outcome.reason)
+        log.info("connection rejected sid=%s reason=%s", sid, outcome.reason)
+    session = WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))
+    server.sessions.add(session)
+    await session.run()
