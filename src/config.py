@@ -848,12 +848,6 @@ def load_config_with_warnings(
     if get.boolean("debug"):
         log_level = "debug"
 
-    if not noauth and jwt_secret is None:
-        warnings.append(
-            "no authentication is configured (--jwt_secret/--secret, --noauth or --public): "
-            "every connection will be rejected as unauthorized"
-        )
-
     config = Config(
         host=get.string("host", default="localhost"),
         port=port,

@@ -1,0 +1,97 @@
+"""Drive the transport over in-memory streams (no sockets), under trio's testing clock."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import trio
+import trio.testing
+from wsproto import WSConnection
+from wsproto.connection import ConnectionType
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Event,
+    Request,
+    TextMessage,
+)
+
+from cableway.auth.signed_streams import sign_stream_name
+from cableway.config import Config
+from cableway.transport.http import handle_connection
+from cableway.transport.server import Server
+
+TURBO_KEY = "s3Krit"
+CONFIG = Config(
+    host="127.0.0.1",
+    port=0,
+    turbo_streams=True,
+    turbo_streams_secret=TURBO_KEY,
+    broadcast_key="k",
+    http_broadcast_port=0,
+)
+
+
+def turbo_identifier(stream: str) -> str:
+    signed = sign_stream_name(stream, TURBO_KEY)
+    return json.dumps({"channel": "Turbo::StreamsChannel", "signed_stream_name": signed})
+
+
+class Client:
+    """A wsproto client over one end of an in-memory stream pair."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.pending: list[Event] = []
+        self.closed: CloseConnection | None = None
+
+    async def handshake(self, target: str = "/cable") -> None:
+        await self.stream.send_all(
+            self.ws.send(Request(host="test", target=target, subprotocols=["actioncable-v1-json"]))
+        )
+        event = await self.next_event()
+        assert isinstance(event, AcceptConnection)
+
+    async def next_event(self) -> Event:
+        while not self.pending:
+            data = await self.stream.receive_some(65536)
+            self.ws.receive_data(data or None)
+            self.pending.extend(self.ws.events())
+        return self.pending.pop(0)
+
+    async def recv(self) -> dict[str, Any] | None:
+        """Next JSON message (pings skipped); None once the server closed."""
+        parts: list[str] = []
+        while True:
+            event = await self.next_event()
+            if isinstance(event, CloseConnection):
+                self.closed = event
+                return None
+            if isinstance(event, TextMessage):
+                parts.append(event.data)
+                if not event.message_finished:
+                    continue
+                message: dict[str, Any] = json.loads("".join(parts))
+                parts = []
+                if message.get("type") != "ping":
+                    return message
+
+    async def send(self, payload: object) -> None:
+        text = payload if isinstance(payload, str) else json.dumps(payload)
+        await self.stream.send_all(self.ws.send(TextMessage(data=text)))
+
+
+async def connect(
+    nursery: trio.Nursery, server: Server, *, lockstep: bool = False
+) -> tuple[Client, trio.abc.Stream]:
+    """Open a served connection; returns the client and the server-side stream."""
+    pair = trio.testing.lockstep_stream_pair() if lockstep else trio.testing.memory_stream_pair()
+    client_end, server_end = pair
+    nursery.start_soon(handle_connection, server, server_end, True)
+    return Client(client_end), server_end
+
+
+def handle(server: Server, stream: trio.abc.Stream) -> Any:
+    return handle_connection(server, stream, main=True)
