@@ -133,6 +133,10 @@ async def handle_connection(server: Server, stream: trio.abc.Stream, *, main: bo
                     server.idle_scopes.discard(head_scope)
             if head_scope.cancelled_caught or not isinstance(event, h11.Request):
                 return
+            head_size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+            if head_size > server.max_header_bytes:
+                # h11 only bounds heads that arrive in pieces; bound the complete one too
+                raise h11.RemoteProtocolError("request head too large", 431)
             request = Request(event)
             if main and request.path in config.path:
                 upgraded = True
