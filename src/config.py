@@ -85,12 +85,25 @@ class Config:
     broadcast_key: str | None = None
     http_broadcast_port: int = 8090
     http_broadcast_path: str = "/_broadcast"
+    # Reliable streams: stream history, session restore and presence (spec §7). Cableway keeps
+    # them in memory by default ("memory"); "none" is AnyCable's no-op broker.
+    broker: str = "memory"
+    history_limit: int = 100
+    history_ttl: float = 300.0
+    sessions_ttl: float = 300.0  # 0 = no session restore
+    presence_ttl: float = 15.0
+    streams_whisper: bool = False
+    streams_presence: bool = True
     # WebSocket and pings.
     ping_interval: float = 3.0
     ping_timestamp_precision: str = "s"
+    pong_timeout: float = 0.0  # 0 = off
     max_message_size: int = 65536
     ws_write_timeout: float = 2.0
     ws_max_pending_size: int = 1048576
+    # Server-Sent Events.
+    sse: bool = True
+    sse_path: str = "/events"
     shutdown_timeout: float = 30.0
     log_level: str = "info"
 
@@ -174,7 +187,9 @@ SERVER = "Server"
 AUTH = "Authentication (JWT)"
 STREAMS = "Signed streams and Turbo Streams"
 BROADCAST = "Broadcasting"
+BROKER = "Reliable streams (history, session restore, presence)"
 WEBSOCKET = "WebSocket and pings"
+SSE = "Server-Sent Events"
 LOGGING = "Logging"
 DEPRECATED = "Deprecated aliases"
 
@@ -284,6 +299,20 @@ OPTIONS: tuple[Option, ...] = (
         STREAMS,
     ),
     _option(
+        "streams_whisper",
+        "bool",
+        "false",
+        "allow whispers on signed $pubsub streams (public streams always allow them)",
+        STREAMS,
+    ),
+    _option(
+        "streams_presence",
+        "bool",
+        "true",
+        "allow presence on signed $pubsub streams (public streams always allow it)",
+        STREAMS,
+    ),
+    _option(
         "broadcast_adapter",
         "list",
         "http",
@@ -313,6 +342,49 @@ OPTIONS: tuple[Option, ...] = (
         BROADCAST,
     ),
     _option(
+        "broker",
+        "str",
+        "memory",
+        "memory: stream history, session restore and presence kept in this process; none: "
+        "no history (AnyCable's default is none)",
+        BROKER,
+    ),
+    _option(
+        "presets",
+        "list",
+        "none",
+        "broker (= --broker=memory unless --broker is given) or none; other presets are refused",
+        BROKER,
+    ),
+    _option(
+        "history_limit",
+        "int",
+        "100",
+        "messages kept per stream (the oldest are evicted)",
+        BROKER,
+    ),
+    _option(
+        "history_ttl",
+        "float",
+        "300",
+        "seconds a stream's messages are kept",
+        BROKER,
+    ),
+    _option(
+        "sessions_ttl",
+        "float",
+        "300",
+        "seconds a disconnected actioncable-v1-ext-json session can be restored; 0 = never",
+        BROKER,
+    ),
+    _option(
+        "presence_ttl",
+        "float",
+        "15",
+        "seconds a disconnected session's presence outlives it",
+        BROKER,
+    ),
+    _option(
         "ping_interval",
         "float",
         "3",
@@ -324,6 +396,14 @@ OPTIONS: tuple[Option, ...] = (
         "str",
         "s",
         "ping message timestamp unit: s, ms or ns",
+        WEBSOCKET,
+    ),
+    _option(
+        "pong_timeout",
+        "float",
+        "0 (off)",
+        "seconds an actioncable-v1-ext-json client has to answer a ping before it is "
+        "disconnected (no_pong); 0 = off",
         WEBSOCKET,
     ),
     _option(
@@ -347,6 +427,20 @@ OPTIONS: tuple[Option, ...] = (
         "bytes queued for one client before it is disconnected as too_slow",
         WEBSOCKET,
         env=(),
+    ),
+    _option(
+        "sse",
+        "bool",
+        "true",
+        "serve the Server-Sent Events transport at --sse_path (AnyCable's default is false)",
+        SSE,
+    ),
+    _option(
+        "sse_path",
+        "str",
+        "/events",
+        "SSE endpoint path (must differ from the WebSocket and health paths)",
+        SSE,
     ),
     _option("log_level", "str", "info", "debug, info, warn or error", LOGGING),
     _option("debug", "bool", "false", "same as --log_level=debug", LOGGING),
@@ -396,10 +490,6 @@ def _equals(expected: str) -> Callable[[str], bool]:
     return accepts
 
 
-def _is_false(value: str) -> bool:
-    return not _parse_bool(value)
-
-
 def _is_true(value: str) -> bool:
     return _parse_bool(value)
 
@@ -410,6 +500,14 @@ def _is_zero(value: str) -> bool:
 
 def _no_unbuilt_adapter(value: str) -> bool:
     return not set(_split_list(value)) & {"redis", "redisx", "nats"}
+
+
+def _no_unbuilt_broker(value: str) -> bool:
+    return value.strip().lower() not in {"redis", "nats"}
+
+
+def _only_built_presets(value: str) -> bool:
+    return set(_split_list(value.lower())) <= set(_PRESETS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,10 +537,11 @@ REFUSED: dict[str, Refusal] = {
     ),
     "broker": Refusal(
         "str",
-        f"brokers (stream history, session resumption) are {NOT_YET}",
-        _equals("none"),
-        "`none`",
-        default="none",
+        f"the redis and nats brokers are {NOT_YET}; use --broker=memory (history in this "
+        "process) or --broker=none",
+        _no_unbuilt_broker,
+        "`memory`, `none`",
+        default="memory",
     ),
     "pubsub": Refusal(
         "str",
@@ -450,13 +549,6 @@ REFUSED: dict[str, Refusal] = {
         _equals("none"),
         "`none`",
         default="none",
-    ),
-    "sse": Refusal(
-        "bool",
-        f"the Server-Sent Events transport is {NOT_YET}",
-        _is_false,
-        "`false`",
-        default="false",
     ),
     "rpc_host": Refusal(
         "str",
@@ -498,18 +590,12 @@ REFUSED: dict[str, Refusal] = {
         "`text`",
         default="text",
     ),
-    "pong_timeout": Refusal(
-        "int",
-        f"pong timeouts are {NOT_YET}",
-        _is_zero,
-        "`0` (off)",
-        default="0",
-    ),
     "presets": Refusal(
-        "str",
-        f"presets are {NOT_YET}",
-        _equals("none"),
-        "`none`",
+        "list",
+        f"presets other than broker and none (fly, heroku) are {NOT_YET}",
+        _only_built_presets,
+        "`broker`, `none`",
+        default="none",
     ),
     "ssl_cert": Refusal(
         "str",
@@ -553,6 +639,8 @@ _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _ADAPTERS = ("http", "redis", "redisx", "nats")
 _LOG_LEVELS = ("debug", "info", "warn", "error")
 _PRECISIONS = ("s", "ms", "ns")
+_BROKERS = ("memory", "none")
+_PRESETS = ("broker", "none")
 
 
 def _parse_bool(text: str) -> bool:
@@ -848,11 +936,41 @@ def load_config_with_warnings(
     if get.boolean("debug"):
         log_level = "debug"
 
+    # Presets only fill in defaults: an explicit --broker wins. The broker preset's memory
+    # broker is already Cableway's default, so no accepted preset changes anything.
+    presets_raw = get.pick("presets")
+    if presets_raw is not None:
+        for preset in _split_list(presets_raw.value.lower()):
+            if preset not in _PRESETS:
+                get.fail(presets_raw, "must be one of " + ", ".join(_PRESETS))
+    broker = get.choice("broker", "memory", _BROKERS)
+    history_limit = get.integer("history_limit", 100, 1)
+    history_ttl = get.number("history_ttl", 300.0, allow_zero=False)
+    sessions_ttl = get.number("sessions_ttl", 300.0, allow_zero=True)
+    presence_ttl = get.number("presence_ttl", 15.0, allow_zero=False)
+    if broker == "none":
+        for name in ("history_limit", "history_ttl", "sessions_ttl", "presence_ttl"):
+            raw = values.get(name)
+            if raw is not None:
+                warnings.append(f"{raw.label} has no effect: the broker is none")
+
+    sse = get.boolean("sse", default=True)
+    health_path = get.path("health-path", "/health")
+    sse_path = get.path("sse_path", "/events")
+    if sse and (sse_path in paths or sse_path == health_path):
+        sse_path_raw = get.pick("sse_path")
+        if sse_path_raw is not None:
+            get.fail(sse_path_raw, "must differ from the WebSocket path(s) and the health path")
+        # The default /events clashes with a path the user chose: name their option.
+        clash = get.pick("path" if sse_path in paths else "health-path")
+        if clash is not None:  # always set here: the defaults do not clash
+            get.fail(clash, f"clashes with the SSE path {sse_path} (set --sse_path or --sse=false)")
+
     config = Config(
         host=get.string("host", default="localhost"),
         port=port,
         path=paths,
-        health_path=get.path("health-path", "/health"),
+        health_path=health_path,
         secret=secret,
         jwt_secret=jwt_secret,
         jwt_param=get.string("jwt_param", "jwt_id_param", default="jid"),
@@ -868,11 +986,21 @@ def load_config_with_warnings(
         broadcast_key=broadcast_key,
         http_broadcast_port=http_broadcast_port,
         http_broadcast_path=get.path("http_broadcast_path", "/_broadcast"),
+        broker=broker,
+        history_limit=history_limit,
+        history_ttl=history_ttl,
+        sessions_ttl=sessions_ttl,
+        presence_ttl=presence_ttl,
+        streams_whisper=get.boolean("streams_whisper"),
+        streams_presence=get.boolean("streams_presence", default=True),
         ping_interval=get.number("ping_interval", 3.0, allow_zero=False),
         ping_timestamp_precision=get.choice("ping_timestamp_precision", "s", _PRECISIONS),
+        pong_timeout=get.number("pong_timeout", 0.0, allow_zero=True),
         max_message_size=get.integer("max_message_size", 65536, 1),
         ws_write_timeout=get.number("ws_write_timeout", 2.0, allow_zero=False),
         ws_max_pending_size=get.integer("ws_max_pending_size", 1048576, 1),
+        sse=sse,
+        sse_path=sse_path,
         shutdown_timeout=get.number("shutdown_timeout", 30.0, allow_zero=True),
         log_level=log_level,
     )

@@ -57,6 +57,16 @@ def test_no_input_gives_the_documented_defaults() -> None:
     assert config.public is False
     assert config.public_streams is False
     assert config.turbo_streams is False
+    assert config.broker == "memory"  # Cableway keeps history by default (AnyCable: none)
+    assert config.history_limit == 100
+    assert config.history_ttl == 300.0
+    assert config.sessions_ttl == 300.0
+    assert config.presence_ttl == 15.0
+    assert config.streams_whisper is False
+    assert config.streams_presence is True
+    assert config.pong_timeout == 0.0
+    assert config.sse is True  # Cableway serves SSE by default (AnyCable: off)
+    assert config.sse_path == "/events"
 
 
 def test_environment_only() -> None:
@@ -366,19 +376,18 @@ REFUSED_CASES = [
     (["--broadcast_adapter=redis"], "--broadcast_adapter"),
     (["--broadcast_adapter=http,redisx"], "--broadcast_adapter"),
     (["--broadcast_adapter", "nats"], "--broadcast_adapter"),
-    (["--broker=memory"], "--broker"),
+    (["--broker=redis"], "--broker"),
     (["--broker=nats"], "--broker"),
+    (["--broker", "NATS"], "--broker"),
     (["--pubsub=redis"], "--pubsub"),
-    (["--sse"], "--sse"),
-    (["--sse=true"], "--sse"),
     (["--rpc_host=localhost:50051"], "--rpc_host"),
     (["--norpc=false"], "--norpc"),
     (["--allowed_origins=example.com"], "--allowed_origins"),
     (["--max-conn=100"], "--max-conn"),
     (["--metrics_http=/metrics"], "--metrics_http"),
     (["--log_format=json"], "--log_format"),
-    (["--pong_timeout=5"], "--pong_timeout"),
     (["--presets=fly"], "--presets"),
+    (["--presets=broker,heroku"], "--presets"),
     (["--ssl_cert=/c.pem"], "--ssl_cert"),
     (["--ssl_key=/k.pem"], "--ssl_key"),
 ]
@@ -404,9 +413,9 @@ def test_every_refusal_is_exercised() -> None:
     ("variable", "value"),
     [
         ("ANYCABLE_BROADCAST_ADAPTER", "http,redis"),
-        ("ANYCABLE_BROKER", "memory"),
+        ("ANYCABLE_BROKER", "redis"),
         ("ANYCABLE_RPC_HOST", "rpc:50051"),
-        ("ANYCABLE_SSE", "1"),
+        ("ANYCABLE_PRESETS", "fly"),
         ("ANYCABLE_MAX_CONN", "10"),
     ],
 )
@@ -418,13 +427,12 @@ def test_refused_options_from_the_environment_name_the_variable(variable: str, v
 @pytest.mark.parametrize(
     "argv",
     [
-        ["--broker=none"],
+        ["--broker=memory"],
         ["--pubsub=none"],
-        ["--sse=false"],
         ["--log_format=text"],
-        ["--pong_timeout=0"],
         ["--max-conn=0"],
         ["--presets=none"],
+        ["--presets=broker"],
         ["--norpc=true"],
         ["--broadcast_adapter=http"],
     ],
@@ -434,8 +442,144 @@ def test_refused_options_accept_their_harmless_values(argv: list[str]) -> None:
 
 
 def test_refusal_with_an_invalid_value_is_a_value_error() -> None:
-    with pytest.raises(ConfigError, match="invalid value 'maybe' for --sse"):
-        cli("--sse=maybe")
+    with pytest.raises(ConfigError, match="invalid value 'lots' for --max-conn"):
+        cli("--max-conn=lots")
+
+
+def test_broker_redis_is_refused_naming_the_option() -> None:
+    with pytest.raises(ConfigError) as info:
+        cli("--broker=redis")
+    message = str(info.value)
+    assert message.startswith("--broker=redis: ")
+    assert "not supported yet by Cableway" in message
+    assert "--broker=memory" in message
+
+
+def test_no_refusal_for_accepted_options() -> None:
+    assert {"sse", "sse_path", "pong_timeout", "history_limit"}.isdisjoint(REFUSED)
+    assert REFUSED["broker"].accepts("memory")
+    assert REFUSED["broker"].accepts("none")
+    assert REFUSED["presets"].accepts("broker")
+    assert REFUSED["presets"].accepts("none")
+
+
+# --- reliable streams, pongs and SSE -----------------------------------------------------------
+
+
+def test_broker_none() -> None:
+    config = cli("--broker=none")
+    assert config.broker == "none"
+    assert config == Config(broker="none")
+    assert from_env(ANYCABLE_BROKER="none").broker == "none"
+    assert from_env(ANYCABLE_BROKER="Memory").broker == "memory"
+    assert load_config(["--broker=memory"], {"ANYCABLE_BROKER": "none"}).broker == "memory"
+
+
+def test_unknown_broker_is_invalid() -> None:
+    with pytest.raises(ConfigError, match="invalid value 'kafka' for --broker: must be one of"):
+        cli("--broker=kafka")
+    with pytest.raises(ConfigError, match="for ANYCABLE_BROKER"):
+        from_env(ANYCABLE_BROKER="kafka")
+
+
+def test_presets() -> None:
+    assert cli("--presets=broker").broker == "memory"
+    assert from_env(ANYCABLE_PRESETS="broker").broker == "memory"
+    assert cli("--presets=none").broker == "memory"  # Cableway's own default stays
+    assert cli("--presets=broker", "--broker=none").broker == "none"  # explicit wins
+    assert load_config(["--presets=broker"], {"ANYCABLE_BROKER": "none"}).broker == "none"
+
+
+def test_broker_settings_from_the_environment() -> None:
+    config = from_env(
+        ANYCABLE_HISTORY_LIMIT="50",
+        ANYCABLE_HISTORY_TTL="60",
+        ANYCABLE_SESSIONS_TTL="0",
+        ANYCABLE_PRESENCE_TTL="2.5",
+        ANYCABLE_STREAMS_WHISPER="true",
+        ANYCABLE_STREAMS_PRESENCE="false",
+        ANYCABLE_PONG_TIMEOUT="5",
+    )
+    assert config.history_limit == 50
+    assert config.history_ttl == 60.0
+    assert config.sessions_ttl == 0.0  # session restore disabled
+    assert config.presence_ttl == 2.5
+    assert config.streams_whisper is True
+    assert config.streams_presence is False
+    assert config.pong_timeout == 5.0
+
+
+def test_broker_settings_from_the_command_line() -> None:
+    config = load_config(
+        [
+            "--history_limit=7",
+            "--history_ttl",
+            "0.5",
+            "--sessions_ttl=30",
+            "--presence_ttl=1",
+            "--streams_whisper",
+            "--streams_presence=false",
+            "--pong_timeout=5",
+        ],
+        {"ANYCABLE_HISTORY_LIMIT": "50", "ANYCABLE_STREAMS_WHISPER": "false"},
+    )
+    assert config.history_limit == 7
+    assert config.history_ttl == 0.5
+    assert config.sessions_ttl == 30.0
+    assert config.presence_ttl == 1.0
+    assert config.streams_whisper is True
+    assert config.streams_presence is False
+    assert config.pong_timeout == 5.0
+
+
+def test_pong_timeout_zero_is_off() -> None:
+    assert cli("--pong_timeout=0").pong_timeout == 0.0
+    assert cli("--pong_timeout=0") == Config()
+    assert cli("--pong_timeout=1.5").pong_timeout == 1.5
+
+
+def test_broker_settings_with_broker_none_warn() -> None:
+    config, warnings = load_config_with_warnings(["--broker=none", "--history_limit=5"], {})
+    assert config.history_limit == 5
+    assert "--history_limit has no effect: the broker is none" in warnings
+    _, warnings = load_config_with_warnings(["--history_limit=5"], {})
+    assert warnings == ()
+
+
+def test_sse_settings() -> None:
+    assert cli("--sse=false").sse is False
+    assert cli("--sse=false") == Config(sse=False)
+    assert from_env(ANYCABLE_SSE="0").sse is False
+    assert cli("--sse").sse is True
+    assert load_config(["--sse"], {"ANYCABLE_SSE": "false"}).sse is True
+    assert cli("--sse_path=/sse").sse_path == "/sse"
+    assert from_env(ANYCABLE_SSE_PATH="/stream").sse_path == "/stream"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--sse_path=/cable"],
+        ["--sse_path=/health"],
+        ["--path=/ws,/sse", "--sse_path=/sse"],
+        ["--health-path=/up", "--sse_path=/up"],
+    ],
+)
+def test_sse_path_must_not_clash_with_other_paths(argv: list[str]) -> None:
+    with pytest.raises(ConfigError, match="for --sse_path: must differ from the WebSocket"):
+        cli(*argv)
+
+
+def test_default_sse_path_clashing_with_a_chosen_path_names_that_option() -> None:
+    with pytest.raises(ConfigError, match="for --path: clashes with the SSE path /events"):
+        cli("--path=/events")
+    with pytest.raises(ConfigError, match="for ANYCABLE_HEALTH_PATH: clashes with the SSE path"):
+        from_env(ANYCABLE_HEALTH_PATH="/events")
+
+
+def test_sse_path_clash_is_allowed_when_sse_is_off() -> None:
+    assert cli("--sse=false", "--path=/events").path == ("/events",)
+    assert cli("--sse=false", "--sse_path=/cable").sse_path == "/cable"
 
 
 # --- invalid input ---------------------------------------------------------------------------
@@ -461,6 +605,20 @@ def test_refusal_with_an_invalid_value_is_a_value_error() -> None:
         (["--broadcast_adapter=kafka"], "--broadcast_adapter"),
         (["--broadcast_adapter=,"], "--broadcast_adapter"),
         (["--path=cable"], "--path"),
+        (["--history_limit=0"], "--history_limit"),
+        (["--history_limit=-1"], "--history_limit"),
+        (["--history_limit=1.5"], "--history_limit"),
+        (["--history_ttl=0"], "--history_ttl"),
+        (["--history_ttl=-1"], "--history_ttl"),
+        (["--sessions_ttl=-1"], "--sessions_ttl"),
+        (["--presence_ttl=0"], "--presence_ttl"),
+        (["--presence_ttl=-5"], "--presence_ttl"),
+        (["--pong_timeout=-1"], "--pong_timeout"),
+        (["--pong_timeout=soon"], "--pong_timeout"),
+        (["--sse=maybe"], "--sse"),
+        (["--sse_path=events"], "--sse_path"),
+        (["--sse_path="], "--sse_path"),
+        (["--streams_presence=yes"], "--streams_presence"),
         (["--health-path=health"], "--health-path"),
         (["--host="], "--host"),
         (["--jwt_param="], "--jwt_param"),

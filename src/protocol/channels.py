@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from ..auth.errors import InvalidSignature
 from ..auth.signed_streams import verify_signed_stream_name
 
-__all__ = ["PUBSUB_CHANNEL", "TURBO_CHANNEL", "StreamPolicy", "resolve_stream"]
+__all__ = [
+    "PUBSUB_CHANNEL",
+    "TURBO_CHANNEL",
+    "StreamPolicy",
+    "Subscription",
+    "resolve_stream",
+    "resolve_subscription",
+]
 
 PUBSUB_CHANNEL = "$pubsub"
 TURBO_CHANNEL = "Turbo::StreamsChannel"
@@ -31,6 +38,10 @@ class StreamPolicy:
         turbo_cleartext: with no ``turbo_secret``, take ``signed_stream_name`` as the
             plain stream name (AnyCable 1.4 ``--turbo_rails_cleartext``).
         public_streams: allow unsigned ``$pubsub`` ``stream_name``.
+        streams_whisper: allow whispers on signed ``$pubsub`` streams (public ones
+            always allow them).
+        streams_presence: allow presence on signed ``$pubsub`` streams (public ones
+            always allow it).
     """
 
     streams_secret: str | None = None
@@ -38,6 +49,17 @@ class StreamPolicy:
     turbo_secret: str | None = None
     turbo_cleartext: bool = False
     public_streams: bool = False
+    streams_whisper: bool = False
+    streams_presence: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A resolved subscription: the stream it reads and what it allows."""
+
+    stream: str
+    whisper: bool = False
+    presence: bool = False
 
 
 def _params(identifier: str) -> dict[str, object] | None:
@@ -58,11 +80,17 @@ def _verify(signed: object, secret: str | None) -> str | None:
 
 
 def resolve_stream(identifier: str, policy: StreamPolicy) -> str | None:
-    """The stream a subscription identifier reads, or ``None`` to reject it.
+    """The stream a subscription identifier reads, or ``None`` to reject it."""
+    found = resolve_subscription(identifier, policy)
+    return found.stream if found is not None else None
+
+
+def resolve_subscription(identifier: str, policy: StreamPolicy) -> Subscription | None:
+    """Resolve a subscription identifier, or ``None`` to reject it.
 
     When both ``signed_stream_name`` and ``stream_name`` are present the signed one
     decides, as AnyCable does. Unknown channels are rejected (there is no application
-    to ask).
+    to ask). Turbo streams allow neither whispers nor presence.
     """
     params = _params(identifier)
     if params is None:
@@ -70,15 +98,19 @@ def resolve_stream(identifier: str, policy: StreamPolicy) -> str | None:
     channel = params.get("channel")
     if channel == PUBSUB_CHANNEL:
         if "signed_stream_name" in params:
-            return _verify(params["signed_stream_name"], policy.streams_secret)
+            stream = _verify(params["signed_stream_name"], policy.streams_secret)
+            if stream is None:
+                return None
+            return Subscription(stream, policy.streams_whisper, policy.streams_presence)
         name = params.get("stream_name")
         if policy.public_streams and isinstance(name, str) and name:
-            return name
+            return Subscription(name, whisper=True, presence=True)
         return None
     if channel == TURBO_CHANNEL and policy.turbo_streams:
         signed = params.get("signed_stream_name")
         if policy.turbo_secret:
-            return _verify(signed, policy.turbo_secret)
+            stream = _verify(signed, policy.turbo_secret)
+            return Subscription(stream) if stream is not None else None
         if policy.turbo_cleartext and isinstance(signed, str) and signed:
-            return signed
+            return Subscription(signed)
     return None

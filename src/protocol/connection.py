@@ -7,37 +7,52 @@ A :class:`CableConnection` is one client session (WebSocket or SSE), with no I/O
 no clock. The driver:
 
 1. creates it right after the transport handshake, then calls :meth:`accept` with the
-   connection identifiers (or :meth:`reject` with an AnyCable disconnect reason);
+   connection identifiers, :meth:`restore` with a saved session snapshot, or
+   :meth:`reject` with an AnyCable disconnect reason;
 2. feeds every client message to :meth:`receive_message` together with ``now``;
 3. sleeps until :meth:`next_deadline` and then calls :meth:`handle_timer`;
 4. after *every* call drains :meth:`events` and carries them out in order: send
-   messages, add/remove streams in the hub, close the transport.
+   messages, add/remove streams in the hub, publish whispers and presence events,
+   answer history and presence requests (by calling :meth:`history_result` /
+   :meth:`presence_result`), store session snapshots, close the transport.
 
 States move one way only::
 
-    NEW --accept()--> OPEN --disconnect()/fatal error--> CLOSED
+    NEW --accept()/restore()--> OPEN --disconnect()/fatal error/no pong--> CLOSED
     NEW --reject()--> CLOSED
 
 Commands are processed strictly in arrival order. Malformed input never raises out of
 :meth:`receive_message` unless it is fatal (an oversized message): the command is
 dropped and a :class:`~.events.CommandIgnored` event says why. Subscriptions are keyed
 by the exact identifier string the client sent.
+
+The broker is not called from here: history, presence and session storage leave as
+request events, so the same machine serves an in-memory broker and a networked one.
 """
 
 from __future__ import annotations
 
 import enum
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeGuard
 
 from . import messages
-from .channels import StreamPolicy, resolve_stream
+from .broadcast import EncodedBroadcast, Publication
+from .broker import HistoryEntry, HistoryQuery, SessionSnapshot
+from .channels import StreamPolicy, Subscription, resolve_subscription
 from .commands import KNOWN_COMMANDS, Command, parse_command
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import (
     CloseConnection,
     CommandIgnored,
     Event,
+    HistoryRequest,
+    PresenceRequest,
+    Publish,
     SendMessage,
+    SessionChanged,
     StreamAdded,
     StreamRemoved,
 )
@@ -46,6 +61,7 @@ from .limits import Limits
 __all__ = ["CableConnection", "SessionSettings", "SessionState"]
 
 _PRECISION = {"s": 1, "ms": 1_000, "ns": 1_000_000_000}
+_MAX_PRESENCE_ID = 256
 
 
 class SessionState(enum.Enum):
@@ -63,12 +79,23 @@ class SessionSettings:
         ping_precision: unit of the ping timestamp: ``s``, ``ms`` or ``ns``.
         limits: size and count bounds.
         policy: which built-in channels are served and their secrets.
+        extended: the session speaks ``actioncable-v1-ext-json``.
+        pong_timeout: with ``extended``, seconds a client has to send any command after
+            a ping before it is disconnected (``no_pong``); ``0`` disables the check.
+        history: a broker keeps history (otherwise history requests are rejected).
+        presence: a broker keeps presence (otherwise presence commands are ignored).
+        resumable: snapshots are kept so the session can be restored (extended only).
     """
 
     ping_interval: float = 3.0
     ping_precision: str = "s"
     limits: Limits = field(default_factory=Limits)
     policy: StreamPolicy = field(default_factory=StreamPolicy)
+    extended: bool = False
+    pong_timeout: float = 0.0
+    history: bool = False
+    presence: bool = False
+    resumable: bool = False
 
 
 class CableConnection:
@@ -98,11 +125,16 @@ class CableConnection:
         self.identifiers: str | None = None
         #: identifier -> the stream it reads (built-in channels read one stream each)
         self.subscriptions: dict[str, str] = {}
+        #: identifier -> (presence id, stream) this session joined with
+        self.presence: dict[str, tuple[str, str]] = {}
+        self._features: dict[str, Subscription] = {}
+        self._pending_history: set[str] = set()
         self._events: list[Event] = []
         interval = settings.ping_interval
         self._next_ping: float | None = (
             now + interval * (0.5 + ping_jitter) if interval > 0 else None
         )
+        self._pong_deadline: float | None = None
 
     # -- driver API -----------------------------------------------------------------
 
@@ -113,7 +145,13 @@ class CableConnection:
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` must next be called; ``None`` for never."""
-        return self._next_ping if self.state is not SessionState.CLOSED else None
+        if self.state is SessionState.CLOSED:
+            return None
+        if self._pong_deadline is None:
+            return self._next_ping
+        if self._next_ping is None:
+            return self._pong_deadline
+        return min(self._next_ping, self._pong_deadline)
 
     def accept(self, identifiers: str) -> None:
         """Authentication succeeded: remember ``identifiers`` and send ``welcome``."""
@@ -121,6 +159,26 @@ class CableConnection:
         self.identifiers = identifiers
         self.state = SessionState.OPEN
         self._send(messages.welcome(self.sid))
+        self._snapshot()
+
+    def restore(self, snapshot: SessionSnapshot) -> None:
+        """Resume a previous session without re-authenticating (extended protocol).
+
+        The subscriptions come back without confirmations; the welcome lists them in
+        ``restored_ids``. Clients then ask for the history they missed.
+        """
+        self._require(SessionState.NEW, "restore")
+        self.identifiers = snapshot.identifiers
+        self.state = SessionState.OPEN
+        restored: list[str] = []
+        for identifier, _stream in snapshot.subscriptions:
+            found = resolve_subscription(identifier, self.settings.policy)
+            if found is None or identifier in self.subscriptions:
+                continue  # secrets rotated since: drop it, the client re-subscribes
+            self._add(identifier, found)
+            restored.append(identifier)
+        self._send(messages.welcome(self.sid, restored_ids=restored))
+        self._snapshot()
 
     def reject(self, reason: str) -> None:
         """Authentication failed: send the disconnect message, then close (1000)."""
@@ -159,19 +217,65 @@ class CableConnection:
             self._events.append(CommandIgnored("", str(exc)))
             return
         if command is not None:
+            self._pong_deadline = None  # any decoded command shows the client is alive
             self._dispatch(command)
 
     def handle_timer(self, now: float, *, unix_time: float) -> None:
         """Fire whatever is due at ``now``; ``unix_time`` stamps the ping."""
-        if self.state is SessionState.CLOSED or self._next_ping is None:
+        if self.state is not SessionState.OPEN:
             return
-        if now >= self._next_ping:
-            stamp = int(unix_time * _PRECISION.get(self.settings.ping_precision, 1))
-            self._send(messages.ping(stamp))
-            interval = self.settings.ping_interval
-            self._next_ping += interval
-            if self._next_ping <= now:
-                self._next_ping = now + interval
+        if self._pong_deadline is not None and now >= self._pong_deadline:
+            self._close("no_pong", reconnect=True, code=1000, close_reason="No Pong")
+            return
+        if self._next_ping is None or now < self._next_ping:
+            return
+        stamp = int(unix_time * _PRECISION.get(self.settings.ping_precision, 1))
+        self._send(messages.ping(stamp))
+        interval = self.settings.ping_interval
+        self._next_ping += interval
+        if self._next_ping <= now:
+            self._next_ping = now + interval
+        timeout = self.settings.pong_timeout
+        if self.settings.extended and timeout > 0 and self._pong_deadline is None:
+            self._pong_deadline = now + timeout
+
+    def history_result(
+        self, identifier: str, entries: Iterable[HistoryEntry] | None, *, epoch: str = ""
+    ) -> None:
+        """Answer a :class:`HistoryRequest`: the entries to replay, or ``None`` to reject.
+
+        Replayed messages carry their stream position; ``confirm_history`` follows them.
+        """
+        self._pending_history.discard(identifier)
+        if self.state is not SessionState.OPEN or identifier not in self.subscriptions:
+            return
+        if entries is None:
+            self._send(_typed("reject_history", identifier))
+            return
+        for entry in entries:
+            publication = Publication(entry.stream, entry.data, broadcast_type=entry.broadcast_type)
+            encoded = EncodedBroadcast(publication, offset=entry.offset, epoch=epoch)
+            self._send(encoded.for_identifier(identifier))
+        self._send(_typed("confirm_history", identifier))
+
+    def presence_result(self, identifier: str, records: list[tuple[str, object]] | None) -> None:
+        """Answer a presence ``info`` request (``None`` when the broker failed)."""
+        if self.state is not SessionState.OPEN or identifier not in self.subscriptions:
+            return
+        message: dict[str, object]
+        if records is None:
+            message = {"type": "error", "total": 0}
+        else:
+            message = {"type": "info", "total": len(records)}
+            if records:
+                message["records"] = [{"info": info, "id": pid} for pid, info in records]
+        self._send(
+            '{"type":"presence","identifier":'
+            + messages.dumps(identifier)
+            + ',"message":'
+            + messages.dumps(message)
+            + "}"
+        )
 
     # -- commands ------------------------------------------------------------------
 
@@ -182,45 +286,145 @@ class CableConnection:
         elif name == "ping":
             self._send(messages.pong())
         elif name == "pong":
-            pass  # only refreshes keepalive
+            pass  # only refreshes keepalive (done above)
         elif command.identifier is None:
             self._ignore(name, "identifier is missing")
         elif name == "subscribe":
-            self._subscribe(command.identifier)
+            self._subscribe(command)
         elif name == "unsubscribe":
             self._unsubscribe(command.identifier)
         elif command.identifier not in self.subscriptions:
             self._ignore(name, "not subscribed")
         elif name == "history":
-            # No broker keeps history yet: every request is refused, as AnyCable's
-            # default (legacy) broker does.
-            self._send(
-                '{"type":"reject_history","identifier":' + messages.dumps(command.identifier) + "}"
-            )
+            self._history(command.identifier, command.history)
+        elif name == "whisper":
+            self._whisper(command.identifier, command.data)
+        elif name == "join":
+            self._join(command.identifier, command.presence)
+        elif name == "leave":
+            self._leave(command.identifier)
+        elif name == "presence":
+            self._presence_info(command.identifier)
         else:
             self._ignore(name, "not supported by built-in channels")
 
-    def _subscribe(self, identifier: str) -> None:
+    def _subscribe(self, command: Command) -> None:
+        identifier = command.identifier
+        assert identifier is not None
         if identifier in self.subscriptions:
             self._ignore("subscribe", "already subscribed")
             return
         if len(self.subscriptions) >= self.settings.limits.max_subscriptions:
             self._send(messages.reject_subscription(identifier))
             return
-        stream = resolve_stream(identifier, self.settings.policy)
-        if stream is None:
+        found = resolve_subscription(identifier, self.settings.policy)
+        if found is None:
             self._send(messages.reject_subscription(identifier))
             return
-        self.subscriptions[identifier] = stream
-        self._events.append(StreamAdded(identifier, stream))
+        self._add(identifier, found)
         self._send(messages.confirm_subscription(identifier))
+        self._snapshot()
+        if command.history is not None:
+            self._history(identifier, command.history)
+        if command.presence is not None:
+            self._join(identifier, command.presence)
+
+    def _add(self, identifier: str, found: Subscription) -> None:
+        self.subscriptions[identifier] = found.stream
+        self._features[identifier] = found
+        self._events.append(StreamAdded(identifier, found.stream))
 
     def _unsubscribe(self, identifier: str) -> None:
         stream = self.subscriptions.pop(identifier, None)
         if stream is None:
             self._ignore("unsubscribe", "not subscribed")
             return
+        self._features.pop(identifier, None)
         self._events.append(StreamRemoved(identifier, stream))
+        if self.presence.pop(identifier, None) is not None:
+            self._events.append(PresenceRequest("leave", identifier, stream))
+        self._snapshot()
+
+    def _history(self, identifier: str, request: Mapping[str, Any] | None) -> None:
+        """Spec §7.4: ``since`` and/or per-stream positions; all-or-nothing."""
+        if request is None:
+            self._ignore("history", "history is missing")
+            return
+        since = request.get("since")
+        streams = request.get("streams")
+        since_value = _number(since)
+        if streams is not None and not isinstance(streams, dict):
+            self._ignore("history", "history streams is not an object")
+            return
+        if not since_value and streams is None:
+            self._ignore("history", "history has neither since nor streams")
+            return
+        if not self.settings.history:
+            self._send(_typed("reject_history", identifier))
+            return
+        stream = self.subscriptions[identifier]
+        position = streams.get(stream) if isinstance(streams, dict) else None
+        query: HistoryQuery | None = None
+        if isinstance(position, dict):
+            epoch, offset = position.get("epoch"), position.get("offset")
+            if not isinstance(epoch, str) or not _is_offset(offset):
+                self._send(_typed("reject_history", identifier))
+                return
+            query = HistoryQuery(stream, epoch=epoch, offset=int(offset))
+        elif since_value:
+            query = HistoryQuery(stream, since=since_value)
+        if query is None:
+            self._send(_typed("confirm_history", identifier))
+            return
+        self._pending_history.add(identifier)
+        self._events.append(HistoryRequest(identifier, (query,)))
+
+    def _whisper(self, identifier: str, data: object) -> None:
+        features = self._features.get(identifier)
+        if features is None or not features.whisper or data is None:
+            self._ignore("whisper", "whispers are not enabled for this subscription")
+            return
+        publication = Publication(
+            features.stream, messages.dumps(data), exclude_socket=self.sid, transient=True
+        )
+        self._events.append(Publish(publication))
+
+    def _join(self, identifier: str, presence: Mapping[str, Any] | None) -> None:
+        features = self._features.get(identifier)
+        if features is None or not features.presence or not self.settings.presence:
+            self._ignore("join", "presence is not enabled for this subscription")
+            return
+        raw_id = presence.get("id") if presence else None
+        if isinstance(raw_id, int | float) and not isinstance(raw_id, bool):
+            raw_id = str(raw_id)
+        if not isinstance(raw_id, str) or not raw_id or len(raw_id) > _MAX_PRESENCE_ID:
+            self._ignore("join", "presence id must be a non-empty string")
+            return
+        joined = self.presence.get(identifier)
+        if joined is not None and joined[0] != raw_id:
+            self._ignore("join", "presence ID mismatch")
+            return
+        info = presence.get("info") if presence else None
+        self.presence[identifier] = (raw_id, features.stream)
+        self._events.append(
+            PresenceRequest("join", identifier, features.stream, presence_id=raw_id, info=info)
+        )
+
+    def _leave(self, identifier: str) -> None:
+        if self.presence.pop(identifier, None) is None:
+            self._ignore("leave", "not present")
+            return
+        self._events.append(PresenceRequest("leave", identifier, self.subscriptions[identifier]))
+
+    def _presence_info(self, identifier: str) -> None:
+        features = self._features.get(identifier)
+        if features is None or not features.presence:
+            self._ignore("presence", "presence is not enabled for this subscription")
+            return
+        if not self.settings.presence:
+            self.presence_result(identifier, None)
+            return
+        self._events.append(PresenceRequest("info", identifier, features.stream))
 
     # -- helpers -------------------------------------------------------------------
 
@@ -230,10 +434,19 @@ class CableConnection:
     def _ignore(self, command: str, detail: str) -> None:
         self._events.append(CommandIgnored(command, detail))
 
+    def _snapshot(self) -> None:
+        if not (self.settings.resumable and self.settings.extended):
+            return
+        if self.state is not SessionState.OPEN or self.identifiers is None:
+            return
+        snapshot = SessionSnapshot(self.identifiers, tuple(self.subscriptions.items()))
+        self._events.append(SessionChanged(self.sid, snapshot))
+
     def _drop_streams(self) -> None:
         for identifier, stream in self.subscriptions.items():
             self._events.append(StreamRemoved(identifier, stream))
         self.subscriptions.clear()
+        self._features.clear()
 
     def _close(self, reason: str, *, reconnect: bool, code: int, close_reason: str) -> None:
         self._send(messages.disconnect(reason, reconnect=reconnect))
@@ -244,3 +457,20 @@ class CableConnection:
     def _require(self, state: SessionState, what: str) -> None:
         if self.state is not state:
             raise LocalProtocolError(f"cannot {what} in state {self.state.value}")
+
+
+def _typed(kind: str, identifier: str) -> str:
+    return '{"type":"' + kind + '","identifier":' + messages.dumps(identifier) + "}"
+
+
+def _number(value: object) -> float:
+    """A positive finite number, else 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    if not math.isfinite(value) or value <= 0:
+        return 0.0
+    return float(value)
+
+
+def _is_offset(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .broadcast import Publication
+from .broker import HistoryQuery, SessionSnapshot
+
 __all__ = [
     "CloseConnection",
     "CommandIgnored",
     "Event",
+    "HistoryQuery",
+    "HistoryRequest",
+    "PresenceRequest",
+    "Publish",
     "SendMessage",
+    "SessionChanged",
     "StreamAdded",
     "StreamRemoved",
 ]
@@ -60,4 +68,52 @@ class CommandIgnored:
     detail: str
 
 
-Event = SendMessage | StreamAdded | StreamRemoved | CloseConnection | CommandIgnored
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Publish ``publication`` to the streams' subscribers (whispers, presence events)."""
+
+    publication: Publication
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """Fetch history, then call ``CableConnection.history_result(identifier, …)``."""
+
+    identifier: str
+    queries: tuple[HistoryQuery, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceRequest:
+    """A presence operation for the broker.
+
+    ``kind`` is ``join`` (with ``presence_id`` and ``info``), ``leave``, or ``info``
+    (answer with ``CableConnection.presence_result(identifier, records)``).
+    """
+
+    kind: str
+    identifier: str
+    stream: str
+    presence_id: str = ""
+    info: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionChanged:
+    """A resumable session's state changed: store ``snapshot`` under ``sid``."""
+
+    sid: str
+    snapshot: SessionSnapshot
+
+
+Event = (
+    SendMessage
+    | StreamAdded
+    | StreamRemoved
+    | CloseConnection
+    | CommandIgnored
+    | Publish
+    | HistoryRequest
+    | PresenceRequest
+    | SessionChanged
+)

@@ -22,9 +22,10 @@ from wsproto.utilities import generate_accept_token
 from .. import __version__
 from ..auth.keys import check_bearer
 from ..protocol.broadcast import RemoteDisconnect, parse_broadcast
-from ..protocol.connection import CableConnection, SessionSettings
+from ..protocol.connection import CableConnection
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.handshake import (
+    EXT_PROTOCOL,
     Accepted,
     authenticate,
     find_token,
@@ -33,6 +34,7 @@ from ..protocol.handshake import (
     request_sid,
     select_subprotocol,
 )
+from .sse import handle_sse
 from .ws import WebSocketSession
 
 if TYPE_CHECKING:
@@ -144,6 +146,10 @@ async def handle_connection(server: Server, stream: trio.abc.Stream, *, main: bo
                 return
             if request.path == config.http_broadcast_path and server.serves_broadcast(main):
                 await _broadcast(server, conn, request)
+            elif main and config.sse and request.path == config.sse_path:
+                upgraded = True  # the SSE session owns (and closes) the stream
+                await handle_sse(server, conn, request)
+                return
             elif main and request.path == config.health_path:
                 await _drain_body(conn, 0)
                 await conn.respond(200, HEALTH_BODY, headers=[VERSION_HEADER])
@@ -296,25 +302,33 @@ async def _websocket(server: Server, conn: _Conn, request: Request) -> None:
         query, interval=config.ping_interval, precision=config.ping_timestamp_precision
     )
     sid = request_sid(request.headers.get("x-request-id"), secrets.token_urlsafe(16)[:21])
+    extended = subprotocol == EXT_PROTOCOL
     core = CableConnection(
         sid=sid,
-        settings=SessionSettings(
-            ping_interval=interval,
-            ping_precision=precision,
-            limits=server.limits,
-            policy=server.stream_policy,
-        ),
+        settings=server.session_settings(interval, precision, extended=extended),
         now=trio.current_time(),
         ping_jitter=server.random.random(),
     )
+    # extended sessions come back with their previous sid: no re-authentication
+    previous = request.headers.get("x-anycable-restore-sid") or query.get("sid")
+    snapshot = None
+    if extended and previous and server.broker is not None:
+        snapshot = server.broker.restore_session(previous, now=time.time())
     token = find_token(
         headers=request.headers, query=query, subprotocols=offered, param=config.jwt_param
     )
-    outcome = authenticate(token, sid=sid, policy=server.auth_policy, now=time.time())
-    if isinstance(outcome, Accepted):
+    outcome = (
+        None
+        if snapshot is not None
+        else authenticate(token, sid=sid, policy=server.auth_policy, now=time.time())
+    )
+    if snapshot is not None:
+        core.restore(snapshot)
+        log.debug("restored sid=%s from=%s", sid, previous)
+    elif isinstance(outcome, Accepted):
         core.accept(outcome.identifiers)
         log.debug("connected sid=%s protocol=%s", sid, subprotocol)
-    else:
+    elif outcome is not None:
         server.metrics_failed_auths += 1
         core.reject(outcome.reason)
         log.info("connection rejected sid=%s reason=%s", sid, outcome.reason)

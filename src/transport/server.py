@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import signal
+import string
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import trio
 
+from ..protocol import messages
 from ..protocol.broadcast import EncodedBroadcast, Publication, RemoteDisconnect
+from ..protocol.broker import MemoryBroker, PresenceEvent
 from ..protocol.channels import StreamPolicy
+from ..protocol.connection import CableConnection, SessionSettings
+from ..protocol.events import HistoryRequest, PresenceRequest
 from ..protocol.handshake import AuthPolicy
 from ..protocol.hub import Hub
 from ..protocol.limits import Limits
-from ..protocol.wsframe import text_frame
 from .http import handle_connection
-from .ws import WebSocketSession
+from .session import Session
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -45,10 +51,22 @@ class Server:
             turbo_secret=config.turbo_streams_secret,
             turbo_cleartext=config.turbo_rails_cleartext,
             public_streams=config.public_streams,
+            streams_whisper=config.streams_whisper,
+            streams_presence=config.streams_presence,
         )
         self.auth_policy = AuthPolicy(jwt_secret=config.jwt_secret, enforce_jwt=config.enforce_jwt)
-        self.hub: Hub[WebSocketSession] = Hub()
-        self.sessions: set[WebSocketSession] = set()
+        self.hub: Hub[Session] = Hub()
+        self.sessions: set[Session] = set()
+        self.broker: MemoryBroker | None = None
+        if config.broker == "memory":
+            alphabet = string.ascii_letters + string.digits
+            self.broker = MemoryBroker(
+                epoch="".join(secrets.choice(alphabet) for _ in range(4)),
+                history_limit=config.history_limit,
+                history_ttl=config.history_ttl,
+                sessions_ttl=config.sessions_ttl,
+                presence_ttl=config.presence_ttl,
+            )
         self.idle_scopes: set[trio.CancelScope] = set()
         self.random = random.Random()
         self.handshake_timeout = 5.0
@@ -65,6 +83,24 @@ class Server:
         self.metrics_failed_broadcast = 0
         self.metrics_slow_clients = 0
         self.metrics_broadcasts = 0
+        self.sse_clients = 0
+
+    def session_settings(
+        self, ping_interval: float, ping_precision: str, *, extended: bool
+    ) -> SessionSettings:
+        """The core settings of one session."""
+        config = self.config
+        return SessionSettings(
+            ping_interval=ping_interval,
+            ping_precision=ping_precision,
+            limits=self.limits,
+            policy=self.stream_policy,
+            extended=extended,
+            pong_timeout=config.pong_timeout,
+            history=self.broker is not None,
+            presence=self.broker is not None,
+            resumable=self.broker is not None and config.sessions_ttl > 0,
+        )
 
     # -- fan-out -------------------------------------------------------------------
 
@@ -75,23 +111,91 @@ class Server:
         return self._shared_broadcast if main else not self._shared_broadcast
 
     def publish(self, publications: Iterable[Publication]) -> None:
-        """Deliver publications to local subscribers, never awaiting.
+        """Store (when a broker keeps history) and deliver publications, never awaiting.
 
-        Each publication is encoded once per distinct identifier and framed once; the
-        same bytes are queued for every subscriber of that identifier.
+        Each publication is encoded once per distinct identifier and turned into wire
+        bytes once per kind of session (WebSocket frame, SSE event...); the same bytes
+        are queued for every subscriber of that kind.
         """
+        broker = self.broker
         for publication in publications:
             self.metrics_broadcasts += 1
+            offset: int | None = None
+            if broker is not None and not publication.transient:
+                offset = broker.add(
+                    publication.stream,
+                    publication.data,
+                    now=time.time(),
+                    broadcast_type=publication.broadcast_type,
+                )
             recipients = self.hub.recipients(publication.stream)
             if not recipients:
                 continue
-            encoded = EncodedBroadcast(publication)
+            encoded = EncodedBroadcast(
+                publication, offset=offset, epoch=broker.epoch if broker is not None else None
+            )
             exclude = publication.exclude_socket
             for identifier, sessions in recipients.items():
-                frame = text_frame(encoded.for_identifier(identifier).encode())
+                text = encoded.for_identifier(identifier)
+                wire: dict[str, bytes | None] = {}
                 for session in sessions:
-                    if exclude is None or session.sid != exclude:
-                        session.push_frame(frame)
+                    if exclude is not None and session.sid == exclude:
+                        continue
+                    kind = session.wire_kind
+                    if kind in wire:
+                        data = wire[kind]
+                    else:
+                        data = wire[kind] = session.encode(text)
+                    if data is not None:
+                        session.push_frame(data)
+
+    def answer_history(self, core: CableConnection, request: HistoryRequest) -> None:
+        """Serve a session's history request from the broker."""
+        broker = self.broker
+        if broker is None:
+            core.history_result(request.identifier, None)
+            return
+        entries = broker.fetch_history(request.queries, now=time.time())
+        core.history_result(request.identifier, entries, epoch=broker.epoch)
+
+    def answer_presence(self, core: CableConnection, request: PresenceRequest) -> None:
+        """Carry out a session's presence operation and publish what it changed."""
+        broker = self.broker
+        if broker is None:
+            if request.kind == "info":
+                core.presence_result(request.identifier, None)
+            return
+        event: PresenceEvent | None = None
+        if request.kind == "join":
+            try:
+                event = broker.presence_join(
+                    request.stream, core.sid, request.presence_id, request.info
+                )
+            except ValueError:
+                log.debug("presence id mismatch sid=%s", core.sid)
+        elif request.kind == "leave":
+            event = broker.presence_leave(request.stream, core.sid)
+        elif request.kind == "info":
+            core.presence_result(request.identifier, broker.presence_info(request.stream))
+        if event is not None:
+            self.publish_presence(event)
+
+    def publish_presence(self, event: PresenceEvent) -> None:
+        """Broadcast a presence join/leave to the presence stream (transient)."""
+        body: dict[str, object] = {"type": event.kind}
+        if event.kind == "join":
+            body["info"] = event.info
+        body["id"] = event.presence_id
+        self.publish(
+            [
+                Publication(
+                    event.stream,
+                    messages.dumps(body),
+                    transient=True,
+                    broadcast_type="presence",
+                )
+            ]
+        )
 
     def remote_disconnect(self, command: RemoteDisconnect) -> None:
         """Disconnect every session whose identifiers equal the command's."""
@@ -131,6 +235,8 @@ class Server:
                     accepting.start_soon(self._serve, extra, handlers, False)
                 if handle_signals:
                     accepting.start_soon(self._watch_signals)
+                if self.broker is not None:
+                    accepting.start_soon(self._sweep, self.broker)
                 task_status.started(self)
                 await self._shutdown.wait()
                 accepting.cancel_scope.cancel()
@@ -166,6 +272,13 @@ class Server:
 
         await trio.serve_listeners(handler, listeners, handler_nursery=handlers)
 
+    async def _sweep(self, broker: MemoryBroker) -> None:
+        """Expire history, sessions and presence once a second (AnyCable's sweeper)."""
+        while True:
+            await trio.sleep(1)
+            for event in broker.expire(time.time()):
+                self.publish_presence(event)
+
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
@@ -196,6 +309,21 @@ class Server:
             )
         else:
             log.info("JWT authentication is disabled: every connection is accepted anonymously")
+        broker = self.broker
+        if broker is not None:
+            log.info(
+                "Using in-memory broker (epoch: %s, history limit: %d, history ttl: %gs, "
+                "sessions ttl: %gs, presence ttl: %gs)",
+                broker.epoch,
+                broker.history_limit,
+                broker.history_ttl,
+                broker.sessions_ttl,
+                broker.presence_ttl,
+            )
+        else:
+            log.info("No broker: streams keep no history and sessions cannot be restored")
+        if config.sse:
+            log.info("Handle SSE requests at %s%s", base, config.sse_path)
         channels = ["$pubsub"]
         if config.turbo_streams:
             channels.append("Turbo::StreamsChannel")

@@ -29,6 +29,7 @@ BASE = Config(
     streams_secret="streams-secret",
     broadcast_key=BROADCAST_KEY,
     http_broadcast_port=0,
+    broker="none",  # plain delivery; reliable streams are tested with broker="memory"
 )
 
 
@@ -173,3 +174,104 @@ async def broadcast(
         json.dumps(payload).encode(),
         headers,
     )
+
+
+class SseClient:
+    """A streaming HTTP client that parses ``text/event-stream`` like a browser does."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.conn = h11.Connection(h11.CLIENT)
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.body = b""
+        self._buffer = ""
+        self._events: list[dict[str, str]] = []
+        self.ended = False
+
+    async def _next(self) -> h11.Event | type[h11.NEED_DATA]:
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            data = await self.stream.receive_some(65536)
+            self.conn.receive_data(bytes(data))
+
+    async def start(self) -> None:
+        with trio.fail_after(5):
+            while True:
+                event = await self._next()
+                if isinstance(event, h11.Response):
+                    self.status = event.status_code
+                    self.headers = {k.decode(): v.decode() for k, v in event.headers}
+                    return
+
+    async def read_body(self) -> bytes:
+        with trio.fail_after(5):
+            chunks = []
+            while True:
+                event = await self._next()
+                if isinstance(event, h11.Data):
+                    chunks.append(bytes(event.data))
+                else:
+                    break
+        return b"".join(chunks)
+
+    async def event(self, *, skip_pings: bool = True) -> dict[str, str] | None:
+        """The next event as {"event", "data", "id"...}; None when the stream ended."""
+        with trio.fail_after(5):
+            while True:
+                while self._events:
+                    ev = self._events.pop(0)
+                    if not (skip_pings and ev.get("event") == "ping"):
+                        return ev
+                if self.ended:
+                    return None
+                event = await self._next()
+                if isinstance(event, h11.Data):
+                    self._feed(bytes(event.data).decode())
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    self.ended = True
+
+    def _feed(self, text: str) -> None:
+        self._buffer += text
+        while "\n\n" in self._buffer:
+            block, self._buffer = self._buffer.split("\n\n", 1)
+            fields: dict[str, str] = {}
+            data_lines = []
+            for line in block.split("\n"):
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if name == "data":
+                    data_lines.append(value)
+                else:
+                    fields[name] = value
+            if data_lines:
+                fields["data"] = "\n".join(data_lines)
+            self._events.append(fields)
+
+
+@asynccontextmanager
+async def sse(
+    server: Server,
+    target: str,
+    *,
+    method: str = "GET",
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+) -> AsyncIterator[SseClient]:
+    stream = await trio.open_tcp_stream("127.0.0.1", server.main_port)
+    async with stream:
+        client = SseClient(stream)
+        hdrs = [("host", "127.0.0.1"), *(headers or [])]
+        if method == "POST":
+            hdrs.append(("content-length", str(len(body))))
+        await stream.send_all(
+            client.conn.send(h11.Request(method=method, target=target, headers=hdrs))
+        )
+        if body:
+            await stream.send_all(client.conn.send(h11.Data(data=body)))
+        if method == "POST":
+            await stream.send_all(client.conn.send(h11.EndOfMessage()))
+        await client.start()
+        yield client

@@ -1,0 +1,225 @@
+"""What every client session shares, whatever its transport (WebSocket or SSE).
+
+Resource handling:
+    Two tasks per session in a nursery of their own: the *reader* (socket -> core, and
+    the session's timers, by waking at ``next_deadline()``) and the *writer* (outbox ->
+    socket, every write under ``ws_write_timeout``). The stream is closed when both are
+    done.
+
+Error handling:
+    Nothing a client sends raises out of :meth:`Session.run`. A failed or timed-out
+    write ends the session at once. The session always unregisters from the hub and
+    hands its snapshot and presence to the broker's expiry.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..protocol.connection import CableConnection
+from ..protocol.events import (
+    CloseConnection,
+    CommandIgnored,
+    HistoryRequest,
+    PresenceRequest,
+    Publish,
+    SendMessage,
+    SessionChanged,
+    StreamAdded,
+    StreamRemoved,
+)
+from .outbox import Outbox
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["Session"]
+
+log = logging.getLogger("cableway.session")
+
+_READ_SIZE = 65536
+
+
+class Session:
+    """One client: a core session, an outbox and the socket.
+
+    Subclasses set :attr:`wire_kind` and implement :meth:`encode` (one protocol message
+    -> wire bytes), :meth:`_on_data` (bytes from the client) and :meth:`_close_transport`
+    (queue whatever ends the transport, e.g. a close frame).
+    """
+
+    #: sessions with the same kind get the same bytes for the same message
+    wire_kind = "?"
+
+    def __init__(self, server: Server, stream: trio.abc.Stream, core: CableConnection) -> None:
+        self.server = server
+        self.stream = stream
+        self.core = core
+        self.sid = core.sid
+        self.outbox = Outbox(server.config.ws_max_pending_size)
+        self._pending_close: tuple[str, bool, int, str] | None = None
+        self._wake: trio.CancelScope | None = None
+        self._closing = False
+        self._done = trio.Event()
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    # -- to implement ------------------------------------------------------------------
+
+    def encode(self, text: str) -> bytes | None:
+        """Wire bytes of one protocol message for this kind of session (None: drop)."""
+        raise NotImplementedError
+
+    def _on_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _close_transport(self, code: int, reason: str) -> None:
+        raise NotImplementedError
+
+    async def _after_close(self) -> None:
+        """Called by the reader once the session is closing (e.g. await a close reply)."""
+
+    # -- called from other tasks (fan-out, shutdown, remote disconnect) ---------------
+
+    def push_frame(self, frame: bytes) -> None:
+        """Queue pre-built bytes; on overflow disconnect the client as ``too_slow``."""
+        if self._closing or self._pending_close is not None:
+            return
+        if not self.outbox.push(frame):
+            self.outbox.clear()
+            self.server.metrics_slow_clients += 1
+            self.request_close("too_slow", reconnect=True, code=1000)
+
+    def request_close(
+        self, reason: str, *, reconnect: bool, code: int = 1000, close_reason: str = ""
+    ) -> None:
+        """Ask the session to send ``disconnect`` and close; returns at once."""
+        if self._closing or self._pending_close is not None:
+            return
+        self._pending_close = (reason, reconnect, code, close_reason)
+        if self._wake is not None:
+            self._wake.cancel()
+
+    async def wait_closed(self) -> None:
+        await self._done.wait()
+
+    # -- the session ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer, nursery.cancel_scope)
+                await self._reader()
+                # the reader is done: let the writer flush what is queued, bounded
+                self.outbox.close()
+        finally:
+            self._closing = True
+            self._unregister()
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await self.stream.aclose()
+            self._done.set()
+
+    async def _writer(self, scope: trio.CancelScope) -> None:
+        timeout = self.server.config.ws_write_timeout
+        while True:
+            data = await self.outbox.take()
+            if not data:
+                return
+            try:
+                with trio.fail_after(timeout):
+                    await self.stream.send_all(data)
+            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+                log.debug("write failed sid=%s", self.sid)
+                self._closing = True
+                scope.cancel()
+                return
+
+    async def _reader(self) -> None:
+        self.apply()
+        while not self._closing:
+            deadline = self.core.next_deadline()
+            data: bytes | None = b""
+            with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as wake:
+                self._wake = wake
+                if self._pending_close is not None:
+                    wake.cancel()
+                try:
+                    data = bytes(await self.stream.receive_some(_READ_SIZE))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = None
+            self._wake = None
+            if wake.cancelled_caught:
+                if self._pending_close is not None:
+                    reason, reconnect, code, close_reason = self._pending_close
+                    self.core.disconnect(
+                        reason, reconnect=reconnect, code=code, close_reason=close_reason
+                    )
+                else:
+                    self.core.handle_timer(trio.current_time(), unix_time=time.time())
+                self.apply()
+                continue
+            if not data:
+                return  # EOF or reset: the peer vanished
+            self._on_data(data)
+        await self._after_close()
+
+    def apply(self) -> None:
+        """Carry out what the core asked for, until it asks for nothing more."""
+        server = self.server
+        hub = server.hub
+        while events := self.core.events():
+            overflow = False
+            for event in events:
+                if isinstance(event, SendMessage):
+                    data = self.encode(event.text)
+                    if data is not None and not overflow and not self.outbox.push(data):
+                        overflow = True
+                elif isinstance(event, StreamAdded):
+                    hub.add(event.stream, event.identifier, self)
+                elif isinstance(event, StreamRemoved):
+                    hub.remove(event.stream, event.identifier, self)
+                elif isinstance(event, CloseConnection):
+                    self._close_transport(event.code, event.reason)
+                    self._closing = True
+                elif isinstance(event, Publish):
+                    server.publish([event.publication])
+                elif isinstance(event, HistoryRequest):
+                    server.answer_history(self.core, event)
+                elif isinstance(event, PresenceRequest):
+                    server.answer_presence(self.core, event)
+                elif isinstance(event, SessionChanged):
+                    if server.broker is not None:
+                        server.broker.save_session(event.sid, event.snapshot)
+                elif isinstance(event, CommandIgnored):
+                    server.metrics_failed_client_msg += 1
+                    log.debug(
+                        "ignored command sid=%s command=%r reason=%r",
+                        self.sid,
+                        event.command,
+                        event.detail,
+                    )
+            if overflow:
+                # the client does not read what it asks for: drop it, as for broadcasts
+                self.outbox.clear()
+                server.metrics_slow_clients += 1
+                self.core.disconnect("too_slow", reconnect=True)
+
+    def _unregister(self) -> None:
+        server = self.server
+        hub = server.hub
+        for identifier, stream in self.core.subscriptions.items():
+            hub.remove(stream, identifier, self)
+        self.core.subscriptions.clear()
+        server.sessions.discard(self)
+        broker = server.broker
+        if broker is not None:
+            now = time.time()
+            broker.release_session(self.sid, now=now)
+            for _presence_id, stream in self.core.presence.values():
+                broker.presence_disconnect(stream, self.sid, now=now)

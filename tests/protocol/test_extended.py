@@ -1,0 +1,217 @@
+"""The extended protocol in the core: history, restore, pong timeout, whisper, presence."""
+
+from __future__ import annotations
+
+import json
+
+from cableway.protocol.broker import HistoryEntry, HistoryQuery, SessionSnapshot
+from cableway.protocol.channels import StreamPolicy
+from cableway.protocol.connection import CableConnection, SessionSettings, SessionState
+from cableway.protocol.events import (
+    CloseConnection,
+    CommandIgnored,
+    HistoryRequest,
+    PresenceRequest,
+    Publish,
+    SessionChanged,
+    StreamAdded,
+)
+
+from .helpers import sent, subscribe
+
+PUBLIC = StreamPolicy(public_streams=True, streams_secret="x", streams_whisper=False)
+CHAT = json.dumps({"channel": "$pubsub", "stream_name": "chat"})
+
+
+def ext(**kw: object) -> CableConnection:
+    settings = SessionSettings(
+        policy=PUBLIC,
+        extended=True,
+        history=True,
+        presence=True,
+        resumable=True,
+        **kw,  # type: ignore[arg-type]
+    )
+    conn = CableConnection(sid="new", settings=settings, now=0.0, ping_jitter=0.0)
+    conn.accept('{"u":1}')
+    conn.events()
+    return conn
+
+
+def test_subscribe_with_history_since_asks_the_broker_then_confirms() -> None:
+    conn = ext()
+    conn.receive_message(
+        json.dumps({"command": "subscribe", "identifier": CHAT, "history": {"since": 100}}), now=1
+    )
+    events = conn.events()
+    assert sent(events) == ['{"type":"confirm_subscription","identifier":' + json.dumps(CHAT) + "}"]
+    request = [e for e in events if isinstance(e, HistoryRequest)]
+    assert request == [HistoryRequest(CHAT, (HistoryQuery("chat", since=100.0),))]
+    conn.history_result(CHAT, [HistoryEntry("chat", 7, '{"a":1}', 100.0)], epoch="ep")
+    assert [json.loads(t) for t in sent(conn.events())] == [
+        {"identifier": CHAT, "message": {"a": 1}, "stream_id": "chat", "epoch": "ep", "offset": 7},
+        {"type": "confirm_history", "identifier": CHAT},
+    ]
+
+
+def test_history_position_wins_over_since_and_failure_rejects() -> None:
+    conn = ext()
+    conn.receive_message(subscribe(CHAT), now=1)
+    conn.events()
+    request = {
+        "since": 5,
+        "streams": {"chat": {"epoch": "ep", "offset": 3}, "other": {"epoch": "x", "offset": 1}},
+    }
+    conn.receive_message(
+        json.dumps({"command": "history", "identifier": CHAT, "history": request}), now=2
+    )
+    (req,) = [e for e in conn.events() if isinstance(e, HistoryRequest)]
+    assert req.queries == (HistoryQuery("chat", epoch="ep", offset=3),)
+    conn.history_result(CHAT, None)
+    assert sent(conn.events()) == [
+        '{"type":"reject_history","identifier":' + json.dumps(CHAT) + "}"
+    ]
+
+
+def test_history_edge_cases() -> None:
+    conn = ext()
+    conn.receive_message(subscribe(CHAT), now=1)
+    conn.events()
+    # neither since nor streams: ignored
+    conn.receive_message(
+        json.dumps({"command": "history", "identifier": CHAT, "history": {}}), now=2
+    )
+    assert sent(conn.events()) == []
+    # empty streams counts as present, and with no position for our stream: confirm at once
+    conn.receive_message(
+        json.dumps({"command": "history", "identifier": CHAT, "history": {"streams": {}}}), now=2
+    )
+    assert sent(conn.events()) == [
+        '{"type":"confirm_history","identifier":' + json.dumps(CHAT) + "}"
+    ]
+    # malformed position: reject
+    bad = {"streams": {"chat": {"epoch": 5, "offset": "x"}}}
+    conn.receive_message(
+        json.dumps({"command": "history", "identifier": CHAT, "history": bad}), now=2
+    )
+    assert sent(conn.events()) == [
+        '{"type":"reject_history","identifier":' + json.dumps(CHAT) + "}"
+    ]
+    # not subscribed: ignored
+    conn.receive_message(
+        json.dumps({"command": "history", "identifier": "x", "history": {"since": 1}}), now=2
+    )
+    assert isinstance(conn.events()[0], CommandIgnored)
+
+
+def test_restore_reinstates_subscriptions_without_confirmations() -> None:
+    settings = SessionSettings(policy=PUBLIC, extended=True, history=True, resumable=True)
+    conn = CableConnection(sid="new", settings=settings, now=0.0)
+    bogus = json.dumps({"channel": "$pubsub", "signed_stream_name": "forged--sig"})
+    conn.restore(SessionSnapshot('{"u":1}', ((CHAT, "chat"), (bogus, "secret-stream"))))
+    events = conn.events()
+    assert StreamAdded(CHAT, "chat") in events
+    assert sent(events) == [
+        json.dumps(
+            {"type": "welcome", "sid": "new", "restored": True, "restored_ids": [CHAT]},
+            separators=(",", ":"),
+        )
+    ]
+    assert conn.identifiers == '{"u":1}'
+    assert any(isinstance(e, SessionChanged) and e.sid == "new" for e in events)
+
+
+def test_snapshots_follow_subscriptions_on_extended_only() -> None:
+    conn = ext()
+    conn.receive_message(subscribe(CHAT), now=1)
+    (changed,) = [e for e in conn.events() if isinstance(e, SessionChanged)]
+    assert changed.snapshot.subscriptions == ((CHAT, "chat"),)
+    plain = CableConnection(sid="p", settings=SessionSettings(policy=PUBLIC, resumable=True), now=0)
+    plain.accept("{}")
+    plain.receive_message(subscribe(CHAT), now=1)
+    assert not [e for e in plain.events() if isinstance(e, SessionChanged)]
+
+
+def test_pong_timeout_disconnects_silent_extended_clients() -> None:
+    conn = ext(ping_interval=1.0, pong_timeout=1.0)
+    conn.handle_timer(0.5, unix_time=1)  # first ping (jitter 0 -> at 0.5)
+    assert conn.next_deadline() == 1.5
+    conn.receive_message('{"command":"pong"}', now=1.0)
+    conn.handle_timer(1.5, unix_time=2)  # second ping, new pong deadline 2.5
+    conn.events()
+    conn.handle_timer(2.5, unix_time=3)
+    events = conn.events()
+    assert sent(events) == ['{"type":"disconnect","reason":"no_pong","reconnect":true}']
+    assert events[-1] == CloseConnection(1000, "No Pong")
+    assert conn.state is SessionState.CLOSED
+
+
+def test_pong_timeout_does_not_apply_to_v1_sessions() -> None:
+    settings = SessionSettings(ping_interval=1.0, pong_timeout=1.0)
+    conn = CableConnection(sid="s", settings=settings, now=0, ping_jitter=0)
+    conn.accept("{}")
+    for t in range(1, 10):
+        conn.handle_timer(float(t), unix_time=1)
+    assert conn.state is SessionState.OPEN
+
+
+def test_whisper_on_public_stream_excludes_sender_and_is_transient() -> None:
+    conn = ext()
+    conn.receive_message(subscribe(CHAT), now=1)
+    conn.events()
+    conn.receive_message(
+        json.dumps({"command": "whisper", "identifier": CHAT, "data": {"event": "typing"}}), now=2
+    )
+    (publish,) = [e for e in conn.events() if isinstance(e, Publish)]
+    pub = publish.publication
+    assert (pub.stream, json.loads(pub.data), pub.exclude_socket, pub.transient) == (
+        "chat",
+        {"event": "typing"},
+        "new",
+        True,
+    )
+
+
+def test_whisper_refused_on_signed_and_turbo_streams_by_default() -> None:
+    from cableway.auth.signed_streams import sign_stream_name
+
+    conn = ext()
+    signed = json.dumps({"channel": "$pubsub", "signed_stream_name": sign_stream_name("s", "x")})
+    conn.receive_message(subscribe(signed), now=1)
+    conn.events()
+    conn.receive_message(
+        json.dumps({"command": "whisper", "identifier": signed, "data": "hi"}), now=2
+    )
+    assert not [e for e in conn.events() if isinstance(e, Publish)]
+
+
+def test_presence_join_leave_info_requests() -> None:
+    conn = ext()
+    conn.receive_message(
+        json.dumps(
+            {"command": "subscribe", "identifier": CHAT, "presence": {"id": 42, "info": {"n": "J"}}}
+        ),
+        now=1,
+    )
+    joins = [e for e in conn.events() if isinstance(e, PresenceRequest)]
+    assert joins == [PresenceRequest("join", CHAT, "chat", presence_id="42", info={"n": "J"})]
+    conn.receive_message(json.dumps({"command": "presence", "identifier": CHAT, "data": {}}), now=2)
+    assert [e.kind for e in conn.events() if isinstance(e, PresenceRequest)] == ["info"]
+    conn.presence_result(CHAT, [("42", {"n": "J"})])
+    assert json.loads(sent(conn.events())[0]) == {
+        "type": "presence",
+        "identifier": CHAT,
+        "message": {"type": "info", "total": 1, "records": [{"info": {"n": "J"}, "id": "42"}]},
+    }
+    conn.receive_message(json.dumps({"command": "unsubscribe", "identifier": CHAT}), now=3)
+    assert [e.kind for e in conn.events() if isinstance(e, PresenceRequest)] == ["leave"]
+
+
+def test_presence_info_without_broker_answers_error() -> None:
+    settings = SessionSettings(policy=PUBLIC, extended=True)
+    conn = CableConnection(sid="s", settings=settings, now=0)
+    conn.accept("{}")
+    conn.receive_message(subscribe(CHAT), now=1)
+    conn.events()
+    conn.receive_message(json.dumps({"command": "presence", "identifier": CHAT}), now=2)
+    assert json.loads(sent(conn.events())[0])["message"] == {"type": "error", "total": 0}
