@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import subprocess
@@ -24,16 +25,14 @@ END = "<!-- END GENERATED OPTIONS -->\n"
 # A value each refused option rejects.
 REFUSED_VALUES = {
     "broadcast_adapter": "redis",
-    "broker": "memory",
+    "broker": "redis",
     "pubsub": "nats",
-    "sse": "true",
     "rpc_host": "localhost:50051",
     "norpc": "false",
     "allowed_origins": "https://example.com",
     "max-conn": "10",
     "metrics_http": "/metrics",
     "log_format": "json",
-    "pong_timeout": "3",
     "presets": "fly",
     "ssl_cert": "cert.pem",
     "ssl_key": "key.pem",
@@ -274,3 +273,292 @@ def test_docs_mention_every_option_and_environment_variable() -> None:
         assert f"`{option.flag}`" in text
         for variable in option.env:
             assert f"`{variable}`" in text
+
+
+# --- backend helpers: cableway sign | token | broadcast | check -------------------------------
+
+# spec §11.2: the broadcast key derived from --secret=qwerty
+QWERTY_KEY = "42923a28b760e667fc92f7c6123bb07a282822b329dd2ef48e7aee7830d98485"
+JWT = "jwt-secret-of-at-least-thirty-two-bytes!"
+SIGNED_CHAT = "ImNoYXQvMjAyMyI=--2b2e054b6413bf3bc7e8bbad2f68962aa2ba19821800ccbd8de6fd7314e8320c"
+
+
+def run_ok(capsys: pytest.CaptureFixture[str], argv: list[str], env: dict[str, str]) -> str:
+    assert main(argv, env=env) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    return captured.out
+
+
+@pytest.mark.parametrize("command", ["sign", "token", "broadcast"])
+def test_each_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([command, "--help"], env={}) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: cableway {command} ")
+    assert "environment:" in out
+    assert "example: cableway " + command in out
+
+
+def test_main_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    out = run_ok(capsys, ["--help"], {})
+    for command in ("sign", "token", "broadcast", "check"):
+        assert re.search(rf"^  {command} ", out, re.MULTILINE)
+
+
+def test_sign_known_answers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_ok(capsys, ["sign", "--secret", "s3Krit", "chat/2023"], {}) == SIGNED_CHAT + "\n"
+    out = run_ok(capsys, ["sign", "notifications/17", "--secret=secret"], {})
+    assert out == (
+        "Im5vdGlmaWNhdGlvbnMvMTci--"
+        "05577ac2d36b12b90805c977b8cc0141521f14a0b4e5a0df4a1ac0fc4165370a\n"
+    )
+
+
+def test_sign_joins_parts_like_turbo_rails(capsys: pytest.CaptureFixture[str]) -> None:
+    from cableway.auth.signed_streams import verify_signed_stream_name
+
+    out = run_ok(capsys, ["sign", "--secret=k", "Z2lkOi8vbXlhcHAvUm9vbS8x", "messages"], {})
+    assert verify_signed_stream_name(out.strip(), "k") == "Z2lkOi8vbXlhcHAvUm9vbS8x:messages"
+
+
+@pytest.mark.parametrize(
+    ("env", "secret"),
+    [
+        ({"ANYCABLE_SECRET": "s3Krit"}, "s3Krit"),
+        ({"ANYCABLE_STREAMS_SECRET": "s3Krit", "ANYCABLE_SECRET": "x"}, "s3Krit"),
+        (
+            {
+                "ANYCABLE_TURBO_STREAMS_SECRET": "s3Krit",
+                "ANYCABLE_STREAMS_SECRET": "y",
+                "ANYCABLE_SECRET": "x",
+            },
+            "s3Krit",
+        ),
+        ({"ANYCABLE_TURBO_STREAMS_SECRET": "none", "ANYCABLE_SECRET": "s3Krit"}, "s3Krit"),
+        ({"ANYCABLE_TURBO_STREAMS_SECRET": "", "ANYCABLE_SECRET": "s3Krit"}, "s3Krit"),
+    ],
+)
+def test_sign_secret_from_environment(
+    env: dict[str, str], secret: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_ok(capsys, ["sign", "chat/2023"], env) == SIGNED_CHAT + "\n"
+
+
+def test_sign_flag_wins_over_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    env = {"ANYCABLE_TURBO_STREAMS_SECRET": "other"}
+    assert run_ok(capsys, ["sign", "--secret", "s3Krit", "chat/2023"], env) == SIGNED_CHAT + "\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "fragment"),
+    [
+        (["sign", "chat"], {}, "no secret"),
+        (["sign", "chat"], {"ANYCABLE_SECRET": "none"}, "no secret"),
+        (["sign", "--secret="], {}, "arguments are required"),
+        (["sign", "--secret=", "chat"], {}, "no secret"),
+        (["sign", "--secret=k", ""], {}, "empty"),
+        (["sign", "--bogus", "chat"], {"ANYCABLE_SECRET": "k"}, "--bogus"),
+        (["token", "user_id=1"], {}, "no secret"),
+        (["token", "--secret=k"], {}, "no identifiers"),
+        (["token", "--secret=k", "user_id"], {}, "not key=value"),
+        (["token", "--secret=k", "=1"], {}, "not key=value"),
+        (["token", "--secret=k", "a=1", "a=2"], {}, "given twice"),
+        (["token", "--secret=k", "a=1", "--identifiers={}"], {}, "not both"),
+        (["token", "--secret=k", "--identifiers={"], {}, "not valid JSON"),
+        (["token", "--secret=k", "--identifiers=[1]"], {}, "JSON object"),
+        (["token", "--secret=k", "--identifiers={}"], {}, "JSON object"),
+        (["token", "--secret=k", "--ttl=-1", "a=1"], {}, "--ttl"),
+        (["token", "--secret=k", "--ttl=nan", "a=1"], {}, "--ttl"),
+        (["token", "--secret=k", "--ttl=abc", "a=1"], {}, "--ttl"),
+        (["broadcast", "s"], {}, "DATA"),
+        (["broadcast", "--key=a", "--secret=b", "s", "d"], {}, "not allowed with"),
+        (["broadcast", "--url=localhost:1/x", "s", "d"], {}, "URL"),
+        (["broadcast", "--timeout=0", "s", "d"], {}, "--timeout"),
+        (["broadcast", "", "d"], {}, "STREAM"),
+    ],
+)
+def test_command_usage_errors_exit_2(
+    argv: list[str], env: dict[str, str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv, env=env) == 2
+    assert_one_line_error(capsys, fragment)
+
+
+def test_token_is_accepted_by_the_server_verifier(capsys: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    from cableway.auth.jwt import decode_identifiers
+
+    before = time.time()
+    token = run_ok(capsys, ["token", f"--secret={JWT}", "user_id=42", "org=a=b"], {}).strip()
+    assert decode_identifiers(token, JWT, now=before) == '{"user_id":"42","org":"a=b"}'
+    exp = jwt_claims(token, JWT)["exp"]
+    assert int(before) + 3600 <= exp <= time.time() + 3600
+    token = run_ok(
+        capsys,
+        ["token", "--ttl", "60", "--identifiers", '{"user_id":42}'],
+        {
+            "ANYCABLE_JWT_SECRET": JWT,
+            "ANYCABLE_SECRET": "s",
+        },
+    ).strip()
+    assert decode_identifiers(token, JWT, now=before) == '{"user_id":42}'
+    assert int(before) + 60 <= jwt_claims(token, JWT)["exp"] <= time.time() + 60
+
+
+def test_token_ttl_0_never_expires(capsys: pytest.CaptureFixture[str]) -> None:
+    token = run_ok(capsys, ["token", "--ttl=0", "u=1"], {"ANYCABLE_SECRET": JWT}).strip()
+    assert jwt_claims(token, JWT) == {"ext": '{"u":"1"}'}
+
+
+def jwt_claims(token: str, secret: str) -> dict[str, object]:
+    import jwt
+
+    claims: dict[str, object] = jwt.decode(
+        token, secret, algorithms=["HS256"], options={"verify_exp": False}
+    )
+    return claims
+
+
+def test_broadcast_sends_data_as_the_exact_string(capsys: pytest.CaptureFixture[str]) -> None:
+    from .toolkit.stub_http import stub_server
+
+    html = '<turbo-stream action="append" target="m"><template>Hi</template></turbo-stream>'
+    with stub_server() as stub:
+        run_ok(capsys, ["broadcast", "--url", stub.url, "--key=k", "chat/1", html], {})
+        run_ok(capsys, ["broadcast", "--url", stub.url, "--raw", "chat/1", '{"a":1}'], {})
+    first, second = stub.requests
+    assert first.headers["authorization"] == "Bearer k"
+    assert json.loads(first.body) == {"stream": "chat/1", "data": json.dumps(html)}
+    assert "authorization" not in second.headers
+    assert json.loads(second.body) == {"stream": "chat/1", "data": '{"a":1}'}
+
+
+def test_broadcast_reads_data_from_stdin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from .toolkit.stub_http import stub_server
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("<p>from stdin</p>\n"))
+    with stub_server() as stub:
+        run_ok(capsys, ["broadcast", f"--url={stub.url}", "s", "-"], {})
+    assert json.loads(json.loads(stub.requests[0].body)["data"]) == "<p>from stdin</p>\n"
+
+
+SECURED = "http://localhost:8080/_broadcast"
+OPEN = "http://localhost:8090/_broadcast"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "authorization", "url"),
+    [
+        ([], {}, None, OPEN),
+        (["--key=k"], {}, "Bearer k", SECURED),
+        (["--secret=qwerty"], {}, f"Bearer {QWERTY_KEY}", SECURED),
+        ([], {"ANYCABLE_BROADCAST_KEY": "k", "ANYCABLE_SECRET": "s"}, "Bearer k", SECURED),
+        ([], {"ANYCABLE_SECRET": "qwerty"}, f"Bearer {QWERTY_KEY}", SECURED),
+        ([], {"ANYCABLE_BROADCAST_KEY": "none", "ANYCABLE_SECRET": "s"}, None, SECURED),
+        (["--key=none"], {"ANYCABLE_SECRET": "s"}, None, SECURED),
+        (["--key=k"], {"ANYCABLE_BROADCAST_KEY": "e"}, "Bearer k", SECURED),
+        (
+            ["--url=http://h:1/b"],
+            {"ANYCABLE_HTTP_BROADCAST_URL": "http://e/x"},
+            None,
+            "http://h:1/b",
+        ),
+        ([], {"ANYCABLE_HTTP_BROADCAST_URL": "http://e/x"}, None, "http://e/x"),
+    ],
+)
+def test_broadcast_key_and_url_resolution(
+    argv: list[str],
+    env: dict[str, str],
+    authorization: str | None,
+    url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cableway.broadcaster import Broadcaster
+
+    sent: list[tuple[str, str | None]] = []
+
+    def record(self: Broadcaster, body: bytes) -> None:
+        sent.append((self.url, self._key))
+
+    monkeypatch.setattr(Broadcaster, "_send", record)
+    run_ok(capsys, ["broadcast", *argv, "s", "d"], env)
+    key = authorization.removeprefix("Bearer ") if authorization else None
+    assert sent == [(url, key)]
+
+
+@pytest.mark.parametrize(
+    ("status", "fragment"),
+    [(401, "check the broadcast key"), (400, "400"), (503, "503")],
+)
+def test_broadcast_failure_exits_1_with_one_line(
+    status: int, fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from .toolkit.stub_http import stub_server
+
+    with stub_server(status, b"Bad Request: nope\n") as stub:
+        assert main(["broadcast", f"--url={stub.url}", "--key=secret-key", "s", "d"], env={}) == 1
+    err = assert_one_line_error(capsys, fragment)
+    assert "secret-key" not in err
+
+
+def test_broadcast_connection_refused_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    from .toolkit.stub_http import closed_port
+
+    url = f"http://127.0.0.1:{closed_port()}/_broadcast"
+    assert main(["broadcast", f"--url={url}", "s", "d"], env={}) == 1
+    assert_one_line_error(capsys, "cannot reach", url)
+
+
+async def test_broadcast_command_reaches_a_real_subscriber() -> None:
+    import trio
+
+    from .integration.helpers import cable, config, recv_json, running, subscribe, welcome
+
+    cfg = config(public_streams=True, broadcast_key=QWERTY_KEY)
+    identifier = json.dumps({"channel": "$pubsub", "stream_name": "news"})
+    async with running(cfg) as server, cable(server) as ws:
+        await welcome(ws)
+        assert (await subscribe(ws, identifier))["type"] == "confirm_subscription"
+        url = f"http://127.0.0.1:{server.broadcast_port}/_broadcast"
+        argv = ["broadcast", f"--url={url}", "news", "<p>Hello</p>"]
+        with trio.fail_after(10):
+            status = await trio.to_thread.run_sync(
+                lambda: main(argv, env={"ANYCABLE_SECRET": "qwerty"})
+            )
+        assert status == 0
+        assert await recv_json(ws) == {"identifier": identifier, "message": "<p>Hello</p>"}
+
+
+def test_check_dispatches_to_cableway_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+    module = types.ModuleType("cableway.check")
+
+    def check_main(argv: list[str]) -> int:
+        calls.append(argv)
+        return 3
+
+    module.main = check_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cableway.check", module)
+    assert main(["check", "--url", "ws://x/cable"], env={}) == 3
+    assert calls == [["--url", "ws://x/cable"]]
+
+
+def test_check_without_the_module_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "cableway.check", None)
+    assert main(["check"], env={}) == 2
+    assert_one_line_error(capsys, "cableway check is not available")
+
+
+def test_a_leading_flag_always_means_serve(fake_server: list[Config]) -> None:
+    # "sign" after a flag is not a command: it is an unexpected argument to serve
+    assert main(["--noauth", "sign"], env={}) == 2
+    assert main(["serve", "--noauth"], env={}) == 0
+    assert fake_server == [parse_args(["--noauth"], {})]
