@@ -29,13 +29,16 @@ from .config import (
     Config,
     ConfigError,
     Option,
+    config_toml,
+    file_options,
     load_config,
     load_config_with_warnings,
+    read_config_file,
     refused_options,
 )
 from .logs import configure_logging
 
-__all__ = ["help_text", "main", "options_markdown", "parse_args"]
+__all__ = ["help_text", "load_effective_config", "main", "options_markdown", "parse_args"]
 
 log = logging.getLogger("cableway")
 
@@ -46,9 +49,11 @@ INTRO = """\
 Cableway: an AnyCable-compatible real-time server (Action Cable protocol and Hotwire Turbo
 Streams) on trio. `cableway` and `cableway serve` are the same command.
 
-Every option can also be set with the environment variable shown; flags win over the
-environment, and an empty variable counts as unset. Boolean flags take no value (--noauth) or
-an explicit one (--noauth=false). Secret options accept "none" to mean unset."""
+Every option can also be set with the environment variable shown, or in a TOML configuration
+file (./anycable.toml, /etc/anycable/anycable.toml or --config-path; flat keys named like the
+options: port = 8080). Flags win over the environment, which wins over the file; an empty
+variable counts as unset. Boolean flags take no value (--noauth) or an explicit one
+(--noauth=false). Secret options accept "none" to mean unset."""
 
 _HELP_WIDTH = 100
 _FLAG_COLUMN = 34
@@ -62,8 +67,30 @@ def _strip_serve(argv: Sequence[str]) -> list[str]:
 
 
 def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> Config:
-    """The configuration for ``cableway [serve] <argv>`` (program name excluded) and ``env``."""
+    """The configuration for ``cableway [serve] <argv>`` (program name excluded) and ``env``.
+
+    Reads no configuration file (see :func:`load_effective_config`).
+    """
     return load_config(_strip_serve(argv), env)
+
+
+def load_effective_config(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    exists: Callable[[str], bool] = os.path.isfile,
+) -> tuple[Config, tuple[str, ...], str | None]:
+    """(config, warnings, file read) for ``cableway [serve] <argv>``: file < env < flags.
+
+    The file is ``--config-path`` / ``ANYCABLE_CONFIG_PATH``, else the first default path that
+    ``exists``; ``--ignore-config-path`` reads none. Raises :class:`ConfigError`.
+    """
+    args = _strip_serve(argv)
+    path = file_options(args, env).path(exists)
+    values = None if path is None else read_config_file(path)
+    config, warnings = load_config_with_warnings(
+        args, env, file_values=values, file_name=path or "the configuration file"
+    )
+    return config, warnings, path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,14 +480,24 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
     if "--version" in args:
         sys.stdout.write(f"cableway {__version__}\n")
         return 0
+    environment = os.environ if env is None else env
     try:
-        config, warnings = load_config_with_warnings(args, os.environ if env is None else env)
+        config, warnings, path = load_effective_config(args, environment)
+        print_config = file_options(args, environment).print_config
     except ConfigError as exc:
-        sys.stderr.write(f"cableway: error: {exc}\n")
+        message = str(exc).replace("\r", " ").replace("\n", " ")
+        sys.stderr.write(f"cableway: error: {message}\n")
         return 2
+    if print_config:
+        for warning in warnings:
+            sys.stderr.write(f"cableway: warning: {warning}\n")
+        sys.stdout.write(config_toml(config))
+        return 0
 
-    configure_logging(config.log_level)
+    configure_logging(config)
     log.info("Starting Cableway %s (pid: %d)", __version__, os.getpid())
+    if path is not None:
+        log.info("Using configuration file %s", path)
     for warning in warnings:
         log.warning("%s", warning)
     log.debug("Configuration: %s", config)

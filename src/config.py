@@ -14,8 +14,11 @@ Everything the user can set is described once, in :data:`OPTIONS` (accepted opti
 from __future__ import annotations
 
 import argparse
+import decimal
+import json
 import math
 import re
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Literal, NoReturn, TypeVar
@@ -23,16 +26,21 @@ from typing import Literal, NoReturn, TypeVar
 from .auth.keys import derive_broadcast_key
 
 __all__ = [
+    "DEFAULT_CONFIG_PATHS",
     "OPTIONS",
     "REDACTED",
     "REFUSED",
     "SECRET_FIELDS",
     "Config",
     "ConfigError",
+    "FileOptions",
     "Option",
     "Refusal",
+    "config_toml",
+    "file_options",
     "load_config",
     "load_config_with_warnings",
+    "read_config_file",
 ]
 
 Kind = Literal["str", "int", "float", "bool", "list", "secret"]
@@ -101,11 +109,33 @@ class Config:
     max_message_size: int = 65536
     ws_write_timeout: float = 2.0
     ws_max_pending_size: int = 1048576
+    enable_native_pings: bool = False
     # Server-Sent Events.
     sse: bool = True
     sse_path: str = "/events"
+    # Origins and connections.
+    allowed_origins: tuple[str, ...] = ()  # () = every origin (AnyCable's default)
+    max_conn: int = 0  # 0 = unlimited
+    # Cableway limits (not AnyCable options).
+    max_subscriptions: int = 128
+    max_identifier_size: int = 8192
+    commands_rate: float = 100.0  # commands per second per connection; 0 = unlimited
+    commands_burst: int = 200
+    handshake_timeout: float = 5.0
+    max_header_size: int = 16384
+    max_broadcast_body: int = 1048576
+    # Shutdown.
     shutdown_timeout: float = 30.0
+    shutdown_delay: float = 0.0
+    # Logging and metrics.
     log_level: str = "info"
+    log_format: str = "text"
+    metrics_http: str | None = None  # e.g. "/metrics"; None = no endpoint
+    metrics_host: str | None = None  # None = the main host
+    metrics_port: int = 0  # 0 = the main port
+    metrics_log: bool = False
+    metrics_rotate_interval: float = 15.0
+    metrics_tags: tuple[tuple[str, str], ...] = ()
 
     def redacted(self) -> dict[str, object]:
         """All fields, with every set secret replaced by ``"[REDACTED]"`` (safe to log)."""
@@ -190,7 +220,10 @@ BROADCAST = "Broadcasting"
 BROKER = "Reliable streams (history, session restore, presence)"
 WEBSOCKET = "WebSocket and pings"
 SSE = "Server-Sent Events"
+LIMITS = "Cableway limits (not AnyCable options)"
 LOGGING = "Logging"
+METRICS = "Metrics"
+CONFIG_FILE = "Configuration file"
 DEPRECATED = "Deprecated aliases"
 
 OPTIONS: tuple[Option, ...] = (
@@ -228,10 +261,34 @@ OPTIONS: tuple[Option, ...] = (
         SERVER,
     ),
     _option(
+        "allowed_origins",
+        "list",
+        "unset (every origin)",
+        "origins that may open a WebSocket or get CORS headers, comma-separated: "
+        "example.com, localhost:3000, *.example.com, https://app.example.com; * = all "
+        "(explicitly)",
+        SERVER,
+    ),
+    _option(
+        "max-conn",
+        "int",
+        "0 (unlimited)",
+        "most concurrent client connections; further ones wait in the listen backlog",
+        SERVER,
+    ),
+    _option(
         "shutdown_timeout",
         "float",
         "30",
         "graceful shutdown budget, in seconds",
+        SERVER,
+    ),
+    _option(
+        "shutdown_delay",
+        "float",
+        "0",
+        "seconds to keep serving after SIGTERM/SIGINT before shutting down (lets a load "
+        "balancer de-register the node)",
         SERVER,
     ),
     _option(
@@ -429,6 +486,13 @@ OPTIONS: tuple[Option, ...] = (
         env=(),
     ),
     _option(
+        "enable_native_pings",
+        "bool",
+        "false",
+        "also send WebSocket-level PING frames (dead-peer detection for any client)",
+        WEBSOCKET,
+    ),
+    _option(
         "sse",
         "bool",
         "true",
@@ -442,8 +506,125 @@ OPTIONS: tuple[Option, ...] = (
         "SSE endpoint path (must differ from the WebSocket and health paths)",
         SSE,
     ),
+    _option(
+        "max_subscriptions",
+        "int",
+        "128",
+        "subscriptions one connection may hold; further subscribes are rejected",
+        LIMITS,
+    ),
+    _option(
+        "max_identifier_size",
+        "int",
+        "8192",
+        "largest channel identifier (and signed stream name) accepted, in bytes",
+        LIMITS,
+    ),
+    _option(
+        "commands_rate",
+        "float",
+        "100",
+        "commands per second one connection may send on average (token bucket refill); "
+        "0 = unlimited",
+        LIMITS,
+    ),
+    _option(
+        "commands_burst",
+        "int",
+        "200",
+        "commands one connection may send in a burst (token bucket size)",
+        LIMITS,
+    ),
+    _option(
+        "handshake_timeout",
+        "float",
+        "5",
+        "seconds a client has to send its whole HTTP request head",
+        LIMITS,
+    ),
+    _option(
+        "max_header_size",
+        "int",
+        "16384",
+        "largest HTTP request head (request line and headers), in bytes; larger gets 431",
+        LIMITS,
+    ),
+    _option(
+        "max_broadcast_body",
+        "int",
+        "1048576",
+        "largest HTTP broadcast request body, in bytes; larger gets 413",
+        LIMITS,
+    ),
     _option("log_level", "str", "info", "debug, info, warn or error", LOGGING),
+    _option("log_format", "str", "text", "text (AnyCable-like lines) or json", LOGGING),
     _option("debug", "bool", "false", "same as --log_level=debug", LOGGING),
+    _option(
+        "metrics_http",
+        "str",
+        "unset (off)",
+        "path of the Prometheus metrics endpoint, e.g. /metrics",
+        METRICS,
+    ),
+    _option(
+        "metrics_host",
+        "str",
+        "--host",
+        "address the metrics endpoint binds to",
+        METRICS,
+    ),
+    _option(
+        "metrics_port",
+        "int",
+        "0 (the main port)",
+        "port of the metrics endpoint; 0 = served on the main port",
+        METRICS,
+    ),
+    _option(
+        "metrics_log",
+        "bool",
+        "false",
+        "log the metrics every --metrics_rotate_interval seconds (counters as deltas)",
+        METRICS,
+    ),
+    _option(
+        "metrics_rotate_interval",
+        "float",
+        "15",
+        "seconds between two --metrics_log lines",
+        METRICS,
+    ),
+    _option(
+        "metrics_tags",
+        "list",
+        "unset",
+        "labels added to every Prometheus metric: key:value,key2:value2",
+        METRICS,
+    ),
+    _option(
+        "config-path",
+        "str",
+        "auto",
+        "TOML configuration file to read; by default ./anycable.toml, else "
+        "/etc/anycable/anycable.toml, if present (environment and flags win over it)",
+        CONFIG_FILE,
+    ),
+    _option(
+        "ignore-config-path",
+        "bool",
+        "false",
+        "read no configuration file, not even the default ones",
+        CONFIG_FILE,
+        env=(),
+    ),
+    _option(
+        "print-config",
+        "bool",
+        "false",
+        "print the effective configuration as TOML (secrets redacted) and exit",
+        CONFIG_FILE,
+        env=(),
+    ),
     _option(
         "jwt_id_key",
         "secret",
@@ -492,10 +673,6 @@ def _equals(expected: str) -> Callable[[str], bool]:
 
 def _is_true(value: str) -> bool:
     return _parse_bool(value)
-
-
-def _is_zero(value: str) -> bool:
-    return _parse_int(value) == 0
 
 
 def _no_unbuilt_adapter(value: str) -> bool:
@@ -564,32 +741,6 @@ REFUSED: dict[str, Refusal] = {
         "`true`",
         default="true",
     ),
-    "allowed_origins": Refusal(
-        "str",
-        f"origin checks are {NOT_YET}",
-        _never,
-        "(none: any value is refused)",
-    ),
-    "max-conn": Refusal(
-        "int",
-        f"connection limits are {NOT_YET}",
-        _is_zero,
-        "`0` (no limit)",
-        default="0",
-    ),
-    "metrics_http": Refusal(
-        "str",
-        f"the metrics endpoint is {NOT_YET}",
-        _never,
-        "(none: any value is refused)",
-    ),
-    "log_format": Refusal(
-        "str",
-        f"log formats other than text are {NOT_YET}",
-        _equals("text"),
-        "`text`",
-        default="text",
-    ),
     "presets": Refusal(
         "list",
         f"presets other than broker and none (fly, heroku) are {NOT_YET}",
@@ -641,6 +792,14 @@ _LOG_LEVELS = ("debug", "info", "warn", "error")
 _PRECISIONS = ("s", "ms", "ns")
 _BROKERS = ("memory", "none")
 _PRESETS = ("broker", "none")
+_LOG_FORMATS = ("text", "json")
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
+_HOST = re.compile(
+    r"(?:[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*"
+    r"|\[[0-9a-f:.]+\])"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+)
+_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
 def _parse_bool(text: str) -> bool:
@@ -671,6 +830,45 @@ def _split_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def _is_loopback(host: str) -> bool:
+    host = host.strip().lower()
+    return host in ("localhost", "::1", "[::1]") or host.startswith("127.")
+
+
+def _host_problem(text: str) -> str | None:
+    match = _HOST.fullmatch(text)
+    if match is None:
+        return "expected a host name with an optional :port"
+    port = match.group("port")
+    if port is not None and not 1 <= int(port) <= 65535:
+        return "the port must be between 1 and 65535"
+    return None
+
+
+def _origin_problem(entry: str) -> str | None:
+    """Why ``entry`` (lower-cased) is not an accepted ``--allowed_origins`` entry, or None."""
+    if entry == "*":
+        return None
+    if "://" in entry:
+        scheme, _, rest = entry.partition("://")
+        if not _SCHEME.fullmatch(scheme):
+            return "invalid scheme"
+        if rest.startswith("*"):
+            return "wildcards take no scheme: write *.example.com"
+        if rest.endswith("/"):
+            rest = rest[:-1]
+        if "/" in rest or "?" in rest or "#" in rest:
+            return "an origin has no path: write scheme://host[:port]"
+        return _host_problem(rest)
+    if "/" in entry:
+        return "expected host[:port], *.host[:port] or scheme://host[:port]"
+    if entry.startswith("*"):
+        entry = entry[1:].removeprefix(".")
+        if not entry:
+            return "a wildcard needs a domain: *.example.com"
+    return _host_problem(entry)
+
+
 # ---------------------------------------------------------------------------------------------
 # Collecting raw values
 # ---------------------------------------------------------------------------------------------
@@ -679,8 +877,12 @@ def _split_list(text: str) -> list[str]:
 @dataclass(frozen=True, slots=True)
 class _Raw:
     value: str
-    label: str  # "--port" or "ANYCABLE_PORT": how the user spelled it
-    rank: int  # 0 = environment, 1 = command line
+    label: str  # "--port", "ANYCABLE_PORT" or "port in anycable.toml": how the user spelled it
+    rank: int  # -1 = configuration file, 0 = environment, 1 = command line
+    setting: str = ""  # "--port=8080" as the user wrote it, for refusals ("" = label=value)
+
+    def spelled(self) -> str:
+        return self.setting or f"{self.label}={self.value}"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -725,6 +927,119 @@ def _from_environment(env: Mapping[str, str]) -> dict[str, _Raw]:
                 values[option.name] = _Raw(value, variable, 0)
                 break
     return values
+
+
+#: Options that only make sense on the command line or in the environment.
+_NOT_IN_FILE = frozenset({"config-path", "ignore-config-path", "print-config"})
+
+
+def _file_key(name: str) -> str:
+    """Option ``name`` as a configuration-file key: ``health-path`` -> ``health_path``."""
+    return name.replace("-", "_")
+
+
+def _file_scalar(value: object) -> str:
+    """A TOML scalar as the text a flag would carry (raises ValueError for other values)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("expected a finite number")
+        return format(decimal.Decimal(repr(value)), "f")
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"expected a string, number or boolean, not a TOML {type(value).__name__}")
+
+
+def _file_value(name: str, kind: Kind, value: object) -> str:
+    if isinstance(value, dict):
+        if name != "metrics_tags":
+            raise ValueError(
+                "expected a value, not a table (Cableway reads flat keys, e.g. port = 8080)"
+            )
+        return ",".join(f"{key}:{_file_scalar(item)}" for key, item in value.items())
+    if isinstance(value, list):
+        if kind != "list":
+            raise ValueError("expected a single value, not a list")
+        items = [_file_scalar(item) for item in value]
+        if any("," in item for item in items):
+            raise ValueError("list items must not contain commas")
+        return ",".join(items)
+    return _file_scalar(value)
+
+
+def _from_file(values: Mapping[str, object], file_name: str) -> dict[str, _Raw]:
+    options = {_file_key(option.name): option for option in all_options()}
+    raws: dict[str, _Raw] = {}
+    for key, value in values.items():
+        option = options.get(_file_key(key))
+        if option is None or option.name in _NOT_IN_FILE:
+            where = "" if option is None else f" ({option.flag} is a command-line option)"
+            raise ConfigError(
+                f"unknown option {key!r} in {file_name}{where}: Cableway reads flat keys named "
+                'like the flags (port = 8080, health_path = "/up"); see cableway --help'
+            )
+        label = f"{key} in {file_name}"
+        try:
+            text = _file_value(option.name, option.kind, value)
+        except ValueError as exc:
+            raise ConfigError(f"invalid value for {label}: {exc}") from None
+        raws[option.name] = _Raw(text, label, -1, f"{key} = {text!r} in {file_name}")
+    return raws
+
+
+def read_config_file(path: str) -> dict[str, object]:
+    """Parse the TOML file at ``path`` (the only function here that does I/O).
+
+    Raises :class:`ConfigError` naming the file when it is missing, unreadable or not TOML.
+    """
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+
+
+#: Where the configuration file is looked for when no --config-path is given, in order.
+DEFAULT_CONFIG_PATHS = ("./anycable.toml", "/etc/anycable/anycable.toml")
+
+
+@dataclass(frozen=True, slots=True)
+class FileOptions:
+    """The flags about the configuration file (``--config-path``, ``--ignore-config-path``,
+    ``--print-config``)."""
+
+    config_path: str | None = None  # given explicitly (flag or ANYCABLE_CONFIG_PATH)
+    ignore_config_path: bool = False
+    print_config: bool = False
+
+    def path(self, exists: Callable[[str], bool]) -> str | None:
+        """The file to read: none when ignored, else the explicit one, else the first default
+        path for which ``exists`` is true."""
+        if self.ignore_config_path:
+            return None
+        if self.config_path is not None:
+            return self.config_path
+        return next((path for path in DEFAULT_CONFIG_PATHS if exists(path)), None)
+
+
+def file_options(argv: Sequence[str], env: Mapping[str, str]) -> FileOptions:
+    """Read the configuration-file flags from ``argv`` and ``env`` (pure; raises ConfigError)."""
+    values = _from_environment(env)
+    values.update(_from_command_line(argv))
+    get = _Resolver(values)
+    path_raw = get.pick("config-path")
+    return FileOptions(
+        config_path=None if path_raw is None else get.string("config-path", default=""),
+        ignore_config_path=get.boolean("ignore-config-path"),
+        print_config=get.boolean("print-config"),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -813,11 +1128,22 @@ class _Resolver:
             return False, None
         if raw.value in ("", "none"):
             return True, None
+        if raw.value == REDACTED:
+            self.fail(raw, "this is the placeholder --print-config shows; write the real secret")
         return True, raw.value
+
+    def optional_string(self, name: str) -> str | None:
+        """A string option whose empty value means unset."""
+        raw = self.pick(name)
+        if raw is None or not raw.value.strip():
+            return None
+        return raw.value.strip()
 
 
 def _env_or_flag(raw: _Raw, name: str) -> str:
     """How to spell option `name` in the same source as `raw`."""
+    if raw.rank == -1:
+        return _file_key(name)
     if raw.rank == 0:
         option = _OPTION_BY_NAME[name]
         return option.env[0] if option.env else option.flag
@@ -834,23 +1160,36 @@ def _check_refusals(values: Mapping[str, _Raw]) -> None:
         except ValueError as exc:
             raise ConfigError(f"invalid value {raw.value!r} for {raw.label}: {exc}") from None
         if not fine:
-            raise ConfigError(f"{raw.label}={raw.value}: {refusal.reason}")
+            raise ConfigError(f"{raw.spelled()}: {refusal.reason}")
 
 
-def load_config(argv: Sequence[str], env: Mapping[str, str]) -> Config:
+def load_config(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    file_values: Mapping[str, object] | None = None,
+    file_name: str = "the configuration file",
+) -> Config:
     """Resolve the configuration from flags (``argv`` without the program name) and ``env``.
 
-    Pure: reads nothing but its arguments. Raises :class:`ConfigError` for unknown flags,
+    ``file_values`` is a parsed configuration file (:func:`read_config_file`; flat keys named
+    like the options), the lowest-precedence source; ``file_name`` names it in errors.
+    Pure: reads nothing but its arguments. Raises :class:`ConfigError` for unknown options,
     invalid values and options Cableway refuses (see :data:`REFUSED`).
     """
-    return load_config_with_warnings(argv, env)[0]
+    return load_config_with_warnings(argv, env, file_values=file_values, file_name=file_name)[0]
 
 
 def load_config_with_warnings(
-    argv: Sequence[str], env: Mapping[str, str]
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    file_values: Mapping[str, object] | None = None,
+    file_name: str = "the configuration file",
 ) -> tuple[Config, tuple[str, ...]]:
     """Like :func:`load_config`, plus warnings for the user (deprecated names, dead settings)."""
-    values = _from_environment(env)
+    values = {} if file_values is None else _from_file(file_values, file_name)
+    values.update(_from_environment(env))
     values.update(_from_command_line(argv))
     _check_refusals(values)
     warnings: list[str] = []
@@ -916,10 +1255,18 @@ def load_config_with_warnings(
             warnings.append(f"{key_raw.label} is ignored: public mode broadcasts without a key")
         broadcast_key = None
 
+    host = get.string("host", default="localhost")
     port = get.integer("port", 8080, 1, 65535)
     http_broadcast_port = get.integer("http_broadcast_port", 0, 0, 65535)
     if http_broadcast_port == 0:
         http_broadcast_port = port if broadcast_key is not None else 8090
+    open_broadcasts = "http" in adapters and broadcast_key is None and not key_given
+    if open_broadcasts and not public and not _is_loopback(host):
+        warnings.append(
+            f"HTTP broadcasts are accepted without authorization on {host}:"
+            f"{http_broadcast_port}: set --secret or --broadcast_key (or firewall that "
+            "port; --broadcast_key=none says no key is intended)"
+        )
 
     paths_raw = get.pick("path")
     paths: tuple[str, ...] = ("/cable",)
@@ -935,6 +1282,37 @@ def load_config_with_warnings(
     log_level = get.choice("log_level", "info", _LOG_LEVELS)
     if get.boolean("debug"):
         log_level = "debug"
+
+    origins_raw = get.pick("allowed_origins")
+    origins: tuple[str, ...] = ()
+    if origins_raw is not None:
+        entries = [entry.lower() for entry in _split_list(origins_raw.value)]
+        for entry in entries:
+            problem = _origin_problem(entry)
+            if problem is not None:
+                get.fail(origins_raw, f"origin {entry!r}: {problem}")
+        origins = tuple(dict.fromkeys(entries))
+        if "*" in origins:
+            warnings.append(
+                f"{origins_raw.label} allows every origin: any web page can open a connection"
+            )
+
+    tags_raw = get.pick("metrics_tags")
+    tags: dict[str, str] = {}
+    if tags_raw is not None:
+        for item in _split_list(tags_raw.value):
+            key, sep, value = item.partition(":")
+            key, value = key.strip(), value.strip()
+            if not sep or not key:
+                get.fail(tags_raw, f"tag {item!r} is not key:value")
+            if not _LABEL.fullmatch(key) or key.startswith("__"):
+                get.fail(tags_raw, f"tag name {key!r} must be a Prometheus label name")
+            if key in tags:
+                get.fail(tags_raw, f"tag {key!r} given twice")
+            tags[key] = value
+
+    metrics_http = get.optional_string("metrics_http")
+    metrics_port = get.integer("metrics_port", 0, 0, 65535)
 
     # Presets only fill in defaults: an explicit --broker wins. The broker preset's memory
     # broker is already Cableway's default, so no accepted preset changes anything.
@@ -966,8 +1344,20 @@ def load_config_with_warnings(
         if clash is not None:  # always set here: the defaults do not clash
             get.fail(clash, f"clashes with the SSE path {sse_path} (set --sse_path or --sse=false)")
 
+    metrics_raw = get.pick("metrics_http")
+    if metrics_http is not None and metrics_raw is not None:
+        if not metrics_http.startswith("/"):
+            get.fail(metrics_raw, "must start with /")
+        taken = {*paths, health_path}
+        if sse:
+            taken.add(sse_path)
+        if "http" in adapters and http_broadcast_port == port:
+            taken.add(get.path("http_broadcast_path", "/_broadcast"))
+        if metrics_port in (0, port) and metrics_http in taken:
+            get.fail(metrics_raw, "clashes with another endpoint on the main port")
+
     config = Config(
-        host=get.string("host", default="localhost"),
+        host=host,
         port=port,
         path=paths,
         health_path=health_path,
@@ -999,9 +1389,75 @@ def load_config_with_warnings(
         max_message_size=get.integer("max_message_size", 65536, 1),
         ws_write_timeout=get.number("ws_write_timeout", 2.0, allow_zero=False),
         ws_max_pending_size=get.integer("ws_max_pending_size", 1048576, 1),
+        enable_native_pings=get.boolean("enable_native_pings"),
         sse=sse,
         sse_path=sse_path,
+        allowed_origins=origins,
+        max_conn=get.integer("max-conn", 0, 0),
+        max_subscriptions=get.integer("max_subscriptions", 128, 1),
+        max_identifier_size=get.integer("max_identifier_size", 8192, 1),
+        commands_rate=get.number("commands_rate", 100.0, allow_zero=True),
+        commands_burst=get.integer("commands_burst", 200, 1),
+        handshake_timeout=get.number("handshake_timeout", 5.0, allow_zero=False),
+        max_header_size=get.integer("max_header_size", 16384, 1),
+        max_broadcast_body=get.integer("max_broadcast_body", 1048576, 1),
         shutdown_timeout=get.number("shutdown_timeout", 30.0, allow_zero=True),
+        shutdown_delay=get.number("shutdown_delay", 0.0, allow_zero=True),
         log_level=log_level,
+        log_format=get.choice("log_format", "text", _LOG_FORMATS),
+        metrics_http=metrics_http,
+        metrics_host=get.optional_string("metrics_host"),
+        metrics_port=metrics_port,
+        metrics_log=get.boolean("metrics_log"),
+        metrics_rotate_interval=get.number("metrics_rotate_interval", 15.0, allow_zero=False),
+        metrics_tags=tuple(tags.items()),
     )
     return config, tuple(warnings)
+
+
+# ---------------------------------------------------------------------------------------------
+# --print-config
+# ---------------------------------------------------------------------------------------------
+
+#: Config fields whose configuration-file key differs from the field name.
+_FIELD_KEYS = {"broadcast_adapters": "broadcast_adapter"}
+
+
+def _toml_string(text: str) -> str:
+    # JSON strings are TOML basic strings, once DEL (which TOML wants escaped) is escaped too.
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def config_toml(config: Config) -> str:
+    """The effective configuration as a TOML file (``--print-config``), secrets redacted.
+
+    Keys are the configuration-file keys, so the output (with real secrets put back) can be
+    used as ``anycable.toml``. Unset values are listed as comments.
+    """
+    out = [
+        "# Cableway effective configuration (cableway --print-config).",
+        f'# Secrets show as "{REDACTED}": write the real values before using this file.',
+        "",
+    ]
+    for name, value in config.redacted().items():
+        key = _FIELD_KEYS.get(name, name)
+        if value is None:
+            out.append(f"# {key} is unset")
+        elif name == "metrics_tags":
+            pairs = ", ".join(f"{tag} = {_toml_string(text)}" for tag, text in config.metrics_tags)
+            out.append(f"{key} = {{ {pairs} }}" if pairs else f"{key} = {{}}")
+        else:
+            out.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(out) + "\n"

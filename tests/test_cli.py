@@ -7,6 +7,7 @@ import logging
 import re
 import subprocess
 import sys
+import tomllib
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import cableway
-from cableway.cli import help_text, main, options_markdown, parse_args
+from cableway.cli import help_text, load_effective_config, main, options_markdown, parse_args
 from cableway.config import OPTIONS, REFUSED, Config, all_options
 from cableway.logs import TextFormatter, configure_logging
 
@@ -29,10 +30,6 @@ REFUSED_VALUES = {
     "pubsub": "nats",
     "rpc_host": "localhost:50051",
     "norpc": "false",
-    "allowed_origins": "https://example.com",
-    "max-conn": "10",
-    "metrics_http": "/metrics",
-    "log_format": "json",
     "presets": "fly",
     "ssl_cert": "cert.pem",
     "ssl_key": "key.pem",
@@ -187,6 +184,18 @@ def test_main_configures_logging_and_serves(
     assert "s3cr3t" not in err
 
 
+def test_main_logs_json_lines(
+    fake_server: list[Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--noauth", "--log_format=json", "--secret=s3cr3t"], env={}) == 0
+    err = capsys.readouterr().err
+    lines = [json.loads(line) for line in err.splitlines()]
+    assert lines[0]["level"] == "INFO"
+    assert lines[0]["msg"].startswith(f"Starting Cableway {cableway.__version__} ")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d)", lines[0]["time"])
+    assert "s3cr3t" not in err
+
+
 def test_main_without_debug_hides_debug_lines(
     fake_server: list[Config], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -246,11 +255,14 @@ def test_log_values_needing_quotes_are_quoted() -> None:
 
 
 def test_configure_logging_level(restore_logging: None) -> None:
-    configure_logging("warn")
+    before = list(logging.getLogger().handlers)  # pytest's own capture handlers
+    configure_logging(Config(log_level="warn"))
     assert logging.getLogger().level == logging.WARNING
-    configure_logging("debug")
+    configure_logging(Config(log_level="debug"))
     assert logging.getLogger().level == logging.DEBUG
-    assert len(logging.getLogger().handlers) == 1
+    handlers = logging.getLogger().handlers
+    assert handlers[: len(before)] == before  # left alone
+    assert len(handlers) == len(before) + 1  # the second call replaced the first handler
 
 
 # --- docs/configuration.md -------------------------------------------------------------------
@@ -562,3 +574,96 @@ def test_a_leading_flag_always_means_serve(fake_server: list[Config]) -> None:
     assert main(["--noauth", "sign"], env={}) == 2
     assert main(["serve", "--noauth"], env={}) == 0
     assert fake_server == [parse_args(["--noauth"], {})]
+
+
+# --- configuration file and --print-config ----------------------------------------------------
+
+
+def test_print_config_prints_toml_with_secrets_redacted_and_exits_0(
+    fake_server: list[Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--print-config", "--secret=s3cr3t", "--port=9000"], env={}) == 0
+    captured = capsys.readouterr()
+    assert fake_server == []
+    values = tomllib.loads(captured.out)
+    assert values["port"] == 9000
+    assert values["secret"] == "[REDACTED]"
+    assert "s3cr3t" not in captured.out + captured.err
+
+
+def test_print_config_shows_warnings_on_stderr(
+    fake_server: list[Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--print-config", "--jwt_id_key=k"], env={}) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "cableway: warning: --jwt_id_key is deprecated, use --jwt_secret\n"
+    assert tomllib.loads(captured.out)["jwt_secret"] == "[REDACTED]"
+
+
+def test_config_file_precedence_file_env_cli(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_server: list[Config],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "anycable.toml").write_text(
+        'host = "0.0.0.0"\nport = 7000\nhealth_path = "/up"\nnoauth = true\n', encoding="utf-8"
+    )
+    assert main(["--port=9000"], env={"ANYCABLE_HOST": "127.0.0.1"}) == 0
+    [config] = fake_server
+    assert (config.host, config.port, config.health_path, config.noauth) == (
+        "127.0.0.1",
+        9000,
+        "/up",
+        True,
+    )
+    assert "INF Using configuration file ./anycable.toml" in capsys.readouterr().err
+    # --ignore-config-path skips it
+    assert main(["--ignore-config-path"], env={}) == 0
+    assert fake_server[1] == Config()
+
+
+def test_explicit_config_path(
+    tmp_path: Path, fake_server: list[Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cable.toml"
+    path.write_text("max_conn = 3\n", encoding="utf-8")
+    assert main(["--config-path", str(path)], env={}) == 0
+    assert main([], env={"ANYCABLE_CONFIG_PATH": str(path)}) == 0
+    assert [config.max_conn for config in fake_server] == [3, 3]
+
+
+def test_load_effective_config_reads_no_default_file_when_absent() -> None:
+    config, warnings, path = load_effective_config(["serve"], {}, exists=lambda _: False)
+    assert (config, warnings, path) == (Config(), (), None)
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("bogus = 1\n", "unknown option 'bogus' in "),
+        ("[server]\nport = 1\n", "unknown option 'server' in "),
+        ("port = \n", "is not valid TOML"),
+        ("port = 0\n", "invalid value '0' for port in "),
+    ],
+)
+def test_config_file_errors_exit_2(
+    content: str,
+    fragment: str,
+    tmp_path: Path,
+    fake_server: list[Config],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "anycable.toml"
+    path.write_text(content, encoding="utf-8")
+    assert main([f"--config-path={path}"], env={}) == 2
+    assert_one_line_error(capsys, fragment)
+    assert fake_server == []
+
+
+def test_missing_explicit_config_file_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--config-path", str(tmp_path / "nope.toml")], env={}) == 2
+    assert_one_line_error(capsys, "nope.toml does not exist")

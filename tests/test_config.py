@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import tomllib
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
 from cableway.config import (
+    DEFAULT_CONFIG_PATHS,
     OPTIONS,
     REDACTED,
     REFUSED,
     SECRET_FIELDS,
     Config,
     ConfigError,
+    FileOptions,
+    config_toml,
+    file_options,
     load_config,
     load_config_with_warnings,
+    read_config_file,
 )
 
 QWERTY_BROADCAST_KEY = "42923a28b760e667fc92f7c6123bb07a282822b329dd2ef48e7aee7830d98485"
@@ -67,6 +74,24 @@ def test_no_input_gives_the_documented_defaults() -> None:
     assert config.pong_timeout == 0.0
     assert config.sse is True  # Cableway serves SSE by default (AnyCable: off)
     assert config.sse_path == "/events"
+    assert config.allowed_origins == ()
+    assert config.max_conn == 0
+    assert config.shutdown_delay == 0.0
+    assert config.enable_native_pings is False
+    assert config.log_format == "text"
+    assert config.metrics_http is None
+    assert config.metrics_host is None
+    assert config.metrics_port == 0
+    assert config.metrics_log is False
+    assert config.metrics_rotate_interval == 15.0
+    assert config.metrics_tags == ()
+    assert config.max_subscriptions == 128
+    assert config.max_identifier_size == 8192
+    assert config.commands_rate == 100.0
+    assert config.commands_burst == 200
+    assert config.handshake_timeout == 5.0
+    assert config.max_header_size == 16384
+    assert config.max_broadcast_body == 1048576
 
 
 def test_environment_only() -> None:
@@ -382,10 +407,6 @@ REFUSED_CASES = [
     (["--pubsub=redis"], "--pubsub"),
     (["--rpc_host=localhost:50051"], "--rpc_host"),
     (["--norpc=false"], "--norpc"),
-    (["--allowed_origins=example.com"], "--allowed_origins"),
-    (["--max-conn=100"], "--max-conn"),
-    (["--metrics_http=/metrics"], "--metrics_http"),
-    (["--log_format=json"], "--log_format"),
     (["--presets=fly"], "--presets"),
     (["--presets=broker,heroku"], "--presets"),
     (["--ssl_cert=/c.pem"], "--ssl_cert"),
@@ -416,7 +437,6 @@ def test_every_refusal_is_exercised() -> None:
         ("ANYCABLE_BROKER", "redis"),
         ("ANYCABLE_RPC_HOST", "rpc:50051"),
         ("ANYCABLE_PRESETS", "fly"),
-        ("ANYCABLE_MAX_CONN", "10"),
     ],
 )
 def test_refused_options_from_the_environment_name_the_variable(variable: str, value: str) -> None:
@@ -429,8 +449,6 @@ def test_refused_options_from_the_environment_name_the_variable(variable: str, v
     [
         ["--broker=memory"],
         ["--pubsub=none"],
-        ["--log_format=text"],
-        ["--max-conn=0"],
         ["--presets=none"],
         ["--presets=broker"],
         ["--norpc=true"],
@@ -442,8 +460,8 @@ def test_refused_options_accept_their_harmless_values(argv: list[str]) -> None:
 
 
 def test_refusal_with_an_invalid_value_is_a_value_error() -> None:
-    with pytest.raises(ConfigError, match="invalid value 'lots' for --max-conn"):
-        cli("--max-conn=lots")
+    with pytest.raises(ConfigError, match="invalid value 'x' for --norpc"):
+        cli("--norpc=x")
 
 
 def test_broker_redis_is_refused_naming_the_option() -> None:
@@ -457,6 +475,7 @@ def test_broker_redis_is_refused_naming_the_option() -> None:
 
 def test_no_refusal_for_accepted_options() -> None:
     assert {"sse", "sse_path", "pong_timeout", "history_limit"}.isdisjoint(REFUSED)
+    assert {"allowed_origins", "max-conn", "metrics_http", "log_format"}.isdisjoint(REFUSED)
     assert REFUSED["broker"].accepts("memory")
     assert REFUSED["broker"].accepts("none")
     assert REFUSED["presets"].accepts("broker")
@@ -623,6 +642,45 @@ def test_sse_path_clash_is_allowed_when_sse_is_off() -> None:
         (["--host="], "--host"),
         (["--jwt_param="], "--jwt_param"),
         (["--port"], "--port"),
+        (["--max-conn=-1"], "--max-conn"),
+        (["--max-conn=lots"], "--max-conn"),
+        (["--shutdown_delay=-1"], "--shutdown_delay"),
+        (["--enable_native_pings=yes"], "--enable_native_pings"),
+        (["--log_format=xml"], "--log_format"),
+        (["--metrics_http=metrics"], "--metrics_http"),
+        (["--metrics_http=/cable"], "--metrics_http"),
+        (["--metrics_http=/health"], "--metrics_http"),
+        (["--metrics_http=/events"], "--metrics_http"),
+        (["--secret=x", "--metrics_http=/_broadcast"], "--metrics_http"),
+        (["--metrics_port=70000"], "--metrics_port"),
+        (["--metrics_port=-1"], "--metrics_port"),
+        (["--metrics_rotate_interval=0"], "--metrics_rotate_interval"),
+        (["--metrics_log=often"], "--metrics_log"),
+        (["--metrics_tags=env"], "--metrics_tags"),
+        (["--metrics_tags=:prod"], "--metrics_tags"),
+        (["--metrics_tags=1env:prod"], "--metrics_tags"),
+        (["--metrics_tags=__name__:x"], "--metrics_tags"),
+        (["--metrics_tags=env-name:x"], "--metrics_tags"),
+        (["--metrics_tags=env:a,env:b"], "--metrics_tags"),
+        (["--max_subscriptions=0"], "--max_subscriptions"),
+        (["--max_identifier_size=0"], "--max_identifier_size"),
+        (["--commands_rate=-1"], "--commands_rate"),
+        (["--commands_rate=fast"], "--commands_rate"),
+        (["--commands_burst=0"], "--commands_burst"),
+        (["--handshake_timeout=0"], "--handshake_timeout"),
+        (["--max_header_size=0"], "--max_header_size"),
+        (["--max_broadcast_body=0"], "--max_broadcast_body"),
+        (["--max_broadcast_body=1.5"], "--max_broadcast_body"),
+        (["--allowed_origins=https://"], "--allowed_origins"),
+        (["--allowed_origins=https://app.example.com/path"], "--allowed_origins"),
+        (["--allowed_origins=https://*.example.com"], "--allowed_origins"),
+        (["--allowed_origins=example.com/app"], "--allowed_origins"),
+        (["--allowed_origins=example.com:0"], "--allowed_origins"),
+        (["--allowed_origins=example.com:99999"], "--allowed_origins"),
+        (["--allowed_origins=exa mple.com"], "--allowed_origins"),
+        (["--allowed_origins=*."], "--allowed_origins"),
+        (["--allowed_origins=1http://x.com"], "--allowed_origins"),
+        (["--allowed_origins=user@example.com"], "--allowed_origins"),
     ],
 )
 def test_invalid_values_name_the_option(argv: list[str], fragment: str) -> None:
@@ -680,9 +738,301 @@ def test_config_is_frozen() -> None:
         config.port = 1  # type: ignore[misc]
 
 
-def test_every_option_has_an_environment_variable_except_ws_max_pending_size() -> None:
+def test_every_option_has_an_environment_variable_except_the_documented_ones() -> None:
+    without = {"ws_max_pending_size", "ignore-config-path", "print-config"}
     for option in OPTIONS:
-        if option.name == "ws_max_pending_size":
+        if option.name in without:
             assert option.env == ()
         else:
             assert option.env[0] == "ANYCABLE_" + option.name.upper().replace("-", "_")
+
+
+# --- hardening options -----------------------------------------------------------------------
+
+
+def test_hardening_options_from_the_command_line() -> None:
+    config = cli(
+        "--allowed_origins=Example.COM, *.example.com:8443,localhost:3000,HTTPS://App.Example.com",
+        "--max-conn=1000",
+        "--shutdown_delay=2.5",
+        "--enable_native_pings",
+        "--max_subscriptions=16",
+        "--max_identifier_size=1024",
+        "--commands_rate=0",
+        "--commands_burst=10",
+        "--handshake_timeout=1.5",
+        "--max_header_size=4096",
+        "--max_broadcast_body=65536",
+    )
+    assert config.allowed_origins == (
+        "example.com",
+        "*.example.com:8443",
+        "localhost:3000",
+        "https://app.example.com",
+    )
+    assert config.max_conn == 1000
+    assert config.shutdown_delay == 2.5
+    assert config.enable_native_pings is True
+    assert config.max_subscriptions == 16
+    assert config.max_identifier_size == 1024
+    assert config.commands_rate == 0.0  # unlimited
+    assert config.commands_burst == 10
+    assert config.handshake_timeout == 1.5
+    assert config.max_header_size == 4096
+    assert config.max_broadcast_body == 65536
+
+
+def test_hardening_options_from_the_environment() -> None:
+    config = from_env(
+        ANYCABLE_ALLOWED_ORIGINS="example.com",
+        ANYCABLE_MAX_CONN="5",
+        ANYCABLE_SHUTDOWN_DELAY="1",
+        ANYCABLE_ENABLE_NATIVE_PINGS="true",
+        ANYCABLE_LOG_FORMAT="JSON",
+        ANYCABLE_METRICS_HTTP="/metrics",
+        ANYCABLE_METRICS_HOST="0.0.0.0",
+        ANYCABLE_METRICS_PORT="9090",
+        ANYCABLE_METRICS_LOG="1",
+        ANYCABLE_METRICS_ROTATE_INTERVAL="60",
+        ANYCABLE_METRICS_TAGS="env:production, node_id:xyz",
+        ANYCABLE_MAX_SUBSCRIPTIONS="64",
+        ANYCABLE_COMMANDS_RATE="12.5",
+    )
+    assert config.allowed_origins == ("example.com",)
+    assert config.max_conn == 5
+    assert config.shutdown_delay == 1.0
+    assert config.enable_native_pings is True
+    assert config.log_format == "json"
+    assert config.metrics_http == "/metrics"
+    assert config.metrics_host == "0.0.0.0"
+    assert config.metrics_port == 9090
+    assert config.metrics_log is True
+    assert config.metrics_rotate_interval == 60.0
+    assert config.metrics_tags == (("env", "production"), ("node_id", "xyz"))
+    assert config.max_subscriptions == 64
+    assert config.commands_rate == 12.5
+
+
+def test_origin_forms_are_stored_lower_cased_as_given() -> None:
+    config = cli(
+        "--allowed_origins=*,*Example.com,http://[::1]:3000,https://app.example.com/,10.0.0.1"
+    )
+    assert config.allowed_origins == (
+        "*",
+        "*example.com",
+        "http://[::1]:3000",
+        "https://app.example.com/",
+        "10.0.0.1",
+    )
+
+
+def test_allow_all_origins_warns() -> None:
+    _, warnings = load_config_with_warnings(["--allowed_origins=*"], {})
+    assert warnings == (
+        "--allowed_origins allows every origin: any web page can open a connection",
+    )
+    assert load_config_with_warnings(["--allowed_origins=example.com"], {})[1] == ()
+
+
+def test_metrics_endpoint_may_reuse_a_path_on_its_own_port() -> None:
+    config = cli("--metrics_http=/health", "--metrics_port=9090")
+    assert config.metrics_http == "/health"
+    assert config.metrics_port == 9090
+    # without a broadcast key the broadcast endpoint is on its own port
+    assert cli("--metrics_http=/_broadcast").metrics_http == "/_broadcast"
+
+
+def test_empty_metrics_http_means_off() -> None:
+    assert cli("--metrics_http=").metrics_http is None
+    assert cli("--metrics_host=").metrics_host is None
+
+
+# --- configuration file ----------------------------------------------------------------------
+
+
+def test_file_values_are_the_lowest_precedence() -> None:
+    file = {"port": 7000, "host": "0.0.0.0", "ping_interval": 5, "noauth": True}
+    config = load_config(["--port=9000"], {"ANYCABLE_HOST": "127.0.0.1"}, file_values=file)
+    assert config.port == 9000  # flag beats file
+    assert config.host == "127.0.0.1"  # environment beats file
+    assert config.ping_interval == 5.0  # file beats default
+    assert config.noauth is True
+
+
+def test_file_values_of_every_kind() -> None:
+    config = load_config(
+        [],
+        {},
+        file_values={
+            "path": ["/cable", "/ws"],
+            "health-path": "/up",
+            "max_conn": 10,
+            "max-subscriptions": 5,
+            "history_ttl": 1e3,
+            "presence_ttl": 1e-1,
+            "allowed_origins": ["Example.com"],
+            "metrics_tags": {"env": "prod", "replica": 2},
+            "enforce_jwt": "true",
+            "jwt_secret": "from-file",
+        },
+    )
+    assert config.path == ("/cable", "/ws")
+    assert config.health_path == "/up"
+    assert config.max_conn == 10
+    assert config.max_subscriptions == 5
+    assert config.history_ttl == 1000.0
+    assert config.presence_ttl == 0.1
+    assert config.allowed_origins == ("example.com",)
+    assert config.metrics_tags == (("env", "prod"), ("replica", "2"))
+    assert config.enforce_jwt is True
+    assert config.jwt_secret == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({"bogus": 1}, "unknown option 'bogus' in anycable.toml"),
+        ({"jwt": {"param": "jid"}}, "unknown option 'jwt' in anycable.toml"),
+        ({"config_path": "x.toml"}, "--config-path is a command-line option"),
+        ({"print_config": True}, "unknown option 'print_config'"),
+        ({"port": "abc"}, "invalid value 'abc' for port in anycable.toml"),
+        ({"port": 8080.5}, "for port in anycable.toml"),
+        ({"port": [1, 2]}, "port in anycable.toml: expected a single value, not a list"),
+        ({"host": {"a": 1}}, "host in anycable.toml: expected a value, not a table"),
+        ({"ping_interval": float("inf")}, "ping_interval in anycable.toml: expected a finite"),
+        ({"path": ["/a,/b"]}, "path in anycable.toml: list items must not contain commas"),
+        ({"broker": "redis"}, "broker = 'redis' in anycable.toml: the redis and nats brokers"),
+        ({"secret": REDACTED}, "the placeholder --print-config shows"),
+    ],
+)
+def test_bad_file_values_name_the_key_and_the_file(
+    values: dict[str, object], fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config([], {}, file_values=values, file_name="anycable.toml")
+    assert fragment in str(info.value)
+
+
+def test_deprecated_key_in_the_file_warns_with_the_file_spelling() -> None:
+    config, warnings = load_config_with_warnings(
+        [], {}, file_values={"jwt_id_key": "k"}, file_name="anycable.toml"
+    )
+    assert config.jwt_secret == "k"
+    assert warnings == ("jwt_id_key in anycable.toml is deprecated, use jwt_secret",)
+
+
+def test_file_options() -> None:
+    assert file_options([], {}) == FileOptions()
+    assert file_options(["--config-path", "a.toml"], {}) == FileOptions(config_path="a.toml")
+    assert file_options([], {"ANYCABLE_CONFIG_PATH": "b.toml"}).config_path == "b.toml"
+    assert file_options(["--ignore-config-path", "--print-config"], {}) == FileOptions(
+        ignore_config_path=True, print_config=True
+    )
+    with pytest.raises(ConfigError, match="--config-path"):
+        file_options(["--config-path="], {})
+
+
+def test_config_file_search_order() -> None:
+    everything = lambda path: True  # noqa: E731
+    nothing = lambda path: False  # noqa: E731
+    assert DEFAULT_CONFIG_PATHS == ("./anycable.toml", "/etc/anycable/anycable.toml")
+    assert FileOptions().path(everything) == "./anycable.toml"
+    assert FileOptions().path(lambda path: path.startswith("/etc")) == DEFAULT_CONFIG_PATHS[1]
+    assert FileOptions().path(nothing) is None
+    assert FileOptions(config_path="x.toml").path(nothing) == "x.toml"
+    assert FileOptions(config_path="x.toml", ignore_config_path=True).path(everything) is None
+
+
+def test_read_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "anycable.toml"
+    path.write_text('port = 9000\nsecret = "s3cr3t"\n', encoding="utf-8")
+    assert read_config_file(str(path)) == {"port": 9000, "secret": "s3cr3t"}
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_config_file(str(tmp_path / "missing.toml"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text('secret = "s3cr3t\nport = \n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="is not valid TOML") as info:
+        read_config_file(str(bad))
+    assert "s3cr3t" not in str(info.value)
+
+
+# --- --print-config --------------------------------------------------------------------------
+
+
+def test_printed_config_loads_back_to_the_same_config() -> None:
+    config = cli(
+        "--port=9000",
+        "--path=/cable,/ws",
+        "--allowed_origins=example.com,*.example.org",
+        "--metrics_http=/metrics",
+        "--metrics_tags=env:prod,node:a:b",
+        "--broker=none",
+        "--history_ttl=0.25",
+        "--turbo_streams",
+        "--broadcast_key=none",
+        "--public",
+    )
+    text = config_toml(config)
+    assert load_config([], {}, file_values=tomllib.loads(text)) == config
+    assert "# metrics_host is unset" in text
+    assert 'metrics_tags = { env = "prod", node = "a:b" }' in text
+    assert 'allowed_origins = ["example.com", "*.example.org"]' in text
+    assert load_config([], {}, file_values=tomllib.loads(config_toml(Config()))) == Config()
+
+
+def test_printed_config_redacts_every_secret() -> None:
+    config = cli(
+        "--secret=s3cr3t-master",
+        "--jwt_secret=s3cr3t-jwt",
+        "--streams_secret=s3cr3t-streams",
+        "--turbo_streams_secret=s3cr3t-turbo",
+    )
+    text = config_toml(config)
+    assert "s3cr3t" not in text
+    assert config.broadcast_key is not None
+    assert config.broadcast_key not in text
+    values = tomllib.loads(text)
+    for name in SECRET_FIELDS:
+        assert values[name] == REDACTED
+    with pytest.raises(ConfigError, match="placeholder"):
+        load_config([], {}, file_values=values)
+
+
+def test_printed_config_covers_every_field() -> None:
+    values = tomllib.loads(config_toml(Config(metrics_host="h", metrics_http="/m")))
+    names = {field.name for field in fields(Config)} - SECRET_FIELDS
+    names = (names - {"broadcast_adapters"}) | {"broadcast_adapter"}
+    assert set(values) == names
+    option_keys = {option.name.replace("-", "_") for option in OPTIONS}
+    assert set(values) <= option_keys  # every printed key is accepted in a file
+
+
+def test_printed_strings_are_valid_toml() -> None:
+    config = Config(host='h"o\\s\x7ft\u00e9', jwt_param="p\tq")
+    values = tomllib.loads(config_toml(config))
+    assert values["host"] == config.host
+    assert values["jwt_param"] == config.jwt_param
+
+
+@pytest.mark.parametrize(
+    ("argv", "warns"),
+    [
+        (["--host=0.0.0.0"], True),
+        (["--host=10.0.0.5", "--http_broadcast_port=9999"], True),
+        (["--host=0.0.0.0", "--secret=s"], False),
+        (["--host=0.0.0.0", "--broadcast_key=k"], False),
+        (["--host=0.0.0.0", "--broadcast_key=none"], False),  # explicitly no key
+        (["--host=0.0.0.0", "--public"], False),  # public mode broadcasts without a key
+        (["--host=127.0.0.1"], False),
+        (["--host=::1"], False),
+        ([], False),  # localhost
+    ],
+)
+def test_unauthenticated_broadcasts_on_a_public_address_warn(argv: list[str], warns: bool) -> None:
+    config, warnings = load_config_with_warnings(argv, {})
+    expected = (
+        f"HTTP broadcasts are accepted without authorization on {config.host}:"
+        f"{config.http_broadcast_port}: set --secret or --broadcast_key (or firewall that port; "
+        "--broadcast_key=none says no key is intended)"
+    )
+    assert (expected in warnings) is warns
