@@ -49,8 +49,10 @@ from .events import (
     CommandIgnored,
     Event,
     HistoryRequest,
+    NativePing,
     PresenceRequest,
     Publish,
+    ReleaseHeld,
     SendMessage,
     SessionChanged,
     StreamAdded,
@@ -62,6 +64,9 @@ __all__ = ["CableConnection", "SessionSettings", "SessionState"]
 
 _PRECISION = {"s": 1, "ms": 1_000, "ns": 1_000_000_000}
 _MAX_PRESENCE_ID = 256
+#: how long live messages of restored subscriptions wait for the client's history
+#: request before they are delivered anyway
+HOLD_SECONDS = 5.0
 
 
 class SessionState(enum.Enum):
@@ -85,6 +90,9 @@ class SessionSettings:
         history: a broker keeps history (otherwise history requests are rejected).
         presence: a broker keeps presence (otherwise presence commands are ignored).
         resumable: snapshots are kept so the session can be restored (extended only).
+        native_pings: also ask the transport for a native ping with every ping; the
+            pong timeout then applies to every session and a native pong (or any
+            command) answers it.
     """
 
     ping_interval: float = 3.0
@@ -96,6 +104,7 @@ class SessionSettings:
     history: bool = False
     presence: bool = False
     resumable: bool = False
+    native_pings: bool = False
 
 
 class CableConnection:
@@ -128,6 +137,10 @@ class CableConnection:
         #: identifier -> (presence id, stream) this session joined with
         self.presence: dict[str, tuple[str, str]] = {}
         self._features: dict[str, Subscription] = {}
+        #: restored identifiers whose live messages the driver holds back until their
+        #: history was replayed (so the client sees every message once, in order)
+        self.held: set[str] = set()
+        self._hold_deadline: float | None = None
         self._pending_history: set[str] = set()
         self._events: list[Event] = []
         interval = settings.ping_interval
@@ -135,6 +148,8 @@ class CableConnection:
             now + interval * (0.5 + ping_jitter) if interval > 0 else None
         )
         self._pong_deadline: float | None = None
+        self._tokens = float(settings.limits.commands_burst)
+        self._refilled_at = now
 
     # -- driver API -----------------------------------------------------------------
 
@@ -147,11 +162,10 @@ class CableConnection:
         """When :meth:`handle_timer` must next be called; ``None`` for never."""
         if self.state is SessionState.CLOSED:
             return None
-        if self._pong_deadline is None:
-            return self._next_ping
-        if self._next_ping is None:
-            return self._pong_deadline
-        return min(self._next_ping, self._pong_deadline)
+        deadlines = [
+            d for d in (self._next_ping, self._pong_deadline, self._hold_deadline) if d is not None
+        ]
+        return min(deadlines) if deadlines else None
 
     def accept(self, identifiers: str) -> None:
         """Authentication succeeded: remember ``identifiers`` and send ``welcome``."""
@@ -161,11 +175,14 @@ class CableConnection:
         self._send(messages.welcome(self.sid))
         self._snapshot()
 
-    def restore(self, snapshot: SessionSnapshot) -> None:
+    def restore(self, snapshot: SessionSnapshot, *, now: float = 0.0) -> None:
         """Resume a previous session without re-authenticating (extended protocol).
 
         The subscriptions come back without confirmations; the welcome lists them in
-        ``restored_ids``. Clients then ask for the history they missed.
+        ``restored_ids``. Clients then ask for the history they missed; until they do
+        (or for :data:`HOLD_SECONDS`), live messages of these subscriptions are held,
+        so that a message published meanwhile is not seen before the older ones that
+        history replays, nor twice.
         """
         self._require(SessionState.NEW, "restore")
         self.identifiers = snapshot.identifiers
@@ -177,6 +194,9 @@ class CableConnection:
                 continue  # secrets rotated since: drop it, the client re-subscribes
             self._add(identifier, found)
             restored.append(identifier)
+        if restored and self.settings.history:
+            self.held.update(restored)
+            self._hold_deadline = now + HOLD_SECONDS
         self._send(messages.welcome(self.sid, restored_ids=restored))
         self._snapshot()
 
@@ -206,6 +226,9 @@ class CableConnection:
         """
         if self.state is not SessionState.OPEN:
             return
+        if not self._take_token(now):
+            self._events.append(CommandIgnored("", "rate limited"))
+            return
         try:
             command = parse_command(message, self.settings.limits)
         except RemoteProtocolError as exc:
@@ -220,10 +243,30 @@ class CableConnection:
             self._pong_deadline = None  # any decoded command shows the client is alive
             self._dispatch(command)
 
+    def note_activity(self) -> None:
+        """The transport heard from the client (e.g. a native pong): it is alive."""
+        self._pong_deadline = None
+
+    def _take_token(self, now: float) -> bool:
+        limits = self.settings.limits
+        if limits.commands_rate <= 0:
+            return True
+        elapsed = max(0.0, now - self._refilled_at)
+        self._refilled_at = now
+        self._tokens = min(
+            float(limits.commands_burst), self._tokens + elapsed * limits.commands_rate
+        )
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
     def handle_timer(self, now: float, *, unix_time: float) -> None:
         """Fire whatever is due at ``now``; ``unix_time`` stamps the ping."""
         if self.state is not SessionState.OPEN:
             return
+        if self._hold_deadline is not None and now >= self._hold_deadline:
+            self._release_all()
         if self._pong_deadline is not None and now >= self._pong_deadline:
             self._close("no_pong", reconnect=True, code=1000, close_reason="No Pong")
             return
@@ -231,12 +274,15 @@ class CableConnection:
             return
         stamp = int(unix_time * _PRECISION.get(self.settings.ping_precision, 1))
         self._send(messages.ping(stamp))
+        if self.settings.native_pings:
+            self._events.append(NativePing())
         interval = self.settings.ping_interval
         self._next_ping += interval
         if self._next_ping <= now:
             self._next_ping = now + interval
         timeout = self.settings.pong_timeout
-        if self.settings.extended and timeout > 0 and self._pong_deadline is None:
+        tracked = self.settings.extended or self.settings.native_pings
+        if tracked and timeout > 0 and self._pong_deadline is None:
             self._pong_deadline = now + timeout
 
     def history_result(
@@ -251,12 +297,29 @@ class CableConnection:
             return
         if entries is None:
             self._send(_typed("reject_history", identifier))
+            self._release(identifier, None)
             return
+        last: int | None = None
         for entry in entries:
             publication = Publication(entry.stream, entry.data, broadcast_type=entry.broadcast_type)
             encoded = EncodedBroadcast(publication, offset=entry.offset, epoch=epoch)
             self._send(encoded.for_identifier(identifier))
+            last = entry.offset
         self._send(_typed("confirm_history", identifier))
+        self._release(identifier, last)
+
+    def _release(self, identifier: str, after: int | None) -> None:
+        if identifier in self.held:
+            self.held.discard(identifier)
+            self._events.append(ReleaseHeld(identifier, after))
+            if not self.held:
+                self._hold_deadline = None
+
+    def _release_all(self) -> None:
+        for identifier in sorted(self.held):
+            self._events.append(ReleaseHeld(identifier, None))
+        self.held.clear()
+        self._hold_deadline = None
 
     def presence_result(self, identifier: str, records: list[tuple[str, object]] | None) -> None:
         """Answer a presence ``info`` request (``None`` when the broker failed)."""
@@ -340,6 +403,7 @@ class CableConnection:
             self._ignore("unsubscribe", "not subscribed")
             return
         self._features.pop(identifier, None)
+        self.held.discard(identifier)
         self._events.append(StreamRemoved(identifier, stream))
         if self.presence.pop(identifier, None) is not None:
             self._events.append(PresenceRequest("leave", identifier, stream))
@@ -369,12 +433,14 @@ class CableConnection:
             epoch, offset = position.get("epoch"), position.get("offset")
             if not isinstance(epoch, str) or not _is_offset(offset):
                 self._send(_typed("reject_history", identifier))
+                self._release(identifier, None)
                 return
             query = HistoryQuery(stream, epoch=epoch, offset=int(offset))
         elif since_value:
             query = HistoryQuery(stream, since=since_value)
         if query is None:
             self._send(_typed("confirm_history", identifier))
+            self._release(identifier, None)
             return
         self._pending_history.add(identifier)
         self._events.append(HistoryRequest(identifier, (query,)))
@@ -447,6 +513,8 @@ class CableConnection:
             self._events.append(StreamRemoved(identifier, stream))
         self.subscriptions.clear()
         self._features.clear()
+        self.held.clear()
+        self._hold_deadline = None
 
     def _close(self, reason: str, *, reconnect: bool, code: int, close_reason: str) -> None:
         self._send(messages.disconnect(reason, reconnect=reconnect))

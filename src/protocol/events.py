@@ -17,8 +17,10 @@ __all__ = [
     "Event",
     "HistoryQuery",
     "HistoryRequest",
+    "NativePing",
     "PresenceRequest",
     "Publish",
+    "ReleaseHeld",
     "SendMessage",
     "SessionChanged",
     "StreamAdded",
@@ -69,6 +71,13 @@ class CommandIgnored:
 
 
 @dataclass(frozen=True, slots=True)
+class NativePing:
+    """Send a transport-level ping (a WebSocket PING frame) with ``payload``."""
+
+    payload: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
 class Publish:
     """Publish ``publication`` to the streams' subscribers (whispers, presence events)."""
 
@@ -99,6 +108,19 @@ class PresenceRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ReleaseHeld:
+    """Deliver the live messages held for ``identifier`` since a restore.
+
+    Held messages with an offset at or below ``after`` were already replayed from
+    history and are dropped; the rest are sent in order. ``after`` is ``None`` to send
+    them all.
+    """
+
+    identifier: str
+    after: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SessionChanged:
     """A resumable session's state changed: store ``snapshot`` under ``sid``."""
 
@@ -112,7 +134,9 @@ Event = (
     | StreamRemoved
     | CloseConnection
     | CommandIgnored
+    | NativePing
     | Publish
+    | ReleaseHeld
     | HistoryRequest
     | PresenceRequest
     | SessionChanged

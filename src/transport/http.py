@@ -21,6 +21,7 @@ from wsproto.utilities import generate_accept_token
 
 from .. import __version__
 from ..auth.keys import check_bearer
+from ..auth.origin import origin_allowed
 from ..protocol.broadcast import RemoteDisconnect, parse_broadcast
 from ..protocol.connection import CableConnection
 from ..protocol.errors import RemoteProtocolError
@@ -124,7 +125,6 @@ async def handle_connection(server: Server, stream: trio.abc.Stream, *, main: bo
     """
     config = server.config
     conn = _Conn(stream, server.max_header_bytes)
-    upgraded = False
     try:
         while True:
             with trio.move_on_after(server.handshake_timeout) as head_scope:
@@ -141,13 +141,11 @@ async def handle_connection(server: Server, stream: trio.abc.Stream, *, main: bo
                 raise h11.RemoteProtocolError("request head too large", 431)
             request = Request(event)
             if main and request.path in config.path:
-                upgraded = True
                 await _websocket(server, conn, request)
                 return
             if request.path == config.http_broadcast_path and server.serves_broadcast(main):
                 await _broadcast(server, conn, request)
             elif main and config.sse and request.path == config.sse_path:
-                upgraded = True  # the SSE session owns (and closes) the stream
                 await handle_sse(server, conn, request)
                 return
             elif main and request.path == config.health_path:
@@ -166,9 +164,10 @@ async def handle_connection(server: Server, stream: trio.abc.Stream, *, main: bo
     except h11.LocalProtocolError:
         log.debug("h11 state error; closing connection")
     finally:
-        if not upgraded:
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await stream.aclose()
+        # sessions close their stream themselves; closing twice is harmless, and this
+        # also covers a cancellation before a session took the stream over
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await stream.aclose()
 
 
 async def _bad_request(conn: _Conn, status: int) -> None:
@@ -284,6 +283,18 @@ async def _websocket(server: Server, conn: _Conn, request: Request) -> None:
         )
         await conn.stream.aclose()
         return
+    origins = [v for k, v in request.raw_headers if k == b"origin"]
+    if len(origins) > 1:
+        await conn.respond(400, b"Bad Request: several Origin headers", close=True)
+        await conn.stream.aclose()
+        return
+    origin = origins[0].decode("latin-1") if origins else None
+    if not origin_allowed(origin, config.allowed_origins):
+        # cross-site WebSocket hijacking protection: refuse before upgrading
+        log.info("WebSocket refused: origin %r is not allowed", origin)
+        await conn.respond(403, b"Forbidden", close=True)
+        await conn.stream.aclose()
+        return
     offered = request.header_list("sec-websocket-protocol")
     subprotocol = select_subprotocol(offered)
     headers = [
@@ -323,7 +334,7 @@ async def _websocket(server: Server, conn: _Conn, request: Request) -> None:
         else authenticate(token, sid=sid, policy=server.auth_policy, now=time.time())
     )
     if snapshot is not None:
-        core.restore(snapshot)
+        core.restore(snapshot, now=trio.current_time())
         log.debug("restored sid=%s from=%s", sid, previous)
     elif isinstance(outcome, Accepted):
         core.accept(outcome.identifiers)

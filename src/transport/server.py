@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 import secrets
@@ -32,6 +33,8 @@ __all__ = ["Server", "serve"]
 
 log = logging.getLogger("cableway")
 
+_ACCEPT_CAPACITY_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
 
 class Server:
     """Shared state of one Cableway node and the tasks that serve it.
@@ -44,7 +47,13 @@ class Server:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.limits = Limits(max_message_size=config.max_message_size)
+        self.limits = Limits(
+            max_message_size=config.max_message_size,
+            max_identifier_size=config.max_identifier_size,
+            max_subscriptions=config.max_subscriptions,
+            commands_rate=config.commands_rate,
+            commands_burst=config.commands_burst,
+        )
         self.stream_policy = StreamPolicy(
             streams_secret=config.streams_secret,
             turbo_streams=config.turbo_streams,
@@ -69,9 +78,10 @@ class Server:
             )
         self.idle_scopes: set[trio.CancelScope] = set()
         self.random = random.Random()
-        self.handshake_timeout = 5.0
-        self.max_header_bytes = 16384
-        self.max_broadcast_body = 1 << 20
+        self.handshake_timeout = config.handshake_timeout
+        self.max_header_bytes = config.max_header_size
+        self.max_broadcast_body = config.max_broadcast_body
+        self.connections = trio.CapacityLimiter(config.max_conn) if config.max_conn > 0 else None
         self.main_port = 0
         self.broadcast_port = 0
         self._shared_broadcast = (
@@ -100,6 +110,7 @@ class Server:
             history=self.broker is not None,
             presence=self.broker is not None,
             resumable=self.broker is not None and config.sessions_ttl > 0,
+            native_pings=config.enable_native_pings,
         )
 
     # -- fan-out -------------------------------------------------------------------
@@ -146,7 +157,12 @@ class Server:
                         data = wire[kind]
                     else:
                         data = wire[kind] = session.encode(text)
-                    if data is not None:
+                    if data is None:
+                        continue
+                    held = session.core.held
+                    if held and identifier in held:
+                        session.hold(identifier, offset, data)
+                    else:
                         session.push_frame(data)
 
     def answer_history(self, core: CableConnection, request: HistoryRequest) -> None:
@@ -228,21 +244,28 @@ class Server:
         else:
             self.broadcast_port = self.main_port
         self._announce()
-        async with trio.open_nursery() as handlers:
-            async with trio.open_nursery() as accepting:
-                accepting.start_soon(self._serve, main_listeners, handlers, True)
-                if extra:
-                    accepting.start_soon(self._serve, extra, handlers, False)
-                if handle_signals:
-                    accepting.start_soon(self._watch_signals)
-                if self.broker is not None:
-                    accepting.start_soon(self._sweep, self.broker)
-                task_status.started(self)
-                await self._shutdown.wait()
-                accepting.cancel_scope.cancel()
-            for listener in [*main_listeners, *extra]:
-                await listener.aclose()
-            await self._drain(handlers)
+        listeners = [*main_listeners, *extra]
+        try:
+            async with trio.open_nursery() as handlers:
+                async with trio.open_nursery() as accepting:
+                    accepting.start_soon(self._serve, main_listeners, handlers, True)
+                    if extra:
+                        accepting.start_soon(self._serve, extra, handlers, False)
+                    if handle_signals:
+                        accepting.start_soon(self._watch_signals)
+                    if self.broker is not None:
+                        accepting.start_soon(self._sweep, self.broker)
+                    task_status.started(self)
+                    await self._shutdown.wait()
+                    if config.shutdown_delay > 0:
+                        # keep serving while a load balancer notices we are going away
+                        log.info("Waiting %gs before shutting down", config.shutdown_delay)
+                        await trio.sleep(config.shutdown_delay)
+                    accepting.cancel_scope.cancel()
+                _close_listeners(listeners)  # stop accepting before telling clients
+                await self._drain(handlers)
+        finally:
+            _close_listeners(listeners)
 
     async def _drain(self, handlers: trio.Nursery) -> None:
         log.info(
@@ -264,13 +287,43 @@ class Server:
     async def _serve(
         self, listeners: list[trio.SocketListener], handlers: trio.Nursery, main: bool
     ) -> None:
-        async def handler(stream: trio.SocketStream) -> None:
-            try:
-                await handle_connection(self, stream, main=main)
-            except Exception:  # a bug must cost one connection, never the server
-                log.exception("unexpected error while serving a connection")
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener, handlers, main)
 
-        await trio.serve_listeners(handler, listeners, handler_nursery=handlers)
+    async def _accept_loop(
+        self, listener: trio.SocketListener, handlers: trio.Nursery, main: bool
+    ) -> None:
+        """Accept connections; with ``--max-conn`` the excess waits in the backlog."""
+        limiter = self.connections
+        while True:
+            token = object()
+            if limiter is not None:
+                await limiter.acquire_on_behalf_of(token)
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if limiter is not None:
+                    limiter.release_on_behalf_of(token)
+                if exc.errno in _ACCEPT_CAPACITY_ERRORS:
+                    log.error("accept failed (%s): backing off", exc.strerror)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            except BaseException:
+                if limiter is not None:
+                    limiter.release_on_behalf_of(token)
+                raise
+            handlers.start_soon(self._handle, stream, main, token)
+
+    async def _handle(self, stream: trio.SocketStream, main: bool, token: object) -> None:
+        try:
+            await handle_connection(self, stream, main=main)
+        except Exception:  # a bug must cost one connection, never the server
+            log.exception("unexpected error while serving a connection")
+        finally:
+            if self.connections is not None:
+                self.connections.release_on_behalf_of(token)
 
     async def _sweep(self, broker: MemoryBroker) -> None:
         """Expire history, sessions and presence once a second (AnyCable's sweeper)."""
@@ -330,6 +383,11 @@ class Server:
         log.info("Using channels router: %s", ", ".join(channels))
         if config.public:
             log.info("Server is running in the public mode")
+
+
+def _close_listeners(listeners: list[trio.SocketListener]) -> None:
+    for listener in listeners:
+        listener.socket.close()
 
 
 async def serve(

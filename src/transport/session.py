@@ -14,6 +14,7 @@ Error handling:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -26,8 +27,10 @@ from ..protocol.events import (
     CloseConnection,
     CommandIgnored,
     HistoryRequest,
+    NativePing,
     PresenceRequest,
     Publish,
+    ReleaseHeld,
     SendMessage,
     SessionChanged,
     StreamAdded,
@@ -66,6 +69,8 @@ class Session:
         self._wake: trio.CancelScope | None = None
         self._closing = False
         self._done = trio.Event()
+        self._held: dict[str, list[tuple[int | None, bytes]]] = {}
+        self._held_size = 0
 
     def __hash__(self) -> int:
         return id(self)
@@ -85,6 +90,13 @@ class Session:
     async def _after_close(self) -> None:
         """Called by the reader once the session is closing (e.g. await a close reply)."""
 
+    def _native_ping(self, payload: bytes) -> None:
+        """Send a transport-level ping, where the transport has one."""
+
+    def _abort_bytes(self) -> bytes:
+        """What to send when the session fails unexpectedly (e.g. a 1011 close frame)."""
+        return b""
+
     # -- called from other tasks (fan-out, shutdown, remote disconnect) ---------------
 
     def push_frame(self, frame: bytes) -> None:
@@ -95,6 +107,18 @@ class Session:
             self.outbox.clear()
             self.server.metrics_slow_clients += 1
             self.request_close("too_slow", reconnect=True, code=1000)
+
+    def hold(self, identifier: str, offset: int | None, frame: bytes) -> None:
+        """Keep a live message of a restored subscription until its history is in."""
+        self._held_size += len(frame)
+        limit = self.outbox.max_bytes
+        if limit and self._held_size > limit:
+            self._held.clear()
+            self._held_size = 0
+            self.server.metrics_slow_clients += 1
+            self.request_close("too_slow", reconnect=True, code=1000)
+            return
+        self._held.setdefault(identifier, []).append((offset, frame))
 
     def request_close(
         self, reason: str, *, reconnect: bool, code: int = 1000, close_reason: str = ""
@@ -118,6 +142,17 @@ class Session:
                 await self._reader()
                 # the reader is done: let the writer flush what is queued, bounded
                 self.outbox.close()
+        except Exception:
+            # a bug must cost this session only: tell the client, log once, close
+            log.exception("unexpected error in session sid=%s", self.sid)
+            self._closing = True
+            data = self._abort_bytes()
+            if data:
+                with (
+                    trio.move_on_after(1),
+                    contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+                ):
+                    await self.stream.send_all(data)
         finally:
             self._closing = True
             self._unregister()
@@ -184,9 +219,17 @@ class Session:
                     hub.add(event.stream, event.identifier, self)
                 elif isinstance(event, StreamRemoved):
                     hub.remove(event.stream, event.identifier, self)
+                    self._drop_held(event.identifier)
+                elif isinstance(event, ReleaseHeld):
+                    after = event.after
+                    for offset, frame in self._drop_held(event.identifier):
+                        if after is None or offset is None or offset > after:
+                            self.push_frame(frame)
                 elif isinstance(event, CloseConnection):
                     self._close_transport(event.code, event.reason)
                     self._closing = True
+                elif isinstance(event, NativePing):
+                    self._native_ping(event.payload)
                 elif isinstance(event, Publish):
                     server.publish([event.publication])
                 elif isinstance(event, HistoryRequest):
@@ -209,6 +252,11 @@ class Session:
                 self.outbox.clear()
                 server.metrics_slow_clients += 1
                 self.core.disconnect("too_slow", reconnect=True)
+
+    def _drop_held(self, identifier: str) -> list[tuple[int | None, bytes]]:
+        frames = self._held.pop(identifier, [])
+        self._held_size -= sum(len(frame) for _, frame in frames)
+        return frames
 
     def _unregister(self) -> None:
         server = self.server

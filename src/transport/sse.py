@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import h11
 import trio
 
+from ..auth.origin import origin_allowed
 from ..protocol.connection import CableConnection
 from ..protocol.handshake import (
     Accepted,
@@ -50,7 +51,6 @@ log = logging.getLogger("cableway.sse")
 
 _RAW_VALUES = frozenset({"1", "true", "t", "y"})
 _CORS_HEADERS = [
-    (b"access-control-allow-origin", b"*"),
     (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
     (
         b"access-control-allow-headers",
@@ -93,10 +93,23 @@ class SseSession(Session):
             self.outbox.push_control(b"0\r\n\r\n")
 
 
-def _cors(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    # No allow-list is configured yet: any origin may read, never with credentials
-    # (browsers refuse "*" together with Access-Control-Allow-Credentials).
-    return [*_CORS_HEADERS, *headers]
+def cors_headers(request: Request, allowed: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
+    """CORS answer headers (spec §10.5, but never ``*`` together with credentials).
+
+    Without an allow-list any origin may read the stream, without credentials. With
+    one, an allowed ``Origin`` is echoed back with ``Allow-Credentials`` (so cookies
+    and ``withCredentials`` event sources work); other origins get no
+    ``Access-Control-Allow-Origin`` and the browser hides the response.
+    """
+    out = [*_CORS_HEADERS, (b"vary", b"Origin")]
+    if not allowed or "*" in allowed:
+        out.append((b"access-control-allow-origin", b"*"))
+        return out
+    origin = request.headers.get("origin")
+    if origin is not None and "," not in origin and origin_allowed(origin, allowed):
+        out.append((b"access-control-allow-origin", origin.encode("latin-1")))
+        out.append((b"access-control-allow-credentials", b"true"))
+    return out
 
 
 async def handle_sse(server: Server, conn: _Conn, request: Request) -> None:
@@ -104,6 +117,11 @@ async def handle_sse(server: Server, conn: _Conn, request: Request) -> None:
     from .http import VERSION_HEADER, _drain_body  # import cycle: http routes here
 
     config = server.config
+    cors = cors_headers(request, config.allowed_origins)
+
+    def _cors(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        return [*cors, *headers]
+
     if request.method == "OPTIONS":
         await _drain_body(conn, 0)
         await conn.respond(200, headers=_cors([]))

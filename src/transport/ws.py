@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import trio
 from wsproto import ConnectionType
 from wsproto.connection import Connection, ConnectionState
-from wsproto.events import BytesMessage, Ping, TextMessage
+from wsproto.events import BytesMessage, Ping, Pong, TextMessage
 from wsproto.events import CloseConnection as WsClose
 
 from ..protocol.connection import CableConnection
@@ -77,6 +77,8 @@ class WebSocketSession(Session):
             elif isinstance(event, Ping):
                 if self.ws.state is ConnectionState.OPEN:
                     self.outbox.push_control(self.ws.send(event.response()))
+            elif isinstance(event, Pong):
+                self.core.note_activity()
             elif isinstance(event, WsClose):
                 # client-initiated close, or a wsproto parse failure (code 1002/1007)
                 if self.ws.state is ConnectionState.REMOTE_CLOSING:
@@ -87,6 +89,15 @@ class WebSocketSession(Session):
                 return
             if self._closing:
                 return
+
+    def _native_ping(self, payload: bytes) -> None:
+        if self.ws.state is ConnectionState.OPEN:
+            self.outbox.push_control(self.ws.send(Ping(payload)))
+
+    def _abort_bytes(self) -> bytes:
+        if self.ws.state is ConnectionState.OPEN:
+            return self.ws.send(WsClose(1011, "Internal Error"))
+        return b""
 
     def _close_transport(self, code: int, reason: str) -> None:
         if self.ws.state is ConnectionState.OPEN:

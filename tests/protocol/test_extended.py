@@ -215,3 +215,80 @@ def test_presence_info_without_broker_answers_error() -> None:
     conn.events()
     conn.receive_message(json.dumps({"command": "presence", "identifier": CHAT}), now=2)
     assert json.loads(sent(conn.events())[0])["message"] == {"type": "error", "total": 0}
+
+
+def test_commands_beyond_the_rate_are_dropped_then_allowed_again() -> None:
+    from cableway.protocol.limits import Limits
+
+    settings = SessionSettings(limits=Limits(commands_rate=10, commands_burst=5))
+    conn = CableConnection(sid="s", settings=settings, now=0)
+    conn.accept("{}")
+    conn.events()
+    for _ in range(8):
+        conn.receive_message('{"command":"ping"}', now=0.0)
+    events = conn.events()
+    assert len(sent(events)) == 5
+    assert sum(isinstance(e, CommandIgnored) and e.detail == "rate limited" for e in events) == 3
+    conn.receive_message('{"command":"ping"}', now=0.1)  # one token refilled
+    assert sent(conn.events()) == ['{"type":"pong"}']
+
+
+def test_native_pings_apply_the_pong_timeout_to_v1_and_native_pongs_answer_it() -> None:
+    from cableway.protocol.events import NativePing
+
+    settings = SessionSettings(ping_interval=1.0, pong_timeout=1.0, native_pings=True)
+    conn = CableConnection(sid="s", settings=settings, now=0, ping_jitter=0)
+    conn.accept("{}")
+    conn.events()
+    conn.handle_timer(0.5, unix_time=1)
+    assert NativePing() in conn.events()
+    conn.note_activity()  # the browser answered the native ping
+    conn.handle_timer(1.5, unix_time=2)
+    conn.handle_timer(2.5, unix_time=3)
+    assert sent(conn.events())[-1] == '{"type":"disconnect","reason":"no_pong","reconnect":true}'
+
+
+def test_restored_subscriptions_hold_live_messages_until_history_is_replayed() -> None:
+    from cableway.protocol.events import ReleaseHeld
+
+    settings = SessionSettings(
+        policy=PUBLIC, extended=True, history=True, resumable=True, ping_interval=0
+    )
+    conn = CableConnection(sid="new", settings=settings, now=0.0)
+    conn.restore(SessionSnapshot("{}", ((CHAT, "chat"),)), now=10.0)
+    conn.events()
+    assert conn.held == {CHAT}
+    assert conn.next_deadline() == 15.0
+    conn.receive_message(
+        json.dumps(
+            {
+                "command": "history",
+                "identifier": CHAT,
+                "history": {"streams": {"chat": {"epoch": "e", "offset": 3}}},
+            }
+        ),
+        now=11,
+    )
+    conn.events()
+    conn.history_result(
+        CHAT, [HistoryEntry("chat", 4, "4", 0), HistoryEntry("chat", 5, "5", 0)], epoch="e"
+    )
+    events = conn.events()
+    assert events[-1] == ReleaseHeld(CHAT, after=5)  # live 4 and 5 were replayed: drop them
+    assert conn.held == set()
+
+
+def test_held_messages_are_released_after_the_hold_timeout() -> None:
+    from cableway.protocol.events import ReleaseHeld
+
+    settings = SessionSettings(
+        policy=PUBLIC, extended=True, history=True, resumable=True, ping_interval=0
+    )
+    conn = CableConnection(sid="new", settings=settings, now=0.0)
+    conn.restore(SessionSnapshot("{}", ((CHAT, "chat"),)), now=0.0)
+    conn.events()
+    conn.handle_timer(4.9, unix_time=1)
+    assert conn.events() == []
+    conn.handle_timer(5.0, unix_time=1)
+    assert conn.events() == [ReleaseHeld(CHAT, None)]
+    assert conn.next_deadline() is None
