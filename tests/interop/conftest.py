@@ -3,11 +3,15 @@
 * ``cableway_server`` starts ``cableway`` on a free 127.0.0.1 port (JWT + Turbo Streams + HTTP
   broadcasting on the main port), waits for its "Handle WebSocket connections at" log line and a
   200 from ``/health`` (bounded deadline), and always terminates it afterwards.
+* ``cableway_factory(mode)`` does the same for any of ``SERVER_MODES`` (public mode, one
+  ``--secret`` with enforced JWT, ...), as many servers as a test needs.
 * ``rails_client`` starts ``node rails_client.mjs <scenario>`` (the real ``@rails/actioncable``
-  consumer over ``ws``) and exposes the JSON-line events it prints, with bounded waits.
+  consumer over ``ws``) and exposes the JSON-line events it prints, with bounded waits;
+  ``anycable_client`` (``@anycable/web``) and ``sse_client`` (npm ``eventsource``) likewise.
+* ``tcp_proxy(port)`` is a 127.0.0.1 TCP forwarder a test can cut to simulate a network failure.
 
-On any test failure the server's output and every Node client's transcript/stderr are attached to
-the report as extra sections.
+On any test failure the server's output, every Node client's transcript/stderr and every proxy's
+event log are attached to the report as extra sections.
 
 Prerequisites: ``node`` on PATH and ``tests/interop/node_modules`` (``npm ci`` in this directory).
 Missing prerequisites skip the tests, unless ``CABLEWAY_REQUIRE_INTEROP=1`` is set (``.ci/run``
@@ -20,9 +24,11 @@ import contextlib
 import json
 import os
 import secrets
+import selectors
 import shlex
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -43,7 +49,9 @@ from cableway.auth.signed_streams import sign_stream_name
 INTEROP_DIR = Path(__file__).resolve().parent
 NODE_MODULES = INTEROP_DIR / "node_modules"
 RAILS_CLIENT = INTEROP_DIR / "rails_client.mjs"
-REQUIRED_PACKAGES = ("@rails/actioncable", "ws")
+ANYCABLE_CLIENT = INTEROP_DIR / "anycable_client.mjs"
+SSE_CLIENT = INTEROP_DIR / "sse_client.mjs"
+REQUIRED_PACKAGES = ("@rails/actioncable", "ws", "@anycable/web", "@anycable/core", "eventsource")
 REQUIRE_ENV = "CABLEWAY_REQUIRE_INTEROP"
 # Optional command prefix replacing the `cableway` executable (same flags are appended), e.g. to
 # run this suite against another AnyCable-compatible server for comparison.
@@ -203,6 +211,14 @@ class CablewayServer:
     def signed_turbo_stream(self, stream: str) -> str:
         return sign_stream_name(stream, self.turbo_secret)
 
+    def sign(self, stream: str) -> str:
+        """A signed `$pubsub` stream name (mode "signed_jwt": the streams secret is --secret)."""
+        return sign_stream_name(stream, self.turbo_secret)
+
+    def error_lines(self) -> list[str]:
+        """Server log lines at error level or with a traceback (a crash the client cannot see)."""
+        return [line for line in self.log().splitlines() if " ERR " in line or "Traceback" in line]
+
     def log(self) -> str:
         return self.output.text() if self.output is not None else "(not started)"
 
@@ -293,25 +309,78 @@ class CablewayServer:
                 process.stdout.close()
 
 
-@pytest.fixture
-def cableway_server(request: pytest.FixtureRequest) -> Iterator[CablewayServer]:
-    """A fresh server per test; always terminated (then killed) in teardown."""
+def _turbo_jwt_flags(port: int, jwt_secret: str, turbo_secret: str, key: str) -> list[str]:
+    """JWT identification, Turbo Streams with signed names, keyed HTTP broadcasting."""
+    return [
+        "--jwt_secret", jwt_secret,
+        "--turbo_streams",
+        "--turbo_streams_secret", turbo_secret,
+        "--broadcast_key", key,
+        "--http_broadcast_port", str(port),
+    ]  # fmt: skip
+
+
+def _public_flags(port: int, jwt_secret: str, turbo_secret: str, key: str) -> list[str]:
+    """Public mode: anonymous connections, unsigned `$pubsub` streams, open broadcasting; memory
+    broker and SSE spelled out (AnyCable's defaults are off) so another server runs the same."""
+    return ["--public", "--broker=memory", "--sse", "--http_broadcast_port", str(port)]
+
+
+def _signed_jwt_flags(port: int, jwt_secret: str, turbo_secret: str, key: str) -> list[str]:
+    """One `--secret` (JWT and signed `$pubsub` streams), JWT enforced, keyed broadcasting.
+    ``jwt_secret`` == ``turbo_secret`` here, so ``CablewayServer.sign`` uses the right secret."""
+    return [
+        "--secret", jwt_secret,
+        "--enforce_jwt",
+        "--broker=memory",
+        "--sse",
+        "--broadcast_key", key,
+        "--http_broadcast_port", str(port),
+    ]  # fmt: skip
+
+
+def _enforced_jwt_public_streams_flags(
+    port: int, jwt_secret: str, turbo_secret: str, key: str
+) -> list[str]:
+    """JWT required for every connection (also SSE), unsigned `$pubsub` streams allowed."""
+    return [
+        "--jwt_secret", jwt_secret,
+        "--enforce_jwt",
+        "--public_streams",
+        "--broker=memory",
+        "--sse",
+        "--broadcast_key", key,
+        "--http_broadcast_port", str(port),
+    ]  # fmt: skip
+
+
+ServerFlags = Callable[[int, str, str, str], list[str]]
+
+SERVER_MODES: dict[str, ServerFlags] = {
+    "turbo_jwt": _turbo_jwt_flags,
+    "public": _public_flags,
+    "signed_jwt": _signed_jwt_flags,
+    "enforced_jwt_public_streams": _enforced_jwt_public_streams_flags,
+}
+
+
+def _start_server(request: pytest.FixtureRequest, mode: str) -> CablewayServer:
+    """Start (and return) a server in ``mode``; the caller must ``stop()`` it."""
+    flags = SERVER_MODES[mode]
     last_error: Exception | None = None
     for _attempt in range(3):  # a free port can be grabbed by someone else before we bind it
         port = _free_port()
         jwt_secret, turbo_secret, broadcast_key = (secrets.token_hex(16) for _ in range(3))
+        if mode == "signed_jwt":
+            turbo_secret = jwt_secret
         argv = [
             *_cableway_command(),
             "--host", "127.0.0.1",
             "--port", str(port),
-            "--jwt_secret", jwt_secret,
-            "--turbo_streams",
-            "--turbo_streams_secret", turbo_secret,
-            "--broadcast_key", broadcast_key,
-            "--http_broadcast_port", str(port),
+            *flags(port, jwt_secret, turbo_secret, broadcast_key),
         ]  # fmt: skip
         server = CablewayServer(port, jwt_secret, turbo_secret, broadcast_key, argv)
-        _attach_section(request, f"cableway server output (port {port})", server.describe)
+        _attach_section(request, f"cableway server output (port {port}, {mode})", server.describe)
         try:
             server.start()
         except RuntimeError as error:
@@ -320,12 +389,36 @@ def cableway_server(request: pytest.FixtureRequest) -> Iterator[CablewayServer]:
             if "address already in use" in server.log().lower():
                 continue
             pytest.fail(f"{error}\n--- server output ---\n{server.log()}")
-        try:
-            yield server
-        finally:
-            server.stop()
-        return
+        return server
     pytest.fail(f"could not start the server: {last_error}")
+
+
+@pytest.fixture
+def cableway_server(request: pytest.FixtureRequest) -> Iterator[CablewayServer]:
+    """A fresh server per test (mode "turbo_jwt"); always terminated (then killed) in teardown."""
+    server = _start_server(request, "turbo_jwt")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def cableway_factory(request: pytest.FixtureRequest) -> Iterator[Callable[[str], CablewayServer]]:
+    """Factory: ``cableway_factory(mode)`` starts a fresh server in one of ``SERVER_MODES``;
+    every server started is terminated (then killed) in teardown."""
+    servers: list[CablewayServer] = []
+
+    def start(mode: str) -> CablewayServer:
+        server = _start_server(request, mode)
+        servers.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,6 +479,39 @@ class NodeClient:
                 f"no {event!r} event matching {fields} within {timeout}s "
                 f"(node exit code {self.process.poll()})\n{self.transcript()}"
             )
+        return found[0]
+
+    def wait_count(
+        self, event: str, count: int, *, timeout: float = NODE_EVENT_TIMEOUT, **fields: Any
+    ) -> list[dict[str, Any]]:
+        """Wait (bounded) until at least ``count`` events match; returns all matching ones."""
+        deadline = time.monotonic() + timeout
+        self._stdout.wait_until(lambda: len(self.find(event, **fields)) >= count, deadline)
+        found = self.find(event, **fields)
+        if len(found) < count:
+            raise AssertionError(
+                f"only {len(found)} of {count} {event!r} events matching {fields} within "
+                f"{timeout}s (node exit code {self.process.poll()})\n{self.transcript()}"
+            )
+        return found
+
+    def wait_event(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        *,
+        what: str = "event",
+        timeout: float = NODE_EVENT_TIMEOUT,
+    ) -> dict[str, Any]:
+        """First event satisfying ``predicate``; bounded by ``timeout``."""
+
+        def matching() -> list[dict[str, Any]]:
+            return [ev for ev in self.events if predicate(ev)]
+
+        deadline = time.monotonic() + timeout
+        self._stdout.wait_until(lambda: bool(matching()), deadline)
+        found = matching()
+        if not found:
+            raise AssertionError(f"no matching {what} within {timeout}s\n{self.transcript()}")
         return found[0]
 
     def wait_frame(
@@ -454,20 +580,18 @@ class NodeClient:
         )
 
 
-@pytest.fixture
-def rails_client(
-    request: pytest.FixtureRequest, node_executable: str
+def _node_client_factory(
+    request: pytest.FixtureRequest, node: str, script: Path
 ) -> Iterator[Callable[..., NodeClient]]:
-    """Factory: ``rails_client(url=..., subscriptions=[...], control="stdin"|"none")``."""
     clients: list[NodeClient] = []
 
     def start(**scenario: Any) -> NodeClient:
         scenario.setdefault("timeout_ms", 30_000)
         if os.environ.get("CABLEWAY_INTEROP_DEBUG"):
             scenario.setdefault("debug", True)
-        client = NodeClient(node_executable, RAILS_CLIENT, scenario)
+        client = NodeClient(node, script, scenario)
         clients.append(client)
-        _attach_section(request, f"rails_client.mjs #{len(clients)}", client.transcript)
+        _attach_section(request, f"{script.name} #{len(clients)}", client.transcript)
         return client
 
     try:
@@ -475,3 +599,319 @@ def rails_client(
     finally:
         for client in clients:
             client.close()
+
+
+@pytest.fixture
+def rails_client(
+    request: pytest.FixtureRequest, node_executable: str
+) -> Iterator[Callable[..., NodeClient]]:
+    """Factory: ``rails_client(url=..., subscriptions=[...], control="stdin"|"none")``."""
+    yield from _node_client_factory(request, node_executable, RAILS_CLIENT)
+
+
+@pytest.fixture
+def anycable_client(
+    request: pytest.FixtureRequest, node_executable: str
+) -> Iterator[Callable[..., NodeClient]]:
+    """Factory: ``anycable_client(url=..., streams=[...], token=..., reconnect={...})`` — the real
+    ``@anycable/web`` client (``anycable_client.mjs``; scenario format in its header)."""
+    yield from _node_client_factory(request, node_executable, ANYCABLE_CLIENT)
+
+
+@pytest.fixture
+def sse_client(
+    request: pytest.FixtureRequest, node_executable: str
+) -> Iterator[Callable[..., NodeClient]]:
+    """Factory: ``sse_client(url=..., events=[...], control="stdin"|"none")`` — a real
+    ``EventSource`` (``sse_client.mjs``, npm ``eventsource``; scenario format in its header)."""
+    yield from _node_client_factory(request, node_executable, SSE_CLIENT)
+
+
+class Broadcaster:
+    """Calls ``publish(n)`` for n = first..last, in order, on a thread — so a test can drop a
+    connection while messages are flowing. ``join()`` waits (bounded) and re-raises failures."""
+
+    def __init__(
+        self, publish: Callable[[int], None], first: int, last: int, *, per_call_timeout: float
+    ) -> None:
+        self.errors: list[BaseException] = []
+        self._timeout = per_call_timeout * (last - first + 2)
+        self._thread = threading.Thread(
+            target=self._run, args=(publish, first, last), name="broadcaster", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, publish: Callable[[int], None], first: int, last: int) -> None:
+        try:
+            for n in range(first, last + 1):
+                publish(n)
+        except BaseException as error:  # re-raised by join()
+            self.errors.append(error)
+
+    def join(self) -> None:
+        self._thread.join(self._timeout)
+        assert not self._thread.is_alive(), f"the broadcaster did not finish in {self._timeout}s"
+        if self.errors:
+            raise self.errors[0]
+
+
+# --------------------------------------------------------------------------------------------
+# A TCP proxy the test can cut, to simulate a network failure between a client and the server
+# --------------------------------------------------------------------------------------------
+
+PROXY_OP_TIMEOUT = 5.0
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, drops buffers
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close abruptly (TCP RST, unsent data dropped), as a network failure looks to both ends."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:``port`` to the server's port, byte for byte, on one daemon thread.
+
+    * ``cut()``: reset every forwarded connection on both sides (RST, no WebSocket close frame, no
+      end of the HTTP response) and go *down*: new connections are accepted and reset at once, so
+      the client's reconnection attempts fail like during an outage.
+    * ``hold()``: go down without touching the live connections (then a client-side drop cannot
+      reconnect until ``restore()``).
+    * ``restore()``: forward new connections again.
+    * ``hold_client_data()`` / ``release_client_data()``: on connections where the server has
+      already spoken (e.g. after a WebSocket handshake), queue what the client sends instead of
+      forwarding it, then deliver the queue: a slow uplink, to widen a race deterministically.
+
+    ``forwarded`` / ``refused`` count connections; ``describe()`` is its event log.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.setblocking(False)
+        self.port = int(self._listener.getsockname()[1])
+        self.forwarded = 0
+        self.refused = 0
+        self._up = True
+        self._log: list[str] = []
+        self._started = time.monotonic()
+        self._peers: dict[socket.socket, socket.socket] = {}
+        self._eof: set[socket.socket] = set()
+        self._clients: set[socket.socket] = set()
+        self._server_spoke: set[socket.socket] = set()  # client sockets whose server has sent
+        self._held: dict[socket.socket, bytearray] = {}  # client socket -> bytes not forwarded
+        self._holding = False
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, threading.Event]] = []
+        self._stopped = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"tcp-proxy-{self.port}", daemon=True
+        )
+        self._thread.start()
+
+    # -- test API (any thread) ---------------------------------------------------------------
+
+    def cut(self) -> None:
+        self._call("cut")
+
+    def hold(self) -> None:
+        self._call("hold")
+
+    def restore(self) -> None:
+        self._call("restore")
+
+    def hold_client_data(self) -> None:
+        self._call("hold_client_data")
+
+    def release_client_data(self) -> None:
+        self._call("release_client_data")
+
+    def stop(self) -> None:
+        if not self._stopped:
+            with contextlib.suppress(RuntimeError):
+                self._call("stop")
+            self._thread.join(PROXY_OP_TIMEOUT)
+            self._stopped = True
+
+    def describe(self) -> str:
+        with self._lock:
+            lines = list(self._log)
+        return (
+            f"127.0.0.1:{self.port} -> {self.target[0]}:{self.target[1]}; "
+            f"forwarded {self.forwarded}, refused {self.refused}\n" + "\n".join(lines)
+        )
+
+    def _call(self, op: str) -> None:
+        done = threading.Event()
+        with self._lock:
+            self._pending.append((op, done))
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        if not done.wait(PROXY_OP_TIMEOUT):
+            raise RuntimeError(f"proxy did not carry out {op!r} within {PROXY_OP_TIMEOUT}s")
+
+    # -- proxy thread ------------------------------------------------------------------------
+
+    def _note(self, text: str) -> None:
+        with self._lock:
+            self._log.append(f"+{time.monotonic() - self._started:7.3f}s {text}")
+
+    def _run(self) -> None:
+        self._selector.register(self._listener, selectors.EVENT_READ, "accept")
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        running = True
+        try:
+            while running:
+                for key, _events in self._selector.select():
+                    if key.data == "accept":
+                        self._accept()
+                    elif key.data == "wake":
+                        running = self._run_pending()
+                    else:
+                        self._pump(key.fileobj)  # type: ignore[arg-type]
+        except Exception as error:  # never die silently: the log is in the failure report
+            self._note(f"proxy thread crashed: {error!r}")
+        finally:
+            for sock in list(self._peers):
+                _reset(sock)
+            self._peers.clear()
+            for sock in (self._listener, self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    sock.close()
+            with self._lock:  # release any waiter
+                for _op, done in self._pending:
+                    done.set()
+                self._pending.clear()
+
+    def _run_pending(self) -> bool:
+        with contextlib.suppress(OSError):
+            self._wake_r.recv(4096)
+        with self._lock:
+            pending, self._pending = self._pending, []
+        running = True
+        for op, done in pending:
+            if op == "cut":
+                self._up = False
+                count = len(self._peers) // 2
+                for sock in list(self._peers):
+                    self._drop(sock, abort=True)
+                self._note(f"cut: reset {count} connection(s); now refusing new ones")
+            elif op == "hold":
+                self._up = False
+                self._note("hold: refusing new connections")
+            elif op == "restore":
+                self._up = True
+                self._note("restore: forwarding new connections")
+            elif op == "hold_client_data":
+                self._holding = True
+                self._note("holding client->server data (after the server's first bytes)")
+            elif op == "release_client_data":
+                self._holding = False
+                held, self._held = self._held, {}
+                for client, data in held.items():
+                    upstream = self._peers.get(client)
+                    if upstream is None:
+                        continue
+                    try:
+                        upstream.sendall(data)
+                    except OSError:
+                        self._drop(client, abort=True)
+                self._note(f"released {sum(map(len, held.values()))} held client byte(s)")
+            elif op == "stop":
+                running = False
+            done.set()
+        return running
+
+    def _accept(self) -> None:
+        try:
+            client, address = self._listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        if not self._up:
+            self.refused += 1
+            _reset(client)
+            self._note(f"refused (reset) a connection from port {address[1]}")
+            return
+        try:
+            upstream = socket.create_connection(self.target, timeout=PROXY_OP_TIMEOUT)
+        except OSError as error:
+            _reset(client)
+            self._note(f"could not reach the server: {error!r}")
+            return
+        for sock in (client, upstream):
+            sock.settimeout(PROXY_OP_TIMEOUT)  # bounds sendall() to a peer that stopped reading
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._peers[client] = upstream
+        self._peers[upstream] = client
+        self._clients.add(client)
+        self._selector.register(client, selectors.EVENT_READ, "client")
+        self._selector.register(upstream, selectors.EVENT_READ, "upstream")
+        self.forwarded += 1
+        self._note(f"forwarding a connection from port {address[1]}")
+
+    def _pump(self, sock: socket.socket) -> None:
+        peer = self._peers.get(sock)
+        if peer is None:  # dropped earlier in this round of select()
+            return
+        try:
+            data = sock.recv(65536)
+            if data:
+                if sock in self._clients:
+                    if self._holding and sock in self._server_spoke:
+                        self._held.setdefault(sock, bytearray()).extend(data)
+                        return
+                else:
+                    self._server_spoke.add(peer)
+                peer.sendall(data)
+                return
+        except OSError:
+            self._drop(sock, abort=True)
+            return
+        # Orderly end of one direction: pass the FIN on, keep the other direction open.
+        self._selector.unregister(sock)
+        self._eof.add(sock)
+        with contextlib.suppress(OSError):
+            peer.shutdown(socket.SHUT_WR)
+        if peer in self._eof:
+            self._drop(sock, abort=False)
+
+    def _drop(self, sock: socket.socket, *, abort: bool) -> None:
+        peer = self._peers.pop(sock, None)
+        pair = [sock] if peer is None else [sock, peer]
+        if peer is not None:
+            self._peers.pop(peer, None)
+        for one in pair:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(one)
+            self._eof.discard(one)
+            self._clients.discard(one)
+            self._server_spoke.discard(one)
+            self._held.pop(one, None)
+            if abort:
+                _reset(one)
+            else:
+                with contextlib.suppress(OSError):
+                    one.close()
+
+
+@pytest.fixture
+def tcp_proxy(request: pytest.FixtureRequest) -> Iterator[Callable[[int], TcpProxy]]:
+    """Factory: ``tcp_proxy(server.port)`` → a started ``TcpProxy``; stopped in teardown."""
+    proxies: list[TcpProxy] = []
+
+    def start(target_port: int) -> TcpProxy:
+        proxy = TcpProxy(target_port)
+        proxies.append(proxy)
+        _attach_section(request, f"tcp proxy #{len(proxies)}", proxy.describe)
+        return proxy
+
+    try:
+        yield start
+    finally:
+        for proxy in proxies:
+            proxy.stop()
