@@ -8,6 +8,7 @@ once per broadcast (:func:`message_json`) and once per identifier, never per sub
 from __future__ import annotations
 
 import json
+import re
 
 __all__ = [
     "confirm_subscription",
@@ -18,15 +19,42 @@ __all__ = [
     "ping",
     "pong",
     "reject_subscription",
+    "to_wire",
     "welcome",
 ]
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def to_wire(text: str) -> bytes:
+    """UTF-8 bytes of a protocol message.
+
+    A lone surrogate (which JSON escapes such as ``"\\ud800"`` can smuggle into a
+    Python string) has no UTF-8 form; it is sent as U+FFFD, as AnyCable-Go does.
+    """
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text).encode()
+
+
+_ascii_encoder = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+
 def dumps(value: object) -> str:
-    """Compact JSON text for ``value``, non-ASCII kept as is."""
-    return _encoder.encode(value)
+    """Compact JSON text for ``value``, non-ASCII kept as is.
+
+    Strings holding lone surrogates (from ``"\\ud800"``-style escapes) are written
+    with escapes instead, so the text stays encodable and a client parses back
+    exactly the string it sent.
+    """
+    out = _encoder.encode(value)
+    if _SURROGATE.search(out):
+        return _ascii_encoder.encode(value)
+    return out
 
 
 def _reject_constant(name: str) -> object:
@@ -46,6 +74,8 @@ def message_json(data: str) -> str:
         return dumps(data)
     if value is None:
         return dumps(data)
+    if _SURROGATE.search(data):
+        return dumps(value)
     return data.strip(" \t\r\n")
 
 

@@ -79,18 +79,40 @@ class _Conn:
 
     def __init__(self, stream: trio.abc.Stream, max_head: int) -> None:
         self.stream = stream
+        self.max_head = max_head
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
+        #: the raw bytes read while waiting for a request head (bounded)
+        self._head = bytearray()
 
     async def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
         while True:
             event = self.h11.next_event()
             if event is not h11.NEED_DATA:
+                if isinstance(event, h11.Request):
+                    self._check_head()
                 return event
             try:
-                data = await self.stream.receive_some(_READ_SIZE)
+                data = bytes(await self.stream.receive_some(_READ_SIZE))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
-            self.h11.receive_data(bytes(data))
+            if self.h11.their_state is h11.IDLE and len(self._head) <= self.max_head + 4:
+                self._head += data
+            self.h11.receive_data(data)
+
+    def _check_head(self) -> None:
+        """Bound a request head by its raw size, however it arrived.
+
+        h11 bounds a head that arrives in pieces (``max_incomplete_event_size``) but
+        parses one that arrives whole without looking at its size; measuring the raw
+        bytes here gives both cases the same outcome (431).
+        """
+        head, self._head = self._head, bytearray()
+        if not head:
+            return  # pipelined behind the previous request: h11 bounded it
+        ends = [i + n for i, n in ((head.find(b"\r\n\r\n"), 4), (head.find(b"\n\n"), 2)) if i >= 0]
+        size = min(ends) if ends else len(head)
+        if size > self.max_head:
+            raise h11.RemoteProtocolError("request head too large", 431)
 
     async def send(self, event: h11.Event) -> None:
         data = self.h11.send(event)
@@ -116,7 +138,9 @@ class _Conn:
         await self.send(h11.EndOfMessage())
 
 
-async def handle_connection(server: Server, stream: trio.abc.Stream, *, main: bool) -> None:
+async def handle_connection(
+    server: Server, stream: trio.abc.Stream, *, main: bool, role: str | None = None
+) -> None:
     """Serve one TCP connection until it closes; never raises.
 
     Args:
@@ -124,6 +148,8 @@ async def handle_connection(server: Server, stream: trio.abc.Stream, *, main: bo
             separate broadcast listener.
     """
     config = server.config
+    role = role or ("main" if main else "broadcast")
+    main = role == "main"
     conn = _Conn(stream, server.max_header_bytes)
     try:
         while True:
@@ -135,19 +161,22 @@ async def handle_connection(server: Server, stream: trio.abc.Stream, *, main: bo
                     server.idle_scopes.discard(head_scope)
             if head_scope.cancelled_caught or not isinstance(event, h11.Request):
                 return
-            head_size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
-            if head_size > server.max_header_bytes:
-                # h11 only bounds heads that arrive in pieces; bound the complete one too
-                raise h11.RemoteProtocolError("request head too large", 431)
             request = Request(event)
             if main and request.path in config.path:
                 await _websocket(server, conn, request)
                 return
-            if request.path == config.http_broadcast_path and server.serves_broadcast(main):
+            if request.path == config.http_broadcast_path and server.serves(role, "broadcast"):
                 await _broadcast(server, conn, request)
             elif main and config.sse and request.path == config.sse_path:
                 await handle_sse(server, conn, request)
                 return
+            elif request.path == config.metrics_http and server.serves(role, "metrics"):
+                await _drain_body(conn, 0)
+                await conn.respond(
+                    200,
+                    server.metrics.render_prometheus(config.metrics_tags).encode(),
+                    content_type=b"text/plain; version=0.0.4; charset=utf-8",
+                )
             elif main and request.path == config.health_path:
                 await _drain_body(conn, 0)
                 await conn.respond(200, HEALTH_BODY, headers=[VERSION_HEADER])
@@ -246,13 +275,15 @@ async def _broadcast(server: Server, conn: _Conn, request: Request) -> None:
     try:
         parsed = parse_broadcast(body)
     except RemoteProtocolError as exc:
-        server.metrics_failed_broadcast += 1
+        server.metrics.inc("failed_broadcast_msg_total")
         log.warning("invalid broadcast: %s", exc)
         await conn.respond(400, f"Bad Request: {exc}".encode())
         return
     if isinstance(parsed, RemoteDisconnect):
+        server.metrics.inc("remote_commands_total")
         server.remote_disconnect(parsed)
     else:
+        server.metrics.inc("publications_total", len(parsed))
         server.publish(parsed)
     await conn.respond(201)
 
@@ -340,7 +371,7 @@ async def _websocket(server: Server, conn: _Conn, request: Request) -> None:
         core.accept(outcome.identifiers)
         log.debug("connected sid=%s protocol=%s", sid, subprotocol)
     elif outcome is not None:
-        server.metrics_failed_auths += 1
+        server.metrics.inc("failed_auths_total")
         core.reject(outcome.reason)
         log.info("connection rejected sid=%s reason=%s", sid, outcome.reason)
     session = WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..metrics import Metrics
 from ..protocol import messages
 from ..protocol.broadcast import EncodedBroadcast, Publication, RemoteDisconnect
 from ..protocol.broker import MemoryBroker, PresenceEvent
@@ -88,12 +89,13 @@ class Server:
             "http" in config.broadcast_adapters and config.http_broadcast_port == config.port
         )
         self._shutdown = trio.Event()
-        self.metrics_failed_client_msg = 0
-        self.metrics_failed_auths = 0
-        self.metrics_failed_broadcast = 0
-        self.metrics_slow_clients = 0
-        self.metrics_broadcasts = 0
-        self.sse_clients = 0
+        self.metrics = Metrics()
+        self.metrics.set("clients_num", lambda: len(self.sessions))
+        self.metrics.set(
+            "clients_uniq_num", lambda: len({s.core.identifiers for s in self.sessions})
+        )
+        self.metrics.set("broadcast_streams_num", lambda: len(self.hub))
+        self.metrics_port = 0
 
     def session_settings(
         self, ping_interval: float, ping_precision: str, *, extended: bool
@@ -115,11 +117,22 @@ class Server:
 
     # -- fan-out -------------------------------------------------------------------
 
-    def serves_broadcast(self, main: bool) -> bool:
-        """Whether the listener (main or the separate one) serves ``/_broadcast``."""
-        if "http" not in self.config.broadcast_adapters:
+    def _metrics_apart(self) -> bool:
+        port = self.config.metrics_port
+        return bool(self.config.metrics_http) and port not in (0, self.config.port)
+
+    def serves(self, role: str, what: str) -> bool:
+        """Whether a listener of ``role`` serves ``what`` (``broadcast`` or ``metrics``).
+
+        Each is served on the main listener unless configured on a port of its own.
+        """
+        if what == "broadcast":
+            if "http" not in self.config.broadcast_adapters:
+                return False
+            return role == ("main" if self._shared_broadcast else "broadcast")
+        if not self.config.metrics_http:
             return False
-        return self._shared_broadcast if main else not self._shared_broadcast
+        return role == ("metrics" if self._metrics_apart() else "main")
 
     def publish(self, publications: Iterable[Publication]) -> None:
         """Store (when a broker keeps history) and deliver publications, never awaiting.
@@ -130,7 +143,7 @@ class Server:
         """
         broker = self.broker
         for publication in publications:
-            self.metrics_broadcasts += 1
+            self.metrics.inc("broadcast_msg_total")
             offset: int | None = None
             if broker is not None and not publication.transient:
                 offset = broker.add(
@@ -146,6 +159,7 @@ class Server:
                 publication, offset=offset, epoch=broker.epoch if broker is not None else None
             )
             exclude = publication.exclude_socket
+            delivered = 0
             for identifier, sessions in recipients.items():
                 text = encoded.for_identifier(identifier)
                 wire: dict[str, bytes | None] = {}
@@ -159,11 +173,13 @@ class Server:
                         data = wire[kind] = session.encode(text)
                     if data is None:
                         continue
+                    delivered += 1
                     held = session.core.held
                     if held and identifier in held:
                         session.hold(identifier, offset, data)
                     else:
                         session.push_frame(data)
+            self.metrics.inc("server_msg_total", delivered)
 
     def answer_history(self, core: CableConnection, request: HistoryRequest) -> None:
         """Serve a session's history request from the broker."""
@@ -237,24 +253,34 @@ class Server:
         config = self.config
         main_listeners = await trio.open_tcp_listeners(config.port, host=config.host)
         self.main_port = main_listeners[0].socket.getsockname()[1]
-        extra: list[trio.SocketListener] = []
+        roles: list[tuple[str, list[trio.SocketListener]]] = [("main", main_listeners)]
         if "http" in config.broadcast_adapters and not self._shared_broadcast:
             extra = await trio.open_tcp_listeners(config.http_broadcast_port, host=config.host)
             self.broadcast_port = extra[0].socket.getsockname()[1]
+            roles.append(("broadcast", extra))
         else:
             self.broadcast_port = self.main_port
+        if self._metrics_apart():
+            extra = await trio.open_tcp_listeners(
+                config.metrics_port, host=config.metrics_host or config.host
+            )
+            self.metrics_port = extra[0].socket.getsockname()[1]
+            roles.append(("metrics", extra))
+        elif config.metrics_http:
+            self.metrics_port = self.main_port
         self._announce()
-        listeners = [*main_listeners, *extra]
+        listeners = [listener for _, group in roles for listener in group]
         try:
             async with trio.open_nursery() as handlers:
                 async with trio.open_nursery() as accepting:
-                    accepting.start_soon(self._serve, main_listeners, handlers, True)
-                    if extra:
-                        accepting.start_soon(self._serve, extra, handlers, False)
+                    for role, group in roles:
+                        accepting.start_soon(self._serve, group, handlers, role)
                     if handle_signals:
                         accepting.start_soon(self._watch_signals)
                     if self.broker is not None:
                         accepting.start_soon(self._sweep, self.broker)
+                    if config.metrics_log:
+                        accepting.start_soon(self._log_metrics)
                     task_status.started(self)
                     await self._shutdown.wait()
                     if config.shutdown_delay > 0:
@@ -285,17 +311,21 @@ class Server:
         handlers.cancel_scope.cancel()
 
     async def _serve(
-        self, listeners: list[trio.SocketListener], handlers: trio.Nursery, main: bool
+        self, listeners: list[trio.SocketListener], handlers: trio.Nursery, role: str
     ) -> None:
         async with trio.open_nursery() as nursery:
             for listener in listeners:
-                nursery.start_soon(self._accept_loop, listener, handlers, main)
+                nursery.start_soon(self._accept_loop, listener, handlers, role)
 
     async def _accept_loop(
-        self, listener: trio.SocketListener, handlers: trio.Nursery, main: bool
+        self, listener: trio.SocketListener, handlers: trio.Nursery, role: str
     ) -> None:
-        """Accept connections; with ``--max-conn`` the excess waits in the backlog."""
-        limiter = self.connections
+        """Accept connections; with ``--max-conn`` the excess waits in the backlog.
+
+        The cap applies to the main listener only: the application's broadcasts and
+        the metrics scraper never queue behind clients.
+        """
+        limiter = self.connections if role == "main" else None
         while True:
             token = object()
             if limiter is not None:
@@ -314,16 +344,22 @@ class Server:
                 if limiter is not None:
                     limiter.release_on_behalf_of(token)
                 raise
-            handlers.start_soon(self._handle, stream, main, token)
+            handlers.start_soon(self._handle, stream, role, token, limiter)
 
-    async def _handle(self, stream: trio.SocketStream, main: bool, token: object) -> None:
+    async def _handle(
+        self,
+        stream: trio.SocketStream,
+        role: str,
+        token: object,
+        limiter: trio.CapacityLimiter | None,
+    ) -> None:
         try:
-            await handle_connection(self, stream, main=main)
+            await handle_connection(self, stream, main=role == "main", role=role)
         except Exception:  # a bug must cost one connection, never the server
             log.exception("unexpected error while serving a connection")
         finally:
-            if self.connections is not None:
-                self.connections.release_on_behalf_of(token)
+            if limiter is not None:
+                limiter.release_on_behalf_of(token)
 
     async def _sweep(self, broker: MemoryBroker) -> None:
         """Expire history, sessions and presence once a second (AnyCable's sweeper)."""
@@ -331,6 +367,14 @@ class Server:
             await trio.sleep(1)
             for event in broker.expire(time.time()):
                 self.publish_presence(event)
+
+    async def _log_metrics(self) -> None:
+        """``--metrics_log``: one line per interval with counter deltas and gauges."""
+        previous = self.metrics.snapshot()
+        while True:
+            await trio.sleep(self.config.metrics_rotate_interval)
+            log.info("", extra={"context": "metrics", **self.metrics.log_fields(previous)})
+            previous = self.metrics.snapshot()
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -385,6 +429,21 @@ class Server:
             log.info("Server is running in the public mode")
 
 
+def _raise_open_file_limit() -> None:
+    """Every connection is a file descriptor: use the hard limit, as AnyCable-Go does."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        log.info("Open file limit: %d", soft)
+    except (ImportError, ValueError, OSError) as exc:  # not on every platform
+        log.warning("could not raise the open file limit: %s", exc)
+
+
 def _close_listeners(listeners: list[trio.SocketListener]) -> None:
     for listener in listeners:
         listener.socket.close()
@@ -397,4 +456,5 @@ async def serve(
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a Cableway server for ``config`` until shut down."""
+    _raise_open_file_limit()
     await Server(config).run(handle_signals=handle_signals, task_status=task_status)

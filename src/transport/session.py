@@ -87,6 +87,9 @@ class Session:
     def _close_transport(self, code: int, reason: str) -> None:
         raise NotImplementedError
 
+    def _on_start(self) -> None:
+        """Called once before the first read (e.g. to parse data read with the request)."""
+
     async def _after_close(self) -> None:
         """Called by the reader once the session is closing (e.g. await a close reply)."""
 
@@ -105,7 +108,7 @@ class Session:
             return
         if not self.outbox.push(frame):
             self.outbox.clear()
-            self.server.metrics_slow_clients += 1
+            self.server.metrics.inc("disconnected_slow_clients_total")
             self.request_close("too_slow", reconnect=True, code=1000)
 
     def hold(self, identifier: str, offset: int | None, frame: bytes) -> None:
@@ -115,7 +118,7 @@ class Session:
         if limit and self._held_size > limit:
             self._held.clear()
             self._held_size = 0
-            self.server.metrics_slow_clients += 1
+            self.server.metrics.inc("disconnected_slow_clients_total")
             self.request_close("too_slow", reconnect=True, code=1000)
             return
         self._held.setdefault(identifier, []).append((offset, frame))
@@ -162,6 +165,7 @@ class Session:
 
     async def _writer(self, scope: trio.CancelScope) -> None:
         timeout = self.server.config.ws_write_timeout
+        metrics = self.server.metrics
         while True:
             data = await self.outbox.take()
             if not data:
@@ -169,7 +173,13 @@ class Session:
             try:
                 with trio.fail_after(timeout):
                     await self.stream.send_all(data)
-            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+                metrics.inc("data_sent_total", len(data))
+            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                metrics.inc(
+                    "timeout_server_msg_total"
+                    if isinstance(exc, trio.TooSlowError)
+                    else "failed_server_msg_total"
+                )
                 log.debug("write failed sid=%s", self.sid)
                 self._closing = True
                 scope.cancel()
@@ -177,6 +187,7 @@ class Session:
 
     async def _reader(self) -> None:
         self.apply()
+        self._on_start()
         while not self._closing:
             deadline = self.core.next_deadline()
             data: bytes | None = b""
@@ -201,6 +212,7 @@ class Session:
                 continue
             if not data:
                 return  # EOF or reset: the peer vanished
+            self.server.metrics.inc("data_rcvd_total", len(data))
             self._on_data(data)
         await self._after_close()
 
@@ -240,7 +252,7 @@ class Session:
                     if server.broker is not None:
                         server.broker.save_session(event.sid, event.snapshot)
                 elif isinstance(event, CommandIgnored):
-                    server.metrics_failed_client_msg += 1
+                    server.metrics.inc("failed_client_msg_total")
                     log.debug(
                         "ignored command sid=%s command=%r reason=%r",
                         self.sid,
@@ -250,7 +262,7 @@ class Session:
             if overflow:
                 # the client does not read what it asks for: drop it, as for broadcasts
                 self.outbox.clear()
-                server.metrics_slow_clients += 1
+                server.metrics.inc("disconnected_slow_clients_total")
                 self.core.disconnect("too_slow", reconnect=True)
 
     def _drop_held(self, identifier: str) -> list[tuple[int | None, bytes]]:

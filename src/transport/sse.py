@@ -169,7 +169,7 @@ async def handle_sse(server: Server, conn: _Conn, request: Request) -> None:
     )
     outcome = authenticate(token, sid=sid, policy=server.auth_policy, now=time.time())
     if not isinstance(outcome, Accepted):
-        server.metrics_failed_auths += 1
+        server.metrics.inc("failed_auths_total")
         await conn.respond(401, b"Unauthorized", headers=_cors([]))
         return
     interval, precision = ping_settings(
@@ -194,9 +194,9 @@ async def handle_sse(server: Server, conn: _Conn, request: Request) -> None:
     session = SseSession(server, conn.stream, core, unwrap=unwrap, raw=raw, chunked=chunked)
     await conn.send(h11.Response(status_code=200, headers=_cors([*SSE_HEADERS, VERSION_HEADER])))
     server.sessions.add(session)
-    server.sse_clients += 1
+    server.metrics.inc("sse_clients_num")
     try:
         session.apply()  # welcome, confirmations, history: queued before live messages
         await session.run()
     finally:
-        server.sse_clients -= 1
+        server.metrics.dec("sse_clients_num")

@@ -13,6 +13,7 @@ from wsproto.events import CloseConnection as WsClose
 
 from ..protocol.connection import CableConnection
 from ..protocol.errors import RemoteProtocolError
+from ..protocol.messages import to_wire
 from ..protocol.wsframe import text_frame
 from .session import Session
 
@@ -42,12 +43,21 @@ class WebSocketSession(Session):
         self.ws = Connection(ConnectionType.SERVER, trailing_data=trailing_data)
         self._parts: list[str | bytes] = []
         self._parts_size = 0
+        self._broken = False
 
     def encode(self, text: str) -> bytes:
-        return text_frame(text.encode())
+        return text_frame(to_wire(text))
+
+    def _on_start(self) -> None:
+        # frames that came in the same read as the upgrade request (h11's trailing
+        # data, handed to wsproto at construction) are waiting already
+        self._process()
 
     def _on_data(self, data: bytes) -> None:
         self.ws.receive_data(data)
+        self._process()
+
+    def _process(self) -> None:
         limit = self.server.config.max_message_size
         for event in self.ws.events():
             if isinstance(event, TextMessage | BytesMessage):
@@ -84,7 +94,10 @@ class WebSocketSession(Session):
                 if self.ws.state is ConnectionState.REMOTE_CLOSING:
                     self.outbox.push_control(self.ws.send(event.response()))
                 elif self.ws.state is ConnectionState.OPEN:
+                    # a frame wsproto could not parse: its parser stays failed, so the
+                    # client's close reply could not be read either; close at once
                     self.outbox.push_control(self.ws.send(WsClose(event.code, event.reason)))
+                    self._broken = True
                 self._closing = True  # the client is gone: nothing more to send
                 return
             if self._closing:
@@ -105,7 +118,7 @@ class WebSocketSession(Session):
 
     async def _after_close(self) -> None:
         """After our close frame, read until the client's close or EOF, bounded."""
-        if self.ws.state is not ConnectionState.LOCAL_CLOSING:
+        if self._broken or self.ws.state is not ConnectionState.LOCAL_CLOSING:
             return
         with trio.move_on_after(_CLOSE_WAIT):
             while self.ws.state is ConnectionState.LOCAL_CLOSING:

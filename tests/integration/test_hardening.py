@@ -89,12 +89,14 @@ async def test_max_conn_makes_extra_connections_wait_not_fail() -> None:
 
 async def test_native_pings_keep_answering_clients_and_drop_silent_ones() -> None:
     cfg = config(enable_native_pings=True, pong_timeout=1.0)
-    # trio-websocket answers WebSocket PING frames by itself, as browsers do
-    async with running(cfg) as server, cable(server, query="?pi=1") as ws:
-        await welcome(ws)
-        with trio.fail_after(5):
-            for _ in range(3):
-                assert json.loads(await ws.get_message())["type"] == "ping"
+    async with running(cfg) as server:
+        # trio-websocket answers WebSocket PING frames by itself, as browsers do (while
+        # its reader runs: the test keeps reading so that its queue never fills up)
+        async with cable(server, query="?pi=1") as ws:
+            await welcome(ws)
+            with trio.fail_after(5):
+                for _ in range(3):
+                    assert json.loads(await ws.get_message())["type"] == "ping"
         # a peer that answers nothing (a vanished browser) is dropped after the timeout
         async with await trio.open_tcp_stream("127.0.0.1", server.main_port) as raw:
             client = WSConnection(ConnectionType.CLIENT)

@@ -109,7 +109,7 @@ async def test_slow_reader_is_dropped_as_too_slow_and_others_get_everything(
             assert message is not None
             assert message["message"].startswith(f"{i}:")
         await trio.testing.wait_all_tasks_blocked()
-        assert server.metrics_slow_clients == 1
+        assert server.metrics.value("disconnected_slow_clients_total") == 1
         sessions = server.hub.recipients("room")[identifier]
         assert len(sessions) == 1  # only the fast one is left
         nursery.cancel_scope.cancel()
