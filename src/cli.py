@@ -132,8 +132,10 @@ def help_text() -> str:
     for section, options in _sections().items():
         out += ["", f"{section}:"]
         for option in options:
-            details = f"env: {_env_text(option)}; default: {option.default}"
-            out += _help_entry(_flag_usage(option), [option.help, details])
+            details = [f"env: {_env_text(option)}; default: {option.default}"]
+            if len(details[0]) > _HELP_WIDTH - _FLAG_COLUMN:  # keep "default: X" on one line
+                details = [f"env: {_env_text(option)}", f"default: {option.default}"]
+            out += _help_entry(_flag_usage(option), [option.help, *details])
     out += ["", "Recognised AnyCable options that Cableway refuses (exit status 2):"]
     for name, refusal in REFUSED.items():
         env = _env_text(next(o for o in (*OPTIONS, *refused_options()) if o.name == name))
@@ -494,12 +496,23 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         sys.stdout.write(config_toml(config))
         return 0
 
+    demo_secret: str | None = None
+    if config.demo:
+        from .demo import demo_config
+
+        config, demo_secret = demo_config(config)  # before logging: it redacts these secrets
     configure_logging(config)
     log.info("Starting Cableway %s (pid: %d)", __version__, os.getpid())
     if path is not None:
         log.info("Using configuration file %s", path)
     for warning in warnings:
         log.warning("%s", warning)
+    if config.demo:
+        from .demo import startup_banner
+
+        # straight to stderr, not through logging: the one place secrets are printed
+        sys.stderr.write(startup_banner(config, demo_secret))
+        sys.stderr.flush()
     log.debug("Configuration: %s", config)
     try:
         _run_server(config)

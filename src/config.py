@@ -22,6 +22,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Literal, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 from .auth.keys import derive_broadcast_key
 
@@ -93,6 +94,11 @@ class Config:
     broadcast_key: str | None = None
     http_broadcast_port: int = 8090
     http_broadcast_path: str = "/_broadcast"
+    # Scale-out on Redis (spec §11.4-11.7).
+    pubsub: str = "none"  # "redis": inter-node fan-out through Redis pub/sub
+    redis_url: str = "redis://localhost:6379"
+    redis_channel: str = "__anycable__"
+    redisx_stream: str = "__anycable__"
     # Reliable streams: stream history, session restore and presence (spec §7). Cableway keeps
     # them in memory by default ("memory"); "none" is AnyCable's no-op broker.
     broker: str = "memory"
@@ -136,20 +142,32 @@ class Config:
     metrics_log: bool = False
     metrics_rotate_interval: float = 15.0
     metrics_tags: tuple[tuple[str, str], ...] = ()
+    # The live demo page (a Cableway option, not an AnyCable one).
+    demo: bool = False
 
     def redacted(self) -> dict[str, object]:
-        """All fields, with every set secret replaced by ``"[REDACTED]"`` (safe to log)."""
+        """All fields, with every set secret replaced by ``"[REDACTED]"`` (safe to log).
+
+        The Redis URL keeps its host but loses its password.
+        """
         result: dict[str, object] = {}
         for field in fields(self):
             value: object = getattr(self, field.name)
             if field.name in SECRET_FIELDS and value is not None:
                 value = REDACTED
+            elif field.name == "redis_url" and isinstance(value, str):
+                value = _redact_url_password(value)
             result[field.name] = value
         return result
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{name}={value!r}" for name, value in self.redacted().items())
         return f"Config({inner})"
+
+
+def _redact_url_password(url: str) -> str:
+    """``redis://user:secret@host`` -> ``redis://user:[REDACTED]@host``."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*:)[^@/]*@", rf"\g<1>{REDACTED}@", url)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +256,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _option("path", "list", "/cable", "WebSocket endpoint path(s), comma-separated", SERVER),
     _option("health-path", "str", "/health", "health check endpoint path", SERVER),
+    _option(
+        "demo",
+        "bool",
+        "false",
+        "Cableway option (not AnyCable's): serve a live Turbo demo page at / (WebSocket and "
+        "SSE panes), generating and printing any missing secret; only for loopback clients "
+        "unless --host is not a loopback address (docs/demo.md)",
+        SERVER,
+    ),
     _option(
         "noauth",
         "bool",
@@ -373,7 +400,10 @@ OPTIONS: tuple[Option, ...] = (
         "broadcast_adapter",
         "list",
         "http",
-        "broadcast adapters, comma-separated (only http is available)",
+        "broadcast adapters, comma-separated: http (POST /_broadcast), redis (Redis pub/sub "
+        "channel --redis_channel, every node delivers, no history), redisx (Redis Stream "
+        "--redisx_stream, consumer group bx: one node takes each publication, through the "
+        "broker); nats is refused",
         BROADCAST,
     ),
     _option(
@@ -396,6 +426,38 @@ OPTIONS: tuple[Option, ...] = (
         "str",
         "/_broadcast",
         "HTTP broadcast endpoint path",
+        BROADCAST,
+    ),
+    _option(
+        "pubsub",
+        "str",
+        "none (redis with redisx)",
+        "inter-node fan-out: redis (each publication goes through the Redis channel named "
+        "like its stream, nodes subscribe to the streams they serve) or none (this node "
+        "only); default redis when --broadcast_adapter includes redisx; nats is refused",
+        BROADCAST,
+    ),
+    _option(
+        "redis_url",
+        "str",
+        "redis://localhost:6379",
+        "Redis for the redis/redisx adapters and --pubsub=redis: "
+        "redis[s]://[user:password@]host[:port][/db]",
+        BROADCAST,
+        env=("ANYCABLE_REDIS_URL", "REDIS_URL"),
+    ),
+    _option(
+        "redis_channel",
+        "str",
+        "__anycable__",
+        "Redis pub/sub channel of --broadcast_adapter=redis",
+        BROADCAST,
+    ),
+    _option(
+        "redisx_stream",
+        "str",
+        "__anycable__",
+        "Redis Stream of --broadcast_adapter=redisx (consumer group bx)",
         BROADCAST,
     ),
     _option(
@@ -676,7 +738,11 @@ def _is_true(value: str) -> bool:
 
 
 def _no_unbuilt_adapter(value: str) -> bool:
-    return not set(_split_list(value)) & {"redis", "redisx", "nats"}
+    return "nats" not in {item.lower() for item in _split_list(value)}
+
+
+def _no_nats(value: str) -> bool:
+    return value.strip().lower() != "nats"
 
 
 def _no_unbuilt_broker(value: str) -> bool:
@@ -706,10 +772,9 @@ NOT_YET = "not supported yet by Cableway"
 REFUSED: dict[str, Refusal] = {
     "broadcast_adapter": Refusal(
         "list",
-        f"broadcast adapters other than http (redis, redisx, nats) are {NOT_YET}; "
-        "use --broadcast_adapter=http",
+        f"the nats broadcast adapter is {NOT_YET}; use http, redis or redisx",
         _no_unbuilt_adapter,
-        "`http`",
+        "`http`, `redis`, `redisx`",
         default="http",
     ),
     "broker": Refusal(
@@ -722,9 +787,9 @@ REFUSED: dict[str, Refusal] = {
     ),
     "pubsub": Refusal(
         "str",
-        f"inter-node pub/sub is {NOT_YET} (it serves a single node)",
-        _equals("none"),
-        "`none`",
+        f"NATS pub/sub is {NOT_YET}; use --pubsub=redis or none",
+        _no_nats,
+        "`none`, `redis`",
         default="none",
     ),
     "rpc_host": Refusal(
@@ -791,6 +856,7 @@ _ADAPTERS = ("http", "redis", "redisx", "nats")
 _LOG_LEVELS = ("debug", "info", "warn", "error")
 _PRECISIONS = ("s", "ms", "ns")
 _BROKERS = ("memory", "none")
+_PUBSUBS = ("none", "redis")
 _PRESETS = ("broker", "none")
 _LOG_FORMATS = ("text", "json")
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
@@ -828,6 +894,22 @@ def _parse_float(text: str) -> float:
 
 def _split_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _check_redis_url(url: str) -> None:
+    """Raise ValueError unless ``url`` is a ``redis://`` or ``rediss://`` URL with a host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError("expected a redis:// or rediss:// URL")
+    if not parts.hostname:
+        raise ValueError("the URL names no host")
+    try:
+        parts.port  # noqa: B018 - raises for an invalid port
+    except ValueError:
+        raise ValueError("invalid port") from None
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError("the database (URL path) must be a number")
 
 
 def _is_loopback(host: str) -> bool:
@@ -1344,6 +1426,26 @@ def load_config_with_warnings(
         if clash is not None:  # always set here: the defaults do not clash
             get.fail(clash, f"clashes with the SSE path {sse_path} (set --sse_path or --sse=false)")
 
+    pubsub_raw = get.pick("pubsub")
+    pubsub = get.choice("pubsub", "redis" if "redisx" in adapters else "none", _PUBSUBS)
+    redis_url = get.string("redis_url", default="redis://localhost:6379").strip()
+    try:
+        _check_redis_url(redis_url)
+    except ValueError as exc:
+        url_raw = get.pick("redis_url")
+        if url_raw is not None:
+            get.fail(url_raw, str(exc))
+    if pubsub_raw is not None and pubsub == "none" and "redisx" in adapters:
+        warnings.append(
+            f"{pubsub_raw.label}=none with the redisx adapter: each publication reaches only "
+            "the subscribers of the node that consumed it"
+        )
+    if pubsub == "redis" and broker == "memory":
+        warnings.append(
+            "--pubsub=redis with the memory broker: stream history and session restore are "
+            "kept per node (a client that reconnects to another node cannot catch up)"
+        )
+
     metrics_raw = get.pick("metrics_http")
     if metrics_http is not None and metrics_raw is not None:
         if not metrics_http.startswith("/"):
@@ -1376,6 +1478,10 @@ def load_config_with_warnings(
         broadcast_key=broadcast_key,
         http_broadcast_port=http_broadcast_port,
         http_broadcast_path=get.path("http_broadcast_path", "/_broadcast"),
+        pubsub=pubsub,
+        redis_url=redis_url,
+        redis_channel=get.string("redis_channel", default="__anycable__"),
+        redisx_stream=get.string("redisx_stream", default="__anycable__"),
         broker=broker,
         history_limit=history_limit,
         history_ttl=history_ttl,
@@ -1411,6 +1517,7 @@ def load_config_with_warnings(
         metrics_log=get.boolean("metrics_log"),
         metrics_rotate_interval=get.number("metrics_rotate_interval", 15.0, allow_zero=False),
         metrics_tags=tuple(tags.items()),
+        demo=get.boolean("demo"),
     )
     return config, tuple(warnings)
 

@@ -35,6 +35,7 @@ from ..protocol.handshake import (
     request_sid,
     select_subprotocol,
 )
+from .demo import handle_demo
 from .sse import handle_sse
 from .ws import WebSocketSession
 
@@ -180,6 +181,8 @@ async def handle_connection(
             elif main and request.path == config.health_path:
                 await _drain_body(conn, 0)
                 await conn.respond(200, HEALTH_BODY, headers=[VERSION_HEADER])
+            elif main and config.demo and await handle_demo(server, conn, request):
+                pass  # the demo page and its assets (--demo)
             else:
                 await _drain_body(conn, 0)
                 await conn.respond(404, b"404 page not found")
@@ -254,7 +257,10 @@ async def _drain_body(conn: _Conn, limit: int) -> bytes | None:
 
 
 async def _broadcast(server: Server, conn: _Conn, request: Request) -> None:
-    """``POST /_broadcast`` (spec §11.2): 201, 401, 413, 422, or 400 for bad bodies."""
+    """``POST /_broadcast`` (spec §11.2): 201, 401, 413, 422, or 400 for bad bodies.
+
+    503 when ``--pubsub=redis`` and Redis did not accept the publication (unreachable).
+    """
     key = server.config.broadcast_key
     if request.method != "POST":
         await conn.respond(422, b"Unprocessable Entity", close=True)
@@ -281,10 +287,15 @@ async def _broadcast(server: Server, conn: _Conn, request: Request) -> None:
         return
     if isinstance(parsed, RemoteDisconnect):
         server.metrics.inc("remote_commands_total")
-        server.remote_disconnect(parsed)
+        accepted = await server.remote_command(parsed)
     else:
         server.metrics.inc("publications_total", len(parsed))
-        server.publish(parsed)
+        accepted = await server.publish_confirmed(parsed)
+    if not accepted:
+        # --pubsub=redis and Redis is unreachable: refuse rather than drop it silently
+        log.warning("broadcast refused: Redis pub/sub is unavailable")
+        await conn.respond(503, b"Service Unavailable: Redis pub/sub is unavailable")
+        return
     await conn.respond(201)
 
 

@@ -9,6 +9,11 @@
   consumer over ``ws``) and exposes the JSON-line events it prints, with bounded waits;
   ``anycable_client`` (``@anycable/web``) and ``sse_client`` (npm ``eventsource``) likewise.
 * ``tcp_proxy(port)`` is a 127.0.0.1 TCP forwarder a test can cut to simulate a network failure.
+* ``browser()`` starts ``node browser_driver.mjs``: Debian's headless Chromium driven by
+  playwright-core (``BrowserClient``); ``static_site(pages)`` serves pages (and the Turbo
+  packages from node_modules) from another origin. They need ``/usr/bin/chromium`` (or
+  ``CABLEWAY_CHROMIUM``): missing, the browser tests skip, or fail under
+  ``CABLEWAY_REQUIRE_INTEROP=1``.
 
 On any test failure the server's output, every Node client's transcript/stderr and every proxy's
 event log are attached to the report as extra sections.
@@ -21,8 +26,11 @@ sets it), in which case they fail: CI must never silently skip the interop suite
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
+import mimetypes
 import os
+import re
 import secrets
 import selectors
 import shlex
@@ -44,6 +52,7 @@ import pytest
 
 # The project's own helpers (Rails MessageVerifier format; HS256 JWT with `ext`, absolute `exp`).
 from cableway.auth.jwt import encode_token
+from cableway.auth.keys import derive_broadcast_key
 from cableway.auth.signed_streams import sign_stream_name
 
 INTEROP_DIR = Path(__file__).resolve().parent
@@ -195,6 +204,7 @@ class CablewayServer:
     broadcast_key: str
     argv: list[str]
     process: subprocess.Popen[str] | None = None
+    demo_curl: str = ""
     output: _LineCollector | None = None
 
     @property
@@ -214,6 +224,19 @@ class CablewayServer:
     def sign(self, stream: str) -> str:
         """A signed `$pubsub` stream name (mode "signed_jwt": the streams secret is --secret)."""
         return sign_stream_name(stream, self.turbo_secret)
+
+    def read_demo_banner(self) -> None:
+        """Mode "demo": take the generated secret, the broadcast key and the ``curl`` example
+        from the start-up banner (``cableway.demo.startup_banner``)."""
+        log = self.log()
+        secret = re.search(r"^Secret generated for this run: (\S+) ", log, re.MULTILINE)
+        key = re.search(r"^Broadcast key: (\S+)$", log, re.MULTILINE)
+        curl = re.search(r"^  (curl .*)$", log, re.MULTILINE)
+        if secret is None or key is None or curl is None:
+            raise RuntimeError("`cableway --demo` printed no banner with its secret, key and curl")
+        self.jwt_secret = self.turbo_secret = secret.group(1)
+        self.broadcast_key = key.group(1)
+        self.demo_curl = curl.group(1)
 
     def error_lines(self) -> list[str]:
         """Server log lines at error level or with a traceback (a crash the client cannot see)."""
@@ -356,11 +379,38 @@ def _enforced_jwt_public_streams_flags(
 
 ServerFlags = Callable[[int, str, str, str], list[str]]
 
+
+def _turbo_sse_flags(port: int, jwt_secret: str, turbo_secret: str, key: str) -> list[str]:
+    """Mode "turbo_jwt" plus the memory broker and SSE spelled out (for another server)."""
+    return [*_turbo_jwt_flags(port, jwt_secret, turbo_secret, key), "--broker=memory", "--sse"]
+
+
+def _secret_turbo_flags(port: int, jwt_secret: str, turbo_secret: str, key: str) -> list[str]:
+    """One `--secret` for everything, as docs/recipes set it up (ANYCABLE_SECRET): JWT, Turbo
+    Streams signing, and the broadcast key derived from it (``key`` is that derived key)."""
+    return [
+        "--secret", jwt_secret,
+        "--turbo_streams",
+        "--broker=memory",
+        "--sse",
+        "--http_broadcast_port", str(port),
+    ]  # fmt: skip
+
+
+def _demo_flags(port: int, jwt_secret: str, turbo_secret: str, key: str) -> list[str]:
+    """`cableway --demo` and nothing else: the server generates its secrets and prints them;
+    ``CablewayServer.read_demo_banner`` takes them from its output."""
+    return ["--demo"]
+
+
 SERVER_MODES: dict[str, ServerFlags] = {
     "turbo_jwt": _turbo_jwt_flags,
+    "turbo_sse": _turbo_sse_flags,
     "public": _public_flags,
     "signed_jwt": _signed_jwt_flags,
     "enforced_jwt_public_streams": _enforced_jwt_public_streams_flags,
+    "secret_turbo": _secret_turbo_flags,
+    "demo": _demo_flags,
 }
 
 
@@ -371,8 +421,10 @@ def _start_server(request: pytest.FixtureRequest, mode: str) -> CablewayServer:
     for _attempt in range(3):  # a free port can be grabbed by someone else before we bind it
         port = _free_port()
         jwt_secret, turbo_secret, broadcast_key = (secrets.token_hex(16) for _ in range(3))
-        if mode == "signed_jwt":
+        if mode in ("signed_jwt", "secret_turbo"):
             turbo_secret = jwt_secret
+        if mode == "secret_turbo":
+            broadcast_key = derive_broadcast_key(jwt_secret)
         argv = [
             *_cableway_command(),
             "--host", "127.0.0.1",
@@ -383,6 +435,8 @@ def _start_server(request: pytest.FixtureRequest, mode: str) -> CablewayServer:
         _attach_section(request, f"cableway server output (port {port}, {mode})", server.describe)
         try:
             server.start()
+            if mode == "demo":
+                server.read_demo_banner()
         except RuntimeError as error:
             server.stop()
             last_error = error
@@ -915,3 +969,262 @@ def tcp_proxy(request: pytest.FixtureRequest) -> Iterator[Callable[[int], TcpPro
     finally:
         for proxy in proxies:
             proxy.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Headless Chromium (test_browser.py): Debian's chromium driven by playwright-core
+# --------------------------------------------------------------------------------------------
+
+BROWSER_DRIVER = INTEROP_DIR / "browser_driver.mjs"
+BROWSER_PACKAGES = ("playwright-core", "@hotwired/turbo", "@hotwired/turbo-rails")
+# The browser binary: Debian's package (`apt-get install chromium`), never a downloaded one.
+CHROMIUM_ENV = "CABLEWAY_CHROMIUM"
+DEFAULT_CHROMIUM = "/usr/bin/chromium"
+REPO_ROOT = INTEROP_DIR.parent.parent
+ARTIFACTS = REPO_ROOT / "artifacts" / "browser"  # git-ignored; CI keeps it as an artifact
+BROWSER_STEP_TIMEOUT = 10.0
+
+
+@pytest.fixture(scope="session")
+def chromium_executable(node_executable: str) -> str:
+    """The Chromium binary; skips (or fails with CABLEWAY_REQUIRE_INTEROP=1) when missing."""
+    path = os.environ.get(CHROMIUM_ENV, "").strip() or DEFAULT_CHROMIUM
+    missing = None
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        missing = f"no Chromium at {path} (apt-get install chromium, or set {CHROMIUM_ENV})"
+    for package in BROWSER_PACKAGES:
+        if missing is None and not (NODE_MODULES / package / "package.json").is_file():
+            missing = f"{NODE_MODULES / package} is missing (run `npm ci` in {INTEROP_DIR})"
+    if missing is not None:
+        if os.environ.get(REQUIRE_ENV, "") not in ("", "0"):
+            pytest.fail(f"browser prerequisites missing and {REQUIRE_ENV} is set: {missing}")
+        pytest.skip(f"browser tests need headless Chromium: {missing}")
+    return path
+
+
+def _process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, start time) of every process (Linux /proc)."""
+    table: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        table[int(entry.name)] = (int(fields[1]), fields[19])
+    return table
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """pid -> start time of every live descendant of ``root``."""
+    table = _process_table()
+    found: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, start) in table.items():
+            if ppid == parent and pid not in found:
+                found[pid] = start
+                frontier.append(pid)
+    return found
+
+
+def _alive(pid: int, start: str) -> bool:
+    """The same process (same start time) still exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rpartition(")")[2].split()
+    return fields[0] != "Z" and fields[19] == start
+
+
+class BrowserClient(NodeClient):
+    """``node browser_driver.mjs``: one headless Chromium with one page.
+
+    ``call(op, **args)`` runs a driver command and returns its result (an ``AssertionError``
+    with the transcript when it failed). Every Chromium process the driver started is
+    tracked, and ``close()`` makes sure none survives (SIGKILL after a bounded wait).
+    """
+
+    def __init__(self, node: str, scenario: dict[str, Any]) -> None:
+        super().__init__(node, BROWSER_DRIVER, scenario)
+        self.browser_pids: dict[int, str] = {}
+        launched = self.wait_for("launched", timeout=BROWSER_STEP_TIMEOUT * 2)
+        self.version = str(launched.get("version"))
+        self._track()
+
+    def _track(self) -> None:
+        if self.process.poll() is None:
+            self.browser_pids.update(_descendants(self.process.pid))
+
+    def call(self, op: str, *, timeout: float = BROWSER_STEP_TIMEOUT, **args: Any) -> Any:
+        args.setdefault("timeout_ms", int(timeout * 1000))
+        self.command(op, timeout=timeout + 5.0, **args)
+        done = self.find("done", seq=self._seq)[0]
+        self._track()
+        if not done.get("ok"):
+            raise AssertionError(
+                f"browser command {op} {args} failed: {done.get('error')}\n{self.transcript()}"
+            )
+        return done.get("result")
+
+    def requests(self) -> list[dict[str, Any]]:
+        return self.find("request")
+
+    def problems(self) -> list[dict[str, Any]]:
+        """Page errors, console errors and failed requests."""
+        return [
+            ev
+            for ev in self.events
+            if ev.get("event") in ("pageerror", "requestfailed")
+            or (ev.get("event") == "console" and ev.get("type") == "error")
+        ]
+
+    def close(self) -> None:
+        self._track()
+        process = self.process
+        if process.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                assert process.stdin is not None
+                process.stdin.close()  # the driver closes the browser and exits on EOF
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(SERVER_STOP_TIMEOUT)
+        super().close()
+        deadline = time.monotonic() + SERVER_STOP_TIMEOUT
+        pause = threading.Event()
+        while any(_alive(pid, start) for pid, start in self.browser_pids.items()):
+            if time.monotonic() > deadline:
+                break
+            pause.wait(0.05)  # poll interval, bounded by the deadline above
+        leftovers = [pid for pid, start in self.browser_pids.items() if _alive(pid, start)]
+        for pid in leftovers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)
+        if leftovers:
+            raise AssertionError(f"Chromium processes outlived the driver (killed): {leftovers}")
+
+
+@pytest.fixture
+def browser(
+    request: pytest.FixtureRequest, node_executable: str, chromium_executable: str
+) -> Iterator[Callable[..., BrowserClient]]:
+    """Factory: ``browser()`` → a ``BrowserClient`` (headless Chromium, one page), closed and
+    checked for leftover processes in teardown."""
+    clients: list[BrowserClient] = []
+
+    def start(**scenario: Any) -> BrowserClient:
+        scenario.setdefault("executable", chromium_executable)
+        scenario.setdefault("timeout_ms", 60_000)
+        scenario.setdefault("step_timeout_ms", int(BROWSER_STEP_TIMEOUT * 1000))
+        if os.environ.get("CABLEWAY_INTEROP_DEBUG"):
+            scenario.setdefault("debug", True)
+        client = BrowserClient(node_executable, scenario)
+        clients.append(client)
+        _attach_section(request, f"browser_driver.mjs #{len(clients)}", client.transcript)
+        return client
+
+    try:
+        yield start
+    finally:
+        errors: list[BaseException] = []
+        for client in clients:
+            try:
+                client.close()
+            except AssertionError as error:
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+
+def screenshot_path(request: pytest.FixtureRequest) -> Path:
+    """``artifacts/browser/<test name>.png`` (the folder is created; it is git-ignored)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
+    return ARTIFACTS / f"{name}.png"
+
+
+# Packages a static site may serve from node_modules (under /node_modules/<package>/...).
+SITE_PACKAGES = ("@hotwired/turbo", "@hotwired/turbo-rails", "@rails/actioncable")
+
+
+class StaticSite:
+    """A tiny HTTP server on its own 127.0.0.1 port (so: another origin than the Cableway
+    server) serving fixed pages plus the files of ``SITE_PACKAGES`` from node_modules."""
+
+    def __init__(self, pages: dict[str, bytes]) -> None:
+        self.pages = dict(pages)
+        self.log: list[str] = []
+        site = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                found = site.lookup(self.path.partition("?")[0])
+                site.log.append(f"GET {self.path} -> {200 if found else 404}")
+                if found is None:
+                    self.send_error(404)
+                    return
+                body, content_type = found
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # kept in site.log instead of stderr
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self.origin = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def lookup(self, path: str) -> tuple[bytes, str] | None:
+        if path in self.pages:
+            return self.pages[path], "text/html; charset=utf-8"
+        prefix = "/node_modules/"
+        if not path.startswith(prefix):
+            return None
+        relative = path[len(prefix) :]
+        if not any(relative.startswith(f"{package}/") for package in SITE_PACKAGES):
+            return None
+        file = (NODE_MODULES / relative).resolve()
+        if not file.is_relative_to(NODE_MODULES.resolve()) or not file.is_file():
+            return None
+        content_type = "text/javascript" if file.suffix in (".js", ".mjs") else None
+        content_type = content_type or mimetypes.guess_type(file.name)[0] or "text/plain"
+        return file.read_bytes(), f"{content_type}; charset=utf-8"
+
+    def describe(self) -> str:
+        return f"{self.origin}\n" + "\n".join(self.log)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(SERVER_STOP_TIMEOUT)
+
+
+@pytest.fixture
+def static_site(
+    request: pytest.FixtureRequest,
+) -> Iterator[Callable[[dict[str, bytes]], StaticSite]]:
+    """Factory: ``static_site({"/index.html": b"..."})`` → a started ``StaticSite``; stopped
+    in teardown."""
+    sites: list[StaticSite] = []
+
+    def start(pages: dict[str, bytes]) -> StaticSite:
+        site = StaticSite(pages)
+        sites.append(site)
+        _attach_section(request, f"static site #{len(sites)}", site.describe)
+        return site
+
+    try:
+        yield start
+    finally:
+        for site in sites:
+            site.stop()
