@@ -257,10 +257,7 @@ async def _drain_body(conn: _Conn, limit: int) -> bytes | None:
 
 
 async def _broadcast(server: Server, conn: _Conn, request: Request) -> None:
-    """``POST /_broadcast`` (spec §11.2): 201, 401, 413, 422, or 400 for bad bodies.
-
-    503 when ``--pubsub=redis`` and Redis did not accept the publication (unreachable).
-    """
+    """``POST /_broadcast`` (spec §11.2): 201, 401, 413, 422, or 400 for bad bodies."""
     key = server.config.broadcast_key
     if request.method != "POST":
         await conn.respond(422, b"Unprocessable Entity", close=True)
@@ -287,15 +284,10 @@ async def _broadcast(server: Server, conn: _Conn, request: Request) -> None:
         return
     if isinstance(parsed, RemoteDisconnect):
         server.metrics.inc("remote_commands_total")
-        accepted = await server.remote_command(parsed)
+        server.remote_disconnect(parsed)
     else:
         server.metrics.inc("publications_total", len(parsed))
-        accepted = await server.publish_confirmed(parsed)
-    if not accepted:
-        # --pubsub=redis and Redis is unreachable: refuse rather than drop it silently
-        log.warning("broadcast refused: Redis pub/sub is unavailable")
-        await conn.respond(503, b"Service Unavailable: Redis pub/sub is unavailable")
-        return
+        server.publish(parsed)
     await conn.respond(201)
 
 
