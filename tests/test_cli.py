@@ -25,7 +25,7 @@ END = "<!-- END GENERATED OPTIONS -->\n"
 
 # A value each refused option rejects.
 REFUSED_VALUES = {
-    "broadcast_adapter": "redis",
+    "broadcast_adapter": "nats",
     "broker": "redis",
     "pubsub": "nats",
     "rpc_host": "localhost:50051",

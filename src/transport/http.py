@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import secrets
 import time
 from typing import TYPE_CHECKING
@@ -49,6 +50,7 @@ log = logging.getLogger("cableway.http")
 VERSION_HEADER = (b"x-anycable-version", f"cableway-{__version__}".encode())
 HEALTH_BODY = b"Ah, ha, ha, ha, stayin' alive, stayin' alive."
 _READ_SIZE = 16384
+_HEAD_END = re.compile(rb"\n\r?\n")
 
 
 class Request:
@@ -110,8 +112,8 @@ class _Conn:
         head, self._head = self._head, bytearray()
         if not head:
             return  # pipelined behind the previous request: h11 bounded it
-        ends = [i + n for i, n in ((head.find(b"\r\n\r\n"), 4), (head.find(b"\n\n"), 2)) if i >= 0]
-        size = min(ends) if ends else len(head)
+        end = _HEAD_END.search(head)  # where h11 ends a head: LF, optional CR, LF
+        size = end.end() if end else len(head)
         if size > self.max_head:
             raise h11.RemoteProtocolError("request head too large", 431)
 
@@ -257,7 +259,10 @@ async def _drain_body(conn: _Conn, limit: int) -> bytes | None:
 
 
 async def _broadcast(server: Server, conn: _Conn, request: Request) -> None:
-    """``POST /_broadcast`` (spec §11.2): 201, 401, 413, 422, or 400 for bad bodies."""
+    """``POST /_broadcast`` (spec §11.2): 201, 401, 413, 422, or 400 for bad bodies.
+
+    503 when ``--pubsub=redis`` and Redis did not accept the publication (unreachable).
+    """
     key = server.config.broadcast_key
     if request.method != "POST":
         await conn.respond(422, b"Unprocessable Entity", close=True)
@@ -284,10 +289,15 @@ async def _broadcast(server: Server, conn: _Conn, request: Request) -> None:
         return
     if isinstance(parsed, RemoteDisconnect):
         server.metrics.inc("remote_commands_total")
-        server.remote_disconnect(parsed)
+        accepted = await server.remote_command(parsed)
     else:
         server.metrics.inc("publications_total", len(parsed))
-        server.publish(parsed)
+        accepted = await server.publish_confirmed(parsed)
+    if not accepted:
+        # --pubsub=redis and Redis is unreachable: refuse rather than drop it silently
+        log.warning("broadcast refused: Redis pub/sub is unavailable")
+        await conn.respond(503, b"Service Unavailable: Redis pub/sub is unavailable")
+        return
     await conn.respond(201)
 
 

@@ -25,6 +25,15 @@ from ..protocol.handshake import AuthPolicy
 from ..protocol.hub import Hub
 from ..protocol.limits import Limits
 from .http import handle_connection
+from .redis import parse_redis_url
+from .scaleout import (
+    Confirmation,
+    Publisher,
+    StreamConsumer,
+    Subscriber,
+    encode_remote,
+    encode_stamped,
+)
 from .session import Session
 
 if TYPE_CHECKING:
@@ -77,6 +86,23 @@ class Server:
                 sessions_ttl=config.sessions_ttl,
                 presence_ttl=config.presence_ttl,
             )
+        # scale-out on Redis (spec §11.4-11.7)
+        self.publisher: Publisher | None = None
+        self.subscriber: Subscriber | None = None
+        self.consumer: StreamConsumer | None = None
+        adapters = config.broadcast_adapters
+        pubsub = config.pubsub == "redis"
+        if pubsub or "redis" in adapters or "redisx" in adapters:
+            url = parse_redis_url(config.redis_url)
+            legacy = config.redis_channel if "redis" in adapters else None
+            if pubsub:
+                self.publisher = Publisher(url)
+            if pubsub or legacy is not None:
+                self.subscriber = Subscriber(self, url, legacy_channel=legacy, per_stream=pubsub)
+            if "redisx" in adapters:
+                self.consumer = StreamConsumer(self, url, stream=config.redisx_stream)
+        #: how long a publisher waits for Redis to accept a publication (then 503)
+        self.confirm_timeout = 5.0
         self.idle_scopes: set[trio.CancelScope] = set()
         self.random = random.Random()
         self.handshake_timeout = config.handshake_timeout
@@ -137,49 +163,120 @@ class Server:
     def publish(self, publications: Iterable[Publication]) -> None:
         """Store (when a broker keeps history) and deliver publications, never awaiting.
 
+        With ``--pubsub=redis`` each stamped publication goes to Redis (in order) and
+        every node, this one included, delivers it when it comes back: exactly once per
+        node. Without, it is delivered here at once.
+        """
+        publisher = self.publisher
+        for publication in publications:
+            offset, epoch = self._stamp(publication)
+            if publisher is not None:
+                publisher.post(publication.stream, encode_stamped(publication, offset, epoch))
+            else:
+                self.deliver(publication, offset, epoch)
+
+    async def publish_confirmed(self, publications: Iterable[Publication]) -> bool:
+        """Like :meth:`publish`, and wait until Redis accepted them (``--pubsub=redis``).
+
+        False: not accepted (Redis is unreachable, or did not answer within
+        :attr:`confirm_timeout` seconds); nothing was stamped when Redis was already known
+        to be down.
+        """
+        publisher = self.publisher
+        if publisher is None:
+            self.publish(publications)
+            return True
+        items = list(publications)
+        if not items:
+            return True
+        if not publisher.up:
+            return False
+        confirmation = Confirmation()
+        for publication in items:
+            offset, epoch = self._stamp(publication)
+            payload = encode_stamped(publication, offset, epoch)
+            publisher.post(publication.stream, payload, confirmation)
+        with trio.move_on_after(self.confirm_timeout):
+            await confirmation.done.wait()
+        ok = confirmation.done.is_set() and confirmation.ok
+        if not ok:
+            confirmation.abandoned = True
+        return ok
+
+    async def remote_command(self, command: RemoteDisconnect) -> bool:
+        """Carry out a remote command on every node (through Redis with ``--pubsub``)."""
+        publisher, subscriber = self.publisher, self.subscriber
+        if publisher is None or subscriber is None or subscriber.internal_channel is None:
+            self.remote_disconnect(command)
+            return True
+        if not publisher.up:
+            return False
+        confirmation = Confirmation()
+        publisher.post(subscriber.internal_channel, encode_remote(command), confirmation)
+        with trio.move_on_after(self.confirm_timeout):
+            await confirmation.done.wait()
+        if not (confirmation.done.is_set() and confirmation.ok):
+            confirmation.abandoned = True
+            return False
+        return True
+
+    def _stamp(self, publication: Publication) -> tuple[int | None, str | None]:
+        """Count a publication accepted by this node and store it in the broker."""
+        self.metrics.inc("broadcast_msg_total")
+        broker = self.broker
+        if broker is None or publication.transient:
+            return None, None
+        offset = broker.add(
+            publication.stream,
+            publication.data,
+            now=time.time(),
+            broadcast_type=publication.broadcast_type,
+        )
+        return offset, broker.epoch
+
+    def deliver(self, publication: Publication, offset: int | None, epoch: str | None) -> None:
+        """Fan a (stamped) publication out to this node's subscribers, never awaiting.
+
         Each publication is encoded once per distinct identifier and turned into wire
         bytes once per kind of session (WebSocket frame, SSE event...); the same bytes
         are queued for every subscriber of that kind.
         """
-        broker = self.broker
-        for publication in publications:
-            self.metrics.inc("broadcast_msg_total")
-            offset: int | None = None
-            if broker is not None and not publication.transient:
-                offset = broker.add(
-                    publication.stream,
-                    publication.data,
-                    now=time.time(),
-                    broadcast_type=publication.broadcast_type,
-                )
-            recipients = self.hub.recipients(publication.stream)
-            if not recipients:
-                continue
-            encoded = EncodedBroadcast(
-                publication, offset=offset, epoch=broker.epoch if broker is not None else None
-            )
-            exclude = publication.exclude_socket
-            delivered = 0
-            for identifier, sessions in recipients.items():
-                text = encoded.for_identifier(identifier)
-                wire: dict[str, bytes | None] = {}
-                for session in sessions:
-                    if exclude is not None and session.sid == exclude:
-                        continue
-                    kind = session.wire_kind
-                    if kind in wire:
-                        data = wire[kind]
-                    else:
-                        data = wire[kind] = session.encode(text)
-                    if data is None:
-                        continue
-                    delivered += 1
-                    held = session.core.held
-                    if held and identifier in held:
-                        session.hold(identifier, offset, data)
-                    else:
-                        session.push_frame(data)
-            self.metrics.inc("server_msg_total", delivered)
+        recipients = self.hub.recipients(publication.stream)
+        if not recipients:
+            return
+        encoded = EncodedBroadcast(publication, offset=offset, epoch=epoch)
+        exclude = publication.exclude_socket
+        delivered = 0
+        for identifier, sessions in recipients.items():
+            text = encoded.for_identifier(identifier)
+            wire: dict[str, bytes | None] = {}
+            for session in sessions:
+                if exclude is not None and session.sid == exclude:
+                    continue
+                kind = session.wire_kind
+                if kind in wire:
+                    data = wire[kind]
+                else:
+                    data = wire[kind] = session.encode(text)
+                if data is None:
+                    continue
+                delivered += 1
+                held = session.core.held
+                if held and identifier in held:
+                    session.hold(identifier, offset, data)
+                else:
+                    session.push_frame(data)
+        self.metrics.inc("server_msg_total", delivered)
+
+    def add_subscriber(self, stream: str, identifier: str, session: Session) -> None:
+        """Register a subscription; the node subscribes to the stream's channel if new."""
+        if self.hub.add(stream, identifier, session) and self.subscriber is not None:
+            self.subscriber.want(stream)
+
+    def remove_subscriber(self, stream: str, identifier: str, session: Session) -> None:
+        """Unregister; the node leaves the stream's channel when nobody here listens."""
+        if self.hub.remove(stream, identifier, session) and self.subscriber is not None:
+            self.subscriber.unwant(stream)
 
     def answer_history(self, core: CableConnection, request: HistoryRequest) -> None:
         """Serve a session's history request from the broker."""
@@ -281,6 +378,9 @@ class Server:
                         accepting.start_soon(self._sweep, self.broker)
                     if config.metrics_log:
                         accepting.start_soon(self._log_metrics)
+                    for adapter in (self.subscriber, self.publisher, self.consumer):
+                        if adapter is not None:
+                            accepting.start_soon(adapter.run)
                     task_status.started(self)
                     await self._shutdown.wait()
                     if config.shutdown_delay > 0:
@@ -419,6 +519,18 @@ class Server:
             )
         else:
             log.info("No broker: streams keep no history and sessions cannot be restored")
+        if self.publisher is not None or self.subscriber is not None or self.consumer is not None:
+            url = parse_redis_url(config.redis_url).describe()
+            if "redis" in config.broadcast_adapters:
+                log.info("Accept broadcasts from Redis channel %s at %s", config.redis_channel, url)
+            if self.consumer is not None:
+                log.info(
+                    "Accept broadcasts from Redis stream %s (group bx) at %s",
+                    config.redisx_stream,
+                    url,
+                )
+            if self.publisher is not None:
+                log.info("Using Redis pub/sub at %s", url)
         if config.sse:
             log.info("Handle SSE requests at %s%s", base, config.sse_path)
         channels = ["$pubsub"]

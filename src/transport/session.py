@@ -219,7 +219,6 @@ class Session:
     def apply(self) -> None:
         """Carry out what the core asked for, until it asks for nothing more."""
         server = self.server
-        hub = server.hub
         while events := self.core.events():
             overflow = False
             for event in events:
@@ -228,9 +227,9 @@ class Session:
                     if data is not None and not overflow and not self.outbox.push(data):
                         overflow = True
                 elif isinstance(event, StreamAdded):
-                    hub.add(event.stream, event.identifier, self)
+                    server.add_subscriber(event.stream, event.identifier, self)
                 elif isinstance(event, StreamRemoved):
-                    hub.remove(event.stream, event.identifier, self)
+                    server.remove_subscriber(event.stream, event.identifier, self)
                     self._drop_held(event.identifier)
                 elif isinstance(event, ReleaseHeld):
                     after = event.after
@@ -272,9 +271,8 @@ class Session:
 
     def _unregister(self) -> None:
         server = self.server
-        hub = server.hub
         for identifier, stream in self.core.subscriptions.items():
-            hub.remove(stream, identifier, self)
+            server.remove_subscriber(stream, identifier, self)
         self.core.subscriptions.clear()
         server.sessions.discard(self)
         broker = server.broker
