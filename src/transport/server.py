@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..metrics import Metrics
-from ..protocol import messages
+from ..protocol import service
 from ..protocol.broadcast import EncodedBroadcast, Publication, RemoteDisconnect
 from ..protocol.broker import MemoryBroker, PresenceEvent
 from ..protocol.channels import StreamPolicy
@@ -280,50 +280,18 @@ class Server:
 
     def answer_history(self, core: CableConnection, request: HistoryRequest) -> None:
         """Serve a session's history request from the broker."""
-        broker = self.broker
-        if broker is None:
-            core.history_result(request.identifier, None)
-            return
-        entries = broker.fetch_history(request.queries, now=time.time())
-        core.history_result(request.identifier, entries, epoch=broker.epoch)
+        service.answer_history(self.broker, core, request, now=time.time())
 
     def answer_presence(self, core: CableConnection, request: PresenceRequest) -> None:
         """Carry out a session's presence operation and publish what it changed."""
-        broker = self.broker
-        if broker is None:
-            if request.kind == "info":
-                core.presence_result(request.identifier, None)
-            return
-        event: PresenceEvent | None = None
-        if request.kind == "join":
-            try:
-                event = broker.presence_join(
-                    request.stream, core.sid, request.presence_id, request.info
-                )
-            except ValueError:
-                log.debug("presence id mismatch sid=%s", core.sid)
-        elif request.kind == "leave":
-            event = broker.presence_leave(request.stream, core.sid)
-        elif request.kind == "info":
-            core.presence_result(request.identifier, broker.presence_info(request.stream))
-        if event is not None:
-            self.publish_presence(event)
+        publication = service.answer_presence(self.broker, core, request)
+        if publication is not None:
+            self.publish([publication])
 
     def publish_presence(self, event: PresenceEvent) -> None:
         """Broadcast a presence join/leave to the presence stream (transient)."""
-        body: dict[str, object] = {"type": event.kind}
-        if event.kind == "join":
-            body["info"] = event.info
-        body["id"] = event.presence_id
         self.publish(
-            [
-                Publication(
-                    event.stream,
-                    messages.dumps(body),
-                    transient=True,
-                    broadcast_type="presence",
-                )
-            ]
+            [service.presence_publication(event.stream, event.kind, event.presence_id, event.info)]
         )
 
     def remote_disconnect(self, command: RemoteDisconnect) -> None:
