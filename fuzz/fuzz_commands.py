@@ -1,3 +1,4 @@
+# Invariant: only RemoteProtocolError escapes parse_command; the session raises only fatal ones.
 """Fuzz the Action Cable command parser and the session state machine behind it.
 
 Invariant: whatever one client message holds, ``parse_command`` returns a ``Command``
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 
 from cableway.protocol.channels import StreamPolicy
 from cableway.protocol.commands import parse_command
@@ -54,8 +54,6 @@ def test_one_input(data: bytes) -> None:
 
 
 if __name__ == "__main__":
-    import atheris
+    from atheris_main import fuzz
 
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
+    fuzz(__file__, ["cableway"])

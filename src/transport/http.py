@@ -102,6 +102,16 @@ class _Conn:
                 self._head += data
             self.h11.receive_data(data)
 
+    def next_cycle(self) -> None:
+        """Get ready for the next request on a kept-alive connection.
+
+        Bytes already read past the previous request (a pipelined request) count
+        towards the next head, so its size is measured like any other's.
+        """
+        pending = self.h11.trailing_data[0]
+        self._head = bytearray(pending[: self.max_head + 4])
+        self.h11.start_next_cycle()
+
     def _check_head(self) -> None:
         """Bound a request head by its raw size, however it arrived.
 
@@ -110,8 +120,6 @@ class _Conn:
         bytes here gives both cases the same outcome (431).
         """
         head, self._head = self._head, bytearray()
-        if not head:
-            return  # pipelined behind the previous request: h11 bounded it
         end = _HEAD_END.search(head)  # where h11 ends a head: LF, optional CR, LF
         size = end.end() if end else len(head)
         if size > self.max_head:
@@ -190,7 +198,7 @@ async def handle_connection(
                 await conn.respond(404, b"404 page not found")
             if conn.h11.our_state is h11.MUST_CLOSE or conn.h11.their_state is h11.MUST_CLOSE:
                 return
-            conn.h11.start_next_cycle()
+            conn.next_cycle()
     except h11.RemoteProtocolError as exc:
         await _bad_request(conn, exc.error_status_hint)
     except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):

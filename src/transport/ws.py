@@ -63,7 +63,11 @@ class WebSocketSession(Session):
             if isinstance(event, TextMessage | BytesMessage):
                 part = event.data if isinstance(event.data, str) else bytes(event.data)
                 self._parts.append(part)
-                self._parts_size += len(part)
+                # the limit is in bytes: a text part's UTF-8 size (ASCII: its length)
+                if isinstance(part, str) and not part.isascii():
+                    self._parts_size += len(part.encode("utf-8", "surrogatepass"))
+                else:
+                    self._parts_size += len(part)
                 if self._parts_size > limit:
                     self._close_transport(1009, "message too big")
                     self._closing = True
