@@ -1,0 +1,791 @@
+"""A lean load generator: raw non-blocking sockets on one epoll loop, in one process.
+
+It opens thousands of WebSocket (or SSE) subscribers, publishes over HTTP
+(``POST /_broadcast``, keep-alive and pipelined, open loop), and measures what arrives.
+It runs a *program* (a JSON list of steps, see :func:`main`) against one target and
+prints one JSON line per step result on stdout; progress goes to stderr.
+
+How it stays cheap:
+
+* Set-up (HTTP upgrade, ``welcome``, ``subscribe``, ``confirm_subscription``) parses
+  WebSocket frames properly; client frames are masked with a zero key (valid, free).
+* Once subscribed, a connection's byte stream is scanned with one compiled regular
+  expression for the benchmark marker that every publication carries
+  (``["cwb",<phase>,<seq>,<t_ns>,"pad..."]``, found with ``bytes.find`` then one
+  anchored regex match) and counts Action Cable pings, instead of parsing frame by
+  frame in Python. The marker survives WebSocket framing, SSE
+  ``data:`` lines and JSON escaping, and a partial marker at the end of a read is kept
+  for the next read. Each publication carries one marker, so counts are exact.
+* ``t_ns`` is the publication's *intended* send time (``time.monotonic_ns``, shared by
+  every process on the machine), so latency includes any queueing the load generator or
+  the server adds (no coordinated omission).
+
+It reports its own CPU share for every measured window and flags ``loadgen_limited``
+when it was above 85 % of a core: the figures of that window then bound the load
+generator, not the server.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import re
+import resource
+import select
+import socket
+import struct
+import sys
+import time
+from typing import Any
+
+MARK = re.compile(rb'cwb\\?", ?(\d+), ?(\d+), ?(\d+),')
+TAIL = 72  # longest partial marker kept between reads
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+RECV = 65536
+LOADGEN_LIMIT = 0.85
+
+CONNECTING, HANDSHAKE, WELCOME, SUBSCRIBING, READY, DEAD = range(6)
+
+
+def log(*args: object) -> None:
+    print("[loadgen]", *args, file=sys.stderr, flush=True)
+
+
+def sign_stream_name(stream: str, secret: str) -> str:
+    """Rails' MessageVerifier format (same as cableway.auth.signed_streams)."""
+    import base64
+    import hashlib
+    import hmac
+
+    payload = base64.b64encode(json.dumps(stream).encode())
+    digest = hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
+    return payload.decode() + "--" + digest
+
+
+def percentile(sorted_values: list[int], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return float(sorted_values[i])
+
+
+class ServerProbe:
+    """CPU time (ns precision when the kernel lets us) and RSS of the server process."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.clock: int | None = None
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            clk = ctypes.c_int()
+            if libc.clock_getcpuclockid(pid, ctypes.byref(clk)) == 0:
+                time.clock_gettime_ns(clk.value)
+                self.clock = clk.value
+        except (OSError, AttributeError):
+            self.clock = None
+        self.tck = os.sysconf("SC_CLK_TCK")
+
+    def ticks(self) -> tuple[float, float]:
+        """(utime, stime) in seconds from /proc (10 ms resolution)."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            rest = f.read().rpartition(")")[2].split()
+        return int(rest[11]) / self.tck, int(rest[12]) / self.tck
+
+    def cpu(self) -> float:
+        if self.clock is not None:
+            try:
+                return time.clock_gettime_ns(self.clock) / 1e9
+            except OSError:
+                pass
+        return sum(self.ticks())
+
+    def rss_kib(self) -> int:
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    @staticmethod
+    def cpu_busy(cpu: int) -> float:
+        """Busy seconds of one CPU (all processes, irq included) from /proc/stat."""
+        tck = os.sysconf("SC_CLK_TCK")
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith(f"cpu{cpu} "):
+                    v = [int(x) for x in line.split()[1:]]
+                    return (sum(v[:8]) - v[3] - v[4]) / tck
+        return 0.0
+
+    def alive(self) -> bool:
+        return os.path.exists(f"/proc/{self.pid}")
+
+
+class Conn:
+    __slots__ = (
+        "buf",
+        "fd",
+        "kind",
+        "last",
+        "outbuf",
+        "pings",
+        "sock",
+        "state",
+        "stream",
+        "subscribe",
+        "t_ready",
+        "t_start",
+        "tail",
+    )
+
+    def __init__(self, sock: socket.socket, kind: str, stream: str) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.kind = kind  # "ws", "sse" or "pub"
+        self.state = CONNECTING
+        self.stream = stream
+        self.buf = b""
+        self.tail = b""
+        self.outbuf = bytearray()
+        self.last = -1
+        self.pings: list[int] = []
+        self.subscribe = b""
+        self.t_start = 0
+        self.t_ready = 0
+
+
+def client_frame(text: str) -> bytes:
+    """A masked client text frame (zero mask key: the payload is sent as is)."""
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x81, 0x80 | n))
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x81, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
+    return head + b"\x00\x00\x00\x00" + payload
+
+
+class LoadGen:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.host: str = spec.get("host", "127.0.0.1")
+        self.port: int = spec["port"]
+        self.bport: int = spec["broadcast_port"]
+        self.path: str = spec.get("path", "/cable")
+        self.secret: str = spec.get("secret", "bench-secret")
+        self.signed: bool = spec.get("signed", True)
+        self.payload: int = spec.get("payload", 200)
+        self.server_cpu: int = spec.get("server_cpu", 0)
+        self.pad = "x" * self.payload
+        self.probe = ServerProbe(spec["server_pid"])
+        self.ep = select.epoll()
+        self.table: dict[int, Conn] = {}
+        self.clients: list[Conn] = []
+        self.subs: dict[str, int] = {}  # stream -> ready subscribers
+        self.pubs: list[Conn] = []
+        self.inflight = 0
+        self.failed = 0
+        self.fail_reasons: dict[str, int] = {}
+        self.dropped = 0  # ready connections the server closed
+        self.sse_status: int | None = None
+        # per phase
+        self.phase = 0
+        self.received = 0
+        self.reordered = 0
+        self.stale = 0
+        self.lats = array.array("q")
+        self.ping_log = False
+        self.responses = 0
+        self.http_errors = 0
+        self.match = MARK.match
+        self.identifiers: dict[str, str] = {}
+        self.rss0 = self.probe.rss_kib()
+        self.cpu0 = self.probe.cpu()
+
+    # -- connections -----------------------------------------------------------------
+
+    def identifier(self, stream: str) -> str:
+        ident = self.identifiers.get(stream)
+        if ident is None:
+            if self.signed:
+                params = {
+                    "channel": "Turbo::StreamsChannel",
+                    "signed_stream_name": sign_stream_name(stream, self.secret),
+                }
+            else:
+                params = {"channel": "$pubsub", "stream_name": stream}
+            ident = self.identifiers[stream] = json.dumps(params, separators=(",", ":"))
+        return ident
+
+    def open_client(self, kind: str, stream: str, pi: int) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        # abortive close: no TIME_WAIT pile-up across targets
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = Conn(sock, kind, stream)
+        conn.t_start = time.monotonic_ns()
+        if kind == "ws":
+            conn.outbuf += (
+                f"GET {self.path}?pi={pi} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\n"
+                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: actioncable-v1-json\r\n\r\n"
+            ).encode()
+            message = {"command": "subscribe", "identifier": self.identifier(stream)}
+            conn.subscribe = client_frame(json.dumps(message, separators=(",", ":")))
+        else:
+            conn.outbuf += (
+                f"GET /events?stream={stream} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                "Accept: text/event-stream\r\n\r\n"
+            ).encode()
+        err = sock.connect_ex((self.host, self.port))
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            self.fail(None, f"connect:{errno.errorcode.get(err, err)}")
+            return
+        self.table[conn.fd] = conn
+        self.clients.append(conn)
+        self.ep.register(conn.fd, select.EPOLLOUT)
+        self.inflight += 1
+
+    def fail(self, conn: Conn | None, reason: str) -> None:
+        self.fail_reasons[reason] = self.fail_reasons.get(reason, 0) + 1
+        if conn is None:
+            self.failed += 1
+            return
+        if conn.state == READY:
+            self.dropped += 1
+            self.subs[conn.stream] -= 1
+        elif conn.state != DEAD:
+            self.failed += 1
+            self.inflight -= 1
+        conn.state = DEAD
+        self.table.pop(conn.fd, None)
+        with contextlib.suppress(OSError, ValueError):
+            self.ep.unregister(conn.fd)
+        conn.sock.close()
+
+    def ready(self, conn: Conn, rest: bytes, now: int) -> None:
+        conn.state = READY
+        conn.t_ready = now
+        conn.buf = b""
+        self.inflight -= 1
+        self.subs[conn.stream] = self.subs.get(conn.stream, 0) + 1
+        if rest:
+            self.consume(conn, rest, now)
+
+    def setup(self, conn: Conn, ev: int) -> None:
+        """Everything before READY: connect, upgrade, welcome, subscribe, confirm."""
+        if conn.state == CONNECTING:
+            err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self.fail(conn, f"connect:{errno.errorcode.get(err, err)}")
+                return
+            conn.state = HANDSHAKE
+            self.ep.modify(conn.fd, select.EPOLLIN)
+            self.write(conn, b"")
+            return
+        if ev & select.EPOLLOUT and conn.outbuf:
+            self.write(conn, b"")
+        if not ev & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+            return
+        try:
+            data = conn.sock.recv(RECV)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.fail(conn, f"recv:{exc.__class__.__name__}")
+            return
+        if not data:
+            self.fail(conn, f"eof-in-state-{conn.state}")
+            return
+        conn.buf += data
+        now = time.monotonic_ns()
+        if conn.state == HANDSHAKE:
+            end = conn.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status = conn.buf[9:12]
+            rest = conn.buf[end + 4 :]
+            if conn.kind == "sse":
+                self.sse_status = int(status)
+                if status != b"200":
+                    self.fail(conn, f"sse-status-{status.decode()}")
+                    return
+                self.ready(conn, rest, now)
+                return
+            if status != b"101":
+                self.fail(conn, f"upgrade-status-{status.decode()}")
+                return
+            conn.state = WELCOME
+            conn.buf = rest
+        self.setup_frames(conn, now)
+
+    def setup_frames(self, conn: Conn, now: int) -> None:
+        buf = conn.buf
+        while len(buf) >= 2:
+            n, pos = buf[1] & 0x7F, 2
+            if n == 126:
+                if len(buf) < 4:
+                    break
+                n, pos = int.from_bytes(buf[2:4], "big"), 4
+            elif n == 127:
+                if len(buf) < 10:
+                    break
+                n, pos = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < pos + n:
+                break
+            opcode, payload, buf = buf[0] & 0x0F, buf[pos : pos + n], buf[pos + n :]
+            if opcode == 8:
+                self.fail(conn, "closed-during-setup")
+                return
+            if opcode != 1:
+                continue
+            if conn.state == WELCOME and b"welcome" in payload:
+                conn.state = SUBSCRIBING
+                self.write(conn, conn.subscribe)
+            elif conn.state == SUBSCRIBING and b"confirm_subscription" in payload:
+                self.ready(conn, buf, now)
+                return
+            elif b"reject_subscription" in payload or b"disconnect" in payload:
+                self.fail(conn, "rejected")
+                return
+        conn.buf = buf
+
+    def write(self, conn: Conn, data: bytes) -> None:
+        if data:
+            conn.outbuf += data
+        if not conn.outbuf:
+            return
+        try:
+            n = conn.sock.send(conn.outbuf)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            self.fail(conn, f"send:{exc.__class__.__name__}")
+            return
+        del conn.outbuf[:n]
+        want = select.EPOLLIN | (select.EPOLLOUT if conn.outbuf else 0)
+        with contextlib.suppress(OSError):
+            self.ep.modify(conn.fd, want)
+
+    # -- the hot path ------------------------------------------------------------------
+
+    def consume(self, conn: Conn, data: bytes, now: int) -> None:
+        if conn.tail:
+            data = conn.tail + data
+        find, match = data.find, self.match
+        phase = self.phase
+        n = len(data)
+        end = 0
+        i = find(b"cwb")
+        while i >= 0:
+            m = match(data, i)
+            if m is None:
+                if n - i < TAIL:
+                    break  # a marker cut by the end of this read: kept for the next
+                i = find(b"cwb", i + 3)
+                continue
+            end = m.end()
+            p, s, t = m.groups()
+            i = find(b"cwb", end)
+            if int(p) != phase:
+                self.stale += 1
+                continue
+            seq = int(s)
+            if seq <= conn.last:
+                self.reordered += 1
+            conn.last = seq
+            self.received += 1
+            self.lats.append(now - int(t))
+        if self.ping_log:
+            conn.pings.extend([now] * data.count(b'"ping"'))
+        # a partial marker starts with "c" and is shorter than TAIL
+        j = data.rfind(b"c", max(end, n - TAIL))
+        conn.tail = data[j:] if j >= 0 else b""
+
+    def poll(self, timeout: float) -> None:
+        table = self.table
+        for fd, ev in self.ep.poll(timeout, 4096):
+            conn = table.get(fd)
+            if conn is None:
+                continue
+            if conn.state == READY:
+                if conn.kind == "pub":
+                    self.pub_event(conn, ev)
+                    continue
+                try:
+                    data = conn.sock.recv(RECV)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    self.fail(conn, "closed-by-server")
+                    continue
+                self.consume(conn, data, time.monotonic_ns())
+            else:
+                self.setup(conn, ev)
+
+    def run_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.poll(min(left, 0.1))
+
+    # -- publishing ----------------------------------------------------------------------
+
+    def open_pub(self) -> Conn:
+        sock = socket.create_connection((self.host, self.bport), timeout=5)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn = Conn(sock, "pub", "")
+        conn.state = READY
+        conn.last = 0
+        self.table[conn.fd] = conn
+        self.ep.register(conn.fd, select.EPOLLIN)
+        return conn
+
+    def pub_event(self, conn: Conn, ev: int) -> None:
+        if ev & select.EPOLLOUT:
+            self.write(conn, b"")
+        if not ev & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+            return
+        try:
+            data = conn.sock.recv(RECV)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            # the server may close an idle keep-alive connection; only a close with
+            # requests in flight is an error
+            if conn.last > 0:
+                self.http_errors += conn.last
+            self.table.pop(conn.fd, None)
+            with contextlib.suppress(OSError, ValueError):
+                self.ep.unregister(conn.fd)
+            conn.sock.close()
+            self.pubs[self.pubs.index(conn)] = self.open_pub()
+            return
+        buf = conn.buf + data
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            head = buf[:end].lower()
+            length = 0
+            at = head.find(b"content-length:")
+            if at >= 0:
+                stop = head.find(b"\r\n", at)
+                length = int(head[at + 15 : stop if stop >= 0 else None])
+            if len(buf) < end + 4 + length:
+                break
+            if head[9:12] != b"201":
+                self.http_errors += 1
+            self.responses += 1
+            conn.last -= 1
+            buf = buf[end + 4 + length :]
+        conn.buf = buf
+
+    def post(self, conn: Conn, entries: list[str], as_array: bool) -> None:
+        body = ("[" + ",".join(entries) + "]" if as_array else entries[0]).encode()
+        conn.last += 1  # requests in flight on this connection
+        conn.outbuf += (
+            b"POST /_broadcast HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+
+    def entry(self, stream: str, seq: int, t_ns: int) -> str:
+        # data is a JSON text (a list) carried as a JSON string: quotes escaped
+        return (
+            '{"stream":"' + stream + '","data":"[\\"cwb\\",' + str(self.phase) + ","
+            f'{seq},{t_ns},\\"{self.pad}\\"]"}}'
+        )
+
+    # -- steps -------------------------------------------------------------------------
+
+    def step_connect(self, step: dict[str, Any]) -> dict[str, Any]:
+        total, kind = step["total"], step.get("proto", "ws")
+        mode, pi = step.get("streams", "one"), step.get("pi", 0)
+        window, timeout = step.get("window", 256), step.get("timeout", 120.0)
+        start = len(self.clients)
+        new = total - start
+        t0 = time.monotonic_ns()
+        deadline = time.monotonic() + timeout
+        opened = 0
+        failed0 = self.failed
+        while time.monotonic() < deadline:
+            while self.inflight < window and opened < new:
+                stream = "fan" if mode == "one" else f"s{start + opened}"
+                self.open_client(kind, stream, pi)
+                opened += 1
+            if opened >= new and self.inflight == 0:
+                break
+            self.poll(0.05)
+            if kind == "sse" and self.sse_status is not None and self.sse_status != 200:
+                break
+        batch = self.clients[start:]
+        ready = [c for c in batch if c.state == READY]
+        times = sorted(c.t_ready - c.t_start for c in ready)
+        t_last = max((c.t_ready for c in ready), default=t0)
+        elapsed = (t_last - t0) / 1e9
+        self.run_for(step.get("settle", 1.0))
+        rss = self.probe.rss_kib()
+        live = sum(1 for c in self.clients if c.state == READY)
+        return {
+            "op": "connect",
+            "proto": kind,
+            "total": total,
+            "opened": opened,
+            "ready": len(ready),
+            "live": live,
+            "failed": self.failed - failed0,
+            "fail_reasons": dict(self.fail_reasons),
+            "timed_out": self.inflight,
+            "sse_status": self.sse_status,
+            "seconds": round(elapsed, 3),
+            "conn_per_s": round(len(ready) / elapsed, 1) if elapsed > 0 else None,
+            "setup_p50_ms": round(percentile(times, 0.5) / 1e6, 2),
+            "setup_p99_ms": round(percentile(times, 0.99) / 1e6, 2),
+            "server_rss_kib": rss,
+            "server_rss0_kib": self.rss0,
+            "rss_per_conn_kib": round((rss - self.rss0) / live, 2) if live else None,
+        }
+
+    def step_hold(self, step: dict[str, Any]) -> dict[str, Any]:
+        """Stay idle for a while, recording ping arrivals: are pings on time?"""
+        for conn in self.clients:
+            conn.pings = []
+        self.ping_log = True
+        cpu0, t0 = self.probe.cpu(), time.monotonic()
+        self.run_for(step["seconds"])
+        cpu = self.probe.cpu() - cpu0
+        wall = time.monotonic() - t0
+        self.ping_log = False
+        gaps: list[int] = []
+        pinged = 0
+        live = [c for c in self.clients if c.state == READY]
+        for conn in live:
+            if conn.pings:
+                pinged += 1
+            gaps.extend(b - a for a, b in zip(conn.pings, conn.pings[1:], strict=False))
+        gaps.sort()
+        interval = step.get("interval", 3.0)
+        return {
+            "op": "hold",
+            "seconds": step["seconds"],
+            "live": len(live),
+            "pinged": pinged,
+            "gaps": len(gaps),
+            "interval_s": interval,
+            "gap_p50_s": round(percentile(gaps, 0.5) / 1e9, 3),
+            "gap_p99_s": round(percentile(gaps, 0.99) / 1e9, 3),
+            "gap_max_s": round(percentile(gaps, 1.0) / 1e9, 3),
+            "server_cpu_frac_idle": round(cpu / wall, 4),
+            "server_rss_kib": self.probe.rss_kib(),
+        }
+
+    def streams_for(self, mode: str) -> list[str]:
+        if mode == "one":
+            return ["fan"] if self.subs.get("fan") else []
+        return [s for s, n in self.subs.items() if n > 0 and s != "fan"]
+
+    def begin_phase(self) -> None:
+        self.phase += 1
+        self.received = self.reordered = self.stale = 0
+        self.responses = self.http_errors = 0
+        self.lats = array.array("q")
+        for conn in self.clients:
+            conn.last = -1
+        if not self.pubs:
+            self.pubs = [self.open_pub() for _ in range(2)]
+
+    def warmup(self, mode: str, timeout: float = 15.0) -> dict[str, Any]:
+        """One publication per stream, waited for: every subscription is live."""
+        self.begin_phase()
+        streams = self.streams_for(mode)
+        expected = sum(self.subs[s] for s in streams)
+        now = time.monotonic_ns()
+        for i in range(0, len(streams), 1000):
+            chunk = streams[i : i + 1000]
+            self.post(self.pubs[0], [self.entry(s, 0, now) for s in chunk], True)
+        self.write(self.pubs[0], b"")
+        deadline = time.monotonic() + timeout
+        while self.received < expected and time.monotonic() < deadline:
+            self.poll(0.05)
+        return {"warmup_expected": expected, "warmup_received": self.received}
+
+    def step_publish(self, step: dict[str, Any]) -> dict[str, Any]:
+        rate, duration = float(step["rate"]), float(step["duration"])
+        batch, mode = int(step.get("batch", 1)), step.get("streams", "one")
+        drain = float(step.get("drain", 3.0))
+        warm = self.warmup(mode) if step.get("warmup", True) else {}
+        self.begin_phase()
+        streams = self.streams_for(mode)
+        m = len(streams)
+        posts = max(1, round(rate * duration))
+        if m == 0:
+            return {"op": "publish", "error": "no subscribers", **warm}
+        per_entry = self.subs[streams[0]] if mode == "one" else 1
+        expected = posts * batch * per_entry
+        interval = int(1e9 / rate)
+        pubs = self.pubs
+        npub = len(pubs)
+        k = 0
+        lg0, cpu0 = time.process_time(), self.probe.cpu()
+        stat0, busy0 = self.probe.ticks(), self.probe.cpu_busy(self.server_cpu)
+        t0 = time.monotonic_ns() + 10_000_000
+        t_sent = t0
+        last_progress = (0, time.monotonic())
+        while True:
+            now = time.monotonic_ns()
+            if k < posts:
+                n = 0
+                while k < posts and t0 + k * interval <= now and n < 256:
+                    due = t0 + k * interval
+                    entries = []
+                    for j in range(batch):
+                        g = k * batch + j
+                        entries.append(self.entry(streams[g % m], g // m, due))
+                    # a stream's publications always take the same connection: the
+                    # server sees them in order (across connections, order is undefined)
+                    self.post(pubs[(k * batch) % m % npub], entries, batch > 1)
+                    k += 1
+                    n += 1
+                if n:
+                    for conn in pubs:
+                        self.write(conn, b"")
+                    t_sent = now
+                timeout = max(0.0, (t0 + k * interval - time.monotonic_ns()) / 1e9)
+                self.poll(min(timeout, 0.05) if k < posts else 0)
+                continue
+            if self.received >= expected and self.responses >= posts:
+                break
+            if self.received != last_progress[0]:
+                last_progress = (self.received, time.monotonic())
+            if time.monotonic() - last_progress[1] > drain or (now - t_sent) / 1e9 > drain * 5:
+                break  # nothing arrived for `drain` seconds, or bounded overall
+            self.poll(0.05)
+        t_end = time.monotonic_ns()
+        cpu = self.probe.cpu() - cpu0
+        stat1 = self.probe.ticks()
+        other = self.probe.cpu_busy(self.server_cpu) - busy0 - cpu
+        lg_cpu = time.process_time() - lg0
+        wall = (t_end - t0) / 1e9
+        lats = sorted(self.lats)
+        delivered = self.received / expected if expected else 0.0
+        p99 = percentile(lats, 0.99) / 1e6
+        offered = rate * batch * per_entry
+        lg_frac = lg_cpu / wall if wall > 0 else 0.0
+        passed = (
+            delivered >= 0.999
+            and p99 <= 1000.0
+            and self.http_errors == 0
+            and self.reordered == 0
+            and self.responses >= posts
+        )
+        return {
+            "op": "publish",
+            "rate": rate,
+            "batch": batch,
+            "streams": mode,
+            "subscribers": sum(self.subs[s] for s in streams),
+            "posts": posts,
+            "responses": self.responses,
+            "http_errors": self.http_errors,
+            "expected": expected,
+            "received": self.received,
+            "delivered_frac": round(delivered, 6),
+            "lost": expected - self.received,
+            "reordered": self.reordered,
+            "stale": self.stale,
+            "dropped_conns": self.dropped,
+            "lat_p50_ms": round(percentile(lats, 0.5) / 1e6, 2),
+            "lat_p99_ms": round(p99, 2),
+            "lat_max_ms": round(percentile(lats, 1.0) / 1e6, 2),
+            "wall_s": round(wall, 3),
+            "server_cpu_s": round(cpu, 4),
+            "server_user_s": round(stat1[0] - stat0[0], 2),
+            "server_sys_s": round(stat1[1] - stat0[1], 2),
+            "server_cpu_frac": round(cpu / wall, 3) if wall > 0 else None,
+            # anything else that ran on the server's CPU (other processes, irq): noise
+            "server_cpu_other_frac": round(max(0.0, other) / wall, 3) if wall > 0 else None,
+            "us_per_delivery": round(cpu / self.received * 1e6, 3) if self.received else None,
+            "us_per_post": round(cpu / posts * 1e6, 2),
+            "offered_deliveries_per_s": round(offered, 1),
+            "achieved_deliveries_per_s": round(self.received / wall, 1) if wall > 0 else None,
+            "loadgen_cpu_frac": round(lg_frac, 3),
+            "loadgen_limited": lg_frac > LOADGEN_LIMIT,
+            "passed": passed,
+            **warm,
+        }
+
+    def step_sweep(self, step: dict[str, Any]) -> list[dict[str, Any]]:
+        out = []
+        for rate in step["rates"]:
+            result = self.step_publish({**step, "rate": rate, "warmup": not out})
+            result["op"] = "sweep"
+            out.append(result)
+            emit(result)
+            log(
+                f"rate {rate}/s: delivered {result.get('delivered_frac')} "
+                f"p99 {result.get('lat_p99_ms')} ms server cpu {result.get('server_cpu_frac')} "
+                f"loadgen cpu {result.get('loadgen_cpu_frac')}"
+            )
+            if not result.get("passed"):
+                break
+            self.run_for(step.get("pause", 0.5))
+        return out
+
+
+def emit(result: dict[str, Any]) -> None:
+    print(json.dumps(result), flush=True)
+
+
+def main() -> None:
+    """``python bench/loadgen.py SPEC.json``: SPEC is {target fields..., "steps": [...]}.
+
+    Steps: ``{"op":"connect","total":N,"streams":"one"|"own","proto":"ws"|"sse","pi":S}``,
+    ``{"op":"hold","seconds":S,"interval":I}``,
+    ``{"op":"publish","rate":R,"duration":D,"batch":B,"streams":"one"|"own"}``,
+    ``{"op":"sweep","rates":[...],"duration":D,"batch":B,"streams":...}``.
+    """
+    with open(sys.argv[1]) as f:
+        spec = json.load(f)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    gen = LoadGen(spec)
+    for step in spec["steps"]:
+        if not gen.probe.alive():
+            emit({"op": step["op"], "error": "server exited"})
+            return
+        op = step["op"]
+        if op == "connect":
+            result = gen.step_connect(step)
+            log(
+                f"connect {result['ready']}/{result['opened']} ({result['live']} live) "
+                f"at {result['conn_per_s']}/s, rss/conn {result['rss_per_conn_kib']} KiB"
+            )
+            emit(result)
+            if result["ready"] == 0:
+                return
+        elif op == "hold":
+            emit(gen.step_hold(step))
+        elif op == "publish":
+            result = gen.step_publish(step)
+            emit(result)
+        elif op == "sweep":
+            gen.step_sweep(step)
+        else:
+            raise SystemExit(f"unknown op {op}")
+
+
+if __name__ == "__main__":
+    main()
