@@ -325,7 +325,7 @@ async def test_a_real_server_never_logs_secrets_or_tokens(
             forged,
             BROADCAST_KEY,
         )
-        await trio.sleep(0.05)
+        await trio.testing.wait_all_tasks_blocked()  # let the server finish logging
 
     assert any("unauthorized" in made.getMessage() for made in caplog.records), (
         "the server should have logged the rejected connections"
@@ -356,7 +356,7 @@ async def test_a_forged_line_from_a_client_stays_on_its_line(
             await welcome(ws)
         await broadcast(server, {"stream": "s\n" + FORGED, "data": 1})
         logging.getLogger("cableway.session").debug("client said %s", safe("hi" + FORGED))
-        await trio.sleep(0.05)
+        await trio.testing.wait_all_tasks_blocked()  # let the server finish logging
     for line in stream.getvalue().splitlines():
         assert re.match(rf"{STAMP} (DBG|INF|WRN|ERR) ", line), line
     assert "INF forged" in stream.getvalue()  # it is there, escaped, inside another line
