@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -101,6 +101,7 @@ async def test_slow_reader_is_dropped_as_too_slow_and_others_get_everything(
             assert (await c.recv() or {})["type"] == "confirm_subscription"
         # the slow client now stops reading; 3 MiB of broadcasts exceed its 1 MiB outbox
         chunk = "x" * 10_000
+        published_at = trio.current_time()
         for i in range(300):
             server.publish([Publication("room", json.dumps(f"{i}:{chunk}"))])
             await trio.lowlevel.checkpoint()
@@ -108,6 +109,10 @@ async def test_slow_reader_is_dropped_as_too_slow_and_others_get_everything(
             message = await fast.recv()
             assert message is not None
             assert message["message"].startswith(f"{i}:")
+        # The measured latency of the fast subscriber, on the virtual clock (which only
+        # moves when every task waits): zero. A design that made deliveries wait behind
+        # the stuck socket would show the slow client's write timeout (2 s) here.
+        assert trio.current_time() - published_at == 0
         await trio.testing.wait_all_tasks_blocked()
         assert server.metrics.value("disconnected_slow_clients_total") == 1
         sessions = server.hub.recipients("room")[identifier]
