@@ -1,13 +1,15 @@
 // Drives the REAL @anycable/web client (createCable from @anycable/web, on @anycable/core) from
-// Node, over the `ws` package, with the extended protocol `actioncable-v1-ext-json`, and reports
-// what it observes as JSON lines. Used by test_anycable_reliable.py.
+// Node, over the `ws` package, with the extended protocol `actioncable-v1-ext-json` (or the plain
+// `actioncable-v1-json`: scenario "protocol"), and reports what it observes as JSON lines. Used by
+// test_anycable_reliable.py and test_anycable_plain_protocol.py.
 //
 // Usage:  node anycable_client.mjs '<scenario JSON>'      (or the scenario on stdin if no argument)
 //
 // Scenario (all keys but `url` optional):
 //   {
 //     "url": "ws://127.0.0.1:PORT/cable",          // absolute ws:// URL
-//     "protocol": "actioncable-v1-ext-json",       // createCable's `protocol` option
+//     "protocol": "actioncable-v1-ext-json",       // createCable's `protocol` option (default;
+//                                                  //   "actioncable-v1-json" = plain protocol)
 //     "token": "<JWT>",                            // createCable's `auth: {token}` (adds ?jid=)
 //     "streams": [                                 // subscribed in order, right after start:
 //       {"name": "chat", "stream": "chat"},        //   cable.streamFrom("chat")

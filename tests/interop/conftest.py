@@ -972,11 +972,16 @@ def tcp_proxy(request: pytest.FixtureRequest) -> Iterator[Callable[[int], TcpPro
 
 
 # --------------------------------------------------------------------------------------------
-# Headless Chromium (test_browser.py): Debian's chromium driven by playwright-core
+# Headless Chromium (test_browser.py, test_browser_anycable.py): Debian's chromium driven by playwright-core
 # --------------------------------------------------------------------------------------------
 
 BROWSER_DRIVER = INTEROP_DIR / "browser_driver.mjs"
-BROWSER_PACKAGES = ("playwright-core", "@hotwired/turbo", "@hotwired/turbo-rails")
+BROWSER_PACKAGES = (
+    "playwright-core",
+    "@hotwired/turbo",
+    "@hotwired/turbo-rails",
+    "@anycable/turbo-stream",
+)
 # The browser binary: Debian's package (`apt-get install chromium`), never a downloaded one.
 CHROMIUM_ENV = "CABLEWAY_CHROMIUM"
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
@@ -1147,7 +1152,17 @@ def screenshot_path(request: pytest.FixtureRequest) -> Path:
 
 
 # Packages a static site may serve from node_modules (under /node_modules/<package>/...).
-SITE_PACKAGES = ("@hotwired/turbo", "@hotwired/turbo-rails", "@rails/actioncable")
+SITE_PACKAGES = (
+    "@hotwired/turbo",
+    "@hotwired/turbo-rails",
+    "@rails/actioncable",
+    # @anycable/turbo-stream's page (test_browser_anycable.py); nanoevents is @anycable/core's
+    # one dependency
+    "@anycable/turbo-stream",
+    "@anycable/web",
+    "@anycable/core",
+    "nanoevents",
+)
 
 
 class StaticSite:
