@@ -281,7 +281,14 @@ async def _broadcast(server: Server, conn: _Conn, request: Request) -> None:
     length = request.headers.get("content-length")
     limit = server.max_broadcast_body
     too_big = length is not None and length.isdigit() and int(length) > limit
-    body = None if too_big else await _drain_body(conn, limit)
+    body = None
+    if not too_big:
+        # the body has the same deadline as the head: a trickled body is cut (408)
+        with trio.move_on_after(server.handshake_timeout) as body_scope:
+            body = await _drain_body(conn, limit)
+        if body_scope.cancelled_caught:
+            await conn.respond(408, b"Request Timeout", close=True)
+            return
     if body is None:
         # refused before buffering it; read and drop a bounded amount of what the
         # client is still sending so that it gets to read the 413 instead of a reset

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import errno
 import gc
+import heapq
+import itertools
 import logging
+import math
 import random
 import secrets
 import signal
@@ -76,6 +79,11 @@ class Server:
         )
         self.auth_policy = AuthPolicy(jwt_secret=config.jwt_secret, enforce_jwt=config.enforce_jwt)
         self.hub: Hub[Session] = Hub()
+        # one timer task for every session's pings and deadlines: a heap of
+        # (deadline, sequence, session), entries made stale by later changes are harmless
+        self._timers: list[tuple[float, int, Session]] = []
+        self._timer_seq = itertools.count()
+        self._timers_changed = trio.Event()
         self.sessions: set[Session] = set()
         self.broker: MemoryBroker | None = None
         if config.broker == "memory":
@@ -147,6 +155,31 @@ class Server:
     def _metrics_apart(self) -> bool:
         port = self.config.metrics_port
         return bool(self.config.metrics_http) and port not in (0, self.config.port)
+
+    def schedule(self, session: Session) -> None:
+        """Make sure the timer task wakes ``session`` at its next deadline."""
+        deadline = session.core.next_deadline()
+        if deadline is None or deadline >= session.scheduled_at:
+            return
+        session.scheduled_at = deadline
+        heapq.heappush(self._timers, (deadline, next(self._timer_seq), session))
+        if self._timers[0][2] is session:
+            self._timers_changed.set()  # an earlier wake-up than the task sleeps for
+
+    async def _run_timers(self) -> None:
+        timers = self._timers
+        while True:
+            with trio.move_on_at(timers[0][0] if timers else math.inf):
+                await self._timers_changed.wait()
+            if self._timers_changed.is_set():
+                self._timers_changed = trio.Event()
+            now = trio.current_time()
+            unix_time = time.time()
+            while timers and timers[0][0] <= now:
+                _, _, session = heapq.heappop(timers)
+                session.scheduled_at = math.inf
+                session.on_timer(now, unix_time)  # re-schedules the next deadline
+            await trio.lowlevel.checkpoint()
 
     def serves(self, role: str, what: str) -> bool:
         """Whether a listener of ``role`` serves ``what`` (``broadcast`` or ``metrics``).
@@ -345,6 +378,7 @@ class Server:
                         accepting.start_soon(self._watch_signals)
                     if self.broker is not None:
                         accepting.start_soon(self._sweep, self.broker)
+                    accepting.start_soon(self._run_timers)
                     if config.metrics_log:
                         accepting.start_soon(self._log_metrics)
                     for adapter in (self.subscriber, self.publisher, self.consumer):

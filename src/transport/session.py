@@ -70,6 +70,8 @@ class Session:
         self._wake: trio.CancelScope | None = None
         self._closing = False
         self._writing = False
+        #: the earliest deadline this session has in the server's timer heap
+        self.scheduled_at = math.inf
         self._done = trio.Event()
         # the socket's descriptor for direct writes (-1: go through the writer task)
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
@@ -215,9 +217,10 @@ class Session:
         self.apply()
         self._on_start()
         while not self._closing:
-            deadline = self.core.next_deadline()
             data: bytes | None = b""
-            with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as wake:
+            # timers (pings, pong and hold deadlines) are fired by the server's shared
+            # timer task; this scope is only woken to close
+            with trio.CancelScope() as wake:
                 self._wake = wake
                 if self._pending_close is not None:
                     wake.cancel()
@@ -232,9 +235,7 @@ class Session:
                     self.core.disconnect(
                         reason, reconnect=reconnect, code=code, close_reason=close_reason
                     )
-                else:
-                    self.core.handle_timer(trio.current_time(), unix_time=time.time())
-                self.apply()
+                    self.apply()
                 continue
             if not data:
                 return  # EOF or reset: the peer vanished
@@ -242,8 +243,26 @@ class Session:
             self._on_data(data)
         await self._after_close()
 
+    def on_timer(self, now: float, unix_time: float) -> None:
+        """Fire the core's due timers (called by the server's timer task)."""
+        if self._closing:
+            return
+        self.core.handle_timer(now, unix_time=unix_time)
+        self.apply()
+        if self.closing and self._wake is not None:
+            self._wake.cancel()  # e.g. no_pong: let the reader finish the close
+
+    @property
+    def closing(self) -> bool:
+        """Whether the session stopped taking input (it is closing or closed)."""
+        return self._closing
+
     def apply(self) -> None:
         """Carry out what the core asked for, until it asks for nothing more."""
+        self._apply()
+        self.server.schedule(self)
+
+    def _apply(self) -> None:
         server = self.server
         while events := self.core.events():
             overflow = False

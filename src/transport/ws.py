@@ -89,8 +89,16 @@ class WebSocketSession(Session):
                     self.core.receive_message(message, now=trio.current_time())
                 self.apply()
             elif isinstance(event, Ping):
-                if self.ws.state is ConnectionState.OPEN:
-                    self.outbox.push_control(self.ws.send(event.response()))
+                # pongs count against the outbox bound like everything else: a client
+                # flooding pings while reading nothing is a slow client
+                if self.ws.state is ConnectionState.OPEN and not self.outbox.push(
+                    self.ws.send(event.response())
+                ):
+                    self.outbox.clear()
+                    self.server.metrics.inc("disconnected_slow_clients_total")
+                    self.core.disconnect("too_slow", reconnect=True)
+                    self.apply()
+                    return
             elif isinstance(event, Pong):
                 self.core.note_activity()
             elif isinstance(event, WsClose):

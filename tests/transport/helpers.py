@@ -89,7 +89,7 @@ async def connect(
     """Open a served connection; returns the client and the server-side stream."""
     pair = trio.testing.lockstep_stream_pair() if lockstep else trio.testing.memory_stream_pair()
     client_end, server_end = pair
-    nursery.start_soon(handle_connection, server, server_end, True)
+    nursery.start_soon(lambda: handle_connection(server, server_end, main=True))
     return Client(client_end), server_end
 
 
