@@ -1262,6 +1262,15 @@ def load_config(
     return load_config_with_warnings(argv, env, file_values=file_values, file_name=file_name)[0]
 
 
+#: the HMAC secret options (with their old names): a value under 32 bytes warns (security J11)
+_HMAC_SECRETS = (
+    ("secret",),
+    ("jwt_secret", "jwt_id_key"),
+    ("streams_secret",),
+    ("turbo_streams_secret", "turbo_rails_key"),
+)
+
+
 def load_config_with_warnings(
     argv: Sequence[str],
     env: Mapping[str, str],
@@ -1297,6 +1306,14 @@ def load_config_with_warnings(
     turbo_given, turbo_secret = get.secret("turbo_streams_secret", "turbo_rails_key")
     if not turbo_given:
         turbo_secret = streams_secret
+    for names in _HMAC_SECRETS:
+        raw = get.pick(*names)
+        if raw is not None and raw.value not in ("", "none") and len(raw.value.encode()) < 32:
+            # the label only (how the user spelled the option), never the value
+            warnings.append(
+                f"{raw.label} is shorter than 32 bytes: an HMAC secret this short can be "
+                "guessed offline from one signed token; use at least 32 random bytes"
+            )
 
     cleartext = get.boolean("turbo_rails_cleartext")
     turbo_streams = get.boolean("turbo_streams") or "turbo_rails_key" in values or cleartext
@@ -1320,13 +1337,13 @@ def load_config_with_warnings(
     adapters_raw = get.pick("broadcast_adapter")
     adapters: tuple[str, ...] = ("http",)
     if adapters_raw is not None:
-        names = [name.lower() for name in _split_list(adapters_raw.value)]
-        for name in names:
+        adapter_names = [name.lower() for name in _split_list(adapters_raw.value)]
+        for name in adapter_names:
             if name not in _ADAPTERS:
                 get.fail(adapters_raw, f"unknown broadcast adapter {name!r}")
-        if not names:
+        if not adapter_names:
             get.fail(adapters_raw, "must name at least one adapter")
-        adapters = tuple(dict.fromkeys(names))
+        adapters = tuple(dict.fromkeys(adapter_names))
 
     key_given, broadcast_key = get.secret("broadcast_key")
     if not key_given and secret is not None:

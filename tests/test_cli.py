@@ -594,7 +594,7 @@ def test_print_config_prints_toml_with_secrets_redacted_and_exits_0(
 def test_print_config_shows_warnings_on_stderr(
     fake_server: list[Config], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["--print-config", "--jwt_id_key=k"], env={}) == 0
+    assert main(["--print-config", "--jwt_id_key=" + "k" * 32], env={}) == 0
     captured = capsys.readouterr()
     assert captured.err == "cableway: warning: --jwt_id_key is deprecated, use --jwt_secret\n"
     assert tomllib.loads(captured.out)["jwt_secret"] == "[REDACTED]"

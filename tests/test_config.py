@@ -929,9 +929,9 @@ def test_bad_file_values_name_the_key_and_the_file(
 
 def test_deprecated_key_in_the_file_warns_with_the_file_spelling() -> None:
     config, warnings = load_config_with_warnings(
-        [], {}, file_values={"jwt_id_key": "k"}, file_name="anycable.toml"
+        [], {}, file_values={"jwt_id_key": "k" * 32}, file_name="anycable.toml"
     )
-    assert config.jwt_secret == "k"
+    assert config.jwt_secret == "k" * 32
     assert warnings == ("jwt_id_key in anycable.toml is deprecated, use jwt_secret",)
 
 
@@ -1115,3 +1115,45 @@ def test_redis_password_is_redacted() -> None:
     assert "hunter2" not in repr(config)
     assert cli("--redis_url=redis://:pw@h").redacted()["redis_url"] == "redis://:[REDACTED]@h"
     assert "hunter2" not in config_toml(config)
+
+
+LONG_ENOUGH = "0123456789abcdef" * 2  # 32 bytes
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "label"),
+    [
+        (["--secret=short-Secret-Value"], {}, "--secret"),
+        (["--jwt_secret=short-Secret-Value"], {}, "--jwt_secret"),
+        ([], {"ANYCABLE_JWT_ID_KEY": "short-Secret-Value"}, "ANYCABLE_JWT_ID_KEY"),
+        (["--streams_secret=short-Secret-Value"], {}, "--streams_secret"),
+        (
+            [],
+            {"ANYCABLE_TURBO_STREAMS_SECRET": "short-Secret-Value"},
+            "ANYCABLE_TURBO_STREAMS_SECRET",
+        ),
+        (["--turbo_rails_key=short-Secret-Value"], {}, "--turbo_rails_key"),
+        # 31 bytes of UTF-8 (the bound is in bytes, not characters)
+        (["--secret=" + "\u00e9" * 15 + "x"], {}, "--secret"),
+    ],
+)
+def test_J11_a_secret_shorter_than_32_bytes_warns_without_showing_it(
+    argv: list[str], env: dict[str, str], label: str
+) -> None:
+    _, warnings = load_config_with_warnings(argv, env)
+    short = [w for w in warnings if "shorter than 32 bytes" in w]
+    assert len(short) == 1
+    assert short[0].startswith(f"{label} is shorter than 32 bytes")
+    secret = argv[0].split("=", 1)[1] if argv else next(iter(env.values()))
+    for warning in warnings:
+        assert secret not in warning
+        assert "short-Secret" not in warning
+
+
+def test_J11_secrets_of_32_bytes_or_more_and_unset_secrets_do_not_warn() -> None:
+    _, warnings = load_config_with_warnings(
+        [f"--secret={LONG_ENOUGH}", f"--jwt_secret={LONG_ENOUGH}x", "--streams_secret=none"],
+        {"ANYCABLE_TURBO_STREAMS_SECRET": ""},
+    )
+    assert warnings == ()
+    assert load_config_with_warnings([], {})[1] == ()
