@@ -44,7 +44,6 @@ import json
 import logging
 import random
 import secrets
-import string
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
@@ -56,7 +55,6 @@ from .config import Config
 from .protocol import messages, service
 from .protocol.broadcast import EncodedBroadcast, Publication, RemoteDisconnect, parse_broadcast
 from .protocol.broker import MemoryBroker, PresenceEvent
-from .protocol.channels import StreamPolicy
 from .protocol.connection import CableConnection, SessionSettings
 from .protocol.errors import RemoteProtocolError
 from .protocol.events import (
@@ -75,7 +73,6 @@ from .protocol.events import (
 from .protocol.handshake import (
     EXT_PROTOCOL,
     Accepted,
-    AuthPolicy,
     authenticate,
     find_token,
     parse_query,
@@ -84,7 +81,6 @@ from .protocol.handshake import (
     select_subprotocol,
 )
 from .protocol.hub import Hub
-from .protocol.limits import Limits
 from .protocol.sse import (
     SSE_HEADERS,
     history_from_request,
@@ -495,35 +491,12 @@ class CablewayApp:
 
     def __init__(self, config: Config, *, http_broadcast: bool | None = None) -> None:
         self.config = config
-        self.limits = Limits(
-            max_message_size=config.max_message_size,
-            max_identifier_size=config.max_identifier_size,
-            max_subscriptions=config.max_subscriptions,
-            commands_rate=config.commands_rate,
-            commands_burst=config.commands_burst,
-        )
-        self.stream_policy = StreamPolicy(
-            streams_secret=config.streams_secret,
-            turbo_streams=config.turbo_streams,
-            turbo_secret=config.turbo_streams_secret,
-            turbo_cleartext=config.turbo_rails_cleartext,
-            public_streams=config.public_streams,
-            streams_whisper=config.streams_whisper,
-            streams_presence=config.streams_presence,
-        )
-        self.auth_policy = AuthPolicy(jwt_secret=config.jwt_secret, enforce_jwt=config.enforce_jwt)
+        self.limits = config.limits()
+        self.stream_policy = config.stream_policy()
+        self.auth_policy = config.auth_policy()
         self.hub: Hub[_Session] = Hub()
         self.sessions: set[_Session] = set()
-        self.broker: MemoryBroker | None = None
-        if config.broker == "memory":
-            alphabet = string.ascii_letters + string.digits
-            self.broker = MemoryBroker(
-                epoch="".join(secrets.choice(alphabet) for _ in range(4)),
-                history_limit=config.history_limit,
-                history_ttl=config.history_ttl,
-                sessions_ttl=config.sessions_ttl,
-                presence_ttl=config.presence_ttl,
-            )
+        self.broker: MemoryBroker | None = config.new_broker()
         if http_broadcast is None:
             http_broadcast = config.broadcast_key is not None
         self.http_broadcast = http_broadcast and "http" in config.broadcast_adapters

@@ -18,6 +18,8 @@ import decimal
 import json
 import math
 import re
+import secrets
+import string
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -25,6 +27,10 @@ from typing import Literal, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 from .auth.keys import derive_broadcast_key
+from .protocol.broker import MemoryBroker
+from .protocol.channels import StreamPolicy
+from .protocol.handshake import AuthPolicy
+from .protocol.limits import Limits
 
 __all__ = [
     "DEFAULT_CONFIG_PATHS",
@@ -144,6 +150,47 @@ class Config:
     metrics_tags: tuple[tuple[str, str], ...] = ()
     # The live demo page (a Cableway option, not an AnyCable one).
     demo: bool = False
+
+    # -- the core's settings, derived once for every driver (trio server, ASGI app) --
+
+    def limits(self) -> Limits:
+        """The per-session bounds of the sans-IO core."""
+        return Limits(
+            max_message_size=self.max_message_size,
+            max_identifier_size=self.max_identifier_size,
+            max_subscriptions=self.max_subscriptions,
+            commands_rate=self.commands_rate,
+            commands_burst=self.commands_burst,
+        )
+
+    def stream_policy(self) -> StreamPolicy:
+        """Which built-in channels are served, with which secrets."""
+        return StreamPolicy(
+            streams_secret=self.streams_secret,
+            turbo_streams=self.turbo_streams,
+            turbo_secret=self.turbo_streams_secret,
+            turbo_cleartext=self.turbo_rails_cleartext,
+            public_streams=self.public_streams,
+            streams_whisper=self.streams_whisper,
+            streams_presence=self.streams_presence,
+        )
+
+    def auth_policy(self) -> AuthPolicy:
+        """How connections are identified."""
+        return AuthPolicy(jwt_secret=self.jwt_secret, enforce_jwt=self.enforce_jwt)
+
+    def new_broker(self) -> MemoryBroker | None:
+        """A fresh in-memory broker with a random epoch, or ``None`` for ``--broker=none``."""
+        if self.broker != "memory":
+            return None
+        alphabet = string.ascii_letters + string.digits
+        return MemoryBroker(
+            epoch="".join(secrets.choice(alphabet) for _ in range(4)),
+            history_limit=self.history_limit,
+            history_ttl=self.history_ttl,
+            sessions_ttl=self.sessions_ttl,
+            presence_ttl=self.presence_ttl,
+        )
 
     def redacted(self) -> dict[str, object]:
         """All fields, with every set secret replaced by ``"[REDACTED]"`` (safe to log).

@@ -9,9 +9,7 @@ import itertools
 import logging
 import math
 import random
-import secrets
 import signal
-import string
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -22,12 +20,9 @@ from ..metrics import Metrics
 from ..protocol import service
 from ..protocol.broadcast import EncodedBroadcast, Publication, RemoteDisconnect
 from ..protocol.broker import MemoryBroker, PresenceEvent
-from ..protocol.channels import StreamPolicy
 from ..protocol.connection import CableConnection, SessionSettings
 from ..protocol.events import HistoryRequest, PresenceRequest
-from ..protocol.handshake import AuthPolicy
 from ..protocol.hub import Hub
-from ..protocol.limits import Limits
 from .http import handle_connection
 from .redis import parse_redis_url
 from .scaleout import (
@@ -61,23 +56,9 @@ class Server:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.limits = Limits(
-            max_message_size=config.max_message_size,
-            max_identifier_size=config.max_identifier_size,
-            max_subscriptions=config.max_subscriptions,
-            commands_rate=config.commands_rate,
-            commands_burst=config.commands_burst,
-        )
-        self.stream_policy = StreamPolicy(
-            streams_secret=config.streams_secret,
-            turbo_streams=config.turbo_streams,
-            turbo_secret=config.turbo_streams_secret,
-            turbo_cleartext=config.turbo_rails_cleartext,
-            public_streams=config.public_streams,
-            streams_whisper=config.streams_whisper,
-            streams_presence=config.streams_presence,
-        )
-        self.auth_policy = AuthPolicy(jwt_secret=config.jwt_secret, enforce_jwt=config.enforce_jwt)
+        self.limits = config.limits()
+        self.stream_policy = config.stream_policy()
+        self.auth_policy = config.auth_policy()
         self.hub: Hub[Session] = Hub()
         # one timer task for every session's pings and deadlines: a heap of
         # (deadline, sequence, session), entries made stale by later changes are harmless
@@ -85,16 +66,7 @@ class Server:
         self._timer_seq = itertools.count()
         self._timers_changed = trio.Event()
         self.sessions: set[Session] = set()
-        self.broker: MemoryBroker | None = None
-        if config.broker == "memory":
-            alphabet = string.ascii_letters + string.digits
-            self.broker = MemoryBroker(
-                epoch="".join(secrets.choice(alphabet) for _ in range(4)),
-                history_limit=config.history_limit,
-                history_ttl=config.history_ttl,
-                sessions_ttl=config.sessions_ttl,
-                presence_ttl=config.presence_ttl,
-            )
+        self.broker: MemoryBroker | None = config.new_broker()
         # scale-out on Redis (spec §11.4-11.7)
         self.publisher: Publisher | None = None
         self.subscriber: Subscriber | None = None

@@ -11,7 +11,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -33,6 +33,7 @@ class RedisProcess:
         self.directory = directory
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self._drain = threading.Thread()
 
     @property
     def url(self) -> str:
@@ -54,29 +55,33 @@ class RedisProcess:
                 "--dir",
                 self.directory,
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
-        # bounded polling: wait for the external process to accept connections
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.02)
+        # redis-server says when it accepts connections: wait for that line (bounded),
+        # and keep draining its output so that the pipe never fills up
+        ready = threading.Event()
+        process = self.process
+
+        def drain() -> None:
+            assert process.stdout is not None
+            with process.stdout:  # closed when redis-server exits
+                for line in process.stdout:
+                    if b"Ready to accept connections" in line:
+                        ready.set()
+
+        self._drain = threading.Thread(target=drain, daemon=True)
+        self._drain.start()
+        if not ready.wait(timeout=10):
+            self.kill()
+            raise RuntimeError(f"redis-server did not start on port {self.port}")
 
     def kill(self) -> None:
         process, self.process = self.process, None
         if process is not None:
             process.kill()
             process.wait(timeout=10)
+            self._drain.join(timeout=10)
 
 
 @pytest.fixture
