@@ -490,6 +490,24 @@ class CablewayApp:
     """
 
     def __init__(self, config: Config, *, http_broadcast: bool | None = None) -> None:
+        redis = [
+            name
+            for name, used in [
+                ("--broker=redis", config.broker == "redis"),
+                ("--pubsub=redis", config.pubsub == "redis"),
+                (
+                    "the redis/redisx broadcast adapters",
+                    bool({"redis", "redisx"} & set(config.broadcast_adapters)),
+                ),
+            ]
+            if used
+        ]
+        if redis:
+            # no Redis client on asyncio here: refuse rather than silently serve one process
+            raise ValueError(
+                f"{', '.join(redis)}: Redis is served by the standalone server "
+                "(cableway serve); the ASGI app keeps history in memory"
+            )
         self.config = config
         self.limits = config.limits()
         self.stream_policy = config.stream_policy()

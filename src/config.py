@@ -180,7 +180,8 @@ class Config:
         return AuthPolicy(jwt_secret=self.jwt_secret, enforce_jwt=self.enforce_jwt)
 
     def new_broker(self) -> MemoryBroker | None:
-        """A fresh in-memory broker with a random epoch, or ``None`` for ``--broker=none``."""
+        """A fresh in-memory broker with a random epoch; ``None`` unless ``--broker=memory``
+        (``redis`` is built by the server around its Redis connection)."""
         if self.broker != "memory":
             return None
         alphabet = string.ascii_letters + string.digits
@@ -511,8 +512,9 @@ OPTIONS: tuple[Option, ...] = (
         "broker",
         "str",
         "memory",
-        "memory: stream history, session restore and presence kept in this process; none: "
-        "no history (AnyCable's default is none)",
+        "memory: stream history, session restore and presence kept in this process; redis: "
+        "kept in Redis (--redis_url), shared by every node; none: no history (AnyCable's "
+        "default is none)",
         BROKER,
     ),
     _option(
@@ -793,7 +795,7 @@ def _no_nats(value: str) -> bool:
 
 
 def _no_unbuilt_broker(value: str) -> bool:
-    return value.strip().lower() not in {"redis", "nats"}
+    return value.strip().lower() != "nats"
 
 
 def _only_built_presets(value: str) -> bool:
@@ -826,10 +828,10 @@ REFUSED: dict[str, Refusal] = {
     ),
     "broker": Refusal(
         "str",
-        f"the redis and nats brokers are {NOT_YET}; use --broker=memory (history in this "
-        "process) or --broker=none",
+        f"the nats broker is {NOT_YET}; use --broker=memory (history in this "
+        "process), redis (history shared by nodes) or none",
         _no_unbuilt_broker,
-        "`memory`, `none`",
+        "`memory`, `redis`, `none`",
         default="memory",
     ),
     "pubsub": Refusal(
@@ -902,7 +904,7 @@ _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _ADAPTERS = ("http", "redis", "redisx", "nats")
 _LOG_LEVELS = ("debug", "info", "warn", "error")
 _PRECISIONS = ("s", "ms", "ns")
-_BROKERS = ("memory", "none")
+_BROKERS = ("memory", "redis", "none")
 _PUBSUBS = ("none", "redis")
 _PRESETS = ("broker", "none")
 _LOG_FORMATS = ("text", "json")

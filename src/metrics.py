@@ -98,6 +98,21 @@ DEFINITIONS: tuple[Metric, ...] = (
     Metric("sse_clients_num", "gauge", "The number of active SSE clients"),
 )
 
+#: Registered only by nodes that use Redis (adapters, --pubsub=redis, --broker=redis).
+REDIS_DEFINITIONS: tuple[Metric, ...] = (
+    Metric("redis_up", "gauge", "1 when every Redis connection of this node is up, else 0"),
+    Metric(
+        "redis_pending_commands",
+        "gauge",
+        "Commands queued for Redis (publications, broker writes) and not yet sent",
+    ),
+    Metric(
+        "redis_dropped_commands",
+        "gauge",
+        "Commands dropped since start because the Redis queue was full during an outage",
+    ),
+)
+
 
 def _number(value: Number) -> str:
     if isinstance(value, float):

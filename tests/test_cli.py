@@ -26,7 +26,7 @@ END = "<!-- END GENERATED OPTIONS -->\n"
 # A value each refused option rejects.
 REFUSED_VALUES = {
     "broadcast_adapter": "nats",
-    "broker": "redis",
+    "broker": "nats",
     "pubsub": "nats",
     "rpc_host": "localhost:50051",
     "norpc": "false",

@@ -400,7 +400,6 @@ def test_norpc_is_accepted() -> None:
 REFUSED_CASES = [
     (["--broadcast_adapter=http,nats"], "--broadcast_adapter"),
     (["--broadcast_adapter", "nats"], "--broadcast_adapter"),
-    (["--broker=redis"], "--broker"),
     (["--broker=nats"], "--broker"),
     (["--broker", "NATS"], "--broker"),
     (["--pubsub=nats"], "--pubsub"),
@@ -433,7 +432,7 @@ def test_every_refusal_is_exercised() -> None:
     ("variable", "value"),
     [
         ("ANYCABLE_BROADCAST_ADAPTER", "http,nats"),
-        ("ANYCABLE_BROKER", "redis"),
+        ("ANYCABLE_BROKER", "nats"),
         ("ANYCABLE_RPC_HOST", "rpc:50051"),
         ("ANYCABLE_PRESETS", "fly"),
     ],
@@ -463,13 +462,18 @@ def test_refusal_with_an_invalid_value_is_a_value_error() -> None:
         cli("--norpc=x")
 
 
-def test_broker_redis_is_refused_naming_the_option() -> None:
+def test_broker_nats_is_refused_naming_the_option() -> None:
     with pytest.raises(ConfigError) as info:
-        cli("--broker=redis")
+        cli("--broker=nats")
     message = str(info.value)
-    assert message.startswith("--broker=redis: ")
+    assert message.startswith("--broker=nats: ")
     assert "not supported yet by Cableway" in message
     assert "--broker=memory" in message
+
+
+def test_broker_redis_is_accepted() -> None:
+    assert cli("--broker=redis").broker == "redis"
+    assert from_env(ANYCABLE_BROKER="redis").broker == "redis"
 
 
 def test_no_refusal_for_accepted_options() -> None:
@@ -915,7 +919,7 @@ def test_file_values_of_every_kind() -> None:
         ({"host": {"a": 1}}, "host in anycable.toml: expected a value, not a table"),
         ({"ping_interval": float("inf")}, "ping_interval in anycable.toml: expected a finite"),
         ({"path": ["/a,/b"]}, "path in anycable.toml: list items must not contain commas"),
-        ({"broker": "redis"}, "broker = 'redis' in anycable.toml: the redis and nats brokers"),
+        ({"broker": "nats"}, "broker = 'nats' in anycable.toml: the nats broker"),
         ({"secret": REDACTED}, "the placeholder --print-config shows"),
     ],
 )

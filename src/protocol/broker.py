@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -26,6 +26,8 @@ __all__ = [
     "MemoryBroker",
     "PresenceEvent",
     "SessionSnapshot",
+    "entries_after",
+    "entries_since",
 ]
 
 
@@ -96,6 +98,34 @@ class _Member:
     sessions: set[str] = field(default_factory=set)
 
 
+def entries_after(
+    entries: Sequence[HistoryEntry], last_offset: int, offset: int
+) -> list[HistoryEntry]:
+    """The retained ``entries`` (oldest first, expired ones already dropped) strictly
+    after ``offset``, for a stream whose latest offset is ``last_offset``.
+
+    Every broker (in memory, Redis) applies these rules to what it retained.
+
+    Raises:
+        HistoryError: nothing retained, ``offset`` older than the oldest retained
+            message (something the client missed is gone) or newer than the latest.
+    """
+    if not entries:
+        raise HistoryError("no history retained")
+    if offset + 1 < entries[0].offset:
+        # a message the client has not seen was evicted. (AnyCable also refuses
+        # offset == oldest - 1, although nothing the client missed is gone; we serve it.)
+        raise HistoryError("requested offset was evicted")
+    if offset > last_offset:
+        raise HistoryError("requested offset is in the future")
+    return [e for e in entries if e.offset > offset]
+
+
+def entries_since(entries: Iterable[HistoryEntry], since: float) -> list[HistoryEntry]:
+    """The retained ``entries`` published at or after ``since`` (whole seconds)."""
+    return [e for e in entries if math.floor(e.published_at) >= since]
+
+
 class MemoryBroker:
     """History, sessions and presence for one process.
 
@@ -149,8 +179,7 @@ class MemoryBroker:
         """Messages with an offset strictly greater than ``offset``.
 
         Raises:
-            HistoryError: unknown epoch or stream, nothing retained, ``offset`` older
-                than the oldest retained message or newer than the latest.
+            HistoryError: see :func:`entries_after`.
         """
         if epoch != self.epoch:
             raise HistoryError("epoch mismatch")
@@ -158,16 +187,7 @@ class MemoryBroker:
         if state is None:
             raise HistoryError("unknown stream")
         self._evict(state, now)
-        if not state.entries:
-            raise HistoryError("no history retained")
-        if offset + 1 < state.entries[0].offset:
-            # a message the client has not seen was evicted. (AnyCable also refuses
-            # offset == oldest - 1, although nothing the client missed is gone; we
-            # serve it.)
-            raise HistoryError("requested offset was evicted")
-        if offset > state.last_offset:
-            raise HistoryError("requested offset is in the future")
-        return [e for e in state.entries if e.offset > offset]
+        return entries_after(state.entries, state.last_offset, offset)
 
     def history_since(self, stream: str, since: float, *, now: float) -> list[HistoryEntry]:
         """Retained messages published at or after ``since`` (whole seconds)."""
@@ -175,7 +195,7 @@ class MemoryBroker:
         if state is None:
             return []
         self._evict(state, now)
-        return [e for e in state.entries if math.floor(e.published_at) >= since]
+        return entries_since(state.entries, since)
 
     def fetch_history(
         self, queries: Iterable[HistoryQuery], *, now: float

@@ -137,11 +137,13 @@ class CableConnection:
         #: identifier -> (presence id, stream) this session joined with
         self.presence: dict[str, tuple[str, str]] = {}
         self._features: dict[str, Subscription] = {}
-        #: restored identifiers whose live messages the driver holds back until their
-        #: history was replayed (so the client sees every message once, in order)
+        #: identifiers (restored, or waiting for a history answer) whose live messages
+        #: the driver holds back until their history was replayed (so the client sees
+        #: every message once, in order)
         self.held: set[str] = set()
         self._hold_deadline: float | None = None
         self._pending_history: set[str] = set()
+        self._now = now  # the driver's clock at the last call that passed it
         self._events: list[Event] = []
         interval = settings.ping_interval
         self._next_ping: float | None = (
@@ -162,10 +164,14 @@ class CableConnection:
         """When :meth:`handle_timer` must next be called; ``None`` for never."""
         if self.state is SessionState.CLOSED:
             return None
-        deadlines = [
-            d for d in (self._next_ping, self._pong_deadline, self._hold_deadline) if d is not None
-        ]
-        return min(deadlines) if deadlines else None
+        # no intermediate list: this runs after every timer of every session
+        best = self._next_ping
+        pong, hold = self._pong_deadline, self._hold_deadline
+        if pong is not None and (best is None or pong < best):
+            best = pong
+        if hold is not None and (best is None or hold < best):
+            best = hold
+        return best
 
     def accept(self, identifiers: str) -> None:
         """Authentication succeeded: remember ``identifiers`` and send ``welcome``."""
@@ -187,6 +193,7 @@ class CableConnection:
         self._require(SessionState.NEW, "restore")
         self.identifiers = snapshot.identifiers
         self.state = SessionState.OPEN
+        self._now = now
         restored: list[str] = []
         for identifier, _stream in snapshot.subscriptions:
             found = resolve_subscription(identifier, self.settings.policy)
@@ -241,6 +248,7 @@ class CableConnection:
             return
         if command is not None:
             self._pong_deadline = None  # any decoded command shows the client is alive
+            self._now = now
             self._dispatch(command)
 
     def note_activity(self) -> None:
@@ -265,6 +273,7 @@ class CableConnection:
         """Fire whatever is due at ``now``; ``unix_time`` stamps the ping."""
         if self.state is not SessionState.OPEN:
             return
+        self._now = now
         if self._hold_deadline is not None and now >= self._hold_deadline:
             self._release_all()
         if self._pong_deadline is not None and now >= self._pong_deadline:
@@ -272,18 +281,47 @@ class CableConnection:
             return
         if self._next_ping is None or now < self._next_ping:
             return
-        stamp = int(unix_time * _PRECISION.get(self.settings.ping_precision, 1))
-        self._send(messages.ping(stamp))
+        self._send(self._ping(now, unix_time))
         if self.settings.native_pings:
             self._events.append(NativePing())
-        interval = self.settings.ping_interval
+
+    def take_ping(self, now: float, *, unix_time: float) -> str | None:
+        """The fast path of :meth:`handle_timer` when a plain ping is all that is due.
+
+        When the session is open, nothing is pending in :meth:`events`, no hold or pong
+        deadline has passed and native pings are off, this does what
+        :meth:`handle_timer` would (advance the ping schedule, arm the pong deadline)
+        but returns the ping message instead of queueing a :class:`SendMessage`: a
+        driver waking many sessions at once can then send the same bytes to all of them
+        (the text only depends on ``unix_time`` and the precision). Otherwise it does
+        nothing and returns ``None``: call :meth:`handle_timer`.
+        """
+        if self.state is not SessionState.OPEN or self._events or self.settings.native_pings:
+            return None
+        next_ping = self._next_ping
+        if next_ping is None or now < next_ping:
+            return None
+        hold, pong = self._hold_deadline, self._pong_deadline
+        if (hold is not None and now >= hold) or (pong is not None and now >= pong):
+            return None
+        self._now = now
+        return self._ping(now, unix_time)
+
+    def _ping(self, now: float, unix_time: float) -> str:
+        """The ping message due at ``now``; advances the schedule, arms the pong deadline."""
+        assert self._next_ping is not None
+        settings = self.settings
+        stamp = int(unix_time * _PRECISION.get(settings.ping_precision, 1))
+        text = messages.ping(stamp)
+        interval = settings.ping_interval
         self._next_ping += interval
         if self._next_ping <= now:
             self._next_ping = now + interval
-        timeout = self.settings.pong_timeout
-        tracked = self.settings.extended or self.settings.native_pings
+        timeout = settings.pong_timeout
+        tracked = settings.extended or settings.native_pings
         if tracked and timeout > 0 and self._pong_deadline is None:
             self._pong_deadline = now + timeout
+        return text
 
     def history_result(
         self, identifier: str, entries: Iterable[HistoryEntry] | None, *, epoch: str = ""
@@ -443,6 +481,11 @@ class CableConnection:
             self._release(identifier, None)
             return
         self._pending_history.add(identifier)
+        # a broker may answer later (Redis): until it does, live messages of this
+        # subscription are held, then released without those the history replayed
+        self.held.add(identifier)
+        if self._hold_deadline is None:
+            self._hold_deadline = self._now + HOLD_SECONDS
         self._events.append(HistoryRequest(identifier, (query,)))
 
     def _whisper(self, identifier: str, data: object) -> None:

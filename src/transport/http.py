@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import secrets
 import time
@@ -51,6 +52,12 @@ VERSION_HEADER = (b"x-anycable-version", f"cableway-{__version__}".encode())
 HEALTH_BODY = b"Ah, ha, ha, ha, stayin' alive, stayin' alive."
 _READ_SIZE = 16384
 _HEAD_END = re.compile(rb"\n\r?\n")
+# h11 events are immutable: the broadcast answer is validated once, not per request
+_CREATED = h11.Response(
+    status_code=201,
+    headers=[(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"0")],
+)
+_END = h11.EndOfMessage()
 
 
 class Request:
@@ -86,20 +93,36 @@ class _Conn:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
         #: the raw bytes read while waiting for a request head (bounded)
         self._head = bytearray()
+        #: one cancel scope for the whole connection: its deadline is set while a head
+        #: (or a broadcast body) is awaited, and lifted while a request is served
+        self.deadline = trio.CancelScope()
+        #: the deadline covers a request body (a timeout then answers 408)
+        self.in_body = False
+        #: answers held back while pipelined requests are already buffered: written
+        #: together, before the connection next waits for the client (or answers
+        #: anything else)
+        self._out = b""
+        #: the method of the request being answered (a HEAD answer has no body)
+        self.method = b""
 
     async def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
         while True:
             event = self.h11.next_event()
             if event is not h11.NEED_DATA:
                 if isinstance(event, h11.Request):
+                    self.method = event.method
                     self._check_head()
                 return event
+            if self._out:
+                await self.flush()
             try:
                 data = bytes(await self.stream.receive_some(_READ_SIZE))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
             if self.h11.their_state is h11.IDLE and len(self._head) <= self.max_head + 4:
                 self._head += data
+                if self._head.startswith(b"HEAD "):
+                    self.method = b"HEAD"  # known even if the head is refused unparsed
             self.h11.receive_data(data)
 
     def next_cycle(self) -> None:
@@ -110,6 +133,7 @@ class _Conn:
         """
         pending = self.h11.trailing_data[0]
         self._head = bytearray(pending[: self.max_head + 4])
+        self.method = b""
         self.h11.start_next_cycle()
 
     def _check_head(self) -> None:
@@ -125,10 +149,25 @@ class _Conn:
         if size > self.max_head:
             raise h11.RemoteProtocolError("request head too large", 431)
 
+    async def flush(self) -> None:
+        """Write the answers held back by :meth:`created`."""
+        if self._out:
+            data, self._out = self._out, b""
+            await self.stream.send_all(data)
+
     async def send(self, event: h11.Event) -> None:
-        data = self.h11.send(event)
+        data = self._out + (self.h11.send(event) or b"")
+        self._out = b""
         if data:
             await self.stream.send_all(data)
+
+    def created(self) -> None:
+        """``201`` with no body, the answer to every accepted broadcast (pre-built).
+
+        Held back until the connection waits for more input, so a pipelined batch of
+        broadcasts is answered with one write.
+        """
+        self._out += (self.h11.send(_CREATED) or b"") + (self.h11.send(_END) or b"")
 
     async def respond(
         self,
@@ -139,13 +178,20 @@ class _Conn:
         headers: list[tuple[bytes, bytes]] | None = None,
         close: bool = False,
     ) -> None:
+        await self.flush()
         hdrs = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
         if close:
             hdrs.append((b"connection", b"close"))
         hdrs.extend(headers or [])
+        if self.method == b"HEAD" and self.h11.their_state is h11.ERROR:
+            # a HEAD head refused before h11 parsed it: h11 would want a body, the
+            # client must not get one (same answer as for the head parsed whole)
+            lines = [b"HTTP/1.1 %d \r\n" % status, *(k + b": " + v + b"\r\n" for k, v in hdrs)]
+            await self.stream.send_all(b"".join(lines) + b"\r\n")
+            return
         # the whole response in one write (one syscall per answer on the broadcast path)
         data = self.h11.send(h11.Response(status_code=status, headers=hdrs)) or b""
-        if body:
+        if body and self.method != b"HEAD":  # same headers, no body (RFC 9110 §9.3.2)
             data += self.h11.send(h11.Data(data=body)) or b""
         data += self.h11.send(h11.EndOfMessage()) or b""
         await self.stream.send_all(data)
@@ -160,58 +206,89 @@ async def handle_connection(
         main: whether this is the main listener (WebSocket, health) rather than the
             separate broadcast listener.
     """
-    config = server.config
-    role = role or ("main" if main else "broadcast")
-    main = role == "main"
+    try:
+        session = await _serve_http(server, stream, role or ("main" if main else "broadcast"))
+        if session is not None:
+            # the HTTP side (h11 state, the request and its headers) is gone by now: an
+            # idle WebSocket keeps only its session
+            server.sessions.add(session)
+            await session.run()
+    finally:
+        # sessions close their stream themselves; closing twice is harmless, and this
+        # also covers a cancellation before a session took the stream over
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await stream.aclose()
+
+
+async def _serve_http(
+    server: Server, stream: trio.abc.Stream, role: str
+) -> WebSocketSession | None:
+    """Serve HTTP requests until the connection closes or upgrades to a WebSocket.
+
+    Returns the upgraded session, not yet running, or ``None``.
+    """
     conn = _Conn(stream, server.max_header_bytes)
     try:
-        while True:
-            with trio.move_on_after(server.handshake_timeout) as head_scope:
-                server.idle_scopes.add(head_scope)
-                try:
-                    event = await conn.next_event()
-                finally:
-                    server.idle_scopes.discard(head_scope)
-            if head_scope.cancelled_caught or not isinstance(event, h11.Request):
-                return
-            request = Request(event)
-            if main and request.path in config.path:
-                await _websocket(server, conn, request)
-                return
-            if request.path == config.http_broadcast_path and server.serves(role, "broadcast"):
-                await _broadcast(server, conn, request)
-            elif main and config.sse and request.path == config.sse_path:
-                await handle_sse(server, conn, request)
-                return
-            elif request.path == config.metrics_http and server.serves(role, "metrics"):
-                await _drain_body(conn, 0)
-                await conn.respond(
-                    200,
-                    server.metrics.render_prometheus(config.metrics_tags).encode(),
-                    content_type=b"text/plain; version=0.0.4; charset=utf-8",
-                )
-            elif main and request.path == config.health_path:
-                await _drain_body(conn, 0)
-                await conn.respond(200, HEALTH_BODY, headers=[VERSION_HEADER])
-            elif main and config.demo and await handle_demo(server, conn, request):
-                pass  # the demo page and its assets (--demo)
-            else:
-                await _drain_body(conn, 0)
-                await conn.respond(404, b"404 page not found")
-            if conn.h11.our_state is h11.MUST_CLOSE or conn.h11.their_state is h11.MUST_CLOSE:
-                return
-            conn.next_cycle()
+        with conn.deadline:
+            session = await _serve_requests(server, conn, role)
+            await conn.flush()  # answers held back behind the last requests
+            return session
+        if conn.in_body:  # the deadline passed while a body trickled in
+            with trio.move_on_after(1):
+                await conn.respond(408, b"Request Timeout", close=True)
     except h11.RemoteProtocolError as exc:
         await _bad_request(conn, exc.error_status_hint)
     except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
         pass
     except h11.LocalProtocolError:
         log.debug("h11 state error; closing connection")
-    finally:
-        # sessions close their stream themselves; closing twice is harmless, and this
-        # also covers a cancellation before a session took the stream over
-        with trio.CancelScope(shield=True), trio.move_on_after(1):
-            await stream.aclose()
+    return None
+
+
+async def _serve_requests(server: Server, conn: _Conn, role: str) -> WebSocketSession | None:
+    config = server.config
+    main = role == "main"
+    timeout = server.handshake_timeout
+    deadline = conn.deadline
+    idle = server.idle_scopes
+    while True:
+        # the whole head must arrive within the deadline; shutdown cancels the
+        # connections that wait for one
+        deadline.deadline = trio.current_time() + timeout
+        idle.add(deadline)
+        try:
+            event = await conn.next_event()
+        finally:
+            idle.discard(deadline)
+        deadline.deadline = math.inf
+        if not isinstance(event, h11.Request):
+            return None
+        request = Request(event)
+        if main and request.path in config.path:
+            return await _websocket(server, conn, request)
+        if request.path == config.http_broadcast_path and server.serves(role, "broadcast"):
+            await _broadcast(server, conn, request)
+        elif main and config.sse and request.path == config.sse_path:
+            await handle_sse(server, conn, request)
+            return None
+        elif request.path == config.metrics_http and server.serves(role, "metrics"):
+            await _drain_body(conn, 0)
+            await conn.respond(
+                200,
+                server.metrics.render_prometheus(config.metrics_tags).encode(),
+                content_type=b"text/plain; version=0.0.4; charset=utf-8",
+            )
+        elif main and request.path == config.health_path:
+            await _drain_body(conn, 0)
+            await conn.respond(200, HEALTH_BODY, headers=[VERSION_HEADER])
+        elif main and config.demo and await handle_demo(server, conn, request):
+            pass  # the demo page and its assets (--demo)
+        else:
+            await _drain_body(conn, 0)
+            await conn.respond(404, b"404 page not found")
+        if conn.h11.our_state is h11.MUST_CLOSE or conn.h11.their_state is h11.MUST_CLOSE:
+            return None
+        conn.next_cycle()
 
 
 async def _bad_request(conn: _Conn, status: int) -> None:
@@ -285,12 +362,13 @@ async def _broadcast(server: Server, conn: _Conn, request: Request) -> None:
     too_big = length is not None and length.isdigit() and int(length) > limit
     body = None
     if not too_big:
-        # the body has the same deadline as the head: a trickled body is cut (408)
-        with trio.move_on_after(server.handshake_timeout) as body_scope:
-            body = await _drain_body(conn, limit)
-        if body_scope.cancelled_caught:
-            await conn.respond(408, b"Request Timeout", close=True)
-            return
+        # the body has the same deadline as the head: a trickled body is cut (408,
+        # answered by the connection's loop once the deadline passed)
+        conn.in_body = True
+        conn.deadline.deadline = trio.current_time() + server.handshake_timeout
+        body = await _drain_body(conn, limit)
+        conn.deadline.deadline = math.inf
+        conn.in_body = False
     if body is None:
         # refused before buffering it; read and drop a bounded amount of what the
         # client is still sending so that it gets to read the 413 instead of a reset
@@ -304,6 +382,8 @@ async def _broadcast(server: Server, conn: _Conn, request: Request) -> None:
         log.warning("invalid broadcast: %s", exc)
         await conn.respond(400, f"Bad Request: {exc}".encode())
         return
+    if server.publisher is not None:
+        await conn.flush()  # the answers before this one must not wait for Redis
     if isinstance(parsed, RemoteDisconnect):
         server.metrics.inc("remote_commands_total")
         accepted = await server.remote_command(parsed)
@@ -315,13 +395,14 @@ async def _broadcast(server: Server, conn: _Conn, request: Request) -> None:
         log.warning("broadcast refused: Redis pub/sub is unavailable")
         await conn.respond(503, b"Service Unavailable: Redis pub/sub is unavailable")
         return
-    await conn.respond(201)
+    conn.created()
 
 
 # -- WebSocket -----------------------------------------------------------------------
 
 
-async def _websocket(server: Server, conn: _Conn, request: Request) -> None:
+async def _websocket(server: Server, conn: _Conn, request: Request) -> WebSocketSession | None:
+    """The WebSocket handshake; the upgraded session (not running yet), or ``None``."""
     config = server.config
     upgrade = request.headers.get("upgrade", "").lower()
     connection_tokens = [t.lower() for t in request.header_list("connection")]
@@ -337,25 +418,25 @@ async def _websocket(server: Server, conn: _Conn, request: Request) -> None:
             400, b"Bad Request", headers=[(b"sec-websocket-version", b"13")], close=True
         )
         await conn.stream.aclose()
-        return
+        return None
     if request.headers.get("sec-websocket-version") != "13":
         await conn.respond(
             426, b"Upgrade Required", headers=[(b"sec-websocket-version", b"13")], close=True
         )
         await conn.stream.aclose()
-        return
+        return None
     origins = [v for k, v in request.raw_headers if k == b"origin"]
     if len(origins) > 1:
         await conn.respond(400, b"Bad Request: several Origin headers", close=True)
         await conn.stream.aclose()
-        return
+        return None
     origin = origins[0].decode("latin-1") if origins else None
     if not origin_allowed(origin, config.allowed_origins):
         # cross-site WebSocket hijacking protection: refuse before upgrading
         log.info("WebSocket refused: origin %r is not allowed", origin)
         await conn.respond(403, b"Forbidden", close=True)
         await conn.stream.aclose()
-        return
+        return None
     offered = request.header_list("sec-websocket-protocol")
     subprotocol = select_subprotocol(offered)
     headers = [
@@ -384,8 +465,8 @@ async def _websocket(server: Server, conn: _Conn, request: Request) -> None:
     # extended sessions come back with their previous sid: no re-authentication
     previous = request.headers.get("x-anycable-restore-sid") or query.get("sid")
     snapshot = None
-    if extended and previous and server.broker is not None:
-        snapshot = server.broker.restore_session(previous, now=time.time())
+    if extended and previous:
+        snapshot = await server.restore_snapshot(previous)
     token = find_token(
         headers=request.headers, query=query, subprotocols=offered, param=config.jwt_param
     )
@@ -404,6 +485,4 @@ async def _websocket(server: Server, conn: _Conn, request: Request) -> None:
         server.metrics.inc("failed_auths_total")
         core.reject(outcome.reason)
         log.info("connection rejected sid=%s reason=%s", sid, outcome.reason)
-    session = WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))
-    server.sessions.add(session)
-    await session.run()
+    return WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))

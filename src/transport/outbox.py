@@ -1,17 +1,21 @@
 """A byte-bounded, non-blocking send queue for one connection.
 
-Broadcasters :meth:`Outbox.push` without awaiting; the connection's writer task takes
-everything pending at once with :meth:`Outbox.take` (one ``send_all`` per wake-up,
-coalescing frames). When the pending bytes would pass ``max_bytes`` the push is
-refused and the owner disconnects the client as ``too_slow`` (AnyCable's
-``ws_max_pending_size``).
+Broadcasters :meth:`Outbox.push` without awaiting; the owner is told through the
+``notify`` callback each time bytes are queued, and takes everything pending at once
+with :meth:`Outbox.take_nowait` (one write per flush, coalescing frames). When the
+pending bytes would pass ``max_bytes`` the push is refused and the owner disconnects the
+client as ``too_slow`` (AnyCable's ``ws_max_pending_size``).
 """
 
 from __future__ import annotations
 
-import trio
+from collections.abc import Callable
 
 __all__ = ["Outbox"]
+
+
+def _ignore() -> None:
+    pass
 
 
 class Outbox:
@@ -19,16 +23,17 @@ class Outbox:
 
     Args:
         max_bytes: bound on pending bytes; ``0`` means unbounded.
+        notify: called after bytes were queued (the owner flushes or starts a writer).
     """
 
-    __slots__ = ("_chunks", "_closed", "_ready", "max_bytes", "size")
+    __slots__ = ("_chunks", "_closed", "_notify", "max_bytes", "size")
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, notify: Callable[[], None] = _ignore) -> None:
         self.max_bytes = max_bytes
         self.size = 0
         self._chunks: list[bytes] = []
-        self._ready = trio.Event()
         self._closed = False
+        self._notify = notify
 
     def push(self, data: bytes) -> bool:
         """Queue ``data``; ``False`` (nothing queued) when over the bound or closed."""
@@ -38,7 +43,7 @@ class Outbox:
             return False
         self._chunks.append(data)
         self.size += len(data)
-        self._ready.set()
+        self._notify()
         return True
 
     def push_control(self, data: bytes) -> None:
@@ -46,7 +51,12 @@ class Outbox:
         if not self._closed:
             self._chunks.append(data)
             self.size += len(data)
-            self._ready.set()
+            self._notify()
+
+    def unshift(self, data: bytes) -> None:
+        """Put back, in front, the part of taken bytes that could not be written."""
+        self._chunks.insert(0, data)
+        self.size += len(data)
 
     def clear(self) -> None:
         """Drop everything pending (frames are whole, so nothing is cut in half)."""
@@ -54,21 +64,18 @@ class Outbox:
         self.size = 0
 
     def close(self) -> None:
-        """Refuse further pushes; the writer still gets what is already queued."""
+        """Refuse further pushes; what is already queued can still be taken."""
         self._closed = True
-        self._ready.set()
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    async def take(self) -> bytes:
-        """Wait for pending bytes and return all of them; ``b""`` once closed and empty."""
-        while not self._chunks:
-            if self._closed:
-                return b""
-            await self._ready.wait()
-            self._ready = trio.Event()
-        data = b"".join(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
+    def take_nowait(self) -> bytes:
+        """Every pending byte at once (``b""`` when nothing is pending)."""
+        chunks = self._chunks
+        if not chunks:
+            return b""
+        data = b"".join(chunks) if len(chunks) > 1 else chunks[0]
         self.clear()
         return data

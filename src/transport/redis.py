@@ -101,7 +101,9 @@ def _bytes(arg: Arg) -> bytes:
         return arg
     if isinstance(arg, int):
         return str(arg).encode()
-    return arg.encode()
+    # a lone surrogate (JSON "\\ud800" escapes reach Python strings) has no UTF-8 form:
+    # stored as its surrogatepass bytes, read back the same way (redis_broker.py)
+    return arg.encode("utf-8", "surrogatepass")
 
 
 def encode_command(*args: Arg) -> bytes:

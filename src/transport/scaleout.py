@@ -42,9 +42,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..protocol import messages
 from ..protocol.broadcast import Publication, RemoteDisconnect, parse_broadcast
 from ..protocol.errors import RemoteProtocolError
-from .redis import RedisConnection, RedisConnectionError, RedisError, RedisUrl, Reply
+from .redis import Arg, RedisConnection, RedisConnectionError, RedisError, RedisUrl, Reply
 from .redis import encode_command as _command
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ __all__ = [
     "INTERNAL_CHANNEL",
     "Backoff",
     "Publisher",
+    "StateSignal",
     "StreamConsumer",
     "Subscriber",
     "decode_stamped",
@@ -83,7 +85,8 @@ def encode_stamped(publication: Publication, offset: int | None, epoch: str | No
     if offset is not None:
         body["offset"] = offset
         body["epoch"] = epoch
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    # dumps escapes lone surrogates (a "\\ud800" in a publication), so this encodes
+    return messages.dumps(body).encode()
 
 
 def decode_stamped(payload: bytes) -> tuple[Publication, int | None, str | None]:
@@ -111,6 +114,27 @@ def encode_remote(command: RemoteDisconnect) -> bytes:
 
 
 # -- reconnecting ------------------------------------------------------------------------
+
+
+class StateSignal:
+    """Wakes whoever waits for a change of a Redis link's state (up, channels subscribed,
+    consumer group ready): readiness checks and tests wait on it instead of polling."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+
+    def next_change(self) -> trio.Event:
+        """An event set at the next change (take it before checking the state)."""
+        return self._event
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Return once ``predicate()`` holds (checked after every change)."""
+        while not predicate():
+            await self._event.wait()
 
 
 class Backoff:
@@ -199,8 +223,10 @@ class Subscriber:
         legacy_channel: str | None,
         per_stream: bool,
         keepalive: float = 10.0,
+        state: StateSignal | None = None,
     ) -> None:
         self.server = server
+        self.state = state or StateSignal()
         self.url = url
         self.legacy_channel = legacy_channel
         self.per_stream = per_stream
@@ -223,12 +249,14 @@ class Subscriber:
         if self.per_stream and stream not in self.wanted:
             self.wanted.add(stream)
             self._changed.set()
+            self.state.fire()
 
     def unwant(self, stream: str) -> None:
         """The stream lost its last local subscriber."""
         if stream in self.wanted:
             self.wanted.discard(stream)
             self._changed.set()
+            self.state.fire()
 
     def ready(self, *streams: str) -> bool:
         """Whether the fixed channels and ``streams`` are subscribed (tests, health)."""
@@ -241,6 +269,7 @@ class Subscriber:
 
     def _down(self) -> None:
         self.confirmed.clear()
+        self.state.fire()
 
     async def _writer(self, connection: RedisConnection) -> None:
         sent: set[str] = set()
@@ -278,9 +307,11 @@ class Subscriber:
             channel = channel_raw.decode("utf-8", "surrogateescape")
             if kind == b"subscribe":
                 self.confirmed.add(channel)
+                self.state.fire()
                 self.backoff.succeeded()
             elif kind == b"unsubscribe":
                 self.confirmed.discard(channel)
+                self.state.fire()
             elif kind == b"message" and len(reply) == 3 and isinstance(reply[2], bytes):
                 try:
                     self._dispatch(channel, reply[2])
@@ -343,21 +374,32 @@ class Confirmation:
 
 @dataclass(slots=True)
 class _Outgoing:
-    channel: str
-    payload: bytes
+    command: tuple[Arg, ...]
     confirmation: Confirmation | None
+    on_reply: Callable[[Reply], None] | None
 
 
 class Publisher:
-    """Sends messages to Redis channels in the order they were posted.
+    """Sends commands to Redis in the order they were posted, pipelined, on one connection.
 
-    Messages with a :class:`Confirmation` (HTTP broadcasts) are failed when the connection
-    is lost; the others (whispers, presence, redisx entries) wait for the reconnect, up to
-    ``max_queue`` messages (then the oldest are dropped, with a warning).
+    Mostly ``PUBLISH`` (:meth:`post`); the Redis broker also sends its scripts and reads
+    through it (:meth:`send`), so that a read sees every write posted before it.
+    Commands with a :class:`Confirmation` (HTTP broadcasts, reads) are failed when the
+    connection is lost; the others (whispers, presence, redisx entries, session
+    snapshots) wait for the reconnect, up to ``max_queue`` commands (then the oldest are
+    dropped, with a warning).
     """
 
-    def __init__(self, url: RedisUrl, *, max_queue: int = 100_000, batch: int = 512) -> None:
+    def __init__(
+        self,
+        url: RedisUrl,
+        *,
+        max_queue: int = 100_000,
+        batch: int = 512,
+        state: StateSignal | None = None,
+    ) -> None:
         self.url = url
+        self.state = state or StateSignal()
         self.max_queue = max_queue
         self.batch = batch
         self.queue: deque[_Outgoing] = deque()
@@ -365,8 +407,21 @@ class Publisher:
         self._wake = trio.Event()
         self.backoff = Backoff("redis publisher")
         self.dropped = 0
+        self._inflight = False
 
     def post(self, channel: str, payload: bytes, confirmation: Confirmation | None = None) -> None:
+        """``PUBLISH channel payload``."""
+        self.send(("PUBLISH", channel, payload), confirmation)
+
+    def send(
+        self,
+        command: tuple[Arg, ...],
+        confirmation: Confirmation | None = None,
+        on_reply: Callable[[Reply], None] | None = None,
+    ) -> None:
+        """Queue ``command``; ``on_reply`` gets its reply (an error reply included) once
+        Redis answered. Never called when the command is dropped (its confirmation, if
+        any, then fails)."""
         if confirmation is not None:
             confirmation.pending += 1
         if len(self.queue) >= self.max_queue:
@@ -376,14 +431,20 @@ class Publisher:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 10_000 == 0:
                 log.warning("redis publisher: queue full, %d messages dropped", self.dropped)
-        self.queue.append(_Outgoing(channel, payload, confirmation))
+        self.queue.append(_Outgoing(command, confirmation, on_reply))
         self._wake.set()
 
     async def run(self) -> None:
         await _run_connection(self.url, self.backoff, self._serve, self._down)
 
+    async def drained(self) -> None:
+        """Return once every queued command was answered (or the connection dropped)."""
+        await self.state.wait_for(lambda: not (self.up and (self.queue or self._inflight)))
+
     def _down(self) -> None:
+        self._inflight = False
         self.up = False
+        self.state.fire()
         kept: deque[_Outgoing] = deque()
         for item in self.queue:
             if item.confirmation is None:
@@ -395,6 +456,7 @@ class Publisher:
     async def _serve(self, connection: RedisConnection) -> None:
         await connection.execute("PING")
         self.up = True
+        self.state.fire()
         self.backoff.succeeded()
         while True:
             while not self.queue:
@@ -410,19 +472,33 @@ class Publisher:
                 self.queue.popleft()
             if not items:
                 continue
+            self._inflight = True
             try:
-                replies = await connection.pipeline(
-                    [("PUBLISH", item.channel, item.payload) for item in items]
-                )
+                replies = await connection.pipeline([item.command for item in items])
             except BaseException:
                 # not confirmed: put them back (in order) for _down() to sort out
                 self.queue.extendleft(reversed(items))
                 raise
             for item, reply in zip(items, replies, strict=True):
+                failed = isinstance(reply, RedisError)
+                if item.on_reply is not None:
+                    try:
+                        item.on_reply(reply)
+                    except Exception:  # a bug must cost one reply, never the node
+                        log.exception("unexpected error handling a Redis reply")
+                        failed = True
                 if item.confirmation is not None:
-                    item.confirmation.settle(not isinstance(reply, RedisError))
+                    item.confirmation.settle(not failed)
                 if isinstance(reply, RedisError):
-                    log.warning("redis publisher: PUBLISH failed: %s", reply)
+                    log.warning("redis publisher: %s failed: %s", _name(item.command), reply)
+            self._inflight = False
+            if not self.queue:
+                self.state.fire()  # drained
+
+
+def _name(command: tuple[Arg, ...]) -> str:
+    first = command[0] if command else b""
+    return first.decode() if isinstance(first, bytes) else str(first)
 
 
 # -- redisx consumer ------------------------------------------------------------------------
@@ -441,8 +517,10 @@ class StreamConsumer:
         block_ms: int = 2000,
         claim_idle: float = 30.0,
         count: int = 100,
+        state: StateSignal | None = None,
     ) -> None:
         self.server = server
+        self.state = state or StateSignal()
         self.url = url
         self.stream = stream
         self.group = group
@@ -458,6 +536,7 @@ class StreamConsumer:
 
     def _down(self) -> None:
         self.ready = False
+        self.state.fire()
 
     async def _ensure_group(self, connection: RedisConnection) -> None:
         try:
@@ -469,6 +548,7 @@ class StreamConsumer:
     async def _serve(self, connection: RedisConnection) -> None:
         await self._ensure_group(connection)
         self.ready = True
+        self.state.fire()
         self.backoff.succeeded()
         # our own entries left unacknowledged by a failed hand-over come first
         backlog = True

@@ -16,18 +16,20 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..metrics import Metrics
+from ..metrics import REDIS_DEFINITIONS, Metrics
 from ..protocol import service
 from ..protocol.broadcast import EncodedBroadcast, Publication, RemoteDisconnect
-from ..protocol.broker import MemoryBroker, PresenceEvent
-from ..protocol.connection import CableConnection, SessionSettings
+from ..protocol.broker import MemoryBroker, PresenceEvent, SessionSnapshot
+from ..protocol.connection import SessionSettings
 from ..protocol.events import HistoryRequest, PresenceRequest
 from ..protocol.hub import Hub
 from .http import handle_connection
 from .redis import parse_redis_url
+from .redis_broker import RedisBroker
 from .scaleout import (
     Confirmation,
     Publisher,
+    StateSignal,
     StreamConsumer,
     Subscriber,
     encode_remote,
@@ -43,6 +45,13 @@ __all__ = ["Server", "serve"]
 log = logging.getLogger("cableway")
 
 _ACCEPT_CAPACITY_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+#: how long a node that shuts down waits for Redis to take what its sessions wrote last
+REDIS_FLUSH_SECONDS = 2.0
+
+#: the shortest time between two batches of the shared timer task, in seconds: a
+#: session's ping, pong deadline or hold deadline fires at most this late
+TIMER_QUANTUM = 0.01
 
 
 class Server:
@@ -71,17 +80,35 @@ class Server:
         self.publisher: Publisher | None = None
         self.subscriber: Subscriber | None = None
         self.consumer: StreamConsumer | None = None
+        #: --broker=redis: history, sessions and presence in Redis
+        self.redis_broker: RedisBroker | None = None
         adapters = config.broadcast_adapters
-        pubsub = config.pubsub == "redis"
-        if pubsub or "redis" in adapters or "redisx" in adapters:
+        pubsub = self.pubsub = config.pubsub == "redis"
+        #: fired whenever a Redis link's state changes (see :meth:`wait_redis_ready`)
+        self.redis_state = StateSignal()
+        if pubsub or config.broker == "redis" or "redis" in adapters or "redisx" in adapters:
             url = parse_redis_url(config.redis_url)
             legacy = config.redis_channel if "redis" in adapters else None
-            if pubsub:
-                self.publisher = Publisher(url)
+            if pubsub or config.broker == "redis":
+                # one ordered connection for PUBLISH and the broker's scripts and reads
+                self.publisher = Publisher(url, state=self.redis_state)
+            if config.broker == "redis":
+                assert self.publisher is not None
+                self.redis_broker = RedisBroker(
+                    self.publisher,
+                    history_limit=config.history_limit,
+                    history_ttl=config.history_ttl,
+                    sessions_ttl=config.sessions_ttl,
+                    presence_ttl=config.presence_ttl,
+                )
             if pubsub or legacy is not None:
-                self.subscriber = Subscriber(self, url, legacy_channel=legacy, per_stream=pubsub)
+                self.subscriber = Subscriber(
+                    self, url, legacy_channel=legacy, per_stream=pubsub, state=self.redis_state
+                )
             if "redisx" in adapters:
-                self.consumer = StreamConsumer(self, url, stream=config.redisx_stream)
+                self.consumer = StreamConsumer(
+                    self, url, stream=config.redisx_stream, state=self.redis_state
+                )
         #: how long a publisher waits for Redis to accept a publication (then 503)
         self.confirm_timeout = 5.0
         self.idle_scopes: set[trio.CancelScope] = set()
@@ -90,6 +117,8 @@ class Server:
         self.max_header_bytes = config.max_header_size
         self.max_broadcast_body = config.max_broadcast_body
         self.connections = trio.CapacityLimiter(config.max_conn) if config.max_conn > 0 else None
+        #: where tasks answering sessions' broker requests run (set by :meth:`run`)
+        self._tasks: trio.Nursery | None = None
         self.main_port = 0
         self.broadcast_port = 0
         self._shared_broadcast = (
@@ -102,13 +131,31 @@ class Server:
             "clients_uniq_num", lambda: len({s.core.identifiers for s in self.sessions})
         )
         self.metrics.set("broadcast_streams_num", lambda: len(self.hub))
+        if self.publisher or self.subscriber or self.consumer:
+            for metric in REDIS_DEFINITIONS:
+                self.metrics.register(metric)
+            self.metrics.set("redis_up", lambda: int(self.redis_ready()))
+            publisher = self.publisher
+            if publisher is not None:
+                self.metrics.set("redis_pending_commands", lambda: len(publisher.queue))
+                self.metrics.set("redis_dropped_commands", lambda: publisher.dropped)
         self.metrics_port = 0
+
+    @property
+    def task_nursery(self) -> trio.Nursery | None:
+        """The nursery of connection handlers while :meth:`run` runs, else ``None``.
+
+        Sessions start their writer tasks in it, so an idle session needs no nursery
+        of its own.
+        """
+        return self._tasks
 
     def session_settings(
         self, ping_interval: float, ping_precision: str, *, extended: bool
     ) -> SessionSettings:
         """The core settings of one session."""
         config = self.config
+        brokered = self.broker is not None or self.redis_broker is not None
         return SessionSettings(
             ping_interval=ping_interval,
             ping_precision=ping_precision,
@@ -116,9 +163,9 @@ class Server:
             policy=self.stream_policy,
             extended=extended,
             pong_timeout=config.pong_timeout,
-            history=self.broker is not None,
-            presence=self.broker is not None,
-            resumable=self.broker is not None and config.sessions_ttl > 0,
+            history=brokered,
+            presence=brokered,
+            resumable=brokered and config.sessions_ttl > 0,
             native_pings=config.enable_native_pings,
         )
 
@@ -139,18 +186,34 @@ class Server:
             self._timers_changed.set()  # an earlier wake-up than the task sleeps for
 
     async def _run_timers(self) -> None:
+        """Fire every session's due timers, in batches at most :data:`TIMER_QUANTUM` apart.
+
+        Deadlines are spread out (pings are jittered per session), so waking for each
+        one would cost a wake-up of this task per ping; instead each wake-up fires
+        everything due and the next one is at least a quantum later (timers fire at
+        most that late, never early). Sessions woken in one batch share their ping
+        bytes (see :meth:`Session.on_timer`).
+        """
         timers = self._timers
+        heappop = heapq.heappop
+        inf = math.inf
+        last = -inf
         while True:
-            with trio.move_on_at(timers[0][0] if timers else math.inf):
+            wake = max(timers[0][0], last + TIMER_QUANTUM) if timers else inf
+            with trio.move_on_at(wake):
                 await self._timers_changed.wait()
             if self._timers_changed.is_set():
                 self._timers_changed = trio.Event()
             now = trio.current_time()
+            if not timers or timers[0][0] > now:
+                continue
+            last = now
             unix_time = time.time()
+            frames: dict[tuple[str, str], bytes | None] = {}
             while timers and timers[0][0] <= now:
-                _, _, session = heapq.heappop(timers)
-                session.scheduled_at = math.inf
-                session.on_timer(now, unix_time)  # re-schedules the next deadline
+                session = heappop(timers)[2]
+                session.scheduled_at = inf
+                session.on_timer(now, unix_time, frames)  # re-schedules the next deadline
             await trio.lowlevel.checkpoint()
 
     def serves(self, role: str, what: str) -> bool:
@@ -173,13 +236,49 @@ class Server:
         every node, this one included, delivers it when it comes back: exactly once per
         node. Without, it is delivered here at once.
         """
-        publisher = self.publisher
+        publisher = self.publisher if self.pubsub else None
+        redis_broker = self.redis_broker
         for publication in publications:
+            if redis_broker is not None and not publication.transient:
+                self._stamp_in_redis(redis_broker, publication, None)
+                continue
             offset, epoch = self._stamp(publication)
             if publisher is not None:
                 publisher.post(publication.stream, encode_stamped(publication, offset, epoch))
             else:
                 self.deliver(publication, offset, epoch)
+
+    def redis_ready(self, *streams: str) -> bool:
+        """Whether every Redis link is up (and, with ``--pubsub=redis``, the node listens
+        to the channels of ``streams``)."""
+        subscriber, publisher, consumer = self.subscriber, self.publisher, self.consumer
+        return (
+            (subscriber is None or subscriber.ready(*(streams if subscriber.per_stream else ())))
+            and (publisher is None or publisher.up)
+            and (consumer is None or consumer.ready)
+        )
+
+    async def wait_redis_ready(self, *streams: str) -> None:
+        """Return once :meth:`redis_ready` holds (no polling: woken by every change)."""
+        await self.redis_state.wait_for(lambda: self.redis_ready(*streams))
+
+    def _stamp_in_redis(
+        self,
+        broker: RedisBroker,
+        publication: Publication,
+        confirmation: Confirmation | None,
+    ) -> None:
+        """``--broker=redis``: Redis assigns the offset; with ``--pubsub=redis`` the same
+        script publishes the stamped message to every node, else it is delivered here
+        once Redis answered (in order: replies come in the order of the commands)."""
+        self.metrics.inc("broadcast_msg_total")
+        broker.stamp(
+            publication,
+            now=time.time(),
+            channel=publication.stream if self.pubsub else None,
+            confirmation=confirmation,
+            on_stamped=None if self.pubsub else self.deliver,
+        )
 
     async def publish_confirmed(self, publications: Iterable[Publication]) -> bool:
         """Like :meth:`publish`, and wait until Redis accepted them (``--pubsub=redis``).
@@ -198,10 +297,16 @@ class Server:
         if not publisher.up:
             return False
         confirmation = Confirmation()
+        redis_broker = self.redis_broker
         for publication in items:
-            offset, epoch = self._stamp(publication)
-            payload = encode_stamped(publication, offset, epoch)
-            publisher.post(publication.stream, payload, confirmation)
+            if redis_broker is not None and not publication.transient:
+                self._stamp_in_redis(redis_broker, publication, confirmation)
+            elif self.pubsub:
+                offset, epoch = self._stamp(publication)
+                payload = encode_stamped(publication, offset, epoch)
+                publisher.post(publication.stream, payload, confirmation)
+            else:
+                self.deliver(publication, *self._stamp(publication))
         with trio.move_on_after(self.confirm_timeout):
             await confirmation.done.wait()
         ok = confirmation.done.is_set() and confirmation.ok
@@ -212,7 +317,12 @@ class Server:
     async def remote_command(self, command: RemoteDisconnect) -> bool:
         """Carry out a remote command on every node (through Redis with ``--pubsub``)."""
         publisher, subscriber = self.publisher, self.subscriber
-        if publisher is None or subscriber is None or subscriber.internal_channel is None:
+        if (
+            not self.pubsub
+            or publisher is None
+            or subscriber is None
+            or subscriber.internal_channel is None
+        ):
             self.remote_disconnect(command)
             return True
         if not publisher.up:
@@ -284,15 +394,91 @@ class Server:
         if self.hub.remove(stream, identifier, session) and self.subscriber is not None:
             self.subscriber.unwant(stream)
 
-    def answer_history(self, core: CableConnection, request: HistoryRequest) -> None:
-        """Serve a session's history request from the broker."""
-        service.answer_history(self.broker, core, request, now=time.time())
+    def answer_history(self, session: Session, request: HistoryRequest) -> None:
+        """Serve a session's history request from the broker.
 
-    def answer_presence(self, core: CableConnection, request: PresenceRequest) -> None:
+        The memory broker answers at once; Redis later, from a task (the core holds the
+        subscription's live messages meanwhile).
+        """
+        redis_broker = self.redis_broker
+        if redis_broker is None or self._tasks is None:
+            service.answer_history(self.broker, session.core, request, now=time.time())
+        else:
+            self._tasks.start_soon(self._answer_history_later, redis_broker, session, request)
+
+    async def _answer_history_later(
+        self, broker: RedisBroker, session: Session, request: HistoryRequest
+    ) -> None:
+        try:
+            entries, epoch = await broker.fetch_history(request.queries, now=time.time())
+            if session.closing:
+                return
+            session.core.history_result(request.identifier, entries, epoch=epoch)
+            session.apply()
+        except Exception:  # a bug must cost one answer, never the server
+            log.exception("unexpected error answering a history request")
+
+    def answer_presence(self, session: Session, request: PresenceRequest) -> None:
         """Carry out a session's presence operation and publish what it changed."""
-        publication = service.answer_presence(self.broker, core, request)
-        if publication is not None:
-            self.publish([publication])
+        redis_broker = self.redis_broker
+        if redis_broker is None or self._tasks is None:
+            publication = service.answer_presence(self.broker, session.core, request)
+            if publication is not None:
+                self.publish([publication])
+        elif request.kind == "join":
+            redis_broker.presence_join(
+                request.stream,
+                session.sid,
+                request.presence_id,
+                request.info,
+                self.publish_presence,
+            )
+        elif request.kind == "leave":
+            redis_broker.presence_leave(request.stream, session.sid, self.publish_presence)
+        else:
+            self._tasks.start_soon(self._presence_info_later, redis_broker, session, request)
+
+    async def _presence_info_later(
+        self, broker: RedisBroker, session: Session, request: PresenceRequest
+    ) -> None:
+        try:
+            records = await broker.presence_info(request.stream)
+            if session.closing:
+                return
+            session.core.presence_result(request.identifier, records)
+            session.apply()
+        except Exception:  # a bug must cost one answer, never the server
+            log.exception("unexpected error answering a presence request")
+
+    def save_session(self, sid: str, snapshot: SessionSnapshot) -> None:
+        """Keep a live resumable session's snapshot in the broker."""
+        if self.broker is not None:
+            self.broker.save_session(sid, snapshot)
+        elif self.redis_broker is not None:
+            self.redis_broker.save_session(sid, snapshot)
+
+    def release_session(
+        self, sid: str, snapshot: SessionSnapshot | None, presence: Iterable[str]
+    ) -> None:
+        """A session closed: its snapshot stays restorable for ``sessions_ttl``, and its
+        presence in ``presence`` streams expires after ``presence_ttl``."""
+        now = time.time()
+        if self.broker is not None:
+            self.broker.release_session(sid, now=now)
+            for stream in presence:
+                self.broker.presence_disconnect(stream, sid, now=now)
+        elif self.redis_broker is not None:
+            self.redis_broker.release_session(sid, snapshot)
+            for stream in presence:
+                self.redis_broker.presence_disconnect(stream, sid, now=now)
+
+    async def restore_snapshot(self, sid: str) -> SessionSnapshot | None:
+        """The snapshot of session ``sid`` when it can be restored (else None)."""
+        if self.broker is not None:
+            return self.broker.restore_session(sid, now=time.time())
+        if self.redis_broker is not None:
+            return await self.redis_broker.restore_session(sid)
+        return None
 
     def publish_presence(self, event: PresenceEvent) -> None:
         """Broadcast a presence join/leave to the presence stream (transient)."""
@@ -342,31 +528,56 @@ class Server:
         self._announce()
         listeners = [listener for _, group in roles for listener in group]
         try:
-            async with trio.open_nursery() as handlers:
-                async with trio.open_nursery() as accepting:
-                    for role, group in roles:
-                        accepting.start_soon(self._serve, group, handlers, role)
-                    if handle_signals:
-                        accepting.start_soon(self._watch_signals)
-                    if self.broker is not None:
-                        accepting.start_soon(self._sweep, self.broker)
-                    accepting.start_soon(self._run_timers)
-                    if config.metrics_log:
-                        accepting.start_soon(self._log_metrics)
-                    for adapter in (self.subscriber, self.publisher, self.consumer):
-                        if adapter is not None:
-                            accepting.start_soon(adapter.run)
-                    task_status.started(self)
-                    await self._shutdown.wait()
-                    if config.shutdown_delay > 0:
-                        # keep serving while a load balancer notices we are going away
-                        log.info("Waiting %gs before shutting down", config.shutdown_delay)
-                        await trio.sleep(config.shutdown_delay)
-                    accepting.cancel_scope.cancel()
-                _close_listeners(listeners)  # stop accepting before telling clients
-                await self._drain(handlers)
+            # Redis links outlive the clients: what sessions write as they close (snapshots
+            # kept for restore, presence expiries) is flushed before the node exits
+            async with trio.open_nursery() as links:
+                for adapter in (self.subscriber, self.publisher, self.consumer):
+                    if adapter is not None:
+                        links.start_soon(adapter.run)
+                await self._serve_until_shutdown(roles, listeners, handle_signals, task_status)
+                await self._flush_redis()
+                links.cancel_scope.cancel()
         finally:
             _close_listeners(listeners)
+
+    async def _serve_until_shutdown(
+        self,
+        roles: list[tuple[str, list[trio.SocketListener]]],
+        listeners: list[trio.SocketListener],
+        handle_signals: bool,
+        task_status: trio.TaskStatus[Server],
+    ) -> None:
+        config = self.config
+        async with trio.open_nursery() as handlers:
+            self._tasks = handlers
+            async with trio.open_nursery() as accepting:
+                for role, group in roles:
+                    accepting.start_soon(self._serve, group, handlers, role)
+                if handle_signals:
+                    accepting.start_soon(self._watch_signals)
+                if self.broker is not None:
+                    accepting.start_soon(self._sweep, self.broker)
+                if self.redis_broker is not None:
+                    accepting.start_soon(self._sweep_redis, self.redis_broker)
+                accepting.start_soon(self._run_timers)
+                if config.metrics_log:
+                    accepting.start_soon(self._log_metrics)
+                task_status.started(self)
+                await self._shutdown.wait()
+                if config.shutdown_delay > 0:
+                    # keep serving while a load balancer notices we are going away
+                    log.info("Waiting %gs before shutting down", config.shutdown_delay)
+                    await trio.sleep(config.shutdown_delay)
+                accepting.cancel_scope.cancel()
+            _close_listeners(listeners)  # stop accepting before telling clients
+            await self._drain(handlers)
+
+    async def _flush_redis(self) -> None:
+        """Give the Redis command queue :data:`REDIS_FLUSH_SECONDS` to send what is queued."""
+        publisher = self.publisher
+        if publisher is not None and publisher.up:
+            with trio.move_on_after(REDIS_FLUSH_SECONDS):
+                await publisher.drained()
 
     async def _drain(self, handlers: trio.Nursery) -> None:
         log.info(
@@ -443,6 +654,12 @@ class Server:
             for event in broker.expire(time.time()):
                 self.publish_presence(event)
 
+    async def _sweep_redis(self, broker: RedisBroker) -> None:
+        """Expire presence in Redis once a second (each expiry is handed to one node)."""
+        while True:
+            await trio.sleep(1)
+            broker.expire(time.time(), self.publish_presence)
+
     async def _log_metrics(self) -> None:
         """``--metrics_log``: one line per interval with counter deltas and gauges."""
         previous = self.metrics.snapshot()
@@ -481,6 +698,17 @@ class Server:
             )
         else:
             log.info("JWT authentication is disabled: every connection is accepted anonymously")
+        if self.redis_broker is not None:
+            rb = self.redis_broker
+            log.info(
+                "Using Redis broker at %s (history limit: %d, history ttl: %gs, "
+                "sessions ttl: %gs, presence ttl: %gs)",
+                parse_redis_url(config.redis_url).describe(),
+                rb.history_limit,
+                rb.history_ttl,
+                rb.sessions_ttl,
+                rb.presence_ttl,
+            )
         broker = self.broker
         if broker is not None:
             log.info(
@@ -492,7 +720,7 @@ class Server:
                 broker.sessions_ttl,
                 broker.presence_ttl,
             )
-        else:
+        elif self.redis_broker is None:
             log.info("No broker: streams keep no history and sessions cannot be restored")
         if self.publisher is not None or self.subscriber is not None or self.consumer is not None:
             url = parse_redis_url(config.redis_url).describe()

@@ -1,10 +1,14 @@
 """What every client session shares, whatever its transport (WebSocket or SSE).
 
 Resource handling:
-    Two tasks per session in a nursery of their own: the *reader* (socket -> core, and
-    the session's timers, by waking at ``next_deadline()``) and the *writer* (outbox ->
-    socket, every write under ``ws_write_timeout``). The stream is closed when both are
-    done.
+    One task per session, the *reader* (socket -> core), and no nursery of its own.
+    Timers (pings, pong and hold deadlines) are fired by the server's shared timer
+    task. Output goes straight to the socket (a non-blocking write) whenever nothing is
+    queued; only what the kernel does not take is left in the outbox, and then a
+    *writer* task is started (in the server's handler nursery, or in a nursery of the
+    session's own when the server is not running, as in tests) until the outbox is
+    empty, every write under ``ws_write_timeout``. An idle session has no writer task.
+    The session waits for its writer before it closes the stream.
 
 Error handling:
     Nothing a client sends raises out of :meth:`Session.run`. A failed or timed-out
@@ -18,11 +22,11 @@ import contextlib
 import logging
 import math
 import os
-import time
 from typing import TYPE_CHECKING
 
 import trio
 
+from ..protocol.broker import SessionSnapshot
 from ..protocol.connection import CableConnection
 from ..protocol.events import (
     CloseConnection,
@@ -65,18 +69,26 @@ class Session:
         self.stream = stream
         self.core = core
         self.sid = core.sid
-        self.outbox = Outbox(server.config.ws_max_pending_size)
+        self.outbox = Outbox(server.config.ws_max_pending_size, self._queued)
+        #: where writers are started on demand, while the session runs
+        self._nursery: trio.Nursery | None = None
+        self._writer_active = False
+        self._writer_done: trio.Event | None = None
+        #: inside apply(): queued bytes are flushed once, at the end
+        self._batching = False
         self._pending_close: tuple[str, bool, int, str] | None = None
         self._wake: trio.CancelScope | None = None
         self._closing = False
-        self._writing = False
         #: the earliest deadline this session has in the server's timer heap
         self.scheduled_at = math.inf
-        self._done = trio.Event()
+        self._done: trio.Event | None = None  # created by wait_closed() if needed
+        self._finished = False
         # the socket's descriptor for direct writes (-1: go through the writer task)
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._held: dict[str, list[tuple[int | None, bytes]]] = {}
         self._held_size = 0
+        #: the last snapshot of a resumable session (kept by the broker on close)
+        self.snapshot: SessionSnapshot | None = None
 
     def __hash__(self) -> int:
         return id(self)
@@ -119,7 +131,7 @@ class Session:
         if self._closing or self._pending_close is not None:
             return
         fd = self._fd
-        if fd >= 0 and not self._writing and not self.outbox.size:
+        if fd >= 0 and not self._writer_active and not self.outbox.size:
             try:
                 sent = os.write(fd, frame)
             except BlockingIOError:
@@ -159,59 +171,142 @@ class Session:
             self._wake.cancel()
 
     async def wait_closed(self) -> None:
+        if self._finished:
+            return
+        if self._done is None:
+            self._done = trio.Event()
         await self._done.wait()
 
     # -- the session ------------------------------------------------------------------
 
     async def run(self) -> None:
+        nursery = self.server.task_nursery
+        if nursery is None:  # the server is not running (a test drives the connection)
+            async with trio.open_nursery() as own:
+                await self._run(own)
+        else:
+            await self._run(nursery)
+
+    async def _run(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer, nursery.cancel_scope)
-                await self._reader()
-                # the reader is done: let the writer flush what is queued, bounded
-                self.outbox.close()
+            self._flush()  # anything queued before the session started
+            await self._reader()
+            # the reader is done: let the writer flush what is queued, bounded (every
+            # write has a deadline)
+            self.outbox.close()
+            self._flush()
+            done = self._writer_done
+            if self._writer_active and done is not None:
+                await done.wait()
         except Exception:
             # a bug must cost this session only: tell the client, log once, close
             log.exception("unexpected error in session sid=%s", self.sid)
             self._closing = True
             data = self._abort_bytes()
-            if data:
+            if data and not self._writer_active:
                 with (
                     trio.move_on_after(1),
                     contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
                 ):
                     await self.stream.send_all(data)
         finally:
+            self._nursery = None
             self._closing = True
             self._fd = -1
             self._unregister()
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await self.stream.aclose()
-            self._done.set()
+            self._finished = True
+            if self._done is not None:
+                self._done.set()
 
-    async def _writer(self, scope: trio.CancelScope) -> None:
+    def _queued(self) -> None:
+        """Outbox callback: bytes were queued (flushed at once unless batching)."""
+        if not self._batching and not self._writer_active:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write what is queued straight to the socket; leave the rest to a writer task.
+
+        Returns at once. The writer, started in the session's nursery only when the
+        kernel did not take everything (or the stream has no descriptor), waits for the
+        socket under the write deadline and ends when the outbox is empty.
+        """
+        outbox = self.outbox
+        if self._writer_active or not outbox.size:
+            return
+        fd = self._fd
+        if fd >= 0:
+            data = outbox.take_nowait()
+            try:
+                sent = os.write(fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = 0  # the peer is gone: the writer's send reports it and closes
+            if sent:
+                self.server.metrics.inc("data_sent_total", sent)
+                if sent == len(data):
+                    return
+                data = data[sent:]
+            outbox.unshift(data)
+        nursery = self._nursery
+        if nursery is not None:
+            self._writer_active = True
+            self._writer_done = trio.Event()
+            nursery.start_soon(self._writer, self._writer_done)
+
+    async def _writer(self, done: trio.Event) -> None:
+        """Write the outbox until it is empty; on failure end the session. Never raises."""
         timeout = self.server.config.ws_write_timeout
         metrics = self.server.metrics
-        while True:
-            data = await self.outbox.take()
-            if not data:
-                return
-            self._writing = True
-            try:
+        try:
+            while data := self.outbox.take_nowait():
                 with trio.fail_after(timeout):
                     await self.stream.send_all(data)
                 metrics.inc("data_sent_total", len(data))
-                self._writing = False
-            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                metrics.inc(
-                    "timeout_server_msg_total"
-                    if isinstance(exc, trio.TooSlowError)
-                    else "failed_server_msg_total"
-                )
-                log.debug("write failed sid=%s", self.sid)
-                self._closing = True
-                scope.cancel()
-                return
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            metrics.inc(
+                "timeout_server_msg_total"
+                if isinstance(exc, trio.TooSlowError)
+                else "failed_server_msg_total"
+            )
+            log.debug("write failed sid=%s", self.sid)
+            self._write_failed()
+        except Exception:
+            # it may run in the server's nursery: a bug must cost this session only
+            log.exception("unexpected error in the writer of session sid=%s", self.sid)
+            self._write_failed()
+        finally:
+            self._writer_active = False
+            done.set()
+
+    def _write_failed(self) -> None:
+        """Stop the session: nothing more can be sent, and the reader stops reading."""
+        self._closing = True
+        self.outbox.clear()
+        self.outbox.close()
+        if self._wake is not None:
+            self._wake.cancel()
+
+    async def _receive(self) -> bytes | None:
+        """The next bytes from the client; ``b""`` for none yet, ``None`` at EOF or reset.
+
+        On a socket this waits for readability and reads the descriptor directly (an
+        idle session parks in one ``wait_readable``, without the stream's and the trio
+        socket's coroutine frames); other streams use ``receive_some``.
+        """
+        fd = self._fd
+        try:
+            if fd < 0:
+                return bytes(await self.stream.receive_some(_READ_SIZE)) or None
+            await trio.lowlevel.wait_readable(fd)
+            return os.read(fd, _READ_SIZE) or None
+        except BlockingIOError:
+            return b""
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return None
 
     async def _reader(self) -> None:
         self.apply()
@@ -224,10 +319,7 @@ class Session:
                 self._wake = wake
                 if self._pending_close is not None:
                     wake.cancel()
-                try:
-                    data = bytes(await self.stream.receive_some(_READ_SIZE))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = None
+                data = await self._receive()
             self._wake = None
             if wake.cancelled_caught:
                 if self._pending_close is not None:
@@ -237,17 +329,41 @@ class Session:
                     )
                     self.apply()
                 continue
-            if not data:
+            if data is None:
                 return  # EOF or reset: the peer vanished
+            if not data:
+                continue  # a spurious wake-up
             self.server.metrics.inc("data_rcvd_total", len(data))
             self._on_data(data)
         await self._after_close()
 
-    def on_timer(self, now: float, unix_time: float) -> None:
-        """Fire the core's due timers (called by the server's timer task)."""
+    def on_timer(
+        self,
+        now: float,
+        unix_time: float,
+        frames: dict[tuple[str, str], bytes | None] | None = None,
+    ) -> None:
+        """Fire the core's due timers (called by the server's timer task).
+
+        A plain ping (the common case) skips the event round trip: its wire bytes are
+        looked up in ``frames`` (shared by every session the timer task wakes in one
+        batch, keyed by wire kind and message text, so one ping is encoded and framed
+        once per batch) and go straight to the socket like a broadcast.
+        """
         if self._closing:
             return
-        self.core.handle_timer(now, unix_time=unix_time)
+        core = self.core
+        if frames is not None and (text := core.take_ping(now, unix_time=unix_time)):
+            key = (self.wire_kind, text)
+            try:
+                frame = frames[key]
+            except KeyError:
+                frame = frames[key] = self.encode(text)
+            if frame is not None:
+                self.push_frame(frame)
+            self.server.schedule(self)
+            return
+        core.handle_timer(now, unix_time=unix_time)
         self.apply()
         if self.closing and self._wake is not None:
             self._wake.cancel()  # e.g. no_pong: let the reader finish the close
@@ -258,8 +374,17 @@ class Session:
         return self._closing
 
     def apply(self) -> None:
-        """Carry out what the core asked for, until it asks for nothing more."""
-        self._apply()
+        """Carry out what the core asked for, until it asks for nothing more.
+
+        What it queues is written once at the end (one write for e.g. a welcome and a
+        confirmation that came out of the same read).
+        """
+        self._batching = True
+        try:
+            self._apply()
+        finally:
+            self._batching = False
+        self._flush()
         self.server.schedule(self)
 
     def _apply(self) -> None:
@@ -289,12 +414,12 @@ class Session:
                 elif isinstance(event, Publish):
                     server.publish([event.publication])
                 elif isinstance(event, HistoryRequest):
-                    server.answer_history(self.core, event)
+                    server.answer_history(self, event)
                 elif isinstance(event, PresenceRequest):
-                    server.answer_presence(self.core, event)
+                    server.answer_presence(self, event)
                 elif isinstance(event, SessionChanged):
-                    if server.broker is not None:
-                        server.broker.save_session(event.sid, event.snapshot)
+                    self.snapshot = event.snapshot
+                    server.save_session(event.sid, event.snapshot)
                 elif isinstance(event, CommandIgnored):
                     server.metrics.inc("failed_client_msg_total")
                     log.debug(
@@ -320,9 +445,6 @@ class Session:
             server.remove_subscriber(stream, identifier, self)
         self.core.subscriptions.clear()
         server.sessions.discard(self)
-        broker = server.broker
-        if broker is not None:
-            now = time.time()
-            broker.release_session(self.sid, now=now)
-            for _presence_id, stream in self.core.presence.values():
-                broker.presence_disconnect(stream, self.sid, now=now)
+        if server.broker is not None or server.redis_broker is not None:
+            streams = [stream for _presence_id, stream in self.core.presence.values()]
+            server.release_session(self.sid, self.snapshot, streams)

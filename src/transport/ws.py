@@ -1,8 +1,16 @@
-"""The WebSocket session: wsproto after an h11 upgrade (see :mod:`.session`)."""
+"""The WebSocket session after an h11 upgrade (see :mod:`.session`).
+
+Client frames of the common kind (a whole, final, masked text or binary frame, under the
+message size limit, valid UTF-8 for text) are parsed here directly; anything else (a
+partial or fragmented frame, a control frame, an invalid one) hands the connection over
+to wsproto for good, from that frame on. Until then the session keeps no wsproto
+object, so an idle connection costs that much less memory.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import struct
 from typing import TYPE_CHECKING
 
 import trio
@@ -24,6 +32,15 @@ __all__ = ["WebSocketSession"]
 
 _READ_SIZE = 65536
 _CLOSE_WAIT = 2.0
+_U16 = struct.Struct("!H")
+
+
+def _unmask(mask: bytes, payload: bytes) -> bytes:
+    n = len(payload)
+    if not n:
+        return b""
+    key = (mask * ((n + 3) >> 2))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
 class WebSocketSession(Session):
@@ -40,22 +57,89 @@ class WebSocketSession(Session):
         trailing_data: bytes = b"",
     ) -> None:
         super().__init__(server, stream, core)
-        self.ws = Connection(ConnectionType.SERVER, trailing_data=trailing_data)
+        #: wsproto's connection, once a frame needed it (see the module docstring)
+        self._ws: Connection | None = None
+        self._trailing = trailing_data
         self._parts: list[str | bytes] = []
         self._parts_size = 0
         self._broken = False
+
+    @property
+    def ws(self) -> Connection:
+        """wsproto's connection, created on first use (in a clean state: every frame
+        before it was whole and has been processed)."""
+        ws = self._ws
+        if ws is None:
+            ws = self._ws = Connection(ConnectionType.SERVER)
+        return ws
 
     def encode(self, text: str) -> bytes:
         return text_frame(to_wire(text))
 
     def _on_start(self) -> None:
-        # frames that came in the same read as the upgrade request (h11's trailing
-        # data, handed to wsproto at construction) are waiting already
-        self._process()
+        # frames that came in the same read as the upgrade request (h11's trailing data)
+        data, self._trailing = self._trailing, b""
+        if data:
+            self._on_data(data)
 
     def _on_data(self, data: bytes) -> None:
+        if self._ws is None:
+            rest = self._fast_frames(data)
+            if rest is None:
+                return
+            if self._closing:
+                # as if wsproto had buffered what followed: the close wait may read it
+                self.ws.receive_data(rest)
+                return
+            data = rest
         self.ws.receive_data(data)
         self._process()
+
+    def _fast_frames(self, data: bytes) -> bytes | None:
+        """Process the whole, simple frames at the start of ``data``.
+
+        Returns ``None`` when everything was processed, else the bytes from the first
+        frame left to wsproto (or left unread because the session is closing).
+        """
+        limit = self.server.config.max_message_size
+        end = len(data)
+        i = 0
+        while i < end:
+            if end - i < 6:
+                return data[i:]
+            b0, b1 = data[i], data[i + 1]
+            n = b1 & 0x7F
+            if b0 not in (0x81, 0x82) or not b1 & 0x80 or n == 127:
+                return data[i:]
+            head = i + 2
+            if n == 126:
+                if end - i < 8:
+                    return data[i:]
+                n = _U16.unpack_from(data, head)[0]
+                if n < 126:
+                    return data[i:]
+                head += 2
+            start = head + 4
+            stop = start + n
+            if stop > end or n > limit:
+                return data[i:]
+            payload = _unmask(data[head:start], data[start:stop])
+            message: str | bytes
+            if b0 == 0x81:
+                try:
+                    message = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    return data[i:]
+            else:
+                message = payload
+            i = stop
+            # a fatal error (oversized) has already queued the close
+            with contextlib.suppress(RemoteProtocolError):
+                self.core.receive_message(message, now=trio.current_time())
+            self.apply()
+            if self._closing:
+                return data[i:]
+        return None
 
     def _process(self) -> None:
         limit = self.server.config.max_message_size

@@ -237,3 +237,16 @@ def test_the_asgi_module_imports_no_trio_and_no_transport() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"broker": "redis"}, "--broker=redis"),
+        ({"pubsub": "redis"}, "--pubsub=redis"),
+        ({"broadcast_adapters": ("http", "redisx")}, "redis/redisx"),
+    ],
+)
+def test_redis_settings_are_refused_not_ignored(changes: dict[str, Any], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        CablewayApp(config(**changes))

@@ -8,12 +8,14 @@ The fuzz reproducers of the other bugs are corpus files, replayed by
 ``tests/test_fuzz_corpus.py``: ``fuzz/corpus/http_front/head_limit_depends_on_chunking``,
 ``fuzz/corpus/http_front/broadcast_lone_surrogate`` and
 ``fuzz/corpus/session/lone_surrogate_identifier`` and
-``fuzz/corpus/http_front/head_ended_by_lf_crlf`` (see docs/conformance.md).
+``fuzz/corpus/http_front/head_ended_by_lf_crlf`` and
+``fuzz/corpus/http_front/head_request_too_large_gets_431`` (see docs/conformance.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import struct
@@ -100,6 +102,28 @@ PIPELINED_BIG_HEAD = (
 
 def test_a_pipelined_request_head_is_bounded_like_any_other() -> None:
     _http_front_check()(PIPELINED_BIG_HEAD, tolerate=False)
+
+
+async def test_head_requests_are_answered_without_a_body() -> None:
+    """A HEAD answer had a body, which h11 refuses to send: ``HEAD /health`` got no
+    answer at all, and a too-large HEAD head no 431 when it arrived whole (the fuzzer's
+    ``head_request_too_large_gets_431``)."""
+    server = Server(CONFIG)
+    big = b"HEAD /health HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 70_000 + b"\r\n\r\n"
+    for request, status in [(b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n", b"200"), (big, b"431")]:
+        client, served = trio.testing.memory_stream_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(handle_connection, server, served, main=True))
+            await client.send_all(request)
+            await client.send_eof()
+            output = bytearray()
+            with trio.fail_after(5):
+                while data := await client.receive_some():
+                    output += data
+        head, _, body = bytes(output).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 " + status + b" ")
+        assert b"content-length: " in head.lower()
+        assert body == b""  # HEAD: the headers of a GET, never a body
 
 
 def _http_front_check() -> Callable[..., None]:

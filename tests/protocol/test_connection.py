@@ -268,3 +268,31 @@ def test_server_disconnect_drops_streams_and_closes() -> None:
     conn.receive_message(subscribe(identifier), now=2)
     conn.disconnect("again", reconnect=False)
     assert conn.events() == []
+
+
+def test_take_ping_is_handle_timer_without_the_event() -> None:
+    fast = open_connection(ping_interval=3.0, jitter=0.0)
+    slow = open_connection(ping_interval=3.0, jitter=0.0)
+    assert fast.take_ping(1.4, unix_time=1_700_000_000.0) is None  # not due yet
+    for now in (1.5, 4.6, 100.0):  # on time, a little late, very late (no burst)
+        text = fast.take_ping(now, unix_time=1_700_000_000.7)
+        slow.handle_timer(now, unix_time=1_700_000_000.7)
+        assert fast.events() == []
+        assert sent(slow.events()) == [text]
+        assert fast.next_deadline() == slow.next_deadline()
+
+
+def test_take_ping_leaves_anything_else_to_handle_timer() -> None:
+    native = CableConnection(
+        sid="s", settings=SessionSettings(native_pings=True), now=0, ping_jitter=0
+    )
+    native.accept("{}")
+    native.events()
+    assert native.take_ping(10, unix_time=1.0) is None  # a NativePing event is due too
+    pending = open_connection(ping_interval=3.0, jitter=0.0)
+    pending.receive_message('{"command":"ping"}', now=1.0)  # a pong not yet taken
+    assert pending.take_ping(10, unix_time=1.0) is None
+    assert sent(pending.events()) == ['{"type":"pong"}']
+    closed = open_connection(ping_interval=3.0, jitter=0.0)
+    closed.disconnect("bye", reconnect=False)
+    assert closed.take_ping(10, unix_time=1.0) is None

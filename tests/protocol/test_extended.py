@@ -292,3 +292,50 @@ def test_held_messages_are_released_after_the_hold_timeout() -> None:
     conn.handle_timer(5.0, unix_time=1)
     assert conn.events() == [ReleaseHeld(CHAT, None)]
     assert conn.next_deadline() is None
+
+
+def test_a_pending_history_request_holds_live_messages_until_answered() -> None:
+    """A broker may answer later (Redis): meanwhile live messages must not overtake the
+    history, and those the history replays must not arrive twice."""
+    from cableway.protocol.events import ReleaseHeld
+
+    settings = SessionSettings(
+        policy=PUBLIC, extended=True, history=True, resumable=True, ping_interval=0
+    )
+    conn = CableConnection(sid="new", settings=settings, now=0.0)
+    conn.accept("{}")
+    conn.receive_message(
+        json.dumps({"command": "subscribe", "identifier": CHAT, "history": {"since": 100}}),
+        now=20.0,
+    )
+    assert any(isinstance(e, HistoryRequest) for e in conn.events())
+    assert conn.held == {CHAT}
+    assert conn.next_deadline() == 25.0
+    conn.history_result(CHAT, [HistoryEntry("chat", 9, "9", 100.0)], epoch="e")
+    assert conn.events()[-1] == ReleaseHeld(CHAT, after=9)
+    assert conn.held == set()
+    assert conn.next_deadline() is None
+    # no answer at all: released (with nothing dropped) when the hold times out
+    conn.receive_message(
+        json.dumps(
+            {
+                "command": "history",
+                "identifier": CHAT,
+                "history": {"streams": {"chat": {"epoch": "e", "offset": 9}}},
+            }
+        ),
+        now=30.0,
+    )
+    conn.events()
+    assert conn.held == {CHAT}
+    conn.handle_timer(35.0, unix_time=1)
+    assert conn.events() == [ReleaseHeld(CHAT, None)]
+
+
+def test_take_ping_arms_the_pong_deadline_and_defers_to_handle_timer_when_it_passed() -> None:
+    conn = ext(ping_interval=1.0, pong_timeout=1.0)
+    assert conn.take_ping(0.5, unix_time=1) == '{"type":"ping","message":1}'
+    assert conn.next_deadline() == 1.5  # the next ping, and the pong deadline
+    assert conn.take_ping(1.5, unix_time=2) is None  # the pong deadline passed
+    conn.handle_timer(1.5, unix_time=2)
+    assert conn.events()[-1] == CloseConnection(1000, "No Pong")

@@ -1,8 +1,9 @@
 """Several Cableway nodes and one real Redis (spec §11.4, §11.5, §11.7).
 
-Readiness is awaited with bounded polling (Redis is an external process); message counts
-are checked with a sentinel published last, so "exactly once" means: every message
-arrives, none twice, before the sentinel.
+Readiness is awaited on the nodes' Redis state signals (woken by every link change, no
+polling, bounded in time); what only Redis knows (a stream drained, a group recreated)
+is polled, bounded. Message counts are checked with a sentinel published last, so
+"exactly once" means: every message arrives, none twice, before the sentinel.
 """
 
 from __future__ import annotations
@@ -34,13 +35,22 @@ STREAM = "chat/1"
 PUBSUB_ID = json.dumps({"channel": "$pubsub", "stream_name": STREAM})
 
 
-async def eventually(condition: Callable[[], bool], *, within: float = 10.0) -> None:
-    """Bounded polling for a state that depends on the external Redis process."""
+async def until(condition: Callable[[], bool], *servers: Server, within: float = 10.0) -> None:
+    """Wait until ``condition()`` holds, re-checked whenever a node's Redis state changes."""
     with trio.fail_after(within):
         while True:
+            # take the events before checking: no change can slip in between
+            changes = [server.redis_state.next_change() for server in servers]
             if condition():
                 return
-            await trio.sleep(0.01)
+            async with trio.open_nursery() as nursery:
+
+                async def woken(change: trio.Event) -> None:
+                    await change.wait()
+                    nursery.cancel_scope.cancel()
+
+                for change in changes:
+                    nursery.start_soon(woken, change)
 
 
 @asynccontextmanager
@@ -54,14 +64,7 @@ async def nodes(count: int, **changes: Any) -> AsyncIterator[list[Server]]:
 
 
 def ready(server: Server, *streams: str) -> bool:
-    subscriber = server.subscriber
-    publisher = server.publisher
-    consumer = server.consumer
-    return (
-        (subscriber is None or subscriber.ready(*(streams if subscriber.per_stream else ())))
-        and (publisher is None or publisher.up)
-        and (consumer is None or consumer.ready)
-    )
+    return server.redis_ready(*streams)
 
 
 @asynccontextmanager
@@ -69,7 +72,7 @@ async def subscribed(server: Server) -> AsyncIterator[WebSocketConnection]:
     async with cable(server) as ws:
         await welcome(ws)
         assert (await subscribe(ws, PUBSUB_ID))["type"] == "confirm_subscription"
-        await eventually(lambda: ready(server, STREAM))
+        await until(lambda: ready(server, STREAM), server)
         yield ws
 
 
@@ -110,7 +113,7 @@ async def test_pubsub_http_on_any_node_reaches_every_node_once(
     redis_server: RedisProcess,
 ) -> None:
     async with nodes(3, pubsub="redis", redis_url=redis_server.url, broker="memory") as (a, b, c):
-        await eventually(lambda: ready(a) and ready(b) and ready(c))
+        await until(lambda: ready(a) and ready(b) and ready(c), a, b, c)
         async with subscribed(a) as on_a, subscribed(b) as on_b:
             sent = []
             for index, node in enumerate([b, a, c, b, a]):
@@ -120,17 +123,17 @@ async def test_pubsub_http_on_any_node_reaches_every_node_once(
             assert await received_until(on_a, "end") == sent
             assert await received_until(on_b, "end") == sent
         # nobody listens any more: both nodes leave the stream's channel
-        await eventually(lambda: STREAM not in (a.subscriber.wanted if a.subscriber else {}))
-        await eventually(lambda: not ready(b, STREAM))
+        await until(lambda: STREAM not in (a.subscriber.wanted if a.subscriber else {}), a)
+        await until(lambda: not ready(b, STREAM), b)
 
 
 async def test_pubsub_stamps_on_the_accepting_node(redis_server: RedisProcess) -> None:
     async with nodes(2, pubsub="redis", redis_url=redis_server.url, broker="memory") as (a, b):
-        await eventually(lambda: ready(a) and ready(b))
+        await until(lambda: ready(a) and ready(b), a, b)
         async with cable(a, subprotocols=["actioncable-v1-ext-json"]) as ws:
             await welcome(ws)
             assert (await subscribe(ws, PUBSUB_ID))["type"] == "confirm_subscription"
-            await eventually(lambda: ready(a, STREAM))
+            await until(lambda: ready(a, STREAM), a)
             assert (await broadcast(b, pub("x"))).status == 201
             while "message" not in (message := await recv_json(ws)):
                 pass
@@ -142,7 +145,7 @@ async def test_pubsub_stamps_on_the_accepting_node(redis_server: RedisProcess) -
 
 async def test_remote_disconnect_reaches_other_nodes(redis_server: RedisProcess) -> None:
     async with nodes(2, pubsub="redis", redis_url=redis_server.url, noauth=True) as (a, b):
-        await eventually(lambda: ready(a) and ready(b))
+        await until(lambda: ready(a) and ready(b), a, b)
         async with cable(a) as ws:
             message = await recv_json(ws)
             assert message["type"] == "welcome"
@@ -158,7 +161,7 @@ async def test_remote_disconnect_reaches_other_nodes(redis_server: RedisProcess)
 
 async def test_legacy_redis_adapter_fans_out_to_every_node(redis_server: RedisProcess) -> None:
     async with nodes(2, broadcast_adapters=("redis",), redis_url=redis_server.url) as (a, b):
-        await eventually(lambda: ready(a) and ready(b))
+        await until(lambda: ready(a) and ready(b), a, b)
         assert a.publisher is None  # no --pubsub: nothing per stream
         async with subscribed(a) as on_a, subscribed(b) as on_b:
             for data in ["one", "two", "end"]:
@@ -179,7 +182,7 @@ async def test_redisx_each_entry_consumed_once_and_delivered_everywhere(
         redis_url=redis_server.url,
         broker="memory",
     ) as (a, b):
-        await eventually(lambda: ready(a) and ready(b))
+        await until(lambda: ready(a) and ready(b), a, b)
         async with subscribed(a) as on_a, subscribed(b) as on_b:
             sent = [f"x{index}" for index in range(20)]
             for data in sent:
@@ -202,16 +205,16 @@ async def test_redis_restart_http_gets_503_then_nodes_recover(
     redis_server: RedisProcess,
 ) -> None:
     async with nodes(2, pubsub="redis", redis_url=redis_server.url, broker="memory") as (a, b):
-        await eventually(lambda: ready(a) and ready(b))
+        await until(lambda: ready(a) and ready(b), a, b)
         async with subscribed(a) as on_a, subscribed(b) as on_b:
             assert (await broadcast(b, pub("before"))).status == 201
             redis_server.kill()
             # never silently dropped: refused until Redis is back
             assert (await broadcast(b, pub("lost"))).status == 503
             assert (await broadcast(a, pub("lost"))).status == 503
-            await eventually(lambda: not ready(a) and not ready(b))
+            await until(lambda: not ready(a) and not ready(b), a, b)
             redis_server.start()
-            await eventually(lambda: ready(a, STREAM) and ready(b, STREAM), within=20)
+            await until(lambda: ready(a, STREAM) and ready(b, STREAM), a, b, within=20)
             assert (await broadcast(b, pub("after"))).status == 201
             assert (await broadcast(a, pub("end"))).status == 201
             assert await received_until(on_a, "end") == ["before", "after"]
@@ -226,12 +229,12 @@ async def test_redisx_recovers_after_a_redis_restart(redis_server: RedisProcess)
         broker="memory",
         pubsub="redis",
     ) as (a, b):
-        await eventually(lambda: ready(a) and ready(b))
+        await until(lambda: ready(a) and ready(b), a, b)
         async with subscribed(a) as on_a, subscribed(b) as on_b:
             redis_server.kill()
-            await eventually(lambda: not ready(a) and not ready(b))
+            await until(lambda: not ready(a) and not ready(b), a, b)
             redis_server.start()  # empty: the stream and its group are gone
-            await eventually(lambda: ready(a, STREAM) and ready(b, STREAM), within=20)
+            await until(lambda: ready(a, STREAM) and ready(b, STREAM), a, b, within=20)
             await eventually_group(redis_server.url)
             for data in ["r1", "r2", "r3"]:
                 await redis_command(
