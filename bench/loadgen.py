@@ -23,6 +23,15 @@ How it stays cheap:
 It reports its own CPU share for every measured window and flags ``loadgen_limited``
 when it was above 85 % of a core: the figures of that window then bound the load
 generator, not the server.
+
+Several nodes (scenario f): with ``"nodes": [{"port", "pid", "cpu"}, ...]`` in the spec,
+subscribers are spread over the nodes in turn (half each for two), publications still go
+to ``broadcast_port`` (node 0), and every publish result carries a ``nodes`` list: per
+node latency, loss, reordering and CPU per delivery; the top-level ``server_cpu_s``,
+``server_cpu_frac``, ``us_per_delivery`` and ``us_per_post`` are then summed over the nodes,
+and ``cpu_other_frac`` says, per CPU that hosts a node, what share of the window other
+processes took. ``"watch": [{"name", "pid", "cpu"}]`` names other processes of the set-up
+(redis-server) whose CPU is reported (``<name>_cpu_s``, ``<name>_cpu_frac``).
 """
 
 from __future__ import annotations
@@ -131,6 +140,7 @@ class Conn:
         "fd",
         "kind",
         "last",
+        "node",
         "outbuf",
         "pings",
         "sock",
@@ -142,8 +152,9 @@ class Conn:
         "tail",
     )
 
-    def __init__(self, sock: socket.socket, kind: str, stream: str) -> None:
+    def __init__(self, sock: socket.socket, kind: str, stream: str, node: int = 0) -> None:
         self.sock = sock
+        self.node = node
         self.fd = sock.fileno()
         self.kind = kind  # "ws", "sse" or "pub"
         self.state = CONNECTING
@@ -181,8 +192,22 @@ class LoadGen:
         self.signed: bool = spec.get("signed", True)
         self.payload: int = spec.get("payload", 200)
         self.server_cpu: int = spec.get("server_cpu", 0)
+        self.loadgen_cpu: int | None = spec.get("loadgen_cpu")
         self.pad = "x" * self.payload
         self.probe = ServerProbe(spec["server_pid"])
+        # the nodes clients connect to (one unless scenario f); node 0 is the server above
+        self.multi = "nodes" in spec
+        nodes = spec.get("nodes") or [
+            {"port": self.port, "pid": spec["server_pid"], "cpu": self.server_cpu}
+        ]
+        self.node_ports: list[int] = [n["port"] for n in nodes]
+        self.node_cpus: list[int | None] = [n.get("cpu") for n in nodes]
+        self.node_probes = [self.probe] + [ServerProbe(n["pid"]) for n in nodes[1:]]
+        self.watch = [
+            (w["name"], ServerProbe(w["pid"]), w.get("cpu")) for w in spec.get("watch", [])
+        ]
+        self.node_lats = [array.array("q") for _ in nodes]
+        self.node_reordered = [0] * len(nodes)
         self.ep = select.epoll()
         self.table: dict[int, Conn] = {}
         self.clients: list[Conn] = []
@@ -198,7 +223,6 @@ class LoadGen:
         self.received = 0
         self.reordered = 0
         self.stale = 0
-        self.lats = array.array("q")
         self.ping_log = False
         self.responses = 0
         self.http_errors = 0
@@ -222,17 +246,18 @@ class LoadGen:
             ident = self.identifiers[stream] = json.dumps(params, separators=(",", ":"))
         return ident
 
-    def open_client(self, kind: str, stream: str, pi: int) -> None:
+    def open_client(self, kind: str, stream: str, pi: int, node: int = 0) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         # abortive close: no TIME_WAIT pile-up across targets
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = Conn(sock, kind, stream)
+        conn = Conn(sock, kind, stream, node)
         conn.t_start = time.monotonic_ns()
+        port = self.node_ports[node]
         if kind == "ws":
             conn.outbuf += (
-                f"GET {self.path}?pi={pi} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                f"GET {self.path}?pi={pi} HTTP/1.1\r\nHost: {self.host}:{port}\r\n"
                 f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\n"
                 "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: actioncable-v1-json\r\n\r\n"
             ).encode()
@@ -240,10 +265,10 @@ class LoadGen:
             conn.subscribe = client_frame(json.dumps(message, separators=(",", ":")))
         else:
             conn.outbuf += (
-                f"GET /events?stream={stream} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                f"GET /events?stream={stream} HTTP/1.1\r\nHost: {self.host}:{port}\r\n"
                 "Accept: text/event-stream\r\n\r\n"
             ).encode()
-        err = sock.connect_ex((self.host, self.port))
+        err = sock.connect_ex((self.host, port))
         if err not in (0, errno.EINPROGRESS):
             sock.close()
             self.fail(None, f"connect:{errno.errorcode.get(err, err)}")
@@ -381,6 +406,7 @@ class LoadGen:
             data = conn.tail + data
         find, match = data.find, self.match
         phase = self.phase
+        lats = self.node_lats[conn.node]
         n = len(data)
         end = 0
         i = find(b"cwb")
@@ -400,9 +426,10 @@ class LoadGen:
             seq = int(s)
             if seq <= conn.last:
                 self.reordered += 1
+                self.node_reordered[conn.node] += 1
             conn.last = seq
             self.received += 1
-            self.lats.append(now - int(t))
+            lats.append(now - int(t))
         if self.ping_log:
             conn.pings.extend([now] * data.count(b'"ping"'))
         # a partial marker starts with "c" and is shorter than TAIL
@@ -520,10 +547,11 @@ class LoadGen:
         deadline = time.monotonic() + timeout
         opened = 0
         failed0 = self.failed
+        nodes = len(self.node_ports)
         while time.monotonic() < deadline:
             while self.inflight < window and opened < new:
                 stream = "fan" if mode == "one" else f"s{start + opened}"
-                self.open_client(kind, stream, pi)
+                self.open_client(kind, stream, pi, (start + opened) % nodes)
                 opened += 1
             if opened >= new and self.inflight == 0:
                 break
@@ -600,7 +628,8 @@ class LoadGen:
         self.phase += 1
         self.received = self.reordered = self.stale = 0
         self.responses = self.http_errors = 0
-        self.lats = array.array("q")
+        self.node_lats = [array.array("q") for _ in self.node_ports]
+        self.node_reordered = [0] * len(self.node_ports)
         for conn in self.clients:
             conn.last = -1
         if not self.pubs:
@@ -634,12 +663,22 @@ class LoadGen:
             return {"op": "publish", "error": "no subscribers", **warm}
         per_entry = self.subs[streams[0]] if mode == "one" else 1
         expected = posts * batch * per_entry
+        node_subs = [0] * len(self.node_ports)
+        if self.multi:  # subscribers per node, for each node's expected deliveries
+            wanted = set(streams)
+            for conn in self.clients:
+                if conn.state == READY and conn.stream in wanted:
+                    node_subs[conn.node] += 1
         interval = int(1e9 / rate)
         pubs = self.pubs
         npub = len(pubs)
         k = 0
         lg0, cpu0 = time.process_time(), self.probe.cpu()
         stat0, busy0 = self.probe.ticks(), self.probe.cpu_busy(self.server_cpu)
+        node_cpu0 = [p.cpu() for p in self.node_probes]
+        watch_cpu0 = [p.cpu() for _name, p, _cpu in self.watch]
+        cpus = {cpu_id for cpu_id in self.node_cpus if cpu_id is not None}
+        busy_cpu0 = {cpu_id: self.probe.cpu_busy(cpu_id) for cpu_id in cpus}
         t0 = time.monotonic_ns() + 10_000_000
         t_sent = t0
         last_progress = (0, time.monotonic())
@@ -678,7 +717,21 @@ class LoadGen:
         other = self.probe.cpu_busy(self.server_cpu) - busy0 - cpu
         lg_cpu = time.process_time() - lg0
         wall = (t_end - t0) / 1e9
-        lats = sorted(self.lats)
+        node_cpu = [p.cpu() - c0 for p, c0 in zip(self.node_probes, node_cpu0, strict=True)]
+        watch_cpu = [p.cpu() - c0 for (_n, p, _c), c0 in zip(self.watch, watch_cpu0, strict=True)]
+        others: dict[int, float] = {}
+        if self.multi:
+            # what else ran on each node's CPU: busy time less every process of ours there
+            for cpu_id in cpus:
+                ours = 0.0
+                for x, node_cpu_id in zip(node_cpu, self.node_cpus, strict=True):
+                    ours += x if node_cpu_id == cpu_id else 0.0
+                for x, (_n, _p, watch_cpu_id) in zip(watch_cpu, self.watch, strict=True):
+                    ours += x if watch_cpu_id == cpu_id else 0.0
+                ours += lg_cpu if cpu_id == self.loadgen_cpu else 0.0
+                others[cpu_id] = self.probe.cpu_busy(cpu_id) - busy_cpu0[cpu_id] - ours
+            other = max(others.values(), default=0.0)
+        lats = sorted(x for node in self.node_lats for x in node)
         delivered = self.received / expected if expected else 0.0
         p99 = percentile(lats, 0.99) / 1e6
         offered = rate * batch * per_entry
@@ -690,7 +743,7 @@ class LoadGen:
             and self.reordered == 0
             and self.responses >= posts
         )
-        return {
+        result = {
             "op": "publish",
             "rate": rate,
             "batch": batch,
@@ -725,9 +778,46 @@ class LoadGen:
             "passed": passed,
             **warm,
         }
+        if self.multi:
+            result["cpu_other_frac"] = {
+                str(cpu_id): round(max(0.0, x) / wall, 3) if wall > 0 else None
+                for cpu_id, x in sorted(others.items())
+            }
+            # "server" is every node together; each node's own share is in "nodes"
+            total = sum(node_cpu)
+            result["server_cpu_s"] = round(total, 4)
+            result["server_cpu_frac"] = round(total / wall, 3) if wall > 0 else None
+            result["us_per_delivery"] = round(total / self.received * 1e6, 3) if lats else None
+            result["us_per_post"] = round(total / posts * 1e6, 2)
+            result["nodes"] = [
+                self.node_result(i, node_subs[i] * posts * batch, node_cpu[i], wall)
+                for i in range(len(self.node_ports))
+            ]
+            for (name, _p, _c), x in zip(self.watch, watch_cpu, strict=True):
+                result[f"{name}_cpu_s"] = round(x, 4)
+                result[f"{name}_us_per_post"] = round(x / posts * 1e6, 2)
+                result[f"{name}_cpu_frac"] = round(x / wall, 4) if wall > 0 else None
+        return result
+
+    def node_result(self, i: int, expected: int, cpu: float, wall: float) -> dict[str, Any]:
+        lats = sorted(self.node_lats[i])
+        return {
+            "node": i,
+            "cpu": self.node_cpus[i],
+            "expected": expected,
+            "received": len(lats),
+            "lost": expected - len(lats),
+            "reordered": self.node_reordered[i],
+            "lat_p50_ms": round(percentile(lats, 0.5) / 1e6, 2),
+            "lat_p99_ms": round(percentile(lats, 0.99) / 1e6, 2),
+            "lat_max_ms": round(percentile(lats, 1.0) / 1e6, 2),
+            "server_cpu_s": round(cpu, 4),
+            "server_cpu_frac": round(cpu / wall, 3) if wall > 0 else None,
+            "us_per_delivery": round(cpu / len(lats) * 1e6, 3) if lats else None,
+        }
 
     def step_sweep(self, step: dict[str, Any]) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         for rate in step["rates"]:
             result = self.step_publish({**step, "rate": rate, "warmup": not out})
             result["op"] = "sweep"

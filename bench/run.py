@@ -14,7 +14,8 @@ generator is pinned to CPU 1):
 
 Scenarios: (a) idle subscribed connections, (b) fan-out to N subscribers of one stream,
 (c) many streams, open-loop publish-rate sweep, (d) batched fan-out sweep, (e) fan-out
-over SSE. See docs/benchmarks.md for what each measures.
+over SSE, (f) two Cableway nodes over Redis against one node (its own layouts instead of
+targets, see ``F_LAYOUTS``). See docs/benchmarks.md for what each measures.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ import os
 import platform
 import re
 import resource
+import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +45,21 @@ ROOT = BENCH.parent
 SECRET = "bench-secret"
 SERVER_CPU, LOADGEN_CPU = 0, 1
 CHILDREN: list[subprocess.Popen[bytes]] = []
+
+# Scenario (f): Cableway nodes over Redis (--pubsub=redis) against one node, same N, same
+# run. Each layout: the CPU each node is pinned to, and whether the nodes use Redis.
+# redis-server (one per layout run, started here) and the load generator are on CPU 1.
+# "2nodes" gives both nodes the one CPU a single node has (same CPU budget: the cost of
+# the Redis hop and of a second process); "2nodes-2cpu" moves node B to CPU 1 (shared
+# with the load generator and redis-server): what a second core buys, where CPU 1 is
+# otherwise idle (on a 2-CPU machine the load generator shares it).
+F_LAYOUTS: dict[str, tuple[list[int], bool]] = {
+    "1node": ([SERVER_CPU], False),
+    "1node+redis": ([SERVER_CPU], True),
+    "2nodes": ([SERVER_CPU, SERVER_CPU], True),
+    "2nodes-2cpu": ([SERVER_CPU, LOADGEN_CPU], True),
+}
+REDIS_CPU = LOADGEN_CPU
 
 
 def say(*args: object) -> None:
@@ -247,6 +265,15 @@ def program(scenario: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                 "streams": "one",
             },
         ]
+    if scenario == "f":
+        sizes = size_list(args.sizes, ["1000"] if quick else ["1000", "2000"])
+        steps = []
+        for n in sizes:
+            steps.append({"op": "connect", "total": n, "streams": "one", "pi": 0})
+            steps.append(
+                {"op": "publish", "rate": args.fanout_rate, "duration": 3 if quick else 10}
+            )
+        return steps
     if scenario == "e":
         sizes = size_list(args.sizes, ["1000"] if quick else ["1000", "5000"])
         steps = []
@@ -262,6 +289,9 @@ def program(scenario: str, args: argparse.Namespace) -> list[dict[str, Any]]:
 def targets_for(
     scenario: str, names: list[str], features: dict[str, Any], quick: bool
 ) -> list[str]:
+    if scenario == "f":  # its own layouts; --targets may name some of them
+        chosen = [n for n in names if n in F_LAYOUTS]
+        return chosen or list(F_LAYOUTS)
     out = [n for n in names if n != "floor-coalesce" or scenario == "d"]
     if scenario == "e":
         out = [n for n in out if n in ("cableway", "floor")]
@@ -282,6 +312,8 @@ def run_one(
     workdir: Path,
     args: argparse.Namespace,
 ) -> list[dict[str, Any]]:
+    if scenario == "f":
+        return run_nodes(target, steps, workdir, args)
     port, bport = free_port(), free_port()
     log_path = workdir / f"{scenario}-{target.name}.log"
     server = spawn(target.command(port, bport, scenario), SERVER_CPU, log_path)
@@ -306,23 +338,7 @@ def run_one(
             "server_cpu": SERVER_CPU,
             "steps": steps,
         }
-        spec_path = workdir / f"{scenario}-{target.name}.json"
-        spec_path.write_text(json.dumps(spec))
-        gen = spawn(
-            [sys.executable, str(BENCH / "loadgen.py"), str(spec_path)],
-            LOADGEN_CPU,
-            workdir / f"{scenario}-{target.name}-loadgen.log",
-            stdout=subprocess.PIPE,
-            stderr=None,
-        )
-        deadline = time.monotonic() + args.max_seconds
-        assert gen.stdout is not None
-        for line in gen.stdout:
-            results.append(json.loads(line))
-            if time.monotonic() > deadline:
-                say(f"  {target.name}: over {args.max_seconds}s, stopping")
-                break
-        stop(gen, wait=10)
+        results += run_loadgen(spec, f"{scenario}-{target.name}", workdir, args)
         if server.poll() is not None:
             results.append({"op": "server", "error": f"server exited with {server.returncode}"})
     finally:
@@ -330,6 +346,115 @@ def run_one(
             stop(profiler, signal.SIGINT, wait=20)
         stop(server)
     return results
+
+
+def run_loadgen(
+    spec: dict[str, Any], tag: str, workdir: Path, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Run the load generator (CPU 1) on ``spec``; its JSON lines, within --max-seconds."""
+    results: list[dict[str, Any]] = []
+    spec_path = workdir / f"{tag}.json"
+    spec_path.write_text(json.dumps(spec))
+    gen = spawn(
+        [sys.executable, str(BENCH / "loadgen.py"), str(spec_path)],
+        LOADGEN_CPU,
+        workdir / f"{tag}-loadgen.log",
+        stdout=subprocess.PIPE,
+        stderr=None,
+    )
+    deadline = time.monotonic() + args.max_seconds
+    assert gen.stdout is not None
+    for line in gen.stdout:
+        results.append(json.loads(line))
+        if time.monotonic() > deadline:
+            say(f"  {tag}: over {args.max_seconds}s, stopping")
+            break
+    stop(gen, wait=10)
+    return results
+
+
+def start_redis(workdir: Path, tag: str) -> tuple[subprocess.Popen[bytes], str] | None:
+    """A throwaway redis-server: 127.0.0.1, a fresh port, no persistence, pinned to CPU 1."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        return None
+    port = free_port()
+    rdir = workdir / f"{tag}-redis"
+    rdir.mkdir(exist_ok=True)
+    cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    cmd += ["--dir", str(rdir)]
+    proc = spawn(cmd, REDIS_CPU, workdir / f"{tag}-redis.log")
+    if not wait_listening(proc, [port], timeout=10):
+        stop(proc)
+        raise RuntimeError(f"redis-server did not start (see {workdir / f'{tag}-redis.log'})")
+    return proc, f"redis://127.0.0.1:{port}"
+
+
+def run_nodes(
+    target: Target, steps: list[dict[str, Any]], workdir: Path, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Scenario (f), one layout: redis-server if needed, the nodes, the load generator.
+
+    Subscribers alternate between the nodes (half each for two); every publication is
+    POSTed to node A (the first), which publishes it to Redis; node B gets it from Redis.
+    """
+    layout = target.name
+    cpus, use_redis = F_LAYOUTS[layout]
+    tag = f"f-{layout}"
+    nodes: list[tuple[subprocess.Popen[bytes], int, int]] = []
+    profilers: list[subprocess.Popen[bytes] | None] = []
+    redis = None
+    try:
+        extra: list[str] = []
+        if use_redis:
+            redis = start_redis(workdir, tag)
+            if redis is None:
+                say("  redis-server is not on PATH (apt-get install redis-server): (f) skipped")
+                return [{"op": "skip", "reason": "redis-server is not on PATH"}]
+            extra = ["--pubsub=redis", f"--redis_url={redis[1]}"]
+        for i, cpu in enumerate(cpus):
+            port, bport = free_port(), free_port()
+            log_path = workdir / f"{tag}-node{i}.log"
+            # every layout runs plain `cableway` (--broker=none), plus Redis when it has it
+            cmd = Target("cableway", target.features).command(port, bport, "f") + extra
+            proc = spawn(cmd, cpu, log_path)
+            nodes.append((proc, port, bport))
+        for i, (proc, port, bport) in enumerate(nodes):
+            if not wait_listening(proc, [port, bport]):
+                say(f"  {layout}: node {i} did not start (see {workdir / f'{tag}-node{i}.log'})")
+                return [{"op": "start", "error": f"node {i} did not start"}]
+        if args.profile:
+            for i, (proc, _port, _bport) in enumerate(nodes):
+                profilers.append(start_profiler(proc.pid, Path(args.profile), f"{tag}-node{i}"))
+        spec = {
+            "port": nodes[0][1],
+            "broadcast_port": nodes[0][2],
+            "server_pid": nodes[0][0].pid,
+            "nodes": [
+                {"port": port, "pid": proc.pid, "cpu": cpu}
+                for (proc, port, _bport), cpu in zip(nodes, cpus, strict=True)
+            ],
+            "watch": [{"name": "redis", "pid": redis[0].pid, "cpu": REDIS_CPU}] if redis else [],
+            "secret": SECRET,
+            "signed": True,
+            "payload": args.payload,
+            "server_cpu": SERVER_CPU,
+            "loadgen_cpu": LOADGEN_CPU,
+            "steps": steps,
+        }
+        results = run_loadgen(spec, tag, workdir, args)
+        for i, (proc, _port, _bport) in enumerate(nodes):
+            if proc.poll() is not None:
+                results.append({"op": "server", "error": f"node {i} exited with {proc.returncode}"})
+        return results
+    finally:
+        for profiler in profilers:
+            if profiler is not None:
+                stop(profiler, signal.SIGINT, wait=20)
+        for proc, _port, _bport in nodes:
+            stop(proc)
+        if redis is not None:
+            stop(redis[0])
 
 
 def sse_available(port: int) -> bool:
@@ -394,6 +519,34 @@ METRICS: dict[str, list[tuple[str, str, str]]] = {
     ],
 }
 METRICS["e"] = METRICS["b"]
+# (f): a_ = node A (accepts the POSTs; the only node of 1node*), b_ = node B (remote)
+METRICS["f"] = [
+    ("us_per_delivery", "CPU µs per delivery, all nodes", "lower"),
+    ("a_us_per_delivery", "node A CPU µs per own delivery", "lower"),
+    ("b_us_per_delivery", "node B CPU µs per own delivery", "lower"),
+    ("redis_cpu_frac", "redis-server CPU share", "lower"),
+    ("lat_p50_ms", "latency p50, all, ms", "lower"),
+    ("lat_p99_ms", "latency p99, all, ms", "lower"),
+    ("lat_max_ms", "latency max, all, ms", "lower"),
+    ("a_lat_p50_ms", "latency p50 node A (local), ms", "lower"),
+    ("a_lat_p99_ms", "latency p99 node A (local), ms", "lower"),
+    ("a_lat_max_ms", "latency max node A (local), ms", "lower"),
+    ("b_lat_p50_ms", "latency p50 node B (remote), ms", "lower"),
+    ("b_lat_p99_ms", "latency p99 node B (remote), ms", "lower"),
+    ("b_lat_max_ms", "latency max node B (remote), ms", "lower"),
+    ("lost", "lost deliveries", "lower"),
+    ("a_lost", "lost on node A", "lower"),
+    ("b_lost", "lost on node B", "lower"),
+    ("reordered", "reordered", "lower"),
+    ("loadgen_cpu_frac", "load generator CPU share", "info"),
+]
+# (f) ratio columns: (header, layout, baseline layout)
+F_RATIOS = [
+    ("+r/1n", "1node+redis", "1node"),
+    ("2n/1n", "2nodes", "1node"),
+    ("2n/+r", "2nodes", "1node+redis"),
+    ("2n2c/1n", "2nodes-2cpu", "1node"),
+]
 
 
 def summarize(scenario: str, target: str, results: list[dict[str, Any]], out: Summary) -> None:
@@ -406,7 +559,16 @@ def summarize(scenario: str, target: str, results: list[dict[str, Any]], out: Su
         if r.get("error"):
             out.setdefault((scenario, "error"), {})[target] = r["error"]
     noise = max((r.get("server_cpu_other_frac") or 0.0 for r in results), default=0.0)
-    if noise > 0.1:
+    by_cpu: dict[str, float] = {}
+    for r in results:
+        for c, frac in (r.get("cpu_other_frac") or {}).items():
+            by_cpu[c] = max(by_cpu.get(c, 0.0), frac or 0.0)
+    if by_cpu and max(by_cpu.values()) > 0.1:
+        worst = ", ".join(f"{frac:.0%} of CPU {c}" for c, frac in sorted(by_cpu.items()))
+        out.setdefault((scenario, "warning"), {})[target] = (
+            f"other processes took up to {worst} in a window (nodes' CPUs): noisy"
+        )
+    elif noise > 0.1:
         out.setdefault((scenario, "warning"), {})[target] = (
             f"other processes ran on the server's CPU ({noise:.0%} of a window): noisy"
         )
@@ -422,6 +584,23 @@ def summarize(scenario: str, target: str, results: list[dict[str, Any]], out: Su
                 put("gap_p99_s", f"N={total}", r["gap_p99_s"])
                 put("gap_max_s", f"N={total}", r["gap_max_s"])
                 put("server_cpu_frac_idle", f"N={total}", r["server_cpu_frac_idle"])
+    elif scenario == "f":
+        n = 0
+        for r in results:
+            if r.get("op") == "connect":
+                n = r["total"]
+            elif r.get("op") == "publish":
+                size = f"N={n}"
+                put("us_per_delivery", size, r.get("us_per_delivery"))
+                for key in ("redis_cpu_frac", "lat_p50_ms", "lat_p99_ms", "lat_max_ms"):
+                    put(key, size, r.get(key))
+                for key in ("lost", "reordered", "loadgen_cpu_frac"):
+                    put(key, size, r.get(key))
+                for node in r.get("nodes", []):
+                    prefix = "ab"[node["node"]] if node["node"] < 2 else f"n{node['node']}"
+                    for key in ("us_per_delivery", "lat_p50_ms", "lat_p99_ms", "lat_max_ms"):
+                        put(f"{prefix}_{key}", size, node.get(key))
+                    put(f"{prefix}_lost", size, node.get("lost"))
     elif scenario in "be":
         n = 0
         for r in results:
@@ -442,6 +621,40 @@ def summarize(scenario: str, target: str, results: list[dict[str, Any]], out: Su
             out.setdefault((scenario, "warning"), {})[target] = "the load generator was the limit"
         if sweeps and sweeps[-1].get("passed"):
             out.setdefault((scenario, "note"), {})[target] = "passed every rate: max is a bound"
+
+
+def summarize_rounds(
+    scenario: str, target: str, rounds: list[list[dict[str, Any]]], out: Summary
+) -> None:
+    """Like :func:`summarize`, over several rounds of one target: the median of each figure.
+
+    Warnings, notes and errors are taken from all the rounds together.
+    """
+    if len(rounds) == 1:
+        summarize(scenario, target, rounds[0], out)
+        return
+    texts: Summary = {}
+    summarize(scenario, target, [r for results in rounds for r in results], texts)
+    per_round: list[Summary] = []
+    for results in rounds:
+        one: Summary = {}
+        summarize(scenario, target, results, one)
+        per_round.append(one)
+    keys = list(dict.fromkeys(k for one in per_round for k in one))
+    for key in keys:
+        if key[1] in ("skipped", "warning", "note", "error"):
+            if target in texts.get(key, {}):
+                out.setdefault(key, {})[target] = texts[key][target]
+            continue
+        values = [one[key][target] for one in per_round if one.get(key, {}).get(target) is not None]
+        numbers = [v for v in values if isinstance(v, int | float)]
+        if numbers:
+            out.setdefault(key, {})[target] = statistics.median(numbers)
+        elif values:
+            out.setdefault(key, {})[target] = values[-1]
+    out.setdefault((scenario, "note"), {})["rounds"] = (
+        f"median of {len(rounds)} rounds (the targets in turn, each round)"
+    )
 
 
 def fmt(value: Any) -> str:
@@ -472,13 +685,59 @@ SCENARIO_TITLES = {
     "c": "(c) many streams (one per client), open-loop rate sweep",
     "d": "(d) batched fan-out (arrays of 10 on one stream, 1k subscribers), rate sweep",
     "e": "(e) fan-out over SSE",
+    "f": "(f) fan-out over two Cableway nodes and Redis vs one node (node A takes the POSTs)",
 }
+
+
+def table_f(summary: Summary) -> list[str]:
+    """(f): one column per layout, then in-run ratios (two nodes / one node)."""
+    keys = [k for (s, k) in summary if s == "f"]
+    if not keys:
+        return []
+    seen = {t for (s, _k), row in summary.items() if s == "f" for t in row}
+    cols = [t for t in F_LAYOUTS if t in seen]
+    ratios = [(h, a, b) for h, a, b in F_RATIOS if a in cols and b in cols]
+    header = ["metric".ljust(40)] + [c.rjust(12) for c in cols] + [h.rjust(8) for h, _, _ in ratios]
+    lines = ["", SCENARIO_TITLES["f"], " ".join(header)]
+    labels = {k: (label, better) for k, label, better in METRICS["f"]}
+    order = {k: i for i, (k, _l, _b) in enumerate(METRICS["f"])}
+
+    def sort_key(key: str) -> tuple[int, int, str]:
+        metric, _, size = key.partition("@")
+        digits = "".join(ch for ch in size if ch.isdigit())
+        return (int(digits or 0), order.get(metric, 99), metric)
+
+    for key in keys:
+        if key in ("skipped", "warning", "note", "error"):
+            for t, text in summary[("f", key)].items():
+                lines.append(f"  {key}: {t}: {text}")
+    for key in sorted((k for k in keys if "@" in k), key=sort_key):
+        row = summary[("f", key)]
+        metric, _, size = key.partition("@")
+        label, better = labels.get(metric, (metric, ""))
+        name = f"{label} {size}".strip()
+        if better in ("lower", "higher"):
+            name += " (↓)" if better == "lower" else " (↑)"
+        cells = [fmt(row.get(c)).rjust(12) for c in cols]
+        # a node's figure is compared with the whole of the baseline (all its clients are
+        # on its one node): remote latency against one node's latency, and so on
+        base_key = f"{metric[2:]}@{size}" if metric[:2] in ("a_", "b_") else key
+        for _h, a, b in ratios:
+            base = row.get(b)
+            if base is None:
+                base = summary.get(("f", base_key), {}).get(b)
+            cells.append(ratio(row.get(a), base).rjust(8))
+        lines.append(" ".join([name[:40].ljust(40), *cells]))
+    return lines
 
 
 def table(summary: Summary) -> str:
     order = ["cableway", "cableway-default", "reference", "floor", "floor-coalesce"]
     lines = []
-    for scenario in "abcde":
+    for scenario in "abcdef":
+        if scenario == "f":
+            lines += table_f(summary)
+            continue
         keys = [k for (s, k) in summary if s == scenario]
         if not keys:
             continue
@@ -553,13 +812,14 @@ def report(path: str) -> int:
     if not runs:
         raise SystemExit(f"{path}: no run recorded")
     meta, *records = runs[-1]
-    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    grouped: dict[tuple[str, str], dict[int, list[dict[str, Any]]]] = {}
     for record in records:
         if record.get("kind") == "result":
-            grouped.setdefault((record["scenario"], record["target"]), []).append(record)
+            by_round = grouped.setdefault((record["scenario"], record["target"]), {})
+            by_round.setdefault(record.get("round", 0), []).append(record)
     summary: Summary = {}
-    for (scenario, target), results in grouped.items():
-        summarize(scenario, target, results, summary)
+    for (scenario, target), by_round in grouped.items():
+        summarize_rounds(scenario, target, [by_round[k] for k in sorted(by_round)], summary)
     print(
         f"run of {meta['date']}: {meta['cpu']} x{meta['cpus']}, commit {meta['commit']}, "
         f"load {[round(x, 2) for x in meta['loadavg']]}, argv {meta.get('argv')}"
@@ -572,17 +832,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description="Cableway benchmarks, with the reference and the floor in the same run."
     )
-    parser.add_argument("--scenarios", default="a,b,c,d,e", help="comma-separated: a,b,c,d,e")
-    parser.add_argument("--sizes", help="connection counts for a, b, e (e.g. 1000,5000,max)")
     parser.add_argument(
-        "--targets", default="cableway,reference,floor,floor-coalesce", help="comma-separated"
+        "--scenarios",
+        default="a,b,c,d,e",
+        help="comma-separated: a,b,c,d,e (f, two Cableway nodes over Redis vs one node: "
+        "only when named; it starts its own redis-server)",
+    )
+    parser.add_argument("--sizes", help="connection counts for a, b, e, f (e.g. 1000,5000,max)")
+    parser.add_argument(
+        "--targets",
+        default="cableway,reference,floor,floor-coalesce",
+        help="comma-separated; for f: layouts among " + ",".join(F_LAYOUTS) + " (default all)",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, short steps")
     parser.add_argument("--json", help="append JSON lines (results, summary, meta) here")
     parser.add_argument("--payload", type=int, default=200, help="padding bytes per message")
-    parser.add_argument("--fanout-rate", type=float, default=1.0, help="broadcasts/s in b, e")
+    parser.add_argument("--fanout-rate", type=float, default=1.0, help="broadcasts/s in b, e, f")
     parser.add_argument("--profile", help="directory for py-spy profiles of cableway runs")
     parser.add_argument("--max-seconds", type=float, default=600, help="per target and scenario")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="f only: run the layouts this many times in turn; the table shows medians",
+    )
     parser.add_argument("--report", help="print the table of a JSON-lines file; run nothing")
     args = parser.parse_args()
     if args.report:
@@ -617,18 +890,32 @@ def main() -> int:
         workdir = Path(tmp)
         for scenario in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
             steps = program(scenario, args)
-            for name in targets_for(scenario, names, features, args.quick):
-                say(f"[{scenario}] {name} ...")
-                t0 = time.monotonic()
-                results = run_one(scenario, Target(name, features), steps, workdir, args)
-                say(f"[{scenario}] {name} done in {time.monotonic() - t0:.1f}s")
-                for r in results:
-                    records.append({"kind": "result", "scenario": scenario, "target": name, **r})
-                    if r.get("loadgen_limited"):
-                        say(f"  WARNING: load generator at {r['loadgen_cpu_frac']:.0%} CPU")
-                summarize(scenario, name, results, summary)
-                if any(r.get("op") == "skip" for r in results):
+            rounds = max(1, args.rounds) if scenario == "f" else 1
+            targets = targets_for(scenario, names, features, args.quick)
+            done: dict[str, list[list[dict[str, Any]]]] = {}
+            skipped = False
+            for k in range(rounds):
+                for name in targets:
+                    tag = f"[{scenario}] {name}" + (
+                        f" (round {k + 1}/{rounds})" if rounds > 1 else ""
+                    )
+                    say(f"{tag} ...")
+                    t0 = time.monotonic()
+                    results = run_one(scenario, Target(name, features), steps, workdir, args)
+                    say(f"{tag} done in {time.monotonic() - t0:.1f}s")
+                    for r in results:
+                        record = {"kind": "result", "scenario": scenario, "target": name}
+                        records.append(record | ({"round": k} if rounds > 1 else {}) | r)
+                        if r.get("loadgen_limited"):
+                            say(f"  WARNING: load generator at {r['loadgen_cpu_frac']:.0%} CPU")
+                    done.setdefault(name, []).append(results)
+                    if any(r.get("op") == "skip" for r in results):
+                        skipped = True
+                        break
+                if skipped:
                     break
+            for name, by_round in done.items():
+                summarize_rounds(scenario, name, by_round, summary)
     for (scenario, key), row in summary.items():
         records.append({"kind": "summary", "scenario": scenario, "metric": key, **row})
     text = table(summary)
