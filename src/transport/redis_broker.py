@@ -22,9 +22,10 @@ no cluster: scripts touch keys they compute):
 * ``P:s:<sid>`` — a session snapshot (JSON); live sessions keep it for ``sessions_ttl
   + 1 h`` (refreshed on every change), a closed one for ``--sessions_ttl``.
 * ``P:p:<stream>`` (hash id → info JSON), ``P:pc:<stream>`` (hash id → sessions),
-  ``P:ps:<stream>`` (hash sid → id) and ``P:pe`` (sorted set of disconnected sessions'
-  presence by expiry): presence, changed by scripts so that two nodes never announce the
-  same join or leave twice.
+  ``P:ps:<stream>`` (hash sid → id) and ``P:pe`` (sorted set of every presence record by
+  expiry: a disconnected session's ``--presence_ttl`` later, a live one's lease, renewed
+  by its node, so that the presence of a node that died ends too): presence, changed by
+  scripts so that two nodes never announce the same join or leave twice.
 
 Every command goes through the node's ordered command connection
 (:class:`~cableway.transport.scaleout.Publisher`), so a read sees the writes posted
@@ -63,6 +64,9 @@ __all__ = ["RedisBroker", "new_epoch"]
 
 log = logging.getLogger("cableway.redis")
 
+#: default of :attr:`RedisBroker.presence_lease`
+PRESENCE_LEASE = 60.0
+
 #: keep a live session's snapshot this much longer than sessions_ttl (a node that dies
 #: cannot release it; the snapshot must still expire)
 LIVE_SESSION_GRACE = 3600
@@ -99,11 +103,11 @@ local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 return {epoch, last, redis.call('XRANGE', KEYS[1], '-', '+')}
 """
 
-# KEYS: p, pc, ps, pe; ARGV: sid, id, info, expiry member
+# KEYS: p, pc, ps, pe; ARGV: sid, id, info, expiry member, lease expiry
 _JOIN = """
 local current = redis.call('HGET', KEYS[3], ARGV[1])
 if current and current ~= ARGV[2] then return -1 end
-redis.call('ZREM', KEYS[4], ARGV[4])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 if current then return 0 end
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
@@ -200,6 +204,9 @@ class RedisBroker:
         self.sessions_ttl = sessions_ttl
         self.presence_ttl = presence_ttl
         self.timeout = timeout
+        #: seconds a live session's presence record lasts unless its node renews it
+        #: (every third of it): bounds how long a crashed node's clients stay present
+        self.presence_lease = PRESENCE_LEASE
         # each stamp proposes a fresh epoch for when Redis has none (it lost its data):
         # never the one it had before, so old positions are refused, not misread
         self._random = random.Random()
@@ -342,6 +349,8 @@ class RedisBroker:
         presence_id: str,
         info: object,
         on_event: Callable[[PresenceEvent], None],
+        *,
+        now: float,
     ) -> None:
         """Add ``sid`` under ``presence_id``; ``on_event`` gets the ``join`` to announce
         when the id is new in the stream."""
@@ -362,10 +371,29 @@ class RedisBroker:
                 presence_id,
                 json.dumps(info, separators=(",", ":")),
                 f"{stream}\n{sid}",
+                repr(now + self.presence_lease),
             ),
             None,
             joined,
         )
+
+    def presence_renew(self, members: Iterable[tuple[str, str]], *, now: float) -> None:
+        """Extend the lease of this node's live presence ``(stream, sid)`` records.
+
+        A live record expires like a disconnected one when its lease runs out: if the
+        node dies without closing its sessions, their presence ends ``presence_lease``
+        seconds later (announced by another node) instead of staying forever. ``XX``
+        never brings back a record that left meanwhile.
+        """
+        score = repr(now + self.presence_lease)
+        batch: list[str] = []
+        for stream, sid in members:
+            batch += (score, f"{stream}\n{sid}")
+            if len(batch) >= 1000:
+                self.queue.send(("ZADD", f"{self.prefix}:pe", "XX", *batch))
+                batch = []
+        if batch:
+            self.queue.send(("ZADD", f"{self.prefix}:pe", "XX", *batch))
 
     def presence_leave(
         self, stream: str, sid: str, on_event: Callable[[PresenceEvent], None]

@@ -432,6 +432,7 @@ class Server:
                 request.presence_id,
                 request.info,
                 self.publish_presence,
+                now=time.time(),
             )
         elif request.kind == "leave":
             redis_broker.presence_leave(request.stream, session.sid, self.publish_presence)
@@ -655,10 +656,23 @@ class Server:
                 self.publish_presence(event)
 
     async def _sweep_redis(self, broker: RedisBroker) -> None:
-        """Expire presence in Redis once a second (each expiry is handed to one node)."""
+        """Expire presence in Redis once a second (each expiry is handed to one node),
+        and renew the leases of this node's live presence every third of a lease."""
+        renewed = trio.current_time()
         while True:
-            await trio.sleep(1)
-            broker.expire(time.time(), self.publish_presence)
+            await trio.sleep(min(1.0, broker.presence_lease / 3))
+            now = time.time()
+            if trio.current_time() - renewed >= broker.presence_lease / 3:
+                renewed = trio.current_time()
+                broker.presence_renew(
+                    (
+                        (stream, session.sid)
+                        for session in self.sessions
+                        for _presence_id, stream in session.core.presence.values()
+                    ),
+                    now=now,
+                )
+            broker.expire(now, self.publish_presence)
 
     async def _log_metrics(self) -> None:
         """``--metrics_log``: one line per interval with counter deltas and gauges."""

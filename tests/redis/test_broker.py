@@ -20,7 +20,7 @@ from trio_websocket import WebSocketConnection
 
 from cableway.transport.server import Server
 
-from ..integration.helpers import broadcast, cable, recv_json, sse, welcome
+from ..integration.helpers import broadcast, cable, config, recv_json, sse, welcome
 from .conftest import RedisProcess
 from .test_scaleout import PUBSUB_ID, STREAM, nodes, pub, redis_command, until
 
@@ -297,3 +297,48 @@ async def test_redisx_entries_are_stamped_in_redis_and_reach_every_node(
                 # one offset per entry, whichever node consumed it, received in order
                 assert [m["offset"] for m in got] == [1, 2, 3]
                 assert sorted(m["message"] for m in got) == ["x1", "x2", "x3"]
+
+
+async def test_presence_of_a_crashed_node_ends_when_its_lease_runs_out(
+    redis_server: RedisProcess,
+) -> None:
+    """A node that dies without closing its sessions cannot expire their presence: the
+    lease it no longer renews does, and another node announces the leave."""
+    async with nodes(1, **shared(redis_server)) as (b,):
+        await until(lambda: b.redis_ready(), b)
+        async with ext_client(b) as watcher:
+            await welcome(watcher)
+            await send(watcher, command="subscribe", identifier=PUBSUB_ID)
+            assert (await recv_json(watcher))["type"] == "confirm_subscription"
+            await until(lambda: b.redis_ready(STREAM), b)
+            a = Server(config(public_streams=True, **shared(redis_server)))
+            assert a.redis_broker is not None
+            a.redis_broker.presence_lease = 1.5
+            crash = trio.CancelScope()
+
+            async def run_a(task_status: trio.TaskStatus[Server]) -> None:
+                with crash:
+                    await a.run(task_status=task_status)
+
+            async with trio.open_nursery() as nursery:
+                await nursery.start(run_a)
+                await until(lambda: a.redis_ready(), a)
+                # the client cannot close cleanly once its node is gone: bounded below
+                client = trio.CancelScope()
+                with client:
+                    async with ext_client(a) as member:
+                        await welcome(member)
+                        await send(
+                            member,
+                            command="subscribe",
+                            identifier=PUBSUB_ID,
+                            presence={"id": "9", "info": None},
+                        )
+                        assert (await next_of(watcher, "presence"))["message"]["type"] == "join"
+                        # a few renewals pass: the member stays present while its node lives
+                        with trio.move_on_after(2.5):
+                            assert (await next_of(watcher, "presence")) is None  # pragma: no cover
+                        crash.cancel()  # no graceful shutdown: nothing more reaches Redis
+                        client.deadline = trio.current_time() + 1
+            left = await next_of(watcher, "presence")
+            assert left["message"] == {"type": "leave", "id": "9"}
