@@ -5,6 +5,10 @@ deadline (over the whole head, not per read, so trickling bytes does not help a
 slowloris). Then the request is routed by exact path: the WebSocket path(s) (upgrade
 to :mod:`.ws`), the health path, the broadcast path (when this listener serves it), or
 ``404``. Plain HTTP connections are kept alive for further requests.
+
+On a listener that serves broadcasts, unremarkable ``POST`` requests to the broadcast
+path are served without h11 (:func:`_fast_requests`, with the strict parser of
+:mod:`cableway.protocol.httphead`); every other request is h11's, as before.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import re
 import secrets
 import time
@@ -37,6 +42,7 @@ from ..protocol.handshake import (
     request_sid,
     select_subprotocol,
 )
+from ..protocol.httphead import NEED_MORE, USE_GENERAL, head_size, parse_head
 from .demo import handle_demo
 from .sse import handle_sse
 from .ws import WebSocketSession
@@ -58,6 +64,24 @@ _CREATED = h11.Response(
     headers=[(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"0")],
 )
 _END = h11.EndOfMessage()
+
+
+def _h11_created(*, close: bool) -> bytes:
+    """The bytes h11 writes for :data:`_CREATED` after a keep-alive (or ``close``) request."""
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n"
+        + (b"connection: close\r\n" if close else b"")
+        + b"\r\n"
+    )
+    while conn.next_event() is not h11.NEED_DATA and conn.their_state is not h11.DONE:
+        pass
+    return (conn.send(_CREATED) or b"") + (conn.send(_END) or b"")
+
+
+#: the fast path's answers to an accepted broadcast: what h11 would write
+_CREATED_KEEP_ALIVE = _h11_created(close=False)
+_CREATED_CLOSE = _h11_created(close=True)
 
 
 class Request:
@@ -85,12 +109,32 @@ class Request:
 
 
 class _Conn:
-    """An h11 connection bound to a stream."""
+    """An h11 connection bound to a stream, with a fast path in front of it.
 
-    def __init__(self, stream: trio.abc.Stream, max_head: int) -> None:
+    While :attr:`raw` is true, the bytes read are kept in :attr:`buf` and h11 has seen
+    none of the current request: :func:`_fast_requests` serves the unremarkable
+    broadcasts there. Anything else is handed over to h11 (:meth:`hand_over`) with
+    every byte read so far, and h11 serves that request exactly as it would have
+    without a fast path; the next request starts in raw mode again (:meth:`next_cycle`).
+    """
+
+    def __init__(self, stream: trio.abc.Stream, max_head: int, *, fast: bool = False) -> None:
         self.stream = stream
         self.max_head = max_head
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
+        #: the fast path may serve requests on this connection
+        self.fast = fast
+        #: h11 has seen nothing of the current request: the bytes read are in ``buf``
+        self.raw = fast
+        self.buf = bytearray()
+        #: the client sent EOF (raw mode)
+        self.eof = False
+        #: where :func:`head_size` resumes looking for the end of the head in ``buf``
+        self.scanned = 0
+        #: the socket's descriptor for direct reads and writes (-1: trio's stream only)
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        #: the last direct read filled the buffer (more is likely waiting)
+        self._full_read = False
         #: the raw bytes read while waiting for a request head (bounded)
         self._head = bytearray()
         #: one cancel scope for the whole connection: its deadline is set while a head
@@ -129,12 +173,73 @@ class _Conn:
         """Get ready for the next request on a kept-alive connection.
 
         Bytes already read past the previous request (a pipelined request) count
-        towards the next head, so its size is measured like any other's.
+        towards the next head, so its size is measured like any other's. With the fast
+        path, they go back to the raw buffer and a fresh h11 connection waits for the
+        next hand-over (h11 cannot give its buffer back).
         """
-        pending = self.h11.trailing_data[0]
-        self._head = bytearray(pending[: self.max_head + 4])
+        pending, closed = self.h11.trailing_data
         self.method = b""
-        self.h11.start_next_cycle()
+        self.h11.start_next_cycle()  # raises if the cycle is not over, as before
+        if self.fast:
+            self.buf = bytearray(pending)
+            self.eof = closed
+            self.scanned = 0
+            self._head = bytearray()
+            self.raw = True
+            self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
+        else:
+            self._head = bytearray(pending[: self.max_head + 4])
+
+    def hand_over(self) -> None:
+        """Give h11 every byte of the current request read so far (and the EOF, if any).
+
+        h11 then parses them as if it had read them itself; the raw head bytes are kept
+        for :meth:`_check_head` as :meth:`next_event` keeps them.
+        """
+        data = bytes(self.buf)
+        self.buf = bytearray()
+        self.raw = False
+        self._head = bytearray(data[: self.max_head + 4])
+        if self._head.startswith(b"HEAD "):
+            self.method = b"HEAD"
+        if data:
+            self.h11.receive_data(data)
+        if self.eof:
+            self.h11.receive_data(b"")
+
+    async def fill(self) -> None:
+        """Read more bytes into :attr:`buf` (raw mode); at the end of input set :attr:`eof`.
+
+        On a socket, read the descriptor directly once it is readable (no trio stream
+        machinery per read); a read that filled the buffer is followed by another at
+        once (after a checkpoint), as more is likely waiting.
+        """
+        fd = self._fd
+        data = b""
+        if fd < 0:
+            try:
+                data = bytes(await self.stream.receive_some(_READ_SIZE))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+        else:
+            if self._full_read:
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.lowlevel.wait_readable(fd)
+            while True:
+                try:
+                    data = os.read(fd, _READ_SIZE)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(fd)
+                    continue
+                except OSError:
+                    pass  # a reset: the end of input, as for the stream
+                break
+            self._full_read = len(data) == _READ_SIZE
+        if data:
+            self.buf += data
+        else:
+            self.eof = True
 
     def _check_head(self) -> None:
         """Bound a request head by its raw size, however it arrived.
@@ -150,9 +255,22 @@ class _Conn:
             raise h11.RemoteProtocolError("request head too large", 431)
 
     async def flush(self) -> None:
-        """Write the answers held back by :meth:`created`."""
+        """Write the answers held back by :meth:`created`.
+
+        On a socket, straight to the descriptor when the kernel takes it all (the usual
+        case); the rest, or an error, goes through the stream, which waits or reports.
+        """
         if self._out:
             data, self._out = self._out, b""
+            fd = self._fd
+            if fd >= 0:
+                try:
+                    sent = os.write(fd, data)
+                except OSError:
+                    sent = 0  # would block, or the peer is gone: send_all says which
+                if sent == len(data):
+                    return
+                data = data[sent:]
             await self.stream.send_all(data)
 
     async def send(self, event: h11.Event) -> None:
@@ -168,6 +286,10 @@ class _Conn:
         broadcasts is answered with one write.
         """
         self._out += (self.h11.send(_CREATED) or b"") + (self.h11.send(_END) or b"")
+
+    def created_raw(self, answer: bytes) -> None:
+        """Hold back a pre-built ``201`` of the fast path (h11 has not seen the request)."""
+        self._out += answer
 
     async def respond(
         self,
@@ -227,7 +349,13 @@ async def _serve_http(
 
     Returns the upgraded session, not yet running, or ``None``.
     """
-    conn = _Conn(stream, server.max_header_bytes)
+    config = server.config
+    fast = (
+        server.serves(role, "broadcast")
+        and server.publisher is None  # publishing never waits: nothing to answer but 201
+        and not (role == "main" and config.http_broadcast_path in config.path)
+    )
+    conn = _Conn(stream, server.max_header_bytes, fast=fast)
     try:
         with conn.deadline:
             session = await _serve_requests(server, conn, role)
@@ -252,6 +380,9 @@ async def _serve_requests(server: Server, conn: _Conn, role: str) -> WebSocketSe
     deadline = conn.deadline
     idle = server.idle_scopes
     while True:
+        if conn.raw and await _fast_requests(server, conn):
+            return None
+        # (after the fast path, h11 has every byte of the current request read so far)
         # the whole head must arrive within the deadline; shutdown cancels the
         # connections that wait for one
         deadline.deadline = trio.current_time() + timeout
@@ -343,6 +474,88 @@ async def _drain_body(conn: _Conn, limit: int) -> bytes | None:
 
 
 # -- broadcast -----------------------------------------------------------------------
+
+
+async def _fast_requests(server: Server, conn: _Conn) -> bool:
+    """Serve unremarkable broadcasts from the raw buffer, without h11.
+
+    A request is served here when its whole head is in the buffer and
+    :func:`~cableway.protocol.httphead.parse_head` accepts it, it is a ``POST`` to the
+    broadcast path with the right key, its body is in the buffer too, within the size
+    limit, and it parses: everything then ends in ``201``, as with h11, and the answer
+    is written with the others before the connection next waits for the client.
+    Anything else (another path or method, a missing key, a body too large or not
+    read yet, a bad body, a head h11 must judge, the end of input in a head) is handed
+    over to h11 with every byte read, so it gets the answer it always got.
+
+    The deadline is the same as with h11: the whole head within the handshake
+    deadline (armed only when the connection has to wait), shutdown cancelling a
+    connection that waits for one.
+
+    Returns True when the connection must close (the client closed it, or asked to
+    with ``Connection: close``), False once h11 has taken over the current request.
+    """
+    config = server.config
+    path = config.http_broadcast_path.encode()
+    key = config.broadcast_key
+    limit = server.max_broadcast_body
+    max_head = conn.max_head
+    deadline = conn.deadline
+    idle = server.idle_scopes
+    metrics = server.metrics
+    armed = False
+    while True:
+        buf = conn.buf
+        size = head_size(buf, max_head, conn.scanned)
+        if size == NEED_MORE:
+            if conn.eof:
+                if buf:
+                    conn.hand_over()  # h11: a request cut short
+                    return False
+                return True
+            conn.scanned = len(buf) - 2
+            if not armed:
+                deadline.deadline = trio.current_time() + server.handshake_timeout
+                armed = True
+            idle.add(deadline)
+            try:
+                await conn.flush()
+                await conn.fill()
+            finally:
+                idle.discard(deadline)
+            continue
+        if armed:
+            deadline.deadline = math.inf
+            armed = False
+        head = None if size == USE_GENERAL else parse_head(buf, size)
+        if (
+            head is None
+            or head.method != b"POST"
+            or head.target.partition(b"?")[0] != path
+            or (key is not None and not check_bearer(head.headers.get(b"authorization"), key))
+            or head.content_length > limit
+            or len(buf) < size + head.content_length
+        ):
+            conn.hand_over()
+            return False
+        end = size + head.content_length
+        try:
+            parsed = parse_broadcast(bytes(buf[size:end]))
+        except RemoteProtocolError:
+            conn.hand_over()  # h11's path parses it again, logs, counts and answers 400
+            return False
+        if isinstance(parsed, RemoteDisconnect):
+            metrics.inc("remote_commands_total")
+            server.remote_disconnect(parsed)
+        else:
+            metrics.inc("publications_total", len(parsed))
+            server.publish(parsed)
+        del buf[:end]
+        conn.scanned = 0
+        if not head.keep_alive:
+            conn.created_raw(_CREATED_CLOSE)
+            return True
+        conn.created_raw(_CREATED_KEEP_ALIVE)
 
 
 async def _broadcast(server: Server, conn: _Conn, request: Request) -> None:

@@ -1,0 +1,126 @@
+"""A small, strict HTTP/1.1 request-head parser for the unremarkable case (sans-IO).
+
+The transport's front door hands every request to h11, which handles the whole of
+HTTP/1.1 (bare LF line ends, obs-fold, chunked bodies, odd versions, the errors and
+their statuses). That generality costs more than everything else a broadcast ``POST``
+does, so the common shape is recognised here first:
+
+* ``METHOD SP /origin-form-target SP HTTP/1.1 CRLF``, the method an RFC 9110 token and
+  the target visible ASCII starting with ``/``;
+* header lines ``name ":" OWS value OWS CRLF``: the name a token (no space before the
+  colon), the value visible ASCII with inner spaces or tabs only (no CR, LF, NUL, other
+  control characters or obs-text), no obs-fold (a line starting with a space or tab);
+* every line ended by CRLF, the head ended by an empty line, within the size limit;
+* exactly one ``Host`` and exactly one ``Content-Length`` of 1-18 ASCII digits; no
+  ``Transfer-Encoding``, ``Expect`` or ``Upgrade``.
+
+Whatever does not match returns ``None``: the caller then gives the same bytes to the
+general parser, so an unusual request is answered exactly as before, statuses and bytes
+included. A head accepted here is one h11 parses to the same method, target, headers
+and framing, so both paths agree on where the request (and its body) ends: no
+request-smuggling gap between them.
+
+This module does no I/O and keeps no state; the driver owns the buffer.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+__all__ = ["NEED_MORE", "USE_GENERAL", "RequestHead", "head_size", "parse_head"]
+
+#: :func:`head_size`: the head is not complete yet (and may still be unremarkable)
+NEED_MORE = 0
+#: :func:`head_size`: the general parser must decide now (oversized or bad first byte)
+USE_GENERAL = -1
+
+_TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
+_VALUE = rb"(?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*)?"
+_HEAD = re.compile(
+    rb"([" + _TCHAR + rb"]+) (/[\x21-\x7e]*) HTTP/1\.1\r\n"
+    rb"((?:[" + _TCHAR + rb"]+:[ \t]*" + _VALUE + rb"[ \t]*\r\n)*)\r\n"
+)
+#: where a head ends for h11 (and so for the front door): LF, optional CR, LF
+_END = re.compile(rb"\n\r?\n")
+#: headers that make a request remarkable (the general parser handles them)
+_REFUSED = frozenset((b"transfer-encoding", b"expect", b"upgrade"))
+#: headers that must appear exactly once
+_SINGLE = frozenset((b"host", b"content-length"))
+_MAX_LENGTH_DIGITS = 18
+
+
+class RequestHead(NamedTuple):
+    """An unremarkable HTTP/1.1 request head."""
+
+    method: bytes
+    #: the request target as sent (origin-form: path and optional query)
+    target: bytes
+    #: lower-cased names; the values of a repeated header joined with ``", "``
+    headers: dict[bytes, bytes]
+    content_length: int
+    #: False when a ``Connection`` header lists ``close``
+    keep_alive: bool
+    #: bytes of the head, the empty line ending it included
+    size: int
+
+
+def head_size(buf: bytes | bytearray, max_size: int, start: int = 0) -> int:
+    """Where the request head at the start of ``buf`` ends, as the general parser sees it.
+
+    Returns the head's length (its terminating empty line included, at most
+    ``max_size``), :data:`NEED_MORE` when more bytes are needed, or :data:`USE_GENERAL`
+    when the general parser must decide with what is there: the first byte cannot start
+    a request line (h11 refuses such input at once, so must the caller), or ``max_size``
+    bytes hold no complete head.
+
+    Args:
+        start: where to resume searching for the end (a caller that keeps appending to
+            ``buf`` passes ``len(buf) - 2`` of its last unsuccessful call), so that a
+            head trickled byte by byte is scanned once, not once per byte.
+    """
+    if not buf:
+        return NEED_MORE
+    if buf[0] < 0x21:
+        return USE_GENERAL
+    match = _END.search(buf, max(0, start), max_size)
+    if match is not None:
+        return match.end()
+    return USE_GENERAL if len(buf) > max_size else NEED_MORE
+
+
+def parse_head(buf: bytes | bytearray, size: int) -> RequestHead | None:
+    """Parse the head ``buf[:size]`` (``size`` from :func:`head_size`).
+
+    ``None`` when the head is not of the unremarkable shape described in the module
+    docstring: the caller must use the general parser for this request.
+    """
+    match = _HEAD.fullmatch(buf, 0, size)
+    if match is None:
+        return None
+    headers: dict[bytes, bytes] = {}
+    for line in match.group(3).split(b"\r\n")[:-1]:
+        raw_name, _, raw_value = line.partition(b":")
+        name = raw_name.lower()
+        value = raw_value.strip(b" \t")
+        if name in headers:
+            if name in _SINGLE:
+                return None
+            headers[name] += b", " + value
+        else:
+            if name in _REFUSED:
+                return None
+            headers[name] = value
+    length = headers.get(b"content-length")
+    if (
+        length is None
+        or b"host" not in headers
+        or not length.isdigit()
+        or len(length) > _MAX_LENGTH_DIGITS
+    ):
+        return None
+    connection = headers.get(b"connection")
+    keep_alive = connection is None or b"close" not in [
+        token.strip().lower() for token in connection.split(b",")
+    ]
+    return RequestHead(match.group(1), match.group(2), headers, int(length), keep_alive, size)

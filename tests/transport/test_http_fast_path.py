@@ -1,0 +1,288 @@
+"""The HTTP front door's fast path for broadcasts, through ``handle_connection``.
+
+Unremarkable ``POST /_broadcast`` requests are served without h11; everything else is
+handed to h11 with the bytes read so far. The answers must be exactly h11's: each
+exchange is compared with the same bytes served with the fast path turned off (its
+parser refusing every head, so h11 serves every request).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import partial
+
+import pytest
+import trio
+import trio.testing
+
+from cableway.protocol import httphead
+from cableway.transport import http
+from cableway.transport.http import handle_connection
+from cableway.transport.server import Server
+
+from .helpers import CONFIG, Client, turbo_identifier
+
+BODY = b'{"stream":"room","data":"hi"}'
+CREATED = b"HTTP/1.1 201 \r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 0\r\n\r\n"
+
+
+def post(
+    body: bytes = BODY,
+    *,
+    key: bytes = b"k",
+    extra: bytes = b"",
+    length: int | None = None,
+    path: bytes = b"/_broadcast",
+) -> bytes:
+    size = len(body) if length is None else length
+    return (
+        b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key + b"\r\n"
+        b"Content-Type: application/json\r\n" + extra + b"Content-Length: %d\r\n\r\n" % size
+    ) + body
+
+
+HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+class Spy:
+    """Counts the requests the fast path served; can turn it off (h11 serves all)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.served = 0
+        self.enabled = True
+        parse = httphead.parse_head
+        created = http._Conn.created_raw
+
+        def parse_head(buf: bytes | bytearray, size: int) -> httphead.RequestHead | None:
+            return parse(buf, size) if self.enabled else None
+
+        def created_raw(conn: http._Conn, answer: bytes) -> None:
+            self.served += 1
+            created(conn, answer)
+
+        monkeypatch.setattr(http, "parse_head", parse_head)
+        monkeypatch.setattr(http._Conn, "created_raw", created_raw)
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
+    return Spy(monkeypatch)
+
+
+async def exchange(server: Server, *pieces: bytes) -> bytes:
+    """Send ``pieces`` (each once the server waits for more), then EOF; all answers."""
+    client, server_end = trio.testing.memory_stream_pair()
+    output = bytearray()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(handle_connection, server, server_end, main=True))
+        for piece in pieces:
+            await client.send_all(piece)
+            await trio.testing.wait_all_tasks_blocked()
+        await client.send_eof()
+        while data := await client.receive_some(65536):
+            output += data
+    return bytes(output)
+
+
+async def both_ways(spy: Spy, *pieces: bytes) -> tuple[bytes, bytes, int]:
+    """The answers with the fast path, without it, and how many heads it took."""
+    spy.enabled = True
+    fast = await exchange(Server(CONFIG), *pieces)
+    accepted = spy.served
+    spy.enabled = False
+    slow = await exchange(Server(CONFIG), *pieces)
+    return fast, slow, accepted
+
+
+def statuses(output: bytes) -> list[bytes]:
+    return re.findall(rb"HTTP/1\.1 (\d{3}) ", output)
+
+
+async def test_a_broadcast_is_published_and_delivered(spy: Spy) -> None:
+    server = Server(CONFIG)
+    identifier = turbo_identifier("room")
+    sub_end, sub_server_end = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(handle_connection, server, sub_server_end, main=True))
+        subscriber = Client(sub_end)
+        await subscriber.handshake()
+        assert (await subscriber.recv() or {})["type"] == "welcome"
+        await subscriber.send({"command": "subscribe", "identifier": identifier})
+        assert (await subscriber.recv() or {})["type"] == "confirm_subscription"
+        assert await exchange(server, post()) == CREATED
+        assert spy.served == 1
+        message = await subscriber.recv()
+        assert message is not None
+        assert (message["identifier"], message["message"]) == (identifier, "hi")
+        assert server.metrics.value("publications_total") == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_batch_and_a_remote_disconnect_are_served(spy: Spy) -> None:
+    batch = json.dumps([{"stream": "a", "data": "1"}, {"stream": "b", "data": "2"}]).encode()
+    command = json.dumps(
+        {"command": "disconnect", "payload": {"identifier": '{"u":"1"}', "reconnect": False}}
+    ).encode()
+    server = Server(CONFIG)
+    assert await exchange(server, post(batch) + post(command)) == CREATED * 2
+    assert spy.served == 2
+    assert server.metrics.value("publications_total") == 2
+    assert server.metrics.value("remote_commands_total") == 1
+
+
+async def test_keep_alive_between_requests(spy: Spy) -> None:
+    fast, slow, accepted = await both_ways(spy, post(), post(), post())
+    assert fast == slow == CREATED * 3
+    assert accepted == 3
+
+
+async def test_pipelined_requests_mixing_fast_and_h11(spy: Spy) -> None:
+    pipelined = (
+        post()
+        + post()
+        + HEALTH  # h11 serves it, then the fast path takes over again
+        + post(path=b"/_broadcast?x=1")
+        + post(b"{not json")  # handed to h11: 400, the connection stays open
+        + post()
+        + post(extra=b"Connection: close\r\n")
+        + post()  # after the close: never answered
+    )
+    fast, slow, accepted = await both_ways(spy, pipelined)
+    assert fast == slow
+    assert statuses(fast) == [b"201", b"201", b"200", b"201", b"400", b"201", b"201"]
+    assert fast.endswith(b"content-length: 0\r\nConnection: close\r\n\r\n")
+    assert accepted == 5
+
+
+async def test_connection_close_is_honoured(spy: Spy) -> None:
+    fast, slow, accepted = await both_ways(
+        spy, post(extra=b"Connection: keep-alive, Close\r\n") + post()
+    )
+    assert fast == slow
+    assert statuses(fast) == [b"201"]
+    assert accepted == 1
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (post(key=b"wrong"), b"401"),
+        (post(path=b"/nowhere"), b"404"),
+        (post(b"x" * 10, length=CONFIG.max_broadcast_body + 1), b"413"),
+        (post(b"[1]"), b"400"),
+        (post(b""), b"400"),
+        (
+            b"GET /_broadcast HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n"
+            b"Content-Length: 0\r\n\r\n",
+            b"422",
+        ),
+    ],
+)
+async def test_refusals_are_h11s(spy: Spy, request_bytes: bytes, status: bytes) -> None:
+    fast, slow, accepted = await both_ways(spy, request_bytes)
+    assert fast == slow
+    assert statuses(fast) == [status]
+    assert accepted == 0
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b"Content-Length: 5\r\n",  # conflicting lengths: h11 refuses (400)
+        b"Content-Length: " + str(len(BODY)).encode() + b"\r\n",  # duplicate, same value
+        b"Transfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: identity\r\n",
+        b"X-Folded: a\r\n b\r\n",
+        b"X-No-Colon\r\n",
+        b"X-Space : a\r\n",
+        b"X-Ctl: a\x01b\r\n",
+        b"Expect: 100-continue\r\n",
+        b"Host: y\r\n",
+    ],
+)
+async def test_smuggling_shapes_get_h11s_answer(spy: Spy, extra: bytes) -> None:
+    fast, slow, accepted = await both_ways(spy, post(extra=extra))
+    assert fast == slow
+    assert accepted == 0
+
+
+async def test_a_bare_lf_head_gets_h11s_answer(spy: Spy) -> None:
+    request = post().replace(b"\r\n", b"\n")
+    fast, slow, accepted = await both_ways(spy, request + post())
+    assert fast == slow
+    assert statuses(fast) == [b"201", b"201"]  # h11 accepts bare LF line ends
+    assert accepted == 1  # the second one
+
+
+async def test_a_head_and_body_in_pieces(spy: Spy) -> None:
+    request = post()
+    half = len(request) // 2
+    end = request.index(b"\r\n\r\n") + 4
+    pieces = (request[:half], request[half:end], request[end:-3], request[-3:], post())
+    fast, slow, accepted = await both_ways(spy, *pieces)
+    assert fast == slow == CREATED * 2
+    assert accepted == 1  # the first body is read by h11, once its head is handed over
+
+
+async def test_a_cut_request_gets_h11s_answer(spy: Spy) -> None:
+    for cut in (post()[:10], post()[:-4]):
+        fast, slow, _ = await both_ways(spy, cut)
+        assert fast == slow
+
+
+async def test_a_head_over_the_limit_gets_431(spy: Spy) -> None:
+    big = post(extra=b"X-Big: " + b"a" * CONFIG.max_header_size + b"\r\n")
+    fast, slow, accepted = await both_ways(spy, big)
+    assert fast == slow
+    assert statuses(fast) == [b"431"]
+    assert accepted == 0
+
+
+async def test_a_trickled_body_gets_408(autojump_clock: trio.testing.MockClock) -> None:
+    server = Server(CONFIG)
+    client, server_end = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(handle_connection, server, server_end, main=True))
+        await client.send_all(post() + post(b"{", length=100))
+        await trio.sleep(server.handshake_timeout + 1)
+        answers = b""
+        while chunk := await client.receive_some(65536):
+            answers += chunk
+    assert statuses(answers) == [b"201", b"408"]
+
+
+async def test_an_idle_connection_is_closed_at_the_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = Server(CONFIG)
+    client, server_end = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(handle_connection, server, server_end, main=True))
+        await client.send_all(post() + post()[:20])
+        start = trio.current_time()
+        answers = b""
+        while chunk := await client.receive_some(65536):
+            answers += chunk
+        assert trio.current_time() - start <= server.handshake_timeout + 1
+    assert answers == CREATED  # a partial head is dropped without an answer, as before
+
+
+async def test_over_a_real_socket(spy: Spy) -> None:
+    """Direct reads and writes on the descriptor (a socket pair, no network)."""
+    server = Server(CONFIG)
+    ours, theirs = trio.socket.socketpair()
+    client = trio.SocketStream(ours)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(handle_connection, server, trio.SocketStream(theirs), main=True))
+        await client.send_all(post() * 50)
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") < 50:
+            answers += await client.receive_some(65536)
+        await client.send_all(HEALTH + post(extra=b"Connection: close\r\n"))
+        while chunk := await client.receive_some(65536):
+            answers += chunk
+        await client.aclose()
+    assert statuses(answers) == [b"201"] * 50 + [b"200", b"201"]
+    assert spy.served == 51
+    assert server.metrics.value("publications_total") == 51
