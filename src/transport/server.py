@@ -35,7 +35,7 @@ from .scaleout import (
     encode_remote,
     encode_stamped,
 )
-from .session import Session
+from .session import Session, fan_out
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -238,15 +238,26 @@ class Server:
         """
         publisher = self.publisher if self.pubsub else None
         redis_broker = self.redis_broker
+        # consecutive publications on one stream are delivered together: each
+        # subscriber gets them in one write
+        run: list[tuple[Publication, int | None, str | None]] = []
         for publication in publications:
             if redis_broker is not None and not publication.transient:
+                if run:
+                    self._deliver_run(run)
+                    run = []
                 self._stamp_in_redis(redis_broker, publication, None)
                 continue
             offset, epoch = self._stamp(publication)
             if publisher is not None:
                 publisher.post(publication.stream, encode_stamped(publication, offset, epoch))
-            else:
-                self.deliver(publication, offset, epoch)
+                continue
+            if run and run[0][0].stream != publication.stream:
+                self._deliver_run(run)
+                run = []
+            run.append((publication, offset, epoch))
+        if run:
+            self._deliver_run(run)
 
     def redis_ready(self, *streams: str) -> bool:
         """Whether every Redis link is up (and, with ``--pubsub=redis``, the node listens
@@ -355,34 +366,39 @@ class Server:
 
         Each publication is encoded once per distinct identifier and turned into wire
         bytes once per kind of session (WebSocket frame, SSE event...); the same bytes
-        are queued for every subscriber of that kind.
+        are written to every subscriber of that kind.
         """
-        recipients = self.hub.recipients(publication.stream)
+        self._deliver_run([(publication, offset, epoch)])
+
+    def _deliver_run(self, run: list[tuple[Publication, int | None, str | None]]) -> None:
+        """Deliver (stamped) publications of one stream, in order, never awaiting.
+
+        A subscriber gets all of them in one write (see :func:`.session.fan_out`); the
+        metrics are accounted once per run.
+        """
+        recipients = self.hub.recipients(run[0][0].stream)
         if not recipients:
             return
-        encoded = EncodedBroadcast(publication, offset=offset, epoch=epoch)
-        exclude = publication.exclude_socket
-        delivered = 0
+        if len(run) > 1 and len(recipients) > 1 and _shared_members(recipients.values()):
+            # a session subscribed through several identifiers gets each publication
+            # under every identifier before the next one: keep that interleaving
+            for item in run:
+                self._deliver_run([item])
+            return
+        encoded = [EncodedBroadcast(pub, offset=offset, epoch=epoch) for pub, offset, epoch in run]
+        offsets = [offset for _, offset, _ in run]
+        excluded = [pub.exclude_socket for pub, _, _ in run]
+        excludes = None if all(exclude is None for exclude in excluded) else excluded
+        delivered = sent = 0
         for identifier, sessions in recipients.items():
-            text = encoded.for_identifier(identifier)
-            wire: dict[str, bytes | None] = {}
-            for session in sessions:
-                if exclude is not None and session.sid == exclude:
-                    continue
-                kind = session.wire_kind
-                if kind in wire:
-                    data = wire[kind]
-                else:
-                    data = wire[kind] = session.encode(text)
-                if data is None:
-                    continue
-                delivered += 1
-                held = session.core.held
-                if held and identifier in held:
-                    session.hold(identifier, offset, data)
-                else:
-                    session.push_frame(data)
-        self.metrics.inc("server_msg_total", delivered)
+            texts = [item.for_identifier(identifier) for item in encoded]
+            done, written = fan_out(sessions, identifier, texts, offsets, excludes)
+            delivered += done
+            sent += written
+        metrics = self.metrics
+        metrics.inc("server_msg_total", delivered)
+        if sent:
+            metrics.inc("data_sent_total", sent)
 
     def add_subscriber(self, stream: str, identifier: str, session: Session) -> None:
         """Register a subscription; the node subscribes to the stream's channel if new."""
@@ -756,6 +772,16 @@ class Server:
         log.info("Using channels router: %s", ", ".join(channels))
         if config.public:
             log.info("Server is running in the public mode")
+
+
+def _shared_members(groups: Iterable[set[Session]]) -> bool:
+    """Whether a session is in more than one of ``groups``."""
+    seen: set[Session] = set()
+    total = 0
+    for group in groups:
+        seen |= group
+        total += len(group)
+    return len(seen) != total
 
 
 def _tune_garbage_collector() -> None:

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import math
 import os
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -128,25 +129,49 @@ class Session:
         non-blocking ``send`` per subscriber); only what the kernel does not take at
         once is queued for the writer, which applies the write deadline.
         """
+        sent = self._push(frame)
+        if sent:
+            self.server.metrics.inc("data_sent_total", sent)
+
+    def _push(self, frame: bytes) -> int:
+        """:meth:`push_frame` without the metrics: the bytes written at once."""
         if self._closing or self._pending_close is not None:
-            return
+            return 0
         fd = self._fd
+        sent = 0
         if fd >= 0 and not self._writer_active and not self.outbox.size:
             try:
                 sent = os.write(fd, frame)
-            except BlockingIOError:
+            except OSError:  # BlockingIOError, or the peer is gone (the writer reports it)
                 sent = 0
-            except OSError:
-                sent = 0  # the peer is gone: the writer's send reports it and closes
+            if sent == len(frame):
+                return sent
             if sent:
-                self.server.metrics.inc("data_sent_total", sent)
-                if sent == len(frame):
-                    return
                 frame = frame[sent:]
+        self._enqueue(frame)
+        return sent
+
+    def _enqueue(self, frame: bytes) -> None:
+        """Queue bytes behind what is pending; on overflow disconnect as ``too_slow``."""
         if not self.outbox.push(frame):
             self.outbox.clear()
             self.server.metrics.inc("disconnected_slow_clients_total")
             self.request_close("too_slow", reconnect=True, code=1000)
+
+    def _push_messages(self, identifier: str, frames: list[tuple[int | None, bytes]]) -> int:
+        """Deliver broadcast frames (with their offsets) of one subscription, in order:
+        held while the subscription waits for its history, else written together (one
+        write). Returns the bytes written at once."""
+        held = self.core.held
+        if held and identifier in held:
+            for offset, frame in frames:
+                self.hold(identifier, offset, frame)
+            return 0
+        if not frames:
+            return 0
+        if len(frames) == 1:
+            return self._push(frames[0][1])
+        return self._push(b"".join(frame for _, frame in frames))
 
     def hold(self, identifier: str, offset: int | None, frame: bytes) -> None:
         """Keep a live message of a restored subscription until its history is in."""
@@ -448,3 +473,113 @@ class Session:
         if server.broker is not None or server.redis_broker is not None:
             streams = [stream for _presence_id, stream in self.core.presence.values()]
             server.release_session(self.sid, self.snapshot, streams)
+
+
+def fan_out(
+    sessions: Iterable[Session],
+    identifier: str,
+    texts: Sequence[str],
+    offsets: Sequence[int | None],
+    excludes: Sequence[str | None] | None,
+) -> tuple[int, int]:
+    """Deliver broadcast messages (in order) to the subscribers of one identifier.
+
+    ``texts`` are the client messages (one per publication), ``offsets`` their stream
+    offsets, ``excludes`` their ``exclude_socket`` (``None`` when no message excludes
+    anyone). Wire bytes are built once per kind of session; a subscriber gets every
+    message meant for it in one write (a batch is coalesced), goes through the outbox
+    when bytes are already pending there, or holds them while its subscription waits
+    for its history. Never awaits.
+
+    Returns the number of deliveries (subscriber, message) and the bytes written at
+    once (the caller accounts both, once per fan-out).
+    """
+    write = os.write
+    delivered = sent_total = 0
+    kinds: dict[str, _Wire] = {}
+    kind = ""
+    wire = _Wire([], [], b"")
+    data = b""
+    size = count = 0
+    for session in sessions:
+        if session.wire_kind != kind:
+            kind = session.wire_kind
+            found = kinds.get(kind)
+            if found is None:
+                found = kinds[kind] = _Wire.build(session, texts, offsets, excludes)
+            wire = found
+            data = wire.data
+            size = len(data)
+            count = len(wire.frames)
+        if excludes is not None and session.sid in excludes:
+            sid = session.sid
+            own = [
+                item
+                for item, exclude in zip(wire.frames, wire.excludes, strict=True)
+                if exclude != sid
+            ]
+            delivered += len(own)
+            sent_total += session._push_messages(identifier, own)
+            continue
+        if not count:
+            continue
+        delivered += count
+        held = session.core.held
+        if held and identifier in held:
+            session._push_messages(identifier, wire.frames)
+            continue
+        # the common case, inlined (see Session.push_frame): nothing queued, one write
+        if session._closing or session._pending_close is not None:
+            continue
+        fd = session._fd
+        if fd >= 0 and not session._writer_active and not session.outbox.size:
+            try:
+                sent = write(fd, data)
+            except OSError:  # BlockingIOError, or the peer is gone (the writer reports it)
+                sent = 0
+            if sent:
+                sent_total += sent
+                if sent == size:
+                    continue
+                session._enqueue(data[sent:])
+                continue
+        session._enqueue(data)
+    return delivered, sent_total
+
+
+class _Wire:
+    """The wire bytes of a run of messages for one kind of session."""
+
+    __slots__ = ("data", "excludes", "frames")
+
+    def __init__(
+        self,
+        frames: list[tuple[int | None, bytes]],
+        excludes: list[str | None],
+        data: bytes,
+    ) -> None:
+        #: (offset, frame) of every message this kind of session gets
+        self.frames = frames
+        #: the exclude_socket of each of those messages
+        self.excludes = excludes
+        #: all the frames together (what one write sends)
+        self.data = data
+
+    @classmethod
+    def build(
+        cls,
+        session: Session,
+        texts: Sequence[str],
+        offsets: Sequence[int | None],
+        excludes: Sequence[str | None] | None,
+    ) -> _Wire:
+        encode = session.encode
+        frames: list[tuple[int | None, bytes]] = []
+        kept: list[str | None] = []
+        for i, text in enumerate(texts):
+            frame = encode(text)
+            if frame is not None:
+                frames.append((offsets[i], frame))
+                kept.append(None if excludes is None else excludes[i])
+        data = frames[0][1] if len(frames) == 1 else b"".join(frame for _, frame in frames)
+        return cls(frames, kept, data)
