@@ -247,7 +247,7 @@ def program(scenario: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     if scenario == "c":
         n = 500 if quick else 1000
         rates = [1000, 2000, 4000] if quick else [500, 1000, 2000, 3000, 4000, 6000, 8000]
-        rates += [] if quick else [11000, 16000]
+        rates += [] if quick else [11000, 16000, 24000, 32000]
         return [
             {"op": "connect", "total": n, "streams": "own", "pi": 0},
             {"op": "sweep", "rates": rates, "duration": 2 if quick else 3, "streams": "own"},
