@@ -265,7 +265,7 @@ class LoadGen:
             conn.subscribe = client_frame(json.dumps(message, separators=(",", ":")))
         else:
             conn.outbuf += (
-                f"GET /events?stream={stream} HTTP/1.1\r\nHost: {self.host}:{port}\r\n"
+                f"GET /events?stream={stream}&pi={pi} HTTP/1.1\r\nHost: {self.host}:{port}\r\n"
                 "Accept: text/event-stream\r\n\r\n"
             ).encode()
         err = sock.connect_ex((self.host, port))
