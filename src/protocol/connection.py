@@ -35,6 +35,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
@@ -67,6 +68,9 @@ _MAX_PRESENCE_ID = 256
 #: how long live messages of restored subscriptions wait for the client's history
 #: request before they are delivered anyway
 HOLD_SECONDS = 5.0
+
+#: ``CableConnection.held`` of a session holding nothing (shared: no set per session)
+_NOTHING_HELD: frozenset[str] = frozenset()
 
 
 class SessionState(enum.Enum):
@@ -140,9 +144,8 @@ class CableConnection:
         #: identifiers (restored, or waiting for a history answer) whose live messages
         #: the driver holds back until their history was replayed (so the client sees
         #: every message once, in order)
-        self.held: set[str] = set()
+        self.held: AbstractSet[str] = _NOTHING_HELD  # a set of its own once needed
         self._hold_deadline: float | None = None
-        self._pending_history: set[str] = set()
         self._now = now  # the driver's clock at the last call that passed it
         self._events: list[Event] = []
         interval = settings.ping_interval
@@ -202,7 +205,7 @@ class CableConnection:
             self._add(identifier, found)
             restored.append(identifier)
         if restored and self.settings.history:
-            self.held.update(restored)
+            self._hold(restored)
             self._hold_deadline = now + HOLD_SECONDS
         self._send(messages.welcome(self.sid, restored_ids=restored))
         self._snapshot()
@@ -330,7 +333,6 @@ class CableConnection:
 
         Replayed messages carry their stream position; ``confirm_history`` follows them.
         """
-        self._pending_history.discard(identifier)
         if self.state is not SessionState.OPEN or identifier not in self.subscriptions:
             return
         if entries is None:
@@ -346,9 +348,20 @@ class CableConnection:
         self._send(_typed("confirm_history", identifier))
         self._release(identifier, last)
 
+    def _hold(self, identifiers: Iterable[str]) -> None:
+        held = self.held
+        if not isinstance(held, set):
+            held = self.held = set()  # most sessions never hold: no set until one does
+        held.update(identifiers)
+
+    def _unhold(self, identifier: str) -> None:
+        held = self.held
+        if isinstance(held, set):
+            held.discard(identifier)
+
     def _release(self, identifier: str, after: int | None) -> None:
         if identifier in self.held:
-            self.held.discard(identifier)
+            self._unhold(identifier)
             self._events.append(ReleaseHeld(identifier, after))
             if not self.held:
                 self._hold_deadline = None
@@ -356,7 +369,7 @@ class CableConnection:
     def _release_all(self) -> None:
         for identifier in sorted(self.held):
             self._events.append(ReleaseHeld(identifier, None))
-        self.held.clear()
+        self.held = _NOTHING_HELD
         self._hold_deadline = None
 
     def presence_result(self, identifier: str, records: list[tuple[str, object]] | None) -> None:
@@ -441,7 +454,7 @@ class CableConnection:
             self._ignore("unsubscribe", "not subscribed")
             return
         self._features.pop(identifier, None)
-        self.held.discard(identifier)
+        self._unhold(identifier)
         self._events.append(StreamRemoved(identifier, stream))
         if self.presence.pop(identifier, None) is not None:
             self._events.append(PresenceRequest("leave", identifier, stream))
@@ -480,10 +493,9 @@ class CableConnection:
             self._send(_typed("confirm_history", identifier))
             self._release(identifier, None)
             return
-        self._pending_history.add(identifier)
         # a broker may answer later (Redis): until it does, live messages of this
         # subscription are held, then released without those the history replayed
-        self.held.add(identifier)
+        self._hold((identifier,))
         if self._hold_deadline is None:
             self._hold_deadline = self._now + HOLD_SECONDS
         self._events.append(HistoryRequest(identifier, (query,)))
@@ -556,7 +568,7 @@ class CableConnection:
             self._events.append(StreamRemoved(identifier, stream))
         self.subscriptions.clear()
         self._features.clear()
-        self.held.clear()
+        self.held = _NOTHING_HELD
         self._hold_deadline = None
 
     def _close(self, reason: str, *, reconnect: bool, code: int, close_reason: str) -> None:
