@@ -24,6 +24,7 @@ import argparse
 import atexit
 import contextlib
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -828,6 +829,23 @@ def report(path: str) -> int:
     return 0
 
 
+def have_websockets() -> bool:
+    """Whether the reference server can run; installs bench/requirements.txt if needed
+    (so one command runs the whole benchmark from a clean checkout)."""
+    if importlib.util.find_spec("websockets") is not None:
+        return True
+    say("installing bench/requirements.txt (websockets, for the reference server) ...")
+    requirements = Path(__file__).resolve().parent / "requirements.txt"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "-r", str(requirements)],
+        check=False,
+    )
+    importlib.invalidate_caches()
+    if result.returncode != 0:
+        say("warning: pip install -r bench/requirements.txt failed")
+    return importlib.util.find_spec("websockets") is not None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description="Cableway benchmarks, with the reference and the floor in the same run."
@@ -873,9 +891,7 @@ def main() -> int:
 
     features = cableway_features()
     names = [t for t in args.targets.split(",") if t]
-    try:
-        import websockets  # noqa: F401
-    except ImportError:
+    if "reference" in names and not have_websockets():
         say("warning: `websockets` missing (pip install -r bench/requirements.txt): no reference")
         names = [n for n in names if n != "reference"]
     meta = machine() | {"features": features, "argv": sys.argv[1:]}
