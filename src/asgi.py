@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import secrets
@@ -70,23 +69,15 @@ from .protocol.events import (
     StreamAdded,
     StreamRemoved,
 )
-from .protocol.handshake import (
-    EXT_PROTOCOL,
-    Accepted,
-    authenticate,
-    find_token,
-    parse_query,
-    ping_settings,
-    request_sid,
-    select_subprotocol,
-)
+from .protocol.handshake import Accepted, Restored, identify, websocket_open
 from .protocol.hub import Hub
 from .protocol.sse import (
     SSE_HEADERS,
-    history_from_request,
-    identifier_from_query,
+    Refusal,
+    cors_headers,
     message_to_event,
-    parse_post_body,
+    sse_connection,
+    sse_open,
 )
 
 __all__ = ["CablewayApp"]
@@ -101,15 +92,6 @@ Send = Callable[[Message], Awaitable[None]]
 VERSION_HEADER = (b"x-anycable-version", f"cableway-{__version__}".encode())
 HEALTH_BODY = b"Ah, ha, ha, ha, stayin' alive, stayin' alive."
 _TEXT = b"text/plain; charset=utf-8"
-_RAW_VALUES = frozenset({"1", "true", "t", "y"})
-_CORS_HEADERS = [
-    (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
-    (
-        b"access-control-allow-headers",
-        b"Origin, X-Requested-With, X-Request-ID, Content-Type, Accept, X-CSRF-Token, "
-        b"Authorization, Last-Event-ID",
-    ),
-]
 #: a wire item: what one protocol message becomes for one kind of session, with its size
 _Wire = tuple[str | bytes, int]
 
@@ -749,43 +731,42 @@ class CablewayApp:
             log.info("WebSocket refused: origin %r is not allowed", origin)
             await send({"type": "websocket.close", "code": 1008})
             return
-        offered = request.subprotocols
-        subprotocol = select_subprotocol(offered)
+        opening = websocket_open(
+            headers=request.headers,
+            query=request.query,
+            subprotocols=request.subprotocols,
+            fresh_sid=secrets.token_urlsafe(16)[:21],
+            jwt_param=config.jwt_param,
+            ping_interval=config.ping_interval,
+            ping_precision=config.ping_timestamp_precision,
+        )
+        subprotocol = opening.subprotocol
         await send(
             {"type": "websocket.accept", "subprotocol": subprotocol, "headers": [VERSION_HEADER]}
         )
         loop = asyncio.get_running_loop()
-        query = parse_query(request.query)
-        interval, precision = ping_settings(
-            query, interval=config.ping_interval, precision=config.ping_timestamp_precision
-        )
-        sid = request_sid(request.headers.get("x-request-id"), secrets.token_urlsafe(16)[:21])
-        extended = subprotocol == EXT_PROTOCOL
+        sid = opening.sid
         core = CableConnection(
             sid=sid,
-            settings=self.session_settings(interval, precision, extended=extended),
+            settings=self.session_settings(
+                opening.ping_interval, opening.ping_precision, extended=opening.extended
+            ),
             now=loop.time(),
             ping_jitter=self.random.random(),
         )
         # extended sessions come back with their previous sid: no re-authentication
-        previous = request.headers.get("x-anycable-restore-sid") or query.get("sid")
         snapshot = None
-        if extended and previous and self.broker is not None:
-            snapshot = self.broker.restore_session(previous, now=time.time())
-        if snapshot is not None:
-            core.restore(snapshot, now=loop.time())
-            log.debug("restored sid=%s from=%s", sid, previous)
+        if opening.restore_sid is not None and self.broker is not None:
+            snapshot = self.broker.restore_session(opening.restore_sid, now=time.time())
+        outcome = identify(
+            core, opening, snapshot, policy=self.auth_policy, now=loop.time(), unix_time=time.time()
+        )
+        if isinstance(outcome, Restored):
+            log.debug("restored sid=%s from=%s", sid, outcome.previous_sid)
+        elif isinstance(outcome, Accepted):
+            log.debug("connected sid=%s protocol=%s", sid, subprotocol)
         else:
-            token = find_token(
-                headers=request.headers, query=query, subprotocols=offered, param=config.jwt_param
-            )
-            outcome = authenticate(token, sid=sid, policy=self.auth_policy, now=time.time())
-            if isinstance(outcome, Accepted):
-                core.accept(outcome.identifiers)
-                log.debug("connected sid=%s protocol=%s", sid, subprotocol)
-            else:
-                core.reject(outcome.reason)
-                log.info("connection rejected sid=%s reason=%s", sid, outcome.reason)
+            log.info("connection rejected sid=%s reason=%s", sid, outcome.reason)
         session = _WebSocketSession(self, core, receive, send)
         session.apply()
         await session.run()
@@ -793,73 +774,49 @@ class CablewayApp:
     async def _sse(self, request: _Request, receive: Receive, send: Send) -> None:
         """Serve the event stream; returns when it ended."""
         config = self.config
-        cors = _cors_headers(request, config.allowed_origins)
+        cors = cors_headers(request.headers.get("origin"), config.allowed_origins)
         if request.method == "OPTIONS":
             await _respond(send, 200, b"", cors)
             return
         if request.method not in ("GET", "POST"):
             await _respond(send, 405, b"Method Not Allowed", cors)
             return
-        query = parse_query(request.query)
-        commands: list[dict[str, object]]
-        unwrap, raw = True, False
-        try:
-            if request.method == "GET":
-                identifier = identifier_from_query(query)
-                if identifier is None:
-                    await _respond(send, 400, b"Bad Request: no channel", cors)
-                    return
-                command: dict[str, object] = {"command": "subscribe", "identifier": identifier}
-                history = history_from_request(query, request.headers.get("last-event-id"))
-                if history is not None:
-                    command["history"] = history
-                commands = [command]
-                raw = query.get("raw", "").lower() in _RAW_VALUES
-            else:
-                body = await _read_body(receive, config.max_message_size)
-                if body is None:
-                    await _respond(send, 413, b"Payload Too Large", cors)
-                    return
-                commands = [
-                    {
-                        "command": "subscribe",
-                        "identifier": line["identifier"],
-                        "history": line.get("history"),
-                    }
-                    for line in parse_post_body(body, max_size=config.max_message_size)
-                ]
-                unwrap = False
-        except ValueError as exc:
-            await _respond(send, 400, f"Bad Request: {exc}".encode(), cors)
-            return
-        sid = request_sid(request.headers.get("x-request-id"), secrets.token_urlsafe(16)[:21])
-        token = find_token(
-            headers=request.headers, query=query, subprotocols=[], param=config.jwt_param
+        body = b""
+        if request.method == "POST":
+            posted = await _read_body(receive, config.max_message_size)
+            if posted is None:
+                await _respond(send, 413, b"Payload Too Large", cors)
+                return
+            body = posted
+        opening = sse_open(
+            request.method,
+            query=request.query,
+            headers=request.headers,
+            body=body,
+            fresh_sid=secrets.token_urlsafe(16)[:21],
+            policy=self.auth_policy,
+            jwt_param=config.jwt_param,
+            ping_interval=config.ping_interval,
+            ping_precision=config.ping_timestamp_precision,
+            max_size=config.max_message_size,
+            unix_time=time.time(),
         )
-        outcome = authenticate(token, sid=sid, policy=self.auth_policy, now=time.time())
-        if not isinstance(outcome, Accepted):
-            await _respond(send, 401, b"Unauthorized", cors)
+        if isinstance(opening, Refusal):
+            await _respond(send, opening.status, opening.body, cors)
             return
-        interval, precision = ping_settings(
-            query, interval=config.ping_interval, precision=config.ping_timestamp_precision
-        )
-        loop = asyncio.get_running_loop()
-        core = CableConnection(
-            sid=sid,
-            settings=self.session_settings(interval, precision, extended=False),
-            now=loop.time(),
+        core = sse_connection(
+            opening,
+            settings=self.session_settings(
+                opening.ping_interval, opening.ping_precision, extended=False
+            ),
+            now=asyncio.get_running_loop().time(),
             ping_jitter=self.random.random(),
         )
-        core.accept(outcome.identifiers)
-        for command in commands:
-            if command.get("history") is None:
-                command.pop("history", None)
-            core.receive_message(json.dumps(command), now=loop.time())
-            if command["identifier"] not in core.subscriptions:
-                # nothing was carried out yet (no hub entry): the core is just dropped
-                await _respond(send, 400, b"Bad Request: subscription rejected", cors)
-                return
-        session = _SseSession(self, core, receive, send, unwrap=unwrap, raw=raw)
+        if isinstance(core, Refusal):
+            # nothing was carried out yet (no hub entry): the core is just dropped
+            await _respond(send, core.status, core.body, cors)
+            return
+        session = _SseSession(self, core, receive, send, unwrap=opening.unwrap, raw=opening.raw)
         await send(
             {
                 "type": "http.response.start",
@@ -869,19 +826,6 @@ class CablewayApp:
         )
         session.apply()  # welcome, confirmations, history: queued before live messages
         await session.run()
-
-
-def _cors_headers(request: _Request, allowed: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
-    """CORS answer headers, as the trio SSE driver answers them."""
-    out = [*_CORS_HEADERS, (b"vary", b"Origin")]
-    if not allowed or "*" in allowed:
-        out.append((b"access-control-allow-origin", b"*"))
-        return out
-    origin = request.headers.get("origin")
-    if origin is not None and "," not in origin and origin_allowed(origin, allowed):
-        out.append((b"access-control-allow-origin", origin.encode("latin-1")))
-        out.append((b"access-control-allow-credentials", b"true"))
-    return out
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

@@ -14,6 +14,8 @@ from urllib.parse import parse_qsl
 from ..auth.errors import AuthError
 from ..auth.jwt import decode_identifiers
 from . import messages
+from .broker import SessionSnapshot
+from .connection import CableConnection
 
 __all__ = [
     "EXT_PROTOCOL",
@@ -23,12 +25,16 @@ __all__ = [
     "Accepted",
     "AuthPolicy",
     "Rejected",
+    "Restored",
+    "WebSocketOpen",
     "authenticate",
     "find_token",
+    "identify",
     "parse_query",
     "ping_settings",
     "request_sid",
     "select_subprotocol",
+    "websocket_open",
 ]
 
 V1_PROTOCOL = "actioncable-v1-json"
@@ -157,3 +163,103 @@ def authenticate(
     if policy.jwt_secret and policy.enforce_jwt:
         return Rejected("unauthorized", "no token")
     return Accepted(messages.dumps({"sid": sid}))
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """The session resumed the snapshot of ``previous_sid`` (no re-authentication)."""
+
+    previous_sid: str
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketOpen:
+    """What a WebSocket upgrade request asks for, decided before answering it.
+
+    Attributes:
+        subprotocol: the ``Sec-WebSocket-Protocol`` to answer with, or ``None``.
+        sid: the session id (a sane ``X-Request-ID``, else a fresh one).
+        ping_interval: seconds between pings (``?pi=`` over the server default).
+        ping_precision: ``s``, ``ms`` or ``ns`` (``?ptp=`` over the server default).
+        token: the identification token found in the request, if any.
+        restore_sid: extended protocol only: the previous session id to restore
+            (``X-AnyCable-Restore-Sid``, else ``?sid=``), or ``None``.
+    """
+
+    subprotocol: str | None
+    sid: str
+    ping_interval: float
+    ping_precision: str
+    token: str | None
+    restore_sid: str | None
+
+    @property
+    def extended(self) -> bool:
+        """The extended protocol (``actioncable-v1-ext-json``) was chosen."""
+        return self.subprotocol == EXT_PROTOCOL
+
+
+def websocket_open(
+    *,
+    headers: Mapping[str, str],
+    query: str,
+    subprotocols: Sequence[str],
+    fresh_sid: str,
+    jwt_param: str,
+    ping_interval: float,
+    ping_precision: str,
+) -> WebSocketOpen:
+    """Read an accepted WebSocket upgrade request (spec §3.1, §3.2, §5.1).
+
+    Args:
+        headers: request headers with lower-cased names.
+        query: the raw query string (without ``?``).
+        subprotocols: the offered ``Sec-WebSocket-Protocol`` values, in order.
+        fresh_sid: a new random session id, used unless ``X-Request-ID`` is sane.
+        jwt_param: the token parameter name (header ``X-<param>``, ``?<param>=``).
+        ping_interval: the server's default ping interval in seconds.
+        ping_precision: the server's default ping timestamp precision.
+    """
+    params = parse_query(query)
+    interval, precision = ping_settings(params, interval=ping_interval, precision=ping_precision)
+    subprotocol = select_subprotocol(subprotocols)
+    previous = headers.get("x-anycable-restore-sid") or params.get("sid")
+    return WebSocketOpen(
+        subprotocol=subprotocol,
+        sid=request_sid(headers.get("x-request-id"), fresh_sid),
+        ping_interval=interval,
+        ping_precision=precision,
+        token=find_token(headers=headers, query=params, subprotocols=subprotocols, param=jwt_param),
+        restore_sid=previous if subprotocol == EXT_PROTOCOL and previous else None,
+    )
+
+
+def identify(
+    core: CableConnection,
+    request: WebSocketOpen,
+    snapshot: SessionSnapshot | None,
+    *,
+    policy: AuthPolicy,
+    now: float,
+    unix_time: float,
+) -> Restored | Accepted | Rejected:
+    """Open a new WebSocket session: restore ``snapshot``, else authenticate.
+
+    The driver looks the snapshot of ``request.restore_sid`` up (an I/O step) and passes
+    it, or ``None``. Then ``core`` is restored (extended sessions come back without
+    re-authentication), accepted or rejected; the outcome says which, for logs and
+    metrics.
+
+    Args:
+        now: the driver's monotonic clock (for the restore).
+        unix_time: the current Unix time (for the token's ``exp`` and ``nbf``).
+    """
+    if snapshot is not None and request.restore_sid is not None:
+        core.restore(snapshot, now=now)
+        return Restored(request.restore_sid)
+    outcome = authenticate(request.token, sid=core.sid, policy=policy, now=unix_time)
+    if isinstance(outcome, Accepted):
+        core.accept(outcome.identifiers)
+    else:
+        core.reject(outcome.reason)
+    return outcome

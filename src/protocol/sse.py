@@ -1,9 +1,11 @@
 """Server-Sent Events: event framing, request mapping and ``Last-Event-ID`` (spec §10).
 
-Pure functions, no I/O. The transport maps a request to subscribe commands with
-:func:`identifier_from_query`/:func:`history_from_request` (GET) or
-:func:`parse_post_body` (POST), writes :data:`SSE_HEADERS`, and turns every protocol
-message the session emits into bytes with :func:`message_to_event`.
+Pure functions, no I/O. The transport maps a request with :func:`sse_open` (GET: subscribe
+commands from :func:`identifier_from_query`/:func:`history_from_request`; POST: from
+:func:`parse_post_body`; then authentication), opens the session with
+:func:`sse_connection`, answers a :class:`Refusal` as it says or writes
+:data:`SSE_HEADERS` (and :func:`cors_headers`), and turns every protocol message the
+session emits into bytes with :func:`message_to_event`.
 
 Framing is injection-proof (security O7/O8): a payload is split on CR, LF and CRLF into
 several ``data:`` lines, so a WHATWG parser rejoins it with ``"\\n"`` into exactly one
@@ -15,19 +17,36 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
+from ..auth.origin import origin_allowed
+from .connection import CableConnection, SessionSettings
+from .handshake import (
+    Accepted,
+    AuthPolicy,
+    authenticate,
+    find_token,
+    parse_query,
+    ping_settings,
+    request_sid,
+)
 from .messages import dumps
 
 __all__ = [
     "DISCONNECT_RETRY_MS",
     "MAX_LAST_EVENT_ID",
     "SSE_HEADERS",
+    "Refusal",
+    "SseOpen",
+    "cors_headers",
     "encode_event",
     "history_from_request",
     "identifier_from_query",
     "message_to_event",
     "parse_last_event_id",
     "parse_post_body",
+    "sse_connection",
+    "sse_open",
 ]
 
 SSE_HEADERS: list[tuple[bytes, bytes]] = [
@@ -306,3 +325,159 @@ def parse_post_body(body: bytes, *, max_size: int = 65536) -> list[dict[str, obj
             raise ValueError("SSE command history is not an object")
         commands.append(value)
     return commands
+
+
+_RAW_VALUES = frozenset({"1", "true", "t", "y"})
+_CORS_HEADERS = [
+    (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+    (
+        b"access-control-allow-headers",
+        b"Origin, X-Requested-With, X-Request-ID, Content-Type, Accept, X-CSRF-Token, "
+        b"Authorization, Last-Event-ID",
+    ),
+]
+
+
+def cors_headers(origin: str | None, allowed: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
+    """CORS answer headers (spec §10.5, but never ``*`` together with credentials).
+
+    Without an allow-list any origin may read the stream, without credentials. With
+    one, an allowed ``Origin`` is echoed back with ``Allow-Credentials`` (so cookies
+    and ``withCredentials`` event sources work); other origins get no
+    ``Access-Control-Allow-Origin`` and the browser hides the response.
+
+    Args:
+        origin: the request's ``Origin`` header (several joined with ``", "``), if any.
+    """
+    out = [*_CORS_HEADERS, (b"vary", b"Origin")]
+    if not allowed or "*" in allowed:
+        out.append((b"access-control-allow-origin", b"*"))
+        return out
+    if origin is not None and "," not in origin and origin_allowed(origin, allowed):
+        out.append((b"access-control-allow-origin", origin.encode("latin-1")))
+        out.append((b"access-control-allow-credentials", b"true"))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Answer the request with this status and ``text/plain`` body; no stream."""
+
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SseOpen:
+    """An authenticated event-stream request, ready for :func:`sse_connection`.
+
+    Attributes:
+        sid: the session id.
+        identifiers: the JSON identifiers string of the client.
+        commands: the subscribe commands to run, in order.
+        unwrap: GET: data events carry only the message (see :func:`message_to_event`).
+        raw: ``?raw=1``: typed messages are dropped.
+        ping_interval: seconds between pings (``?pi=`` over the server default).
+        ping_precision: ``s``, ``ms`` or ``ns`` (``?ptp=`` over the server default).
+    """
+
+    sid: str
+    identifiers: str
+    commands: tuple[dict[str, object], ...]
+    unwrap: bool
+    raw: bool
+    ping_interval: float
+    ping_precision: str
+
+
+def sse_open(
+    method: str,
+    *,
+    query: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    fresh_sid: str,
+    policy: AuthPolicy,
+    jwt_param: str,
+    ping_interval: float,
+    ping_precision: str,
+    max_size: int,
+    unix_time: float,
+) -> SseOpen | Refusal:
+    """Map a ``GET`` or ``POST`` event-stream request (spec §10.1) and authenticate it.
+
+    The driver answers ``OPTIONS``, other methods (``405``) and an oversized POST body
+    (``413``) itself, since they decide how much of the body to read.
+
+    Args:
+        method: ``GET`` or ``POST``.
+        query: the raw query string (without ``?``).
+        headers: request headers with lower-cased names.
+        body: the POST body (ignored for GET).
+        fresh_sid: a new random session id, used unless ``X-Request-ID`` is sane.
+        max_size: the largest POST body accepted.
+        unix_time: the current Unix time (for the token's ``exp`` and ``nbf``).
+
+    Returns:
+        The request, or a ``400`` (no channel, a bad ``Last-Event-ID`` or
+        ``history_since``, a bad body) or ``401`` (authentication failed) refusal.
+    """
+    params = parse_query(query)
+    commands: list[dict[str, object]] = []
+    unwrap, raw = True, False
+    try:
+        if method == "GET":
+            identifier = identifier_from_query(params)
+            if identifier is None:
+                return Refusal(400, b"Bad Request: no channel")
+            command: dict[str, object] = {"command": "subscribe", "identifier": identifier}
+            history = history_from_request(params, headers.get("last-event-id"))
+            if history is not None:
+                command["history"] = history
+            commands.append(command)
+            raw = params.get("raw", "").lower() in _RAW_VALUES
+        else:
+            for line in parse_post_body(body, max_size=max_size):
+                command = {"command": "subscribe", "identifier": line["identifier"]}
+                if line.get("history") is not None:
+                    command["history"] = line["history"]
+                commands.append(command)
+            unwrap = False
+    except ValueError as exc:
+        return Refusal(400, f"Bad Request: {exc}".encode())
+    sid = request_sid(headers.get("x-request-id"), fresh_sid)
+    token = find_token(headers=headers, query=params, subprotocols=[], param=jwt_param)
+    outcome = authenticate(token, sid=sid, policy=policy, now=unix_time)
+    if not isinstance(outcome, Accepted):
+        return Refusal(401, b"Unauthorized")
+    interval, precision = ping_settings(params, interval=ping_interval, precision=ping_precision)
+    return SseOpen(
+        sid=sid,
+        identifiers=outcome.identifiers,
+        commands=tuple(commands),
+        unwrap=unwrap,
+        raw=raw,
+        ping_interval=interval,
+        ping_precision=precision,
+    )
+
+
+def sse_connection(
+    request: SseOpen, *, settings: SessionSettings, now: float, ping_jitter: float
+) -> CableConnection | Refusal:
+    """The accepted session with every subscription of ``request`` made, or a ``400``
+    refusal when one is rejected (then drop the core: nothing was carried out yet).
+
+    Args:
+        settings: the session settings for ``request.ping_interval`` and
+            ``request.ping_precision`` (not extended).
+        now: the driver's monotonic clock.
+        ping_jitter: a number in ``[0, 1)`` (see :class:`CableConnection`).
+    """
+    core = CableConnection(sid=request.sid, settings=settings, now=now, ping_jitter=ping_jitter)
+    core.accept(request.identifiers)
+    for command in request.commands:
+        core.receive_message(json.dumps(command), now=now)
+        if command["identifier"] not in core.subscriptions:
+            return Refusal(400, b"Bad Request: subscription rejected")
+    return core

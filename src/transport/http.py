@@ -32,16 +32,7 @@ from ..auth.origin import origin_allowed
 from ..protocol.broadcast import RemoteDisconnect, parse_broadcast
 from ..protocol.connection import CableConnection
 from ..protocol.errors import RemoteProtocolError
-from ..protocol.handshake import (
-    EXT_PROTOCOL,
-    Accepted,
-    authenticate,
-    find_token,
-    parse_query,
-    ping_settings,
-    request_sid,
-    select_subprotocol,
-)
+from ..protocol.handshake import Accepted, Restored, identify, websocket_open
 from ..protocol.httphead import NEED_MORE, USE_GENERAL, head_size, parse_head
 from .demo import handle_demo
 from .sse import handle_sse
@@ -650,8 +641,16 @@ async def _websocket(server: Server, conn: _Conn, request: Request) -> WebSocket
         await conn.respond(403, b"Forbidden", close=True)
         await conn.stream.aclose()
         return None
-    offered = request.header_list("sec-websocket-protocol")
-    subprotocol = select_subprotocol(offered)
+    opening = websocket_open(
+        headers=request.headers,
+        query=request.query,
+        subprotocols=request.header_list("sec-websocket-protocol"),
+        fresh_sid=secrets.token_urlsafe(16)[:21],
+        jwt_param=config.jwt_param,
+        ping_interval=config.ping_interval,
+        ping_precision=config.ping_timestamp_precision,
+    )
+    subprotocol = opening.subprotocol
     headers = [
         (b"upgrade", b"websocket"),
         (b"connection", b"Upgrade"),
@@ -663,39 +662,32 @@ async def _websocket(server: Server, conn: _Conn, request: Request) -> WebSocket
     await conn.send(h11.InformationalResponse(status_code=101, headers=headers))
     trailing, _closed = conn.h11.trailing_data
 
-    query = parse_query(request.query)
-    interval, precision = ping_settings(
-        query, interval=config.ping_interval, precision=config.ping_timestamp_precision
-    )
-    sid = request_sid(request.headers.get("x-request-id"), secrets.token_urlsafe(16)[:21])
-    extended = subprotocol == EXT_PROTOCOL
+    sid = opening.sid
     core = CableConnection(
         sid=sid,
-        settings=server.session_settings(interval, precision, extended=extended),
+        settings=server.session_settings(
+            opening.ping_interval, opening.ping_precision, extended=opening.extended
+        ),
         now=trio.current_time(),
         ping_jitter=server.random.random(),
     )
     # extended sessions come back with their previous sid: no re-authentication
-    previous = request.headers.get("x-anycable-restore-sid") or query.get("sid")
     snapshot = None
-    if extended and previous:
-        snapshot = await server.restore_snapshot(previous)
-    token = find_token(
-        headers=request.headers, query=query, subprotocols=offered, param=config.jwt_param
+    if opening.restore_sid is not None:
+        snapshot = await server.restore_snapshot(opening.restore_sid)
+    outcome = identify(
+        core,
+        opening,
+        snapshot,
+        policy=server.auth_policy,
+        now=trio.current_time(),
+        unix_time=time.time(),
     )
-    outcome = (
-        None
-        if snapshot is not None
-        else authenticate(token, sid=sid, policy=server.auth_policy, now=time.time())
-    )
-    if snapshot is not None:
-        core.restore(snapshot, now=trio.current_time())
-        log.debug("restored sid=%s from=%s", sid, previous)
+    if isinstance(outcome, Restored):
+        log.debug("restored sid=%s from=%s", sid, outcome.previous_sid)
     elif isinstance(outcome, Accepted):
-        core.accept(outcome.identifiers)
         log.debug("connected sid=%s protocol=%s", sid, subprotocol)
-    elif outcome is not None:
+    else:
         server.metrics.inc("failed_auths_total")
-        core.reject(outcome.reason)
         log.info("connection rejected sid=%s reason=%s", sid, outcome.reason)
     return WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))
