@@ -41,6 +41,15 @@ async def send(ws: WebSocketConnection, **command: Any) -> None:
     await ws.send_message(json.dumps(command))
 
 
+async def reading(ws: WebSocketConnection, node: Server) -> str:
+    """Welcome, subscribe to STREAM, and wait until the node listens to its channel."""
+    sid = await welcome(ws)
+    await send(ws, command="subscribe", identifier=PUBSUB_ID)
+    assert (await recv_json(ws))["type"] == "confirm_subscription"
+    await until(lambda: node.redis_ready(STREAM), node)
+    return sid
+
+
 async def next_of(ws: WebSocketConnection, kind: str | None) -> dict[str, Any]:
     """The next message of type ``kind`` (None: a broadcast), skipping the others."""
     while True:
@@ -53,10 +62,7 @@ async def test_offsets_are_one_sequence_whichever_node_accepts(redis_server: Red
     async with nodes(2, **shared(redis_server)) as (a, b):
         await until(lambda: a.redis_ready() and b.redis_ready(), a, b)
         async with ext_client(a) as ws:
-            await welcome(ws)
-            await send(ws, command="subscribe", identifier=PUBSUB_ID)
-            assert (await recv_json(ws))["type"] == "confirm_subscription"
-            await until(lambda: a.redis_ready(STREAM), a)
+            await reading(ws, a)
             for node, data in [(a, "one"), (b, "two"), (a, "three")]:
                 assert (await broadcast(node, pub(data))).status == 201
             got = [await next_of(ws, None) for _ in range(3)]
@@ -147,10 +153,7 @@ async def test_presence_is_shared_and_announced_once(redis_server: RedisProcess)
     async with nodes(2, **shared(redis_server, presence_ttl=1.0)) as (a, b):
         await until(lambda: a.redis_ready() and b.redis_ready(), a, b)
         async with ext_client(b) as watcher:
-            await welcome(watcher)
-            await send(watcher, command="subscribe", identifier=PUBSUB_ID)
-            assert (await recv_json(watcher))["type"] == "confirm_subscription"
-            await until(lambda: b.redis_ready(STREAM), b)
+            await reading(watcher, b)
             async with ext_client(a) as member:
                 await welcome(member)
                 await send(member, command="subscribe", identifier=PUBSUB_ID)
@@ -185,10 +188,7 @@ async def test_redis_outage_refuses_broadcasts_then_starts_a_new_epoch(
     async with nodes(1, **shared(redis_server)) as (a,):
         await until(lambda: a.redis_ready(), a)
         async with ext_client(a) as ws:
-            await welcome(ws)
-            await send(ws, command="subscribe", identifier=PUBSUB_ID)
-            assert (await recv_json(ws))["type"] == "confirm_subscription"
-            await until(lambda: a.redis_ready(STREAM), a)
+            await reading(ws, a)
             assert (await broadcast(a, pub("before"))).status == 201
             before = await next_of(ws, None)
             redis_server.kill()
@@ -254,10 +254,7 @@ async def test_a_node_shut_down_gracefully_leaves_presence_to_expire(
     async with nodes(2, **shared(redis_server, presence_ttl=1.0)) as (a, b):
         await until(lambda: a.redis_ready() and b.redis_ready(), a, b)
         async with ext_client(b) as watcher:
-            await welcome(watcher)
-            await send(watcher, command="subscribe", identifier=PUBSUB_ID)
-            assert (await recv_json(watcher))["type"] == "confirm_subscription"
-            await until(lambda: b.redis_ready(STREAM), b)
+            await reading(watcher, b)
             async with ext_client(a) as member:
                 sid = await welcome(member)
                 await send(
@@ -307,10 +304,7 @@ async def test_presence_of_a_crashed_node_ends_when_its_lease_runs_out(
     async with nodes(1, **shared(redis_server)) as (b,):
         await until(lambda: b.redis_ready(), b)
         async with ext_client(b) as watcher:
-            await welcome(watcher)
-            await send(watcher, command="subscribe", identifier=PUBSUB_ID)
-            assert (await recv_json(watcher))["type"] == "confirm_subscription"
-            await until(lambda: b.redis_ready(STREAM), b)
+            await reading(watcher, b)
             a = Server(config(public_streams=True, **shared(redis_server)))
             assert a.redis_broker is not None
             a.redis_broker.presence_lease = 3.0  # renewed every second
