@@ -272,6 +272,8 @@ class RedisBroker:
         """Serve a whole history request: (entries, epoch), or (None, "") if any query
         fails or Redis does not answer within :attr:`timeout`."""
         queries = list(queries)
+        if not self.up:
+            return None, ""  # refused at once: the client may retry after the outage
         replies: list[Reply] = []
         confirmation = Confirmation()
         for query in queries:
@@ -428,6 +430,8 @@ class RedisBroker:
 
     async def presence_info(self, stream: str) -> list[tuple[str, object]] | None:
         """(id, info) of everyone present in ``stream``; None when Redis is away."""
+        if not self.up:
+            return None
         replies: list[Reply] = []
         confirmation = Confirmation()
         self.queue.send(("HGETALL", self._key("p", stream)), confirmation, replies.append)

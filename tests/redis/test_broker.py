@@ -196,6 +196,10 @@ async def test_redis_outage_refuses_broadcasts_then_starts_a_new_epoch(
             assert (await broadcast(a, pub("lost"))).status == 503
             await until(lambda: not a.redis_ready(), a)
             assert a.metrics.value("redis_up") == 0
+            # history cannot be served meanwhile: refused at once, not left waiting
+            position = {STREAM: {"epoch": before["epoch"], "offset": 0}}
+            await send(ws, command="history", identifier=PUBSUB_ID, history={"streams": position})
+            assert (await next_of(ws, "reject_history"))["identifier"] == PUBSUB_ID
             redis_server.start()  # no persistence: history and epoch are gone
             await until(lambda: a.redis_ready(STREAM), a, within=20)
             assert a.metrics.value("redis_up") == 1
