@@ -137,8 +137,10 @@ async def test_pings_follow_pi_and_ptp(serve: Serve) -> None:
             first = json.loads(await ws.get_message())
             second = json.loads(await ws.get_message())
         assert first["type"] == second["type"] == "ping"
-        assert second["message"] > 1_000_000_000_000  # milliseconds
-        assert 500 <= second["message"] - first["message"] <= 1500
+        assert first["message"] > 1_000_000_000_000  # milliseconds
+        # order, not wall time: the interval itself is asserted on trio's virtual clock
+        # (tests/transport/test_pings.py), where a loaded machine cannot stretch it
+        assert second["message"] > first["message"]
 
 
 async def test_oversized_message_closes_1009_and_others_keep_working(serve: Serve) -> None:
