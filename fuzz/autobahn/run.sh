@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Autobahn|Testsuite (fuzzingclient, cases 1.*-10.*) against the echo mode of Cableway's real
-# WebSocket driver (python -m cableway.transport.echo), on 127.0.0.1 only.
+# WebSocket driver (fuzz/autobahn/echo_server.py), on 127.0.0.1 only.
 #
 # The suite runs only on Python 2.7: this script builds its own virtualenv from PyPI with
 # pyenv's 2.7.18 (see ../shared/design/security.md §A) and skips, exiting 0 with a message,
@@ -74,7 +74,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$python" -m cableway.transport.echo --port 0 >"$work/echo.out" 2>"$work/echo.err" &
+"$python" "$here/echo_server.py" --port 0 >"$work/echo.out" 2>"$work/echo.err" &
 server_pid=$!
 port=""
 for _ in $(seq 100); do # up to 10 s for the "listening" line

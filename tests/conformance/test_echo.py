@@ -15,8 +15,12 @@ from wsproto.events import (
     TextMessage,
 )
 
-from cableway.transport.echo import echo_config, main, serve_echo
 from cableway.transport.server import Server
+
+from ..fuzz_module import load_fuzz_module
+
+_echo = load_fuzz_module("autobahn/echo_server.py")
+echo_config, main, serve_echo = _echo.echo_config, _echo.main, _echo.serve_echo
 
 
 async def _events(stream: trio.abc.Stream, ws: WSConnection, count: int) -> list[Event]:

@@ -1,7 +1,8 @@
 """Echo mode of the real WebSocket driver, for Autobahn|Testsuite (test-only).
 
-Run: ``python -m cableway.transport.echo --port 9001`` (loopback only). It is reachable
-from no ``cableway`` command or configuration: nothing imports this module.
+Run: ``python fuzz/autobahn/echo_server.py --port 9001`` (loopback only). It lives with the
+conformance suite, outside the shipped ``cableway`` package: no ``cableway`` command or
+configuration can start it.
 
 What is real and what is not:
 
@@ -33,12 +34,12 @@ from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage
 from wsproto.utilities import generate_accept_token
 
-from ..config import Config
-from ..protocol.connection import CableConnection, SessionSettings
-from ..protocol.wsframe import text_frame
-from .http import Request, _bad_request, _Conn
-from .server import Server
-from .ws import WebSocketSession
+from cableway.config import Config
+from cableway.protocol.connection import CableConnection, SessionSettings
+from cableway.protocol.wsframe import text_frame
+from cableway.transport.http import Request, _bad_request, _Conn
+from cableway.transport.server import Server
+from cableway.transport.ws import WebSocketSession
 
 __all__ = ["ECHO_MAX_MESSAGE_SIZE", "EchoCore", "EchoSession", "echo_config", "main", "serve_echo"]
 
@@ -172,9 +173,9 @@ async def run_echo(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m cableway.transport.echo --port P``; prints the bound address."""
+    """``python fuzz/autobahn/echo_server.py --port P``; prints the bound address."""
     parser = argparse.ArgumentParser(
-        prog="python -m cableway.transport.echo",
+        prog="echo_server.py",
         description="Echo mode of Cableway's WebSocket driver (for Autobahn; loopback only).",
     )
     parser.add_argument("--port", type=int, default=9001, help="TCP port (0: any free port)")
