@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import queue
 import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import tomllib
 import types
 from collections.abc import Iterator
@@ -667,3 +672,111 @@ def test_missing_explicit_config_file_exits_2(
 ) -> None:
     assert main(["--config-path", str(tmp_path / "nope.toml")], env={}) == 2
     assert_one_line_error(capsys, "nope.toml does not exist")
+
+
+# --- the real command, as a subprocess -------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Cableway:
+    """``python -m cableway ARGS`` in a subprocess; its stderr read line by line."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("ANYCABLE_")}
+        environment.pop("PORT", None)
+        environment.pop("REDIS_URL", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cableway", *args],
+            env={**environment, **env},
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, fragment: str, timeout: float = 30.0) -> str:
+        """The first stderr line containing ``fragment`` (fails at end of output)."""
+        while True:
+            line = self.lines.get(timeout=timeout)
+            if line is None:
+                pytest.fail(f"{fragment!r} never logged:\n" + "".join(self.seen))
+            self.seen.append(line)
+            if fragment in line:
+                return line
+
+    def finish(self, timeout: float = 30.0) -> tuple[int, str, str]:
+        """Stop the server (SIGINT) if it runs; (status, stdout, all of stderr)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        out, _ = self.process.communicate(timeout=timeout)
+        self._reader.join(timeout)
+        while True:
+            line = self.lines.get(timeout=timeout)
+            if line is None:
+                break
+            self.seen.append(line)
+        return self.process.returncode, out, "".join(self.seen)
+
+
+def websocket_request(port: int, target: str, headers: dict[str, str]) -> bytes:
+    """Open a WebSocket handshake on ``target`` and return what the server sends back."""
+    lines = [
+        f"GET {target} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Protocol: actioncable-v1-json",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        received = b""
+        while b"unauthorized" not in received:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+    return received
+
+
+def test_one_letter_secrets_leave_the_startup_log_intact_and_hide_credentials() -> None:
+    # the README's example, with one-letter secrets: no word of the server's own is rewritten,
+    # and the secret still never shows where a request carries it
+    port = free_port()
+    server = Cableway(
+        ["--host=127.0.0.1", f"--port={port}", "--debug", "--enforce_jwt"],
+        {"ANYCABLE_JWT_ID_KEY": "K", "ANYCABLE_TURBO_RAILS_KEY": "T"},
+    )
+    try:
+        server.wait_for("JWT authentication is enabled (param: jid, enforced: true)")
+        reply = websocket_request(port, "/cable?jid=K", {"X-Request-Id": "T"})
+        assert b"unauthorized" in reply
+        server.wait_for("connection rejected")
+    finally:
+        status, _, err = server.finish()
+    assert status == 0, err
+    assert "REDAC" not in err.replace("[REDACTED]", "")
+    assert "[REDACTED]" not in "".join(line for line in err.splitlines() if "Handle" in line)
+    assert "Using channels router: $pubsub, Turbo::StreamsChannel" in err
+    assert "connection rejected sid=[REDACTED] reason=unauthorized" in err
+    for line in err.splitlines():
+        words = re.split(r"[^A-Za-z0-9]+", line)
+        assert not {"K", "T"} & set(words), line
