@@ -29,6 +29,7 @@ from .config import (
     Config,
     ConfigError,
     Option,
+    StartupError,
     config_toml,
     file_options,
     load_config,
@@ -466,7 +467,8 @@ def _run_server(config: Config) -> None:
 
 
 def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None) -> int:
-    """Run ``cableway``; returns the exit status (0 ok, 2 configuration error, 130 Ctrl-C).
+    """Run ``cableway``; returns the exit status (0 ok, 1 the server could not start listening,
+    2 configuration error, 130 Ctrl-C).
 
     ``argv`` excludes the program name (default ``sys.argv[1:]``); ``env`` defaults to
     ``os.environ``. ``cableway sign|token|broadcast|check ...`` run the backend helpers
@@ -518,4 +520,9 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         _run_server(config)
     except KeyboardInterrupt:
         return 130
+    except StartupError as exc:
+        # one line for the person starting the server; the traceback only with --debug
+        log.debug("the server could not start", exc_info=True)
+        sys.stderr.write(f"cableway: error: {' '.join(exc.message.split())}\n")
+        return 1
     return 0

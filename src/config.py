@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import decimal
+import difflib
+import errno
 import json
 import math
 import re
 import secrets
+import socket
 import string
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -43,11 +46,13 @@ __all__ = [
     "FileOptions",
     "Option",
     "Refusal",
+    "StartupError",
     "config_toml",
     "file_options",
     "load_config",
     "load_config_with_warnings",
     "read_config_file",
+    "unread_variables",
 ]
 
 Kind = Literal["str", "int", "float", "bool", "list", "secret"]
@@ -61,6 +66,50 @@ SECRET_FIELDS = frozenset(
 
 class ConfigError(Exception):
     """An unknown, invalid or unsupported option. The message names the option, for users."""
+
+
+class StartupError(Exception):
+    """The server could not start listening; the message names the cause and the option.
+
+    Raised by the transport when a listener cannot be opened (``cableway`` prints it as one
+    ``cableway: error: ...`` line).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @classmethod
+    def cannot_listen(
+        cls, error: OSError, host: str, port: int, host_option: str, port_option: str
+    ) -> StartupError:
+        """The error for ``error`` raised while binding ``host``:``port``."""
+        where = f"{host}:{port}"
+        if isinstance(error, socket.gaierror):
+            return cls(
+                f"cannot resolve the address {host!r} ({host_option}): {error.strerror or error}"
+            )
+        if error.errno == errno.EADDRINUSE:
+            return cls(
+                f"port {port} on {host} is already in use ({port_option}): stop the other "
+                "server or choose another port"
+            )
+        if error.errno == errno.EACCES:
+            hint = (
+                ": ports below 1024 need root (or CAP_NET_BIND_SERVICE); choose a port of 1024 "
+                "or more"
+                if 0 < port < 1024
+                else ""
+            )
+            return cls(f"permission denied to listen on {where} ({port_option}){hint}")
+        if error.errno == errno.EADDRNOTAVAIL:
+            return cls(
+                f"cannot listen on {where} ({host_option}): the address is not one of this "
+                "machine's"
+            )
+        return cls(
+            f"cannot listen on {where} ({host_option}, {port_option}): {error.strerror or error}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,7 +440,7 @@ OPTIONS: tuple[Option, ...] = (
         "enforce_jwt",
         "bool",
         "false",
-        "reject connections without a token (reason unauthorized)",
+        "reject connections without a token (reason unauthorized); needs a JWT secret",
         AUTH,
     ),
     _option(
@@ -1294,6 +1343,40 @@ def _check_refusals(values: Mapping[str, _Raw]) -> None:
             raise ConfigError(f"{raw.spelled()}: {refusal.reason}")
 
 
+#: Variables with our prefixes that other programs read (the Rails side of AnyCable, the
+#: ``cableway broadcast`` helper, AnyCable-Go's telemetry switch, Cableway's test suite).
+_OTHER_PROGRAMS_VARIABLES = frozenset(
+    {
+        "ANYCABLE_WEBSOCKET_URL",
+        "ANYCABLE_HTTP_BROADCAST_URL",
+        "ANYCABLE_JWT_ID_TTL",
+        "ANYCABLE_DISABLE_TELEMETRY",
+        "ANYCABLE_TELEMETRY_URL",
+        "CABLEWAY_REQUIRE_INTEROP",
+        "CABLEWAY_INTEROP_DEBUG",
+        "CABLEWAY_INTEROP_SERVER",
+        "CABLEWAY_CHROMIUM",
+        "CABLEWAY_URL",
+    }
+)
+_PREFIXES = ("ANYCABLE_", "CABLEWAY_")
+
+
+def unread_variables(env: Mapping[str, str]) -> list[str]:
+    """Warnings for ``ANYCABLE_*``/``CABLEWAY_*`` variables in ``env`` that no option reads
+    (a typo there would otherwise silently run the server with the default)."""
+    known = {variable for option in all_options() for variable in option.env}
+    warnings = []
+    for name in sorted(env):
+        if not name.startswith(_PREFIXES) or name in known or name in _OTHER_PROGRAMS_VARIABLES:
+            continue
+        guess = name.replace("CABLEWAY_", "ANYCABLE_", 1)
+        close = difflib.get_close_matches(guess, sorted(known), n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"the environment variable {name} is not read by Cableway{hint}")
+    return warnings
+
+
 def load_config(
     argv: Sequence[str],
     env: Mapping[str, str],
@@ -1332,7 +1415,7 @@ def load_config_with_warnings(
     values.update(_from_environment(env))
     values.update(_from_command_line(argv))
     _check_refusals(values)
-    warnings: list[str] = []
+    warnings = unread_variables(env)
     for option in OPTIONS:
         raw = values.get(option.name)
         if option.replaced_by is not None and raw is not None:
@@ -1363,6 +1446,15 @@ def load_config_with_warnings(
                 f"{raw.label} is shorter than 32 bytes: an HMAC secret this short can be "
                 "guessed offline from one signed token; use at least 32 random bytes"
             )
+
+    enforce_jwt = get.boolean("enforce_jwt", "jwt_id_enforce")
+    if enforce_jwt and jwt_secret is None and not get.boolean("demo"):
+        enforce_raw = get.pick("enforce_jwt", "jwt_id_enforce")
+        assert enforce_raw is not None
+        raise ConfigError(
+            f"{enforce_raw.label} needs a JWT secret (--jwt_secret or --secret): without one "
+            "every connection would be rejected"
+        )
 
     cleartext = get.boolean("turbo_rails_cleartext")
     turbo_streams = get.boolean("turbo_streams") or "turbo_rails_key" in values or cleartext
@@ -1532,7 +1624,7 @@ def load_config_with_warnings(
         secret=secret,
         jwt_secret=jwt_secret,
         jwt_param=get.string("jwt_param", "jwt_id_param", default="jid"),
-        enforce_jwt=get.boolean("enforce_jwt", "jwt_id_enforce"),
+        enforce_jwt=enforce_jwt,
         streams_secret=streams_secret,
         public_streams=public_streams,
         turbo_streams=turbo_streams,

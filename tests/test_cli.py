@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -706,8 +707,9 @@ class Cableway:
 
     def _read(self) -> None:
         assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.put(line)
+        with self.process.stderr:
+            for line in self.process.stderr:
+                self.lines.put(line)
         self.lines.put(None)
 
     def wait_for(self, fragment: str, timeout: float = 30.0) -> str:
@@ -720,11 +722,14 @@ class Cableway:
             if fragment in line:
                 return line
 
-    def finish(self, timeout: float = 30.0) -> tuple[int, str, str]:
-        """Stop the server (SIGINT) if it runs; (status, stdout, all of stderr)."""
-        if self.process.poll() is None:
+    def finish(self, timeout: float = 30.0, *, stop: bool = True) -> tuple[int, str, str]:
+        """(status, stdout, all of stderr) once it exits; ``stop``: stop it first (SIGINT)."""
+        if stop and self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
-        out, _ = self.process.communicate(timeout=timeout)
+        self.process.wait(timeout)  # (stderr belongs to the reader thread)
+        assert self.process.stdout is not None
+        out = self.process.stdout.read()
+        self.process.stdout.close()
         self._reader.join(timeout)
         while True:
             line = self.lines.get(timeout=timeout)
@@ -780,3 +785,154 @@ def test_one_letter_secrets_leave_the_startup_log_intact_and_hide_credentials() 
     for line in err.splitlines():
         words = re.split(r"[^A-Za-z0-9]+", line)
         assert not {"K", "T"} & set(words), line
+
+
+# --- start-up errors: one line, naming the cause and the option -----------------------------
+
+
+def error_lines(err: str) -> list[str]:
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("cableway: error: ")]
+
+
+@pytest.fixture
+def occupied_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def test_a_port_in_use_is_one_line_naming_the_port_option(occupied_port: int) -> None:
+    server = Cableway(["--host=127.0.0.1", f"--port={occupied_port}", "--noauth"], {})
+    status, out, err = server.finish(stop=False)
+    assert status == 1
+    assert out == ""
+    assert error_lines(err) == [
+        f"cableway: error: port {occupied_port} on 127.0.0.1 is already in use (--port): "
+        "stop the other server or choose another port"
+    ]
+    assert err.endswith(error_lines(err)[0] + "\n")
+
+
+def test_a_broadcast_port_in_use_names_the_broadcast_port_option(occupied_port: int) -> None:
+    server = Cableway(
+        [
+            "--host=127.0.0.1",
+            f"--port={free_port()}",
+            f"--http_broadcast_port={occupied_port}",
+            "--noauth",
+        ],
+        {},
+    )
+    status, _, err = server.finish(stop=False)
+    assert status == 1
+    [line] = error_lines(err)
+    assert f"port {occupied_port} on 127.0.0.1 is already in use (--http_broadcast_port)" in line
+
+
+def test_debug_adds_the_traceback_to_the_one_line(occupied_port: int) -> None:
+    server = Cableway(["--host=127.0.0.1", f"--port={occupied_port}", "--noauth", "--debug"], {})
+    status, _, err = server.finish(stop=False)
+    assert status == 1
+    assert "    Traceback (most recent call last):" in err
+    assert err.splitlines()[-1].startswith("cableway: error: port ")
+
+
+def test_an_address_that_does_not_resolve_names_the_host_option() -> None:
+    server = Cableway(["--host=no-such-host.invalid", f"--port={free_port()}", "--noauth"], {})
+    status, _, err = server.finish(stop=False)
+    assert status == 1
+    [line] = error_lines(err)
+    assert line.startswith("cableway: error: cannot resolve the address 'no-such-host.invalid' ")
+    assert "(--host)" in line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may listen on any port")
+def test_a_privileged_port_as_non_root_is_one_line() -> None:
+    server = Cableway(["--host=127.0.0.1", "--port=81", "--noauth"], {})
+    status, _, err = server.finish(stop=False)
+    assert status == 1
+    [line] = error_lines(err)
+    assert "permission denied to listen on 127.0.0.1:81 (--port)" in line
+
+
+def test_permission_denied_is_one_line_naming_the_port(
+    monkeypatch: pytest.MonkeyPatch, restore_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # as root no port is refused: force the error the kernel gives a non-root user
+    import trio
+
+    async def refuse(port: int, *, host: str) -> list[trio.SocketListener]:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(trio, "open_tcp_listeners", refuse)
+    assert main(["--host=127.0.0.1", "--port=80", "--noauth"], env={}) == 1
+    [line] = error_lines(capsys.readouterr().err)
+    assert line == (
+        "cableway: error: permission denied to listen on 127.0.0.1:80 (--port): ports below "
+        "1024 need root (or CAP_NET_BIND_SERVICE); choose a port of 1024 or more"
+    )
+
+
+def test_an_unreadable_config_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([f"--config-path={tmp_path}"], env={}) == 2
+    assert_one_line_error(capsys, f"cannot read configuration file {tmp_path}: ")
+
+
+def test_enforce_jwt_without_a_jwt_secret_is_one_line(
+    capsys: pytest.CaptureFixture[str], fake_server: list[Config]
+) -> None:
+    assert main(["--enforce_jwt"], env={}) == 2
+    assert_one_line_error(capsys, "--enforce_jwt needs a JWT secret (--jwt_secret or --secret)")
+    assert main([], env={"ANYCABLE_ENFORCE_JWT": "true"}) == 2
+    assert_one_line_error(capsys, "ANYCABLE_ENFORCE_JWT needs a JWT secret")
+    assert fake_server == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "expected"),
+    [
+        (
+            "ANYCABLE_JWT_SECRT",
+            "the environment variable ANYCABLE_JWT_SECRT is not read by Cableway "
+            "(did you mean ANYCABLE_JWT_SECRET?)",
+        ),
+        (
+            "CABLEWAY_PORT",
+            "the environment variable CABLEWAY_PORT is not read by Cableway "
+            "(did you mean ANYCABLE_PORT?)",
+        ),
+        (
+            "ANYCABLE_NODE_ID",
+            "the environment variable ANYCABLE_NODE_ID is not read by Cableway",
+        ),
+    ],
+)
+def test_an_environment_variable_no_option_reads_is_named_in_a_warning(
+    variable: str,
+    expected: str,
+    fake_server: list[Config],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--noauth"], env={variable: "x", "ANYCABLE_HOST": "127.0.0.1"}) == 0
+    err = capsys.readouterr().err
+    warnings = [line.split(" WRN ", 1)[1] for line in err.splitlines() if " WRN " in line]
+    assert warnings == [expected]
+    assert fake_server[0].host == "127.0.0.1"
+
+
+def test_variables_of_other_programs_and_options_get_no_warning(
+    fake_server: list[Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {
+        "ANYCABLE_HTTP_BROADCAST_URL": "http://localhost:8090/_broadcast",
+        "ANYCABLE_WEBSOCKET_URL": "ws://localhost:8080/cable",
+        "ANYCABLE_DISABLE_TELEMETRY": "true",
+        "ANYCABLE_NOAUTH": "true",
+        "PATH": "/usr/bin",
+    }
+    assert main([], env=env) == 0
+    assert " WRN " not in capsys.readouterr().err

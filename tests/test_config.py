@@ -292,8 +292,8 @@ def test_jwt_id_param_is_honoured_when_jwt_param_is_absent() -> None:
 
 
 def test_jwt_id_enforce_is_enforce_jwt() -> None:
-    assert cli("--jwt_id_enforce").enforce_jwt is True
-    assert from_env(ANYCABLE_JWT_ID_ENFORCE="1").enforce_jwt is True
+    assert cli("--jwt_id_enforce", "--secret=s").enforce_jwt is True
+    assert from_env(ANYCABLE_JWT_ID_ENFORCE="1", ANYCABLE_SECRET="s").enforce_jwt is True
     assert cli("--jwt_id_enforce", "--enforce_jwt=false").enforce_jwt is False
 
 

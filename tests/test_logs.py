@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import trio
 import trio.testing
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from cableway import logs
@@ -221,6 +221,7 @@ def test_longest_secret_is_redacted_first() -> None:
 )
 def test_redaction_never_lets_a_secret_through(around: str, secret: str, gap: str) -> None:
     # wherever a secret stands as a whole token (not inside a longer word), it is hidden
+    assume(secret not in around and secret not in gap)
     secret_filter = SecretFilter([secret], ["jid"])
     for text in (around + gap + secret, secret + gap + around, f"{around}{gap}{secret}{gap}"):
         redacted = secret_filter.redact(text)
