@@ -34,6 +34,7 @@ from .protocol.broker import MemoryBroker
 from .protocol.channels import StreamPolicy
 from .protocol.handshake import AuthPolicy
 from .protocol.limits import Limits
+from .protocol.routes import parse_path_pattern
 
 __all__ = [
     "DEFAULT_CONFIG_PATHS",
@@ -351,7 +352,14 @@ OPTIONS: tuple[Option, ...] = (
         SERVER,
         env=("ANYCABLE_PORT", "PORT"),
     ),
-    _option("path", "list", "/cable", "WebSocket endpoint path(s), comma-separated", SERVER),
+    _option(
+        "path",
+        "list",
+        "/cable",
+        "WebSocket endpoint path(s), comma-separated; each may be a pattern with {placeholders} "
+        "and a trailing * (/accounts/{tenant}/cable, /admin/cable/*), as in AnyCable-Go",
+        SERVER,
+    ),
     _option("health-path", "str", "/health", "health check endpoint path", SERVER),
     _option(
         "demo",
@@ -1259,11 +1267,11 @@ class _Resolver:
         return raw.value
 
     def path(self, name: str, default: str) -> str:
+        """An endpoint path: literal, or a routing pattern as AnyCable-Go's router takes it."""
         raw = self.pick(name)
         if raw is None:
             return default
-        if not raw.value.startswith("/"):
-            self.fail(raw, "must start with /")
+        self.convert(raw, parse_path_pattern)
         return raw.value
 
     def choice(self, name: str, default: str, choices: Sequence[str]) -> str:
@@ -1515,8 +1523,10 @@ def load_config_with_warnings(
         if not items:
             get.fail(paths_raw, "must name at least one path")
         for item in items:
-            if not item.startswith("/"):
-                get.fail(paths_raw, f"path {item!r} must start with /")
+            try:
+                parse_path_pattern(item)
+            except ValueError as exc:
+                get.fail(paths_raw, f"path {item!r} {exc}")
         paths = tuple(dict.fromkeys(items))
 
     log_level = get.choice("log_level", "info", _LOG_LEVELS)
@@ -1606,8 +1616,10 @@ def load_config_with_warnings(
 
     metrics_raw = get.pick("metrics_http")
     if metrics_http is not None and metrics_raw is not None:
-        if not metrics_http.startswith("/"):
-            get.fail(metrics_raw, "must start with /")
+        try:
+            parse_path_pattern(metrics_http)
+        except ValueError as exc:
+            get.fail(metrics_raw, str(exc))
         taken = {*paths, health_path}
         if sse:
             taken.add(sse_path)
