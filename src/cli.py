@@ -51,8 +51,9 @@ Cableway: an AnyCable-compatible real-time server (Action Cable protocol and Hot
 Streams) on trio. `cableway` and `cableway serve` are the same command.
 
 Every option can also be set with the environment variable shown, or in a TOML configuration
-file (./anycable.toml, /etc/anycable/anycable.toml or --config-path; flat keys named like the
-options: port = 8080). Flags win over the environment, which wins over the file; an empty
+file (./anycable.toml, /etc/anycable/anycable.toml or --config-path): AnyCable-Go 1.6's layout
+([server] port = 8080; see docs/configuration.md), or flat keys named like the options
+(port = 8080). Flags win over the environment, which wins over the file; an empty
 variable counts as unset. Boolean flags take no value (--noauth) or an explicit one
 (--noauth=false). Secret options accept "none" to mean unset."""
 

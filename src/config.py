@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields
 from typing import Literal, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
+from . import anycable_toml
 from .auth.keys import derive_broadcast_key
 from .protocol.broker import MemoryBroker
 from .protocol.channels import StreamPolicy
@@ -789,7 +790,8 @@ OPTIONS: tuple[Option, ...] = (
         "print-config",
         "bool",
         "false",
-        "print the effective configuration as TOML (secrets redacted) and exit",
+        "print the effective configuration as TOML in AnyCable-Go 1.6's layout (secrets "
+        "redacted) and exit",
         CONFIG_FILE,
         env=(),
     ),
@@ -948,6 +950,9 @@ def refused_options() -> tuple[Option, ...]:
 def all_options() -> tuple[Option, ...]:
     """Every flag the parser knows: accepted options, then refused-only ones."""
     return OPTIONS + refused_options()
+
+
+_ALL_OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in all_options()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1158,24 +1163,97 @@ def _file_value(name: str, kind: Kind, value: object) -> str:
     return _file_scalar(value)
 
 
-def _from_file(values: Mapping[str, object], file_name: str) -> dict[str, _Raw]:
-    options = {_file_key(option.name): option for option in all_options()}
-    raws: dict[str, _Raw] = {}
+def _from_file(values: Mapping[str, object], file_name: str) -> tuple[dict[str, _Raw], list[str]]:
+    """The options a parsed configuration file sets, and warnings about it.
+
+    The file may be in AnyCable-Go 1.6's layout (top-level keys and sections such as
+    ``[server]``, :mod:`cableway.anycable_toml`; names ignore case, as there) and may also
+    hold flat keys named like the options (``port = 8080``, Cableway's extension, also how
+    Cableway's own options are written). AnyCable-Go keys that ask for nothing Cableway does
+    are accepted; keys of AnyCable-Go features Cableway lacks are refused unless idle; keys
+    nobody knows get a warning.
+    """
+    reader = _FileReader(file_name)
     for key, value in values.items():
-        option = options.get(_file_key(key))
-        if option is None or option.name in _NOT_IN_FILE:
-            where = "" if option is None else f" ({option.flag} is a command-line option)"
-            raise ConfigError(
-                f"unknown option {key!r} in {file_name}{where}: Cableway reads flat keys named "
-                'like the flags (port = 8080, health_path = "/up"); see cableway --help'
-            )
-        label = f"{key} in {file_name}"
+        lowered = key.lower()
+        if isinstance(value, dict) and lowered in anycable_toml.SECTIONS:
+            for path, spelled, item in anycable_toml.key_paths(lowered, value):
+                reader.anycable_key(path, spelled, item)
+        elif (lowered,) in anycable_toml.SETS or anycable_toml.ignored((lowered,)):
+            reader.anycable_key((lowered,), key, value)
+        else:
+            reader.flat_key(key, value)
+    return reader.raws, reader.warnings
+
+
+class _FileReader:
+    def __init__(self, file_name: str) -> None:
+        self.file_name = file_name
+        self.raws: dict[str, _Raw] = {}
+        self.warnings: list[str] = []
+        self.flat = {_file_key(option.name): option for option in all_options()}
+
+    def _set(self, option: Option, spelled: str, value: object) -> None:
+        label = f"{spelled} in {self.file_name}"
         try:
             text = _file_value(option.name, option.kind, value)
         except ValueError as exc:
             raise ConfigError(f"invalid value for {label}: {exc}") from None
-        raws[option.name] = _Raw(text, label, -1, f"{key} = {text!r} in {file_name}")
-    return raws
+        earlier = self.raws.get(option.name)
+        if earlier is not None:
+            raise ConfigError(f"{earlier.label} and {label} both set {option.flag}: keep one")
+        self.raws[option.name] = _Raw(text, label, -1, f"{spelled} = {text!r} in {self.file_name}")
+
+    def anycable_key(self, path: tuple[str, ...], spelled: str, value: object) -> None:
+        key = anycable_toml.SETS.get(path)
+        if key is not None:
+            converted = key.convert(value)
+            if converted is not None:
+                self._set(_ALL_OPTIONS_BY_NAME[key.option], spelled, converted)
+                if key.deprecated:
+                    self.warnings.append(
+                        f"{spelled} in {self.file_name} is deprecated, use {key.deprecated}"
+                    )
+            return
+        feature = anycable_toml.FEATURES.get(path)
+        if feature is not None:
+            if value not in feature.idle or type(value) is not type(feature.idle[-1]):
+                raise ConfigError(
+                    f"{spelled} = {_toml_value_or_repr(value)} in {self.file_name}: "
+                    f"{feature.reason}"
+                )
+            return
+        if not anycable_toml.ignored(path):
+            known = [anycable_toml.label(known) for known in anycable_toml.SETS]
+            close = difflib.get_close_matches(anycable_toml.label(path), known, n=1, cutoff=0.8)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            self.warnings.append(
+                f"{spelled} in {self.file_name} is not a setting Cableway knows; ignored{hint}"
+            )
+
+    def flat_key(self, key: str, value: object) -> None:
+        option = self.flat.get(_file_key(key)) or self.flat.get(_file_key(key).lower())
+        if option is not None and option.name in _NOT_IN_FILE:
+            raise ConfigError(
+                f"{key} in {self.file_name}: {option.flag} is a command-line option, not a "
+                "configuration file setting"
+            )
+        if option is None:
+            known = sorted({*self.flat, *(anycable_toml.label(p) for p in anycable_toml.SETS)})
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            self.warnings.append(
+                f"{key} in {self.file_name} is not a setting Cableway knows; ignored{hint}"
+            )
+            return
+        self._set(option, key, value)
+
+
+def _toml_value_or_repr(value: object) -> str:
+    try:
+        return _toml_value(value)
+    except TypeError:
+        return repr(value)
 
 
 def read_config_file(path: str) -> dict[str, object]:
@@ -1419,11 +1497,11 @@ def load_config_with_warnings(
     file_name: str = "the configuration file",
 ) -> tuple[Config, tuple[str, ...]]:
     """Like :func:`load_config`, plus warnings for the user (deprecated names, dead settings)."""
-    values = {} if file_values is None else _from_file(file_values, file_name)
+    values, file_warnings = ({}, []) if file_values is None else _from_file(file_values, file_name)
     values.update(_from_environment(env))
     values.update(_from_command_line(argv))
     _check_refusals(values)
-    warnings = unread_variables(env)
+    warnings = [*file_warnings, *unread_variables(env)]
     for option in OPTIONS:
         raw = values.get(option.name)
         if option.replaced_by is not None and raw is not None:
@@ -1696,7 +1774,7 @@ def load_config_with_warnings(
 # --print-config
 # ---------------------------------------------------------------------------------------------
 
-#: Config fields whose configuration-file key differs from the field name.
+#: Config fields whose (flat) configuration-file key differs from the field name.
 _FIELD_KEYS = {"broadcast_adapters": "broadcast_adapter"}
 
 
@@ -1708,6 +1786,8 @@ def _toml_string(text: str) -> str:
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))  # AnyCable-Go reads durations as TOML integers
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
@@ -1717,24 +1797,59 @@ def _toml_value(value: object) -> str:
     raise TypeError(f"no TOML form for {value!r}")
 
 
+def _printed_value(config: Config, name: str, value: object) -> str | None:
+    """The TOML text of field ``name`` (from ``config.redacted()``), or None to comment it out."""
+    if name in SECRET_FIELDS and value is None:
+        return '"none"'  # explicitly unset (also stops the fallback to secret), as AnyCable
+    if value is None:
+        return None
+    if name == "metrics_tags":
+        pairs = ", ".join(f"{tag} = {_toml_string(text)}" for tag, text in config.metrics_tags)
+        return f"{{ {pairs} }}" if pairs else "{}"
+    if name == "allowed_origins":
+        return _toml_string(",".join(config.allowed_origins))  # a comma string in AnyCable
+    return _toml_value(value)
+
+
+_BROKER_SETTINGS = frozenset({"history_limit", "history_ttl", "sessions_ttl", "presence_ttl"})
+
+
 def config_toml(config: Config) -> str:
     """The effective configuration as a TOML file (``--print-config``), secrets redacted.
 
-    Keys are the configuration-file keys, so the output (with real secrets put back) can be
-    used as ``anycable.toml``. Unset values are listed as comments.
+    The layout is AnyCable-Go 1.6's (top-level keys, then ``[server]``, ``[logging]``, ...
+    with its key names, :mod:`cableway.anycable_toml`), so the file (with real secrets put
+    back) loads in Cableway and in AnyCable-Go. Cableway's own options come as flat
+    top-level keys, which AnyCable-Go ignores. Unset values are written as comments.
     """
+    top: list[str] = []
+    own: list[str] = []
+    sections: dict[str, list[str]] = {section: [] for section in anycable_toml.SECTIONS}
+    defaults = {field.name: field.default for field in fields(Config)}
+    for name, value in config.redacted().items():
+        section, key = anycable_toml.PRINTED.get(name, ("", _FIELD_KEYS.get(name, name)))
+        text = _printed_value(config, name, value)
+        line = f"# {key} is unset" if text is None else f"{key} = {text}"
+        if name in _BROKER_SETTINGS and config.broker == "none" and value == defaults[name]:
+            line = f"# {line}  (no effect: the broker is none)"
+        if name not in anycable_toml.PRINTED:
+            own.append(line)
+        elif section:
+            sections[section].append(line)
+        else:
+            top.append(line)
+    sections["rpc"].append('implementation = "none"  # Cableway never uses RPC')
     out = [
-        "# Cableway effective configuration (cableway --print-config).",
+        "# Cableway effective configuration (cableway --print-config), in AnyCable-Go 1.6's",
+        "# layout: Cableway and AnyCable-Go both load it.",
         f'# Secrets show as "{REDACTED}": write the real values before using this file.',
         "",
+        *top,
+        "",
+        "# Cableway's own settings (AnyCable-Go ignores them)",
+        *own,
     ]
-    for name, value in config.redacted().items():
-        key = _FIELD_KEYS.get(name, name)
-        if value is None:
-            out.append(f"# {key} is unset")
-        elif name == "metrics_tags":
-            pairs = ", ".join(f"{tag} = {_toml_string(text)}" for tag, text in config.metrics_tags)
-            out.append(f"{key} = {{ {pairs} }}" if pairs else f"{key} = {{}}")
-        else:
-            out.append(f"{key} = {_toml_value(value)}")
+    for section, lines in sections.items():
+        if lines:
+            out += ["", f"[{section}]", *lines]
     return "\n".join(out) + "\n"

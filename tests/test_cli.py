@@ -592,8 +592,9 @@ def test_print_config_prints_toml_with_secrets_redacted_and_exits_0(
     captured = capsys.readouterr()
     assert fake_server == []
     values = tomllib.loads(captured.out)
-    assert values["port"] == 9000
+    assert values["server"]["port"] == 9000
     assert values["secret"] == "[REDACTED]"
+    assert values["jwt"]["secret"] == "[REDACTED]"
     assert "s3cr3t" not in captured.out + captured.err
 
 
@@ -603,7 +604,7 @@ def test_print_config_shows_warnings_on_stderr(
     assert main(["--print-config", "--jwt_id_key=" + "k" * 32], env={}) == 0
     captured = capsys.readouterr()
     assert captured.err == "cableway: warning: --jwt_id_key is deprecated, use --jwt_secret\n"
-    assert tomllib.loads(captured.out)["jwt_secret"] == "[REDACTED]"
+    assert tomllib.loads(captured.out)["jwt"]["secret"] == "[REDACTED]"
 
 
 def test_config_file_precedence_file_env_cli(
@@ -648,10 +649,10 @@ def test_load_effective_config_reads_no_default_file_when_absent() -> None:
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
-        ("bogus = 1\n", "unknown option 'bogus' in "),
-        ("[server]\nport = 1\n", "unknown option 'server' in "),
         ("port = \n", "is not valid TOML"),
         ("port = 0\n", "invalid value '0' for port in "),
+        ("[server]\nport = 0\n", "invalid value '0' for [server] port in "),
+        ("[ds]\nenabled = true\n", "[ds] enabled = true in "),
     ],
 )
 def test_config_file_errors_exit_2(
@@ -666,6 +667,58 @@ def test_config_file_errors_exit_2(
     assert main([f"--config-path={path}"], env={}) == 2
     assert_one_line_error(capsys, fragment)
     assert fake_server == []
+
+
+def test_print_config_output_loads_back_to_the_same_config(
+    tmp_path: Path, fake_server: list[Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = [
+        "--port=9000",
+        "--path=/cable,/accounts/{tenant}/cable",
+        "--broadcast_key=none",
+        "--jwt_secret=" + "j" * 32,
+        "--allowed_origins=app.example.com",
+        "--broker=none",
+        "--sse=false",
+        "--metrics_http=/metrics",
+        "--metrics_tags=env:prod",
+        "--enable_native_pings",
+        "--max_subscriptions=9",
+    ]
+    assert main(["--print-config", *flags], env={}) == 0
+    printed = capsys.readouterr().out
+    path = tmp_path / "anycable.toml"
+    path.write_text(printed.replace('"[REDACTED]"', '"' + "j" * 32 + '"'), encoding="utf-8")
+    config, warnings, _ = load_effective_config([f"--config-path={path}"], {})
+    assert config == parse_args(flags, {})
+    assert warnings == ()
+    assert main(["--print-config", f"--config-path={path}"], env={}) == 0
+    assert capsys.readouterr().out == printed
+    assert main([f"--config-path={path}"], env={}) == 0
+    assert fake_server == [config]
+
+
+def test_an_anycable_print_config_file_runs_the_server(
+    tmp_path: Path, fake_server: list[Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "anycable.toml"
+    path.write_text(
+        '# AnyCable server configuration.\nsecret = "none"\nbroadcast_adapters = ["http"]\n'
+        'broadcast_key = "none"\n[server]\nhost = "127.0.0.1"\nport = 9123\n'
+        'allowed_origins = ""\n[rpc]\nimplementation = "none"\nhost = "localhost:50051"\n'
+        '[jwt]\nsecret = ""\nparam = "jid"\n[ws]\npaths = ["/cable"]\n[sse]\nenabled = false\n'
+        '[metrics]\nhttp = "/metrics"\nport = 9123\n[disconnector]\nrate = 100\n',
+        encoding="utf-8",
+    )
+    assert main([f"--config-path={path}", "--noauth"], env={}) == 0
+    [config] = fake_server
+    assert (config.host, config.port, config.sse, config.metrics_http) == (
+        "127.0.0.1",
+        9123,
+        False,
+        "/metrics",
+    )
+    assert " WRN " not in capsys.readouterr().err
 
 
 def test_missing_explicit_config_file_exits_2(
