@@ -1176,7 +1176,14 @@ def _from_file(values: Mapping[str, object], file_name: str) -> tuple[dict[str, 
     reader = _FileReader(file_name)
     for key, value in values.items():
         lowered = key.lower()
-        if isinstance(value, dict) and lowered in anycable_toml.SECTIONS:
+        if lowered in anycable_toml.SECTIONS and (
+            isinstance(value, dict) or _file_key(lowered) not in reader.flat
+        ):  # (broker = "memory" and sse = true are flat keys)
+            if not isinstance(value, dict):
+                raise ConfigError(
+                    f"{key} in {file_name}: expected a section ([{lowered}]), not a TOML "
+                    f"{type(value).__name__}"
+                )
             for path, spelled, item in anycable_toml.key_paths(lowered, value):
                 reader.anycable_key(path, spelled, item)
         elif (lowered,) in anycable_toml.SETS or anycable_toml.ignored((lowered,)):

@@ -1504,6 +1504,7 @@ def test_anycable_keys_follow_the_precedence_file_env_flags() -> None:
         ({"logging": {"debug": True, "level": "warn"}}, {"log_level": "debug"}),
         ({"server": {"ssl": {"cert_path": "", "key_path": ""}}}, {}),
         ({"pubsub_adapter": ""}, {}),
+        ({"sse": False, "broker": "none"}, {"sse": False, "broker": "none"}),  # flat keys
         ({"secret": "s", "http_broadcast": {"port": 0}}, {"secret": "s"}),  # main port
     ],
 )
@@ -1532,6 +1533,9 @@ def test_anycable_keys_mean_what_they_mean_in_anycable_go(
         ({"server": {"ssl": {"cert_path": "c.pem"}}}, "TLS is not supported yet"),
         ({"port": 1, "server": {"port": 2}}, "port in anycable.toml and [server] port in"),
         ({"metrics": {"http": "/a", "http_path": "/b"}}, "both set --metrics_http"),
+        ({"server": 1}, "server in anycable.toml: expected a section ([server]), not a TOML int"),
+        ({"ws": [{"paths": ["/x"]}]}, "ws in anycable.toml: expected a section ([ws])"),
+        ({"sse": {"enabled": True}, "broker": {"adapter": "nats"}}, "[broker] adapter = 'nats'"),
     ],
 )
 def test_anycable_features_cableway_lacks_are_refused_unless_idle(

@@ -140,6 +140,18 @@ async def test_the_server_routes_websocket_placeholders_and_wildcards() -> None:
             assert (await http(port, "GET", unknown)).status == 404, unknown
         assert (await http(port, "GET", "/up/node-1")).status == 200
         assert (await http(port, "GET", "/up/")).status == 404
+        # the SSE endpoint: no channel asked for is its own 400, not a 404
+        sse = await http(port, "GET", "/sse/acme", headers=[("accept", "text/event-stream")])
+        assert sse.status == 400
+        assert (await http(port, "GET", "/sse/")).status == 404
+
+
+async def test_the_server_routes_a_metrics_path_pattern() -> None:
+    async with running(config(metrics_http="/metrics/{format}")) as server:
+        response = await http(server.main_port, "GET", "/metrics/prometheus")
+        assert response.status == 200
+        assert b"anycable_go_" in response.body
+        assert (await http(server.main_port, "GET", "/metrics")).status == 404
 
 
 async def test_the_server_routes_a_broadcast_path_pattern() -> None:
