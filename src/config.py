@@ -1611,7 +1611,7 @@ def load_config_with_warnings(
             try:
                 parse_path_pattern(item)
             except ValueError as exc:
-                get.fail(paths_raw, f"path {item!r} {exc}")
+                get.fail(paths_raw, f"path {item!r}: {exc}")
         paths = tuple(dict.fromkeys(items))
 
     log_level = get.choice("log_level", "info", _LOG_LEVELS)

@@ -915,7 +915,7 @@ def test_file_values_of_every_kind() -> None:
         ({"print_config": True}, "--print-config is a command-line option"),
         ({"server": {"port": 0}}, "invalid value '0' for [server] port in anycable.toml"),
         ({"jwt": {"force": "maybe"}}, "invalid value 'maybe' for [jwt] force in anycable.toml"),
-        ({"ws": {"paths": "/a/*/b"}}, "for [ws] paths in anycable.toml: path '/a/*/b' a *"),
+        ({"ws": {"paths": "/a/*/b"}}, "for [ws] paths in anycable.toml: path '/a/*/b': a *"),
         ({"port": "abc"}, "invalid value 'abc' for port in anycable.toml"),
         ({"port": 8080.5}, "for port in anycable.toml"),
         ({"port": [1, 2]}, "port in anycable.toml: expected a single value, not a list"),
