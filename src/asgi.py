@@ -71,6 +71,7 @@ from .protocol.events import (
 )
 from .protocol.handshake import Accepted, Restored, identify, websocket_open
 from .protocol.hub import Hub
+from .protocol.routes import endpoint_router
 from .protocol.sse import (
     SSE_HEADERS,
     Refusal,
@@ -500,7 +501,13 @@ class CablewayApp:
         if http_broadcast is None:
             http_broadcast = config.broadcast_key is not None
         self.http_broadcast = http_broadcast and "http" in config.broadcast_adapters
-        self.ws_paths = frozenset(_normal(p) for p in config.path)
+        routes = [(_normal(path), "ws") for path in config.path]
+        if self.http_broadcast:
+            routes.append((_normal(config.http_broadcast_path), "broadcast"))
+        if config.sse:
+            routes.append((_normal(config.sse_path), "sse"))
+        routes.append((_normal(config.health_path), "health"))
+        self.router = endpoint_router(tuple(routes))
         self.random = random.Random()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -665,15 +672,15 @@ class CablewayApp:
         if kind == "websocket":
             await self._websocket(request, receive, send)
             return
-        config = self.config
-        if request.path in self.ws_paths:
+        route = self._route(request)
+        if route == "ws":
             # a plain request to the WebSocket path (the trio server says the same)
             await _respond(send, 400, b"Bad Request", [(b"sec-websocket-version", b"13")])
-        elif self.http_broadcast and request.path == _normal(config.http_broadcast_path):
+        elif route == "broadcast":
             await self._broadcast(request, receive, send)
-        elif config.sse and request.path == _normal(config.sse_path):
+        elif route == "sse":
             await self._sse(request, receive, send)
-        elif request.path == _normal(config.health_path):
+        elif route == "health":
             await _respond(send, 200, HEALTH_BODY, [VERSION_HEADER])
         else:
             await _respond(send, 404, b"404 page not found")
@@ -717,13 +724,22 @@ class CablewayApp:
             self.publish(parsed)
         await _respond(send, 201)
 
+    def _route(self, request: _Request) -> str | None:
+        """The endpoint of ``request.path`` (patterns as AnyCable-Go routes them,
+        :mod:`cableway.protocol.routes`); the trailing slash a ``*`` pattern ends with is
+        optional here, as every trailing slash is."""
+        route = self.router.lookup(request.path)
+        if route is None and request.path != "/":
+            route = self.router.lookup(request.path + "/")
+        return route
+
     async def _websocket(self, request: _Request, receive: Receive, send: Send) -> None:
         config = self.config
         if (await receive())["type"] != "websocket.connect":
             return
         origins = [v for k, v in request.raw_headers if k == b"origin"]
         origin = origins[0].decode("latin-1") if len(origins) == 1 else None
-        if request.path not in self.ws_paths:
+        if self._route(request) != "ws":
             await send({"type": "websocket.close", "code": 1000})  # the server answers 403
             return
         if len(origins) > 1 or not origin_allowed(origin, config.allowed_origins):

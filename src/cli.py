@@ -29,6 +29,7 @@ from .config import (
     Config,
     ConfigError,
     Option,
+    StartupError,
     config_toml,
     file_options,
     load_config,
@@ -50,8 +51,9 @@ Cableway: an AnyCable-compatible real-time server (Action Cable protocol and Hot
 Streams) on trio. `cableway` and `cableway serve` are the same command.
 
 Every option can also be set with the environment variable shown, or in a TOML configuration
-file (./anycable.toml, /etc/anycable/anycable.toml or --config-path; flat keys named like the
-options: port = 8080). Flags win over the environment, which wins over the file; an empty
+file (./anycable.toml, /etc/anycable/anycable.toml or --config-path): AnyCable-Go 1.6's layout
+([server] port = 8080; see docs/configuration.md), or flat keys named like the options
+(port = 8080). Flags win over the environment, which wins over the file; an empty
 variable counts as unset. Boolean flags take no value (--noauth) or an explicit one
 (--noauth=false). Secret options accept "none" to mean unset."""
 
@@ -466,7 +468,8 @@ def _run_server(config: Config) -> None:
 
 
 def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None) -> int:
-    """Run ``cableway``; returns the exit status (0 ok, 2 configuration error, 130 Ctrl-C).
+    """Run ``cableway``; returns the exit status (0 ok, 1 the server could not start listening,
+    2 configuration error, 130 Ctrl-C).
 
     ``argv`` excludes the program name (default ``sys.argv[1:]``); ``env`` defaults to
     ``os.environ``. ``cableway sign|token|broadcast|check ...`` run the backend helpers
@@ -518,4 +521,9 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         _run_server(config)
     except KeyboardInterrupt:
         return 130
+    except StartupError as exc:
+        # one line for the person starting the server; the traceback only with --debug
+        log.debug("the server could not start", exc_info=True)
+        sys.stderr.write(f"cableway: error: {' '.join(exc.message.split())}\n")
+        return 1
     return 0

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import decimal
+import difflib
+import errno
 import json
 import math
 import re
 import secrets
+import socket
 import string
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -26,11 +29,13 @@ from dataclasses import dataclass, fields
 from typing import Literal, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
+from . import anycable_toml
 from .auth.keys import derive_broadcast_key
 from .protocol.broker import MemoryBroker
 from .protocol.channels import StreamPolicy
 from .protocol.handshake import AuthPolicy
 from .protocol.limits import Limits
+from .protocol.routes import parse_path_pattern
 
 __all__ = [
     "DEFAULT_CONFIG_PATHS",
@@ -43,11 +48,13 @@ __all__ = [
     "FileOptions",
     "Option",
     "Refusal",
+    "StartupError",
     "config_toml",
     "file_options",
     "load_config",
     "load_config_with_warnings",
     "read_config_file",
+    "unread_variables",
 ]
 
 Kind = Literal["str", "int", "float", "bool", "list", "secret"]
@@ -61,6 +68,50 @@ SECRET_FIELDS = frozenset(
 
 class ConfigError(Exception):
     """An unknown, invalid or unsupported option. The message names the option, for users."""
+
+
+class StartupError(Exception):
+    """The server could not start listening; the message names the cause and the option.
+
+    Raised by the transport when a listener cannot be opened (``cableway`` prints it as one
+    ``cableway: error: ...`` line).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @classmethod
+    def cannot_listen(
+        cls, error: OSError, host: str, port: int, host_option: str, port_option: str
+    ) -> StartupError:
+        """The error for ``error`` raised while binding ``host``:``port``."""
+        where = f"{host}:{port}"
+        if isinstance(error, socket.gaierror):
+            return cls(
+                f"cannot resolve the address {host!r} ({host_option}): {error.strerror or error}"
+            )
+        if error.errno == errno.EADDRINUSE:
+            return cls(
+                f"port {port} on {host} is already in use ({port_option}): stop the other "
+                "server or choose another port"
+            )
+        if error.errno == errno.EACCES:
+            hint = (
+                ": ports below 1024 need root (or CAP_NET_BIND_SERVICE); choose a port of 1024 "
+                "or more"
+                if 0 < port < 1024
+                else ""
+            )
+            return cls(f"permission denied to listen on {where} ({port_option}){hint}")
+        if error.errno == errno.EADDRNOTAVAIL:
+            return cls(
+                f"cannot listen on {where} ({host_option}): the address is not one of this "
+                "machine's"
+            )
+        return cls(
+            f"cannot listen on {where} ({host_option}, {port_option}): {error.strerror or error}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,7 +353,14 @@ OPTIONS: tuple[Option, ...] = (
         SERVER,
         env=("ANYCABLE_PORT", "PORT"),
     ),
-    _option("path", "list", "/cable", "WebSocket endpoint path(s), comma-separated", SERVER),
+    _option(
+        "path",
+        "list",
+        "/cable",
+        "WebSocket endpoint path(s), comma-separated; each may be a pattern with {placeholders} "
+        "and a trailing * (/accounts/{tenant}/cable, /admin/cable/*), as in AnyCable-Go",
+        SERVER,
+    ),
     _option("health-path", "str", "/health", "health check endpoint path", SERVER),
     _option(
         "demo",
@@ -391,7 +449,7 @@ OPTIONS: tuple[Option, ...] = (
         "enforce_jwt",
         "bool",
         "false",
-        "reject connections without a token (reason unauthorized)",
+        "reject connections without a token (reason unauthorized); needs a JWT secret",
         AUTH,
     ),
     _option(
@@ -732,7 +790,8 @@ OPTIONS: tuple[Option, ...] = (
         "print-config",
         "bool",
         "false",
-        "print the effective configuration as TOML (secrets redacted) and exit",
+        "print the effective configuration as TOML in AnyCable-Go 1.6's layout (secrets "
+        "redacted) and exit",
         CONFIG_FILE,
         env=(),
     ),
@@ -891,6 +950,9 @@ def refused_options() -> tuple[Option, ...]:
 def all_options() -> tuple[Option, ...]:
     """Every flag the parser knows: accepted options, then refused-only ones."""
     return OPTIONS + refused_options()
+
+
+_ALL_OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in all_options()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1101,24 +1163,104 @@ def _file_value(name: str, kind: Kind, value: object) -> str:
     return _file_scalar(value)
 
 
-def _from_file(values: Mapping[str, object], file_name: str) -> dict[str, _Raw]:
-    options = {_file_key(option.name): option for option in all_options()}
-    raws: dict[str, _Raw] = {}
+def _from_file(values: Mapping[str, object], file_name: str) -> tuple[dict[str, _Raw], list[str]]:
+    """The options a parsed configuration file sets, and warnings about it.
+
+    The file may be in AnyCable-Go 1.6's layout (top-level keys and sections such as
+    ``[server]``, :mod:`cableway.anycable_toml`; names ignore case, as there) and may also
+    hold flat keys named like the options (``port = 8080``, Cableway's extension, also how
+    Cableway's own options are written). AnyCable-Go keys that ask for nothing Cableway does
+    are accepted; keys of AnyCable-Go features Cableway lacks are refused unless idle; keys
+    nobody knows get a warning.
+    """
+    reader = _FileReader(file_name)
     for key, value in values.items():
-        option = options.get(_file_key(key))
-        if option is None or option.name in _NOT_IN_FILE:
-            where = "" if option is None else f" ({option.flag} is a command-line option)"
-            raise ConfigError(
-                f"unknown option {key!r} in {file_name}{where}: Cableway reads flat keys named "
-                'like the flags (port = 8080, health_path = "/up"); see cableway --help'
-            )
-        label = f"{key} in {file_name}"
+        lowered = key.lower()
+        if lowered in anycable_toml.SECTIONS and (
+            isinstance(value, dict) or _file_key(lowered) not in reader.flat
+        ):  # (broker = "memory" and sse = true are flat keys)
+            if not isinstance(value, dict):
+                raise ConfigError(
+                    f"{key} in {file_name}: expected a section ([{lowered}]), not a TOML "
+                    f"{type(value).__name__}"
+                )
+            for path, spelled, item in anycable_toml.key_paths(lowered, value):
+                reader.anycable_key(path, spelled, item)
+        elif (lowered,) in anycable_toml.SETS or anycable_toml.ignored((lowered,)):
+            reader.anycable_key((lowered,), key, value)
+        else:
+            reader.flat_key(key, value)
+    return reader.raws, reader.warnings
+
+
+class _FileReader:
+    def __init__(self, file_name: str) -> None:
+        self.file_name = file_name
+        self.raws: dict[str, _Raw] = {}
+        self.warnings: list[str] = []
+        self.flat = {_file_key(option.name): option for option in all_options()}
+
+    def _set(self, option: Option, spelled: str, value: object) -> None:
+        label = f"{spelled} in {self.file_name}"
         try:
             text = _file_value(option.name, option.kind, value)
         except ValueError as exc:
             raise ConfigError(f"invalid value for {label}: {exc}") from None
-        raws[option.name] = _Raw(text, label, -1, f"{key} = {text!r} in {file_name}")
-    return raws
+        earlier = self.raws.get(option.name)
+        if earlier is not None:
+            raise ConfigError(f"{earlier.label} and {label} both set {option.flag}: keep one")
+        self.raws[option.name] = _Raw(text, label, -1, f"{spelled} = {text!r} in {self.file_name}")
+
+    def anycable_key(self, path: tuple[str, ...], spelled: str, value: object) -> None:
+        key = anycable_toml.SETS.get(path)
+        if key is not None:
+            converted = key.convert(value)
+            if converted is not None:
+                self._set(_ALL_OPTIONS_BY_NAME[key.option], spelled, converted)
+                if key.deprecated:
+                    self.warnings.append(
+                        f"{spelled} in {self.file_name} is deprecated, use {key.deprecated}"
+                    )
+            return
+        feature = anycable_toml.FEATURES.get(path)
+        if feature is not None:
+            if value not in feature.idle or type(value) is not type(feature.idle[-1]):
+                raise ConfigError(
+                    f"{spelled} = {_toml_value_or_repr(value)} in {self.file_name}: "
+                    f"{feature.reason}"
+                )
+            return
+        if not anycable_toml.ignored(path):
+            known = [anycable_toml.label(known) for known in anycable_toml.SETS]
+            close = difflib.get_close_matches(anycable_toml.label(path), known, n=1, cutoff=0.8)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            self.warnings.append(
+                f"{spelled} in {self.file_name} is not a setting Cableway knows; ignored{hint}"
+            )
+
+    def flat_key(self, key: str, value: object) -> None:
+        option = self.flat.get(_file_key(key)) or self.flat.get(_file_key(key).lower())
+        if option is not None and option.name in _NOT_IN_FILE:
+            raise ConfigError(
+                f"{key} in {self.file_name}: {option.flag} is a command-line option, not a "
+                "configuration file setting"
+            )
+        if option is None:
+            known = sorted({*self.flat, *(anycable_toml.label(p) for p in anycable_toml.SETS)})
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            self.warnings.append(
+                f"{key} in {self.file_name} is not a setting Cableway knows; ignored{hint}"
+            )
+            return
+        self._set(option, key, value)
+
+
+def _toml_value_or_repr(value: object) -> str:
+    try:
+        return _toml_value(value)
+    except TypeError:
+        return repr(value)
 
 
 def read_config_file(path: str) -> dict[str, object]:
@@ -1210,11 +1352,11 @@ class _Resolver:
         return raw.value
 
     def path(self, name: str, default: str) -> str:
+        """An endpoint path: literal, or a routing pattern as AnyCable-Go's router takes it."""
         raw = self.pick(name)
         if raw is None:
             return default
-        if not raw.value.startswith("/"):
-            self.fail(raw, "must start with /")
+        self.convert(raw, parse_path_pattern)
         return raw.value
 
     def choice(self, name: str, default: str, choices: Sequence[str]) -> str:
@@ -1294,6 +1436,40 @@ def _check_refusals(values: Mapping[str, _Raw]) -> None:
             raise ConfigError(f"{raw.spelled()}: {refusal.reason}")
 
 
+#: Variables with our prefixes that other programs read (the Rails side of AnyCable, the
+#: ``cableway broadcast`` helper, AnyCable-Go's telemetry switch, Cableway's test suite).
+_OTHER_PROGRAMS_VARIABLES = frozenset(
+    {
+        "ANYCABLE_WEBSOCKET_URL",
+        "ANYCABLE_HTTP_BROADCAST_URL",
+        "ANYCABLE_JWT_ID_TTL",
+        "ANYCABLE_DISABLE_TELEMETRY",
+        "ANYCABLE_TELEMETRY_URL",
+        "CABLEWAY_REQUIRE_INTEROP",
+        "CABLEWAY_INTEROP_DEBUG",
+        "CABLEWAY_INTEROP_SERVER",
+        "CABLEWAY_CHROMIUM",
+        "CABLEWAY_URL",
+    }
+)
+_PREFIXES = ("ANYCABLE_", "CABLEWAY_")
+
+
+def unread_variables(env: Mapping[str, str]) -> list[str]:
+    """Warnings for ``ANYCABLE_*``/``CABLEWAY_*`` variables in ``env`` that no option reads
+    (a typo there would otherwise silently run the server with the default)."""
+    known = {variable for option in all_options() for variable in option.env}
+    warnings = []
+    for name in sorted(env):
+        if not name.startswith(_PREFIXES) or name in known or name in _OTHER_PROGRAMS_VARIABLES:
+            continue
+        guess = name.replace("CABLEWAY_", "ANYCABLE_", 1)
+        close = difflib.get_close_matches(guess, sorted(known), n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"the environment variable {name} is not read by Cableway{hint}")
+    return warnings
+
+
 def load_config(
     argv: Sequence[str],
     env: Mapping[str, str],
@@ -1328,11 +1504,11 @@ def load_config_with_warnings(
     file_name: str = "the configuration file",
 ) -> tuple[Config, tuple[str, ...]]:
     """Like :func:`load_config`, plus warnings for the user (deprecated names, dead settings)."""
-    values = {} if file_values is None else _from_file(file_values, file_name)
+    values, file_warnings = ({}, []) if file_values is None else _from_file(file_values, file_name)
     values.update(_from_environment(env))
     values.update(_from_command_line(argv))
     _check_refusals(values)
-    warnings: list[str] = []
+    warnings = [*file_warnings, *unread_variables(env)]
     for option in OPTIONS:
         raw = values.get(option.name)
         if option.replaced_by is not None and raw is not None:
@@ -1363,6 +1539,15 @@ def load_config_with_warnings(
                 f"{raw.label} is shorter than 32 bytes: an HMAC secret this short can be "
                 "guessed offline from one signed token; use at least 32 random bytes"
             )
+
+    enforce_jwt = get.boolean("enforce_jwt", "jwt_id_enforce")
+    if enforce_jwt and jwt_secret is None and not get.boolean("demo"):
+        enforce_raw = get.pick("enforce_jwt", "jwt_id_enforce")
+        assert enforce_raw is not None
+        raise ConfigError(
+            f"{enforce_raw.label} needs a JWT secret (--jwt_secret or --secret): without one "
+            "every connection would be rejected"
+        )
 
     cleartext = get.boolean("turbo_rails_cleartext")
     turbo_streams = get.boolean("turbo_streams") or "turbo_rails_key" in values or cleartext
@@ -1423,8 +1608,10 @@ def load_config_with_warnings(
         if not items:
             get.fail(paths_raw, "must name at least one path")
         for item in items:
-            if not item.startswith("/"):
-                get.fail(paths_raw, f"path {item!r} must start with /")
+            try:
+                parse_path_pattern(item)
+            except ValueError as exc:
+                get.fail(paths_raw, f"path {item!r}: {exc}")
         paths = tuple(dict.fromkeys(items))
 
     log_level = get.choice("log_level", "info", _LOG_LEVELS)
@@ -1514,8 +1701,10 @@ def load_config_with_warnings(
 
     metrics_raw = get.pick("metrics_http")
     if metrics_http is not None and metrics_raw is not None:
-        if not metrics_http.startswith("/"):
-            get.fail(metrics_raw, "must start with /")
+        try:
+            parse_path_pattern(metrics_http)
+        except ValueError as exc:
+            get.fail(metrics_raw, str(exc))
         taken = {*paths, health_path}
         if sse:
             taken.add(sse_path)
@@ -1532,7 +1721,7 @@ def load_config_with_warnings(
         secret=secret,
         jwt_secret=jwt_secret,
         jwt_param=get.string("jwt_param", "jwt_id_param", default="jid"),
-        enforce_jwt=get.boolean("enforce_jwt", "jwt_id_enforce"),
+        enforce_jwt=enforce_jwt,
         streams_secret=streams_secret,
         public_streams=public_streams,
         turbo_streams=turbo_streams,
@@ -1592,7 +1781,7 @@ def load_config_with_warnings(
 # --print-config
 # ---------------------------------------------------------------------------------------------
 
-#: Config fields whose configuration-file key differs from the field name.
+#: Config fields whose (flat) configuration-file key differs from the field name.
 _FIELD_KEYS = {"broadcast_adapters": "broadcast_adapter"}
 
 
@@ -1604,6 +1793,8 @@ def _toml_string(text: str) -> str:
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))  # AnyCable-Go reads durations as TOML integers
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
@@ -1613,24 +1804,59 @@ def _toml_value(value: object) -> str:
     raise TypeError(f"no TOML form for {value!r}")
 
 
+def _printed_value(config: Config, name: str, value: object) -> str | None:
+    """The TOML text of field ``name`` (from ``config.redacted()``), or None to comment it out."""
+    if name in SECRET_FIELDS and value is None:
+        return '"none"'  # explicitly unset (also stops the fallback to secret), as AnyCable
+    if value is None:
+        return None
+    if name == "metrics_tags":
+        pairs = ", ".join(f"{tag} = {_toml_string(text)}" for tag, text in config.metrics_tags)
+        return f"{{ {pairs} }}" if pairs else "{}"
+    if name == "allowed_origins":
+        return _toml_string(",".join(config.allowed_origins))  # a comma string in AnyCable
+    return _toml_value(value)
+
+
+_BROKER_SETTINGS = frozenset({"history_limit", "history_ttl", "sessions_ttl", "presence_ttl"})
+
+
 def config_toml(config: Config) -> str:
     """The effective configuration as a TOML file (``--print-config``), secrets redacted.
 
-    Keys are the configuration-file keys, so the output (with real secrets put back) can be
-    used as ``anycable.toml``. Unset values are listed as comments.
+    The layout is AnyCable-Go 1.6's (top-level keys, then ``[server]``, ``[logging]``, ...
+    with its key names, :mod:`cableway.anycable_toml`), so the file (with real secrets put
+    back) loads in Cableway and in AnyCable-Go. Cableway's own options come as flat
+    top-level keys, which AnyCable-Go ignores. Unset values are written as comments.
     """
+    top: list[str] = []
+    own: list[str] = []
+    sections: dict[str, list[str]] = {section: [] for section in anycable_toml.SECTIONS}
+    defaults = {field.name: field.default for field in fields(Config)}
+    for name, value in config.redacted().items():
+        section, key = anycable_toml.PRINTED.get(name, ("", _FIELD_KEYS.get(name, name)))
+        text = _printed_value(config, name, value)
+        line = f"# {key} is unset" if text is None else f"{key} = {text}"
+        if name in _BROKER_SETTINGS and config.broker == "none" and value == defaults[name]:
+            line = f"# {line}  (no effect: the broker is none)"
+        if name not in anycable_toml.PRINTED:
+            own.append(line)
+        elif section:
+            sections[section].append(line)
+        else:
+            top.append(line)
+    sections["rpc"].append('implementation = "none"  # Cableway never uses RPC')
     out = [
-        "# Cableway effective configuration (cableway --print-config).",
+        "# Cableway effective configuration (cableway --print-config), in AnyCable-Go 1.6's",
+        "# layout: Cableway and AnyCable-Go both load it.",
         f'# Secrets show as "{REDACTED}": write the real values before using this file.',
         "",
+        *top,
+        "",
+        "# Cableway's own settings (AnyCable-Go ignores them)",
+        *own,
     ]
-    for name, value in config.redacted().items():
-        key = _FIELD_KEYS.get(name, name)
-        if value is None:
-            out.append(f"# {key} is unset")
-        elif name == "metrics_tags":
-            pairs = ", ".join(f"{tag} = {_toml_string(text)}" for tag, text in config.metrics_tags)
-            out.append(f"{key} = {{ {pairs} }}" if pairs else f"{key} = {{}}")
-        else:
-            out.append(f"{key} = {_toml_value(value)}")
+    for section, lines in sections.items():
+        if lines:
+            out += ["", f"[{section}]", *lines]
     return "\n".join(out) + "\n"

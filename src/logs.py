@@ -22,10 +22,12 @@ Two protections apply whatever the format:
   shortens long values: use it for client-controlled values (``log.debug("... %s", safe(x))``).
 * **No secrets.** :class:`SecretFilter` (installed by :func:`configure_logging`) replaces the
   configured secrets (``secret``, ``jwt_secret``, ``streams_secret``, ``turbo_streams_secret``,
-  ``broadcast_key``), the value of ``<jwt_param>=``/``token=`` query parameters and of the
-  ``X-<JWT_PARAM>`` and ``Authorization`` headers, and anything shaped like a JWT with
-  ``[REDACTED]``. It runs when a record is created (so every handler, including test
-  capture, sees the redacted record) and again in the handler for ``extra`` values.
+  ``broadcast_key``) where they stand as whole tokens (not inside a longer word, so the
+  secret ``T`` leaves ``JWT`` alone), the value of ``<jwt_param>=``/``token=`` query
+  parameters and of the ``X-<JWT_PARAM>`` and ``Authorization`` headers, and anything shaped
+  like a JWT with ``[REDACTED]``, once: a replacement is never redacted again. The message is
+  redacted when a record is created (so every handler, including test capture, sees the
+  redacted record); the handler does the ``extra`` values.
 """
 
 from __future__ import annotations
@@ -233,7 +235,10 @@ class SecretFilter(logging.Filter):
         self.headers = frozenset({f"x-{name}" for name in names} | {"authorization"})
         param = "|".join(re.escape(name) for name in names)
         header = "|".join(re.escape(name) for name in sorted(self.headers))
-        self._secrets = re.compile("|".join(map(re.escape, values))) if values else None
+        # "[REDACTED]" first, kept as it is: a secret never matches inside a replacement
+        self._secrets = (
+            re.compile("|".join([_ALREADY, *map(_whole_token, values)])) if values else None
+        )
         # ?jid=value, token=value
         self._query = re.compile(rf"(?i)((?<![\w-])(?:{param})=){_NOT_DONE}{_QUERY_VALUE}")
         # "X-JID: value", "x-jid=value", ('x-jid', 'value'), (b'x-jid', b'value')
@@ -257,7 +262,7 @@ class SecretFilter(logging.Filter):
     def redact(self, text: str) -> str:
         """``text`` with every secret and credential replaced by ``[REDACTED]``."""
         if self._secrets is not None:
-            text = self._secrets.sub(REDACTED, text)
+            text = self._secrets.sub(REDACTED, text)  # "[REDACTED]" itself is replaced by itself
         text = _JWT_SHAPE.sub(REDACTED, text)
         text = self._header.sub(_KEEP_PREFIX, text)
         text = self._query.sub(_KEEP_PREFIX, text)
@@ -265,19 +270,21 @@ class SecretFilter(logging.Filter):
 
     def redact_record(self, record: logging.LogRecord, *, extras: bool = True) -> None:
         """Redact ``record`` in place: message, traceback, and (``extras``) extra values."""
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string: let the handler report it
-            return
-        redacted = self.redact(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = _PLAIN_FORMATTER.formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = self.redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = self.redact(record.stack_info)
+        if getattr(record, _DONE, None) is not self:  # once per record and filter
+            try:
+                message = record.getMessage()
+            except Exception:  # a broken format string: let the handler report it
+                return
+            redacted = self.redact(message)
+            if redacted != message:
+                record.msg, record.args = redacted, None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = _PLAIN_FORMATTER.formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = self.redact(record.exc_text)
+            if record.stack_info:
+                record.stack_info = self.redact(record.stack_info)
+            setattr(record, _DONE, self)
         if extras:
             for key, value in list(_extras(record)):
                 lowered = key.lower()
@@ -295,6 +302,22 @@ class SecretFilter(logging.Filter):
 
 
 _PLAIN_FORMATTER = logging.Formatter()
+_ALREADY = re.escape(REDACTED)
+_WORD = re.compile(r"\w")
+
+
+def _whole_token(secret: str) -> str:
+    """A pattern for ``secret`` where it stands as a whole token: not inside a longer word, so
+    a one-letter secret ``T`` hides ``?key=T`` and ``"T"`` but not the T of ``JWT``."""
+    pattern = re.escape(secret)
+    if _WORD.match(secret[0]):
+        pattern = r"(?<!\w)" + pattern
+    if _WORD.match(secret[-1]):
+        pattern += r"(?!\w)"
+    return pattern
+
+
+_DONE = "_cableway_redacted"  # on a record: the filter its message was redacted by
 _KEEP_PREFIX = r"\1" + REDACTED  # keep "jid=" / "X-JID: " / "Bearer ", hide the value
 
 # The filter records are redacted with as they are created (see configure_logging).

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
+import queue
 import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import tomllib
 import types
 from collections.abc import Iterator
@@ -586,8 +592,9 @@ def test_print_config_prints_toml_with_secrets_redacted_and_exits_0(
     captured = capsys.readouterr()
     assert fake_server == []
     values = tomllib.loads(captured.out)
-    assert values["port"] == 9000
+    assert values["server"]["port"] == 9000
     assert values["secret"] == "[REDACTED]"
+    assert values["jwt"]["secret"] == "[REDACTED]"
     assert "s3cr3t" not in captured.out + captured.err
 
 
@@ -597,7 +604,7 @@ def test_print_config_shows_warnings_on_stderr(
     assert main(["--print-config", "--jwt_id_key=" + "k" * 32], env={}) == 0
     captured = capsys.readouterr()
     assert captured.err == "cableway: warning: --jwt_id_key is deprecated, use --jwt_secret\n"
-    assert tomllib.loads(captured.out)["jwt_secret"] == "[REDACTED]"
+    assert tomllib.loads(captured.out)["jwt"]["secret"] == "[REDACTED]"
 
 
 def test_config_file_precedence_file_env_cli(
@@ -642,10 +649,10 @@ def test_load_effective_config_reads_no_default_file_when_absent() -> None:
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
-        ("bogus = 1\n", "unknown option 'bogus' in "),
-        ("[server]\nport = 1\n", "unknown option 'server' in "),
         ("port = \n", "is not valid TOML"),
         ("port = 0\n", "invalid value '0' for port in "),
+        ("[server]\nport = 0\n", "invalid value '0' for [server] port in "),
+        ("[ds]\nenabled = true\n", "[ds] enabled = true in "),
     ],
 )
 def test_config_file_errors_exit_2(
@@ -662,8 +669,323 @@ def test_config_file_errors_exit_2(
     assert fake_server == []
 
 
+def test_print_config_output_loads_back_to_the_same_config(
+    tmp_path: Path, fake_server: list[Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = [
+        "--port=9000",
+        "--path=/cable,/accounts/{tenant}/cable",
+        "--broadcast_key=none",
+        "--jwt_secret=" + "j" * 32,
+        "--allowed_origins=app.example.com",
+        "--broker=none",
+        "--sse=false",
+        "--metrics_http=/metrics",
+        "--metrics_tags=env:prod",
+        "--enable_native_pings",
+        "--max_subscriptions=9",
+    ]
+    assert main(["--print-config", *flags], env={}) == 0
+    printed = capsys.readouterr().out
+    path = tmp_path / "anycable.toml"
+    path.write_text(printed.replace('"[REDACTED]"', '"' + "j" * 32 + '"'), encoding="utf-8")
+    config, warnings, _ = load_effective_config([f"--config-path={path}"], {})
+    assert config == parse_args(flags, {})
+    assert warnings == ()
+    assert main(["--print-config", f"--config-path={path}"], env={}) == 0
+    assert capsys.readouterr().out == printed
+    assert main([f"--config-path={path}"], env={}) == 0
+    assert fake_server == [config]
+
+
+def test_an_anycable_print_config_file_runs_the_server(
+    tmp_path: Path, fake_server: list[Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "anycable.toml"
+    path.write_text(
+        '# AnyCable server configuration.\nsecret = "none"\nbroadcast_adapters = ["http"]\n'
+        'broadcast_key = "none"\n[server]\nhost = "127.0.0.1"\nport = 9123\n'
+        'allowed_origins = ""\n[rpc]\nimplementation = "none"\nhost = "localhost:50051"\n'
+        '[jwt]\nsecret = ""\nparam = "jid"\n[ws]\npaths = ["/cable"]\n[sse]\nenabled = false\n'
+        '[metrics]\nhttp = "/metrics"\nport = 9123\n[disconnector]\nrate = 100\n',
+        encoding="utf-8",
+    )
+    assert main([f"--config-path={path}", "--noauth"], env={}) == 0
+    [config] = fake_server
+    assert (config.host, config.port, config.sse, config.metrics_http) == (
+        "127.0.0.1",
+        9123,
+        False,
+        "/metrics",
+    )
+    assert " WRN " not in capsys.readouterr().err
+
+
 def test_missing_explicit_config_file_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["--config-path", str(tmp_path / "nope.toml")], env={}) == 2
     assert_one_line_error(capsys, "nope.toml does not exist")
+
+
+# --- the real command, as a subprocess -------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Cableway:
+    """``python -m cableway ARGS`` in a subprocess; its stderr read line by line."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("ANYCABLE_")}
+        environment.pop("PORT", None)
+        environment.pop("REDIS_URL", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cableway", *args],
+            env={**environment, **env},
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        with self.process.stderr:
+            for line in self.process.stderr:
+                self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, fragment: str, timeout: float = 30.0) -> str:
+        """The first stderr line containing ``fragment`` (fails at end of output)."""
+        while True:
+            line = self.lines.get(timeout=timeout)
+            if line is None:
+                pytest.fail(f"{fragment!r} never logged:\n" + "".join(self.seen))
+            self.seen.append(line)
+            if fragment in line:
+                return line
+
+    def finish(self, timeout: float = 30.0, *, stop: bool = True) -> tuple[int, str, str]:
+        """(status, stdout, all of stderr) once it exits; ``stop``: stop it first (SIGINT)."""
+        if stop and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout)  # (stderr belongs to the reader thread)
+        assert self.process.stdout is not None
+        out = self.process.stdout.read()
+        self.process.stdout.close()
+        self._reader.join(timeout)
+        while True:
+            line = self.lines.get(timeout=timeout)
+            if line is None:
+                break
+            self.seen.append(line)
+        return self.process.returncode, out, "".join(self.seen)
+
+
+def websocket_request(port: int, target: str, headers: dict[str, str]) -> bytes:
+    """Open a WebSocket handshake on ``target`` and return what the server sends back."""
+    lines = [
+        f"GET {target} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Protocol: actioncable-v1-json",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        received = b""
+        while b"unauthorized" not in received:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+    return received
+
+
+def test_one_letter_secrets_leave_the_startup_log_intact_and_hide_credentials() -> None:
+    # the README's example, with one-letter secrets: no word of the server's own is rewritten,
+    # and the secret still never shows where a request carries it
+    port = free_port()
+    server = Cableway(
+        ["--host=127.0.0.1", f"--port={port}", "--debug", "--enforce_jwt"],
+        {"ANYCABLE_JWT_ID_KEY": "K", "ANYCABLE_TURBO_RAILS_KEY": "T"},
+    )
+    try:
+        server.wait_for("JWT authentication is enabled (param: jid, enforced: true)")
+        reply = websocket_request(port, "/cable?jid=K", {"X-Request-Id": "T"})
+        assert b"unauthorized" in reply
+        server.wait_for("connection rejected")
+    finally:
+        status, _, err = server.finish()
+    assert status == 0, err
+    assert "REDAC" not in err.replace("[REDACTED]", "")
+    assert "[REDACTED]" not in "".join(line for line in err.splitlines() if "Handle" in line)
+    assert "Using channels router: $pubsub, Turbo::StreamsChannel" in err
+    assert "connection rejected sid=[REDACTED] reason=unauthorized" in err
+    for line in err.splitlines():
+        words = re.split(r"[^A-Za-z0-9]+", line)
+        assert not {"K", "T"} & set(words), line
+
+
+# --- start-up errors: one line, naming the cause and the option -----------------------------
+
+
+def error_lines(err: str) -> list[str]:
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("cableway: error: ")]
+
+
+@pytest.fixture
+def occupied_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def test_a_port_in_use_is_one_line_naming_the_port_option(occupied_port: int) -> None:
+    server = Cableway(["--host=127.0.0.1", f"--port={occupied_port}", "--noauth"], {})
+    status, out, err = server.finish(stop=False)
+    assert status == 1
+    assert out == ""
+    assert error_lines(err) == [
+        f"cableway: error: port {occupied_port} on 127.0.0.1 is already in use (--port): "
+        "stop the other server or choose another port"
+    ]
+    assert err.endswith(error_lines(err)[0] + "\n")
+
+
+def test_a_broadcast_port_in_use_names_the_broadcast_port_option(occupied_port: int) -> None:
+    server = Cableway(
+        [
+            "--host=127.0.0.1",
+            f"--port={free_port()}",
+            f"--http_broadcast_port={occupied_port}",
+            "--noauth",
+        ],
+        {},
+    )
+    status, _, err = server.finish(stop=False)
+    assert status == 1
+    [line] = error_lines(err)
+    assert f"port {occupied_port} on 127.0.0.1 is already in use (--http_broadcast_port)" in line
+
+
+def test_debug_adds_the_traceback_to_the_one_line(occupied_port: int) -> None:
+    server = Cableway(["--host=127.0.0.1", f"--port={occupied_port}", "--noauth", "--debug"], {})
+    status, _, err = server.finish(stop=False)
+    assert status == 1
+    assert "    Traceback (most recent call last):" in err
+    assert err.splitlines()[-1].startswith("cableway: error: port ")
+
+
+def test_an_address_that_does_not_resolve_names_the_host_option() -> None:
+    server = Cableway(["--host=no-such-host.invalid", f"--port={free_port()}", "--noauth"], {})
+    status, _, err = server.finish(stop=False)
+    assert status == 1
+    [line] = error_lines(err)
+    assert line.startswith("cableway: error: cannot resolve the address 'no-such-host.invalid' ")
+    assert "(--host)" in line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may listen on any port")
+def test_a_privileged_port_as_non_root_is_one_line() -> None:
+    server = Cableway(["--host=127.0.0.1", "--port=81", "--noauth"], {})
+    status, _, err = server.finish(stop=False)
+    assert status == 1
+    [line] = error_lines(err)
+    assert "permission denied to listen on 127.0.0.1:81 (--port)" in line
+
+
+def test_permission_denied_is_one_line_naming_the_port(
+    monkeypatch: pytest.MonkeyPatch, restore_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # as root no port is refused: force the error the kernel gives a non-root user
+    import trio
+
+    async def refuse(port: int, *, host: str) -> list[trio.SocketListener]:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(trio, "open_tcp_listeners", refuse)
+    assert main(["--host=127.0.0.1", "--port=80", "--noauth"], env={}) == 1
+    [line] = error_lines(capsys.readouterr().err)
+    assert line == (
+        "cableway: error: permission denied to listen on 127.0.0.1:80 (--port): ports below "
+        "1024 need root (or CAP_NET_BIND_SERVICE); choose a port of 1024 or more"
+    )
+
+
+def test_an_unreadable_config_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([f"--config-path={tmp_path}"], env={}) == 2
+    assert_one_line_error(capsys, f"cannot read configuration file {tmp_path}: ")
+
+
+def test_enforce_jwt_without_a_jwt_secret_is_one_line(
+    capsys: pytest.CaptureFixture[str], fake_server: list[Config]
+) -> None:
+    assert main(["--enforce_jwt"], env={}) == 2
+    assert_one_line_error(capsys, "--enforce_jwt needs a JWT secret (--jwt_secret or --secret)")
+    assert main([], env={"ANYCABLE_ENFORCE_JWT": "true"}) == 2
+    assert_one_line_error(capsys, "ANYCABLE_ENFORCE_JWT needs a JWT secret")
+    assert fake_server == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "expected"),
+    [
+        (
+            "ANYCABLE_JWT_SECRT",
+            "the environment variable ANYCABLE_JWT_SECRT is not read by Cableway "
+            "(did you mean ANYCABLE_JWT_SECRET?)",
+        ),
+        (
+            "CABLEWAY_PORT",
+            "the environment variable CABLEWAY_PORT is not read by Cableway "
+            "(did you mean ANYCABLE_PORT?)",
+        ),
+        (
+            "ANYCABLE_NODE_ID",
+            "the environment variable ANYCABLE_NODE_ID is not read by Cableway",
+        ),
+    ],
+)
+def test_an_environment_variable_no_option_reads_is_named_in_a_warning(
+    variable: str,
+    expected: str,
+    fake_server: list[Config],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--noauth"], env={variable: "x", "ANYCABLE_HOST": "127.0.0.1"}) == 0
+    err = capsys.readouterr().err
+    warnings = [line.split(" WRN ", 1)[1] for line in err.splitlines() if " WRN " in line]
+    assert warnings == [expected]
+    assert fake_server[0].host == "127.0.0.1"
+
+
+def test_variables_of_other_programs_and_options_get_no_warning(
+    fake_server: list[Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {
+        "ANYCABLE_HTTP_BROADCAST_URL": "http://localhost:8090/_broadcast",
+        "ANYCABLE_WEBSOCKET_URL": "ws://localhost:8080/cable",
+        "ANYCABLE_DISABLE_TELEMETRY": "true",
+        "ANYCABLE_NOAUTH": "true",
+        "PATH": "/usr/bin",
+    }
+    assert main([], env=env) == 0
+    assert " WRN " not in capsys.readouterr().err

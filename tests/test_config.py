@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import tomllib
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cableway import anycable_toml
 from cableway.config import (
     DEFAULT_CONFIG_PATHS,
     OPTIONS,
@@ -292,8 +294,8 @@ def test_jwt_id_param_is_honoured_when_jwt_param_is_absent() -> None:
 
 
 def test_jwt_id_enforce_is_enforce_jwt() -> None:
-    assert cli("--jwt_id_enforce").enforce_jwt is True
-    assert from_env(ANYCABLE_JWT_ID_ENFORCE="1").enforce_jwt is True
+    assert cli("--jwt_id_enforce", "--secret=s").enforce_jwt is True
+    assert from_env(ANYCABLE_JWT_ID_ENFORCE="1", ANYCABLE_SECRET="s").enforce_jwt is True
     assert cli("--jwt_id_enforce", "--enforce_jwt=false").enforce_jwt is False
 
 
@@ -909,10 +911,11 @@ def test_file_values_of_every_kind() -> None:
 @pytest.mark.parametrize(
     ("values", "fragment"),
     [
-        ({"bogus": 1}, "unknown option 'bogus' in anycable.toml"),
-        ({"jwt": {"param": "jid"}}, "unknown option 'jwt' in anycable.toml"),
         ({"config_path": "x.toml"}, "--config-path is a command-line option"),
-        ({"print_config": True}, "unknown option 'print_config'"),
+        ({"print_config": True}, "--print-config is a command-line option"),
+        ({"server": {"port": 0}}, "invalid value '0' for [server] port in anycable.toml"),
+        ({"jwt": {"force": "maybe"}}, "invalid value 'maybe' for [jwt] force in anycable.toml"),
+        ({"ws": {"paths": "/a/*/b"}}, "for [ws] paths in anycable.toml: path '/a/*/b': a *"),
         ({"port": "abc"}, "invalid value 'abc' for port in anycable.toml"),
         ({"port": 8080.5}, "for port in anycable.toml"),
         ({"port": [1, 2]}, "port in anycable.toml: expected a single value, not a list"),
@@ -992,10 +995,29 @@ def test_printed_config_loads_back_to_the_same_config() -> None:
     )
     text = config_toml(config)
     assert load_config([], {}, file_values=tomllib.loads(text)) == config
-    assert "# metrics_host is unset" in text
-    assert 'metrics_tags = { env = "prod", node = "a:b" }' in text
-    assert 'allowed_origins = ["example.com", "*.example.org"]' in text
+    values = tomllib.loads(text)
+    assert "# host is unset" in text.split("[metrics]")[1]  # --metrics_host
+    assert values["metrics"]["tags"] == {"env": "prod", "node": "a:b"}
+    assert values["server"]["allowed_origins"] == "example.com,*.example.org"  # as AnyCable
+    assert values["ws"]["paths"] == ["/cable", "/ws"]
+    assert values["broadcast_key"] == "none"
     assert load_config([], {}, file_values=tomllib.loads(config_toml(Config()))) == Config()
+
+
+SECRET_KEYS = {
+    "secret": ("secret",),
+    "broadcast_key": ("broadcast_key",),
+    "jwt_secret": ("jwt", "secret"),
+    "streams_secret": ("streams", "secret"),
+    "turbo_streams_secret": ("streams", "turbo_secret"),
+}
+
+
+def at(values: dict[str, object], path: tuple[str, ...]) -> object:
+    for key in path:
+        assert isinstance(values, dict)
+        values = values[key]  # type: ignore[assignment]
+    return values
 
 
 def test_printed_config_redacts_every_secret() -> None:
@@ -1010,26 +1032,58 @@ def test_printed_config_redacts_every_secret() -> None:
     assert config.broadcast_key is not None
     assert config.broadcast_key not in text
     values = tomllib.loads(text)
-    for name in SECRET_FIELDS:
-        assert values[name] == REDACTED
+    assert set(SECRET_KEYS) == SECRET_FIELDS
+    for path in SECRET_KEYS.values():
+        assert at(values, path) == REDACTED
     with pytest.raises(ConfigError, match="placeholder"):
         load_config([], {}, file_values=values)
 
 
-def test_printed_config_covers_every_field() -> None:
+def test_printed_config_with_the_secrets_put_back_loads_back_to_the_same_config() -> None:
+    config = cli(
+        "--secret=s3cr3t-master",
+        "--jwt_secret=none",
+        "--streams_secret=s3cr3t-streams",
+        "--sse=false",
+        "--max_subscriptions=7",
+        "--redis_url=redis://user:pw@redis.internal:6380/2",
+    )
+    values = tomllib.loads(config_toml(config))
+    for name, path in SECRET_KEYS.items():
+        if at(values, path) == REDACTED:
+            parent = at(values, path[:-1]) if len(path) > 1 else values
+            assert isinstance(parent, dict)
+            parent[path[-1]] = getattr(config, name)
+    assert at(values, ("jwt", "secret")) == "none"  # explicitly unset: no fallback to secret
+    assert at(values, ("redis", "url")) == "redis://user:[REDACTED]@redis.internal:6380/2"
+    values["redis"]["url"] = config.redis_url  # type: ignore[index]
+    assert load_config([], {}, file_values=values) == config
+
+
+def test_printed_config_covers_every_field_in_anycables_layout() -> None:
     values = tomllib.loads(config_toml(Config(metrics_host="h", metrics_http="/m")))
-    names = {field.name for field in fields(Config)} - SECRET_FIELDS
-    names = (names - {"broadcast_adapters"}) | {"broadcast_adapter"}
-    assert set(values) == names
-    option_keys = {option.name.replace("-", "_") for option in OPTIONS}
-    assert set(values) <= option_keys  # every printed key is accepted in a file
+    for field in fields(Config):
+        if field.name in anycable_toml.PRINTED:
+            section, key = anycable_toml.PRINTED[field.name]
+            assert key in (values[section] if section else values), field.name
+        else:  # Cableway's own: a flat top-level key named like the option
+            key = field.name
+            assert key in values, field.name
+            assert key.replace("_", "-") in {o.name.replace("_", "-") for o in OPTIONS}
+    # every section key written is one AnyCable-Go reads and Cableway maps to an option
+    for section in anycable_toml.SECTIONS:
+        for key in values.get(section, {}):
+            assert (section, key) in anycable_toml.SETS, (section, key)
+    assert list(values)[-len([s for s in anycable_toml.SECTIONS if s in values]) :] == [
+        s for s in anycable_toml.SECTIONS if s in values
+    ]
 
 
 def test_printed_strings_are_valid_toml() -> None:
     config = Config(host='h"o\\s\x7ft\u00e9', jwt_param="p\tq")
     values = tomllib.loads(config_toml(config))
-    assert values["host"] == config.host
-    assert values["jwt_param"] == config.jwt_param
+    assert values["server"]["host"] == config.host
+    assert values["jwt"]["param"] == config.jwt_param
 
 
 @pytest.mark.parametrize(
@@ -1161,3 +1215,374 @@ def test_J11_secrets_of_32_bytes_or_more_and_unset_secrets_do_not_warn() -> None
     )
     assert warnings == ()
     assert load_config_with_warnings([], {})[1] == ()
+
+
+# --- configuration files written for AnyCable-Go 1.6 -----------------------------------------
+
+# What `anycable-go --print-config` writes (v1.6.16's Config.ToToml(), spec §13.4.4), with
+# non-default values in every section Cableway supports and idle values in the others.
+ANYCABLE_FILE = """\
+# AnyCable server configuration.
+# Read more at https://docs.anycable.io/anycable-go/configuration
+
+# General settings
+
+# Public mode disables connection authentication, pub/sub streams and broadcasts verification
+# public = false
+
+# Disable connection authentication only
+# noauth = false
+
+# Application instance ID
+node_id = "web-1"
+
+# The application secret key
+secret = "app-secret-of-at-least-thirty-two-bytes"
+
+# Broadcasting adapters for app-to-clients messages
+broadcast_adapters = ["http", "redisx"]
+
+# Broadcasting authorization key
+broadcast_key = "bk-of-at-least-thirty-two-bytes-long"
+
+# Pub/sub adapter for inter-node communication
+pubsub_adapter = "redis"
+
+# User-provided configuration presets
+presets = ["broker"]
+
+# Server configuration
+[server]
+host = "0.0.0.0"
+port = 9090
+allowed_origins = "app.example.com,*.example.org"
+# max_conn = 1000
+health_path = "/up"
+# ssl.cert_path =
+# ssl.key_path =
+
+[logging]
+level = "warn"
+format = "json"
+# debug = false
+
+# RPC configuration
+[rpc]
+implementation = "none"
+host = "localhost:50051"
+proxy_headers = ["cookie"]
+concurrency = 28
+enable_tls = false
+tls_verify = true
+tls_root_ca_path = ""
+# secret = ""
+request_timeout = 0
+command_timeout = 3000
+max_recv_size = 0
+max_send_size = 0
+
+[broker]
+adapter = "memory"
+history_ttl = 600
+history_limit = 50
+sessions_ttl = 120
+presence_ttl = 30
+
+# JWT configuration
+[jwt]
+secret = "jwt-secret-of-at-least-thirty-two-bytes"
+param = "token"
+# Enfore JWT authentication
+force = true
+
+[streams]
+secret = "streams-secret-of-at-least-32-bytes!!"
+public = true
+whisper = true
+presence = false
+pubsub_channel = "$pubsub"
+turbo = true
+turbo_secret = "turbo-secret-of-at-least-32-bytes-long"
+cable_ready = false
+# cable_ready_secret = ""
+
+# WebSockets configuration
+[ws]
+paths = ["/cable", "/accounts/{tenant}/cable"]
+read_buffer_size = 1024
+write_buffer_size = 1024
+max_message_size = 131072
+write_timeout = 5
+max_pending_size = 2_097_152
+
+[sse]
+enabled = false
+path = "/sse"
+
+[pusher]
+# app_id = ""
+# app_key = ""
+secret = "app-secret-of-at-least-thirty-two-bytes"
+api_port = 0
+
+[ds]
+enabled = false
+path = "/ds"
+skip_auth = false
+poll_interval = 10
+sse_ttl = 60
+
+[api]
+port = 0
+path = "/api"
+# secret = ""
+
+[redis]
+url = "redis://redis.internal:6380/1"
+# sentinels = ""
+sentinel_discovery_interval = 30
+keepalive_ping_interval = 30
+tls_verify = false
+max_reconnect_attempts = 5
+disable_cache = false
+
+[nats]
+servers = "nats://127.0.0.1:4222"
+dont_randomize_servers = false
+max_reconnect_attempts = 5
+
+[http_broadcast]
+port = 9091
+path = "/_publish"
+# secret = ""
+# cors_headers = false
+
+[redis_stream_broadcast]
+stream = "__my_stream__"
+group = "bx"
+stream_read_block_milliseconds = 2000
+
+[redis_pubsub_broadcast]
+channel = "__my_channel__"
+
+[nats_broadcast]
+channel = "__anycable__"
+
+[redis_pubsub]
+channel = "__anycable_internal__"
+
+[nats_pubsub]
+channel = "__anycable_internal__"
+
+[metrics]
+# HTTP endpoint (Prometheus)
+http = "/metrics"
+host = "127.0.0.1"
+port = 9102
+log = true
+rotate_interval = 30
+# log_filter = []
+tags.env = "prod"
+tags.node = "web-1"
+statsd.host = ""
+statsd.prefix = "anycable_go."
+
+[app]
+ping_interval = 6
+ping_timestamp_precision = "ms"
+pong_timeout = 12
+# Enable native ping/pong mechanism (e.g., WebSocket PING/PONG frames)enable_native_ping = true
+disconnect_mode = "auto"
+shutdown_timeout = 20
+stats_refresh_interval = 5
+broadcast_gopool_size = 16
+shutdown_disconnect_gopool_size = 16
+
+[disconnector]
+rate = 100
+backlog = 4096
+
+[embedded_nats]
+enabled = false
+name = ""
+service_addr = "nats://127.0.0.1:4222"
+cluster_name = "anycable-cluster"
+"""
+
+EXPECTED = Config(
+    host="0.0.0.0",
+    port=9090,
+    path=("/cable", "/accounts/{tenant}/cable"),
+    health_path="/up",
+    secret="app-secret-of-at-least-thirty-two-bytes",
+    jwt_secret="jwt-secret-of-at-least-thirty-two-bytes",
+    jwt_param="token",
+    enforce_jwt=True,
+    streams_secret="streams-secret-of-at-least-32-bytes!!",
+    public_streams=True,
+    turbo_streams=True,
+    turbo_streams_secret="turbo-secret-of-at-least-32-bytes-long",
+    broadcast_adapters=("http", "redisx"),
+    broadcast_key="bk-of-at-least-thirty-two-bytes-long",
+    http_broadcast_port=9091,
+    http_broadcast_path="/_publish",
+    pubsub="redis",
+    redis_url="redis://redis.internal:6380/1",
+    redis_channel="__my_channel__",
+    redisx_stream="__my_stream__",
+    broker="memory",
+    history_limit=50,
+    history_ttl=600.0,
+    sessions_ttl=120.0,
+    presence_ttl=30.0,
+    streams_whisper=True,
+    streams_presence=False,
+    ping_interval=6.0,
+    ping_timestamp_precision="ms",
+    pong_timeout=12.0,
+    max_message_size=131072,
+    ws_write_timeout=5.0,
+    ws_max_pending_size=2097152,
+    sse=False,
+    sse_path="/sse",
+    allowed_origins=("app.example.com", "*.example.org"),
+    shutdown_timeout=20.0,
+    log_level="warn",
+    log_format="json",
+    metrics_http="/metrics",
+    metrics_host="127.0.0.1",
+    metrics_port=9102,
+    metrics_log=True,
+    metrics_rotate_interval=30.0,
+    metrics_tags=(("env", "prod"), ("node", "web-1")),
+)
+
+
+def test_a_file_written_for_anycable_go_loads_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "anycable.toml"
+    path.write_text(ANYCABLE_FILE, encoding="utf-8")
+    config, warnings = load_config_with_warnings(
+        [], {}, file_values=read_config_file(str(path)), file_name=str(path)
+    )
+    assert config == EXPECTED
+    assert warnings == (  # the one Cableway gives for these settings on the command line too
+        "--pubsub=redis with the memory broker: stream history and session restore are kept "
+        "per node (a client that reconnects to another node cannot catch up)",
+    )
+
+
+def test_anycable_keys_ignore_case_and_empty_strings_mean_unset() -> None:
+    values = {
+        "SECRET": "master",
+        "Server": {"HOST": "0.0.0.0", "Health_Path": ""},
+        "jwt": {"secret": ""},  # not set: falls back to secret, as in AnyCable-Go
+        "sse": {"path": ""},
+    }
+    config = load_config([], {}, file_values=values)
+    assert (config.host, config.health_path, config.sse_path) == ("0.0.0.0", "/health", "/events")
+    assert config.jwt_secret == "master"
+
+
+def test_anycable_keys_follow_the_precedence_file_env_flags() -> None:
+    values = {"server": {"port": 7000, "host": "0.0.0.0"}, "jwt": {"param": "t"}}
+    env = {"ANYCABLE_HOST": "127.0.0.1", "ANYCABLE_JWT_PARAM": "e"}
+    config = load_config(["--jwt_param=f"], env, file_values=values)
+    assert (config.port, config.host, config.jwt_param) == (7000, "127.0.0.1", "f")
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"broker": {"adapter": ""}}, {"broker": "none"}),  # AnyCable: no adapter, no broker
+        ({"rpc": {"implementation": "none"}}, {}),
+        ({"rpc": {"implementation": "", "host": "localhost:50051"}}, {}),
+        ({"metrics": {"http_path": "/m"}}, {"metrics_http": "/m"}),
+        ({"metrics": {"http": "/m"}}, {"metrics_http": "/m"}),  # what --print-config writes
+        ({"metrics": {"tags": {"a": "b"}}}, {"metrics_tags": (("a", "b"),)}),
+        ({"logging": {"level": "error"}}, {"log_level": "error"}),
+        ({"app": {"enable_native_ping": True}}, {"enable_native_pings": True}),
+        ({"logging": {"debug": True, "level": "warn"}}, {"log_level": "debug"}),
+        ({"server": {"ssl": {"cert_path": "", "key_path": ""}}}, {}),
+        ({"pubsub_adapter": ""}, {}),
+        ({"sse": False, "broker": "none"}, {"sse": False, "broker": "none"}),  # flat keys
+        ({"secret": "s", "http_broadcast": {"port": 0}}, {"secret": "s"}),  # main port
+    ],
+)
+def test_anycable_keys_mean_what_they_mean_in_anycable_go(
+    values: dict[str, object], expected: dict[str, object]
+) -> None:
+    config = load_config([], {}, file_values=values)
+    changes = {name: value for name, value in expected.items() if name != "secret"}
+    base = load_config(["--secret=s"] if "secret" in expected else [], {})
+    assert config == dataclasses.replace(base, **changes)
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({"ds": {"enabled": True}}, "[ds] enabled = true in anycable.toml: Durable Streams"),
+        ({"pusher": {"app_id": "x"}}, '[pusher] app_id = "x" in anycable.toml: the Pusher'),
+        ({"streams": {"cable_ready": True}}, "CableReady channels are not served"),
+        ({"streams": {"pubsub_channel": "$x"}}, "pub/sub channel as $pubsub only"),
+        ({"redis": {"sentinels": "m:26379"}}, "Redis Sentinel is not supported"),
+        ({"api": {"port": 8081}}, "the /api endpoint is not supported"),
+        ({"metrics": {"statsd": {"host": "h:8125"}}}, "[metrics] statsd.host"),
+        ({"embedded_nats": {"enabled": True}}, "NATS is not supported"),
+        ({"rpc": {"implementation": "grpc"}}, "[rpc] implementation = 'false' in anycable.toml"),
+        ({"rpc": {"host": "rails:50051"}}, "Cableway does not do RPC"),
+        ({"server": {"ssl": {"cert_path": "c.pem"}}}, "TLS is not supported yet"),
+        ({"port": 1, "server": {"port": 2}}, "port in anycable.toml and [server] port in"),
+        ({"metrics": {"http": "/a", "http_path": "/b"}}, "both set --metrics_http"),
+        ({"server": 1}, "server in anycable.toml: expected a section ([server]), not a TOML int"),
+        ({"ws": [{"paths": ["/x"]}]}, "ws in anycable.toml: expected a section ([ws])"),
+        ({"sse": {"enabled": True}, "broker": {"adapter": "nats"}}, "[broker] adapter = 'nats'"),
+    ],
+)
+def test_anycable_features_cableway_lacks_are_refused_unless_idle(
+    values: dict[str, object], fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config([], {}, file_values=values, file_name="anycable.toml")
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "warning"),
+    [
+        (
+            {"server": {"prot": 1}},
+            "[server] prot in anycable.toml is not a setting Cableway knows; ignored "
+            "(did you mean [server] port?)",
+        ),
+        (
+            {"bogus": 1},
+            "bogus in anycable.toml is not a setting Cableway knows; ignored",
+        ),
+        (
+            {"histroy_limit": 5},
+            "histroy_limit in anycable.toml is not a setting Cableway knows; ignored "
+            "(did you mean history_limit?)",
+        ),
+        (
+            {"http_broadcast": {"secret": "k" * 32}},
+            "[http_broadcast] secret in anycable.toml is deprecated, use broadcast_key (top level)",
+        ),
+    ],
+)
+def test_unknown_and_deprecated_keys_are_named_in_a_warning(
+    values: dict[str, object], warning: str
+) -> None:
+    _, warnings = load_config_with_warnings([], {}, file_values=values, file_name="anycable.toml")
+    assert warnings == (warning,)
+
+
+def test_keys_cableway_ignores_change_nothing() -> None:
+    values = {
+        "node_id": "x",
+        "rpc": {"concurrency": 100, "proxy_headers": ["cookie", "x-api"]},
+        "app": {"disconnect_mode": "never", "stats_refresh_interval": 9},
+        "redis": {"keepalive_ping_interval": 60},
+        "disconnector": {"rate": 5},
+        "nats": {"servers": "nats://n:4222"},
+    }
+    assert load_config_with_warnings([], {}, file_values=values) == (Config(), ())

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import trio
 import trio.testing
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from cableway import logs
@@ -210,17 +210,75 @@ def test_custom_jwt_param_is_redacted_in_query_and_header() -> None:
 
 
 def test_longest_secret_is_redacted_first() -> None:
-    secret_filter = SecretFilter(["abc", "abcdef"])
-    assert secret_filter.redact("abcdefg abc") == f"{REDACTED}g {REDACTED}"
+    secret_filter = SecretFilter(["abc", "abc-def"])
+    assert secret_filter.redact("abc-def-g abc") == f"{REDACTED}-g {REDACTED}"
 
 
-@given(st.text(), st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.!$%/+=", min_size=1))
-def test_redaction_never_lets_a_secret_through(around: str, secret: str) -> None:
+@given(
+    st.text(),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.!$%/+=", min_size=1),
+    st.sampled_from(" =:'\"&,;()[]{}<>\n"),
+)
+def test_redaction_never_lets_a_secret_through(around: str, secret: str, gap: str) -> None:
+    # wherever a secret stands as a whole token (not inside a longer word), it is hidden
+    assume(secret not in around and secret not in gap)
     secret_filter = SecretFilter([secret], ["jid"])
-    for text in (around + secret, secret + around, around + secret + around):
+    for text in (around + gap + secret, secret + gap + around, f"{around}{gap}{secret}{gap}"):
         redacted = secret_filter.redact(text)
-        assert secret not in redacted
+        assert secret not in redacted.replace(REDACTED, " ")
         assert secret_filter.redact(redacted) == redacted
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "JWT authentication is enabled (param: jid, enforced: false)",
+        "Using channels router: $pubsub, Turbo::StreamsChannel",
+        "Accept broadcast requests at http://localhost:8090/_broadcast (no authorization)",
+        "Handle WebSocket connections at http://localhost:8080/cable",
+    ],
+)
+def test_one_letter_secrets_never_rewrite_the_servers_own_words(line: str) -> None:
+    # the README's example: ANYCABLE_JWT_ID_KEY=K ANYCABLE_TURBO_RAILS_KEY=T
+    secret_filter = SecretFilter(["K", "T", "s", "a"], ["jid"])
+    assert secret_filter.redact(line) == line
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("GET /cable?jid=K", f"GET /cable?jid={REDACTED}"),
+        (
+            "connection rejected sid=T reason=unauthorized",
+            f"connection rejected sid={REDACTED} reason=unauthorized",
+        ),
+        ('{"key": "T"}', f'{{"key": "{REDACTED}"}}'),
+        ("Authorization: Bearer K", f"Authorization: Bearer {REDACTED}"),
+        ("K", REDACTED),
+        ("K T", f"{REDACTED} {REDACTED}"),
+    ],
+)
+def test_one_letter_secrets_are_hidden_where_they_stand_alone(text: str, expected: str) -> None:
+    secret_filter = SecretFilter(["K", "T"], ["jid"])
+    assert secret_filter.redact(text) == expected
+
+
+@pytest.mark.parametrize("secret", ["T", "R", "E", "REDACTED", "D]", "[R"])
+def test_a_replacement_is_never_redacted_again(secret: str) -> None:
+    secret_filter = SecretFilter([secret])
+    once = secret_filter.redact(f"x {secret} y")
+    assert once == f"x {REDACTED} y"
+    assert secret_filter.redact(once) == once
+
+
+def test_a_record_is_redacted_once_by_the_factory_and_the_handler(
+    restore_logging: None,
+) -> None:
+    stream = io.StringIO()
+    configure_logging(Config(jwt_secret="T", turbo_streams_secret="K"), stream)
+    logging.getLogger("cableway").info("JWT authentication for sid=%s", "T")
+    line = stream.getvalue()
+    assert line.endswith(f" INF JWT authentication for sid={REDACTED}\n"), line
 
 
 def test_filter_redacts_args_extras_and_tracebacks() -> None:

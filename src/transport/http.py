@@ -2,7 +2,8 @@
 
 Every TCP connection starts here. The request head must arrive within the handshake
 deadline (over the whole head, not per read, so trickling bytes does not help a
-slowloris). Then the request is routed by exact path: the WebSocket path(s) (upgrade
+slowloris). Then the request is routed by path (literal, or a pattern as AnyCable-Go routes
+it: :mod:`cableway.protocol.routes`): the WebSocket path(s) (upgrade
 to :mod:`.ws`), the health path, the broadcast path (when this listener serves it), or
 ``404``. Plain HTTP connections are kept alive for further requests.
 
@@ -34,6 +35,7 @@ from ..protocol.connection import CableConnection
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.handshake import Accepted, Restored, identify, websocket_open
 from ..protocol.httphead import NEED_MORE, USE_GENERAL, head_size, parse_head
+from ..protocol.routes import Router, endpoint_router
 from .demo import handle_demo
 from .sse import handle_sse
 from .ws import WebSocketSession
@@ -344,7 +346,7 @@ async def _serve_http(
     fast = (
         server.serves(role, "broadcast")
         and server.publisher is None  # publishing never waits: nothing to answer but 201
-        and not (role == "main" and config.http_broadcast_path in config.path)
+        and _router(server, role).lookup(config.http_broadcast_path) == "broadcast"
     )
     conn = _Conn(stream, server.max_header_bytes, fast=fast)
     try:
@@ -370,6 +372,7 @@ async def _serve_requests(server: Server, conn: _Conn, role: str) -> WebSocketSe
     timeout = server.handshake_timeout
     deadline = conn.deadline
     idle = server.idle_scopes
+    router = _router(server, role)
     while True:
         if conn.raw and await _fast_requests(server, conn):
             return None
@@ -386,21 +389,22 @@ async def _serve_requests(server: Server, conn: _Conn, role: str) -> WebSocketSe
         if not isinstance(event, h11.Request):
             return None
         request = Request(event)
-        if main and request.path in config.path:
+        route = router.lookup(request.path)
+        if route == "ws":
             return await _websocket(server, conn, request)
-        if request.path == config.http_broadcast_path and server.serves(role, "broadcast"):
+        if route == "broadcast":
             await _broadcast(server, conn, request)
-        elif main and config.sse and request.path == config.sse_path:
+        elif route == "sse":
             await handle_sse(server, conn, request)
             return None
-        elif request.path == config.metrics_http and server.serves(role, "metrics"):
+        elif route == "metrics":
             await _drain_body(conn, 0)
             await conn.respond(
                 200,
                 server.metrics.render_prometheus(config.metrics_tags).encode(),
                 content_type=b"text/plain; version=0.0.4; charset=utf-8",
             )
-        elif main and request.path == config.health_path:
+        elif route == "health":
             await _drain_body(conn, 0)
             await conn.respond(200, HEALTH_BODY, headers=[VERSION_HEADER])
         elif main and config.demo and await handle_demo(server, conn, request):
@@ -411,6 +415,23 @@ async def _serve_requests(server: Server, conn: _Conn, role: str) -> WebSocketSe
         if conn.h11.our_state is h11.MUST_CLOSE or conn.h11.their_state is h11.MUST_CLOSE:
             return None
         conn.next_cycle()
+
+
+def _router(server: Server, role: str) -> Router[str]:
+    """The endpoints a listener of ``role`` serves, by path, routed as AnyCable-Go does
+    (:mod:`cableway.protocol.routes`); on equal paths the first one listed wins."""
+    config = server.config
+    main = role == "main"
+    routes = [(path, "ws") for path in config.path] if main else []
+    if server.serves(role, "broadcast"):
+        routes.append((config.http_broadcast_path, "broadcast"))
+    if main and config.sse:
+        routes.append((config.sse_path, "sse"))
+    if config.metrics_http and server.serves(role, "metrics"):
+        routes.append((config.metrics_http, "metrics"))
+    if main:
+        routes.append((config.health_path, "health"))
+    return endpoint_router(tuple(routes))
 
 
 async def _bad_request(conn: _Conn, status: int) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..config import StartupError
 from ..metrics import REDIS_DEFINITIONS, Metrics
 from ..protocol import service
 from ..protocol.broadcast import EncodedBroadcast, Publication, RemoteDisconnect
@@ -525,18 +526,23 @@ class Server:
     ) -> None:
         """Listen and serve until :meth:`shutdown` (or SIGINT/SIGTERM) completes."""
         config = self.config
-        main_listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+        main_listeners = await _listen(config.host, config.port, "--host", "--port")
         self.main_port = main_listeners[0].socket.getsockname()[1]
         roles: list[tuple[str, list[trio.SocketListener]]] = [("main", main_listeners)]
         if "http" in config.broadcast_adapters and not self._shared_broadcast:
-            extra = await trio.open_tcp_listeners(config.http_broadcast_port, host=config.host)
+            extra = await _listen(
+                config.host, config.http_broadcast_port, "--host", "--http_broadcast_port"
+            )
             self.broadcast_port = extra[0].socket.getsockname()[1]
             roles.append(("broadcast", extra))
         else:
             self.broadcast_port = self.main_port
         if self._metrics_apart():
-            extra = await trio.open_tcp_listeners(
-                config.metrics_port, host=config.metrics_host or config.host
+            extra = await _listen(
+                config.metrics_host or config.host,
+                config.metrics_port,
+                "--metrics_host" if config.metrics_host else "--host",
+                "--metrics_port",
             )
             self.metrics_port = extra[0].socket.getsockname()[1]
             roles.append(("metrics", extra))
@@ -812,6 +818,16 @@ def _raise_open_file_limit() -> None:
         log.info("Open file limit: %d", soft)
     except (ImportError, ValueError, OSError) as exc:  # not on every platform
         log.warning("could not raise the open file limit: %s", exc)
+
+
+async def _listen(
+    host: str, port: int, host_option: str, port_option: str
+) -> list[trio.SocketListener]:
+    """trio.open_tcp_listeners, its failure as a StartupError naming the options."""
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise StartupError.cannot_listen(exc, host, port, host_option, port_option) from exc
 
 
 def _close_listeners(listeners: list[trio.SocketListener]) -> None:
