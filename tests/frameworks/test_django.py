@@ -36,6 +36,7 @@ from cableway.django.responses import (  # noqa: E402
     accepts_turbo_stream,
     render_turbo_stream,
 )
+from cableway.integration import set_settings_provider  # noqa: E402
 from cableway.streams import gid_param  # noqa: E402
 from cableway.testing import BroadcastCapture, ConnectionRejected  # noqa: E402
 from tests.frameworks.djangoapp.models import Card, Message, Room  # noqa: E402
@@ -49,6 +50,8 @@ ESCAPED = "&lt;b&gt;hi&lt;/b&gt; &amp; &quot;bye&quot;"
 
 @pytest.fixture(autouse=True)
 def _clean_tables() -> Iterator[None]:
+    # other tests in this process may have started a Flask or FastAPI app since
+    set_settings_provider(get_settings)
     yield
     Message.objects.all().delete()
     Card.objects.all().delete()
