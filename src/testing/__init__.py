@@ -5,8 +5,8 @@ With pytest (the plugin is registered by the ``cableway`` package's entry point)
 ``cableway_broadcasts`` fixture; elsewhere :func:`capture_broadcasts`::
 
     def test_new_message_reaches_the_room(cableway_broadcasts, client, room):
-        page = cableway_broadcasts.connect()               # a simulated browser
-        assert page.subscribe(signed_stream_name(room, "messages", secret=SECRET))
+        # a simulated browser showing the page: its token, its stream subscriptions
+        page = cableway_broadcasts.open_page(client.get(f"/rooms/{room.pk}/").text)
         client.post(f"/rooms/{room.pk}/", {"text": "Hi"})
         cableway_broadcasts.assert_broadcasts((room, "messages"), 1)
         assert "Hi" in page.turbo_streams[-1]
@@ -18,11 +18,14 @@ from __future__ import annotations
 
 from .capture import BroadcastCapture, CapturedBroadcast, capture_broadcasts
 from .client import ConnectionRejected, SimulatedClient
+from .page import PageSources, read_page
 
 __all__ = [
     "BroadcastCapture",
     "CapturedBroadcast",
     "ConnectionRejected",
+    "PageSources",
     "SimulatedClient",
     "capture_broadcasts",
+    "read_page",
 ]

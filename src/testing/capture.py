@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ..integration import IntegrationSettings, current_settings, intercept_broadcasts, stream_name
 from .client import SimulatedClient
+from .page import read_page
 
 __all__ = ["BroadcastCapture", "CapturedBroadcast", "capture_broadcasts"]
 
@@ -120,6 +121,18 @@ class BroadcastCapture:
             enforce_jwt=enforce_jwt,
         )
         self._clients.append(client)
+        return client
+
+    def open_page(self, html: str) -> SimulatedClient:
+        """A simulated browser showing ``html``: connected with the token of its
+        ``action-cable-url`` meta tag and subscribed with every
+        ``<turbo-cable-stream-source>`` on it (an :class:`AssertionError` if the server would
+        reject one)."""
+        page = read_page(html)
+        client = self.connect(page.token(self.settings.jwt_param))
+        for channel, signed in page.cable_streams:
+            if not client.subscribe(signed, channel=channel):
+                raise AssertionError(f"the server would reject the page's {channel} {signed!r}")
         return client
 
 
