@@ -14,7 +14,8 @@ The public names live in submodules so that importing one never needs the app re
 * :mod:`cableway.django.conf`: ``get_settings``, ``stream_name``;
 * the ``cableway`` template tag library: ``turbo_stream_from``, ``cable_meta_tag``.
 
-Supported: Django 4.2 LTS, 5.1 and 5.2 LTS (tested with 5.2).
+Supported: the Django releases the Django project supports (5.2 LTS and later; tested with
+5.2); only APIs that exist since Django 4.2 are used.
 """
 
 from __future__ import annotations

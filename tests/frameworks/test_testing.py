@@ -147,3 +147,24 @@ def test_the_pytest_plugin_is_registered_and_imports_no_framework(tmp_path: Path
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+def test_open_page_connects_and_subscribes_as_the_page_would() -> None:
+    from cableway.integration import cable_meta_tag, turbo_stream_source
+
+    capture = BroadcastCapture(SETTINGS)
+    html = (
+        cable_meta_tag(SETTINGS, {"user_id": 3})
+        + turbo_stream_source(SETTINGS, "room", 1)
+        + turbo_stream_source(SETTINGS, "room", 2, sse=True)  # SSE: not an Action Cable stream
+    )
+    page = capture.open_page(html)
+    assert page.identifiers == {"user_id": 3}
+    assert page.streams == {"room:1"}
+    capture.record("room:1", "<x>")
+    assert page.turbo_streams == ["<x>"]
+    anonymous = capture.open_page("<p>no cable here</p>")
+    assert anonymous.identifiers == {"sid": anonymous.sid}
+    forged = '<turbo-cable-stream-source channel="Turbo::StreamsChannel" signed-stream-name="a--b">'
+    with pytest.raises(AssertionError, match="would reject"):
+        capture.open_page(forged)
