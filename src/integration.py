@@ -23,6 +23,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -73,6 +74,8 @@ SETTING_NAMES = (
     "raise_broadcast_errors",
 )
 DEFAULT_WEBSOCKET_URL = "ws://localhost:8080/cable"
+_ATTRIBUTE_NAME = re.compile(r"[A-Za-z][-A-Za-z0-9]*")
+_OWN_ATTRIBUTES = frozenset({"channel", "signed-stream-name", "src"})
 
 
 def _unset(value: object) -> bool:
@@ -349,14 +352,16 @@ def turbo_stream_source(
     (needs the Action Cable client, e.g. ``@hotwired/turbo-rails``), or with ``sse=True``
     ``<turbo-stream-source src="<sse_url>?turbo_signed_stream_name=…">`` (Turbo alone is
     enough); ``token`` then goes into the SSE URL. Extra ``attributes`` (``id``, ``class_``…)
-    are written with ``_`` turned into ``-`` and a trailing ``_`` dropped. Every value is
-    HTML-escaped.
+    are written with ``_`` turned into ``-`` and a trailing ``_`` dropped (:class:`ValueError`
+    for an invalid name or one the element sets itself). Every value is HTML-escaped.
     """
     signed = signed_stream_name(stream_name(*streamables), secret=settings.require_signing_secret())
-    extra = "".join(
-        f' {name.rstrip("_").replace("_", "-")}="{escape(str(value))}"'
-        for name, value in attributes.items()
-    )
+    extra = ""
+    for key, value in attributes.items():
+        name = key.rstrip("_").replace("_", "-")
+        if not _ATTRIBUTE_NAME.fullmatch(name) or name in _OWN_ATTRIBUTES:
+            raise ValueError(f"invalid attribute {key!r} for a stream source")
+        extra += f' {name}="{escape(str(value))}"'
     if sse:
         query: dict[str, str] = {"turbo_signed_stream_name": signed}
         if token:

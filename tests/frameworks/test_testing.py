@@ -168,3 +168,13 @@ def test_open_page_connects_and_subscribes_as_the_page_would() -> None:
     forged = '<turbo-cable-stream-source channel="Turbo::StreamsChannel" signed-stream-name="a--b">'
     with pytest.raises(AssertionError, match="would reject"):
         capture.open_page(forged)
+
+
+def test_stream_source_attributes_are_escaped_and_names_checked() -> None:
+    from cableway.integration import turbo_stream_source
+
+    html = turbo_stream_source(SETTINGS, "s", id='a"b', class_="x<y", data_role="r")
+    assert ' id="a&quot;b" class="x&lt;y" data-role="r"' in html
+    for bad in ({"onclick x": "1"}, {"src": "http://evil/"}, {"signed_stream_name": "n"}):
+        with pytest.raises(ValueError, match="invalid attribute"):
+            turbo_stream_source(SETTINGS, "s", **bad)

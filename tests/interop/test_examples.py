@@ -19,6 +19,7 @@ from __future__ import annotations
 import html.parser
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -237,7 +238,10 @@ for line in sys.stdin:
 class AppProcess:
     """A Python process printing JSON event lines (an example app, or the Django driver)."""
 
-    def __init__(self, argv: list[str], *, cwd: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, argv: list[str], *, cwd: Path, env: dict[str, str], server: bool = False
+    ) -> None:
+        self.server = server  # a server is stopped with SIGTERM, a driver by closing stdin
         self.process = subprocess.Popen(
             argv,
             cwd=cwd,
@@ -282,6 +286,8 @@ class AppProcess:
     def close(self) -> None:
         if self.process.stdin is not None:
             self.process.stdin.close()
+        if self.server and self.process.poll() is None:
+            self.process.terminate()
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
@@ -304,8 +310,10 @@ def app_process() -> Iterator[Callable[..., AppProcess]]:
     pytest shows when the test failed)."""
     processes: list[AppProcess] = []
 
-    def start(argv: list[str], *, cwd: Path, env: dict[str, str]) -> AppProcess:
-        process = AppProcess(argv, cwd=cwd, env={**os.environ, **env})
+    def start(
+        argv: list[str], *, cwd: Path, env: dict[str, str], server: bool = False
+    ) -> AppProcess:
+        process = AppProcess(argv, cwd=cwd, env={**os.environ, **env}, server=server)
         processes.append(process)
         return process
 
@@ -442,7 +450,7 @@ def test_a_form_submitted_in_one_tab_updates_the_other(
         env["DJANGO_SETTINGS_MODULE"] = "chatsite.settings"
         env["CHAT_DATABASE"] = str(tmp_path / "db.sqlite3")
     cwd = DJANGO_APP if kind == "django" else REPO_ROOT
-    app = app_process([sys.executable, "-c", APP_SERVER, kind], cwd=cwd, env=env)
+    app = app_process([sys.executable, "-c", APP_SERVER, kind], cwd=cwd, env=env, server=True)
     port = app.wait_for("listening")["port"]
     room = f"http://127.0.0.1:{port}/rooms/1" + ("/" if kind == "django" else "")
 
@@ -464,3 +472,37 @@ def test_a_form_submitted_in_one_tab_updates_the_other(
     for tab in (reader, writer):
         assert [p for p in tab.problems() if p.get("event") == "pageerror"] == []
     assert server.error_lines() == []
+
+
+def test_manage_py_cableway_serves_with_the_settings_secret(
+    app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    # `python manage.py cableway` in the Django example: the server must accept a broadcast
+    # keyed with the secret of settings.CABLEWAY, and refuse one keyed with another secret.
+    pytest.importorskip("django")
+    from cableway.broadcaster import BroadcastAuthError, Broadcaster
+
+    with socket.socket() as sock:  # a free port (another process could take it: unlikely)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    secret = "manage-py-secret-" + "x" * 32
+    env = {
+        "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+        "ANYCABLE_SECRET": secret,
+        "ANYCABLE_WEBSOCKET_URL": f"ws://127.0.0.1:{port}/cable",
+        "CHAT_DATABASE": str(tmp_path / "db.sqlite3"),
+    }
+    server = app_process(
+        [sys.executable, "manage.py", "cableway", "--host", "127.0.0.1"],
+        cwd=DJANGO_APP,
+        env=env,
+        server=True,
+    )
+    deadline = time.monotonic() + APP_START_TIMEOUT
+    assert server._stderr.wait_until(
+        lambda: "Handle WebSocket connections at" in server._stderr.text(), deadline
+    ), server.describe()
+    url = f"http://127.0.0.1:{port}/_broadcast"
+    Broadcaster(url, secret=secret).broadcast("room:1:messages", "<p>ok</p>")  # 201
+    with pytest.raises(BroadcastAuthError):
+        Broadcaster(url, secret="another-secret").broadcast("room:1:messages", "<p>no</p>")
