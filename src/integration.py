@@ -230,6 +230,7 @@ class IntegrationSettings:
         return Broadcaster(self.broadcast_url, key=self.key)
 
     def require_signing_secret(self) -> str:
+        """:attr:`signing_secret`, or :class:`ValueError` saying which setting is missing."""
         secret = self.signing_secret
         if not secret:
             raise ValueError(

@@ -16,5 +16,6 @@ class CablewayConfig(AppConfig):
     verbose_name = "Cableway"
 
     def ready(self) -> None:
+        """Name model instances in streams; make Django's settings the testing default."""
         register_streamable(model_stream_param)
         set_settings_provider(get_settings)

@@ -52,6 +52,7 @@ class BroadcastCapture:
 
     @property
     def settings(self) -> IntegrationSettings:
+        """The secrets simulated clients verify with (see the class docstring)."""
         return self._settings if self._settings is not None else current_settings()
 
     # -- BroadcastInterceptor --------------------------------------------------------------

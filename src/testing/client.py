@@ -92,6 +92,7 @@ class SimulatedClient:
 
     @property
     def connected(self) -> bool:
+        """The connection is open (not rejected, not closed by the server)."""
         return self._session.state is SessionState.OPEN
 
     def _drain(self) -> None:

@@ -48,6 +48,8 @@ def server_environment(
 
 
 class Command(BaseCommand):
+    """``manage.py cableway``: :func:`cableway.cli.main` with :func:`server_environment`."""
+
     help = (
         "Run the Cableway server with the secrets and URLs of settings.CABLEWAY "
         "(other options go to the server, e.g. --host 0.0.0.0, --print-config)."
@@ -68,6 +70,7 @@ class Command(BaseCommand):
         return parser
 
     def handle(self, *args: Any, **options: Any) -> None:
+        """Run the server until it stops (Ctrl-C); a configuration error is a CommandError."""
         from ....cli import main
 
         argv = list(options.get("server_options") or [])
