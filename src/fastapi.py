@@ -81,7 +81,8 @@ def accepts_turbo_stream(request: Request) -> bool:
 class AsyncBroadcaster:
     """The async twin of :class:`cableway.broadcaster.Broadcaster` (same arguments, same
     errors), on one pooled ``httpx2.AsyncClient``. Close it with :meth:`aclose` (or
-    ``async with``)."""
+    ``async with``). Like the synchronous one it ignores proxy variables (``trust_env=False``);
+    pass your own ``client`` to change that."""
 
     def __init__(
         self,
@@ -97,7 +98,7 @@ class AsyncBroadcaster:
         Broadcaster(url, timeout=timeout)  # the same URL and timeout validation
         self.url = url
         self._headers = request_headers(key or (_derive(secret) if secret else None))
-        self._client = client or httpx2.AsyncClient(timeout=timeout)
+        self._client = client or httpx2.AsyncClient(timeout=timeout, trust_env=False)
         self._own_client = client is None
 
     def __repr__(self) -> str:  # never shows the key
