@@ -33,6 +33,7 @@ from cableway.django.broadcasts import broadcast, dom_id  # noqa: E402
 from cableway.django.conf import get_settings, stream_name  # noqa: E402
 from cableway.django.responses import (  # noqa: E402
     TurboStreamResponse,
+    TurboStreamTemplateResponse,
     accepts_turbo_stream,
     render_turbo_stream,
 )
@@ -324,6 +325,12 @@ def test_turbo_stream_response_and_rendering() -> None:
     response = TurboStreamResponse(html + turbo_stream.remove("form_errors"))
     assert response["Content-Type"] == "text/vnd.turbo-stream.html; charset=utf-8"
     assert response.content.decode().endswith('target="form_errors"></turbo-stream>')
+    request = RequestFactory().post("/")
+    template_response = TurboStreamTemplateResponse(
+        request, "djangoapp/create.turbo_stream.html", {"message": message}
+    ).render()
+    assert template_response["Content-Type"] == "text/vnd.turbo-stream.html; charset=utf-8"
+    assert template_response.content.decode().strip() == html
     turbo = RequestFactory().post("/", HTTP_ACCEPT="text/vnd.turbo-stream.html, text/html")
     assert accepts_turbo_stream(turbo)
     assert not accepts_turbo_stream(RequestFactory().post("/", HTTP_ACCEPT="text/html"))
