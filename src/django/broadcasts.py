@@ -30,7 +30,14 @@ from .. import turbo_stream
 from ..integration import Publisher
 from .conf import get_settings, stream_name
 
-__all__ = ["broadcast", "broadcasts", "broadcasts_to", "dom_id"]
+__all__ = [
+    "broadcast",
+    "broadcasts",
+    "broadcasts_refreshes",
+    "broadcasts_refreshes_to",
+    "broadcasts_to",
+    "dom_id",
+]
 
 logger = logging.getLogger("cableway.integration")
 
@@ -82,8 +89,10 @@ class _Declaration:
         target: str | Callable[[Any], str] | None,
         template: str | None,
         actions: Iterable[Action],
+        refresh: bool = False,
     ) -> None:
         meta = model._meta
+        self.refresh = refresh
         self.model = model
         self.stream = stream
         self.create_stream = create_stream
@@ -124,6 +133,9 @@ class _Declaration:
         target = self._target(instance) if created else dom_id(instance)
 
         def send() -> None:
+            if self.refresh:
+                _send(stream, turbo_stream.refresh())
+                return
             html = self._render(instance)
             if created:
                 data = turbo_stream.turbo_stream(self.inserts_by, target, html=html)
@@ -137,7 +149,8 @@ class _Declaration:
         if "delete" not in self.actions:
             return
         stream = self._resolve(self.stream, instance)
-        data = turbo_stream.remove(dom_id(instance))  # the pk is still set in post_delete
+        # the pk is still set in post_delete
+        data = turbo_stream.refresh() if self.refresh else turbo_stream.remove(dom_id(instance))
         transaction.on_commit(lambda: self._guard(stream, lambda: _send(stream, data)), using=using)
 
     @staticmethod
@@ -247,6 +260,54 @@ def broadcasts(
             target=target,
             template=template,
             actions=actions,
+        ).connect()
+        return model
+
+    return decorate
+
+
+def broadcasts_refreshes_to(
+    stream: StreamSpec, *, actions: Iterable[Action] = ALL_ACTIONS
+) -> Callable[[_M], _M]:
+    """Class decorator as turbo-rails' ``broadcasts_refreshes_to``: after each commit of a
+    create, update or delete, ``<turbo-stream action="refresh">`` goes to ``stream`` (as in
+    :func:`broadcasts_to`) and pages showing it reload themselves (morphing when they opt in
+    with ``<meta name="turbo-refresh-method" content="morph">``). No template needed."""
+
+    def decorate(model: _M) -> _M:
+        _Declaration(
+            model,
+            stream=stream,
+            create_stream=stream,
+            inserts_by="append",
+            target=None,
+            template=None,
+            actions=actions,
+            refresh=True,
+        ).connect()
+        return model
+
+    return decorate
+
+
+def broadcasts_refreshes(
+    stream: StreamSpec | None = None, *, actions: Iterable[Action] = ALL_ACTIONS
+) -> Callable[[_M], _M]:
+    """Class decorator as turbo-rails' ``broadcasts_refreshes``: a create refreshes the pages
+    of ``stream`` (default: the model's verbose plural, ``"cards"``), an update or delete
+    those of the instance itself (``{% turbo_stream_from card %}``)."""
+
+    def decorate(model: _M) -> _M:
+        create_stream: StreamSpec = stream if stream is not None else (lambda _: _plural(model))
+        _Declaration(
+            model,
+            stream=None,
+            create_stream=create_stream,
+            inserts_by="append",
+            target=None,
+            template=None,
+            actions=actions,
+            refresh=True,
         ).connect()
         return model
 

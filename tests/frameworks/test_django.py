@@ -40,7 +40,7 @@ from cableway.django.responses import (  # noqa: E402
 from cableway.integration import set_settings_provider  # noqa: E402
 from cableway.streams import gid_param  # noqa: E402
 from cableway.testing import BroadcastCapture, ConnectionRejected  # noqa: E402
-from tests.frameworks.djangoapp.models import Card, Message, Room  # noqa: E402
+from tests.frameworks.djangoapp.models import Card, Message, Room, Topic  # noqa: E402
 from tests.frameworks.pages import Page  # noqa: E402
 from tests.toolkit.stub_http import closed_port, stub_server  # noqa: E402
 
@@ -55,6 +55,7 @@ def _clean_tables() -> Iterator[None]:
     set_settings_provider(get_settings)
     yield
     Message.objects.all().delete()
+    Topic.objects.all().delete()
     Card.objects.all().delete()
     Room.objects.all().delete()
 
@@ -226,6 +227,18 @@ def test_broadcasts_uses_the_instance_stream_and_the_plural_for_creates(
     cableway_broadcasts.assert_broadcast_on(card, lambda html: f'"card_{card.pk}">C<' in html)
     assert dom_id(card) == f"card_{card.pk}"
     assert dom_id(Card()) == "new_card"
+
+
+def test_broadcasts_refreshes_to_sends_refresh_for_the_chosen_actions(
+    cableway_broadcasts: BroadcastCapture,
+) -> None:
+    room = Room.objects.create(name="r")
+    topic = Topic.objects.create(room=room, title="a")  # "create" is not among the actions
+    cableway_broadcasts.assert_no_broadcasts(room)
+    topic.title = "b"
+    topic.save()
+    topic.delete()
+    assert cableway_broadcasts.on(room) == [turbo_stream.refresh()] * 2
 
 
 def test_nothing_is_sent_before_commit_or_for_a_rollback(
