@@ -37,7 +37,12 @@ __all__ = [
     "BroadcastRejected",
     "BroadcastUnavailable",
     "Broadcaster",
+    "check_answer",
+    "disconnect_body",
     "encode_data",
+    "publication",
+    "publications_body",
+    "request_headers",
 ]
 
 _T = TypeVar("_T")
@@ -139,19 +144,7 @@ class Broadcaster:
     def _publication(
         stream: object, data: object, exclude_socket: str | None, transient: bool
     ) -> dict[str, Any]:
-        if not isinstance(stream, str) or not stream:
-            raise ValueError("stream must be a non-empty string")
-        if not isinstance(data, str):
-            raise TypeError("raw data must be a str")
-        publication: dict[str, Any] = {"stream": stream, "data": data}
-        meta: dict[str, Any] = {}
-        if exclude_socket:
-            meta["exclude_socket"] = exclude_socket
-        if transient:
-            meta["transient"] = True
-        if meta:
-            publication["meta"] = meta
-        return publication
+        return publication(stream, data, exclude_socket=exclude_socket, transient=transient)
 
     # -- sync API --------------------------------------------------------------------------
 
@@ -208,14 +201,7 @@ class Broadcaster:
         (:func:`cableway.tokens.identification_token`), or the exact ``ext`` string. The
         clients receive ``{"type":"disconnect","reason":"remote","reconnect":…}``.
         """
-        identifier = identifiers if isinstance(identifiers, str) else identifiers_json(identifiers)
-        if not identifier:
-            raise ValueError("identifiers must not be empty")
-        command = {
-            "command": "disconnect",
-            "payload": {"identifier": identifier, "reconnect": bool(reconnect)},
-        }
-        self._send(json.dumps(command, separators=(",", ":")).encode("utf-8"))
+        self._send(disconnect_body(identifiers, reconnect=reconnect))
 
     # -- async API -------------------------------------------------------------------------
 
@@ -260,8 +246,7 @@ class Broadcaster:
     # -- HTTP ------------------------------------------------------------------------------
 
     def _post(self, publications: list[dict[str, Any]], *, single: bool) -> None:
-        payload: object = publications[0] if single else publications
-        self._send(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
+        self._send(publications_body(publications, single=single))
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._https:
@@ -269,12 +254,7 @@ class Broadcaster:
         return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
 
     def _send(self, body: bytes) -> None:
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"cableway/{__version__}",
-        }
-        if self._key:
-            headers["Authorization"] = f"Bearer {self._key}"
+        headers = request_headers(self._key)
         conn = self._connection()
         try:
             conn.request("POST", self._target, body=body, headers=headers)
@@ -289,26 +269,77 @@ class Broadcaster:
             ) from exc
         finally:
             conn.close()
-        if 200 <= status < 300:
-            return
-        summary = f"{status} {reason}".strip()
-        if text.strip():
-            summary = f"{summary}: {_one_line(text)}"
-        if status in (401, 403):
-            raise BroadcastAuthError(
-                f"broadcast refused ({summary}); check the broadcast key or secret",
-                status=status,
-                body=text,
-            )
-        if 400 <= status < 500:
-            raise BroadcastRejected(f"broadcast rejected ({summary})", status=status, body=text)
-        if status >= 500:
-            raise BroadcastUnavailable(
-                f"broadcast failed on the server ({summary})", status=status, body=text
-            )
-        raise BroadcastError(
-            f"unexpected answer to a broadcast ({summary})", status=status, body=text
+        check_answer(status, reason, text)
+
+
+def publication(
+    stream: object, data: object, *, exclude_socket: str | None = None, transient: bool = False
+) -> dict[str, Any]:
+    """One publication object of a broadcast request; ``data`` is the wire field (a str)."""
+    if not isinstance(stream, str) or not stream:
+        raise ValueError("stream must be a non-empty string")
+    if not isinstance(data, str):
+        raise TypeError("raw data must be a str")
+    result: dict[str, Any] = {"stream": stream, "data": data}
+    meta: dict[str, Any] = {}
+    if exclude_socket:
+        meta["exclude_socket"] = exclude_socket
+    if transient:
+        meta["transient"] = True
+    if meta:
+        result["meta"] = meta
+    return result
+
+
+def request_headers(key: str | None) -> dict[str, str]:
+    """The headers of a broadcast request (``Authorization: Bearer <key>`` with a key)."""
+    headers = {"Content-Type": "application/json", "User-Agent": f"cableway/{__version__}"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return headers
+
+
+def publications_body(publications: list[dict[str, Any]], *, single: bool) -> bytes:
+    """The request body for publications built by :func:`publication`: one object
+    when ``single``, else a batch (a JSON array)."""
+    payload: object = publications[0] if single else publications
+    return json.dumps(payload, separators=(",", ":")).encode("utf-8")
+
+
+def disconnect_body(identifiers: Mapping[str, object] | str, *, reconnect: bool) -> bytes:
+    """The request body of a remote disconnect of the connections with ``identifiers``."""
+    identifier = identifiers if isinstance(identifiers, str) else identifiers_json(identifiers)
+    if not identifier:
+        raise ValueError("identifiers must not be empty")
+    command = {
+        "command": "disconnect",
+        "payload": {"identifier": identifier, "reconnect": bool(reconnect)},
+    }
+    return json.dumps(command, separators=(",", ":")).encode("utf-8")
+
+
+def check_answer(status: int, reason: str, body: str) -> None:
+    """Raise the :class:`BroadcastError` for an answer of the broadcast endpoint (nothing
+    for a 2xx); shared by every client of the endpoint (``cableway.fastapi`` has an async
+    one)."""
+    if 200 <= status < 300:
+        return
+    summary = f"{status} {reason}".strip()
+    if body.strip():
+        summary = f"{summary}: {_one_line(body)}"
+    if status in (401, 403):
+        raise BroadcastAuthError(
+            f"broadcast refused ({summary}); check the broadcast key or secret",
+            status=status,
+            body=body,
         )
+    if 400 <= status < 500:
+        raise BroadcastRejected(f"broadcast rejected ({summary})", status=status, body=body)
+    if status >= 500:
+        raise BroadcastUnavailable(
+            f"broadcast failed on the server ({summary})", status=status, body=body
+        )
+    raise BroadcastError(f"unexpected answer to a broadcast ({summary})", status=status, body=body)
 
 
 async def _run_in_thread(fn: Callable[[], _T]) -> _T:

@@ -5,24 +5,32 @@ From the repository root, with Cableway running (``ANYCABLE_SECRET=change-me cab
 
     ANYCABLE_SECRET=change-me flask --app examples.flask_app.app run --port 5000
 
-then open http://localhost:5000/rooms/1 in two windows.
+then open http://localhost:5000/rooms/1 in two windows (``?sse=1``: over Server-Sent Events).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 from flask import Flask, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from .live import Cableway, on_message_saved, page_context
+from cableway import turbo_stream
+from cableway.flask import Cableway
+
+TURBO_JS = "https://cdn.jsdelivr.net/npm/@hotwired/turbo-rails@8.0.23/+esm"
 
 
-def create_app(cableway: Cableway | None = None) -> Flask:
-    """The application (``flask --app`` finds this factory). ``cableway`` defaults to the
-    environment (``ANYCABLE_SECRET``, ``CABLEWAY_URL``)."""
-    cableway = cableway or Cableway.from_env()
-    broadcaster = cableway.broadcaster()  # cableway
-    messages: dict[int, list[str]] = {}  # stands in for your database
+def create_app(config: Mapping[str, object] | None = None) -> Flask:
+    """The application (``flask --app`` finds this factory). Cableway's settings are the
+    ``CABLEWAY_*`` keys of ``config``, else the ``ANYCABLE_*`` environment variables the
+    server reads (``ANYCABLE_SECRET``, ``ANYCABLE_WEBSOCKET_URL``...)."""
     app = Flask(__name__)
+    app.config["TURBO_JS_URL"] = os.environ.get("TURBO_JS_URL", TURBO_JS)
+    app.config.update(config or {})
+    cable = Cableway(app, identifiers=lambda: {"user_id": 1})  # your user's id
+    messages: dict[int, list[str]] = {}  # stands in for your database
 
     @app.get("/rooms/<int:room_id>")
     def room(room_id: int) -> str:
@@ -30,7 +38,7 @@ def create_app(cableway: Cableway | None = None) -> Flask:
             "room.html",
             room_id=room_id,
             messages=messages.get(room_id, []),
-            **page_context(cableway, room_id, user_id=1),  # cableway: your user's id
+            sse=request.args.get("sse") == "1",
         )
 
     @app.post("/rooms/<int:room_id>/messages")
@@ -38,7 +46,7 @@ def create_app(cableway: Cableway | None = None) -> Flask:
         text = request.form["text"]
         messages.setdefault(room_id, []).append(text)
         html = render_template("_message.html", text=text)  # Jinja escapes the user's text
-        on_message_saved(broadcaster, room_id, html)  # cableway
+        cable.broadcast(("room", room_id, "messages"), turbo_stream.append("messages", html))
         return redirect(url_for("room", room_id=room_id), 303)  # Turbo follows the redirect
 
     return app

@@ -75,5 +75,9 @@ def test_recipes_show_both_stream_sources_and_a_broadcast(path: Path) -> None:
     assert "@hotwired/turbo-rails" in text
     assert "<turbo-stream-source src=" in text
     assert "turbo_signed_stream_name" in text
-    assert "Broadcaster(" in text
+    # the recipes use the framework integrations (issue 15): the two page helpers and a
+    # broadcast, not hand-made tokens and a Broadcaster
+    assert "turbo_stream_from" in text
+    assert "cable_meta_tag" in text
+    assert "broadcast" in text
     assert "# cableway" in text

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from .live import room_gid_param
+from cableway.django.broadcasts import broadcasts_to
 
 
 class Room(models.Model):
@@ -11,10 +11,10 @@ class Room(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def to_gid_param(self) -> str:  # names the stream as Rails would
-        return room_gid_param(self.pk)  # cableway
 
-
+# After each commit: a new message is appended to #messages of every page showing its room
+# (rendered with chat/_message.html), an edit replaces #message_<pk>, a delete removes it.
+@broadcasts_to(lambda message: (message.room, "messages"))  # cableway
 class Message(models.Model):
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
     text = models.TextField()

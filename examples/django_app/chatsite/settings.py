@@ -12,6 +12,7 @@ DEBUG = True
 ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
 
 INSTALLED_APPS = [
+    "cableway.django",  # {% load cableway %}, model broadcasts, manage.py cableway
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -32,6 +33,7 @@ TEMPLATES = [
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
+                "chatsite.context.turbo",
             ]
         },
     }
@@ -45,7 +47,7 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 
-# Cableway (docs/recipes/django.md): the server's --secret, and where it listens (its main
-# port serves /cable, /events and /_broadcast).
-CABLEWAY_SECRET = os.environ["ANYCABLE_SECRET"]
-CABLEWAY_URL = os.environ.get("CABLEWAY_URL", "http://localhost:8080")
+# Cableway (docs/recipes/django.md): the server's option names. Anything left out is read
+# from the server's own environment variables: ANYCABLE_SECRET, ANYCABLE_WEBSOCKET_URL
+# (default ws://localhost:8080/cable; /events and /_broadcast are on the same host)...
+CABLEWAY = {"secret": os.environ["ANYCABLE_SECRET"]}
