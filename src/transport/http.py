@@ -4,7 +4,12 @@ Every TCP connection starts here. The request head must arrive within the handsh
 deadline (over the whole head, not per read, so trickling bytes does not help a
 slowloris). Then the request is routed by exact path: the WebSocket path(s) (upgrade
 to :mod:`.ws`), the health path, the broadcast path (when this listener serves it), or
-``404``. Plain HTTP connections are kept alive for further requests.
+``404``. Plain HTTP connections are kept alive for further requests: every answer
+either leaves the connection usable (the request was read to its end and h11 agrees)
+or says ``Connection: close`` and closes it (:meth:`_Conn.respond`). A request whose
+body framing is ambiguous (:func:`~cableway.protocol.httphead.framing_error`) is
+refused with ``400`` and closed; request bodies share a node-wide budget
+(:class:`FrontDoor`, ``503`` past it).
 
 On a listener that serves broadcasts, unremarkable ``POST`` requests to the broadcast
 path are served without h11 (:func:`_fast_requests`, with the strict parser of
