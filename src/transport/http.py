@@ -90,9 +90,10 @@ class FrontDoor:
             together, in bytes (``--max_bodies_in_flight``, at least one largest body).
         body_bytes: what they hold now (declared lengths, reserved up front).
         broadcast_warnings: the rate limit of "invalid broadcast" warnings.
+        budget_warnings: the rate limit of "body budget full" warnings.
     """
 
-    __slots__ = ("body_bytes", "body_limit", "broadcast_warnings")
+    __slots__ = ("body_bytes", "body_limit", "broadcast_warnings", "budget_warnings")
 
     def __init__(self, config: Config) -> None:
         self.body_limit = max(
@@ -104,6 +105,9 @@ class FrontDoor:
         self.body_bytes = 0
         self.broadcast_warnings = WarningGate(
             log, "invalid broadcast", WARNINGS_PER_WINDOW, WARNING_WINDOW_SECONDS
+        )
+        self.budget_warnings = WarningGate(
+            log, "body budget", WARNINGS_PER_WINDOW, WARNING_WINDOW_SECONDS
         )
 
 
@@ -577,7 +581,13 @@ async def _serve_http(
         await _bad_request(conn, exc.error_status_hint)
     except _Overloaded:
         # every byte of the node's body budget is taken by bodies being received
-        log.debug("request body refused: %d bytes in flight", server.front_door.body_bytes)
+        door = server.front_door
+        door.budget_warnings.warn(
+            "request refused with 503: %d bytes of request bodies in flight, the budget is %d "
+            "(--max_bodies_in_flight)",
+            door.body_bytes,
+            door.body_limit,
+        )
         await _refuse(
             conn,
             503,

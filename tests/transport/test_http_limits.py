@@ -135,7 +135,9 @@ def upload_head(size: int) -> bytes:
     return head(b"POST", b"/_broadcast", b"Content-Length: %d\r\n" % size)
 
 
-async def test_bodies_in_flight_are_bounded_node_wide_and_past_it_get_503() -> None:
+async def test_bodies_in_flight_are_bounded_node_wide_and_past_it_get_503(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     config = dataclasses.replace(CONFIG, max_broadcast_body=40_000, max_bodies_in_flight=50_000)
     server = Server(config)
     door = server.front_door
@@ -158,6 +160,7 @@ async def test_bodies_in_flight_are_bounded_node_wide_and_past_it_get_503() -> N
         assert refused.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), refused
         assert b"\r\nretry-after: 1\r\n" in refused
         assert b"\r\nconnection: close\r\n" in refused
+        assert "the budget is 65536 (--max_bodies_in_flight)" in caplog.text
         await first.send_all(body[100:])
         answer = await first.receive_some(65536)
         assert answer.startswith(b"HTTP/1.1 201 Created\r\n"), answer
