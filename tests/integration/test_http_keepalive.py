@@ -17,7 +17,9 @@ import h11
 import pytest
 import trio
 
-from .helpers import BROADCAST_KEY, config, running
+from cableway.auth.jwt import encode_token
+
+from .helpers import BROADCAST_KEY, JWT_KEY, config, running
 
 HEALTH_BODY = b"Ah, ha, ha, ha, stayin' alive, stayin' alive."
 UPGRADE = [
@@ -132,6 +134,14 @@ MAIN_CASES = [
         "GET", "/events?turbo_signed_stream_name=forged--00", [], b"", 400, id="events-400-sig"
     ),
     pytest.param("GET", "/events?stream=s&jid=forged", [], b"", 401, id="events-401-jid"),
+    pytest.param(
+        "GET",
+        f"/events?stream=s&jid={encode_token({'user': 1}, JWT_KEY, exp=1)}",
+        [],
+        b"",
+        401,
+        id="events-401-expired",
+    ),
     pytest.param("PUT", "/events", [], b"{}", 405, id="events-405"),
     pytest.param("POST", "/events", [], b"x" * 70_000, 413, id="events-413"),
     pytest.param("POST", "/events", [], b"not json\n", 400, id="events-400-post-body"),
