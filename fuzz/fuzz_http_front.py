@@ -15,7 +15,14 @@ a single byte, each followed by EOF. Then:
   505, in one run may be refused as too large, 431, in the other), and when nothing was refused,
   with the same bytes, up to the end of a ``101`` or event-stream head (what follows
   holds a random session id): an outcome that depends on how the request was chunked
-  is a bug (h11's fuzzing idea, security.md §B.2).
+  is a bug (h11's fuzzing idea, security.md §B.2);
+* every status line has a reason phrase, and an answer that says ``Connection: close``
+  is the last one (issue 12.1: a refusal either keeps the connection or says it closes);
+* a first request whose body framing is ambiguous (RFC 9112 §6.1/§6.3: both
+  ``Content-Length`` and ``Transfer-Encoding``, a coding list not ending in ``chunked``,
+  obs-fold in either, differing lengths; see ``httphead.framing_error``) gets one answer:
+  ``400`` (or ``431`` when its head is refused as too large first) with
+  ``Connection: close`` (request smuggling, issue 13.5).
 
 The server runs with a 512-byte head limit so the fuzzer reaches the 431 boundary with
 short inputs, the broadcast endpoint on the main port (with a key), SSE on ``/events``,
@@ -41,6 +48,7 @@ import trio.testing
 from cableway.auth.signed_streams import sign_stream_name
 from cableway.config import Config
 from cableway.protocol.connection import CableConnection
+from cableway.protocol.httphead import framing_error
 from cableway.transport.http import handle_connection
 from cableway.transport.server import Server
 from cableway.transport.ws import WebSocketSession
@@ -58,6 +66,9 @@ CONFIG = Config(
     max_broadcast_body=1024,
 )
 _STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) ")
+#: a status line and the head after it (up to the empty line)
+_RESPONSE = re.compile(rb"HTTP/1\.1 (\d{3}) ([^\r\n]*)\r\n((?:[^\r\n]+\r\n)*)\r\n")
+_FIRST_HEAD = re.compile(rb"\n\r?\n")
 STREAM_SECONDS = 30.0
 
 
@@ -238,10 +249,37 @@ def check(data: bytes, *, tolerate: bool) -> None:
         return
     assert len(codes[0]) == len(codes[1]), codes
     assert all(same_outcome(a, b) for a, b in zip(*codes, strict=True)), codes
+    for output in (whole, bytewise):
+        check_answers(outcome(output))
+    check_smuggling(data, whole, bytewise)
     if codes[0] == codes[1] and all(code < b"400" for code in codes[0]):
         # byte for byte (an error answer may differ in details: a refused head that h11
         # had parsed gets its Connection header echoed as the client spelled it)
         assert outcome(whole) == outcome(bytewise), (outcome(whole), outcome(bytewise))
+
+
+def check_answers(output: bytes) -> None:
+    """Reason phrases everywhere; nothing after an answer that says it closes."""
+    answers = list(_RESPONSE.finditer(output))
+    assert len(answers) == len(_STATUS.findall(output)), output  # every head is whole
+    for index, answer in enumerate(answers):
+        assert answer.group(2), answer.group(0)  # "HTTP/1.1 400 Bad Request", not "400 "
+        closes = b"connection: close\r\n" in answer.group(3).lower()
+        assert not closes or index == len(answers) - 1, output
+
+
+def check_smuggling(data: bytes, whole: bytes, bytewise: bytes) -> None:
+    """An ambiguous first request is refused with 400 and the connection closed."""
+    end = _FIRST_HEAD.search(data)
+    if end is None or end.end() > CONFIG.max_header_size or not data[:1].isalpha():
+        return
+    if framing_error(data[: end.end()]) is None:
+        return
+    for output, allowed in ((whole, {b"400"}), (bytewise, {b"400", b"431"})):
+        answers = statuses(output)
+        assert len(answers) == 1, (data, output)
+        assert answers[0] in allowed, (data, output)
+        assert b"\r\nconnection: close\r\n" in output.lower(), (data, output)
 
 
 if __name__ == "__main__":

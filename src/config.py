@@ -187,6 +187,7 @@ class Config:
     handshake_timeout: float = 5.0
     max_header_size: int = 16384
     max_broadcast_body: int = 1048576
+    max_bodies_in_flight: int = 67108864  # every HTTP request body being received
     # Shutdown.
     shutdown_timeout: float = 30.0
     shutdown_delay: float = 0.0
@@ -723,6 +724,14 @@ OPTIONS: tuple[Option, ...] = (
         "int",
         "1048576",
         "largest HTTP broadcast request body, in bytes; larger gets 413",
+        LIMITS,
+    ),
+    _option(
+        "max_bodies_in_flight",
+        "int",
+        "67108864",
+        "what all HTTP request bodies being received may hold together, in bytes "
+        "(both ports); past it 503 with Retry-After",
         LIMITS,
     ),
     _option("log_level", "str", "info", "debug, info, warn or error", LOGGING),
@@ -1762,6 +1771,7 @@ def load_config_with_warnings(
         handshake_timeout=get.number("handshake_timeout", 5.0, allow_zero=False),
         max_header_size=get.integer("max_header_size", 16384, 1),
         max_broadcast_body=get.integer("max_broadcast_body", 1048576, 1),
+        max_bodies_in_flight=get.integer("max_bodies_in_flight", 67108864, 1),
         shutdown_timeout=get.number("shutdown_timeout", 30.0, allow_zero=True),
         shutdown_delay=get.number("shutdown_delay", 0.0, allow_zero=True),
         log_level=log_level,

@@ -28,7 +28,15 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-__all__ = ["NEED_MORE", "USE_GENERAL", "RequestHead", "head_size", "parse_head"]
+__all__ = [
+    "NEED_MORE",
+    "USE_GENERAL",
+    "RequestHead",
+    "framing_error",
+    "head_size",
+    "parse_head",
+    "reason_phrase",
+]
 
 #: :func:`head_size`: the head is not complete yet (and may still be unremarkable)
 NEED_MORE = 0
@@ -124,3 +132,97 @@ def parse_head(buf: bytes | bytearray, size: int) -> RequestHead | None:
         token.strip().lower() for token in connection.split(b",")
     ]
     return RequestHead(match.group(1), match.group(2), headers, int(length), keep_alive, size)
+
+
+#: reason phrases as Go's ``net/http`` (AnyCable-Go) writes them, for the statuses the
+#: server sends; HTTP/1.1 makes them optional, but clients and logs show them
+_REASONS = {
+    101: b"Switching Protocols",
+    200: b"OK",
+    201: b"Created",
+    204: b"No Content",
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Request Entity Too Large",
+    414: b"Request URI Too Long",
+    422: b"Unprocessable Entity",
+    426: b"Upgrade Required",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    503: b"Service Unavailable",
+    505: b"HTTP Version Not Supported",
+}
+
+
+def reason_phrase(status: int) -> bytes:
+    """The reason phrase of ``status`` (Go's text; ``b"Status"`` for one not listed)."""
+    return _REASONS.get(status, b"Status")
+
+
+_LINE_END = re.compile(rb"\r?\n")
+#: an HTTP/1.0 request line (lower-cased)
+_HTTP10 = re.compile(rb"[^ ]+ [^ ]+ http/1\.0")
+
+
+def framing_error(head: bytes | bytearray) -> str | None:
+    """Why the body framing of a request head is ambiguous (RFC 9112 §6.1, §6.3), if it is.
+
+    ``head`` is the raw request head (it may be followed by other bytes: only the lines
+    up to the first empty one are read). A request whose framing two parsers could
+    read differently is a request-smuggling route behind a proxy; the caller answers
+    it ``400`` and closes the connection. Ambiguous here:
+
+    * both ``Content-Length`` and ``Transfer-Encoding`` (§6.1: "MUST close");
+    * a ``Transfer-Encoding`` whose final coding is not ``chunked`` (§6.3: "MUST respond
+      with 400 and then close"), or that lists ``chunked`` more than once, or comes in
+      several header lines;
+    * ``Transfer-Encoding`` in an HTTP/1.0 request (§6.1: faulty framing);
+    * several ``Content-Length`` values that differ (§6.3), or one that is not digits;
+    * an obs-fold line (a line starting with a space or tab) continuing either header.
+
+    Anything else returns ``None``: the general parser decides what it means.
+    """
+    lowered = bytes(head).lower()
+    if b"transfer-encoding" not in lowered and b"content-length" not in lowered:
+        return None  # the common case: no framing header at all
+    lines = _LINE_END.split(lowered)
+    codings: list[bytes] = []
+    te_lines = 0
+    lengths: set[bytes] = set()
+    previous = b""
+    for line in lines[1:]:
+        if not line:
+            break
+        if line[:1] in (b" ", b"\t"):
+            if previous in (b"transfer-encoding", b"content-length"):
+                return f"obs-fold in {previous.decode()}"
+            continue
+        name, colon, value = line.partition(b":")
+        previous = name if colon else b""
+        if name == b"transfer-encoding":
+            te_lines += 1
+            codings.extend(c.strip(b" \t") for c in value.split(b","))
+        elif name == b"content-length":
+            lengths.update(v.strip(b" \t") for v in value.split(b","))
+    if te_lines:
+        if lengths:
+            return "both Content-Length and Transfer-Encoding"
+        if _HTTP10.fullmatch(lines[0]):
+            return "Transfer-Encoding in an HTTP/1.0 request"
+        if te_lines > 1:
+            return "several Transfer-Encoding headers"
+        if not codings or codings[-1] != b"chunked":
+            return "Transfer-Encoding does not end in chunked"
+        if codings.count(b"chunked") > 1:
+            return "chunked applied more than once"
+    elif len(lengths) > 1:
+        return "conflicting Content-Length values"
+    elif lengths and not all(v.isdigit() for v in lengths):
+        return "invalid Content-Length"
+    return None

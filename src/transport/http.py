@@ -5,7 +5,12 @@ deadline (over the whole head, not per read, so trickling bytes does not help a
 slowloris). Then the request is routed by path (literal, or a pattern as AnyCable-Go routes
 it: :mod:`cableway.protocol.routes`): the WebSocket path(s) (upgrade
 to :mod:`.ws`), the health path, the broadcast path (when this listener serves it), or
-``404``. Plain HTTP connections are kept alive for further requests.
+``404``. Plain HTTP connections are kept alive for further requests: every answer
+either leaves the connection usable (the request was read to its end and h11 agrees)
+or says ``Connection: close`` and closes it (:meth:`_Conn.respond`). A request whose
+body framing is ambiguous (:func:`~cableway.protocol.httphead.framing_error`) is
+refused with ``400`` and closed; request bodies share a node-wide budget
+(:class:`FrontDoor`, ``503`` past it).
 
 On a listener that serves broadcasts, unremarkable ``POST`` requests to the broadcast
 path are served without h11 (:func:`_fast_requests`, with the strict parser of
@@ -34,16 +39,24 @@ from ..protocol.broadcast import RemoteDisconnect, parse_broadcast
 from ..protocol.connection import CableConnection
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.handshake import Accepted, Restored, identify, websocket_open
-from ..protocol.httphead import NEED_MORE, USE_GENERAL, head_size, parse_head
+from ..protocol.httphead import (
+    NEED_MORE,
+    USE_GENERAL,
+    framing_error,
+    head_size,
+    parse_head,
+    reason_phrase,
+)
 from ..protocol.routes import Router, endpoint_router
 from .demo import handle_demo
 from .sse import handle_sse
 from .ws import WebSocketSession
 
 if TYPE_CHECKING:
+    from ..config import Config
     from .server import Server
 
-__all__ = ["Request", "handle_connection"]
+__all__ = ["FrontDoor", "Request", "handle_connection"]
 
 log = logging.getLogger("cableway.http")
 
@@ -55,8 +68,114 @@ _HEAD_END = re.compile(rb"\n\r?\n")
 _CREATED = h11.Response(
     status_code=201,
     headers=[(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"0")],
+    reason=reason_phrase(201),
 )
 _END = h11.EndOfMessage()
+#: what a refused request body may still send after the answer (read and dropped, so
+#: that closing the socket does not reset the connection before the client read it)
+_LINGER_BYTES = 4 << 20
+_LINGER_SECONDS = 1.0
+#: the most a route that takes no body reads (and drops) to keep the connection
+_DISCARD_LIMIT = 65536
+#: ``Retry-After`` of a ``503`` for a full body budget, in seconds
+_RETRY_AFTER = b"1"
+#: invalid broadcasts logged per window (the rest are counted, see :class:`WarningGate`)
+WARNINGS_PER_WINDOW = 10
+WARNING_WINDOW_SECONDS = 10.0
+
+
+class FrontDoor:
+    """Node-wide state of the HTTP front door, shared by every connection and port.
+
+    Attributes:
+        body_limit: what the request bodies being received on this node may hold
+            together, in bytes (``--max_bodies_in_flight``, at least one largest body).
+        body_bytes: what they hold now (declared lengths, reserved up front).
+        broadcast_warnings: the rate limit of "invalid broadcast" warnings.
+        budget_warnings: the rate limit of "body budget full" warnings.
+    """
+
+    __slots__ = ("body_bytes", "body_limit", "broadcast_warnings", "budget_warnings")
+
+    def __init__(self, config: Config) -> None:
+        self.body_limit = max(
+            config.max_bodies_in_flight,
+            config.max_broadcast_body,
+            config.max_message_size,
+            _DISCARD_LIMIT,
+        )
+        self.body_bytes = 0
+        self.broadcast_warnings = WarningGate(
+            log, "invalid broadcast", WARNINGS_PER_WINDOW, WARNING_WINDOW_SECONDS
+        )
+        self.budget_warnings = WarningGate(
+            log, "body budget", WARNINGS_PER_WINDOW, WARNING_WINDOW_SECONDS
+        )
+
+
+class WarningGate:
+    """At most ``burst`` warnings per window of ``window`` seconds (trio's clock).
+
+    A window opens with the first warning after the previous one closed. The warning
+    that fills a window says that more are suppressed; the first one after the window
+    is preceded by one line counting those suppressed. So a flood of bad requests
+    costs a few lines per window, not one per request, and nothing goes unsaid.
+    """
+
+    __slots__ = ("_ends", "_logged", "_logger", "_suppressed", "burst", "what", "window")
+
+    def __init__(self, logger: logging.Logger, what: str, burst: int, window: float) -> None:
+        self._logger = logger
+        self.what = what
+        self.burst = burst
+        self.window = window
+        self._ends = -math.inf
+        self._logged = 0
+        self._suppressed = 0
+
+    def warn(self, message: str, *args: object) -> None:
+        now = trio.current_time()
+        if now >= self._ends:
+            if self._suppressed:
+                self._logger.warning(
+                    "%d more %s warnings suppressed in the last %gs",
+                    self._suppressed,
+                    self.what,
+                    self.window,
+                )
+            self._ends = now + self.window
+            self._logged = self._suppressed = 0
+        if self._logged >= self.burst:
+            self._suppressed += 1
+            return
+        self._logged += 1
+        self._logger.warning(message, *args)
+        if self._logged == self.burst:
+            self._logger.warning(
+                "more than %d %s warnings in %gs: the next ones are counted, not logged, "
+                "until the window ends",
+                self.burst,
+                self.what,
+                self.window,
+            )
+
+
+class _Overloaded(Exception):
+    """The node-wide body budget cannot take this request's body (``503``)."""
+
+
+class _TooLarge(Exception):
+    """A chunk size (with what came before) already exceeds the body limit (``413``)."""
+
+
+def _chunk_left(conn: h11.Connection) -> int:
+    """The bytes h11 still expects of the chunk it is reading (0: none, or not chunked).
+
+    h11 does not publish a chunk's declared size, only its data as it arrives; its
+    chunked reader keeps the count in ``_bytes_in_chunk`` (h11 0.7 to 0.16).
+    ``tests/transport/test_http_keepalive.py`` fails if that ever changes.
+    """
+    return int(getattr(getattr(conn, "_reader", None), "_bytes_in_chunk", 0))
 
 
 def _h11_created(*, close: bool) -> bytes:
@@ -111,9 +230,26 @@ class _Conn:
     without a fast path; the next request starts in raw mode again (:meth:`next_cycle`).
     """
 
-    def __init__(self, stream: trio.abc.Stream, max_head: int, *, fast: bool = False) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        max_head: int,
+        *,
+        fast: bool = False,
+        door: FrontDoor | None = None,
+        body_timeout: float = math.inf,
+    ) -> None:
         self.stream = stream
         self.max_head = max_head
+        #: the node-wide body budget (``None``: unbounded, for harnesses)
+        self.door = door
+        #: how long a request body may take to arrive (then 408)
+        self.body_timeout = body_timeout
+        #: bytes of the body budget this connection holds for the current request
+        self.held = 0
+        #: the current request's body: its declared length (0 when it has none), or
+        #: ``None`` when it is chunked
+        self.declared: int | None = 0
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
         #: the fast path may serve requests on this connection
         self.fast = fast
@@ -142,14 +278,31 @@ class _Conn:
         #: the method of the request being answered (a HEAD answer has no body)
         self.method = b""
 
-    async def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+    async def next_event(
+        self, room: int | None = None
+    ) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        """The next h11 event, reading as needed.
+
+        Args:
+            room: while a body is read, how many more bytes it may have: a chunk
+                declared larger raises :class:`_TooLarge` before its data is awaited.
+        """
         while True:
-            event = self.h11.next_event()
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError:
+                reason = framing_error(self._head) if self.h11.their_state is h11.ERROR else None
+                if reason is not None:  # h11 refused it for its own reason (e.g. 501)
+                    raise h11.RemoteProtocolError(reason, 400) from None
+                raise
             if event is not h11.NEED_DATA:
                 if isinstance(event, h11.Request):
                     self.method = event.method
+                    self._framing(event)
                     self._check_head()
                 return event
+            if room is not None and _chunk_left(self.h11) > room:
+                raise _TooLarge
             if self._out:
                 await self.flush()
             try:
@@ -246,6 +399,42 @@ class _Conn:
         size = end.end() if end else len(head)
         if size > self.max_head:
             raise h11.RemoteProtocolError("request head too large", 431)
+        # a framing h11 accepts but another parser could read otherwise (both
+        # Content-Length and Transfer-Encoding: h11 goes by the latter): refused
+        reason = framing_error(head[:size])
+        if reason is not None:
+            raise h11.RemoteProtocolError(reason, 400)
+
+    def _framing(self, event: h11.Request) -> None:
+        """Note how the body of request ``event`` is framed (see :attr:`declared`)."""
+        self.declared = 0
+        for name, value in event.headers:
+            if name == b"transfer-encoding":
+                self.declared = None
+                return
+            if name == b"content-length":
+                self.declared = int(value)  # h11 checked it: digits, one value
+
+    def reserve(self, size: int) -> None:
+        """Take ``size`` bytes of the node-wide body budget for the current request."""
+        door = self.door
+        if door is None or size <= 0:
+            return
+        if door.body_bytes + size > door.body_limit:
+            raise _Overloaded
+        door.body_bytes += size
+        self.held += size
+
+    def release(self, size: int | None = None) -> None:
+        """Give back ``size`` bytes of the body budget (``None``: all this request holds)."""
+        size = self.held if size is None else min(size, self.held)
+        if size and self.door is not None:
+            self.door.body_bytes -= size
+            self.held -= size
+
+    def body_unread(self) -> bool:
+        """Whether the client may still be sending bytes of the current request."""
+        return self.h11.their_state not in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
 
     async def flush(self) -> None:
         """Write the answers held back by :meth:`created`.
@@ -267,6 +456,13 @@ class _Conn:
             await self.stream.send_all(data)
 
     async def send(self, event: h11.Event) -> None:
+        if isinstance(event, h11.Response | h11.InformationalResponse) and not event.reason:
+            event = type(event)(
+                status_code=event.status_code,
+                headers=event.headers.raw_items(),
+                http_version=event.http_version,
+                reason=reason_phrase(event.status_code),
+            )
         data = self._out + (self.h11.send(event) or b"")
         self._out = b""
         if data:
@@ -293,23 +489,44 @@ class _Conn:
         headers: list[tuple[bytes, bytes]] | None = None,
         close: bool = False,
     ) -> None:
+        """Answer the current request with ``status`` and ``body``.
+
+        The connection stays usable for the next request only when the request was
+        read to its end (and h11 agrees, e.g. not after HTTP/1.0): otherwise the
+        answer says ``Connection: close``, and what the client still sends is read and
+        dropped for a moment (bounded) so that it gets to read the answer instead of a
+        reset. The connection's loop then closes it.
+        """
         await self.flush()
+        if self.h11.their_state is h11.SEND_BODY and self.declared == 0:
+            # the end of an empty body: h11 has it, no read needed
+            with contextlib.suppress(h11.RemoteProtocolError):
+                self.h11.next_event()
+        unread = self.body_unread()
+        close = close or unread
         hdrs = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
         if close:
             hdrs.append((b"connection", b"close"))
         hdrs.extend(headers or [])
+        reason = reason_phrase(status)
         if self.method == b"HEAD" and self.h11.their_state is h11.ERROR:
             # a HEAD head refused before h11 parsed it: h11 would want a body, the
             # client must not get one (same answer as for the head parsed whole)
-            lines = [b"HTTP/1.1 %d \r\n" % status, *(k + b": " + v + b"\r\n" for k, v in hdrs)]
+            lines = [
+                b"HTTP/1.1 %d %b\r\n" % (status, reason),
+                *(k + b": " + v + b"\r\n" for k, v in hdrs),
+            ]
             await self.stream.send_all(b"".join(lines) + b"\r\n")
-            return
-        # the whole response in one write (one syscall per answer on the broadcast path)
-        data = self.h11.send(h11.Response(status_code=status, headers=hdrs)) or b""
-        if body and self.method != b"HEAD":  # same headers, no body (RFC 9110 §9.3.2)
-            data += self.h11.send(h11.Data(data=body)) or b""
-        data += self.h11.send(h11.EndOfMessage()) or b""
-        await self.stream.send_all(data)
+        else:
+            # the whole response in one write (one syscall per answer on the broadcast path)
+            response = h11.Response(status_code=status, headers=hdrs, reason=reason)
+            data = self.h11.send(response) or b""
+            if body and self.method != b"HEAD":  # same headers, no body (RFC 9110 §9.3.2)
+                data += self.h11.send(h11.Data(data=body)) or b""
+            data += self.h11.send(h11.EndOfMessage()) or b""
+            await self.stream.send_all(data)
+        if unread:
+            await _linger(self.stream)
 
 
 async def handle_connection(
@@ -348,21 +565,43 @@ async def _serve_http(
         and server.publisher is None  # publishing never waits: nothing to answer but 201
         and _router(server, role).lookup(config.http_broadcast_path) == "broadcast"
     )
-    conn = _Conn(stream, server.max_header_bytes, fast=fast)
+    conn = _Conn(
+        stream,
+        server.max_header_bytes,
+        fast=fast,
+        door=server.front_door,
+        body_timeout=server.handshake_timeout,
+    )
     try:
         with conn.deadline:
             session = await _serve_requests(server, conn, role)
             await conn.flush()  # answers held back behind the last requests
             return session
         if conn.in_body:  # the deadline passed while a body trickled in
-            with trio.move_on_after(1):
-                await conn.respond(408, b"Request Timeout", close=True)
+            await _refuse(conn, 408, b"Request Timeout")
     except h11.RemoteProtocolError as exc:
         await _bad_request(conn, exc.error_status_hint)
+    except _Overloaded:
+        # every byte of the node's body budget is taken by bodies being received
+        door = server.front_door
+        door.budget_warnings.warn(
+            "request refused with 503: %d bytes of request bodies in flight, the budget is %d "
+            "(--max_bodies_in_flight)",
+            door.body_bytes,
+            door.body_limit,
+        )
+        await _refuse(
+            conn,
+            503,
+            b"Service Unavailable: too many request bodies in flight",
+            headers=[(b"retry-after", _RETRY_AFTER)],
+        )
     except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
         pass
     except h11.LocalProtocolError:
         log.debug("h11 state error; closing connection")
+    finally:
+        conn.release()
     return None
 
 
@@ -395,24 +634,27 @@ async def _serve_requests(server: Server, conn: _Conn, role: str) -> WebSocketSe
         if route == "broadcast":
             await _broadcast(server, conn, request)
         elif route == "sse":
+            # a refusal leaves the connection usable; a stream ends it (see below)
             await handle_sse(server, conn, request)
-            return None
         elif route == "metrics":
-            await _drain_body(conn, 0)
+            await _discard_body(conn)
             await conn.respond(
                 200,
                 server.metrics.render_prometheus(config.metrics_tags).encode(),
                 content_type=b"text/plain; version=0.0.4; charset=utf-8",
             )
         elif route == "health":
-            await _drain_body(conn, 0)
+            await _discard_body(conn)
             await conn.respond(200, HEALTH_BODY, headers=[VERSION_HEADER])
         elif main and config.demo and await handle_demo(server, conn, request):
             pass  # the demo page and its assets (--demo)
         else:
-            await _drain_body(conn, 0)
+            await _discard_body(conn)
             await conn.respond(404, b"404 page not found")
-        if conn.h11.our_state is h11.MUST_CLOSE or conn.h11.their_state is h11.MUST_CLOSE:
+        conn.release()
+        # the next request only when both sides are done with this one (h11 decides:
+        # an answer with Connection: close, HTTP/1.0, an event stream that ended...)
+        if conn.h11.our_state is not h11.DONE or conn.h11.their_state is not h11.DONE:
             return None
         conn.next_cycle()
 
@@ -434,25 +676,33 @@ def _router(server: Server, role: str) -> Router[str]:
     return endpoint_router(tuple(routes))
 
 
-async def _bad_request(conn: _Conn, status: int) -> None:
+async def _refuse(
+    conn: _Conn, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer ``status`` with ``Connection: close``, if no answer was started yet."""
     if conn.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
         return
     try:
-        with trio.move_on_after(1):
-            await conn.respond(status, h11_reason(status), close=True)
+        with trio.move_on_after(_LINGER_SECONDS + 1):
+            await conn.respond(status, body, headers=headers, close=True)
     except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
         pass
 
 
-def h11_reason(status: int) -> bytes:
-    return {
-        400: b"Bad Request",
-        413: b"Payload Too Large",
-        431: b"Request Header Fields Too Large",
-    }.get(status, b"Error")
+async def _bad_request(conn: _Conn, status: int) -> None:
+    """Answer a request h11 refused (its status hint), closing the connection."""
+    await _refuse(conn, status, reason_phrase(status))
 
 
-async def _linger(stream: trio.abc.Stream, *, seconds: float = 1.0, budget: int = 4 << 20) -> None:
+async def _linger(
+    stream: trio.abc.Stream,
+    *,
+    seconds: float = _LINGER_SECONDS,
+    budget: int = _LINGER_BYTES,
+) -> None:
+    """After an answer that closes: end our side, then read and drop what the client
+    still sends (bounded in time and bytes) until it closes, so that closing the
+    socket with unread input does not reset the connection under the answer."""
     with trio.move_on_after(seconds):
         with contextlib.suppress(
             AttributeError, trio.BrokenResourceError, trio.ClosedResourceError
@@ -468,21 +718,80 @@ async def _linger(stream: trio.abc.Stream, *, seconds: float = 1.0, budget: int 
             budget -= len(data)
 
 
-async def _drain_body(conn: _Conn, limit: int) -> bytes | None:
-    """Read the request body; ``None`` when it exceeds ``limit`` bytes."""
+async def _drain_body(conn: _Conn, limit: int, *, hold: bool = False) -> bytes | None:
+    """Read the request body; ``None`` when it exceeds ``limit`` bytes.
+
+    Too large is known as soon as the declared ``Content-Length``, a chunk size or the
+    running total says so: nothing more is read then (the caller answers ``413``,
+    which closes the connection). The body must arrive within the connection's body
+    timeout (then ``408``). Its bytes count against the node-wide body budget while
+    it is read (and, with ``hold``, until the request is answered): past the budget
+    :class:`_Overloaded` is raised before a byte of it is read (``503``).
+    """
+    declared = conn.declared
+    if declared is not None and declared > limit:
+        return None
+    reserved = conn.held
+    conn.reserve(declared or 0)
     chunks: list[bytes] = []
     size = 0
-    while True:
-        event = await conn.next_event()
-        if isinstance(event, h11.Data):
-            size += len(event.data)
-            if size > limit:
+    conn.in_body = True
+    conn.deadline.deadline = trio.current_time() + conn.body_timeout
+    try:
+        while True:
+            try:
+                event = await conn.next_event(room=limit - size)
+            except _TooLarge:
                 return None
-            chunks.append(bytes(event.data))
-        elif isinstance(event, h11.EndOfMessage):
-            return b"".join(chunks)
-        else:
-            raise h11.RemoteProtocolError("unexpected end of request", 400)
+            if isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > limit:
+                    return None
+                if declared is None:
+                    conn.reserve(len(event.data))
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                return b"".join(chunks)
+            else:
+                raise h11.RemoteProtocolError("unexpected end of request", 400)
+    finally:
+        conn.deadline.deadline = math.inf
+        # (after a timeout the connection's loop answers 408: it checks in_body)
+        conn.in_body = conn.deadline.cancel_called
+        if not hold:
+            conn.release(conn.held - reserved)
+
+
+async def _discard_body(conn: _Conn, limit: int = _DISCARD_LIMIT) -> bool:
+    """Read and drop the body of a request whose route takes none.
+
+    False when it is larger than ``limit`` (then nothing more is read, and the answer
+    will close the connection).
+    """
+    declared = conn.declared
+    if declared is not None and declared > limit:
+        return False
+    size = 0
+    conn.in_body = True
+    conn.deadline.deadline = trio.current_time() + conn.body_timeout
+    try:
+        while True:
+            try:
+                event = await conn.next_event(room=limit - size)
+            except _TooLarge:
+                return False
+            if isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > limit:
+                    return False
+            elif isinstance(event, h11.EndOfMessage):
+                return True
+            else:
+                raise h11.RemoteProtocolError("unexpected end of request", 400)
+    finally:
+        conn.deadline.deadline = math.inf
+        # (after a timeout the connection's loop answers 408: it checks in_body)
+        conn.in_body = conn.deadline.cancel_called
 
 
 # -- broadcast -----------------------------------------------------------------------
@@ -582,29 +891,19 @@ async def _broadcast(server: Server, conn: _Conn, request: Request) -> None:
     if key is not None and not check_bearer(request.headers.get("authorization"), key):
         await conn.respond(401, b"Unauthorized", close=True)
         return
-    length = request.headers.get("content-length")
-    limit = server.max_broadcast_body
-    too_big = length is not None and length.isdigit() and int(length) > limit
-    body = None
-    if not too_big:
-        # the body has the same deadline as the head: a trickled body is cut (408,
-        # answered by the connection's loop once the deadline passed)
-        conn.in_body = True
-        conn.deadline.deadline = trio.current_time() + server.handshake_timeout
-        body = await _drain_body(conn, limit)
-        conn.deadline.deadline = math.inf
-        conn.in_body = False
+    # the body has the same deadline as the head: a trickled body is cut (408); it
+    # holds its share of the node's body budget until it is answered
+    body = await _drain_body(conn, server.max_broadcast_body, hold=True)
     if body is None:
-        # refused before buffering it; read and drop a bounded amount of what the
-        # client is still sending so that it gets to read the 413 instead of a reset
+        # refused before buffering it (the respond reads and drops a bounded amount of
+        # what the client is still sending, so that it reads the 413, not a reset)
         await conn.respond(413, b"Payload Too Large", close=True)
-        await _linger(conn.stream)
         return
     try:
         parsed = parse_broadcast(body)
     except RemoteProtocolError as exc:
         server.metrics.inc("failed_broadcast_msg_total")
-        log.warning("invalid broadcast: %s", exc)
+        server.front_door.broadcast_warnings.warn("invalid broadcast: %s", exc)
         await conn.respond(400, f"Bad Request: {exc}".encode())
         return
     if server.publisher is not None:
@@ -638,7 +937,7 @@ async def _websocket(server: Server, conn: _Conn, request: Request) -> WebSocket
         or "upgrade" not in connection_tokens
         or not key
     ):
-        await _drain_body(conn, 0)
+        await _discard_body(conn)
         await conn.respond(
             400, b"Bad Request", headers=[(b"sec-websocket-version", b"13")], close=True
         )

@@ -24,7 +24,7 @@ from ..protocol.broker import MemoryBroker, PresenceEvent, SessionSnapshot
 from ..protocol.connection import SessionSettings
 from ..protocol.events import HistoryRequest, PresenceRequest
 from ..protocol.hub import Hub
-from .http import handle_connection
+from .http import FrontDoor, handle_connection
 from .redis import parse_redis_url
 from .redis_broker import RedisBroker
 from .scaleout import (
@@ -117,6 +117,8 @@ class Server:
         self.handshake_timeout = config.handshake_timeout
         self.max_header_bytes = config.max_header_size
         self.max_broadcast_body = config.max_broadcast_body
+        #: node-wide HTTP state: the budget of request bodies in flight, warning limits
+        self.front_door = FrontDoor(config)
         self.connections = trio.CapacityLimiter(config.max_conn) if config.max_conn > 0 else None
         #: where tasks answering sessions' broker requests run (set by :meth:`run`)
         self._tasks: trio.Nursery | None = None

@@ -14,8 +14,10 @@ from cableway.protocol.httphead import (
     NEED_MORE,
     USE_GENERAL,
     RequestHead,
+    framing_error,
     head_size,
     parse_head,
+    reason_phrase,
 )
 
 MAX = 16384
@@ -71,6 +73,7 @@ def test_the_benchmark_head_is_accepted() -> None:
 def test_accepted_heads_mean_what_they_mean_to_h11(data: bytes) -> None:
     head = parse(data)
     assert head is not None
+    assert framing_error(data) is None  # what the fast path takes is never ambiguous
     event, length = h11_request(data)
     assert head.method == event.method
     assert head.target == event.target
@@ -208,3 +211,56 @@ def test_pathological_values_parse_in_linear_time() -> None:
     value = b" \t".join([b"a"] * 5000)
     assert parse(with_headers(HOST, CL, b"X: " + value)) is not None
     assert parse(with_headers(HOST, CL, b"X: " + value + b"\x01")) is None
+
+
+REQ = b"POST /p HTTP/1.1\r\nHost: x\r\n"
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        (b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "both"),
+        (b"transfer-encoding: CHUNKED\r\ncontent-length: 0\r\n", "both"),
+        (b"Transfer-Encoding: gzip\r\n", "does not end in chunked"),
+        (b"Transfer-Encoding: chunked, gzip\r\n", "does not end in chunked"),
+        (b"Transfer-Encoding:\r\n", "does not end in chunked"),
+        (b"Transfer-Encoding: chunked, chunked\r\n", "more than once"),
+        (b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n", "several"),
+        (b"Transfer-Encoding: x\r\n  chunked\r\n", "obs-fold"),
+        (b"Content-Length: 5\r\n\t6\r\n", "obs-fold"),
+        (b"Content-Length: 5\r\nContent-Length: 6\r\n", "conflicting"),
+        (b"Content-Length: 5, 6\r\n", "conflicting"),
+        (b"Content-Length: -5\r\n", "invalid"),
+    ],
+)
+def test_ambiguous_framings_are_named(headers: bytes, reason: str) -> None:
+    found = framing_error(REQ + headers + b"\r\nbody")
+    assert found is not None
+    assert reason in found
+
+
+def test_transfer_encoding_in_http10_is_ambiguous() -> None:
+    head = b"POST /p HTTP/1.0\nTransfer-Encoding: chunked\n\n"
+    assert framing_error(head) == "Transfer-Encoding in an HTTP/1.0 request"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"",
+        b"Content-Length: 5\r\n",
+        b"Content-Length: 5\r\ncontent-length: 5\r\n",  # the same value twice
+        b"Transfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: gzip, Chunked\r\n",  # h11 then answers 501 itself
+        b"X-Note: mentions content-length: 5\r\nX-Fold: a\r\n b\r\n",
+    ],
+)
+def test_clear_framings_are_left_to_the_general_parser(headers: bytes) -> None:
+    assert framing_error(REQ + headers + b"\r\nContent-Length: 9\r\n") is None
+
+
+def test_reason_phrases_are_gos() -> None:
+    assert reason_phrase(201) == b"Created"
+    assert reason_phrase(413) == b"Request Entity Too Large"
+    assert reason_phrase(422) == b"Unprocessable Entity"
+    assert reason_phrase(299) == b"Status"

@@ -24,7 +24,9 @@ from cableway.transport.server import Server
 from .helpers import CONFIG, Client, turbo_identifier
 
 BODY = b'{"stream":"room","data":"hi"}'
-CREATED = b"HTTP/1.1 201 \r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 0\r\n\r\n"
+CREATED = (
+    b"HTTP/1.1 201 Created\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 0\r\n\r\n"
+)
 
 
 def post(
