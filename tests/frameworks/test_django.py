@@ -364,11 +364,12 @@ def test_manage_py_cableway_starts_the_server_with_the_settings(
     ):
         call_command("cableway", "--print-config")
     toml = capsys.readouterr().out
+    # AnyCable-Go 1.6's layout: [ws] paths, [streams] turbo, [sse] enabled/path
     assert "port = 9123" in toml
-    assert 'path = ["/live"]' in toml
-    assert "turbo_streams = true" in toml
-    assert 'sse_path = "/sse"' in toml
-    assert "sse = true" in toml
+    assert '[ws]\npaths = ["/live"]' in toml
+    assert "[streams]" in toml
+    assert "turbo = true" in toml
+    assert '[sse]\nenabled = true\npath = "/sse"' in toml
     assert SECRET not in toml  # secrets are passed, and redacted when printed
     assert 'secret = "[REDACTED]"' in toml
 
