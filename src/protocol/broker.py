@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from heapq import heappop, heappush, heapreplace
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 __all__ = [
     "HistoryEntry",
@@ -91,7 +91,16 @@ class PresenceEvent:
     info: object = None
 
 
-_Entries: TypeAlias = "tuple[HistoryEntry, ...] | deque[HistoryEntry]"
+# A stored message: (offset, data, publish time, broadcast type). A plain tuple of
+# strings and numbers, which the garbage collector stops tracking, and so does a tuple of
+# them: a million streams add nothing to what every collection walks (HistoryEntry
+# objects, made when history is read, would stay tracked).
+_Entry: TypeAlias = "tuple[int, str, float, str | None]"
+_OFFSET: Final = 0
+_DATA: Final = 1
+_AT: Final = 2
+_TYPE: Final = 3
+_Entries: TypeAlias = "tuple[_Entry, ...] | deque[_Entry]"
 
 #: a stream's messages are kept in a tuple up to this many, in a deque past it
 _SMALL = 32
@@ -100,14 +109,18 @@ _SMALL = 32
 #: for a message besides its text and broadcast type: the memory they take (CPython 3.11,
 #: 64-bit, measured with tracemalloc; ``test_history_bytes_match_the_memory_taken``). A
 #: stream: its dict slot, expiry-heap item, container and name object; a message: its
-#: entry, publish time, container slot and text object.
+#: tuple, publish time, container slot and text object.
 STREAM_COST = 180
 ENTRY_COST = 160
 
 
-def history_cost(entry: HistoryEntry) -> int:
-    """Bytes the history cap counts for ``entry`` (its stream's share aside)."""
-    return ENTRY_COST + len(entry.data) + len(entry.broadcast_type or "")
+def history_cost(data: str, broadcast_type: str | None = None) -> int:
+    """Bytes the history cap counts for a message (its stream's share aside)."""
+    return ENTRY_COST + len(data) + len(broadcast_type or "")
+
+
+def _cost(entry: _Entry) -> int:
+    return ENTRY_COST + len(entry[_DATA]) + len(entry[_TYPE] or "")
 
 
 @dataclass(slots=True)
@@ -223,16 +236,15 @@ class MemoryBroker:
         """
         streams = self._streams
         entries = streams.get(stream)
+        entry: _Entry
         if entries is None:
-            entry = HistoryEntry(stream, self._offset_floor + 1, data, now, broadcast_type)
+            entry = (self._offset_floor + 1, data, now, broadcast_type)
             streams[stream] = (entry,)
             heappush(self._due, (now, stream))
-            self.history_bytes += STREAM_COST + len(stream) + history_cost(entry)
+            self.history_bytes += STREAM_COST + len(stream) + _cost(entry)
         else:
-            last = entries[-1]
-            # the stream's first name object, not the caller's equal copy
-            entry = HistoryEntry(last.stream, last.offset + 1, data, now, broadcast_type)
-            self.history_bytes += history_cost(entry)
+            entry = (entries[-1][_OFFSET] + 1, data, now, broadcast_type)
+            self.history_bytes += _cost(entry)
             if isinstance(entries, tuple):
                 if len(entries) < _SMALL:
                     entries = streams[stream] = (*entries, entry)
@@ -245,7 +257,7 @@ class MemoryBroker:
                 self._drop_oldest(stream, entries, 1)  # never empties it
         if self.history_max_bytes and self.history_bytes > self.history_max_bytes:
             self._evict_to_cap()
-        return entry.offset
+        return entry[_OFFSET]
 
     def history_from(
         self, stream: str, epoch: str, offset: int, *, now: float
@@ -260,7 +272,7 @@ class MemoryBroker:
         entries = self._streams.get(stream)
         if entries is None:
             raise HistoryError("unknown stream")
-        return entries_after(self._live(entries, now), entries[-1].offset, offset)
+        return entries_after(self._live(stream, entries, now), entries[-1][_OFFSET], offset)
 
     def history_since(self, stream: str, since: float, *, now: float) -> list[HistoryEntry]:
         """Retained messages published at or after ``since`` (whole seconds).
@@ -275,7 +287,7 @@ class MemoryBroker:
         entries = self._streams.get(stream)
         if entries is None:
             return []
-        return entries_since(self._live(entries, now), since)
+        return entries_since(self._live(stream, entries, now), since)
 
     def fetch_history(
         self, queries: Iterable[HistoryQuery], *, now: float
@@ -295,30 +307,29 @@ class MemoryBroker:
     def latest_offset(self, stream: str) -> int:
         """The offset of the last message retained for ``stream`` (0 when none)."""
         entries = self._streams.get(stream)
-        return entries[-1].offset if entries is not None else 0
+        return entries[-1][_OFFSET] if entries is not None else 0
 
-    def _live(self, entries: _Entries, now: float) -> Sequence[HistoryEntry]:
+    def _live(self, stream: str, entries: _Entries, now: float) -> list[HistoryEntry]:
         """``entries`` without those past their TTL that the sweep has not dropped yet."""
         horizon = now - self.history_ttl
-        if entries[0].published_at >= horizon:
-            return entries
-        return list(itertools.dropwhile(lambda e: e.published_at < horizon, entries))
+        live = itertools.dropwhile(lambda e: e[_AT] < horizon, entries)
+        return [HistoryEntry(stream, *entry) for entry in live]
 
     def _drop_oldest(self, stream: str, entries: _Entries, count: int) -> _Entries:
         """Drop the ``count`` (≤ all) oldest messages of ``stream``; forget the stream
         when none is left. Returns what is left."""
         if isinstance(entries, tuple):
-            dropped: Sequence[HistoryEntry] = entries[:count]
+            dropped: Sequence[_Entry] = entries[:count]
             entries = entries[count:]
             if entries:
                 self._streams[stream] = entries
         else:
             dropped = [entries.popleft() for _ in range(count)]
-        self.history_bytes -= sum(map(history_cost, dropped))
+        self.history_bytes -= sum(map(_cost, dropped))
         if not entries:
             del self._streams[stream]
             self.history_bytes -= STREAM_COST + len(stream)
-            self._offset_floor = max(self._offset_floor, dropped[-1].offset)
+            self._offset_floor = max(self._offset_floor, dropped[-1][_OFFSET])
         return entries
 
     def _evict_to_cap(self) -> None:
@@ -329,14 +340,14 @@ class MemoryBroker:
         while self.history_bytes > cap and due:
             key, stream = due[0]
             entries = streams[stream]
-            oldest = entries[0].published_at
+            oldest = entries[0][_AT]
             if oldest != key:  # stale key: sort the stream again by its real oldest message
                 heapreplace(due, (oldest, stream))
                 continue
             self._evicted_until = max(self._evicted_until, oldest)
             entries = self._drop_oldest(stream, entries, 1)
             if entries:
-                heapreplace(due, (entries[0].published_at, stream))
+                heapreplace(due, (entries[0][_AT], stream))
             else:
                 heappop(due)
 
@@ -441,14 +452,14 @@ class MemoryBroker:
             entries = streams[stream]
             count = 0
             for entry in entries:
-                if entry.published_at >= horizon or count >= left:
+                if entry[_AT] >= horizon or count >= left:
                     break
                 count += 1
             left -= count + 1
             if count:
                 entries = self._drop_oldest(stream, entries, count)
             if entries:
-                heapreplace(due, (entries[0].published_at, stream))
+                heapreplace(due, (entries[0][_AT], stream))
             else:
                 heappop(due)
         sessions = self._sessions
