@@ -72,9 +72,17 @@ def say(text: str) -> None:
 # -- the /health probe (a process of its own, so that the publisher never delays it) ------
 
 
-def probe(port: int, seconds: float, out_path: str) -> None:
+def schedstat(pid: int) -> tuple[int, int]:
+    """(ns the process's main thread ran, ns it waited for a CPU) since it started."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        ran, waited, _ = f.read().split()
+    return int(ran), int(waited)
+
+
+def probe(port: int, server_pid: int, seconds: float, out_path: str) -> None:
     """GET /health every PROBE_INTERVAL for ``seconds`` or until SIGTERM; write the
-    latencies (ms) as JSON."""
+    latencies (ms) as JSON, with the time the server ran and waited for a CPU during
+    each request (a busy machine delays answers the server did not cause)."""
     stop = False
 
     def on_term(signum: int, frame: object) -> None:
@@ -83,11 +91,14 @@ def probe(port: int, seconds: float, out_path: str) -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     latencies: list[float] = []
+    ran_ms: list[float] = []
+    waited_ms: list[float] = []
     errors = 0
     deadline = time.monotonic() + seconds
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     next_at = time.monotonic()
     while time.monotonic() < deadline and not stop:
+        ran0, waited0 = schedstat(server_pid)
         start = time.perf_counter()
         try:
             conn.request("GET", "/health")
@@ -100,20 +111,29 @@ def probe(port: int, seconds: float, out_path: str) -> None:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         if ok:
             latencies.append((time.perf_counter() - start) * 1000)
+            ran1, waited1 = schedstat(server_pid)
+            ran_ms.append((ran1 - ran0) / 1e6)
+            waited_ms.append((waited1 - waited0) / 1e6)
         else:
             errors += 1
         next_at += PROBE_INTERVAL
         time.sleep(max(0.0, next_at - time.monotonic()))
     with open(out_path, "w") as f:
-        json.dump({"latencies_ms": latencies, "errors": errors}, f)
+        json.dump(
+            {"latencies_ms": latencies, "ran_ms": ran_ms, "waited_ms": waited_ms, "errors": errors},
+            f,
+        )
 
 
 @contextlib.contextmanager
-def probing(port: int, seconds: float, tmp: str, cpu: int | None) -> Iterator[dict[str, object]]:
+def probing(
+    port: int, server_pid: int, seconds: float, tmp: str, cpu: int | None
+) -> Iterator[dict[str, object]]:
     """Run the probe process while the block runs (``seconds`` at most); its summary is put
     in the yielded dict when the block ends."""
     out_path = os.path.join(tmp, f"probe-{time.monotonic_ns()}.json")
-    cmd = [sys.executable, __file__, "--probe-only", str(port), str(seconds), out_path]
+    cmd = [sys.executable, __file__, "--probe-only", str(port), str(server_pid), str(seconds)]
+    cmd.append(out_path)
     proc = subprocess.Popen(cmd)
     if cpu is not None:
         with contextlib.suppress(OSError):
@@ -131,6 +151,7 @@ def probing(port: int, seconds: float, tmp: str, cpu: int | None) -> Iterator[di
     with open(out_path) as f:
         data = json.load(f)
     lat = sorted(data["latencies_ms"])
+    ran, waited = data["ran_ms"], data["waited_ms"]
     summary.update(
         requests=len(lat),
         errors=data["errors"],
@@ -138,6 +159,10 @@ def probing(port: int, seconds: float, tmp: str, cpu: int | None) -> Iterator[di
         p99_ms=round(lat[int(len(lat) * 0.99) - 1], 2) if len(lat) >= 100 else None,
         median_ms=round(statistics.median(lat), 2) if lat else None,
         over_20ms=sum(1 for v in lat if v > 20),
+        # the server's own share: the most CPU it used while one request was in flight
+        # (its stall bound), and the longest it waited for a CPU meanwhile
+        server_ran_max_ms=round(max(ran), 2) if ran else None,
+        server_waited_max_ms=round(max(waited), 2) if waited else None,
     )
 
 
@@ -241,7 +266,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             # publish, with the probe watching
             published_at = time.time()
             cpu_before = cpu_seconds(server.pid)
-            with probing(port, args.max_seconds, tmp, load_cpu) as during_publish:
+            with probing(port, server.pid, args.max_seconds, tmp, load_cpu) as during_publish:
                 took = publish(bport, args.streams, overall)
             cpu_publish = cpu_seconds(server.pid) - cpu_before
             say(
@@ -270,7 +295,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             result["idle_cpu_percent"] = round(cpu, 2)
 
             # /health while idle
-            with probing(port, args.probe, tmp, load_cpu) as idle_health:
+            with probing(port, server.pid, args.probe, tmp, load_cpu) as idle_health:
                 time.sleep(args.probe)
             say(f"/health while idle ({args.probe:.0f} s): {idle_health}")
             result["health_idle"] = idle_health
@@ -286,7 +311,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     time.sleep(wait)
                     span = max(5.0, published_at + took + args.history_ttl + 3 - time.time())
                     cpu_before = cpu_seconds(server.pid)
-                    with probing(port, span, tmp, load_cpu) as expiry_health:
+                    with probing(port, server.pid, span, tmp, load_cpu) as expiry_health:
                         time.sleep(span)
                     cpu_expiry = cpu_seconds(server.pid) - cpu_before
                     rss2 = rss_bytes(server.pid)
@@ -314,8 +339,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] == "--probe-only":
-        probe(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4])
+    if len(sys.argv) == 6 and sys.argv[1] == "--probe-only":
+        probe(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=1_000_000)

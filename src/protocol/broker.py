@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from heapq import heappop, heappush, heapreplace
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 __all__ = [
     "HistoryEntry",
@@ -91,36 +91,29 @@ class PresenceEvent:
     info: object = None
 
 
-# A stored message: (offset, data, publish time, broadcast type). A plain tuple of
-# strings and numbers, which the garbage collector stops tracking, and so does a tuple of
-# them: a million streams add nothing to what every collection walks (HistoryEntry
-# objects, made when history is read, would stay tracked).
-_Entry: TypeAlias = "tuple[int, str, float, str | None]"
-_OFFSET: Final = 0
-_DATA: Final = 1
-_AT: Final = 2
-_TYPE: Final = 3
-_Entries: TypeAlias = "tuple[_Entry, ...] | deque[_Entry]"
-
-#: a stream's messages are kept in a tuple up to this many, in a deque past it
+# A stream's retained messages, oldest first, flattened: offset, text, publish time,
+# broadcast type, then the next message's four... A flat tuple of strings and numbers is
+# untracked by the garbage collector at its first collection, so a million streams add
+# nothing to what later collections walk (HistoryEntry objects, or a tuple of tuples,
+# would stay tracked for a while or for ever), and it takes no object per message.
+# Past _SMALL messages a stream's history is a (flat) deque, which drops its oldest in O(1).
+_Flat: TypeAlias = "tuple[Any, ...] | deque[Any]"
+_STRIDE: Final = 4  # offset, text, publish time, broadcast type
+_AT: Final = 2  # where the (oldest) publish time is
 _SMALL = 32
 
 #: What the history cap (``history_max_bytes``) counts for a stream besides its name, and
 #: for a message besides its text and broadcast type: the memory they take (CPython 3.11,
 #: 64-bit, measured with tracemalloc; ``test_history_bytes_match_the_memory_taken``). A
-#: stream: its dict slot, expiry-heap item, container and name object; a message: its
-#: tuple, publish time, container slot and text object.
+#: stream: its dict slot, expiry-heap item, tuple and name object; a message: its four
+#: slots, publish time and text object.
 STREAM_COST = 180
-ENTRY_COST = 160
+ENTRY_COST = 110
 
 
 def history_cost(data: str, broadcast_type: str | None = None) -> int:
     """Bytes the history cap counts for a message (its stream's share aside)."""
     return ENTRY_COST + len(data) + len(broadcast_type or "")
-
-
-def _cost(entry: _Entry) -> int:
-    return ENTRY_COST + len(entry[_DATA]) + len(entry[_TYPE] or "")
 
 
 @dataclass(slots=True)
@@ -197,7 +190,7 @@ class MemoryBroker:
         # stream -> its retained messages, oldest first (never empty: an emptied stream is
         # forgotten); a tuple while short (cheap, no per-stream container), a deque past
         # _SMALL messages (so that dropping the oldest stays O(1) with a long history_limit)
-        self._streams: dict[str, _Entries] = {}
+        self._streams: dict[str, _Flat] = {}
         # one (publish time of the stream's oldest message, stream) per stream: the heap the
         # sweep and the cap take the oldest messages from. A key may be older than the
         # stream's oldest message (history_limit dropped it since): it is then re-keyed.
@@ -236,28 +229,28 @@ class MemoryBroker:
         """
         streams = self._streams
         entries = streams.get(stream)
-        entry: _Entry
+        cost = ENTRY_COST + len(data) + len(broadcast_type or "")
         if entries is None:
-            entry = (self._offset_floor + 1, data, now, broadcast_type)
-            streams[stream] = (entry,)
+            offset = self._offset_floor + 1
+            streams[stream] = (offset, data, now, broadcast_type)
             heappush(self._due, (now, stream))
-            self.history_bytes += STREAM_COST + len(stream) + _cost(entry)
+            self.history_bytes += STREAM_COST + len(stream) + cost
         else:
-            entry = (entries[-1][_OFFSET] + 1, data, now, broadcast_type)
-            self.history_bytes += _cost(entry)
+            offset = entries[-_STRIDE] + 1
+            self.history_bytes += cost
             if isinstance(entries, tuple):
-                if len(entries) < _SMALL:
-                    entries = streams[stream] = (*entries, entry)
+                if len(entries) < _SMALL * _STRIDE:
+                    entries = streams[stream] = (*entries, offset, data, now, broadcast_type)
                 else:
                     entries = streams[stream] = deque(entries)
-                    entries.append(entry)
+                    entries.extend((offset, data, now, broadcast_type))
             else:
-                entries.append(entry)
-            if len(entries) > self.history_limit:
+                entries.extend((offset, data, now, broadcast_type))
+            if len(entries) > self.history_limit * _STRIDE:
                 self._drop_oldest(stream, entries, 1)  # never empties it
         if self.history_max_bytes and self.history_bytes > self.history_max_bytes:
             self._evict_to_cap()
-        return entry[_OFFSET]
+        return offset
 
     def history_from(
         self, stream: str, epoch: str, offset: int, *, now: float
@@ -272,7 +265,10 @@ class MemoryBroker:
         entries = self._streams.get(stream)
         if entries is None:
             raise HistoryError("unknown stream")
-        return entries_after(self._live(stream, entries, now), entries[-1][_OFFSET], offset)
+        last_offset: int = entries[-_STRIDE]
+        return entries_after(
+            self._live(stream, entries, now - self.history_ttl), last_offset, offset
+        )
 
     def history_since(self, stream: str, since: float, *, now: float) -> list[HistoryEntry]:
         """Retained messages published at or after ``since`` (whole seconds).
@@ -287,7 +283,7 @@ class MemoryBroker:
         entries = self._streams.get(stream)
         if entries is None:
             return []
-        return entries_since(self._live(stream, entries, now), since)
+        return entries_since(self._live(stream, entries, now - self.history_ttl), since)
 
     def fetch_history(
         self, queries: Iterable[HistoryQuery], *, now: float
@@ -307,29 +303,39 @@ class MemoryBroker:
     def latest_offset(self, stream: str) -> int:
         """The offset of the last message retained for ``stream`` (0 when none)."""
         entries = self._streams.get(stream)
-        return entries[-1][_OFFSET] if entries is not None else 0
+        last_offset: int = entries[-_STRIDE] if entries is not None else 0
+        return last_offset
 
-    def _live(self, stream: str, entries: _Entries, now: float) -> list[HistoryEntry]:
-        """``entries`` without those past their TTL that the sweep has not dropped yet."""
-        horizon = now - self.history_ttl
-        live = itertools.dropwhile(lambda e: e[_AT] < horizon, entries)
-        return [HistoryEntry(stream, *entry) for entry in live]
+    @staticmethod
+    def _live(stream: str, entries: _Flat, horizon: float) -> list[HistoryEntry]:
+        """The messages of ``entries`` published at or after ``horizon`` (those the
+        sweep has not dropped yet may have expired)."""
+        flat = list(entries)
+        return [
+            HistoryEntry(stream, flat[i], flat[i + 1], flat[i + 2], flat[i + 3])
+            for i in range(0, len(flat), _STRIDE)
+            if flat[i + 2] >= horizon
+        ]
 
-    def _drop_oldest(self, stream: str, entries: _Entries, count: int) -> _Entries:
+    def _drop_oldest(self, stream: str, entries: _Flat, count: int) -> _Flat:
         """Drop the ``count`` (≤ all) oldest messages of ``stream``; forget the stream
         when none is left. Returns what is left."""
+        size = count * _STRIDE
         if isinstance(entries, tuple):
-            dropped: Sequence[_Entry] = entries[:count]
-            entries = entries[count:]
+            dropped: Sequence[Any] = entries[:size]
+            entries = entries[size:]
             if entries:
                 self._streams[stream] = entries
         else:
-            dropped = [entries.popleft() for _ in range(count)]
-        self.history_bytes -= sum(map(_cost, dropped))
+            dropped = [entries.popleft() for _ in range(size)]
+        self.history_bytes -= sum(
+            ENTRY_COST + len(dropped[i + 1]) + len(dropped[i + 3] or "")
+            for i in range(0, size, _STRIDE)
+        )
         if not entries:
             del self._streams[stream]
             self.history_bytes -= STREAM_COST + len(stream)
-            self._offset_floor = max(self._offset_floor, dropped[-1][_OFFSET])
+            self._offset_floor = max(self._offset_floor, dropped[-_STRIDE])
         return entries
 
     def _evict_to_cap(self) -> None:
@@ -340,14 +346,14 @@ class MemoryBroker:
         while self.history_bytes > cap and due:
             key, stream = due[0]
             entries = streams[stream]
-            oldest = entries[0][_AT]
+            oldest = entries[_AT]
             if oldest != key:  # stale key: sort the stream again by its real oldest message
                 heapreplace(due, (oldest, stream))
                 continue
             self._evicted_until = max(self._evicted_until, oldest)
             entries = self._drop_oldest(stream, entries, 1)
             if entries:
-                heapreplace(due, (entries[0][_AT], stream))
+                heapreplace(due, (entries[_AT], stream))
             else:
                 heappop(due)
 
@@ -451,15 +457,15 @@ class MemoryBroker:
                 break
             entries = streams[stream]
             count = 0
-            for entry in entries:
-                if entry[_AT] >= horizon or count >= left:
+            for at in itertools.islice(entries, _AT, None, _STRIDE):
+                if at >= horizon or count >= left:
                     break
                 count += 1
             left -= count + 1
             if count:
                 entries = self._drop_oldest(stream, entries, count)
             if entries:
-                heapreplace(due, (entries[0][_AT], stream))
+                heapreplace(due, (entries[_AT], stream))
             else:
                 heappop(due)
         sessions = self._sessions

@@ -229,7 +229,8 @@ def test_history_bytes_are_accounted_exactly_under_random_operations() -> None:
     expected = 0
     for stream, entries in b._streams.items():
         expected += STREAM_COST + len(stream)
-        expected += sum(history_cost(data, kind) for _, data, _, kind in entries)
+        flat = list(entries)  # offset, text, publish time, broadcast type, next message...
+        expected += sum(history_cost(flat[i + 1], flat[i + 3]) for i in range(0, len(flat), 4))
     assert b.history_bytes == expected
     assert sorted(stream for _, stream in b._due) == sorted(b._streams)
     b.expire(now + 31)
