@@ -761,6 +761,11 @@ class Server:
                 broker.sessions_ttl,
                 broker.presence_ttl,
             )
+            if broker.history_max_bytes:
+                log.info(
+                    "History capped at %d bytes: the oldest messages are evicted first",
+                    broker.history_max_bytes,
+                )
         elif self.redis_broker is None:
             log.info("No broker: streams keep no history and sessions cannot be restored")
         if self.publisher is not None or self.subscriber is not None or self.consumer is not None:

@@ -10,6 +10,7 @@ import tracemalloc
 
 import pytest
 
+from cableway.config import ConfigError, load_config, load_config_with_warnings
 from cableway.protocol.broker import (
     ENTRY_COST,
     STREAM_COST,
@@ -270,3 +271,18 @@ def test_presence_and_sessions_still_expire_in_order() -> None:
     assert b.expire(1000) == []
     assert not b.expiry_pending(1000)
     assert b.restore_session("a", now=1000) is not None  # live: never expires
+
+
+# -- the option ----------------------------------------------------------------------------
+
+
+def test_history_max_bytes_reaches_the_broker_from_flags_and_environment() -> None:
+    assert load_config([], {}).new_broker().history_max_bytes == 0  # type: ignore[union-attr]
+    flag = load_config(["--history_max_bytes=1000000"], {"ANYCABLE_HISTORY_MAX_BYTES": "5"})
+    assert flag.new_broker().history_max_bytes == 1_000_000  # type: ignore[union-attr]
+    env = load_config([], {"ANYCABLE_HISTORY_MAX_BYTES": "5000"})
+    assert env.new_broker().history_max_bytes == 5000  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="history_max_bytes"):
+        load_config(["--history_max_bytes=-1"], {})
+    _, warnings = load_config_with_warnings(["--broker=none", "--history_max_bytes=10"], {})
+    assert any("--history_max_bytes" in warning for warning in warnings)
