@@ -9,6 +9,8 @@ import random
 import tracemalloc
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cableway.config import ConfigError, load_config, load_config_with_warnings
 from cableway.protocol.broker import (
@@ -286,3 +288,51 @@ def test_history_max_bytes_reaches_the_broker_from_flags_and_environment() -> No
         load_config(["--history_max_bytes=-1"], {})
     _, warnings = load_config_with_warnings(["--broker=none", "--history_max_bytes=10"], {})
     assert any("--history_max_bytes" in warning for warning in warnings)
+
+
+# -- never a silent gap, never another message: a model of everything ever published ---------
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "add", "add", "expire", "wait"]),
+        st.integers(0, 3),  # stream
+        st.integers(0, 30),  # text length / budget
+        st.sampled_from([0.0, 0.3, 1.0, 7.0, 40.0, 500.0]),  # time step
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=_OPS, cap=st.sampled_from([0, 700, 1500, 4000]))
+def test_history_is_whole_or_refused(ops: list[tuple[str, int, int, float]], cap: int) -> None:
+    """Whatever expired or was evicted, a history answer holds every message the client
+    asked for and nothing else; otherwise it is refused."""
+    b = broker(history_ttl=30, history_max_bytes=cap, history_limit=1000)
+    published: dict[str, list[tuple[int, str, float]]] = {f"s{i}": [] for i in range(4)}
+    now = 1000.0
+    for op, index, size, step in ops:
+        stream = f"s{index}"
+        now += step
+        if op == "add":
+            data = "x" * size
+            offset = b.add(stream, data, now=now)
+            assert not published[stream] or offset > published[stream][-1][0]
+            published[stream].append((offset, data, now))
+        elif op == "expire":
+            b.expire(now, budget=size + 1)
+        for name, messages in published.items():
+            for seen in [0, *(offset for offset, _, _ in messages)]:
+                try:
+                    got = b.history_from(name, EPOCH, seen, now=now)
+                except HistoryError:
+                    continue
+                want = [(o, d) for o, d, _ in messages if o > seen]
+                assert [(e.offset, e.data) for e in got] == want
+            for since in {0, *(int(at) for _, _, at in messages)}:
+                try:
+                    got = b.history_since(name, since, now=now)
+                except HistoryError:
+                    continue
+                want = [(o, d) for o, d, at in messages if int(at) >= since and at >= now - 30]
+                assert [(e.offset, e.data) for e in got] == want
