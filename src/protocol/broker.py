@@ -187,9 +187,8 @@ class MemoryBroker:
         self.sessions_ttl = sessions_ttl
         self.presence_ttl = presence_ttl
         self.history_max_bytes = history_max_bytes
-        # stream -> its retained messages, oldest first (never empty: an emptied stream is
-        # forgotten); a tuple while short (cheap, no per-stream container), a deque past
-        # _SMALL messages (so that dropping the oldest stays O(1) with a long history_limit)
+        # stream -> its retained messages, oldest first, flat (see _Flat); never empty: an
+        # emptied stream is forgotten
         self._streams: dict[str, _Flat] = {}
         # one (publish time of the stream's oldest message, stream) per stream: the heap the
         # sweep and the cap take the oldest messages from. A key may be older than the
@@ -229,7 +228,7 @@ class MemoryBroker:
         """
         streams = self._streams
         entries = streams.get(stream)
-        cost = ENTRY_COST + len(data) + len(broadcast_type or "")
+        cost = history_cost(data, broadcast_type)
         if entries is None:
             offset = self._offset_floor + 1
             streams[stream] = (offset, data, now, broadcast_type)
@@ -329,8 +328,7 @@ class MemoryBroker:
         else:
             dropped = [entries.popleft() for _ in range(size)]
         self.history_bytes -= sum(
-            ENTRY_COST + len(dropped[i + 1]) + len(dropped[i + 3] or "")
-            for i in range(0, size, _STRIDE)
+            history_cost(dropped[i + 1], dropped[i + 3]) for i in range(0, size, _STRIDE)
         )
         if not entries:
             del self._streams[stream]
