@@ -163,6 +163,7 @@ class Config:
     history_ttl: float = 300.0
     sessions_ttl: float = 300.0  # 0 = no session restore
     presence_ttl: float = 15.0
+    history_max_bytes: int = 0  # 0 = no cap on what the memory broker's history holds
     streams_whisper: bool = False
     streams_presence: bool = True
     # WebSocket and pings.
@@ -243,6 +244,7 @@ class Config:
             history_ttl=self.history_ttl,
             sessions_ttl=self.sessions_ttl,
             presence_ttl=self.presence_ttl,
+            history_max_bytes=self.history_max_bytes,
         )
 
     def redacted(self) -> dict[str, object]:
@@ -609,6 +611,16 @@ OPTIONS: tuple[Option, ...] = (
         "float",
         "15",
         "seconds a disconnected session's presence outlives it",
+        BROKER,
+    ),
+    _option(
+        "history_max_bytes",
+        "int",
+        "0 (no cap)",
+        "Cableway option (not AnyCable's): bytes the memory broker's stream history may "
+        "hold (messages and per-stream bookkeeping); past it the oldest messages of any "
+        "stream are evicted first and history requests reaching back to them get "
+        "reject_history; 0 = no cap (docs/reliable-streams.md)",
         BROKER,
     ),
     _option(
@@ -1670,6 +1682,10 @@ def load_config_with_warnings(
     history_ttl = get.number("history_ttl", 300.0, allow_zero=False)
     sessions_ttl = get.number("sessions_ttl", 300.0, allow_zero=True)
     presence_ttl = get.number("presence_ttl", 15.0, allow_zero=False)
+    history_max_bytes = get.integer("history_max_bytes", 0, 0)
+    max_bytes_raw = values.get("history_max_bytes")
+    if max_bytes_raw is not None and broker != "memory":
+        warnings.append(f"{max_bytes_raw.label} has no effect: it caps the memory broker only")
     if broker == "none":
         for name in ("history_limit", "history_ttl", "sessions_ttl", "presence_ttl"):
             raw = values.get(name)
@@ -1751,6 +1767,7 @@ def load_config_with_warnings(
         history_ttl=history_ttl,
         sessions_ttl=sessions_ttl,
         presence_ttl=presence_ttl,
+        history_max_bytes=history_max_bytes,
         streams_whisper=get.boolean("streams_whisper"),
         streams_presence=get.boolean("streams_presence", default=True),
         ping_interval=get.number("ping_interval", 3.0, allow_zero=False),

@@ -54,6 +54,10 @@ REDIS_FLUSH_SECONDS = 2.0
 #: session's ping, pong deadline or hold deadline fires at most this late
 TIMER_QUANTUM = 0.01
 
+#: messages, sessions and presence records the memory broker's sweep expires between two
+#: checkpoints (a few milliseconds of work)
+SWEEP_SLICE = 2000
+
 
 class Server:
     """Shared state of one Cableway node and the tasks that serve it.
@@ -673,11 +677,18 @@ class Server:
                 limiter.release_on_behalf_of(token)
 
     async def _sweep(self, broker: MemoryBroker) -> None:
-        """Expire history, sessions and presence once a second (AnyCable's sweeper)."""
+        """Expire history, sessions and presence once a second (AnyCable's sweeper), in
+        slices of :data:`SWEEP_SLICE` with a checkpoint between them, so that a mass
+        expiry (a million streams published together) never holds the event loop."""
         while True:
             await trio.sleep(1)
-            for event in broker.expire(time.time()):
-                self.publish_presence(event)
+            now = time.time()
+            while True:
+                for event in broker.expire(now, budget=SWEEP_SLICE):
+                    self.publish_presence(event)
+                if not broker.expiry_pending(now):
+                    break
+                await trio.lowlevel.checkpoint()
 
     async def _sweep_redis(self, broker: RedisBroker) -> None:
         """Expire presence in Redis once a second (each expiry is handed to one node),
@@ -758,6 +769,11 @@ class Server:
                 broker.sessions_ttl,
                 broker.presence_ttl,
             )
+            if broker.history_max_bytes:
+                log.info(
+                    "History capped at %d bytes: the oldest messages are evicted first",
+                    broker.history_max_bytes,
+                )
         elif self.redis_broker is None:
             log.info("No broker: streams keep no history and sessions cannot be restored")
         if self.publisher is not None or self.subscriber is not None or self.consumer is not None:
