@@ -1684,7 +1684,7 @@ def load_config_with_warnings(
     presence_ttl = get.number("presence_ttl", 15.0, allow_zero=False)
     history_max_bytes = get.integer("history_max_bytes", 0, 0)
     max_bytes_raw = values.get("history_max_bytes")
-    if max_bytes_raw is not None and broker != "memory":
+    if max_bytes_raw is not None and history_max_bytes and broker != "memory":
         warnings.append(f"{max_bytes_raw.label} has no effect: it caps the memory broker only")
     if broker == "none":
         for name in ("history_limit", "history_ttl", "sessions_ttl", "presence_ttl"):
