@@ -97,11 +97,12 @@ class EchoSession(WebSocketSession):
                 frame = text_frame(message.encode("utf-8"))
             else:
                 frame = self.ws.send(BytesMessage(data=message))
-            if not self.outbox.push(frame):
-                self.outbox.clear()
+            if not self._admit():
+                self.outbox.drop_unstarted()
                 self._close_transport(1008, "too slow")
                 self._closing = True
                 return
+            self._send_control(frame)
 
 
 async def serve_echo(server: Server, stream: trio.abc.Stream) -> None:

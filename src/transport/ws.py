@@ -175,24 +175,23 @@ class WebSocketSession(Session):
             elif isinstance(event, Ping):
                 # pongs count against the outbox bound like everything else: a client
                 # flooding pings while reading nothing is a slow client
-                if self.ws.state is ConnectionState.OPEN and not self.outbox.push(
-                    self.ws.send(event.response())
-                ):
-                    self.outbox.clear()
-                    self.server.metrics.inc("disconnected_slow_clients_total")
-                    self.core.disconnect("too_slow", reconnect=True)
-                    self.apply()
-                    return
+                if self.ws.state is ConnectionState.OPEN:
+                    if not self._admit():
+                        self._drop_slow()
+                        self.core.disconnect("too_slow", reconnect=True)
+                        self.apply()
+                        return
+                    self._send_control(self.ws.send(event.response()))
             elif isinstance(event, Pong):
                 self.core.note_activity()
             elif isinstance(event, WsClose):
                 # client-initiated close, or a wsproto parse failure (code 1002/1007)
                 if self.ws.state is ConnectionState.REMOTE_CLOSING:
-                    self.outbox.push_control(self.ws.send(event.response()))
+                    self._send_control(self.ws.send(event.response()))
                 elif self.ws.state is ConnectionState.OPEN:
                     # a frame wsproto could not parse: its parser stays failed, so the
                     # client's close reply could not be read either; close at once
-                    self.outbox.push_control(self.ws.send(WsClose(event.code, event.reason)))
+                    self._send_control(self.ws.send(WsClose(event.code, event.reason)))
                     self._broken = True
                 self._closing = True  # the client is gone: nothing more to send
                 return
@@ -201,7 +200,7 @@ class WebSocketSession(Session):
 
     def _native_ping(self, payload: bytes) -> None:
         if self.ws.state is ConnectionState.OPEN:
-            self.outbox.push_control(self.ws.send(Ping(payload)))
+            self._send_control(self.ws.send(Ping(payload)))
 
     def _abort_bytes(self) -> bytes:
         if self.ws.state is ConnectionState.OPEN:
@@ -210,7 +209,7 @@ class WebSocketSession(Session):
 
     def _close_transport(self, code: int, reason: str) -> None:
         if self.ws.state is ConnectionState.OPEN:
-            self.outbox.push_control(self.ws.send(WsClose(code, reason)))
+            self._send_control(self.ws.send(WsClose(code, reason)))
 
     async def _after_close(self) -> None:
         """After our close frame, read until the client's close or EOF, bounded."""
