@@ -74,8 +74,9 @@ class EchoCore(CableConnection):
         super().__init__(sid="echo", settings=SessionSettings(ping_interval=0.0), now=0.0)
         self.replies: list[str | bytes] = []
 
-    def receive_message(self, message: str | bytes, *, now: float) -> None:
+    def receive_message(self, message: str | bytes, *, now: float) -> bool:
         self.replies.append(message)
+        return False  # not an Action Cable command
 
 
 class EchoSession(WebSocketSession):

@@ -9,7 +9,6 @@ object, so an idle connection costs that much less memory.
 
 from __future__ import annotations
 
-import contextlib
 import struct
 from typing import TYPE_CHECKING
 
@@ -95,6 +94,14 @@ class WebSocketSession(Session):
         self.ws.receive_data(data)
         self._process()
 
+    def _receive_message(self, message: str | bytes) -> None:
+        """Hand one client message to the core (``client_msg_total`` counts commands)."""
+        try:
+            if self.core.receive_message(message, now=trio.current_time()):
+                self.server.metrics.inc("client_msg_total")
+        except RemoteProtocolError:
+            pass  # fatal (oversized): the core has already queued the close
+
     def _fast_frames(self, data: bytes) -> bytes | None:
         """Process the whole, simple frames at the start of ``data``.
 
@@ -133,9 +140,7 @@ class WebSocketSession(Session):
             else:
                 message = payload
             i = stop
-            # a fatal error (oversized) has already queued the close
-            with contextlib.suppress(RemoteProtocolError):
-                self.core.receive_message(message, now=trio.current_time())
+            self._receive_message(message)
             self.apply()
             if self._closing:
                 return data[i:]
@@ -168,9 +173,7 @@ class WebSocketSession(Session):
                         p if isinstance(p, bytes) else p.encode() for p in self._parts
                     )
                 self._parts, self._parts_size = [], 0
-                # a fatal error (oversized) has already queued the close
-                with contextlib.suppress(RemoteProtocolError):
-                    self.core.receive_message(message, now=trio.current_time())
+                self._receive_message(message)
                 self.apply()
             elif isinstance(event, Ping):
                 # pongs count against the outbox bound like everything else: a client
