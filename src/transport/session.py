@@ -359,6 +359,11 @@ class Session:
             else:
                 deadline = trio.current_time() + timeout
                 while outbox.size:
+                    # the session sets _fd to -1 before it closes the socket: never
+                    # write to a descriptor that may since belong to another connection
+                    fd = self._fd
+                    if fd < 0:
+                        raise trio.ClosedResourceError
                     try:
                         sent = outbox.write_to(fd)
                     except BlockingIOError:
