@@ -228,6 +228,7 @@ class LoadGen:
         self.http_errors = 0
         self.match = MARK.match
         self.identifiers: dict[str, str] = {}
+        self.metrics_path: str = spec.get("metrics_path", "")
         self.rss0 = self.probe.rss_kib()
         self.cpu0 = self.probe.cpu()
 
@@ -833,6 +834,151 @@ class LoadGen:
             self.run_for(step.get("pause", 0.5))
         return out
 
+    # -- churn -------------------------------------------------------------------------
+
+    def server_clients(self) -> int | None:
+        """The server's ``clients_num`` gauge from its metrics endpoint (None: unknown)."""
+        if not self.metrics_path:
+            return None
+        try:
+            with socket.create_connection((self.host, self.port), timeout=2) as sock:
+                sock.sendall(
+                    f"GET {self.metrics_path} HTTP/1.1\r\nHost: {self.host}\r\n"
+                    "Connection: close\r\n\r\n".encode()
+                )
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+        except OSError:
+            return None
+        m = re.search(rb"^anycable_go_clients_num(?:{[^}]*})? (\d+)", data, re.M)
+        return int(m.group(1)) if m else None
+
+    def leave(self, conns: list[Conn], timeout: float) -> dict[str, int]:
+        """Half the connections close cleanly (a close frame, the server's reply, EOF),
+        the other half drop the TCP connection (RST, no close frame)."""
+        clean: dict[int, Conn] = {}
+        dropped = 0
+        close = client_frame_close(1000)
+        for i, conn in enumerate(conns):
+            if conn.state != READY:
+                continue
+            if i % 2:
+                self.table.pop(conn.fd, None)
+                with contextlib.suppress(OSError, ValueError):
+                    self.ep.unregister(conn.fd)
+                conn.sock.close()  # SO_LINGER 0: an RST, as a client that vanishes
+                conn.state = DEAD
+                dropped += 1
+            else:
+                with contextlib.suppress(OSError):
+                    conn.sock.send(close)
+                clean[conn.fd] = conn
+        deadline = time.monotonic() + timeout
+        closed = 0
+        while clean and time.monotonic() < deadline:
+            for fd, _ev in self.ep.poll(0.05, 4096):
+                conn = clean.get(fd)
+                if conn is None:
+                    continue
+                try:
+                    data = conn.sock.recv(RECV)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if data:
+                    continue  # the server's disconnect/close frames; EOF follows
+                del clean[fd]
+                self.table.pop(fd, None)
+                with contextlib.suppress(OSError, ValueError):
+                    self.ep.unregister(fd)
+                conn.sock.close()
+                conn.state = DEAD
+                closed += 1
+        for conn in clean.values():  # the server never closed: count, then drop
+            self.table.pop(conn.fd, None)
+            with contextlib.suppress(OSError, ValueError):
+                self.ep.unregister(conn.fd)
+            conn.sock.close()
+            conn.state = DEAD
+        return {"closed_clean": closed, "dropped": dropped, "clean_timed_out": len(clean)}
+
+    def step_churn(self, step: dict[str, Any]) -> list[dict[str, Any]]:
+        """Rounds of N connections that subscribe, receive one broadcast and leave (half
+        cleanly, half by dropping the TCP connection); the server's RSS after each round,
+        once its ``clients_num`` is back to 0."""
+        total, rounds = int(step["total"]), int(step["rounds"])
+        mode, window = step.get("streams", "one"), int(step.get("window", 256))
+        timeout = float(step.get("timeout", 60.0))
+        out: list[dict[str, Any]] = []
+        for r in range(1, rounds + 1):
+            self.clients, self.subs = [], {}
+            self.begin_phase()
+            t0 = time.monotonic()
+            deadline = t0 + timeout
+            opened = 0
+            while time.monotonic() < deadline:
+                while self.inflight < window and opened < total:
+                    stream = "churn" if mode == "one" else f"churn-{r}-{opened}"
+                    self.open_client("ws", stream, 0)
+                    opened += 1
+                if opened >= total and self.inflight == 0:
+                    break
+                self.poll(0.05)
+            ready = [c for c in self.clients if c.state == READY]
+            t_connected = time.monotonic()
+            rss_connected = self.probe.rss_kib()
+            # one broadcast per stream, waited for
+            streams = sorted(s for s, n in self.subs.items() if n > 0)
+            now = time.monotonic_ns()
+            for i in range(0, len(streams), 1000):
+                chunk = streams[i : i + 1000]
+                self.post(self.pubs[0], [self.entry(s, 0, now) for s in chunk], True)
+            self.write(self.pubs[0], b"")
+            while self.received < len(ready) and time.monotonic() < deadline:
+                self.poll(0.05)
+            received = self.received
+            left = self.leave(ready, max(1.0, deadline - time.monotonic()))
+            # the server lets go of every session (bounded), then its RSS
+            gone = None
+            while time.monotonic() < deadline:
+                gone = self.server_clients()
+                if gone == 0 or gone is None:
+                    break
+                self.poll(0.05)
+            rss = self.probe.rss_kib()
+            result = {
+                "op": "churn",
+                "round": r,
+                "total": total,
+                "streams": mode,
+                "ready": len(ready),
+                "failed": self.failed,
+                "received": received,
+                "server_clients_after": gone,
+                "connect_s": round(t_connected - t0, 2),
+                "round_s": round(time.monotonic() - t0, 2),
+                "server_rss_connected_kib": rss_connected,
+                "server_rss_kib": rss,
+                "server_rss0_kib": self.rss0,
+                **left,
+            }
+            self.failed = 0
+            self.fail_reasons = {}
+            out.append(result)
+            emit(result)
+            log(
+                f"round {r}: {len(ready)}/{total} ready, {received} received, "
+                f"rss {rss_connected} -> {rss} KiB, {left}"
+            )
+        return out
+
+
+def client_frame_close(code: int) -> bytes:
+    """A masked client close frame (zero mask key)."""
+    return bytes((0x88, 0x82)) + b"\x00\x00\x00\x00" + struct.pack("!H", code)
+
 
 def emit(result: dict[str, Any]) -> None:
     print(json.dumps(result), flush=True)
@@ -844,7 +990,8 @@ def main() -> None:
     Steps: ``{"op":"connect","total":N,"streams":"one"|"own","proto":"ws"|"sse","pi":S}``,
     ``{"op":"hold","seconds":S,"interval":I}``,
     ``{"op":"publish","rate":R,"duration":D,"batch":B,"streams":"one"|"own"}``,
-    ``{"op":"sweep","rates":[...],"duration":D,"batch":B,"streams":...}``.
+    ``{"op":"sweep","rates":[...],"duration":D,"batch":B,"streams":...}``,
+    ``{"op":"churn","total":N,"rounds":R,"streams":"one"|"own"}`` (needs ``metrics_path``).
     """
     with open(sys.argv[1]) as f:
         spec = json.load(f)
@@ -873,6 +1020,8 @@ def main() -> None:
             emit(result)
         elif op == "sweep":
             gen.step_sweep(step)
+        elif op == "churn":
+            gen.step_churn(step)
         else:
             raise SystemExit(f"unknown op {op}")
 

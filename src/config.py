@@ -656,14 +656,16 @@ OPTIONS: tuple[Option, ...] = (
         "ws_write_timeout",
         "float",
         "2",
-        "deadline for writing one frame to a client, in seconds",
+        "seconds a client's socket may take nothing while output waits, before the "
+        "connection is dropped",
         WEBSOCKET,
     ),
     _option(
         "ws_max_pending_size",
         "int",
         "1048576",
-        "bytes queued for one client before it is disconnected as too_slow",
+        "bytes of earlier output a client may leave unread when more is due, before it "
+        "is disconnected as too_slow",
         WEBSOCKET,
         env=(),
     ),

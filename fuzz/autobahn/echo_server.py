@@ -75,8 +75,9 @@ class EchoCore(CableConnection):
         super().__init__(sid="echo", settings=SessionSettings(ping_interval=0.0), now=0.0)
         self.replies: list[str | bytes] = []
 
-    def receive_message(self, message: str | bytes, *, now: float) -> None:
+    def receive_message(self, message: str | bytes, *, now: float) -> bool:
         self.replies.append(message)
+        return False  # not an Action Cable command
 
 
 class EchoSession(WebSocketSession):
@@ -98,11 +99,12 @@ class EchoSession(WebSocketSession):
                 frame = text_frame(message.encode("utf-8"))
             else:
                 frame = self.ws.send(BytesMessage(data=message))
-            if not self.outbox.push(frame):
-                self.outbox.clear()
+            if not self._admit():
+                self.outbox.drop_unstarted()
                 self._close_transport(1008, "too slow")
                 self._closing = True
                 return
+            self._send_control(frame)
 
 
 async def serve_echo(server: Server, stream: trio.abc.Stream) -> None:

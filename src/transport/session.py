@@ -7,8 +7,21 @@ Resource handling:
     queued; only what the kernel does not take is left in the outbox, and then a
     *writer* task is started (in the server's handler nursery, or in a nursery of the
     session's own when the server is not running, as in tests) until the outbox is
-    empty, every write under ``ws_write_timeout``. An idle session has no writer task.
-    The session waits for its writer before it closes the stream.
+    empty; a socket that takes nothing for ``ws_write_timeout`` ends the session. An
+    idle session has no writer task. The session waits for its writer before it closes
+    the stream.
+
+Slow clients:
+    A client is too slow when, as more output is due, more than ``ws_max_pending_size``
+    bytes of *earlier* output are still queued here after the kernel took all it would
+    (see :meth:`Session._admit`): the bytes being sent never count against themselves,
+    so one publication of any size reaches a client that reads. Dropping it keeps the
+    frame in flight whole (:meth:`.Outbox.drop_unstarted`), then sends ``disconnect``
+    and the close.
+
+References:
+    Nothing the session owns points back at it (no bound methods in its outbox, timers
+    hold it weakly), so a closed session is freed by reference counting alone.
 
 Error handling:
     Nothing a client sends raises out of :meth:`Session.run`. A failed or timed-out
@@ -22,6 +35,7 @@ import contextlib
 import logging
 import math
 import os
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -70,7 +84,9 @@ class Session:
         self.stream = stream
         self.core = core
         self.sid = core.sid
-        self.outbox = Outbox(server.config.ws_max_pending_size, self._queued)
+        self.outbox = Outbox(server.config.ws_max_pending_size)
+        #: how the server's timer heap refers to this session (it never keeps it alive)
+        self.ref = weakref.ref(self)
         #: where writers are started on demand, while the session runs
         self._nursery: trio.Nursery | None = None
         self._writer_active = False
@@ -138,7 +154,6 @@ class Session:
         if self._closing or self._pending_close is not None:
             return 0
         fd = self._fd
-        sent = 0
         if fd >= 0 and not self._writer_active and not self.outbox.size:
             try:
                 sent = os.write(fd, frame)
@@ -147,16 +162,53 @@ class Session:
             if sent == len(frame):
                 return sent
             if sent:
-                frame = frame[sent:]
+                self._put_back(memoryview(frame)[sent:])
+                return sent
         self._enqueue(frame)
-        return sent
+        return 0
 
     def _enqueue(self, frame: bytes) -> None:
-        """Queue bytes behind what is pending; on overflow disconnect as ``too_slow``."""
-        if not self.outbox.push(frame):
-            self.outbox.clear()
-            self.server.metrics.inc("disconnected_slow_clients_total")
+        """Queue whole frames behind what is pending, unless the client is too slow."""
+        if not self._admit():
+            self._drop_slow()
             self.request_close("too_slow", reconnect=True, code=1000)
+            return
+        self.outbox.push(frame)
+        self._kick()
+
+    def _put_back(self, rest: memoryview) -> None:
+        """Queue the rest of bytes the kernel took in part (never refused: it finishes
+        a frame already on the wire)."""
+        self.outbox.push_started(rest)
+        self._kick()
+
+    def _send_control(self, data: bytes) -> None:
+        """Queue protocol-control bytes (pings, close frames) without the bound."""
+        self.outbox.push(data)
+        self._kick()
+
+    def _admit(self) -> bool:
+        """Whether the client may be sent more output, or is too slow.
+
+        Too slow: more than ``ws_max_pending_size`` bytes of earlier output wait here,
+        not started on the wire, even after the kernel took all it would right now.
+        What is about to be queued does not count (a batch of any size reaches a
+        client that reads); a client that reads keeps its kernel buffer draining, so
+        what waits here goes to the kernel as soon as it is due.
+        """
+        outbox = self.outbox
+        if not outbox.over:
+            return True
+        if self._fd >= 0:
+            self._write_now()
+            return not outbox.over
+        return False
+
+    def _drop_slow(self) -> None:
+        """The client is too slow: drop its unstarted output (the frame in flight is
+        finished first) and count it."""
+        self.outbox.drop_unstarted()
+        self.server.metrics.inc("disconnected_slow_clients_total")
 
     def _push_messages(self, identifier: str, frames: list[tuple[int | None, bytes]]) -> int:
         """Deliver broadcast frames (with their offsets) of one subscription, in order:
@@ -174,8 +226,10 @@ class Session:
         return self._push(b"".join(frame for _, frame in frames))
 
     def hold(self, identifier: str, offset: int | None, frame: bytes) -> None:
-        """Keep a live message of a restored subscription until its history is in."""
-        self._held_size += len(frame)
+        """Keep a live message of a restored subscription until its history is in.
+
+        Bounded like the outbox: what is already held counts, not this message.
+        """
         limit = self.outbox.max_bytes
         if limit and self._held_size > limit:
             self._held.clear()
@@ -183,6 +237,7 @@ class Session:
             self.server.metrics.inc("disconnected_slow_clients_total")
             self.request_close("too_slow", reconnect=True, code=1000)
             return
+        self._held_size += len(frame)
         self._held.setdefault(identifier, []).append((offset, frame))
 
     def request_close(
@@ -229,7 +284,8 @@ class Session:
             log.exception("unexpected error in session sid=%s", self.sid)
             self._closing = True
             data = self._abort_bytes()
-            if data and not self._writer_active:
+            # never after a frame cut in two (bytes of it are still pending)
+            if data and not self._writer_active and not self.outbox.started:
                 with (
                     trio.move_on_after(1),
                     contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
@@ -246,10 +302,21 @@ class Session:
             if self._done is not None:
                 self._done.set()
 
-    def _queued(self) -> None:
-        """Outbox callback: bytes were queued (flushed at once unless batching)."""
+    def _kick(self) -> None:
+        """Bytes were queued: flush them at once (unless batching or a writer runs)."""
         if not self._batching and not self._writer_active:
             self._flush()
+
+    def _write_now(self) -> int:
+        """Give the socket what it takes of the outbox now, without waiting; the bytes
+        written (a gone peer is left for the writer to report)."""
+        try:
+            sent = self.outbox.write_to(self._fd)
+        except OSError:  # BlockingIOError, or the peer is gone
+            return 0
+        if sent:
+            self.server.metrics.inc("data_sent_total", sent)
+        return sent
 
     def _flush(self) -> None:
         """Write what is queued straight to the socket; leave the rest to a writer task.
@@ -261,21 +328,10 @@ class Session:
         outbox = self.outbox
         if self._writer_active or not outbox.size:
             return
-        fd = self._fd
-        if fd >= 0:
-            data = outbox.take_nowait()
-            try:
-                sent = os.write(fd, data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                sent = 0  # the peer is gone: the writer's send reports it and closes
-            if sent:
-                self.server.metrics.inc("data_sent_total", sent)
-                if sent == len(data):
-                    return
-                data = data[sent:]
-            outbox.unshift(data)
+        if self._fd >= 0:
+            self._write_now()
+            if not outbox.size:
+                return
         nursery = self._nursery
         if nursery is not None:
             self._writer_active = True
@@ -283,15 +339,50 @@ class Session:
             nursery.start_soon(self._writer, self._writer_done)
 
     async def _writer(self, done: trio.Event) -> None:
-        """Write the outbox until it is empty; on failure end the session. Never raises."""
+        """Write the outbox until it is empty; on failure end the session. Never raises.
+
+        On a socket, each wait for it to take more is bounded by ``ws_write_timeout``
+        (the deadline moves whenever the kernel takes bytes: a client that reads is
+        never cut off in the middle of a long backlog). Writes go through the outbox,
+        so nothing is ever in flight outside it (see :meth:`_admit`).
+        """
         timeout = self.server.config.ws_write_timeout
         metrics = self.server.metrics
+        outbox = self.outbox
         try:
-            while data := self.outbox.take_nowait():
-                with trio.fail_after(timeout):
-                    await self.stream.send_all(data)
-                metrics.inc("data_sent_total", len(data))
-        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            fd = self._fd
+            if fd < 0:
+                while data := outbox.take_nowait():
+                    with trio.fail_after(timeout):
+                        await self.stream.send_all(data)
+                    metrics.inc("data_sent_total", len(data))
+            else:
+                deadline = trio.current_time() + timeout
+                while outbox.size:
+                    # the session sets _fd to -1 before it closes the socket: never
+                    # write to a descriptor that may since belong to another connection
+                    fd = self._fd
+                    if fd < 0:
+                        raise trio.ClosedResourceError
+                    try:
+                        sent = outbox.write_to(fd)
+                    except BlockingIOError:
+                        sent = 0
+                    if sent:
+                        metrics.inc("data_sent_total", sent)
+                        if not outbox.size:
+                            break
+                        deadline = trio.current_time() + timeout
+                    with trio.move_on_at(deadline) as waited:
+                        await trio.lowlevel.wait_writable(fd)
+                    if waited.cancelled_caught:
+                        raise trio.TooSlowError
+        except (
+            trio.TooSlowError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            OSError,
+        ) as exc:
             metrics.inc(
                 "timeout_server_msg_total"
                 if isinstance(exc, trio.TooSlowError)
@@ -340,12 +431,14 @@ class Session:
             data: bytes | None = b""
             # timers (pings, pong and hold deadlines) are fired by the server's shared
             # timer task; this scope is only woken to close
-            with trio.CancelScope() as wake:
-                self._wake = wake
-                if self._pending_close is not None:
-                    wake.cancel()
-                data = await self._receive()
-            self._wake = None
+            try:
+                with trio.CancelScope() as wake:
+                    self._wake = wake
+                    if self._pending_close is not None:
+                        wake.cancel()
+                    data = await self._receive()
+            finally:
+                self._wake = None
             if wake.cancelled_caught:
                 if self._pending_close is not None:
                     reason, reconnect, code, close_reason = self._pending_close
@@ -419,8 +512,11 @@ class Session:
             for event in events:
                 if isinstance(event, SendMessage):
                     data = self.encode(event.text)
-                    if data is not None and not overflow and not self.outbox.push(data):
-                        overflow = True
+                    if data is not None and not overflow:
+                        if self._admit():
+                            self.outbox.push(data)
+                        else:
+                            overflow = True
                 elif isinstance(event, StreamAdded):
                     server.add_subscriber(event.stream, event.identifier, self)
                 elif isinstance(event, StreamRemoved):
@@ -455,8 +551,7 @@ class Session:
                     )
             if overflow:
                 # the client does not read what it asks for: drop it, as for broadcasts
-                self.outbox.clear()
-                server.metrics.inc("disconnected_slow_clients_total")
+                self._drop_slow()
                 self.core.disconnect("too_slow", reconnect=True)
 
     def _drop_held(self, identifier: str) -> list[tuple[int | None, bytes]]:
@@ -541,7 +636,7 @@ def fan_out(
                 sent_total += sent
                 if sent == size:
                     continue
-                session._enqueue(data[sent:])
+                session._put_back(memoryview(data)[sent:])
                 continue
         session._enqueue(data)
     return delivered, sent_total

@@ -71,7 +71,7 @@ class SseSession(Session):
 
     def _close_transport(self, code: int, reason: str) -> None:
         if self.chunked:
-            self.outbox.push_control(b"0\r\n\r\n")
+            self._send_control(b"0\r\n\r\n")
 
 
 async def handle_sse(server: Server, conn: _Conn, request: Request) -> None:
