@@ -1,40 +1,25 @@
-"""``cableway check WS_URL``: a compliance checker for any Action Cable server.
+"""``cableway check WS_URL``: a conformance suite for any Action Cable server.
 
-Connects to the server at ``WS_URL`` (Cableway, AnyCable-Go, Rails...) as an Action
-Cable client (trio-websocket) and checks the behaviours that apply to what it is told:
+Connects to the server at ``WS_URL`` (Rails Action Cable, AnyCable-Go, Cableway...) as an
+Action Cable client and checks the behaviours that apply to what it is told. The checks, the
+profile each belongs to and the option each needs are in :data:`CHECKS` and in
+``docs/conformance.md``.
 
-========================  ===================================================  =================
-check                     passes when                                          needs
-========================  ===================================================  =================
-welcome                   the first message is ``{"type":"welcome",…}``        —
-subprotocol               ``actioncable-v1-json`` is chosen from the Rails     —
-                          client's offer
-ping cadence              two pings ``--ping-interval`` apart (±50%), integer  —
-                          timestamps
-garbage tolerance         malformed commands are ignored: the session stays    —
-                          open and answers the next subscribe
-signed subscribe          a signed Turbo stream is confirmed, a forged one     ``--turbo-secret``
-                          rejected, both echoing the identifier
-duplicate subscribe       a second subscribe of the same identifier gets no    ``--turbo-secret``
-                          second confirmation and breaks nothing
-broadcast round trip      a publication POSTed to the broadcast URL reaches    ``--broadcast-url``
-                          the subscriber                                       + turbo secret
-JWT valid/expired/forged  a valid token is welcomed; expired and forged ones   ``--jwt-key``
-                          are refused (``token_expired`` / ``unauthorized``)
-fuzz: …                   malformed commands and malformed WebSocket frames    ``--fuzz``
-                          (on throwaway connections) never take down another
-                          client or the server
-========================  ===================================================  =================
-
-Prints one line per check (``PASS``/``FAIL``/``SKIP``) and ``N passed, N failed``, or
-JSON lines with ``--json``. Exit status: 0 when every check that ran passed, 1 when one
-failed, 2 for a usage error. Each check is bounded by ``--timeout``.
+- **Profiles.** ``actioncable`` (the default) holds the server to the Action Cable protocol as
+  Rails implements it; ``--profile anycable`` adds AnyCable's extensions (``reject_subscription``
+  for unknown channels, JWT identification, the extended protocol, signed ``$pubsub``, whisper,
+  presence, Server-Sent Events).
+- **Verdicts.** ``PASS``; ``FAIL`` with the evidence (what was sent, what came back); ``SKIP``
+  with the option that enables the check; ``NOT RUN`` when a check it depends on did not pass.
+- **Exit status.** 0 compliant, 1 non-compliant, 2 usage error, 3 the server is unreachable or
+  unusable (nothing listens, it never answers the WebSocket handshake, or it refuses it).
+- **Bounded.** Every check has its own time limit, covering its handshakes; checks run
+  concurrently (four at a time) and the whole run has a limit of its own.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import secrets
 import ssl
@@ -42,41 +27,87 @@ import struct
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import h11
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    HandshakeError,
-    WebSocketConnection,
-    open_websocket_url,
-)
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
+    BytesMessage,
     CloseConnection,
+    Ping,
     RejectConnection,
+    RejectData,
     Request,
+    TextMessage,
 )
+from wsproto.utilities import ProtocolError
 
 from .auth.jwt import encode_token
+from .auth.keys import derive_broadcast_key
 from .auth.signed_streams import sign_stream_name
 
-__all__ = ["CheckFailed", "Checker", "Options", "Result", "main"]
+__all__ = [
+    "CHECKS",
+    "CheckFailed",
+    "Checker",
+    "Options",
+    "Result",
+    "Unusable",
+    "exit_status",
+    "main",
+]
 
 V1 = "actioncable-v1-json"
+EXT = "actioncable-v1-ext-json"
 RAILS_OFFER = (V1, "actioncable-unsupported")
 TURBO_CHANNEL = "Turbo::StreamsChannel"
-PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+PUBSUB_CHANNEL = "$pubsub"
+PASS, FAIL, SKIP, NOT_RUN = "PASS", "FAIL", "SKIP", "NOT RUN"
+ACTIONCABLE, ANYCABLE = "actioncable", "anycable"
+PROFILES = (ACTIONCABLE, ANYCABLE)
+#: Exit statuses
+COMPLIANT, NON_COMPLIANT, USAGE, UNUSABLE = 0, 1, 2, 3
+#: How many checks run at once
+CONCURRENCY = 4
+#: How much evidence a result keeps (messages each way, characters per message)
+EVIDENCE_MESSAGES, EVIDENCE_CHARS = 12, 300
 
 
 class CheckFailed(Exception):
     """A check's expectation did not hold; the message says what was seen."""
+
+
+class Unusable(CheckFailed):
+    """The server cannot be reached or refuses the WebSocket handshake (exit status 3)."""
+
+
+class HandshakeRefused(Unusable):
+    """The server answered the WebSocket upgrade with an HTTP status other than 101."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        text = body.decode("utf-8", "replace").strip()
+        super().__init__(
+            f"the WebSocket handshake was refused: HTTP {status}"
+            + (f" ({text[:80]!r})" if text else "")
+        )
+        self.status = status
+
+
+class Closed(CheckFailed):
+    """The server closed the WebSocket (or the TCP connection)."""
+
+    def __init__(self, code: int | None, reason: str = "") -> None:
+        said = "without a close frame" if code is None else f"code {code}"
+        super().__init__(
+            f"the server closed the connection ({said}{f', {reason!r}' if reason else ''})"
+        )
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,27 +115,85 @@ class Options:
     """What the checker is told about the server."""
 
     url: str
+    profile: str = ACTIONCABLE
+    secret: str | None = None
     turbo_secret: str | None = None
+    streams_secret: str | None = None
     jwt_key: str | None = None
     jwt_param: str = "jid"
     broadcast_url: str | None = None
     broadcast_key: str | None = None
+    channel: str | None = None
+    action: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    sse_path: str = "/events"
     fuzz: bool = False
     origin: str | None = None
     ping_interval: float = 3.0
     timeout: float = 5.0
     insecure: bool = False
 
+    # AnyCable's fallbacks: each secret defaults to the application secret (--secret)
+    @property
+    def turbo_key(self) -> str | None:
+        return self.turbo_secret or self.streams_secret or self.secret
+
+    @property
+    def streams_key(self) -> str | None:
+        return self.streams_secret or self.secret
+
+    @property
+    def jwt_secret(self) -> str | None:
+        return self.jwt_key or self.secret
+
+    @property
+    def broadcast_auth(self) -> str | None:
+        if self.broadcast_key:
+            return None if self.broadcast_key.lower() == "none" else self.broadcast_key
+        return derive_broadcast_key(self.secret) if self.secret else None
+
+    @property
+    def origin_header(self) -> str:
+        """``--origin``, else the URL's own origin (what a browser on that host sends)."""
+        if self.origin is not None:
+            return self.origin
+        parts = urlsplit(self.url)
+        return f"{'https' if parts.scheme == 'wss' else 'http'}://{parts.netloc}"
+
 
 @dataclass(frozen=True, slots=True)
 class Result:
+    """One check's verdict, with the evidence when it failed."""
+
     name: str
     status: str
     detail: str = ""
+    profile: str = ACTIONCABLE
+    duration: float = 0.0
+    sent: tuple[str, ...] = ()
+    received: tuple[str, ...] = ()
+    unusable: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        record: dict[str, object] = {
+            "check": self.name,
+            "status": self.status.lower().replace(" ", "_"),
+            "profile": self.profile,
+            "duration": round(self.duration, 3),
+            "detail": self.detail,
+        }
+        if self.status == FAIL:
+            record["sent"] = list(self.sent)
+            record["received"] = list(self.received)
+        return record
 
 
 def _compact(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= EVIDENCE_CHARS else text[: EVIDENCE_CHARS - 3] + "..."
 
 
 def turbo_identifier(stream: str, secret: str) -> str:
@@ -114,81 +203,172 @@ def turbo_identifier(stream: str, secret: str) -> str:
     )
 
 
-class Client:
-    """One Action Cable client connection (over trio-websocket).
+def pubsub_identifier(stream: str, secret: str) -> str:
+    """AnyCable's signed ``$pubsub`` identifier."""
+    return _compact(
+        {"channel": PUBSUB_CHANNEL, "signed_stream_name": sign_stream_name(stream, secret)}
+    )
 
-    Pings are recorded (with arrival times) and skipped by :meth:`recv`.
+
+def _stream() -> str:
+    return f"cableway-check/{secrets.token_hex(4)}"
+
+
+class Transcript:
+    """What one check sent and received (the evidence of a failure)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.received: list[str] = []
+
+    def send(self, text: str) -> None:
+        if len(self.sent) < EVIDENCE_MESSAGES:
+            self.sent.append(_clip(text))
+
+    def receive(self, text: str) -> None:
+        self.received.append(_clip(text))
+        del self.received[: -EVIDENCE_MESSAGES or None]
+
+
+class Client:
+    """One WebSocket client connection (wsproto over a trio stream).
+
+    Server pings (WebSocket and Action Cable ``ping`` messages) are answered or recorded with
+    their arrival times, and skipped by :meth:`recv`.
     """
 
-    def __init__(self, ws: WebSocketConnection, timeout: float) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        ws: WSConnection,
+        subprotocol: str | None,
+        transcript: Transcript,
+        timeout: float,
+    ) -> None:
+        self.stream = stream
         self.ws = ws
+        self.subprotocol = subprotocol
+        self.transcript = transcript
         self.timeout = timeout
         self.pings: list[tuple[float, object]] = []
+        self._pending: list[str] = []
+        self._text: list[str] = []
+        self._closed: Closed | None = None
 
     async def send(self, message: object) -> None:
-        text = message if isinstance(message, str | bytes) else _compact(message)
+        text = message if isinstance(message, str) else None
+        if isinstance(message, bytes):
+            data = self.ws.send(BytesMessage(data=message))
+            self.transcript.send(message.decode("utf-8", "replace"))
+        else:
+            text = text if text is not None else _compact(message)
+            data = self.ws.send(TextMessage(data=text))
+            self.transcript.send(text)
+        await self.send_raw(data)
+
+    async def send_raw(self, data: bytes) -> None:
+        if self._closed is not None:
+            raise self._closed
         try:
-            await self.ws.send_message(text)
-        except ConnectionClosed as exc:
-            raise CheckFailed(f"the server closed the connection ({_reason(exc)})") from None
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._closed = Closed(None)
+            raise self._closed from None
+
+    async def _next_text(self) -> str:
+        """The next whole text (or binary) message; raises :class:`Closed` at the end."""
+        while not self._pending:
+            if self._closed is not None:
+                raise self._closed
+            try:
+                data = await self.stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            try:
+                self.ws.receive_data(bytes(data) if data else None)
+                events = list(self.ws.events())
+            except ProtocolError as exc:
+                self._closed = Closed(None, f"invalid WebSocket data: {exc}")
+                raise self._closed from None
+            await self.handle(events)
+            if not data and self._closed is None:
+                self.transcript.receive("<TCP connection closed>")
+                self._closed = Closed(None)
+        return self._pending.pop(0)
+
+    async def handle(self, events: Sequence[object]) -> None:
+        """Take in wsproto events: whole messages queued, pings and closes answered."""
+        for event in events:
+            if isinstance(event, TextMessage | BytesMessage):
+                chunk = event.data
+                self._text.append(
+                    chunk if isinstance(chunk, str) else bytes(chunk).decode("utf-8", "replace")
+                )
+                if event.message_finished:
+                    self._pending.append("".join(self._text))
+                    self._text.clear()
+            elif isinstance(event, Ping):
+                await self._quietly_send(self.ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                self.transcript.receive(f"<close {event.code} {event.reason or ''}>".strip())
+                if self.ws.state is ConnectionState.REMOTE_CLOSING:
+                    await self._quietly_send(self.ws.send(event.response()))
+                self._closed = Closed(event.code, event.reason or "")
+
+    async def _quietly_send(self, data: bytes) -> None:
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.stream.send_all(data)
+
+    async def _message(self) -> dict[str, Any]:
+        raw = await self._next_text()
+        self.transcript.receive(raw)
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            raise CheckFailed(f"the server sent a non-JSON message: {raw!r:.80}") from None
+        if not isinstance(message, dict):
+            raise CheckFailed(f"the server sent a non-object message: {raw!r:.80}")
+        return message
 
     async def recv(self, within: float | None = None) -> dict[str, Any]:
         """The next message other than a ping (``TimeoutError`` after ``within`` s)."""
-        with trio.move_on_after(self.timeout if within is None else within) as scope:
+        with trio.move_on_after(self.timeout if within is None else within):
             while True:
-                try:
-                    raw = await self.ws.get_message()
-                except ConnectionClosed as exc:
-                    raise CheckFailed(
-                        f"the server closed the connection ({_reason(exc)})"
-                    ) from None
-                try:
-                    message = json.loads(raw)
-                except (ValueError, TypeError):
-                    raise CheckFailed(f"the server sent a non-JSON message: {raw!r:.80}") from None
-                if not isinstance(message, dict):
-                    raise CheckFailed(f"the server sent a non-object message: {raw!r:.80}")
+                message = await self._message()
                 if message.get("type") == "ping":
                     self.pings.append((trio.current_time(), message.get("message")))
                     continue
                 return message
-        assert scope.cancelled_caught
         raise TimeoutError
 
     async def expect(
         self, what: str, predicate: Callable[[dict[str, Any]], bool], within: float | None = None
     ) -> dict[str, Any]:
         """Read until a message satisfies ``predicate``; fail after ``within`` s."""
-        seen: list[dict[str, Any]] = []
         deadline = trio.current_time() + (self.timeout if within is None else within)
         while True:
             try:
                 message = await self.recv(max(0.0, deadline - trio.current_time()))
             except TimeoutError:
-                others = f" (got {_brief(seen)})" if seen else ""
-                raise CheckFailed(f"no {what}{others}") from None
+                raise CheckFailed(f"no {what}") from None
             if predicate(message):
                 return message
-            seen.append(message)
 
-    async def wait_pings(self, count: int, within: float) -> list[tuple[float, object]]:
-        """Wait (at most ``within`` s) until ``count`` pings arrived; the pings so far."""
+    async def wait_pings(
+        self, count: int, within: float, *, strict: bool = True
+    ) -> list[tuple[float, object]]:
+        """Wait (at most ``within`` s) until ``count`` more pings arrived; the pings so far.
+
+        ``strict``: any other message is a failure (the session is meant to be idle).
+        """
+        wanted = len(self.pings) + count
         with trio.move_on_after(within):
-            while len(self.pings) < count:
-                try:
-                    raw = await self.ws.get_message()
-                except ConnectionClosed as exc:
-                    raise CheckFailed(
-                        f"the server closed the connection ({_reason(exc)})"
-                    ) from None
-                try:
-                    message = json.loads(raw)
-                except (ValueError, TypeError):
-                    raise CheckFailed(f"the server sent a non-JSON message: {raw!r:.80}") from None
-                if isinstance(message, dict) and message.get("type") == "ping":
+            while len(self.pings) < wanted:
+                message = await self._message()
+                if message.get("type") == "ping":
                     self.pings.append((trio.current_time(), message.get("message")))
-                else:
-                    raise CheckFailed(f"unexpected message while idle: {_brief([message])}")
+                elif strict:
+                    raise CheckFailed(f"unexpected message while idle: {_compact(message):.120}")
         return self.pings
 
     async def messages_for(self, seconds: float) -> list[dict[str, Any]]:
@@ -202,45 +382,79 @@ class Client:
                 return out
 
     async def welcome(self) -> dict[str, Any]:
-        message = await self.expect("welcome", lambda m: True)
+        try:
+            message = await self.recv()
+        except TimeoutError:
+            raise CheckFailed(f"no welcome within {self.timeout:g}s") from None
         if message.get("type") != "welcome":
-            raise CheckFailed(f"the first message is not a welcome: {_brief([message])}")
+            raise CheckFailed(f"the first message is not a welcome: {_compact(message):.120}")
         return message
 
-    async def subscribe(self, identifier: str) -> dict[str, Any]:
+    async def subscribe(self, identifier: str, **extra: object) -> dict[str, Any]:
         """Subscribe; the confirm or reject for exactly this identifier."""
-        await self.send({"command": "subscribe", "identifier": identifier})
+        await self.send({"command": "subscribe", "identifier": identifier, **extra})
         return await self.expect(
-            "confirm_subscription/reject_subscription",
+            f"confirm_subscription/reject_subscription for {identifier}",
             lambda m: (
                 m.get("type") in ("confirm_subscription", "reject_subscription")
                 and m.get("identifier") == identifier
             ),
         )
 
+    async def confirmed(self, identifier: str, **extra: object) -> None:
+        reply = await self.subscribe(identifier, **extra)
+        if reply.get("type") != "confirm_subscription":
+            raise CheckFailed(f"the subscription to {identifier} was rejected")
 
-def _reason(exc: ConnectionClosed) -> str:
-    reason = exc.reason
-    if reason is None:
-        return "no close reason"
-    return f"code {reason.code}" + (f", {reason.reason!r}" if reason.reason else "")
+    async def is_closed(self, within: float) -> bool:
+        """Whether the server closes the connection within ``within`` s."""
+        with trio.move_on_after(within):
+            try:
+                while True:
+                    await self._next_text()
+            except Closed:
+                return True
+        return False
+
+    async def close(self) -> None:
+        with trio.move_on_after(min(1.0, self.timeout)) as scope:
+            scope.shield = True
+            if self._closed is None and self.ws.state is ConnectionState.OPEN:
+                await self._quietly_send(self.ws.send(CloseConnection(code=1000)))
+            await self.stream.aclose()
 
 
-def _brief(messages: Sequence[object]) -> str:
-    text = ", ".join(_compact(m) for m in messages[:3])
-    return text if len(text) <= 160 else text[:157] + "..."
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One check: its profile, what it needs (a SKIP reason) and what must pass first."""
+
+    name: str
+    profile: str
+    run: Callable[[Checker, Transcript], Awaitable[str]]
+    requires: tuple[str, ...] = ("welcome",)
+    needs: Callable[[Options], str | None] = lambda _options: None
+    #: the check's time limit: this many --timeout waits plus ``pings`` ping intervals
+    waits: float = 4
+    pings: float = 0
 
 
 class Checker:
     """Runs the checks against one server."""
 
-    def __init__(self, options: Options, *, out: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        options: Options,
+        *,
+        report: Callable[[Result], None] | None = None,
+    ) -> None:
         self.options = options
-        self.out = out
-        self.results: list[Result] = []
+        self._report = report
+        self.results: dict[str, Result] = {}
         parts = urlsplit(options.url)
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise ValueError(f"not a ws:// or wss:// URL: {options.url}")
+        if options.profile not in PROFILES:
+            raise ValueError(f"unknown profile {options.profile!r}")
         self.secure = parts.scheme == "wss"
         self.ssl_context: ssl.SSLContext | None = None
         if self.secure:
@@ -248,210 +462,397 @@ class Checker:
             if options.insecure:
                 self.ssl_context.check_hostname = False
                 self.ssl_context.verify_mode = ssl.CERT_NONE
-        self.welcomed = False
 
     # -- connections ------------------------------------------------------------------
 
-    def url(self, jwt: str | None = None) -> str:
-        """The WebSocket URL with ``jwt`` in the query (default: a valid token when
-        ``--jwt-key`` is given, else none)."""
+    def url(self, jwt: str | None = None, **query: str) -> str:
+        """The WebSocket URL with ``jwt`` (default: a valid token when a JWT secret is
+        known and the profile is anycable) and ``query`` added to its query string."""
         options = self.options
         token = jwt
-        if token is None and options.jwt_key:
+        if token is None and options.jwt_secret and options.profile == ANYCABLE:
             token = self.token()
-        if token is None:
+        extra = dict(query)
+        if token is not None:
+            extra[options.jwt_param] = token
+        if not extra:
             return options.url
         parts = urlsplit(options.url)
-        query = parts.query + ("&" if parts.query else "") + urlencode({options.jwt_param: token})
-        return urlunsplit(parts._replace(query=query))
+        joined = parts.query + ("&" if parts.query else "") + urlencode(extra)
+        return urlunsplit(parts._replace(query=joined))
 
     def token(self, *, expired: bool = False, key: str | None = None) -> str:
-        key = key or self.options.jwt_key
+        key = key or self.options.jwt_secret
         assert key is not None
         exp = time.time() + (-3600 if expired else 3600)
         return encode_token({"user_id": "cableway-check"}, key, exp=exp)
 
-    @asynccontextmanager
-    async def connect(
-        self, *, jwt: str | None = None, subprotocols: Sequence[str] = RAILS_OFFER
-    ) -> AsyncIterator[Client]:
-        """A connection (``jwt``: the token to present; default: a valid one if any)."""
-        headers = [(b"origin", self.options.origin.encode())] if self.options.origin else None
+    async def _open_stream(self, host: str, port: int) -> trio.abc.Stream:
         try:
-            manager = open_websocket_url(
-                self.url(jwt),
-                self.ssl_context,
-                subprotocols=list(subprotocols),
-                extra_headers=headers,
-                message_queue_size=256,
-                max_message_size=4 << 20,
-                connect_timeout=self.options.timeout,
-                disconnect_timeout=1,
-            )
-            ws = await manager.__aenter__()
-        except ConnectionRejected as exc:
-            raise CheckFailed(
-                f"the WebSocket handshake was refused: HTTP {exc.status_code}"
-            ) from None
-        except HandshakeError as exc:
-            if isinstance(exc.__cause__, OSError):
-                raise CheckFailed(f"cannot connect: {exc.__cause__}") from None
-            raise CheckFailed(f"the WebSocket handshake failed: {exc!r:.120}") from None
+            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
         except OSError as exc:
-            raise CheckFailed(f"cannot connect: {exc}") from None
-        except ExceptionGroup as group:  # trio-websocket may wrap the above in a nursery's group
-            first = group.exceptions[0]
-            raise CheckFailed(f"cannot connect: {first!r:.120}") from None
+            raise Unusable(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+        if self.ssl_context is not None:
+            stream = trio.SSLStream(stream, self.ssl_context, server_hostname=host)
+        return stream
+
+    async def handshake(
+        self,
+        transcript: Transcript,
+        *,
+        url: str | None = None,
+        subprotocols: Sequence[str] = RAILS_OFFER,
+        early: Sequence[object] = (),
+    ) -> Client:
+        """Open a WebSocket; the whole handshake is bounded by ``--timeout``.
+
+        ``early`` messages are sent right after the upgrade request, before the answer.
+        """
+        parts = urlsplit(url or self.url())
+        host = parts.hostname or "localhost"
+        port = parts.port or (443 if self.secure else 80)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        timeout = self.options.timeout
+        transcript.send(f"GET {target} (upgrade, subprotocols {list(subprotocols)})")
+        with trio.move_on_after(timeout):
+            stream = await self._open_stream(host, port)
+            try:
+                return await self._upgrade(
+                    stream, transcript, parts.netloc, target, subprotocols, early
+                )
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+        raise Unusable(f"no answer to the WebSocket handshake within {timeout:g}s")
+
+    async def _upgrade(
+        self,
+        stream: trio.abc.Stream,
+        transcript: Transcript,
+        netloc: str,
+        target: str,
+        subprotocols: Sequence[str],
+        early: Sequence[object],
+    ) -> Client:
+        ws = WSConnection(ConnectionType.CLIENT)
+        headers = [(b"origin", self.options.origin_header.encode())]
+        request = Request(
+            host=netloc, target=target, subprotocols=list(subprotocols), extra_headers=headers
+        )
+        data = ws.send(request)
+        early_texts = [m if isinstance(m, str) else _compact(m) for m in early]
+        for text in early_texts:
+            transcript.send(text)
         try:
-            yield Client(ws, self.options.timeout)
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(self.options.timeout):
-                with contextlib.suppress(Exception):  # closing a connection the server broke
-                    await manager.__aexit__(None, None, None)
-                # trio-websocket 0.12 leaves the TCP stream open after a server close
-                stream = getattr(ws, "_stream", None)
-                if stream is not None:
-                    await stream.aclose()
+            await stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise Unusable("the server closed the connection during the handshake") from None
+        status = 0
+        body: list[bytes] = []
+        while True:
+            try:
+                chunk = await stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                chunk = b""
+            try:
+                ws.receive_data(bytes(chunk) if chunk else None)
+                events = list(ws.events())
+            except ProtocolError as exc:
+                raise CheckFailed(f"invalid handshake answer: {exc}") from None
+            for index, event in enumerate(events):
+                if isinstance(event, AcceptConnection):
+                    transcript.receive(f"HTTP 101 (subprotocol {event.subprotocol!r})")
+                    client = Client(stream, ws, event.subprotocol, transcript, self.options.timeout)
+                    # frames that came in the same read as the 101 (Rails often sends the
+                    # welcome right behind it)
+                    await client.handle(events[index + 1 :])
+                    for text in early_texts:
+                        await client.send_raw(ws.send(TextMessage(data=text)))
+                    return client
+                if isinstance(event, RejectConnection):
+                    status = event.status_code
+                    if not event.has_body:
+                        transcript.receive(f"HTTP {status}")
+                        raise HandshakeRefused(status, b"")
+                elif isinstance(event, RejectData):
+                    body.append(event.data)
+                    if event.body_finished:
+                        whole = b"".join(body)
+                        transcript.receive(f"HTTP {status} {whole[:200]!r}")
+                        raise HandshakeRefused(status, whole)
+            if not chunk:
+                transcript.receive("<TCP connection closed>")
+                raise Unusable("the server closed the connection during the handshake")
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[Client]:
+    async def connect(
+        self,
+        transcript: Transcript,
+        *,
+        jwt: str | None = None,
+        subprotocols: Sequence[str] = RAILS_OFFER,
+        early: Sequence[object] = (),
+        **query: str,
+    ) -> AsyncIterator[Client]:
+        client = await self.handshake(
+            transcript, url=self.url(jwt, **query), subprotocols=subprotocols, early=early
+        )
+        try:
+            yield client
+        finally:
+            await client.close()
+
+    @asynccontextmanager
+    async def session(
+        self, transcript: Transcript, *, subprotocols: Sequence[str] = RAILS_OFFER, **query: str
+    ) -> AsyncIterator[Client]:
         """A connection that has been welcomed."""
-        if not self.welcomed:
-            raise CheckFailed("not run: no welcome (see the welcome check)")
-        async with self.connect() as client:
+        async with self.connect(transcript, subprotocols=subprotocols, **query) as client:
             await client.welcome()
             yield client
 
+    # -- what the options allow ------------------------------------------------------------
+
+    def subscribable(self) -> str | None:
+        """An identifier the server confirms: the application channel, else a Turbo stream."""
+        options = self.options
+        if options.channel:
+            return _compact({"channel": options.channel, **options.params})
+        if options.turbo_key:
+            return turbo_identifier(_stream(), options.turbo_key)
+        return None
+
     # -- running ------------------------------------------------------------------------
 
-    def report(self, result: Result) -> None:
-        self.results.append(result)
-        if self.out is not None:
-            self.out.write(format_result(result, as_json=False) + "\n")
-            self.out.flush()
+    def budget(self, check: Check) -> float:
+        return self.options.timeout * check.waits + self.options.ping_interval * check.pings
 
-    async def run_check(
-        self,
-        name: str,
-        check: Callable[[], Awaitable[str]],
-        *,
-        needs: str | None = None,
-        waits: int = 4,
-    ) -> Result:
-        """Run one check, bounded by ``waits`` timeouts plus three ping intervals."""
-        if needs is not None:
-            result = Result(name, SKIP, needs)
-        else:
-            budget = self.options.timeout * waits + self.options.ping_interval * 3
-            try:
-                with trio.fail_after(budget):
-                    result = Result(name, PASS, await check())
-            except CheckFailed as exc:
-                result = Result(name, FAIL, str(exc))
-            except trio.TooSlowError:
-                result = Result(name, FAIL, "timed out")
-            except Exception as exc:
-                result = Result(name, FAIL, f"{type(exc).__name__}: {exc}"[:200])
-        self.report(result)
-        return result
+    def skip_reason(self, check: Check) -> str | None:
+        if check.profile == ANYCABLE and self.options.profile != ANYCABLE:
+            return "needs --profile anycable"
+        return check.needs(self.options)
+
+    def record(self, result: Result) -> None:
+        self.results[result.name] = result
+        if self._report is not None:
+            self._report(result)
+
+    async def _run_one(
+        self, check: Check, done: dict[str, trio.Event], limit: trio.CapacityLimiter
+    ) -> None:
+        try:
+            reason = self.skip_reason(check)
+            if reason is not None:
+                self.record(Result(check.name, SKIP, reason, check.profile))
+                return
+            for name in check.requires:
+                await done[name].wait()
+            failed = [n for n in check.requires if self.results[n].status != PASS]
+            if failed:
+                causes = ", ".join(f"{n!r} {self.results[n].status}" for n in failed)
+                self.record(
+                    Result(check.name, NOT_RUN, f"needs a passing check: {causes}", check.profile)
+                )
+                return
+            async with limit:
+                self.record(await self._execute(check))
+        finally:
+            done[check.name].set()
+
+    async def _execute(self, check: Check) -> Result:
+        transcript = Transcript()
+        started = trio.current_time()
+        unusable = False
+        budget = self.budget(check)
+        try:
+            with trio.fail_after(budget):
+                status, detail = PASS, await check.run(self, transcript)
+        except Unusable as exc:
+            status, detail, unusable = FAIL, str(exc), True
+        except CheckFailed as exc:
+            status, detail = FAIL, str(exc)
+        except trio.TooSlowError:
+            status, detail = FAIL, f"timed out (the check's limit is {budget:g}s)"
+        except Exception as exc:  # a bug in a check must not end the run
+            status, detail = FAIL, f"{type(exc).__name__}: {exc}"[:200]
+        return Result(
+            check.name,
+            status,
+            detail,
+            check.profile,
+            trio.current_time() - started,
+            tuple(transcript.sent),
+            tuple(transcript.received),
+            unusable,
+        )
+
+    def run_limit(self) -> float:
+        """The whole run's limit: the longest chain of dependent checks, each at its limit."""
+        by_name = {check.name: check for check in CHECKS}
+
+        def chain(check: Check) -> float:
+            return self.budget(check) + max((chain(by_name[n]) for n in check.requires), default=0)
+
+        return max(chain(check) for check in CHECKS) + self.options.timeout
 
     async def run(self) -> list[Result]:
-        options = self.options
-        turbo = None if options.turbo_secret else "needs --turbo-secret"
-        jwt = None if options.jwt_key else "needs --jwt-key"
-        broadcast = turbo or (None if options.broadcast_url else "needs --broadcast-url")
-        fuzz = None if options.fuzz else "needs --fuzz"
-        welcome = await self.run_check("welcome", self.check_welcome)
-        self.welcomed = welcome.status == PASS
-        await self.run_check("subprotocol", self.check_subprotocol)
-        await self.run_check("ping cadence", self.check_pings)
-        await self.run_check("garbage tolerance", self.check_garbage)
-        await self.run_check("signed subscribe", self.check_signed_subscribe, needs=turbo)
-        await self.run_check("duplicate subscribe", self.check_duplicate, needs=turbo)
-        await self.run_check("broadcast round trip", self.check_broadcast, needs=broadcast)
-        await self.run_check("JWT valid", self.check_jwt_valid, needs=jwt)
-        await self.run_check("JWT expired", self.check_jwt_expired, needs=jwt)
-        await self.run_check("JWT forged", self.check_jwt_forged, needs=jwt)
-        await self.run_check("fuzz: malformed commands", self.check_fuzz_commands, needs=fuzz)
-        await self.run_check(
-            "fuzz: malformed frames",
-            self.check_fuzz_frames,
-            needs=fuzz,
-            waits=2 * len(BAD_FRAMES) + 6,
-        )
-        return self.results
+        """Run every check; the results in the order of :data:`CHECKS`."""
+        done = {check.name: trio.Event() for check in CHECKS}
+        limit = trio.CapacityLimiter(CONCURRENCY)
+        with trio.move_on_after(self.run_limit()):
+            async with trio.open_nursery() as nursery:
+                for check in CHECKS:
+                    nursery.start_soon(self._run_one, check, done, limit)
+        for check in CHECKS:
+            if check.name not in self.results:
+                self.record(
+                    Result(check.name, NOT_RUN, "the run's time limit was reached", check.profile)
+                )
+        return [self.results[check.name] for check in CHECKS]
 
-    # -- the checks -----------------------------------------------------------------
+    # -- the Action Cable checks ---------------------------------------------------------
 
-    async def check_welcome(self) -> str:
-        async with self.connect() as client:
-            message = await client.welcome()
-        sid = message.get("sid")
-        return f"sid {sid!r}" if sid else "welcome without sid (Rails style)"
+    async def check_handshake(self, transcript: Transcript) -> str:
+        async with self.connect(transcript) as client:
+            return f"HTTP 101 (Origin {self.options.origin_header})" + (
+                "" if client.subprotocol else ", no subprotocol"
+            )
 
-    async def check_subprotocol(self) -> str:
-        async with self.connect() as client:
-            chosen = client.ws.subprotocol
-            if chosen != V1:
-                raise CheckFailed(f"offered {list(RAILS_OFFER)}, the server chose {chosen!r}")
+    async def check_subprotocol(self, transcript: Transcript) -> str:
+        async with self.connect(transcript) as client:
+            if client.subprotocol != V1:
+                raise CheckFailed(
+                    f"offered {list(RAILS_OFFER)}, the server chose {client.subprotocol!r}"
+                )
         return f"{V1} chosen from {list(RAILS_OFFER)}"
 
-    async def check_pings(self) -> str:
+    async def check_welcome(self, transcript: Transcript) -> str:
+        async with self.connect(transcript) as client:
+            message = await client.welcome()
+        sid = message.get("sid")
+        return f"welcome with sid {sid!r}" if sid else "welcome (without sid, as Rails)"
+
+    async def check_no_subprotocol(self, transcript: Transcript) -> str:
+        try:
+            async with self.connect(transcript, subprotocols=()) as client:
+                if client.subprotocol is not None:  # wsproto refuses this already
+                    raise CheckFailed(f"the server chose {client.subprotocol!r}, never offered")
+        except HandshakeRefused as exc:
+            if 400 <= exc.status < 500:
+                return f"refused with HTTP {exc.status}"
+            raise CheckFailed(str(exc)) from None
+        except CheckFailed as exc:
+            if "unrecognized subprotocol" in str(exc):
+                raise CheckFailed(
+                    f"the server answered 101 with a subprotocol the client never offered ({exc})"
+                ) from None
+            raise
+        return "101 without Sec-WebSocket-Protocol (the client decides)"
+
+    async def check_plain_http(self, transcript: Transcript) -> str:
+        parts = urlsplit(self.options.url)
+        scheme = "https" if self.secure else "http"
+        url = urlunsplit((scheme, parts.netloc, parts.path or "/", parts.query, ""))
+        headers = [("origin", self.options.origin_header)]
+        status, _, _ = await self.http_request("GET", url, transcript, headers=headers)
+        if status == 101 or status < 400:
+            raise CheckFailed(f"a plain GET of the cable path was answered {status}")
+        return f"answered {status}"
+
+    async def check_pings(self, transcript: Transcript) -> str:
         interval = self.options.ping_interval
-        async with self.session() as client:
+        async with self.session(transcript) as client:
             pings = await client.wait_pings(2, interval * 2.5 + self.options.timeout)
         if len(pings) < 2:
             raise CheckFailed(
-                f"{len(pings)} ping(s) in {interval * 2.5:g}s (interval {interval:g}s)"
+                f"{len(pings)} ping(s) in {interval * 2.5 + self.options.timeout:g}s "
+                f"(interval {interval:g}s)"
             )
         for _, stamp in pings:
             if isinstance(stamp, bool) or not isinstance(stamp, int):
                 raise CheckFailed(f"ping message is not an integer timestamp: {stamp!r}")
-        gap = pings[1][0] - pings[0][0]
+        gap = pings[-1][0] - pings[-2][0]
         if not interval * 0.5 <= gap <= interval * 1.5 + 0.25:
             raise CheckFailed(f"pings {gap:.2f}s apart, expected about {interval:g}s")
-        return f"pings {gap:.2f}s apart (expected {interval:g}s)"
+        return f"pings {gap:.2f}s apart (expected {interval:g}s), integer timestamps"
 
-    async def _answers_subscribe(self, client: Client) -> str:
-        """A subscribe is answered: the session is alive and still reads commands."""
-        if self.options.turbo_secret:
-            identifier = turbo_identifier(
-                f"check/{secrets.token_hex(4)}", self.options.turbo_secret
-            )
-        else:
+    async def alive(self, client: Client) -> str:
+        """Proof that the session still reads and answers: a subscribe that is confirmed,
+        else (anycable) an unknown channel rejected, else (actioncable, where unknown
+        channels get no answer) a ping that arrives while the connection stays open."""
+        identifier = self.subscribable()
+        if identifier is not None:
+            await client.confirmed(identifier)
+            return "a subscribe is confirmed"
+        if self.options.profile == ANYCABLE:
             identifier = _compact({"channel": "CablewayCheckNoSuchChannel"})
-        reply = await client.subscribe(identifier)
-        return str(reply["type"])
+            reply = await client.subscribe(identifier)
+            return f"an unknown channel gets {reply['type']}"
+        pings = len(client.pings)
+        within = self.options.ping_interval * 1.5 + self.options.timeout
+        await client.wait_pings(1, within, strict=False)
+        if len(client.pings) == pings:
+            raise CheckFailed(f"no ping within {within:g}s: the session looks dead")
+        return (
+            "the session is still pinged (give --channel or --turbo_streams_secret to test it"
+            " with a subscribe)"
+        )
 
-    async def check_garbage(self) -> str:
-        async with self.session() as client:
+    async def check_garbage(self, transcript: Transcript) -> str:
+        async with self.session(transcript) as client:
             for message in GARBAGE_COMMANDS[:6]:
                 await client.send(message)
-            answer = await self._answers_subscribe(client)
+            answer = await self.alive(client)
         return f"6 malformed commands ignored, then {answer}"
 
-    async def check_signed_subscribe(self) -> str:
-        secret = self.options.turbo_secret
+    async def check_before_welcome(self, transcript: Transcript) -> str:
+        identifier = self.subscribable()
+        assert identifier is not None
+        command = {"command": "subscribe", "identifier": identifier}
+        async with self.connect(transcript, early=[command]) as client:
+            await client.welcome()
+            reply = await client.expect(
+                "answer to the subscribe sent before the welcome",
+                lambda m: m.get("identifier") == identifier,
+            )
+            if reply.get("type") != "confirm_subscription":
+                raise CheckFailed(f"the early subscribe got {reply.get('type')}")
+        return "welcome first, then the early subscribe confirmed"
+
+    async def check_signed_subscribe(self, transcript: Transcript) -> str:
+        secret = self.options.turbo_key
         assert secret is not None
-        stream = f"check/{secrets.token_hex(4)}"
-        async with self.session() as client:
+        stream = _stream()
+        async with self.session(transcript) as client:
             good = turbo_identifier(stream, secret)
             reply = await client.subscribe(good)
             if reply.get("type") != "confirm_subscription":
-                raise CheckFailed(f"a correctly signed stream was {reply.get('type')}")
+                raise CheckFailed(f"a correctly signed stream got {reply.get('type')}")
             forged = turbo_identifier(stream, secret + "-forged")
             reply = await client.subscribe(forged)
             if reply.get("type") != "reject_subscription":
                 raise CheckFailed("a stream signed with another key was confirmed")
-        return "signed stream confirmed, forged one rejected"
+        return "signed stream confirmed, forged one rejected, each echoing its identifier"
 
-    async def check_duplicate(self) -> str:
-        secret = self.options.turbo_secret
-        assert secret is not None
-        identifier = turbo_identifier(f"check/{secrets.token_hex(4)}", secret)
-        async with self.session() as client:
-            if (await client.subscribe(identifier)).get("type") != "confirm_subscription":
-                raise CheckFailed("the first subscribe was not confirmed")
+    async def check_key_order(self, transcript: Transcript) -> str:
+        identifier = self.subscribable()
+        assert identifier is not None
+        decoded = json.loads(identifier)
+        if len(decoded) < 2:
+            raise CheckFailed("needs an identifier with two keys or more (--params)")
+        reordered = _compact(dict(reversed(list(decoded.items()))))
+        async with self.session(transcript) as client:
+            await client.confirmed(identifier)
+            reply = await client.subscribe(reordered)
+            if reply.get("type") != "confirm_subscription":
+                raise CheckFailed(f"the same keys in another order got {reply.get('type')}")
+        return "the same keys in another order: a subscription of its own, echoed as sent"
+
+    async def check_duplicate(self, transcript: Transcript) -> str:
+        identifier = self.subscribable()
+        assert identifier is not None
+        async with self.session(transcript) as client:
+            await client.confirmed(identifier)
             await client.send({"command": "subscribe", "identifier": identifier})
             extra = [
                 m
@@ -463,151 +864,408 @@ class Checker:
             if any(m.get("type") == "reject_subscription" for m in extra):
                 raise CheckFailed("the duplicate subscribe rejected the live subscription")
             await client.send({"command": "unsubscribe", "identifier": identifier})
-            await client.messages_for(min(0.3, self.options.timeout))
-            if (await client.subscribe(identifier)).get("type") != "confirm_subscription":
-                raise CheckFailed("subscribing again after unsubscribe was not confirmed")
+            # the resubscribe may be answered only once the unsubscribe is done
+            await client.confirmed(identifier)
         return "one confirmation; unsubscribe and resubscribe still work"
 
-    async def check_broadcast(self) -> str:
-        secret, url = self.options.turbo_secret, self.options.broadcast_url
-        assert secret is not None
+    async def check_channel(self, transcript: Transcript) -> str:
+        identifier = self.subscribable()
+        assert identifier is not None
+        async with self.session(transcript) as client:
+            reply = await client.subscribe(identifier)
+            if reply.get("type") != "confirm_subscription":
+                raise CheckFailed(f"{identifier} got {reply.get('type')}")
+        return f"{identifier} confirmed"
+
+    async def check_perform(self, transcript: Transcript) -> str:
+        identifier = self.subscribable()
+        assert identifier is not None
+        action = self.options.action
+        nonce = secrets.token_hex(8)
+        async with self.session(transcript) as client:
+            await client.confirmed(identifier)
+            data = _compact({"action": action, "check": nonce})
+            await client.send({"command": "message", "identifier": identifier, "data": data})
+            reply = await client.expect(
+                f"message for {identifier} after performing {action!r} (does it transmit?)",
+                lambda m: m.get("identifier") == identifier and "message" in m,
+            )
+        return f"{action!r} performed; the channel transmitted {_compact(reply['message']):.80}"
+
+    async def broadcast(self, transcript: Transcript, stream: str, data: object) -> int:
+        url = self.options.broadcast_url
         assert url is not None
-        stream = f"check/{secrets.token_hex(4)}"
+        body = _compact({"stream": stream, "data": _compact(data)}).encode()
+        headers = [("content-type", "application/json")]
+        key = self.options.broadcast_auth
+        if key:
+            headers.append(("authorization", f"Bearer {key}"))
+        status, _, text = await self.http_request("POST", url, transcript, headers, body)
+        if not 200 <= status < 300:
+            raise CheckFailed(f"the broadcast URL answered {status}: {text[:80]!r}")
+        return status
+
+    async def check_broadcast(self, transcript: Transcript) -> str:
+        secret = self.options.turbo_key
+        assert secret is not None
+        stream = _stream()
         nonce = secrets.token_hex(8)
         identifier = turbo_identifier(stream, secret)
-        async with self.session() as client:
-            if (await client.subscribe(identifier)).get("type") != "confirm_subscription":
-                raise CheckFailed("the subscription was not confirmed")
-            body = _compact({"stream": stream, "data": _compact({"check": nonce})}).encode()
-            status, text = await http_post(
-                url, body, key=self.options.broadcast_key, within=self.options.timeout
-            )
-            if not 200 <= status < 300:
-                raise CheckFailed(f"the broadcast URL answered {status}: {text[:80]!r}")
+        async with self.session(transcript) as client:
+            await client.confirmed(identifier)
+            status = await self.broadcast(transcript, stream, {"check": nonce})
             message = await client.expect(
                 "broadcast", lambda m: m.get("identifier") == identifier and "message" in m
             )
             if message["message"] != {"check": nonce}:
-                raise CheckFailed(f"unexpected broadcast payload: {_brief([message])}")
+                raise CheckFailed(f"unexpected broadcast payload: {_compact(message):.120}")
         return f"POST answered {status}; the subscriber got the message"
 
-    async def check_jwt_valid(self) -> str:
-        async with self.connect() as client:
-            await client.welcome()
-        return "a valid token is welcomed"
+    async def check_unsubscribe(self, transcript: Transcript) -> str:
+        secret = self.options.turbo_key
+        assert secret is not None
+        stream = _stream()
+        identifier = turbo_identifier(stream, secret)
+        async with self.session(transcript) as leaver, self.session(transcript) as witness:
+            await leaver.confirmed(identifier)
+            await witness.confirmed(identifier)
+            await leaver.send({"command": "unsubscribe", "identifier": identifier})
+            # the leaver's later subscribe is answered after its unsubscribe was handled
+            await leaver.confirmed(turbo_identifier(_stream(), secret))
+            await self.broadcast(transcript, stream, {"check": "after unsubscribe"})
+            await witness.expect(
+                "broadcast at the witness", lambda m: m.get("identifier") == identifier
+            )
+            late = [
+                m
+                for m in await leaver.messages_for(min(0.5, self.options.timeout))
+                if m.get("identifier") == identifier
+            ]
+            if late:
+                raise CheckFailed(f"delivered after unsubscribe: {_compact(late[0]):.120}")
+        return "a subscriber still on the stream got the broadcast; the one that left did not"
 
-    async def _refused(self, token: str, reasons: tuple[str, ...]) -> str:
-        try:
-            async with self.connect(jwt=token) as client:
-                try:
-                    message = await client.recv()
-                except CheckFailed as exc:  # closed at once, without a message
-                    return f"refused: {exc}"
-                except TimeoutError:
-                    raise CheckFailed("no answer at all to the token") from None
-                if message.get("type") == "welcome":
-                    raise CheckFailed("the token was accepted (welcome)")
-                if message.get("type") != "disconnect":
-                    raise CheckFailed(f"unexpected answer: {_brief([message])}")
-                reason = message.get("reason")
-                if reason not in reasons:
-                    raise CheckFailed(f"disconnect reason {reason!r}, expected {reasons}")
-                return f"disconnect {reason!r}"
-        except CheckFailed as exc:
-            if str(exc).startswith(("the WebSocket handshake", "cannot connect")):
-                return f"refused at the handshake: {exc}"
-            raise
-
-    async def check_jwt_expired(self) -> str:
-        return await self._refused(self.token(expired=True), ("token_expired", "unauthorized"))
-
-    async def check_jwt_forged(self) -> str:
-        key = (self.options.jwt_key or "") + "-forged-key-of-at-least-32-bytes"
-        return await self._refused(self.token(key=key), ("unauthorized",))
-
-    async def check_fuzz_commands(self) -> str:
+    async def check_fuzz_commands(self, transcript: Transcript) -> str:
         """Every malformed command on one connection, watched by a second one."""
-        async with self.session() as observer, self.session() as client:
+        async with self.session(transcript) as observer, self.session(transcript) as client:
             for message in GARBAGE_COMMANDS:
                 await client.send(message)
-            answer = await self._answers_subscribe(client)
-            observed = await self._answers_subscribe(observer)
+            answer = await self.alive(client)
+            observed = await self.alive(observer)
         return (
             f"{len(GARBAGE_COMMANDS)} malformed commands: the client still answers "
             f"({answer}), so does another ({observed})"
         )
 
-    async def check_fuzz_frames(self) -> str:
+    async def check_fuzz_frames(self, transcript: Transcript) -> str:
         """Each malformed frame on its own connection; a watcher must stay served."""
         closed = 0
-        async with self.session() as observer:
+        async with self.session(transcript) as observer:
             for name, frame in BAD_FRAMES:
-                outcome = await self.raw_exchange(frame)
-                if outcome == "open":
-                    raise CheckFailed(f"{name}: the server kept the connection open")
+                async with self.connect(transcript) as client:
+                    transcript.send(f"<frame: {name}>")
+                    with suppress(Closed):
+                        await client.send_raw(frame)
+                    if not await client.is_closed(self.options.timeout):
+                        raise CheckFailed(f"{name}: the server kept the connection open")
                 closed += 1
-            observed = await self._answers_subscribe(observer)
-        async with self.session() as fresh:
-            fresh_answer = await self._answers_subscribe(fresh)
+            observed = await self.alive(observer)
+        async with self.session(transcript) as fresh:
+            fresh_answer = await self.alive(fresh)
         return (
             f"{closed} malformed frames: each connection closed; another client answers "
             f"({observed}), a new one too ({fresh_answer})"
         )
 
-    async def raw_exchange(self, frame: bytes) -> str:
-        """Open a raw WebSocket, send ``frame``; 'closed' once the server ends it."""
-        parts = urlsplit(self.url())
-        host = parts.hostname or "localhost"
-        port = parts.port or (443 if self.secure else 80)
-        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
-        if self.ssl_context is not None:
-            stream = trio.SSLStream(stream, self.ssl_context, server_hostname=host)
-        async with stream:
-            ws = WSConnection(ConnectionType.CLIENT)
-            target = parts.path or "/"
-            if parts.query:
-                target += "?" + parts.query
-            extra = [(b"origin", self.options.origin.encode())] if self.options.origin else []
-            await stream.send_all(
-                ws.send(
-                    Request(
-                        host=parts.netloc, target=target, subprotocols=[V1], extra_headers=extra
-                    )
-                )
-            )
-            accepted = False
-            with trio.move_on_after(self.options.timeout):
-                while not accepted:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return "closed"
-                    ws.receive_data(bytes(data))
-                    for event in ws.events():
-                        if isinstance(event, AcceptConnection):
-                            accepted = True
-                        elif isinstance(event, RejectConnection):
-                            raise CheckFailed("the WebSocket handshake was refused")
-            if not accepted:
-                raise CheckFailed("no answer to the WebSocket handshake")
+    # -- the AnyCable checks ---------------------------------------------------------------
+
+    async def check_unknown_channel(self, transcript: Transcript) -> str:
+        identifier = _compact({"channel": "CablewayCheckNoSuchChannel"})
+        async with self.session(transcript) as client:
             try:
-                await stream.send_all(frame)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return "closed"
-            with trio.move_on_after(self.options.timeout):
+                reply = await client.subscribe(identifier)
+            except Closed:
+                raise
+            except CheckFailed:
+                raise CheckFailed(
+                    "no answer to a subscribe to an unknown channel (Rails never answers one; "
+                    "reject_subscription there is AnyCable's extension)"
+                ) from None
+            if reply.get("type") != "reject_subscription":
+                raise CheckFailed(f"an unknown channel got {reply.get('type')}")
+        return "reject_subscription"
+
+    async def check_jwt_valid(self, transcript: Transcript) -> str:
+        async with self.connect(transcript, jwt=self.token()) as client:
+            await client.welcome()
+        return f"a valid token (?{self.options.jwt_param}=) is welcomed"
+
+    async def _refused(self, transcript: Transcript, token: str, reasons: tuple[str, ...]) -> str:
+        """The same handshake as 'JWT valid' (which passed), with ``token``: refused."""
+        try:
+            async with self.connect(transcript, jwt=token) as client:
+                try:
+                    message = await client.recv()
+                except Closed as exc:  # closed at once, without a message
+                    return f"closed without a message ({exc})"
+                except TimeoutError:
+                    raise CheckFailed("no answer at all to the token") from None
+                if message.get("type") == "welcome":
+                    raise CheckFailed("the token was accepted (welcome)")
+                if message.get("type") != "disconnect":
+                    raise CheckFailed(f"unexpected answer: {_compact(message):.120}")
+                reason = message.get("reason")
+                if reason not in reasons:
+                    raise CheckFailed(f"disconnect reason {reason!r}, expected one of {reasons}")
+                if message.get("reconnect") is not False:
+                    raise CheckFailed(
+                        f'disconnect without "reconnect":false (got {message.get("reconnect")!r})'
+                        ": clients would retry the same token forever"
+                    )
+                if not await client.is_closed(self.options.timeout):
+                    raise CheckFailed("the connection stayed open after the disconnect")
+                return f"disconnect {reason!r}, reconnect false, closed"
+        except HandshakeRefused as exc:
+            if exc.status in (401, 403):
+                return f"refused at the handshake: HTTP {exc.status}"
+            raise CheckFailed(str(exc)) from None
+        except Unusable as exc:  # 'JWT valid' connected: this is not an unreachable server
+            raise CheckFailed(str(exc)) from None
+
+    async def check_jwt_expired(self, transcript: Transcript) -> str:
+        return await self._refused(
+            transcript, self.token(expired=True), ("token_expired", "unauthorized")
+        )
+
+    async def check_jwt_forged(self, transcript: Transcript) -> str:
+        key = (self.options.jwt_secret or "") + "-forged-key-of-at-least-32-bytes"
+        return await self._refused(transcript, self.token(key=key), ("unauthorized",))
+
+    async def check_ext(self, transcript: Transcript) -> str:
+        async with self.connect(transcript, subprotocols=(EXT,)) as client:
+            if client.subprotocol != EXT:
+                raise CheckFailed(f"offered [{EXT!r}], the server chose {client.subprotocol!r}")
+            welcome = await client.welcome()
+            if not isinstance(welcome.get("sid"), str) or not welcome["sid"]:
+                raise CheckFailed("the welcome carries no sid")
+            await client.send({"command": "ping"})
+            await client.expect("pong", lambda m: m.get("type") == "pong")
+        return f"{EXT} chosen; welcome with sid; ping answered with pong"
+
+    async def check_restore(self, transcript: Transcript) -> str:
+        identifier = self.subscribable()
+        assert identifier is not None
+        async with self.connect(transcript, subprotocols=(EXT,)) as client:
+            welcome = await client.welcome()
+            sid = welcome.get("sid")
+            await client.confirmed(identifier)
+        async with self.connect(transcript, subprotocols=(EXT,), sid=str(sid)) as client:
+            welcome = await client.welcome()
+            if welcome.get("restored") is not True:
+                raise CheckFailed(f"?sid= did not restore the session: {_compact(welcome):.120}")
+            if identifier not in (welcome.get("restored_ids") or []):
+                raise CheckFailed("restored_ids does not list the subscription")
+        return "?sid= restores the session and its subscription (restored_ids)"
+
+    async def check_history(self, transcript: Transcript) -> str:
+        secret = self.options.turbo_key
+        assert secret is not None
+        stream = _stream()
+        identifier = turbo_identifier(stream, secret)
+        since = int(time.time()) - 60
+        await self.broadcast(transcript, stream, {"check": "history"})
+        async with self.session(transcript, subprotocols=(EXT,)) as client:
+            await client.confirmed(identifier, history={"since": since})
+            message = await client.expect(
+                "history (the message broadcast before subscribing)",
+                lambda m: m.get("identifier") == identifier and "message" in m,
+            )
+            if message.get("message") != {"check": "history"}:
+                raise CheckFailed(f"unexpected history message: {_compact(message):.120}")
+            if not {"stream_id", "epoch", "offset"} <= message.keys():
+                raise CheckFailed("the replayed message has no stream_id/epoch/offset")
+            answer = await client.expect(
+                "confirm_history",
+                lambda m: m.get("type") in ("confirm_history", "reject_history"),
+            )
+            if answer.get("type") != "confirm_history":
+                raise CheckFailed("the history request got reject_history")
+        return "a message published before subscribing is replayed with its offset, then confirmed"
+
+    async def check_pubsub(self, transcript: Transcript) -> str:
+        secret = self.options.streams_key
+        assert secret is not None
+        stream = _stream()
+        async with self.session(transcript) as client:
+            reply = await client.subscribe(pubsub_identifier(stream, secret))
+            if reply.get("type") != "confirm_subscription":
+                raise CheckFailed(f"a signed $pubsub stream got {reply.get('type')}")
+            reply = await client.subscribe(pubsub_identifier(stream, secret + "-forged"))
+            if reply.get("type") != "reject_subscription":
+                raise CheckFailed("a $pubsub stream signed with another key was confirmed")
+        return "signed $pubsub stream confirmed, forged one rejected"
+
+    async def check_whisper(self, transcript: Transcript) -> str:
+        secret = self.options.streams_key
+        assert secret is not None
+        identifier = pubsub_identifier(_stream(), secret)
+        nonce = secrets.token_hex(6)
+        async with self.session(transcript) as sender, self.session(transcript) as peer:
+            await sender.confirmed(identifier)
+            await peer.confirmed(identifier)
+            await sender.send(
+                {"command": "whisper", "identifier": identifier, "data": {"check": nonce}}
+            )
+            try:
+                message = await peer.expect(
+                    "whisper at the other subscriber",
+                    lambda m: m.get("identifier") == identifier and "message" in m,
+                )
+            except CheckFailed as exc:
+                raise CheckFailed(
+                    f"{exc} (is whisper enabled on signed streams? AnyCable: --streams_whisper)"
+                ) from None
+            if message["message"] != {"check": nonce}:
+                raise CheckFailed(f"unexpected whisper: {_compact(message):.120}")
+            echoed = [
+                m
+                for m in await sender.messages_for(min(0.5, self.options.timeout))
+                if m.get("identifier") == identifier and "message" in m
+            ]
+            if echoed:
+                raise CheckFailed("the whisper came back to its sender")
+        return "the other subscriber got the whisper, the sender did not"
+
+    async def check_presence(self, transcript: Transcript) -> str:
+        secret = self.options.streams_key
+        assert secret is not None
+        identifier = pubsub_identifier(_stream(), secret)
+        member = f"check-{secrets.token_hex(4)}"
+        async with self.session(transcript) as joiner, self.session(transcript) as watcher:
+            await joiner.confirmed(identifier)
+            await watcher.confirmed(identifier)
+            await joiner.send(
+                {
+                    "command": "join",
+                    "identifier": identifier,
+                    "presence": {"id": member, "info": {"name": "check"}},
+                }
+            )
+            event = await watcher.expect(
+                "presence join event",
+                lambda m: m.get("type") == "presence" and m.get("identifier") == identifier,
+            )
+            body = event.get("message") or {}
+            if body.get("type") != "join" or body.get("id") != member:
+                raise CheckFailed(f"unexpected presence event: {_compact(event):.120}")
+            await watcher.send({"command": "presence", "identifier": identifier})
+            info = await watcher.expect(
+                "presence info",
+                lambda m: (
+                    m.get("type") == "presence" and (m.get("message") or {}).get("type") == "info"
+                ),
+            )
+            records = (info.get("message") or {}).get("records") or []
+            if not any(isinstance(r, dict) and r.get("id") == member for r in records):
+                raise CheckFailed(f"presence info does not list the member: {_compact(info):.120}")
+        return "join reached the other subscriber; presence info lists the member"
+
+    async def check_sse(self, transcript: Transcript) -> str:
+        secret = self.options.turbo_key
+        assert secret is not None
+        parts = urlsplit(self.options.url)
+        scheme = "https" if self.secure else "http"
+        query = urlencode({"turbo_signed_stream_name": sign_stream_name(_stream(), secret)})
+        url = urlunsplit((scheme, parts.netloc, self.options.sse_path, query, ""))
+        headers = [("origin", self.options.origin_header), ("accept", "text/event-stream")]
+        wanted = {"welcome", "confirm_subscription"}
+        status, response_headers, body = await self.http_request(
+            "GET",
+            url,
+            transcript,
+            headers,
+            until=lambda text: all(f"event: {name}" in text for name in wanted),
+        )
+        if status != 200:
+            raise CheckFailed(f"GET {self.options.sse_path} answered {status} (--sse_path?)")
+        kind = response_headers.get("content-type", "")
+        if not kind.startswith("text/event-stream"):
+            raise CheckFailed(f"content-type {kind!r}, not text/event-stream")
+        text = body.decode("utf-8", "replace")
+        missing = [name for name in sorted(wanted) if f"event: {name}" not in text]
+        if missing:
+            raise CheckFailed(f"no {' / '.join(missing)} event")
+        return f"GET {self.options.sse_path}: 200 text/event-stream, welcome and confirm events"
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    async def http_request(
+        self,
+        method: str,
+        url: str,
+        transcript: Transcript,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes = b"",
+        *,
+        until: Callable[[str], bool] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP/1.1 request (h11 over trio): (status, headers, body).
+
+        With ``until``, stop reading the body once its text satisfies ``until`` (streams);
+        bounded by ``--timeout``.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CheckFailed(f"not an http:// or https:// URL: {url}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        all_headers = [
+            ("host", parts.netloc),
+            ("content-length", str(len(body))),
+            ("connection", "close"),
+            *headers,
+        ]
+        transcript.send(f"{method} {target}" + (f" {body[:200]!r}" if body else ""))
+        timeout = self.options.timeout
+        with trio.move_on_after(timeout):
+            stream = await self._open_stream(parts.hostname, port)
+            async with stream:
+                conn = h11.Connection(h11.CLIENT)
+                data = conn.send(h11.Request(method=method, target=target, headers=all_headers))
+                data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+                await stream.send_all(data)
+                status = 0
+                response_headers: dict[str, str] = {}
+                chunks: list[bytes] = []
                 while True:
                     try:
-                        data = await stream.receive_some(65536)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        return "closed"
-                    if not data:
-                        return "closed"
-                    try:
-                        ws.receive_data(bytes(data))
-                        if any(isinstance(e, CloseConnection) for e in ws.events()):
-                            return "closed"
-                    except Exception:  # noqa: S112 -- a client-side parse error is fine
-                        continue
-        return "open"
+                        event = conn.next_event()
+                    except h11.RemoteProtocolError as exc:
+                        if "_SWITCH_UPGRADE" in str(exc):
+                            transcript.receive("HTTP 101")
+                            raise CheckFailed(
+                                f"{method} {parts.path} (no upgrade asked for) was answered 101"
+                            ) from None
+                        raise CheckFailed(f"invalid HTTP answer: {exc}") from None
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(bytes(await stream.receive_some(65536)))
+                    elif isinstance(event, h11.Response):
+                        status = event.status_code
+                        response_headers = {k.decode(): v.decode() for k, v in event.headers}
+                        transcript.receive(f"HTTP {status}")
+                    elif isinstance(event, h11.Data):
+                        chunks.append(bytes(event.data))
+                        text = b"".join(chunks).decode("utf-8", "replace")
+                        if until is not None and status == 200 and until(text):
+                            break
+                    elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                        break
+                if chunks:
+                    transcript.receive(b"".join(chunks)[:EVIDENCE_CHARS].decode("utf-8", "replace"))
+                return status, response_headers, b"".join(chunks)
+        if until is not None:
+            raise CheckFailed(f"{method} {parts.path}: not all expected events within {timeout:g}s")
+        raise CheckFailed(f"{method} {parts.path}: no whole answer within {timeout:g}s")
 
 
 def _client_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0) -> bytes:
@@ -664,116 +1322,380 @@ BAD_FRAMES: list[tuple[str, bytes]] = [
 ]
 
 
-async def http_post(url: str, body: bytes, *, key: str | None, within: float) -> tuple[int, bytes]:
-    """One HTTP/1.1 POST (h11 over trio); (status, body)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise CheckFailed(f"not an http:// or https:// URL: {url}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    headers = [
-        ("host", parts.netloc),
-        ("content-type", "application/json"),
-        ("content-length", str(len(body))),
-        ("connection", "close"),
-    ]
-    if key:
-        headers.append(("authorization", f"Bearer {key}"))
-    with trio.fail_after(within):
-        stream: trio.abc.Stream = await trio.open_tcp_stream(parts.hostname, port)
-        if parts.scheme == "https":
-            stream = trio.SSLStream(
-                stream, ssl.create_default_context(), server_hostname=parts.hostname
-            )
-        async with stream:
-            conn = h11.Connection(h11.CLIENT)
-            data = conn.send(h11.Request(method="POST", target=target, headers=headers))
-            data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
-            await stream.send_all(data)
-            status = 0
-            chunks: list[bytes] = []
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(bytes(await stream.receive_some(65536)))
-                elif isinstance(event, h11.Response):
-                    status = event.status_code
-                elif isinstance(event, h11.Data):
-                    chunks.append(bytes(event.data))
-                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                    return status, b"".join(chunks)
+# -- the checks, in report order ------------------------------------------------------------
 
 
-def format_result(result: Result, *, as_json: bool) -> str:
-    if as_json:
-        return _compact(
-            {"check": result.name, "status": result.status.lower(), "detail": result.detail}
+def _needs_subscribable(options: Options) -> str | None:
+    if options.channel or options.turbo_key:
+        return None
+    return "needs --channel or --turbo_streams_secret (a channel the server confirms)"
+
+
+def _needs_turbo(options: Options) -> str | None:
+    return None if options.turbo_key else "needs --turbo_streams_secret (or --secret)"
+
+
+def _needs_broadcast(options: Options) -> str | None:
+    if not options.broadcast_url:
+        return "needs --broadcast_url (and --turbo_streams_secret)"
+    return _needs_turbo(options)
+
+
+def _needs_channel(options: Options) -> str | None:
+    return None if options.channel else "needs --channel"
+
+
+def _needs_action(options: Options) -> str | None:
+    return None if options.channel and options.action else "needs --channel and --action"
+
+
+def _needs_two_keys(options: Options) -> str | None:
+    if options.channel:
+        return None if options.params else "needs --params (an identifier with two keys)"
+    return _needs_turbo(options)
+
+
+def _needs_fuzz(options: Options) -> str | None:
+    return None if options.fuzz else "needs --fuzz"
+
+
+def _needs_jwt(options: Options) -> str | None:
+    return None if options.jwt_secret else "needs --jwt_secret (or --secret)"
+
+
+def _needs_streams(options: Options) -> str | None:
+    return None if options.streams_key else "needs --streams_secret (or --secret)"
+
+
+def _needs_history(options: Options) -> str | None:
+    return _needs_broadcast(options)
+
+
+CHECKS: tuple[Check, ...] = (
+    Check("handshake", ACTIONCABLE, Checker.check_handshake, requires=(), waits=2),
+    Check("subprotocol", ACTIONCABLE, Checker.check_subprotocol, requires=("handshake",)),
+    Check("welcome", ACTIONCABLE, Checker.check_welcome, requires=("handshake",)),
+    Check("no subprotocol offered", ACTIONCABLE, Checker.check_no_subprotocol, ("handshake",)),
+    Check("plain HTTP to the cable path", ACTIONCABLE, Checker.check_plain_http, ("handshake",)),
+    Check("ping cadence", ACTIONCABLE, Checker.check_pings, waits=3, pings=3),
+    Check("garbage tolerance", ACTIONCABLE, Checker.check_garbage, waits=4, pings=2),
+    Check(
+        "commands before welcome",
+        ACTIONCABLE,
+        Checker.check_before_welcome,
+        needs=_needs_subscribable,
+    ),
+    Check("signed subscribe", ACTIONCABLE, Checker.check_signed_subscribe, needs=_needs_turbo),
+    Check("identifier key order", ACTIONCABLE, Checker.check_key_order, needs=_needs_two_keys),
+    Check("duplicate subscribe", ACTIONCABLE, Checker.check_duplicate, needs=_needs_subscribable),
+    Check("channel subscribe", ACTIONCABLE, Checker.check_channel, needs=_needs_channel),
+    Check(
+        "message/perform",
+        ACTIONCABLE,
+        Checker.check_perform,
+        requires=("channel subscribe",),
+        needs=_needs_action,
+    ),
+    Check("broadcast round trip", ACTIONCABLE, Checker.check_broadcast, needs=_needs_broadcast),
+    Check(
+        "unsubscribe stops broadcasts",
+        ACTIONCABLE,
+        Checker.check_unsubscribe,
+        requires=("broadcast round trip",),
+        needs=_needs_broadcast,
+    ),
+    Check(
+        "fuzz: malformed commands",
+        ACTIONCABLE,
+        Checker.check_fuzz_commands,
+        needs=_needs_fuzz,
+        waits=6,
+        pings=4,
+    ),
+    Check(
+        "fuzz: malformed frames",
+        ACTIONCABLE,
+        Checker.check_fuzz_frames,
+        needs=_needs_fuzz,
+        waits=3 * len(BAD_FRAMES) + 8,
+        pings=4,
+    ),
+    Check("unknown channel rejected", ANYCABLE, Checker.check_unknown_channel),
+    Check("JWT valid", ANYCABLE, Checker.check_jwt_valid, ("handshake",), _needs_jwt),
+    Check("JWT expired", ANYCABLE, Checker.check_jwt_expired, ("JWT valid",), _needs_jwt),
+    Check("JWT forged", ANYCABLE, Checker.check_jwt_forged, ("JWT valid",), _needs_jwt),
+    Check("ext: sid and pong", ANYCABLE, Checker.check_ext, ("handshake",)),
+    Check(
+        "ext: session restore",
+        ANYCABLE,
+        Checker.check_restore,
+        requires=("ext: sid and pong",),
+        needs=_needs_subscribable,
+    ),
+    Check(
+        "ext: history",
+        ANYCABLE,
+        Checker.check_history,
+        requires=("ext: sid and pong", "broadcast round trip"),
+        needs=_needs_history,
+    ),
+    Check("signed $pubsub", ANYCABLE, Checker.check_pubsub, needs=_needs_streams),
+    Check("whisper", ANYCABLE, Checker.check_whisper, ("signed $pubsub",), _needs_streams),
+    Check("presence", ANYCABLE, Checker.check_presence, ("signed $pubsub",), _needs_streams),
+    Check("SSE", ANYCABLE, Checker.check_sse, ("handshake",), _needs_turbo),
+)
+
+
+# -- reporting --------------------------------------------------------------------------------
+
+
+def format_result(result: Result) -> str:
+    """The human-readable lines of one result (evidence indented under a failure)."""
+    head = f"{result.status:<7} {result.name:<30} [{result.profile}] {result.detail}"
+    lines = [head.rstrip()]
+    if result.status == FAIL:
+        lines += [f"          sent: {text}" for text in result.sent]
+        lines += [f"          received: {text}" for text in result.received]
+    return "\n".join(lines)
+
+
+def counts(results: Sequence[Result]) -> dict[str, int]:
+    return {
+        "passed": sum(r.status == PASS for r in results),
+        "failed": sum(r.status == FAIL for r in results),
+        "skipped": sum(r.status == SKIP for r in results),
+        "not_run": sum(r.status == NOT_RUN for r in results),
+    }
+
+
+def exit_status(results: Sequence[Result]) -> int:
+    """3 when the server could not be used at all, 1 when a check failed, else 0."""
+    by_name = {r.name: r for r in results}
+    handshake = by_name.get("handshake")
+    if handshake is not None and handshake.status == FAIL and handshake.unusable:
+        return UNUSABLE
+    if any(r.status in (FAIL, NOT_RUN) for r in results):
+        return NON_COMPLIANT
+    return COMPLIANT
+
+
+def junit_xml(results: Sequence[Result], url: str) -> str:
+    """A JUnit XML report: one testcase per check (SKIP and NOT RUN as skipped)."""
+    from xml.etree import ElementTree as ET
+
+    total = counts(results)
+    suite = ET.Element(
+        "testsuite",
+        name="cableway check",
+        tests=str(len(results)),
+        failures=str(total["failed"]),
+        errors="0",
+        skipped=str(total["skipped"] + total["not_run"]),
+        time=f"{sum(r.duration for r in results):.3f}",
+    )
+    ET.SubElement(ET.SubElement(suite, "properties"), "property", name="url", value=url)
+    for result in results:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"cableway.check.{result.profile}",
+            name=result.name,
+            time=f"{result.duration:.3f}",
         )
-    return f"{result.status:<5} {result.name:<26} {result.detail}"
+        if result.status == FAIL:
+            failure = ET.SubElement(case, "failure", message=result.detail)
+            failure.text = "\n".join(
+                [*(f"sent: {t}" for t in result.sent), *(f"received: {t}" for t in result.received)]
+            )
+        elif result.status == SKIP:
+            ET.SubElement(case, "skipped", message=result.detail)
+        elif result.status == NOT_RUN:
+            ET.SubElement(case, "skipped", message=f"not run: {result.detail}")
+    ET.indent(suite)
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+    )
 
 
-def summary(results: Sequence[Result]) -> tuple[int, int, int]:
-    passed = sum(r.status == PASS for r in results)
-    failed = sum(r.status == FAIL for r in results)
-    return passed, failed, len(results) - passed - failed
+# -- the command line -------------------------------------------------------------------------
 
 
-def parse_args(argv: Sequence[str]) -> tuple[Options, bool]:
-    """The options and whether to print JSON lines; exits (status 2) on a usage error."""
+@dataclass(frozen=True, slots=True)
+class Output:
+    as_json: bool = False
+    junit: str | None = None
+
+
+def _params(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not valid JSON") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('must be a JSON object, e.g. {"room":"1"}')
+    return value
+
+
+def parse_args(argv: Sequence[str]) -> tuple[Options, Output]:
+    """The options and the output format; exits (status 2) on a usage error."""
     parser = argparse.ArgumentParser(
         prog="cableway check",
-        description="Check an Action Cable / AnyCable-compatible server for compliance.",
+        description=(
+            "Check an Action Cable server (Rails, AnyCable-Go, Cableway) for conformance.\n\n"
+            "Verdicts: PASS, FAIL (with what was sent and received), SKIP (with the option\n"
+            "that enables the check), NOT RUN (a check it depends on did not pass).\n"
+            "Exit status: 0 compliant, 1 non-compliant, 2 usage error, 3 the server is\n"
+            "unreachable or unusable (no answer, or the WebSocket handshake is refused)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  cableway check ws://localhost:3000/cable --turbo_streams_secret KEY \\\n"
+            '      --channel ChatChannel --params \'{"room":"1"}\' --action speak\n'
+            "  cableway check ws://localhost:8080/cable --profile anycable --secret S \\\n"
+            "      --broadcast_url http://localhost:8080/_broadcast --fuzz --json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument("url", metavar="WS_URL", help="e.g. ws://localhost:8080/cable")
-    parser.add_argument("--turbo-secret", help="Turbo Streams signing key (signed subscribes)")
-    parser.add_argument("--jwt-key", help="JWT identification key (valid/expired/forged tokens)")
-    parser.add_argument("--jwt-param", default="jid", help="query parameter of the token (jid)")
-    parser.add_argument("--broadcast-url", help="HTTP broadcast endpoint (round trip)")
-    parser.add_argument("--broadcast-key", help="bearer key of the broadcast endpoint")
-    parser.add_argument("--fuzz", action="store_true", help="also send malformed commands/frames")
-    parser.add_argument("--origin", help="Origin header to send (servers with an allow-list)")
     parser.add_argument(
-        "--ping-interval", type=float, default=3.0, help="the server's ping interval (3)"
+        "--profile",
+        choices=PROFILES,
+        default=ACTIONCABLE,
+        help="actioncable: the protocol as Rails does it (default); "
+        "anycable: also AnyCable's extensions",
     )
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per wait (5)")
-    parser.add_argument("--insecure", action="store_true", help="wss: skip TLS verification")
-    parser.add_argument("--json", action="store_true", help="print JSON lines")
+    secrets_group = parser.add_argument_group("what the server is configured with")
+    secrets_group.add_argument(
+        "--secret",
+        help="the application secret (default for every secret below and the broadcast key)",
+    )
+    secrets_group.add_argument(
+        "--turbo_streams_secret",
+        "--turbo-secret",
+        dest="turbo_secret",
+        help="Turbo Streams signing key (signed Turbo::StreamsChannel subscribes)",
+    )
+    secrets_group.add_argument(
+        "--streams_secret", help="signed $pubsub streams key (anycable profile)"
+    )
+    secrets_group.add_argument(
+        "--jwt_secret", "--jwt-key", dest="jwt_key", help="JWT identification key (anycable)"
+    )
+    secrets_group.add_argument(
+        "--jwt_param",
+        "--jwt-param",
+        dest="jwt_param",
+        default="jid",
+        help="query parameter of the token (default jid)",
+    )
+    secrets_group.add_argument(
+        "--broadcast_url",
+        "--broadcast-url",
+        dest="broadcast_url",
+        help="HTTP broadcast endpoint, e.g. http://localhost:8080/_broadcast",
+    )
+    secrets_group.add_argument(
+        "--broadcast_key",
+        "--broadcast-key",
+        dest="broadcast_key",
+        help='bearer key of the broadcast endpoint (default: derived from --secret; "none")',
+    )
+    secrets_group.add_argument(
+        "--sse_path", default="/events", help="Server-Sent Events path (default /events)"
+    )
+    secrets_group.add_argument(
+        "--ping_interval",
+        "--ping-interval",
+        dest="ping_interval",
+        type=float,
+        default=3.0,
+        help="the server's ping interval in seconds (default 3)",
+    )
+    app = parser.add_argument_group("application channels")
+    app.add_argument("--channel", help="a channel the server confirms, e.g. ChatChannel")
+    app.add_argument(
+        "--params", type=_params, default={}, help='its identifier params as JSON: {"room":"1"}'
+    )
+    app.add_argument("--action", help="an action of --channel that transmits something back")
+    run = parser.add_argument_group("running")
+    run.add_argument("--fuzz", action="store_true", help="also send malformed commands/frames")
+    run.add_argument(
+        "--origin", help="Origin header to send (default: the URL's own, http(s)://host:port)"
+    )
+    run.add_argument("--timeout", type=float, default=5.0, help="seconds per wait (default 5)")
+    run.add_argument("--insecure", action="store_true", help="wss: skip TLS verification")
+    run.add_argument("--json", action="store_true", help="one JSON object per check as it ends")
+    run.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report to FILE")
     args = parser.parse_args(list(argv))
-    if urlsplit(args.url).scheme not in ("ws", "wss"):
-        parser.error(f"WS_URL must start with ws:// or wss:// (got {args.url!r})")
-    if args.ping_interval <= 0 or args.timeout <= 0:
-        parser.error("--ping-interval and --timeout must be positive")
+    if urlsplit(args.url).scheme not in ("ws", "wss") or not urlsplit(args.url).hostname:
+        parser.error(f"WS_URL must start with ws:// or wss:// and name a host (got {args.url!r})")
+    for name in ("ping_interval", "timeout"):
+        value = getattr(args, name)
+        if not 0 < value < float("inf"):
+            parser.error(f"--{name} must be a positive number of seconds")
+    if args.action and not args.channel:
+        parser.error("--action needs --channel")
     options = Options(
         url=args.url,
+        profile=args.profile,
+        secret=args.secret,
         turbo_secret=args.turbo_secret,
+        streams_secret=args.streams_secret,
         jwt_key=args.jwt_key,
         jwt_param=args.jwt_param,
         broadcast_url=args.broadcast_url,
         broadcast_key=args.broadcast_key,
+        channel=args.channel,
+        action=args.action,
+        params=args.params,
+        sse_path=args.sse_path,
         fuzz=args.fuzz,
         origin=args.origin,
         ping_interval=args.ping_interval,
         timeout=args.timeout,
         insecure=args.insecure,
     )
-    return options, bool(args.json)
+    return options, Output(as_json=bool(args.json), junit=args.junit)
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     """``cableway check WS_URL [options]``; returns the exit status."""
     stream = sys.stdout if out is None else out
     try:
-        options, as_json = parse_args(sys.argv[1:] if argv is None else argv)
+        options, output = parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:  # --help (0) or a usage error (2)
-        return exc.code if isinstance(exc.code, int) else 2
-    checker = Checker(options, out=None if as_json else stream)
-    results = trio.run(checker.run)
-    if as_json:
-        for result in results:
-            stream.write(format_result(result, as_json=True) + "\n")
-    passed, failed, skipped = summary(results)
-    if as_json:
-        stream.write(_compact({"passed": passed, "failed": failed, "skipped": skipped}) + "\n")
+        return exc.code if isinstance(exc.code, int) else USAGE
+
+    order = [check.name for check in CHECKS]
+    finished: dict[str, Result] = {}
+
+    def report(result: Result) -> None:
+        if output.as_json:  # as each check ends
+            stream.write(_compact(result.as_dict()) + "\n")
+        else:  # in the order of the table, as soon as the checks before it ended
+            finished[result.name] = result
+            while order and order[0] in finished:
+                stream.write(format_result(finished[order.pop(0)]) + "\n")
+        stream.flush()
+
+    results = trio.run(Checker(options, report=report).run)
+    status = exit_status(results)
+    total = counts(results)
+    if output.as_json:
+        stream.write(_compact({**total, "exit": status}) + "\n")
     else:
-        stream.write(f"{passed} passed, {failed} failed, {skipped} skipped\n")
-    return 1 if failed else 0
+        stream.write(
+            f"{total['passed']} passed, {total['failed']} failed, {total['skipped']} skipped, "
+            f"{total['not_run']} not run\n"
+        )
+        if status == UNUSABLE:
+            handshake = next(r for r in results if r.name == "handshake")
+            hint = ""
+            if "refused" in handshake.detail:
+                hint = " (check the path, --origin and the token options)"
+            stream.write(f"the server is unreachable or unusable: {handshake.detail}{hint}\n")
+    if output.junit:
+        with open(output.junit, "w", encoding="utf-8") as file:
+            file.write(junit_xml(results, options.url))
+    return status
