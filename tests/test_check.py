@@ -1,5 +1,5 @@
-"""``cableway check``: the verdicts against Cableway, per profile; no false pass and no hang
-against broken, silent or unreachable servers."""
+"""``cableway check``: the verdicts against Cableway and the real Rails Action Cable, per
+profile; no false pass and no hang against broken, silent or unreachable servers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import hashlib
 import io
 import json
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -37,6 +37,10 @@ from cableway.check import (
 )
 
 from .integration.helpers import BROADCAST_KEY, JWT_KEY, TURBO_KEY, config, running
+from .rails_app.server import BROADCAST_KEY as RAILS_BROADCAST_KEY
+from .rails_app.server import JWT_SECRET as RAILS_JWT_SECRET
+from .rails_app.server import TURBO_SECRET as RAILS_TURBO_SECRET
+from .rails_app.server import RailsServer, rails_server
 
 STREAMS_KEY = "streams-secret"
 ALL = [check.name for check in CHECKS]
@@ -72,6 +76,23 @@ CABLEWAY_ANYCABLE = {
     **{name: PASS for name in ALL},
     **{name: SKIP for name in APPLICATION_CHANNEL},
 }
+#: Rails is the reference of the Action Cable profile: everything passes
+RAILS_ACTIONCABLE = {
+    **{name: PASS for name in ALL},
+    **{name: SKIP for name in ANYCABLE_ONLY},
+}
+#: ... and it lacks AnyCable's extensions (the JWT checks pass: the app identifies by JWT)
+RAILS_ANYCABLE = {
+    **{name: PASS for name in ALL},
+    "unknown channel rejected": FAIL,  # Rails never answers an unknown channel
+    "ext: sid and pong": FAIL,  # no actioncable-v1-ext-json
+    "ext: session restore": NOT_RUN,
+    "ext: history": NOT_RUN,
+    "signed $pubsub": FAIL,  # no $pubsub channel
+    "whisper": NOT_RUN,
+    "presence": NOT_RUN,
+    "SSE": FAIL,  # no Server-Sent Events
+}
 
 
 def cableway_options(port: int, broadcast_port: int, profile: str, **changes: object) -> Options:
@@ -86,6 +107,26 @@ def cableway_options(port: int, broadcast_port: int, profile: str, **changes: ob
         "fuzz": True,
         "ping_interval": 0.5,
         "timeout": 2.0,
+    }
+    base.update(changes)
+    return Options(**base)  # type: ignore[arg-type]
+
+
+def rails_options(rails: RailsServer, profile: str, **changes: object) -> Options:
+    base: dict[str, object] = {
+        "url": rails.cable_url,
+        "profile": profile,
+        "turbo_secret": RAILS_TURBO_SECRET,
+        "streams_secret": RAILS_TURBO_SECRET,
+        "jwt_key": RAILS_JWT_SECRET,
+        "broadcast_url": rails.broadcast_url,
+        "broadcast_key": RAILS_BROADCAST_KEY,
+        "channel": "EchoChannel",
+        "params": {"room": "1"},
+        "action": "echo",
+        "fuzz": True,
+        "ping_interval": 3.0,  # Rails' fixed beat
+        "timeout": 3.0,
     }
     base.update(changes)
     return Options(**base)  # type: ignore[arg-type]
@@ -108,6 +149,76 @@ async def test_cableway_verdicts(profile: str, expected: dict[str, str]) -> None
     failures = [r for r in results if r.status != expected[r.name]]
     assert failures == []
     assert exit_status(results) == 0
+
+
+@pytest.fixture(scope="module")
+def rails() -> Iterator[RailsServer]:
+    with rails_server() as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("profile", "expected", "status"),
+    [(ACTIONCABLE, RAILS_ACTIONCABLE, 0), (ANYCABLE, RAILS_ANYCABLE, 1)],
+)
+async def test_rails_verdicts(
+    rails: RailsServer, profile: str, expected: dict[str, str], status: int
+) -> None:
+    with trio.fail_after(120):
+        results = await Checker(rails_options(rails, profile)).run()
+    failures = [r for r in results if r.status != expected[r.name]]
+    assert failures == []
+    assert exit_status(results) == status
+    found = by_name(results)
+    # the reasons are said
+    assert found["welcome"].detail == "welcome (without sid, as Rails)"
+    assert found["plain HTTP to the cable path"].detail == "answered 404"
+    if profile == ANYCABLE:
+        assert "Rails" in found["unknown channel rejected"].detail
+        assert found["ext: sid and pong"].detail.startswith("offered ['actioncable-v1-ext-json']")
+        assert found["SSE"].detail.startswith("GET /events answered 404")
+        assert found["ext: history"].detail == "needs a passing check: 'ext: sid and pong' FAIL"
+        # the evidence of a failure: what was sent and received
+        assert found["SSE"].sent
+        assert found["SSE"].received
+
+
+async def test_rails_without_channel_options_still_checks_liveness_without_replies(
+    rails: RailsServer,
+) -> None:
+    """Rails never answers an unknown channel: the default profile uses pings as the
+    liveness probe there, so garbage tolerance and fuzzing pass against the reference."""
+    options = rails_options(
+        rails,
+        ACTIONCABLE,
+        turbo_secret=None,
+        streams_secret=None,
+        channel=None,
+        params={},
+        action=None,
+        broadcast_url=None,
+    )
+    with trio.fail_after(120):
+        results = by_name(await Checker(options).run())
+    for name in ("garbage tolerance", "fuzz: malformed commands", "fuzz: malformed frames"):
+        assert results[name].status == PASS, results[name]
+        assert "pinged" in results[name].detail
+
+
+async def test_rails_refuses_a_foreign_origin_and_the_checker_says_unusable(
+    rails: RailsServer,
+) -> None:
+    """Rails' forgery protection answers 404 to a foreign Origin: exit 3, nothing passes
+    (JWT expired/forged used to PASS here: "refused at the handshake")."""
+    options = rails_options(rails, ANYCABLE, origin="http://evil.example")
+    with trio.fail_after(60):
+        results = await Checker(options).run()
+    found = by_name(results)
+    assert found["handshake"].status == FAIL
+    assert "HTTP 404" in found["handshake"].detail
+    assert exit_status(results) == 3
+    assert {r.status for r in results} <= {FAIL, NOT_RUN, SKIP}
+    assert [r.name for r in results if r.status == FAIL] == ["handshake"]
 
 
 async def test_checks_without_their_options_are_skipped_with_the_option_named() -> None:
