@@ -182,10 +182,19 @@ class Result:
             "duration": round(self.duration, 3),
             "detail": self.detail,
         }
-        if self.status == FAIL:
-            record["sent"] = list(self.sent)
-            record["received"] = list(self.received)
+        if self.status == FAIL:  # JSON messages as JSON values, the rest as text
+            record["sent"] = [_as_data(text) for text in self.sent]
+            record["received"] = [_as_data(text) for text in self.received]
         return record
+
+
+def _as_data(text: str) -> object:
+    if text.startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
 
 
 def _compact(value: object) -> str:
@@ -1044,7 +1053,10 @@ class Checker:
     async def check_ext(self, transcript: Transcript) -> str:
         async with self.connect(transcript, subprotocols=(EXT,)) as client:
             if client.subprotocol != EXT:
-                raise CheckFailed(f"offered [{EXT!r}], the server chose {client.subprotocol!r}")
+                raise CheckFailed(
+                    f"offered [{EXT!r}], the server chose {client.subprotocol!r} (the extended "
+                    "protocol is AnyCable's)"
+                )
             welcome = await client.welcome()
             if not isinstance(welcome.get("sid"), str) or not welcome["sid"]:
                 raise CheckFailed("the welcome carries no sid")
@@ -1097,7 +1109,12 @@ class Checker:
         assert secret is not None
         stream = _stream()
         async with self.session(transcript) as client:
-            reply = await client.subscribe(pubsub_identifier(stream, secret))
+            try:
+                reply = await client.subscribe(pubsub_identifier(stream, secret))
+            except Closed:
+                raise
+            except CheckFailed as exc:
+                raise CheckFailed(f"{exc} ($pubsub is AnyCable's channel)") from None
             if reply.get("type") != "confirm_subscription":
                 raise CheckFailed(f"a signed $pubsub stream got {reply.get('type')}")
             reply = await client.subscribe(pubsub_identifier(stream, secret + "-forged"))

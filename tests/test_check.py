@@ -178,7 +178,11 @@ async def test_rails_verdicts(
         assert found["ext: sid and pong"].detail.startswith("offered ['actioncable-v1-ext-json']")
         assert found["SSE"].detail.startswith("GET /events answered 404")
         assert found["ext: history"].detail == "needs a passing check: 'ext: sid and pong' FAIL"
-        # the evidence of a failure: what was sent and received
+        assert "$pubsub is AnyCable's channel" in found["signed $pubsub"].detail
+        # the evidence of a failure: what was sent and received, JSON as data
+        record = found["signed $pubsub"].as_dict()
+        assert record["sent"][-1]["command"] == "subscribe"  # type: ignore[index]
+        assert {"type": "welcome"} in record["received"]  # type: ignore[operator]
         assert found["SSE"].sent
         assert found["SSE"].received
 
@@ -420,7 +424,8 @@ async def test_a_careless_server_fails_the_checks_it_breaks() -> None:
         "unknown channel rejected": "an unknown channel got confirm_subscription",
         "JWT expired": "the token was accepted (welcome)",
         "JWT forged": "the token was accepted (welcome)",
-        "ext: sid and pong": "offered ['actioncable-v1-ext-json'], the server chose None",
+        "ext: sid and pong": "offered ['actioncable-v1-ext-json'], the server chose None "
+        "(the extended protocol is AnyCable's)",
         "signed $pubsub": "a $pubsub stream signed with another key was confirmed",
     }
     assert {name: results[name].detail for name in expected_failures} == expected_failures
