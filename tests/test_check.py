@@ -101,6 +101,7 @@ def cableway_options(port: int, broadcast_port: int, profile: str, **changes: ob
         "profile": profile,
         "turbo_secret": TURBO_KEY,
         "streams_secret": STREAMS_KEY,
+        "streams_whisper": True,
         "jwt_key": JWT_KEY,
         "broadcast_url": f"http://127.0.0.1:{broadcast_port}/_broadcast",
         "broadcast_key": BROADCAST_KEY,
@@ -118,6 +119,7 @@ def rails_options(rails: RailsServer, profile: str, **changes: object) -> Option
         "profile": profile,
         "turbo_secret": RAILS_TURBO_SECRET,
         "streams_secret": RAILS_TURBO_SECRET,
+        "streams_whisper": True,
         "jwt_key": RAILS_JWT_SECRET,
         "broadcast_url": rails.broadcast_url,
         "broadcast_key": RAILS_BROADCAST_KEY,
@@ -601,6 +603,25 @@ def test_option_names_follow_the_server_and_the_old_spellings_still_work() -> No
     assert derived.broadcast_auth is not None
     assert derived.broadcast_auth != "S"
     assert derived.origin_header == "http://h"
+    # ... and the secrets default to the server's environment variables
+    from_env, _ = parse_args(["ws://h/cable"], {"ANYCABLE_SECRET": "S", "ANYCABLE_JWT_SECRET": "J"})
+    assert (from_env.turbo_key, from_env.jwt_secret) == ("S", "J")
+    assert parse_args(["ws://h/cable", "--secret=X"], {"ANYCABLE_SECRET": "S"})[0].secret == "X"
+
+
+async def test_whisper_is_checked_only_when_the_server_is_said_to_allow_it() -> None:
+    """Whisper on signed streams is off by default (AnyCable's and Cableway's)."""
+    async with running(config(ping_interval=0.5, broker="memory")) as server:
+        port = server.main_port
+        off = cableway_options(port, port, ANYCABLE, streams_whisper=False, fuzz=False)
+        on = cableway_options(port, port, ANYCABLE, fuzz=False)
+        with trio.fail_after(60):
+            skipped = by_name(await Checker(off).run())["whisper"]
+            failed = by_name(await Checker(on).run())["whisper"]
+    assert skipped.status == SKIP
+    assert skipped.detail.startswith("needs --streams_whisper")
+    assert failed.status == FAIL
+    assert failed.detail.startswith("no whisper at the other subscriber")
 
 
 def test_cableway_help_does_not_call_check_optional(capsys: pytest.CaptureFixture[str]) -> None:
