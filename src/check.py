@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import secrets
+import shlex
 import ssl
 import struct
 import sys
@@ -129,6 +130,7 @@ class Options:
     params: dict[str, Any] = field(default_factory=dict)
     sse_path: str = "/events"
     streams_whisper: bool = False
+    shutdown_command: str | None = None
     fuzz: bool = False
     origin: str | None = None
     ping_interval: float = 3.0
@@ -447,6 +449,8 @@ class Check:
     #: the check's time limit: this many --timeout waits plus ``pings`` ping intervals
     waits: float = 4
     pings: float = 0
+    #: runs once every other check has ended (it stops the server)
+    last: bool = False
 
 
 class Checker:
@@ -658,6 +662,10 @@ class Checker:
                 return
             for name in check.requires:
                 await done[name].wait()
+            if check.last:
+                for other in CHECKS:
+                    if not other.last:
+                        await done[other.name].wait()
             failed = [n for n in check.requires if self.results[n].status != PASS]
             if failed:
                 causes = ", ".join(f"{n!r} {self.results[n].status}" for n in failed)
@@ -704,7 +712,9 @@ class Checker:
         def chain(check: Check) -> float:
             return self.budget(check) + max((chain(by_name[n]) for n in check.requires), default=0)
 
-        return max(chain(check) for check in CHECKS) + self.options.timeout
+        others = max(chain(check) for check in CHECKS if not check.last)
+        last = sum(self.budget(check) for check in CHECKS if check.last)
+        return others + last + self.options.timeout
 
     async def run(self) -> list[Result]:
         """Run every check; the results in the order of :data:`CHECKS`."""
@@ -1226,6 +1236,47 @@ class Checker:
             raise CheckFailed(f"no {' / '.join(missing)} event")
         return f"GET {self.options.sse_path}: 200 text/event-stream, welcome and confirm events"
 
+    async def check_shutdown(self, transcript: Transcript) -> str:
+        """--shutdown_command stops the server: a connected client is told server_restart."""
+        command = self.options.shutdown_command
+        assert command is not None
+        outcome: list[int] = []
+
+        async def stop() -> None:
+            transcript.send(f"<runs {command}>")
+            try:
+                done = await trio.run_process(
+                    shlex.split(command), check=False, capture_stdout=True, capture_stderr=True
+                )
+            except OSError as exc:
+                transcript.receive(f"<cannot run it: {exc}>")
+                outcome.append(-1)
+                return
+            outcome.append(done.returncode)
+
+        async with self.session(transcript) as client:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stop)
+                try:
+                    message: dict[str, Any] | CheckFailed = await client.expect(
+                        "disconnect message before the server went away",
+                        lambda m: m.get("type") == "disconnect",
+                        within=self.options.timeout * 2,
+                    )
+                except Closed as exc:
+                    message = CheckFailed(f"{exc}, without a disconnect message")
+                except CheckFailed as exc:
+                    message = exc
+            if outcome and outcome[0] != 0:
+                raise CheckFailed(f"--shutdown_command exited with status {outcome[0]}")
+            if isinstance(message, CheckFailed):
+                raise message
+            if message.get("reason") != "server_restart" or message.get("reconnect") is not True:
+                raise CheckFailed(
+                    f"expected reason server_restart, reconnect true: {_compact(message):.120}"
+                )
+        return "disconnect server_restart (reconnect true) before the server stopped"
+
     # -- HTTP ---------------------------------------------------------------------------
 
     async def http_request(
@@ -1398,6 +1449,10 @@ def _needs_whisper(options: Options) -> str | None:
     return _needs_streams(options)
 
 
+def _needs_shutdown(options: Options) -> str | None:
+    return None if options.shutdown_command else "needs --shutdown_command (it stops the server)"
+
+
 def _needs_streams(options: Options) -> str | None:
     return None if options.streams_key else "needs --streams_secret (or --secret)"
 
@@ -1478,6 +1533,14 @@ CHECKS: tuple[Check, ...] = (
     Check("whisper", ANYCABLE, Checker.check_whisper, ("signed $pubsub",), _needs_whisper),
     Check("presence", ANYCABLE, Checker.check_presence, ("signed $pubsub",), _needs_streams),
     Check("SSE", ANYCABLE, Checker.check_sse, ("handshake",), _needs_turbo),
+    Check(
+        "server_restart on shutdown",
+        ANYCABLE,
+        Checker.check_shutdown,
+        needs=_needs_shutdown,
+        waits=4,
+        last=True,
+    ),
 )
 
 
@@ -1678,6 +1741,13 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str] | None = None) -> tup
     run = parser.add_argument_group("running")
     run.add_argument("--fuzz", action="store_true", help="also send malformed commands/frames")
     run.add_argument(
+        "--shutdown_command",
+        metavar="COMMAND",
+        help="a command that stops the server (e.g. 'kill -TERM PID'; split like a shell "
+        "line, without a shell), run last "
+        "(anycable: clients must get server_restart)",
+    )
+    run.add_argument(
         "--origin", help="Origin header to send (default: the URL's own, http(s)://host:port)"
     )
     run.add_argument("--timeout", type=float, default=5.0, help="seconds per wait (default 5)")
@@ -1697,6 +1767,12 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str] | None = None) -> tup
             parser.error(f"--{name} must be a positive number of seconds")
     if args.action and not args.channel:
         parser.error("--action needs --channel")
+    if args.shutdown_command is not None:
+        try:
+            if not shlex.split(args.shutdown_command):
+                parser.error("--shutdown_command is empty")
+        except ValueError as exc:
+            parser.error(f"--shutdown_command: {exc}")
     options = Options(
         url=args.url,
         profile=args.profile,
@@ -1712,6 +1788,7 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str] | None = None) -> tup
         params=args.params,
         sse_path=args.sse_path,
         streams_whisper=args.streams_whisper,
+        shutdown_command=args.shutdown_command,
         fuzz=args.fuzz,
         origin=args.origin,
         ping_interval=args.ping_interval,

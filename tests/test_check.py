@@ -9,8 +9,11 @@ import hashlib
 import io
 import json
 import socket
+import subprocess
+import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
 from xml.etree import ElementTree
@@ -72,9 +75,10 @@ CABLEWAY_ACTIONCABLE = {
     **{name: PASS for name in ALL},
     **{name: SKIP for name in ANYCABLE_ONLY + APPLICATION_CHANNEL},
 }
+SHUTDOWN = ["server_restart on shutdown"]  # needs --shutdown_command: tested on its own below
 CABLEWAY_ANYCABLE = {
     **{name: PASS for name in ALL},
-    **{name: SKIP for name in APPLICATION_CHANNEL},
+    **{name: SKIP for name in APPLICATION_CHANNEL + SHUTDOWN},
 }
 #: Rails is the reference of the Action Cable profile: everything passes
 RAILS_ACTIONCABLE = {
@@ -92,6 +96,7 @@ RAILS_ANYCABLE = {
     "whisper": NOT_RUN,
     "presence": NOT_RUN,
     "SSE": FAIL,  # no Server-Sent Events
+    "server_restart on shutdown": SKIP,
 }
 
 
@@ -248,6 +253,85 @@ async def test_checks_without_their_options_are_skipped_with_the_option_named() 
     assert results["JWT valid"].detail == "needs --profile anycable"
 
 
+# -- shutdown (the check stops the server: real processes) ----------------------------
+
+
+@contextmanager
+def cableway_process(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``cableway ARGS`` on a free 127.0.0.1 port, ready once its start-up log ends."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    argv = [str(Path(sys.executable).parent / "cableway"), *args, "--host=127.0.0.1"]
+    process = subprocess.Popen(
+        [*argv, f"--port={port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    ready = threading.Event()
+    log: list[bytes] = []
+
+    def drain() -> None:
+        assert process.stdout is not None
+        with process.stdout:
+            for line in process.stdout:
+                log.append(line)
+                if b"Using channels router" in line:
+                    ready.set()
+        ready.set()
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(timeout=30), b"".join(log)
+        yield process, port
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+        thread.join(timeout=10)
+
+
+async def test_cableway_says_server_restart_when_it_is_stopped() -> None:
+    secret = "shutdown-test-secret-of-at-least-32-bytes"
+    with cableway_process("--secret", secret, "--turbo_streams", "--ping_interval=1") as (
+        process,
+        port,
+    ):
+        reported: list[str] = []
+        options = Options(
+            url=f"ws://127.0.0.1:{port}/cable",
+            profile=ANYCABLE,
+            secret=secret,
+            ping_interval=1.0,
+            timeout=3.0,
+            shutdown_command=f"kill -TERM {process.pid}",
+        )
+        checker = Checker(options, report=lambda result: reported.append(result.name))
+        with trio.fail_after(120):
+            results = by_name(await checker.run())
+        assert process.wait(timeout=30) == 0
+    assert results["server_restart on shutdown"].status == PASS
+    assert reported[-1] == "server_restart on shutdown"  # after every other check
+    assert results["ping cadence"].status == PASS
+
+
+async def test_rails_closes_without_server_restart_when_stopped() -> None:
+    """Rails 6.1 sends server_restart only when its code reloads, not when it stops."""
+    with rails_server() as rails:
+        options = rails_options(
+            rails, ANYCABLE, fuzz=False, shutdown_command=f"kill -TERM {rails.process.pid}"
+        )
+        with trio.fail_after(120):
+            results = by_name(await Checker(options).run())
+    result = results["server_restart on shutdown"]
+    assert result.status == FAIL
+    assert result.detail.endswith("without a disconnect message")
+
+
+def test_the_shutdown_check_is_skipped_without_its_command() -> None:
+    options = Options(url="ws://h/cable", profile=ANYCABLE)
+    check = next(check for check in CHECKS if check.name == "server_restart on shutdown")
+    assert Checker(options).skip_reason(check) == "needs --shutdown_command (it stops the server)"
+
+
 # -- broken servers ------------------------------------------------------------------
 
 
@@ -344,7 +428,7 @@ async def test_an_unreachable_port_exits_3_and_nothing_passes() -> None:
     assert "cannot connect" in found["handshake"].detail
     assert exit_status(results) == 3
     assert {r.status for r in results if r.name != "handshake"} == {NOT_RUN, SKIP}
-    assert {r.name for r in results if r.status == SKIP} == set(APPLICATION_CHANNEL)
+    assert {r.name for r in results if r.status == SKIP} == {*APPLICATION_CHANNEL, *SHUTDOWN}
     assert found["JWT expired"].detail == "needs a passing check: 'JWT valid' NOT RUN"
 
 
@@ -534,7 +618,7 @@ def test_main_prints_a_table_and_exits_3_when_unreachable() -> None:
     assert lines[0].startswith("FAIL    handshake")
     assert "cannot connect" in lines[0]
     assert any(line.startswith("NOT RUN welcome") for line in lines)
-    assert lines[-2] == "0 passed, 1 failed, 21 skipped, 6 not run"
+    assert lines[-2] == "0 passed, 1 failed, 22 skipped, 6 not run"
     assert lines[-1].startswith("the server is unreachable or unusable: cannot connect")
 
 
@@ -554,7 +638,7 @@ def test_main_json_objects_and_junit(tmp_path: Path) -> None:
     assert isinstance(handshake["duration"], float)
     assert handshake["sent"][0].startswith("GET /cable (upgrade")
     assert checks["welcome"]["status"] == "not_run"
-    assert records[-1] == {"passed": 0, "failed": 1, "skipped": 21, "not_run": 6, "exit": 3}
+    assert records[-1] == {"passed": 0, "failed": 1, "skipped": 22, "not_run": 6, "exit": 3}
     suite = ElementTree.parse(report).getroot()
     assert suite.tag == "testsuite"
     assert suite.get("tests") == str(len(ALL))
