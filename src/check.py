@@ -451,6 +451,13 @@ class Check:
     pings: float = 0
     #: runs once every other check has ended (it stops the server)
     last: bool = False
+    #: subscribes to --channel when it is given: then 'channel subscribe' must pass first
+    uses_channel: bool = False
+
+    def prerequisites(self, options: Options) -> tuple[str, ...]:
+        if self.uses_channel and options.channel:
+            return (*self.requires, "channel subscribe")
+        return self.requires
 
 
 class Checker:
@@ -660,13 +667,14 @@ class Checker:
             if reason is not None:
                 self.record(Result(check.name, SKIP, reason, check.profile))
                 return
-            for name in check.requires:
+            requires = check.prerequisites(self.options)
+            for name in requires:
                 await done[name].wait()
             if check.last:
                 for other in CHECKS:
                     if not other.last:
                         await done[other.name].wait()
-            failed = [n for n in check.requires if self.results[n].status != PASS]
+            failed = [n for n in requires if self.results[n].status != PASS]
             if failed:
                 causes = ", ".join(f"{n!r} {self.results[n].status}" for n in failed)
                 self.record(
@@ -710,7 +718,8 @@ class Checker:
         by_name = {check.name: check for check in CHECKS}
 
         def chain(check: Check) -> float:
-            return self.budget(check) + max((chain(by_name[n]) for n in check.requires), default=0)
+            prerequisites = check.prerequisites(self.options)
+            return self.budget(check) + max((chain(by_name[n]) for n in prerequisites), default=0)
 
         others = max(chain(check) for check in CHECKS if not check.last)
         last = sum(self.budget(check) for check in CHECKS if check.last)
@@ -1468,16 +1477,31 @@ CHECKS: tuple[Check, ...] = (
     Check("no subprotocol offered", ACTIONCABLE, Checker.check_no_subprotocol, ("handshake",)),
     Check("plain HTTP to the cable path", ACTIONCABLE, Checker.check_plain_http, ("handshake",)),
     Check("ping cadence", ACTIONCABLE, Checker.check_pings, waits=3, pings=3),
-    Check("garbage tolerance", ACTIONCABLE, Checker.check_garbage, waits=4, pings=2),
+    Check(
+        "garbage tolerance", ACTIONCABLE, Checker.check_garbage, waits=4, pings=2, uses_channel=True
+    ),
     Check(
         "commands before welcome",
         ACTIONCABLE,
         Checker.check_before_welcome,
         needs=_needs_subscribable,
+        uses_channel=True,
     ),
     Check("signed subscribe", ACTIONCABLE, Checker.check_signed_subscribe, needs=_needs_turbo),
-    Check("identifier key order", ACTIONCABLE, Checker.check_key_order, needs=_needs_two_keys),
-    Check("duplicate subscribe", ACTIONCABLE, Checker.check_duplicate, needs=_needs_subscribable),
+    Check(
+        "identifier key order",
+        ACTIONCABLE,
+        Checker.check_key_order,
+        needs=_needs_two_keys,
+        uses_channel=True,
+    ),
+    Check(
+        "duplicate subscribe",
+        ACTIONCABLE,
+        Checker.check_duplicate,
+        needs=_needs_subscribable,
+        uses_channel=True,
+    ),
     Check("channel subscribe", ACTIONCABLE, Checker.check_channel, needs=_needs_channel),
     Check(
         "message/perform",
@@ -1501,6 +1525,7 @@ CHECKS: tuple[Check, ...] = (
         needs=_needs_fuzz,
         waits=6,
         pings=4,
+        uses_channel=True,
     ),
     Check(
         "fuzz: malformed frames",
@@ -1509,6 +1534,7 @@ CHECKS: tuple[Check, ...] = (
         needs=_needs_fuzz,
         waits=3 * len(BAD_FRAMES) + 8,
         pings=4,
+        uses_channel=True,
     ),
     Check("unknown channel rejected", ANYCABLE, Checker.check_unknown_channel),
     Check("JWT valid", ANYCABLE, Checker.check_jwt_valid, ("handshake",), _needs_jwt),
@@ -1521,6 +1547,7 @@ CHECKS: tuple[Check, ...] = (
         Checker.check_restore,
         requires=("ext: sid and pong",),
         needs=_needs_subscribable,
+        uses_channel=True,
     ),
     Check(
         "ext: history",

@@ -18,11 +18,13 @@ from functools import partial
 from pathlib import Path
 from xml.etree import ElementTree
 
+import h11
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from cableway import cli
+from cableway.auth.signed_streams import InvalidSignature, verify_signed_stream_name
 from cableway.check import (
     ACTIONCABLE,
     ANYCABLE,
@@ -597,6 +599,131 @@ async def test_the_origin_defaults_to_the_urls_own() -> None:
             results = by_name(await Checker(options).run())
     assert results["handshake"].status == PASS
     assert seen[0] == f"http://127.0.0.1:{port}"
+
+
+async def test_cableway_without_its_extensions_fails_the_checks_that_need_them() -> None:
+    """No broker (no history, no restore), no presence on signed streams, and no
+    application channels (Cableway has no RPC): the checks that use --channel are NOT RUN."""
+    cfg = config(ping_interval=0.5, broker="none", streams_presence=False)
+    async with running(cfg) as server:
+        options = cableway_options(
+            server.main_port,
+            server.broadcast_port,
+            ANYCABLE,
+            fuzz=False,
+            channel="EchoChannel",
+            params={"room": "1"},
+            action="echo",
+        )
+        with trio.fail_after(120):
+            results = by_name(await Checker(options).run())
+    assert results["channel subscribe"].status == FAIL
+    assert results["channel subscribe"].detail.endswith("got reject_subscription")
+    for name in ("message/perform", "ext: session restore", "duplicate subscribe"):
+        assert results[name].status == NOT_RUN
+        assert results[name].detail == "needs a passing check: 'channel subscribe' FAIL"
+    assert results["ext: history"].status == FAIL
+    assert results["presence"].status == FAIL
+    assert results["broadcast round trip"].status == PASS
+    async with running(cfg) as server:
+        options = cableway_options(server.main_port, server.broadcast_port, ANYCABLE, fuzz=False)
+        with trio.fail_after(120):
+            results = by_name(await Checker(options).run())
+    assert results["ext: session restore"].status == FAIL
+    assert results["ext: session restore"].detail.startswith("?sid= did not restore")
+
+
+async def test_an_action_that_transmits_nothing_fails_message_perform(
+    rails: RailsServer,
+) -> None:
+    options = rails_options(rails, ACTIONCABLE, fuzz=False, action="no_such_action")
+    with trio.fail_after(120):
+        results = by_name(await Checker(options).run())
+    assert results["channel subscribe"].status == PASS
+    assert results["message/perform"].status == FAIL
+    assert "after performing 'no_such_action'" in results["message/perform"].detail
+
+
+async def reads_before_welcoming(request: WebSocketRequest) -> None:
+    """Answers a command that came with the upgrade before it sends the welcome."""
+    ws = await request.accept(subprotocol=v1_if_offered(request))
+    with contextlib.suppress(ConnectionClosed):
+        with trio.move_on_after(0.2):  # an early command is already there: no wait then
+            command = json.loads(await ws.get_message())
+            reply = {"type": "confirm_subscription", "identifier": command.get("identifier")}
+            await ws.send_message(json.dumps(reply))
+        await ws.send_message(json.dumps({"type": "welcome"}))
+        while True:
+            await ws.get_message()
+
+
+async def test_an_answer_before_the_welcome_fails_commands_before_welcome() -> None:
+    async with tiny_server(reads_before_welcoming) as port:
+        options = cableway_options(port, port, ACTIONCABLE, timeout=0.5, fuzz=False)
+        with trio.fail_after(60):
+            results = by_name(await Checker(options).run())
+    assert results["commands before welcome"].status == FAIL
+    assert results["commands before welcome"].detail.startswith(
+        "the first message is not a welcome"
+    )
+
+
+@asynccontextmanager
+async def deaf_to_unsubscribe() -> AsyncIterator[int]:
+    """Confirms Turbo subscribes, ignores unsubscribe, and delivers what is POSTed to
+    /_broadcast (any path on the same port is the cable) to every identifier ever
+    subscribed to the stream."""
+    subscribers: list[tuple[WebSocketConnection, str, str]] = []
+
+    async def cable(request: WebSocketRequest) -> None:
+        ws = await request.accept(subprotocol=v1_if_offered(request))
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send_message(json.dumps({"type": "welcome"}))
+            while True:
+                try:
+                    command = json.loads(await ws.get_message())
+                    identifier = command["identifier"]
+                    signed = json.loads(identifier)["signed_stream_name"]
+                    stream = verify_signed_stream_name(signed, TURBO_KEY)
+                except (ValueError, TypeError, KeyError, InvalidSignature):
+                    continue  # garbage, and forged names, get no answer
+                if command.get("command") == "subscribe":
+                    subscribers.append((ws, identifier, stream))
+                    reply = {"type": "confirm_subscription", "identifier": identifier}
+                    await ws.send_message(json.dumps(reply))
+
+    async def broadcasts(stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        body = b""
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+        publication = json.loads(body)
+        for ws, identifier, name in list(subscribers):
+            if name == publication["stream"]:
+                message = {"identifier": identifier, "message": json.loads(publication["data"])}
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.send_message(json.dumps(message))
+        response = h11.Response(status_code=201, headers=[("content-length", "0")])
+        await stream.send_all(conn.send(response) + conn.send(h11.EndOfMessage()))
+
+    async with tiny_server(cable) as ws_port, tcp_server(broadcasts) as http_port:
+        yield ws_port, http_port
+
+
+async def test_delivering_after_unsubscribe_fails_its_check() -> None:
+    async with deaf_to_unsubscribe() as (ws_port, http_port):
+        options = cableway_options(ws_port, http_port, ACTIONCABLE, timeout=1.0, fuzz=False)
+        with trio.fail_after(60):
+            results = by_name(await Checker(options).run())
+    assert results["broadcast round trip"].status == PASS
+    assert results["unsubscribe stops broadcasts"].status == FAIL
+    assert results["unsubscribe stops broadcasts"].detail.startswith("delivered after unsubscribe")
 
 
 # -- the command line ----------------------------------------------------------------
