@@ -1223,7 +1223,10 @@ class Checker:
         assert secret is not None
         parts = urlsplit(self.options.url)
         scheme = "https" if self.secure else "http"
-        query = urlencode({"turbo_signed_stream_name": sign_stream_name(_stream(), secret)})
+        fields = {"turbo_signed_stream_name": sign_stream_name(_stream(), secret)}
+        if self.options.jwt_secret:  # browsers cannot set headers on an EventSource
+            fields[self.options.jwt_param] = self.token()
+        query = urlencode(fields)
         url = urlunsplit((scheme, parts.netloc, self.options.sse_path, query, ""))
         headers = [("origin", self.options.origin_header), ("accept", "text/event-stream")]
         wanted = {"welcome", "confirm_subscription"}
