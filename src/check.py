@@ -489,10 +489,10 @@ class Checker:
 
     def url(self, jwt: str | None = None, **query: str) -> str:
         """The WebSocket URL with ``jwt`` (default: a valid token when a JWT secret is
-        known and the profile is anycable) and ``query`` added to its query string."""
+        known) and ``query`` added to its query string."""
         options = self.options
         token = jwt
-        if token is None and options.jwt_secret and options.profile == ANYCABLE:
+        if token is None and options.jwt_secret:
             token = self.token()
         extra = dict(query)
         if token is not None:

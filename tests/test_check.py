@@ -820,15 +820,21 @@ def test_option_names_follow_the_server_and_the_old_spellings_still_work() -> No
     assert parse_args(["ws://h/cable", "--secret=X"], {"ANYCABLE_SECRET": "S"})[0].secret == "X"
 
 
-async def test_a_server_enforcing_jwt_passes_the_anycable_profile() -> None:
+@pytest.mark.parametrize(
+    ("profile", "expected"),
+    [(ACTIONCABLE, CABLEWAY_ACTIONCABLE), (ANYCABLE, CABLEWAY_ANYCABLE)],
+)
+async def test_a_server_enforcing_jwt_passes_both_profiles(
+    profile: str, expected: dict[str, str]
+) -> None:
     """Every connection, and the SSE request (?jid=), carry a valid token."""
     async with running(
         config(ping_interval=0.5, broker="memory", streams_whisper=True, enforce_jwt=True)
     ) as server:
-        options = cableway_options(server.main_port, server.broadcast_port, ANYCABLE)
+        options = cableway_options(server.main_port, server.broadcast_port, profile)
         with trio.fail_after(120):
             results = await Checker(options).run()
-    assert [r for r in results if r.status != CABLEWAY_ANYCABLE[r.name]] == []
+    assert [r for r in results if r.status != expected[r.name]] == []
 
 
 async def test_whisper_is_checked_only_when_the_server_is_said_to_allow_it() -> None:
