@@ -513,7 +513,13 @@ class Checker:
         try:
             stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
         except OSError as exc:
-            raise Unusable(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+            # trio groups the attempts (one per address): name what each one said
+            causes = exc.__cause__.exceptions if isinstance(exc.__cause__, ExceptionGroup) else ()
+            said = sorted(
+                {os.strerror(c.errno) for c in causes if isinstance(c, OSError) and c.errno}
+            )
+            reason = ", ".join(said) or exc.strerror or str(exc)
+            raise Unusable(f"cannot connect to {host}:{port}: {reason}") from None
         if self.ssl_context is not None:
             stream = trio.SSLStream(stream, self.ssl_context, server_hostname=host)
         return stream
@@ -1861,7 +1867,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         if status == UNUSABLE:
             handshake = next(r for r in results if r.name == "handshake")
             hint = ""
-            if "refused" in handshake.detail:
+            if "handshake was refused" in handshake.detail:
                 hint = " (check the path, --origin and the token options)"
             stream.write(f"the server is unreachable or unusable: {handshake.detail}{hint}\n")
     if output.junit:
