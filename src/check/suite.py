@@ -1,48 +1,26 @@
-"""``cableway check WS_URL``: a conformance suite for any Action Cable server.
-
-Connects to the server at ``WS_URL`` (Rails Action Cable, AnyCable-Go, Cableway...) as an
-Action Cable client and checks the behaviours that apply to what it is told. The checks, the
-profile each belongs to and the option each needs are in :data:`CHECKS` and in
-``docs/conformance.md``.
-
-- **Profiles.** ``actioncable`` (the default) holds the server to the Action Cable protocol as
-  Rails implements it; ``--profile anycable`` adds AnyCable's extensions (``reject_subscription``
-  for unknown channels, JWT identification, the extended protocol, signed ``$pubsub``, whisper,
-  presence, Server-Sent Events).
-- **Verdicts.** ``PASS``; ``FAIL`` with the evidence (what was sent, what came back); ``SKIP``
-  with the option that enables the check; ``NOT RUN`` when a check it depends on did not pass.
-- **Exit status.** 0 compliant, 1 non-compliant, 2 usage error, 3 the server is unreachable or
-  unusable (nothing listens, it never answers the WebSocket handshake, or it refuses it).
-- **Bounded.** Every check has its own time limit, covering its handshakes; checks run
-  concurrently (four at a time) and the whole run has a limit of its own.
-"""
+"""The checks: what the checker is told (:class:`Options`), each :class:`Check` with its
+profile, needs and prerequisites (:data:`CHECKS`), and the :class:`Checker` that runs them."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
 import shlex
 import ssl
 import struct
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import h11
 import trio
 from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
     RejectConnection,
     RejectData,
     Request,
@@ -50,66 +28,31 @@ from wsproto.events import (
 )
 from wsproto.utilities import ProtocolError
 
-from .auth.jwt import encode_token
-from .auth.keys import derive_broadcast_key
-from .auth.signed_streams import sign_stream_name
+from ..auth.jwt import encode_token
+from ..auth.keys import derive_broadcast_key
+from ..auth.signed_streams import sign_stream_name
+from .client import (
+    EVIDENCE_CHARS,
+    EXT,
+    RAILS_OFFER,
+    V1,
+    CheckFailed,
+    Client,
+    Closed,
+    HandshakeRefused,
+    Transcript,
+    Unusable,
+    client_frame,
+    compact,
+    pubsub_identifier,
+    turbo_identifier,
+)
 
-__all__ = [
-    "CHECKS",
-    "CheckFailed",
-    "Checker",
-    "Options",
-    "Result",
-    "Unusable",
-    "exit_status",
-    "main",
-]
-
-V1 = "actioncable-v1-json"
-EXT = "actioncable-v1-ext-json"
-RAILS_OFFER = (V1, "actioncable-unsupported")
-TURBO_CHANNEL = "Turbo::StreamsChannel"
-PUBSUB_CHANNEL = "$pubsub"
 PASS, FAIL, SKIP, NOT_RUN = "PASS", "FAIL", "SKIP", "NOT RUN"
 ACTIONCABLE, ANYCABLE = "actioncable", "anycable"
 PROFILES = (ACTIONCABLE, ANYCABLE)
-#: Exit statuses
-COMPLIANT, NON_COMPLIANT, USAGE, UNUSABLE = 0, 1, 2, 3
 #: How many checks run at once
 CONCURRENCY = 4
-#: How much evidence a result keeps (messages each way, characters per message)
-EVIDENCE_MESSAGES, EVIDENCE_CHARS = 12, 300
-
-
-class CheckFailed(Exception):
-    """A check's expectation did not hold; the message says what was seen."""
-
-
-class Unusable(CheckFailed):
-    """The server cannot be reached or refuses the WebSocket handshake (exit status 3)."""
-
-
-class HandshakeRefused(Unusable):
-    """The server answered the WebSocket upgrade with an HTTP status other than 101."""
-
-    def __init__(self, status: int, body: bytes) -> None:
-        text = body.decode("utf-8", "replace").strip()
-        super().__init__(
-            f"the WebSocket handshake was refused: HTTP {status}"
-            + (f" ({text[:80]!r})" if text else "")
-        )
-        self.status = status
-
-
-class Closed(CheckFailed):
-    """The server closed the WebSocket (or the TCP connection)."""
-
-    def __init__(self, code: int | None, reason: str = "") -> None:
-        said = "without a close frame" if code is None else f"code {code}"
-        super().__init__(
-            f"the server closed the connection ({said}{f', {reason!r}' if reason else ''})"
-        )
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,240 +144,8 @@ def _as_data(text: str) -> object:
     return text
 
 
-def _compact(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= EVIDENCE_CHARS else text[: EVIDENCE_CHARS - 3] + "..."
-
-
-def turbo_identifier(stream: str, secret: str) -> str:
-    """The identifier turbo-rails' ``<turbo-cable-stream-source>`` subscribes with."""
-    return _compact(
-        {"channel": TURBO_CHANNEL, "signed_stream_name": sign_stream_name(stream, secret)}
-    )
-
-
-def pubsub_identifier(stream: str, secret: str) -> str:
-    """AnyCable's signed ``$pubsub`` identifier."""
-    return _compact(
-        {"channel": PUBSUB_CHANNEL, "signed_stream_name": sign_stream_name(stream, secret)}
-    )
-
-
 def _stream() -> str:
     return f"cableway-check/{secrets.token_hex(4)}"
-
-
-class Transcript:
-    """What one check sent and received (the evidence of a failure)."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-        self.received: list[str] = []
-
-    def send(self, text: str) -> None:
-        if len(self.sent) < EVIDENCE_MESSAGES:
-            self.sent.append(_clip(text))
-
-    def receive(self, text: str) -> None:
-        self.received.append(_clip(text))
-        del self.received[: -EVIDENCE_MESSAGES or None]
-
-
-class Client:
-    """One WebSocket client connection (wsproto over a trio stream).
-
-    Server pings (WebSocket and Action Cable ``ping`` messages) are answered or recorded with
-    their arrival times, and skipped by :meth:`recv`.
-    """
-
-    def __init__(
-        self,
-        stream: trio.abc.Stream,
-        ws: WSConnection,
-        subprotocol: str | None,
-        transcript: Transcript,
-        timeout: float,
-    ) -> None:
-        self.stream = stream
-        self.ws = ws
-        self.subprotocol = subprotocol
-        self.transcript = transcript
-        self.timeout = timeout
-        self.pings: list[tuple[float, object]] = []
-        self._pending: list[str] = []
-        self._text: list[str] = []
-        self._closed: Closed | None = None
-
-    async def send(self, message: object) -> None:
-        text = message if isinstance(message, str) else None
-        if isinstance(message, bytes):
-            data = self.ws.send(BytesMessage(data=message))
-            self.transcript.send(message.decode("utf-8", "replace"))
-        else:
-            text = text if text is not None else _compact(message)
-            data = self.ws.send(TextMessage(data=text))
-            self.transcript.send(text)
-        await self.send_raw(data)
-
-    async def send_raw(self, data: bytes) -> None:
-        if self._closed is not None:
-            raise self._closed
-        try:
-            await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._closed = Closed(None)
-            raise self._closed from None
-
-    async def _next_text(self) -> str:
-        """The next whole text (or binary) message; raises :class:`Closed` at the end."""
-        while not self._pending:
-            if self._closed is not None:
-                raise self._closed
-            try:
-                data = await self.stream.receive_some(65536)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
-            try:
-                self.ws.receive_data(bytes(data) if data else None)
-                events = list(self.ws.events())
-            except ProtocolError as exc:
-                self._closed = Closed(None, f"invalid WebSocket data: {exc}")
-                raise self._closed from None
-            await self.handle(events)
-            if not data and self._closed is None:
-                self.transcript.receive("<TCP connection closed>")
-                self._closed = Closed(None)
-        return self._pending.pop(0)
-
-    async def handle(self, events: Sequence[object]) -> None:
-        """Take in wsproto events: whole messages queued, pings and closes answered."""
-        for event in events:
-            if isinstance(event, TextMessage | BytesMessage):
-                chunk = event.data
-                self._text.append(
-                    chunk if isinstance(chunk, str) else bytes(chunk).decode("utf-8", "replace")
-                )
-                if event.message_finished:
-                    self._pending.append("".join(self._text))
-                    self._text.clear()
-            elif isinstance(event, Ping):
-                await self._quietly_send(self.ws.send(event.response()))
-            elif isinstance(event, CloseConnection):
-                self.transcript.receive(f"<close {event.code} {event.reason or ''}>".strip())
-                if self.ws.state is ConnectionState.REMOTE_CLOSING:
-                    await self._quietly_send(self.ws.send(event.response()))
-                self._closed = Closed(event.code, event.reason or "")
-
-    async def _quietly_send(self, data: bytes) -> None:
-        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self.stream.send_all(data)
-
-    async def _message(self) -> dict[str, Any]:
-        raw = await self._next_text()
-        self.transcript.receive(raw)
-        try:
-            message = json.loads(raw)
-        except ValueError:
-            raise CheckFailed(f"the server sent a non-JSON message: {raw!r:.80}") from None
-        if not isinstance(message, dict):
-            raise CheckFailed(f"the server sent a non-object message: {raw!r:.80}")
-        return message
-
-    async def recv(self, within: float | None = None) -> dict[str, Any]:
-        """The next message other than a ping (``TimeoutError`` after ``within`` s)."""
-        with trio.move_on_after(self.timeout if within is None else within):
-            while True:
-                message = await self._message()
-                if message.get("type") == "ping":
-                    self.pings.append((trio.current_time(), message.get("message")))
-                    continue
-                return message
-        raise TimeoutError
-
-    async def expect(
-        self, what: str, predicate: Callable[[dict[str, Any]], bool], within: float | None = None
-    ) -> dict[str, Any]:
-        """Read until a message satisfies ``predicate``; fail after ``within`` s."""
-        deadline = trio.current_time() + (self.timeout if within is None else within)
-        while True:
-            try:
-                message = await self.recv(max(0.0, deadline - trio.current_time()))
-            except TimeoutError:
-                raise CheckFailed(f"no {what}") from None
-            if predicate(message):
-                return message
-
-    async def wait_pings(
-        self, count: int, within: float, *, strict: bool = True
-    ) -> list[tuple[float, object]]:
-        """Wait (at most ``within`` s) until ``count`` more pings arrived; the pings so far.
-
-        ``strict``: any other message is a failure (the session is meant to be idle).
-        """
-        wanted = len(self.pings) + count
-        with trio.move_on_after(within):
-            while len(self.pings) < wanted:
-                message = await self._message()
-                if message.get("type") == "ping":
-                    self.pings.append((trio.current_time(), message.get("message")))
-                elif strict:
-                    raise CheckFailed(f"unexpected message while idle: {_compact(message):.120}")
-        return self.pings
-
-    async def messages_for(self, seconds: float) -> list[dict[str, Any]]:
-        """Every non-ping message arriving within ``seconds``."""
-        out: list[dict[str, Any]] = []
-        deadline = trio.current_time() + seconds
-        while True:
-            try:
-                out.append(await self.recv(max(0.0, deadline - trio.current_time())))
-            except TimeoutError:
-                return out
-
-    async def welcome(self) -> dict[str, Any]:
-        try:
-            message = await self.recv()
-        except TimeoutError:
-            raise CheckFailed(f"no welcome within {self.timeout:g}s") from None
-        if message.get("type") != "welcome":
-            raise CheckFailed(f"the first message is not a welcome: {_compact(message):.120}")
-        return message
-
-    async def subscribe(self, identifier: str, **extra: object) -> dict[str, Any]:
-        """Subscribe; the confirm or reject for exactly this identifier."""
-        await self.send({"command": "subscribe", "identifier": identifier, **extra})
-        return await self.expect(
-            f"confirm_subscription/reject_subscription for {identifier}",
-            lambda m: (
-                m.get("type") in ("confirm_subscription", "reject_subscription")
-                and m.get("identifier") == identifier
-            ),
-        )
-
-    async def confirmed(self, identifier: str, **extra: object) -> None:
-        reply = await self.subscribe(identifier, **extra)
-        if reply.get("type") != "confirm_subscription":
-            raise CheckFailed(f"the subscription to {identifier} was rejected")
-
-    async def is_closed(self, within: float) -> bool:
-        """Whether the server closes the connection within ``within`` s."""
-        with trio.move_on_after(within):
-            try:
-                while True:
-                    await self._next_text()
-            except Closed:
-                return True
-        return False
-
-    async def close(self) -> None:
-        with trio.move_on_after(min(1.0, self.timeout)) as scope:
-            scope.shield = True
-            if self._closed is None and self.ws.state is ConnectionState.OPEN:
-                await self._quietly_send(self.ws.send(CloseConnection(code=1000)))
-            await self.stream.aclose()
 
 
 @dataclass(frozen=True, slots=True)
@@ -568,7 +279,7 @@ class Checker:
             host=netloc, target=target, subprotocols=list(subprotocols), extra_headers=headers
         )
         data = ws.send(request)
-        early_texts = [m if isinstance(m, str) else _compact(m) for m in early]
+        early_texts = [m if isinstance(m, str) else compact(m) for m in early]
         for text in early_texts:
             transcript.send(text)
         try:
@@ -645,7 +356,7 @@ class Checker:
         """An identifier the server confirms: the application channel, else a Turbo stream."""
         options = self.options
         if options.channel:
-            return _compact({"channel": options.channel, **options.params})
+            return compact({"channel": options.channel, **options.params})
         if options.turbo_key:
             return turbo_identifier(_stream(), options.turbo_key)
         return None
@@ -821,7 +532,7 @@ class Checker:
             await client.confirmed(identifier)
             return "a subscribe is confirmed"
         if self.options.profile == ANYCABLE:
-            identifier = _compact({"channel": "CablewayCheckNoSuchChannel"})
+            identifier = compact({"channel": "CablewayCheckNoSuchChannel"})
             reply = await client.subscribe(identifier)
             return f"an unknown channel gets {reply['type']}"
         pings = len(client.pings)
@@ -843,7 +554,7 @@ class Checker:
         unexpected = await client.messages_for(min(0.5, self.options.timeout))
         for message in unexpected:
             if message.get("type") in ("confirm_subscription", "reject_subscription"):
-                raise CheckFailed(f"unexpected answer to unsubscribe: {_compact(message):.120}")
+                raise CheckFailed(f"unexpected answer to unsubscribe: {compact(message):.120}")
 
     async def check_garbage(self, transcript: Transcript) -> str:
         async with self.session(transcript) as client:
@@ -887,7 +598,7 @@ class Checker:
         decoded = json.loads(identifier)
         if len(decoded) < 2:
             raise CheckFailed("needs an identifier with two keys or more (--params)")
-        reordered = _compact(dict(reversed(list(decoded.items()))))
+        reordered = compact(dict(reversed(list(decoded.items()))))
         async with self.session(transcript) as client:
             await client.confirmed(identifier)
             reply = await client.subscribe(reordered)
@@ -931,18 +642,18 @@ class Checker:
         nonce = secrets.token_hex(8)
         async with self.session(transcript) as client:
             await client.confirmed(identifier)
-            data = _compact({"action": action, "check": nonce})
+            data = compact({"action": action, "check": nonce})
             await client.send({"command": "message", "identifier": identifier, "data": data})
             reply = await client.expect(
                 f"message for {identifier} after performing {action!r} (does it transmit?)",
                 lambda m: m.get("identifier") == identifier and "message" in m,
             )
-        return f"{action!r} performed; the channel transmitted {_compact(reply['message']):.80}"
+        return f"{action!r} performed; the channel transmitted {compact(reply['message']):.80}"
 
     async def broadcast(self, transcript: Transcript, stream: str, data: object) -> int:
         url = self.options.broadcast_url
         assert url is not None
-        body = _compact({"stream": stream, "data": _compact(data)}).encode()
+        body = compact({"stream": stream, "data": compact(data)}).encode()
         headers = [("content-type", "application/json")]
         key = self.options.broadcast_auth
         if key:
@@ -965,7 +676,7 @@ class Checker:
                 "broadcast", lambda m: m.get("identifier") == identifier and "message" in m
             )
             if message["message"] != {"check": nonce}:
-                raise CheckFailed(f"unexpected broadcast payload: {_compact(message):.120}")
+                raise CheckFailed(f"unexpected broadcast payload: {compact(message):.120}")
         return f"POST answered {status}; the subscriber got the message"
 
     async def check_unsubscribe(self, transcript: Transcript) -> str:
@@ -988,7 +699,7 @@ class Checker:
                 if m.get("identifier") == identifier
             ]
             if late:
-                raise CheckFailed(f"delivered after unsubscribe: {_compact(late[0]):.120}")
+                raise CheckFailed(f"delivered after unsubscribe: {compact(late[0]):.120}")
         return "a subscriber still on the stream got the broadcast; the one that left did not"
 
     async def check_fuzz_commands(self, transcript: Transcript) -> str:
@@ -1026,7 +737,7 @@ class Checker:
     # -- the AnyCable checks ---------------------------------------------------------------
 
     async def check_unknown_channel(self, transcript: Transcript) -> str:
-        identifier = _compact({"channel": "CablewayCheckNoSuchChannel"})
+        identifier = compact({"channel": "CablewayCheckNoSuchChannel"})
         async with self.session(transcript) as client:
             try:
                 reply = await client.subscribe(identifier)
@@ -1059,7 +770,7 @@ class Checker:
                 if message.get("type") == "welcome":
                     raise CheckFailed("the token was accepted (welcome)")
                 if message.get("type") != "disconnect":
-                    raise CheckFailed(f"unexpected answer: {_compact(message):.120}")
+                    raise CheckFailed(f"unexpected answer: {compact(message):.120}")
                 reason = message.get("reason")
                 if reason not in reasons:
                     raise CheckFailed(f"disconnect reason {reason!r}, expected one of {reasons}")
@@ -1111,7 +822,7 @@ class Checker:
         async with self.connect(transcript, subprotocols=(EXT,), sid=str(sid)) as client:
             welcome = await client.welcome()
             if welcome.get("restored") is not True:
-                raise CheckFailed(f"?sid= did not restore the session: {_compact(welcome):.120}")
+                raise CheckFailed(f"?sid= did not restore the session: {compact(welcome):.120}")
             if identifier not in (welcome.get("restored_ids") or []):
                 raise CheckFailed("restored_ids does not list the subscription")
         return "?sid= restores the session and its subscription (restored_ids)"
@@ -1130,7 +841,7 @@ class Checker:
                 lambda m: m.get("identifier") == identifier and "message" in m,
             )
             if message.get("message") != {"check": "history"}:
-                raise CheckFailed(f"unexpected history message: {_compact(message):.120}")
+                raise CheckFailed(f"unexpected history message: {compact(message):.120}")
             if not {"stream_id", "epoch", "offset"} <= message.keys():
                 raise CheckFailed("the replayed message has no stream_id/epoch/offset")
             answer = await client.expect(
@@ -1180,7 +891,7 @@ class Checker:
                     f"{exc} (the server was said to allow whisper on signed streams)"
                 ) from None
             if message["message"] != {"check": nonce}:
-                raise CheckFailed(f"unexpected whisper: {_compact(message):.120}")
+                raise CheckFailed(f"unexpected whisper: {compact(message):.120}")
             echoed = [
                 m
                 for m in await sender.messages_for(min(0.5, self.options.timeout))
@@ -1211,7 +922,7 @@ class Checker:
             )
             body = event.get("message") or {}
             if body.get("type") != "join" or body.get("id") != member:
-                raise CheckFailed(f"unexpected presence event: {_compact(event):.120}")
+                raise CheckFailed(f"unexpected presence event: {compact(event):.120}")
             await watcher.send({"command": "presence", "identifier": identifier})
             info = await watcher.expect(
                 "presence info",
@@ -1221,7 +932,7 @@ class Checker:
             )
             records = (info.get("message") or {}).get("records") or []
             if not any(isinstance(r, dict) and r.get("id") == member for r in records):
-                raise CheckFailed(f"presence info does not list the member: {_compact(info):.120}")
+                raise CheckFailed(f"presence info does not list the member: {compact(info):.120}")
         return "join reached the other subscriber; presence info lists the member"
 
     async def check_sse(self, transcript: Transcript) -> str:
@@ -1291,7 +1002,7 @@ class Checker:
                 raise message
             if message.get("reason") != "server_restart" or message.get("reconnect") is not True:
                 raise CheckFailed(
-                    f"expected reason server_restart, reconnect true: {_compact(message):.120}"
+                    f"expected reason server_restart, reconnect true: {compact(message):.120}"
                 )
         return "disconnect server_restart (reconnect true) before the server stopped"
 
@@ -1366,20 +1077,6 @@ class Checker:
         raise CheckFailed(f"{method} {parts.path}: no whole answer within {timeout:g}s")
 
 
-def _client_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0) -> bytes:
-    """A masked client frame (random mask key)."""
-    mask = secrets.token_bytes(4)
-    n = len(payload)
-    if n < 126:
-        length = bytes([0x80 | n])
-    elif n < 65536:
-        length = bytes([0x80 | 126]) + struct.pack("!H", n)
-    else:
-        length = bytes([0x80 | 127]) + struct.pack("!Q", n)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([(0x80 if fin else 0) | rsv << 4 | opcode]) + length + mask + masked
-
-
 GARBAGE_COMMANDS: list[str | bytes] = [
     "this is not JSON",
     "[1,2,3]",
@@ -1400,22 +1097,22 @@ GARBAGE_COMMANDS: list[str | bytes] = [
     b'{"command":"subscribe","identifier":"{}"}',
     b"\x00\xff\xfe binary garbage",
     *[
-        _compact({"command": "subscribe", "identifier": _compact({"channel": f"Bad{i}"})})
+        compact({"command": "subscribe", "identifier": compact({"channel": f"Bad{i}"})})
         for i in range(20)
     ],
 ]
 
 BAD_FRAMES: list[tuple[str, bytes]] = [
-    ("RSV1 without extension", _client_frame(0x1, b"{}", rsv=4)),
-    ("reserved opcode 0x3", _client_frame(0x3, b"x")),
-    ("reserved control opcode 0xB", _client_frame(0xB, b"")),
+    ("RSV1 without extension", client_frame(0x1, b"{}", rsv=4)),
+    ("reserved opcode 0x3", client_frame(0x3, b"x")),
+    ("reserved control opcode 0xB", client_frame(0xB, b"")),
     ("unmasked frame", b"\x81\x02{}"),
-    ("ping with 126-byte payload", _client_frame(0x9, b"p" * 126)),
-    ("fragmented ping", _client_frame(0x9, b"p", fin=False)),
-    ("continuation without start", _client_frame(0x0, b"x")),
-    ("invalid UTF-8 text", _client_frame(0x1, b"\xff\xfe\xfd")),
-    ("close with code 999", _client_frame(0x8, struct.pack("!H", 999))),
-    ("close with a 1-byte payload", _client_frame(0x8, b"\x03")),
+    ("ping with 126-byte payload", client_frame(0x9, b"p" * 126)),
+    ("fragmented ping", client_frame(0x9, b"p", fin=False)),
+    ("continuation without start", client_frame(0x0, b"x")),
+    ("invalid UTF-8 text", client_frame(0x1, b"\xff\xfe\xfd")),
+    ("close with code 999", client_frame(0x8, struct.pack("!H", 999))),
+    ("close with a 1-byte payload", client_frame(0x8, b"\x03")),
     ("64-bit length with the top bit set", b"\x82\xff" + struct.pack("!Q", 1 << 63) + b"\0" * 4),
 ]
 
@@ -1578,299 +1275,3 @@ CHECKS: tuple[Check, ...] = (
         last=True,
     ),
 )
-
-
-# -- reporting --------------------------------------------------------------------------------
-
-
-def format_result(result: Result) -> str:
-    """The human-readable lines of one result (evidence indented under a failure)."""
-    head = f"{result.status:<7} {result.name:<30} [{result.profile}] {result.detail}"
-    lines = [head.rstrip()]
-    if result.status == FAIL:
-        lines += [f"          sent: {text}" for text in result.sent]
-        lines += [f"          received: {text}" for text in result.received]
-    return "\n".join(lines)
-
-
-def counts(results: Sequence[Result]) -> dict[str, int]:
-    return {
-        "passed": sum(r.status == PASS for r in results),
-        "failed": sum(r.status == FAIL for r in results),
-        "skipped": sum(r.status == SKIP for r in results),
-        "not_run": sum(r.status == NOT_RUN for r in results),
-    }
-
-
-def exit_status(results: Sequence[Result]) -> int:
-    """3 when the server could not be used at all, 1 when a check failed, else 0."""
-    by_name = {r.name: r for r in results}
-    handshake = by_name.get("handshake")
-    if handshake is not None and handshake.status == FAIL and handshake.unusable:
-        return UNUSABLE
-    if any(r.status in (FAIL, NOT_RUN) for r in results):
-        return NON_COMPLIANT
-    return COMPLIANT
-
-
-def junit_xml(results: Sequence[Result], url: str) -> str:
-    """A JUnit XML report: one testcase per check (SKIP and NOT RUN as skipped)."""
-    from xml.etree import ElementTree as ET
-
-    total = counts(results)
-    suite = ET.Element(
-        "testsuite",
-        name="cableway check",
-        tests=str(len(results)),
-        failures=str(total["failed"]),
-        errors="0",
-        skipped=str(total["skipped"] + total["not_run"]),
-        time=f"{sum(r.duration for r in results):.3f}",
-    )
-    ET.SubElement(ET.SubElement(suite, "properties"), "property", name="url", value=url)
-    for result in results:
-        case = ET.SubElement(
-            suite,
-            "testcase",
-            classname=f"cableway.check.{result.profile}",
-            name=result.name,
-            time=f"{result.duration:.3f}",
-        )
-        if result.status == FAIL:
-            failure = ET.SubElement(case, "failure", message=result.detail)
-            failure.text = "\n".join(
-                [*(f"sent: {t}" for t in result.sent), *(f"received: {t}" for t in result.received)]
-            )
-        elif result.status == SKIP:
-            ET.SubElement(case, "skipped", message=result.detail)
-        elif result.status == NOT_RUN:
-            ET.SubElement(case, "skipped", message=f"not run: {result.detail}")
-    ET.indent(suite)
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
-    )
-
-
-# -- the command line -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    as_json: bool = False
-    junit: str | None = None
-
-
-def _params(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not valid JSON") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError('must be a JSON object, e.g. {"room":"1"}')
-    return value
-
-
-#: The secrets' environment variables, as the server and the other helpers read them
-SECRET_ENV = {
-    "secret": "ANYCABLE_SECRET",
-    "turbo_secret": "ANYCABLE_TURBO_STREAMS_SECRET",
-    "streams_secret": "ANYCABLE_STREAMS_SECRET",
-    "jwt_key": "ANYCABLE_JWT_SECRET",
-    "broadcast_key": "ANYCABLE_BROADCAST_KEY",
-}
-
-
-def parse_args(argv: Sequence[str], env: Mapping[str, str] | None = None) -> tuple[Options, Output]:
-    """The options and the output format; exits (status 2) on a usage error.
-
-    Secrets not given as options come from ``env`` (default: ``os.environ``), as
-    :data:`SECRET_ENV` says; empty or ``none`` counts as unset.
-    """
-    env = os.environ if env is None else env
-    parser = argparse.ArgumentParser(
-        prog="cableway check",
-        description=(
-            "Check an Action Cable server (Rails, AnyCable-Go, Cableway) for conformance.\n\n"
-            "Verdicts: PASS, FAIL (with what was sent and received), SKIP (with the option\n"
-            "that enables the check), NOT RUN (a check it depends on did not pass).\n"
-            "Exit status: 0 compliant, 1 non-compliant, 2 usage error, 3 the server is\n"
-            "unreachable or unusable (no answer, or the WebSocket handshake is refused)."
-        ),
-        epilog=(
-            "examples:\n"
-            "  cableway check ws://localhost:3000/cable --turbo_streams_secret KEY \\\n"
-            '      --channel ChatChannel --params \'{"room":"1"}\' --action speak\n'
-            "  cableway check ws://localhost:8080/cable --profile anycable --secret S \\\n"
-            "      --broadcast_url http://localhost:8080/_broadcast --fuzz --json\n\n"
-            "environment: the secrets default to ANYCABLE_SECRET, ANYCABLE_TURBO_STREAMS_SECRET,\n"
-            "ANYCABLE_STREAMS_SECRET, ANYCABLE_JWT_SECRET and ANYCABLE_BROADCAST_KEY."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
-    )
-    parser.add_argument("url", metavar="WS_URL", help="e.g. ws://localhost:8080/cable")
-    parser.add_argument(
-        "--profile",
-        choices=PROFILES,
-        default=ACTIONCABLE,
-        help="actioncable: the protocol as Rails does it (default); "
-        "anycable: also AnyCable's extensions",
-    )
-    secrets_group = parser.add_argument_group("what the server is configured with")
-    secrets_group.add_argument(
-        "--secret",
-        help="the application secret (default for every secret below and the broadcast key)",
-    )
-    secrets_group.add_argument(
-        "--turbo_streams_secret",
-        "--turbo-secret",
-        dest="turbo_secret",
-        help="Turbo Streams signing key (signed Turbo::StreamsChannel subscribes)",
-    )
-    secrets_group.add_argument(
-        "--streams_secret", help="signed $pubsub streams key (anycable profile)"
-    )
-    secrets_group.add_argument(
-        "--jwt_secret", "--jwt-key", dest="jwt_key", help="JWT identification key (anycable)"
-    )
-    secrets_group.add_argument(
-        "--jwt_param",
-        "--jwt-param",
-        dest="jwt_param",
-        default="jid",
-        help="query parameter of the token (default jid)",
-    )
-    secrets_group.add_argument(
-        "--broadcast_url",
-        "--broadcast-url",
-        dest="broadcast_url",
-        help="HTTP broadcast endpoint, e.g. http://localhost:8080/_broadcast",
-    )
-    secrets_group.add_argument(
-        "--broadcast_key",
-        "--broadcast-key",
-        dest="broadcast_key",
-        help='bearer key of the broadcast endpoint (default: derived from --secret; "none")',
-    )
-    secrets_group.add_argument(
-        "--streams_whisper",
-        action="store_true",
-        help="the server allows whisper on signed $pubsub streams (anycable)",
-    )
-    secrets_group.add_argument(
-        "--sse_path", default="/events", help="Server-Sent Events path (default /events)"
-    )
-    secrets_group.add_argument(
-        "--ping_interval",
-        "--ping-interval",
-        dest="ping_interval",
-        type=float,
-        default=3.0,
-        help="the server's ping interval in seconds (default 3)",
-    )
-    app = parser.add_argument_group("application channels")
-    app.add_argument("--channel", help="a channel the server confirms, e.g. ChatChannel")
-    app.add_argument(
-        "--params", type=_params, default={}, help='its identifier params as JSON: {"room":"1"}'
-    )
-    app.add_argument("--action", help="an action of --channel that transmits something back")
-    run = parser.add_argument_group("running")
-    run.add_argument("--fuzz", action="store_true", help="also send malformed commands/frames")
-    run.add_argument(
-        "--shutdown_command",
-        metavar="COMMAND",
-        help="a command that stops the server (e.g. 'kill -TERM PID'; split like a shell "
-        "line, without a shell), run last "
-        "(anycable: clients must get server_restart)",
-    )
-    run.add_argument(
-        "--origin", help="Origin header to send (default: the URL's own, http(s)://host:port)"
-    )
-    run.add_argument("--timeout", type=float, default=5.0, help="seconds per wait (default 5)")
-    run.add_argument("--insecure", action="store_true", help="wss: skip TLS verification")
-    run.add_argument("--json", action="store_true", help="one JSON object per check as it ends")
-    run.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report to FILE")
-    args = parser.parse_args(list(argv))
-    for name, variable in SECRET_ENV.items():
-        value = env.get(variable, "")
-        if getattr(args, name) is None and value and value.lower() != "none":
-            setattr(args, name, value)
-    if urlsplit(args.url).scheme not in ("ws", "wss") or not urlsplit(args.url).hostname:
-        parser.error(f"WS_URL must start with ws:// or wss:// and name a host (got {args.url!r})")
-    for name in ("ping_interval", "timeout"):
-        value = getattr(args, name)
-        if not 0 < value < float("inf"):
-            parser.error(f"--{name} must be a positive number of seconds")
-    if args.action and not args.channel:
-        parser.error("--action needs --channel")
-    if args.shutdown_command is not None:
-        try:
-            if not shlex.split(args.shutdown_command):
-                parser.error("--shutdown_command is empty")
-        except ValueError as exc:
-            parser.error(f"--shutdown_command: {exc}")
-    options = Options(
-        url=args.url,
-        profile=args.profile,
-        secret=args.secret,
-        turbo_secret=args.turbo_secret,
-        streams_secret=args.streams_secret,
-        jwt_key=args.jwt_key,
-        jwt_param=args.jwt_param,
-        broadcast_url=args.broadcast_url,
-        broadcast_key=args.broadcast_key,
-        channel=args.channel,
-        action=args.action,
-        params=args.params,
-        sse_path=args.sse_path,
-        streams_whisper=args.streams_whisper,
-        shutdown_command=args.shutdown_command,
-        fuzz=args.fuzz,
-        origin=args.origin,
-        ping_interval=args.ping_interval,
-        timeout=args.timeout,
-        insecure=args.insecure,
-    )
-    return options, Output(as_json=bool(args.json), junit=args.junit)
-
-
-def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
-    """``cableway check WS_URL [options]``; returns the exit status."""
-    stream = sys.stdout if out is None else out
-    try:
-        options, output = parse_args(sys.argv[1:] if argv is None else argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2)
-        return exc.code if isinstance(exc.code, int) else USAGE
-
-    order = [check.name for check in CHECKS]
-    finished: dict[str, Result] = {}
-
-    def report(result: Result) -> None:
-        if output.as_json:  # as each check ends
-            stream.write(_compact(result.as_dict()) + "\n")
-        else:  # in the order of the table, as soon as the checks before it ended
-            finished[result.name] = result
-            while order and order[0] in finished:
-                stream.write(format_result(finished[order.pop(0)]) + "\n")
-        stream.flush()
-
-    results = trio.run(Checker(options, report=report).run)
-    status = exit_status(results)
-    total = counts(results)
-    if output.as_json:
-        stream.write(_compact({**total, "exit": status}) + "\n")
-    else:
-        stream.write(
-            f"{total['passed']} passed, {total['failed']} failed, {total['skipped']} skipped, "
-            f"{total['not_run']} not run\n"
-        )
-        if status == UNUSABLE:
-            handshake = next(r for r in results if r.name == "handshake")
-            hint = ""
-            if "handshake was refused" in handshake.detail:
-                hint = " (check the path, --origin and the token options)"
-            stream.write(f"the server is unreachable or unusable: {handshake.detail}{hint}\n")
-    if output.junit:
-        with open(output.junit, "w", encoding="utf-8") as file:
-            file.write(junit_xml(results, options.url))
-    return status
