@@ -135,7 +135,7 @@ def rails_options(rails: RailsServer, profile: str, **changes: object) -> Option
         "action": "echo",
         "fuzz": True,
         "ping_interval": 3.0,  # Rails' fixed beat
-        "timeout": 3.0,
+        "timeout": 5.0,  # headroom for a loaded CI machine (only silences wait this long)
     }
     base.update(changes)
     return Options(**base)  # type: ignore[arg-type]
