@@ -47,6 +47,7 @@ from ..protocol.broadcast import Publication, RemoteDisconnect, parse_broadcast
 from ..protocol.errors import RemoteProtocolError
 from .redis import Arg, RedisConnection, RedisConnectionError, RedisError, RedisUrl, Reply
 from .redis import encode_command as _command
+from .sentinel import connect, serve_master
 
 if TYPE_CHECKING:
     from .server import Server
@@ -173,8 +174,8 @@ async def _run_connection(
     while True:
         connection: RedisConnection | None = None
         try:
-            connection = await RedisConnection.open(url)
-            await body(connection)
+            connection = await connect(url)
+            await serve_master(url, connection, body)
             return
         except (RedisConnectionError, RedisError) as exc:
             on_down()
