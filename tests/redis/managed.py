@@ -166,6 +166,13 @@ class SentinelGroup:
         self.replica_port = _free_port()
         self.sentinel_port = _free_port()
         self.processes: list[LoggedProcess] = []
+        try:
+            self._start(executable, directory, sentinel_password)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _start(self, executable: str, directory: Path, sentinel_password: str | None) -> None:
         (directory / "master").mkdir()
         (directory / "replica").mkdir()
         self.master = redis_server(directory / "master", self.master_port, name="master")
