@@ -36,6 +36,7 @@ from .scaleout import (
 )
 from .sentinel import redis_target
 from .session import Session, fan_out
+from .statsd import run_statsd
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -579,6 +580,8 @@ class Server:
                 accepting.start_soon(self._run_timers)
                 if config.metrics_log:
                     accepting.start_soon(self._log_metrics)
+                if config.statsd_host:
+                    accepting.start_soon(run_statsd, self.metrics, config)
                 task_status.started(self)
                 await self._shutdown.wait()
                 if config.shutdown_delay > 0:
