@@ -36,12 +36,16 @@ from .redis import (
     parse_redis_url,
 )
 
-__all__ = ["connect", "find_master", "redis_target", "serve_master"]
+__all__ = ["MasterSwitched", "connect", "find_master", "redis_target", "serve_master"]
 
 log = logging.getLogger("cableway.redis")
 
 #: how long to wait before watching the sentinels again after losing them
 _WATCH_RETRY = 1.0
+
+
+class MasterSwitched(RedisConnectionError):
+    """The sentinels promoted another master while a connection was in use."""
 
 
 def redis_target(config: Config) -> RedisUrl:
@@ -172,8 +176,8 @@ async def serve_master(
     connection: RedisConnection,
     body: Callable[[RedisConnection], Awaitable[None]],
 ) -> None:
-    """Run ``body(connection)``; with sentinels, stop it and raise
-    :class:`RedisConnectionError` when they promote another master."""
+    """Run ``body(connection)``; with sentinels, stop it and raise :class:`MasterSwitched`
+    when they promote another master."""
     if not url.sentinels or connection.address is None:
         await body(connection)
         return
@@ -200,6 +204,6 @@ async def serve_master(
     if errors:
         raise errors[0]
     if switched:
-        raise RedisConnectionError(
+        raise MasterSwitched(
             f"the sentinels promoted another master than {address[0]}:{address[1]}"
         )
