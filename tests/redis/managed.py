@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,6 +60,7 @@ class LoggedProcess:
         """The first line from index ``start`` on matching ``pattern`` (blocking, bounded)."""
         regex = re.compile(pattern)
         seen = start
+        deadline = time.monotonic() + timeout
         with self._changed:
             while True:
                 for line in self.lines[seen:]:
@@ -68,7 +70,7 @@ class LoggedProcess:
                 seen = len(self.lines)
                 if self.process.poll() is not None and not self._drain.is_alive():
                     raise RuntimeError(f"{self.name} exited:\n{''.join(self.lines[-20:])}")
-                if not self._changed.wait(timeout):
+                if not self._changed.wait(max(0.0, deadline - time.monotonic())):
                     raise RuntimeError(
                         f"{self.name}: no line matching {pattern!r} within {timeout}s:\n"
                         + "".join(self.lines[-20:])
