@@ -161,8 +161,15 @@ MASTER_NAME = "mymaster"
 class SentinelGroup:
     """A master, a replica and one sentinel watching them (quorum 1, quick failovers)."""
 
-    def __init__(self, directory: Path, *, sentinel_password: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        sentinel_password: str | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
         executable = require_redis()
+        self.tls = tls
         self.directory = directory
         self.master_port = _free_port()
         self.replica_port = _free_port()
@@ -177,11 +184,14 @@ class SentinelGroup:
     def _start(self, executable: str, directory: Path, sentinel_password: str | None) -> None:
         (directory / "master").mkdir()
         (directory / "replica").mkdir()
-        self.master = redis_server(directory / "master", self.master_port, name="master")
+        port, extra = self._listen(self.master_port)
+        self.master = redis_server(directory / "master", port, *extra, name="master")
         self.processes.append(self.master)
+        port, extra = self._listen(self.replica_port)
         self.replica = redis_server(
             directory / "replica",
-            self.replica_port,
+            port,
+            *extra,
             "--replicaof",
             "127.0.0.1",
             str(self.master_port),
@@ -200,6 +210,13 @@ class SentinelGroup:
         ]
         if sentinel_password is not None:
             lines.append(f"requirepass {sentinel_password}")
+        if self.tls is not None:  # the sentinel reaches the servers over TLS, itself in clear
+            lines += [
+                "tls-replication yes",
+                f"tls-cert-file {self.tls.client_cert}",
+                f"tls-key-file {self.tls.client_key}",
+                f"tls-ca-cert-file {self.tls.ca_path}",
+            ]
         config.write_text("\n".join(lines) + "\n")
         sentinel_binary = shutil.which("redis-sentinel")
         args = (
@@ -217,6 +234,25 @@ class SentinelGroup:
         self.sentinel.wait_for(rf"\+monitor master {MASTER_NAME} ")
         self.sentinel.wait_for(rf"\+slave slave 127\.0\.0\.1:{self.replica_port} ")
 
+    def _listen(self, port: int) -> tuple[int, list[str]]:
+        """redis_server()'s port and extra arguments: plain, or TLS only."""
+        if self.tls is None:
+            return port, []
+        return 0, [
+            "--tls-port",
+            str(port),
+            "--tls-replication",
+            "yes",
+            "--tls-cert-file",
+            str(self.tls.server_cert),
+            "--tls-key-file",
+            str(self.tls.server_key),
+            "--tls-ca-cert-file",
+            str(self.tls.ca_path),
+            "--tls-auth-clients",
+            "no",
+        ]
+
     @property
     def sentinels(self) -> str:
         return f"127.0.0.1:{self.sentinel_port}"
@@ -228,9 +264,9 @@ class SentinelGroup:
 
 @contextmanager
 def sentinel_group(
-    directory: Path, *, sentinel_password: str | None = None
+    directory: Path, *, sentinel_password: str | None = None, tls: TlsFiles | None = None
 ) -> Iterator[SentinelGroup]:
-    group = SentinelGroup(directory, sentinel_password=sentinel_password)
+    group = SentinelGroup(directory, sentinel_password=sentinel_password, tls=tls)
     try:
         yield group
     finally:

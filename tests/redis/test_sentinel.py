@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from cableway.transport.redis import RedisConnection, RedisConnectionError, Redi
 from cableway.transport.sentinel import connect, redis_target, serve_master
 
 from ..integration.helpers import cable, config, running, subscribe, welcome
-from .managed import MASTER_NAME, SentinelGroup, sentinel_group
+from .managed import MASTER_NAME, SentinelGroup, TlsFiles, sentinel_group
 from .test_scaleout import PUBSUB_ID, pub, ready, until
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,39 @@ async def test_sentinel_credentials(tmp_path: Path) -> None:
             assert connection.address == ("127.0.0.1", group.master_port)
         finally:
             await connection.aclose()
+
+
+async def test_tls_to_a_master_found_by_the_sentinels(tmp_path: Path) -> None:
+    # servers speaking only TLS; the sentinel itself in clear text, as AnyCable-Go expects
+    with sentinel_group(tmp_path, tls=TlsFiles(tmp_path)) as group:
+        assert group.tls is not None
+        settings = sentinel_config(
+            group,
+            redis_url=f"rediss://{MASTER_NAME}",
+            redis_tls_ca_cert_path=str(group.tls.ca_path),
+        )
+        connection = await connect(redis_target(settings))
+        try:
+            assert connection.address == ("127.0.0.1", group.master_port)
+            assert await connection.execute("PING") == b"PONG"
+        finally:
+            await connection.aclose()
+        # a node broadcasts through it
+        node = replace(settings, broadcast_adapters=("redis",))
+        async with running(node) as server:
+            await until(lambda: ready(server), server)
+            async with watching(server) as ws:
+                app = App(group)
+                app.target = redis_target(settings)
+                got: list[str] = []
+                done = trio.Event()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(collect, ws, got, done, "over tls")
+                    await app.run(publish("over tls"), confirmed=False)
+                    with trio.fail_after(10):
+                        await done.wait()
+                await app.aclose()
+                assert got == ["over tls"]
 
 
 # -- floods across a failover ------------------------------------------------------------
