@@ -27,7 +27,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Literal, NoReturn, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from . import anycable_toml
 from .auth.keys import derive_broadcast_key
@@ -48,11 +48,13 @@ __all__ = [
     "FileOptions",
     "Option",
     "Refusal",
+    "SentinelAddress",
     "StartupError",
     "config_toml",
     "file_options",
     "load_config",
     "load_config_with_warnings",
+    "parse_sentinels",
     "read_config_file",
     "unread_variables",
 ]
@@ -156,6 +158,13 @@ class Config:
     redis_url: str = "redis://localhost:6379"
     redis_channel: str = "__anycable__"
     redisx_stream: str = "__anycable__"
+    # Managed Redis: Sentinel and TLS (AnyCable-Go's [redis] section).
+    redis_sentinels: str = ""  # "" = no Sentinel; else --redis_url's host is the master name
+    redis_sentinel_discovery_interval: int = 30  # accepted; unused, as in AnyCable-Go 1.6
+    redis_tls_verify: bool = True  # AnyCable-Go's default is false (no check at all)
+    redis_tls_ca_cert_path: str = ""  # "" = unset (as in AnyCable-Go)
+    redis_tls_client_cert_path: str = ""
+    redis_tls_client_key_path: str = ""
     # Reliable streams: stream history, session restore and presence (spec §7). Cableway keeps
     # them in memory by default ("memory"); "none" is AnyCable's no-op broker.
     broker: str = "memory"
@@ -201,6 +210,11 @@ class Config:
     metrics_log: bool = False
     metrics_rotate_interval: float = 15.0
     metrics_tags: tuple[tuple[str, str], ...] = ()
+    # StatsD (AnyCable-Go's [metrics.statsd] section): "" = off.
+    statsd_host: str = ""
+    statsd_prefix: str = "anycable_go."
+    statsd_max_packet_size: int = 1400
+    statsd_tags_format: str = "datadog"
     # The live demo page (a Cableway option, not an AnyCable one).
     demo: bool = False
 
@@ -259,6 +273,8 @@ class Config:
                 value = REDACTED
             elif field.name == "redis_url" and isinstance(value, str):
                 value = _redact_url_password(value)
+            elif field.name == "redis_sentinels" and isinstance(value, str):
+                value = ",".join(_redact_url_password(item) for item in value.split(","))
             result[field.name] = value
         return result
 
@@ -269,7 +285,7 @@ class Config:
 
 def _redact_url_password(url: str) -> str:
     """``redis://user:secret@host`` -> ``redis://user:[REDACTED]@host``."""
-    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*:)[^@/]*@", rf"\g<1>{REDACTED}@", url)
+    return re.sub(r"^(\s*(?:[a-z][a-z0-9+.-]*://)?[^:/@]*:)[^@/]*@", rf"\g<1>{REDACTED}@", url)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,6 +586,54 @@ OPTIONS: tuple[Option, ...] = (
         BROADCAST,
     ),
     _option(
+        "redis_sentinels",
+        "str",
+        "unset",
+        "Redis Sentinel addresses, comma-separated: [redis://][[user]:password@]host:port "
+        "(port 26379 if left out; the credentials of the first are the sentinels'); the host "
+        "of --redis_url is then the master's name (redis://mymaster/5), found again at "
+        "every reconnect",
+        BROADCAST,
+    ),
+    _option(
+        "redis_sentinel_discovery_interval",
+        "int",
+        "30",
+        "accepted for compatibility and unused, as in AnyCable-Go 1.6: Cableway asks the "
+        "sentinels for the master at every (re)connect",
+        BROADCAST,
+    ),
+    _option(
+        "redis_tls_verify",
+        "bool",
+        "true",
+        "rediss:// only: check the Redis server's certificate and host name (AnyCable-Go's "
+        "default is false); false = encrypt without checking who answers",
+        BROADCAST,
+    ),
+    _option(
+        "redis_tls_ca_cert_path",
+        "str",
+        "unset (system CAs)",
+        "rediss:// only: PEM file of the CA(s) that signed the Redis server's certificate "
+        "(replaces the system's CAs)",
+        BROADCAST,
+    ),
+    _option(
+        "redis_tls_client_cert_path",
+        "str",
+        "unset",
+        "rediss:// only: PEM client certificate for mutual TLS (with --redis_tls_client_key_path)",
+        BROADCAST,
+    ),
+    _option(
+        "redis_tls_client_key_path",
+        "str",
+        "unset",
+        "rediss:// only: PEM private key of --redis_tls_client_cert_path",
+        BROADCAST,
+    ),
+    _option(
         "broker",
         "str",
         "memory",
@@ -794,6 +858,36 @@ OPTIONS: tuple[Option, ...] = (
         METRICS,
     ),
     _option(
+        "statsd_host",
+        "str",
+        "unset (off)",
+        "send the metrics to this StatsD server, host:port (UDP), every "
+        "--metrics_rotate_interval seconds (counters as deltas)",
+        METRICS,
+    ),
+    _option(
+        "statsd_prefix",
+        "str",
+        "anycable_go.",
+        "prefix of every StatsD metric name",
+        METRICS,
+    ),
+    _option(
+        "statsd_max_packet_size",
+        "int",
+        "1400",
+        "largest StatsD UDP datagram, in bytes (metrics are batched up to it)",
+        METRICS,
+    ),
+    _option(
+        "statsd_tags_format",
+        "str",
+        "datadog",
+        "how --metrics_tags are written to StatsD: datadog (|#k:v), influxdb (,k=v) or "
+        "graphite (;k=v)",
+        METRICS,
+    ),
+    _option(
         "config-path",
         "str",
         "auto",
@@ -993,6 +1087,7 @@ _BROKERS = ("memory", "redis", "none")
 _PUBSUBS = ("none", "redis")
 _PRESETS = ("broker", "none")
 _LOG_FORMATS = ("text", "json")
+_STATSD_TAGS_FORMATS = ("datadog", "influxdb", "graphite")
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
 _HOST = re.compile(
     r"(?:[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*"
@@ -1044,6 +1139,57 @@ def _check_redis_url(url: str) -> None:
     path = parts.path.strip("/")
     if path and not path.isdigit():
         raise ValueError("the database (URL path) must be a number")
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelAddress:
+    """One Redis Sentinel of ``--redis_sentinels`` (``[[user]:password@]host:port``)."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_sentinels(text: str) -> tuple[tuple[SentinelAddress, ...], bool]:
+    """Read ``--redis_sentinels``: comma-separated ``[redis[s]://][[user]:password@]host:port``.
+
+    Returns the sentinels and whether the first one was written ``rediss://`` (which, as in
+    AnyCable-Go, asks for TLS to the master). A missing port is 26379, Sentinel's own.
+
+    Raises:
+        ValueError: an entry is not such an address.
+    """
+    sentinels: list[SentinelAddress] = []
+    tls = False
+    for index, raw in enumerate(item.strip() for item in text.split(",")):
+        if not raw:
+            continue
+        entry = raw.rstrip("/")
+        if "://" not in entry:
+            entry = "redis://" + entry
+        parts = urlsplit(entry)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"sentinel {raw!r}: expected host:port or a redis:// URL")
+        if not parts.hostname or parts.path or parts.query:
+            raise ValueError(f"sentinel {raw!r}: expected [[user]:password@]host:port")
+        try:
+            port = parts.port or 26379
+        except ValueError:
+            raise ValueError(f"sentinel {raw!r}: invalid port") from None
+        if index == 0:
+            tls = parts.scheme == "rediss"
+        sentinels.append(
+            SentinelAddress(
+                host=parts.hostname,
+                port=port,
+                username=unquote(parts.username) if parts.username else None,
+                password=unquote(parts.password) if parts.password is not None else None,
+            )
+        )
+    if not sentinels:
+        raise ValueError("names no sentinel")
+    return tuple(sentinels), tls
 
 
 def _is_loopback(host: str) -> bool:
@@ -1726,6 +1872,46 @@ def load_config_with_warnings(
             "kept per node (a client that reconnects to another node cannot catch up)"
         )
 
+    sentinels = get.optional_string("redis_sentinels") or ""
+    if sentinels:
+        sentinels_raw = get.pick("redis_sentinels")
+        assert sentinels_raw is not None
+        get.convert(sentinels_raw, parse_sentinels)
+    tls_paths = {
+        name: get.optional_string(name) or ""
+        for name in (
+            "redis_tls_ca_cert_path",
+            "redis_tls_client_cert_path",
+            "redis_tls_client_key_path",
+        )
+    }
+    cert_path = tls_paths["redis_tls_client_cert_path"]
+    key_path = tls_paths["redis_tls_client_key_path"]
+    if bool(cert_path) != bool(key_path):
+        given = get.pick("redis_tls_client_cert_path" if cert_path else "redis_tls_client_key_path")
+        assert given is not None
+        get.fail(
+            given,
+            "mutual TLS needs both --redis_tls_client_cert_path and --redis_tls_client_key_path",
+        )
+    tls_wanted = redis_url.startswith("rediss://") or sentinels.startswith("rediss://")
+    if not tls_wanted:
+        for name in ("redis_tls_verify", *tls_paths):
+            raw = get.pick(name)
+            if raw is not None:
+                warnings.append(f"{raw.label} has no effect: --redis_url is not rediss://")
+    prefix_raw = get.pick("statsd_prefix")
+    statsd_prefix = "anycable_go." if prefix_raw is None else prefix_raw.value.strip()
+    statsd_host = get.optional_string("statsd_host") or ""
+    if statsd_host:
+        statsd_raw = get.pick("statsd_host")
+        assert statsd_raw is not None
+        host_part, colon, port_part = statsd_host.rpartition(":")
+        if not colon or not host_part or not port_part.isdigit():
+            get.fail(statsd_raw, "expected host:port")
+        if not 1 <= int(port_part) <= 65535:
+            get.fail(statsd_raw, "the port must be between 1 and 65535")
+
     metrics_raw = get.pick("metrics_http")
     if metrics_http is not None and metrics_raw is not None:
         try:
@@ -1764,6 +1950,12 @@ def load_config_with_warnings(
         redis_url=redis_url,
         redis_channel=get.string("redis_channel", default="__anycable__"),
         redisx_stream=get.string("redisx_stream", default="__anycable__"),
+        redis_sentinels=sentinels,
+        redis_sentinel_discovery_interval=get.integer("redis_sentinel_discovery_interval", 30, 0),
+        redis_tls_verify=get.boolean("redis_tls_verify", default=True),
+        redis_tls_ca_cert_path=tls_paths["redis_tls_ca_cert_path"],
+        redis_tls_client_cert_path=cert_path,
+        redis_tls_client_key_path=key_path,
         broker=broker,
         history_limit=history_limit,
         history_ttl=history_ttl,
@@ -1801,6 +1993,10 @@ def load_config_with_warnings(
         metrics_log=get.boolean("metrics_log"),
         metrics_rotate_interval=get.number("metrics_rotate_interval", 15.0, allow_zero=False),
         metrics_tags=tuple(tags.items()),
+        statsd_host=statsd_host,
+        statsd_prefix=statsd_prefix,
+        statsd_max_packet_size=get.integer("statsd_max_packet_size", 1400, 1, 65507),
+        statsd_tags_format=get.choice("statsd_tags_format", "datadog", _STATSD_TAGS_FORMATS),
         demo=get.boolean("demo"),
     )
     return config, tuple(warnings)

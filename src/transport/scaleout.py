@@ -47,6 +47,7 @@ from ..protocol.broadcast import Publication, RemoteDisconnect, parse_broadcast
 from ..protocol.errors import RemoteProtocolError
 from .redis import Arg, RedisConnection, RedisConnectionError, RedisError, RedisUrl, Reply
 from .redis import encode_command as _command
+from .sentinel import MasterSwitched, connect, serve_master
 
 if TYPE_CHECKING:
     from .server import Server
@@ -173,9 +174,13 @@ async def _run_connection(
     while True:
         connection: RedisConnection | None = None
         try:
-            connection = await RedisConnection.open(url)
-            await body(connection)
+            connection = await connect(url)
+            await serve_master(url, connection, body)
             return
+        except MasterSwitched as exc:
+            # not a failure: reconnect at once (to the new master), no backoff
+            log.warning("%s: %s; reconnecting", backoff.name, exc)
+            on_down()
         except (RedisConnectionError, RedisError) as exc:
             on_down()
             await trio.sleep(backoff.failed(exc))

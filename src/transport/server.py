@@ -26,7 +26,6 @@ from ..protocol.connection import SessionSettings
 from ..protocol.events import HistoryRequest, PresenceRequest
 from ..protocol.hub import Hub
 from .http import FrontDoor, handle_connection
-from .redis import parse_redis_url
 from .redis_broker import RedisBroker
 from .scaleout import (
     Confirmation,
@@ -37,7 +36,9 @@ from .scaleout import (
     encode_remote,
     encode_stamped,
 )
+from .sentinel import redis_target
 from .session import Session, fan_out
+from .statsd import run_statsd
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -94,7 +95,7 @@ class Server:
         #: fired whenever a Redis link's state changes (see :meth:`wait_redis_ready`)
         self.redis_state = StateSignal()
         if pubsub or config.broker == "redis" or "redis" in adapters or "redisx" in adapters:
-            url = parse_redis_url(config.redis_url)
+            url = redis_target(config)
             legacy = config.redis_channel if "redis" in adapters else None
             if pubsub or config.broker == "redis":
                 # one ordered connection for PUBLISH and the broker's scripts and reads
@@ -596,6 +597,8 @@ class Server:
                 accepting.start_soon(self._run_timers)
                 if config.metrics_log:
                     accepting.start_soon(self._log_metrics)
+                if config.statsd_host:
+                    accepting.start_soon(run_statsd, self.metrics, config)
                 task_status.started(self)
                 await self._shutdown.wait()
                 if config.shutdown_delay > 0:
@@ -757,7 +760,7 @@ class Server:
             log.info(
                 "Using Redis broker at %s (history limit: %d, history ttl: %gs, "
                 "sessions ttl: %gs, presence ttl: %gs)",
-                parse_redis_url(config.redis_url).describe(),
+                redis_target(config).describe(),
                 rb.history_limit,
                 rb.history_ttl,
                 rb.sessions_ttl,
@@ -782,7 +785,7 @@ class Server:
         elif self.redis_broker is None:
             log.info("No broker: streams keep no history and sessions cannot be restored")
         if self.publisher is not None or self.subscriber is not None or self.consumer is not None:
-            url = parse_redis_url(config.redis_url).describe()
+            url = redis_target(config).describe()
             if "redis" in config.broadcast_adapters:
                 log.info("Accept broadcasts from Redis channel %s at %s", config.redis_channel, url)
             if self.consumer is not None:
