@@ -1896,9 +1896,11 @@ def load_config_with_warnings(
         )
     tls_wanted = redis_url.startswith("rediss://") or sentinels.startswith("rediss://")
     if not tls_wanted:
-        for name in ("redis_tls_verify", *tls_paths):
+        # a path is a setting someone meant; tls_verify alone is inert (AnyCable-Go's
+        # --print-config writes it into every file, with or without TLS)
+        for name, value in tls_paths.items():
             raw = get.pick(name)
-            if raw is not None:
+            if raw is not None and value:
                 warnings.append(f"{raw.label} has no effect: --redis_url is not rediss://")
     prefix_raw = get.pick("statsd_prefix")
     statsd_prefix = "anycable_go." if prefix_raw is None else prefix_raw.value.strip()
