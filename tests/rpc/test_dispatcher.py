@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from cableway.channels import Application, Channel, Connection
 from cableway.integration import IntegrationSettings
 from cableway.testing import capture_broadcasts
+from tests.toolkit.stub_http import closed_port
 
 from .chat import HEADERS, IDENT, KEY, SPEC_HEADERS, URL, GoSession, call, make_app
 
@@ -125,9 +125,7 @@ def test_v5b_action_transmits_and_broadcasts(app: Application) -> None:
 def test_v5_a_failed_broadcast_does_not_lose_the_transmission(
     events: list[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    with socket.socket() as probe:  # a port with nothing listening
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = closed_port()
     settings = IntegrationSettings(
         secret="s", http_broadcast_url=f"http://127.0.0.1:{port}/_broadcast"
     )
