@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,6 +134,8 @@ class GoSession:
     """What AnyCable-Go keeps for one client and sends back (rpc.md §4.7)."""
 
     app: Application
+    #: sends (path, body) and returns (HTTP status, parsed JSON); default: in-process
+    post: Callable[[str, bytes], tuple[int, Any]] | None = None
     url: str = URL
     identifiers: str = ""
     cstate: dict[str, str] = field(default_factory=dict)
@@ -140,15 +143,18 @@ class GoSession:
     streams: dict[str, set[str]] = field(default_factory=dict)
     received: list[Any] = field(default_factory=list)
 
+    def _post(self, path: str, body: bytes) -> tuple[int, Any]:
+        if self.post is not None:
+            return self.post(path, body)
+        return call(self.app, path, body)
+
     def env(self, istate: dict[str, str] | None = None) -> Env:
         return Env(
             url=self.url, headers=dict(HEADERS), cstate=dict(self.cstate), istate=istate or {}
         )
 
     def connect(self) -> ConnectionResponse:
-        status, body = call(
-            self.app, "/_anycable/connect", ConnectionRequest(self.env()).to_bytes()
-        )
+        status, body = self._post("/_anycable/connect", ConnectionRequest(self.env()).to_bytes())
         assert status == 200
         response = ConnectionResponse.from_json(json.dumps(body))
         if response.status is not Status.ERROR:
@@ -168,7 +174,7 @@ class GoSession:
             data="" if data is None else json.dumps(data),
             env=self.env(self.istate.get(identifier)),
         )
-        status, body = call(self.app, "/_anycable/command", message.to_bytes())
+        status, body = self._post("/_anycable/command", message.to_bytes())
         assert status == 200
         response = CommandResponse.from_json(json.dumps(body))
         if response.status is Status.ERROR:
@@ -196,6 +202,6 @@ class GoSession:
             subscriptions=list(self.streams),
             env=self.env(encode_disconnect_istate(self.istate)),
         )
-        status, body = call(self.app, "/_anycable/disconnect", request.to_bytes())
+        status, body = self._post("/_anycable/disconnect", request.to_bytes())
         assert status == 200
         return DisconnectResponse.from_json(json.dumps(body))
