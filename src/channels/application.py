@@ -8,10 +8,11 @@ plain ``def`` ones in a thread) while the WSGI app calls them directly.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..integration import IntegrationSettings
@@ -216,6 +217,28 @@ class Application:
         except DecodeError as exc:
             return error_response(422, f"Invalid request body: {exc}")
 
+    async def process(
+        self,
+        request: ConnectionRequest | CommandMessage | DisconnectRequest,
+        *,
+        sid: str | None = None,
+        invoke: Invoke | None = None,
+    ) -> ConnectionResponse | CommandResponse | DisconnectResponse:
+        """Answer one decoded call without HTTP (no secret check: the caller is trusted),
+        e.g. for a server that runs the channels in its own process.
+
+        ``invoke`` calls the callbacks (default: call, and await what is awaitable, on the
+        current thread).
+        """
+        run = _call_and_await if invoke is None else invoke
+        if isinstance(request, ConnectionRequest):
+            return await self._connect(request, sid, run)
+        if isinstance(request, CommandMessage):
+            return await self._command(request, sid, run)
+        if isinstance(request, DisconnectRequest):
+            return await self._disconnect(request, sid, run)
+        raise TypeError(f"not an RPC request: {type(request).__name__}")
+
     def _lookup(self, identifier: str) -> tuple[type[Channel], dict[str, Any]] | None:
         target = _channel_target(identifier)
         if target is None:
@@ -340,6 +363,13 @@ class Application:
         if failed:
             return DisconnectResponse(error_msg="; ".join(failed))
         return DisconnectResponse(status=Status.SUCCESS)
+
+
+async def _call_and_await(function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    result = function(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
 
 
 class _Refused(Exception):

@@ -11,6 +11,16 @@ import pytest
 
 from cableway.channels import Application, Channel, Connection
 from cableway.integration import IntegrationSettings
+from cableway.rpc import (
+    CommandMessage,
+    CommandResponse,
+    ConnectionRequest,
+    ConnectionResponse,
+    DisconnectRequest,
+    DisconnectResponse,
+    Env,
+    Status,
+)
 from cableway.testing import capture_broadcasts
 from tests.toolkit.stub_http import closed_port
 
@@ -438,3 +448,25 @@ def test_registry() -> None:
         Application(channels=[object], secret="x")  # type: ignore[list-item]
     assert "secret" not in repr(app)
     assert "A" in repr(app)
+
+
+# -- without HTTP ------------------------------------------------------------------------
+
+
+async def test_process_answers_decoded_calls_in_process(events: list[Any]) -> None:
+    app = make_app(events)
+    env = Env(url=URL, headers=dict(HEADERS))
+    connected = await app.process(ConnectionRequest(env), sid="abc")
+    assert isinstance(connected, ConnectionResponse)
+    assert connected.transmissions == ['{"type":"welcome","sid":"abc"}']
+    with capture_broadcasts() as broadcasts:
+        answer = await app.process(
+            CommandMessage("message", IDENT, connected.identifiers, '{"action":"typing"}', env)
+        )
+    assert answer.status is Status.SUCCESS
+    assert broadcasts.on("room:42") == [{"typing": "alice"}]
+    gone = await app.process(DisconnectRequest(connected.identifiers, [IDENT], env))
+    assert gone == DisconnectResponse(Status.SUCCESS)
+    assert events[-1] == ("disconnect", {"user": "alice"})
+    with pytest.raises(TypeError):
+        await app.process(CommandResponse())  # type: ignore[arg-type]
