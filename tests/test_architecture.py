@@ -9,7 +9,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 FORBIDDEN = {"trio", "trio_websocket", "socket", "asyncio", "selectors", "time", "coredis"}
-PURE_PACKAGES = ["protocol", "auth"]
+PURE_PACKAGES = ["protocol", "auth", "rpc"]
 
 
 def _imports(path: Path) -> list[tuple[int, str, int]]:
