@@ -11,7 +11,6 @@ import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
 
 from ..auth.keys import check_bearer
 from ..auth.origin import origin_allowed
@@ -25,7 +24,7 @@ from ..protocol.broker import MemoryBroker, PresenceEvent
 from ..protocol.connection import CableConnection, SessionSettings
 from ..protocol.handshake import Accepted, Restored, identify, websocket_open
 from ..protocol.routes import endpoint_router
-from ..protocol.sse import SSE_HEADERS, Refusal, cors_headers, sse_connection, sse_open
+from ..protocol.sse import SSE_HEADERS, Refusal, SseOpen, cors_headers, sse_connection, sse_open
 from .http import (
     HEALTH_BODY,
     PROMETHEUS,
@@ -404,7 +403,7 @@ class CablewayApp:
             await self._stream_sse(opening, receive, send, cors)
 
     async def _stream_sse(
-        self, opening: Any, receive: Receive, send: Send, cors: list[tuple[bytes, bytes]]
+        self, opening: SseOpen, receive: Receive, send: Send, cors: list[tuple[bytes, bytes]]
     ) -> None:
         core = sse_connection(
             opening,
