@@ -6,7 +6,7 @@ configuration can start it.
 
 What is real and what is not:
 
-* real: the h11 request reader of the front door (:class:`~.http._Conn`, so the same
+* real: the h11 request reader of the front door (:class:`~.httpconn.Conn`, so the same
   head limit and handshake deadline), :class:`~.ws.WebSocketSession` and its
   :class:`~.session.Session` base (wsproto, the reader task, the bounded outbox and its
   writer task with a write timeout, the message-size check that closes with 1009, the
@@ -37,7 +37,7 @@ from wsproto.utilities import generate_accept_token
 from cableway.config import Config
 from cableway.protocol.connection import CableConnection, SessionSettings
 from cableway.protocol.wsframe import text_frame
-from cableway.transport.http import Request, _bad_request, _Conn
+from cableway.transport.httpconn import Conn, Request, bad_request
 from cableway.transport.server import Server
 from cableway.transport.ws import WebSocketSession
 
@@ -109,7 +109,7 @@ class EchoSession(WebSocketSession):
 
 async def serve_echo(server: Server, stream: trio.abc.Stream) -> None:
     """Serve one TCP connection: one WebSocket upgrade, then echo; never raises."""
-    conn = _Conn(stream, server.max_header_bytes)
+    conn = Conn(stream, server.max_header_bytes)
     upgraded = False
     event: object = None
     try:
@@ -140,7 +140,7 @@ async def serve_echo(server: Server, stream: trio.abc.Stream) -> None:
         upgraded = True
         await EchoSession(server, stream, trailing_data=bytes(trailing)).run()
     except h11.RemoteProtocolError as exc:
-        await _bad_request(conn, exc.error_status_hint)
+        await bad_request(conn, exc.error_status_hint)
     except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
         pass
     finally:

@@ -35,37 +35,54 @@ import contextlib
 import logging
 import math
 import os
+import time
 import weakref
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from ..metrics import Metrics
+from ..node.backend import Answer
+from ..node.dispatch import dispatch
+from ..node.node import Node
+from ..protocol.broadcast import Publication
 from ..protocol.broker import SessionSnapshot
 from ..protocol.connection import CableConnection
-from ..protocol.events import (
-    CloseConnection,
-    CommandIgnored,
-    HistoryRequest,
-    NativePing,
-    PresenceRequest,
-    Publish,
-    ReleaseHeld,
-    SendMessage,
-    SessionChanged,
-    StreamAdded,
-    StreamRemoved,
-)
+from ..protocol.events import HistoryRequest, PresenceRequest
 from .outbox import Outbox
 
 if TYPE_CHECKING:
-    from .server import Server
+    from ..config import Config
 
-__all__ = ["Session"]
+__all__ = ["Session", "SessionHost"]
 
 log = logging.getLogger("cableway.session")
 
 _READ_SIZE = 65536
+
+
+class SessionHost(Protocol):
+    """What a session needs from its node: the trio server implements it.
+
+    The node layer (registry, publishing, the backend: ``node``), the shared timer
+    (``schedule``), the nursery writers and late answers start in, the counters, and
+    the ``ws_*`` limits of ``config``.
+    """
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def task_nursery(self) -> trio.Nursery | None: ...
+
+    @property
+    def node(self) -> Node[Session, Any]: ...
+
+    def schedule(self, session: Session) -> None: ...
 
 
 class Session:
@@ -79,7 +96,7 @@ class Session:
     #: sessions with the same kind get the same bytes for the same message
     wire_kind = "?"
 
-    def __init__(self, server: Server, stream: trio.abc.Stream, core: CableConnection) -> None:
+    def __init__(self, server: SessionHost, stream: trio.abc.Stream, core: CableConnection) -> None:
         self.server = server
         self.stream = stream
         self.core = core
@@ -506,53 +523,81 @@ class Session:
         self.server.schedule(self)
 
     def _apply(self) -> None:
-        server = self.server
-        while events := self.core.events():
-            overflow = False
-            for event in events:
-                if isinstance(event, SendMessage):
-                    data = self.encode(event.text)
-                    if data is not None and not overflow:
-                        if self._admit():
-                            self.outbox.push(data)
-                        else:
-                            overflow = True
-                elif isinstance(event, StreamAdded):
-                    server.add_subscriber(event.stream, event.identifier, self)
-                elif isinstance(event, StreamRemoved):
-                    server.remove_subscriber(event.stream, event.identifier, self)
-                    self._drop_held(event.identifier)
-                elif isinstance(event, ReleaseHeld):
-                    after = event.after
-                    for offset, frame in self._drop_held(event.identifier):
-                        if after is None or offset is None or offset > after:
-                            self.push_frame(frame)
-                elif isinstance(event, CloseConnection):
-                    self._close_transport(event.code, event.reason)
-                    self._closing = True
-                elif isinstance(event, NativePing):
-                    self._native_ping(event.payload)
-                elif isinstance(event, Publish):
-                    server.publish([event.publication])
-                elif isinstance(event, HistoryRequest):
-                    server.answer_history(self, event)
-                elif isinstance(event, PresenceRequest):
-                    server.answer_presence(self, event)
-                elif isinstance(event, SessionChanged):
-                    self.snapshot = event.snapshot
-                    server.save_session(event.sid, event.snapshot)
-                elif isinstance(event, CommandIgnored):
-                    server.metrics.inc("failed_client_msg_total")
-                    log.debug(
-                        "ignored command sid=%s command=%r reason=%r",
-                        self.sid,
-                        event.command,
-                        event.detail,
-                    )
-            if overflow:
-                # the client does not read what it asks for: drop it, as for broadcasts
-                self._drop_slow()
-                self.core.disconnect("too_slow", reconnect=True)
+        dispatch(self.core, self)
+
+    # -- what the core's events mean here (cableway.node.dispatch.EventSink) ----------
+
+    def send_message(self, text: str) -> bool:
+        data = self.encode(text)
+        if data is not None:
+            if not self._admit():
+                return False
+            self.outbox.push(data)
+        return True
+
+    def stream_added(self, stream: str, identifier: str) -> None:
+        self.server.node.registry.add(stream, identifier, self)
+
+    def stream_removed(self, stream: str, identifier: str) -> None:
+        self.server.node.registry.remove(stream, identifier, self)
+        self._drop_held(identifier)
+
+    def release_held(self, identifier: str, after: int | None) -> None:
+        for offset, frame in self._drop_held(identifier):
+            if after is None or offset is None or offset > after:
+                self.push_frame(frame)
+
+    def close_transport(self, code: int, reason: str) -> None:
+        self._close_transport(code, reason)
+        self._closing = True
+
+    def native_ping(self, payload: bytes) -> None:
+        self._native_ping(payload)
+
+    def publish(self, publication: Publication) -> None:
+        self.server.node.publish([publication])
+
+    def history_request(self, request: HistoryRequest) -> None:
+        backend = self.server.node.backend
+        self._answer_later(backend.history(self.core, request, now=time.time()))
+
+    def presence_request(self, request: PresenceRequest) -> None:
+        node = self.server.node
+        pending = node.backend.presence(self.core, request, node.publish_presence, now=time.time())
+        self._answer_later(pending)
+
+    def session_changed(self, sid: str, snapshot: SessionSnapshot) -> None:
+        self.snapshot = snapshot
+        self.server.node.backend.save_session(sid, snapshot)
+
+    def command_ignored(self, command: str, detail: str) -> None:
+        self.server.metrics.inc("failed_client_msg_total")
+        log.debug("ignored command sid=%s command=%r reason=%r", self.sid, command, detail)
+
+    def too_slow(self) -> None:
+        self._drop_slow()
+
+    def _answer_later(self, pending: Awaitable[Answer] | None) -> None:
+        """A backend answers later (Redis): apply its answer in a task, if still open."""
+        if pending is None:
+            return
+        nursery = self._nursery or self.server.task_nursery
+        if nursery is None:  # not running: nothing can wait for the answer
+            close = getattr(pending, "close", None)
+            if close is not None:
+                close()
+            return
+        nursery.start_soon(self._apply_answer, pending)
+
+    async def _apply_answer(self, pending: Awaitable[Answer]) -> None:
+        try:
+            answer = await pending
+            if self._closing:
+                return
+            answer(self.core)
+            self.apply()
+        except Exception:  # a bug must cost one answer, never the server
+            log.exception("unexpected error answering a broker request")
 
     def _drop_held(self, identifier: str) -> list[tuple[int | None, bytes]]:
         frames = self._held.pop(identifier, [])
@@ -560,121 +605,11 @@ class Session:
         return frames
 
     def _unregister(self) -> None:
-        server = self.server
+        node = self.server.node
+        registry = node.registry
         for identifier, stream in self.core.subscriptions.items():
-            server.remove_subscriber(stream, identifier, self)
+            registry.remove(stream, identifier, self)
         self.core.subscriptions.clear()
-        server.sessions.discard(self)
-        if server.broker is not None or server.redis_broker is not None:
-            streams = [stream for _presence_id, stream in self.core.presence.values()]
-            server.release_session(self.sid, self.snapshot, streams)
-
-
-def fan_out(
-    sessions: Iterable[Session],
-    identifier: str,
-    texts: Sequence[str],
-    offsets: Sequence[int | None],
-    excludes: Sequence[str | None] | None,
-) -> tuple[int, int]:
-    """Deliver broadcast messages (in order) to the subscribers of one identifier.
-
-    ``texts`` are the client messages (one per publication), ``offsets`` their stream
-    offsets, ``excludes`` their ``exclude_socket`` (``None`` when no message excludes
-    anyone). Wire bytes are built once per kind of session; a subscriber gets every
-    message meant for it in one write (a batch is coalesced), goes through the outbox
-    when bytes are already pending there, or holds them while its subscription waits
-    for its history. Never awaits.
-
-    Returns the number of deliveries (subscriber, message) and the bytes written at
-    once (the caller accounts both, once per fan-out).
-    """
-    write = os.write
-    delivered = sent_total = 0
-    kinds: dict[str, _Wire] = {}
-    kind = ""
-    wire = _Wire([], [], b"")
-    data = b""
-    size = count = 0
-    for session in sessions:
-        if session.wire_kind != kind:
-            kind = session.wire_kind
-            found = kinds.get(kind)
-            if found is None:
-                found = kinds[kind] = _Wire.build(session, texts, offsets, excludes)
-            wire = found
-            data = wire.data
-            size = len(data)
-            count = len(wire.frames)
-        if excludes is not None and session.sid in excludes:
-            sid = session.sid
-            own = [
-                item
-                for item, exclude in zip(wire.frames, wire.excludes, strict=True)
-                if exclude != sid
-            ]
-            delivered += len(own)
-            sent_total += session._push_messages(identifier, own)
-            continue
-        if not count:
-            continue
-        delivered += count
-        held = session.core.held
-        if held and identifier in held:
-            session._push_messages(identifier, wire.frames)
-            continue
-        # the common case, inlined (see Session.push_frame): nothing queued, one write
-        if session._closing or session._pending_close is not None:
-            continue
-        fd = session._fd
-        if fd >= 0 and not session._writer_active and not session.outbox.size:
-            try:
-                sent = write(fd, data)
-            except OSError:  # BlockingIOError, or the peer is gone (the writer reports it)
-                sent = 0
-            if sent:
-                sent_total += sent
-                if sent == size:
-                    continue
-                session._put_back(memoryview(data)[sent:])
-                continue
-        session._enqueue(data)
-    return delivered, sent_total
-
-
-class _Wire:
-    """The wire bytes of a run of messages for one kind of session."""
-
-    __slots__ = ("data", "excludes", "frames")
-
-    def __init__(
-        self,
-        frames: list[tuple[int | None, bytes]],
-        excludes: list[str | None],
-        data: bytes,
-    ) -> None:
-        #: (offset, frame) of every message this kind of session gets
-        self.frames = frames
-        #: the exclude_socket of each of those messages
-        self.excludes = excludes
-        #: all the frames together (what one write sends)
-        self.data = data
-
-    @classmethod
-    def build(
-        cls,
-        session: Session,
-        texts: Sequence[str],
-        offsets: Sequence[int | None],
-        excludes: Sequence[str | None] | None,
-    ) -> _Wire:
-        encode = session.encode
-        frames: list[tuple[int | None, bytes]] = []
-        kept: list[str | None] = []
-        for i, text in enumerate(texts):
-            frame = encode(text)
-            if frame is not None:
-                frames.append((offsets[i], frame))
-                kept.append(None if excludes is None else excludes[i])
-        data = frames[0][1] if len(frames) == 1 else b"".join(frame for _, frame in frames)
-        return cls(frames, kept, data)
+        node.sessions.discard(self)
+        streams = [stream for _presence_id, stream in self.core.presence.values()]
+        node.backend.release_session(self.sid, self.snapshot, streams, now=time.time())

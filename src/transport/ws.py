@@ -10,7 +10,6 @@ object, so an idle connection costs that much less memory.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 
 import trio
 from wsproto import ConnectionType
@@ -22,10 +21,7 @@ from ..protocol.connection import CableConnection
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.messages import to_wire
 from ..protocol.wsframe import text_frame
-from .session import Session
-
-if TYPE_CHECKING:
-    from .server import Server
+from .session import Session, SessionHost
 
 __all__ = ["WebSocketSession"]
 
@@ -49,7 +45,7 @@ class WebSocketSession(Session):
 
     def __init__(
         self,
-        server: Server,
+        server: SessionHost,
         stream: trio.abc.Stream,
         core: CableConnection,
         *,

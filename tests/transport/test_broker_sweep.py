@@ -39,7 +39,7 @@ async def test_a_mass_expiry_yields_to_other_tasks_between_slices(
     seen_by_probe: list[int] = []
     with trio.fail_after(30):  # virtual seconds
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(server._sweep, broker)
+            nursery.start_soon(server._sweep, server.backend)
             async for _ in receive:
                 seen_by_probe.append(broker.stream_count)
                 if broker.stream_count == 1:
