@@ -12,19 +12,17 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
 
-from ..auth.keys import check_bearer
 from ..auth.origin import origin_allowed
 from ..config import Config
 from ..metrics import Metrics
 from ..node.backend import MemoryBackend, NoBackend
-from ..node.intake import Invalid, account, judge
+from ..node.intake import Invalid, account, judge, screen
 from ..node.node import Node
+from ..node.opening import SessionRules
 from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.broker import MemoryBroker, PresenceEvent
-from ..protocol.connection import CableConnection, SessionSettings
-from ..protocol.handshake import Accepted, Restored, identify, websocket_open
 from ..protocol.routes import endpoint_router
-from ..protocol.sse import SSE_HEADERS, Refusal, SseOpen, cors_headers, sse_connection, sse_open
+from ..protocol.sse import SSE_HEADERS, Refusal, SseOpen, cors_headers
 from .http import (
     HEALTH_BODY,
     PROMETHEUS,
@@ -80,15 +78,18 @@ class CablewayApp:
                 "(cableway serve); the ASGI app keeps history in memory"
             )
         self.config = config
-        self.limits = config.limits()
-        self.stream_policy = config.stream_policy()
-        self.auth_policy = config.auth_policy()
         self.broker: MemoryBroker | None = config.new_broker()
         self.metrics = Metrics()
         backend = MemoryBackend(self.broker) if self.broker is not None else NoBackend()
         #: the rules of the node, shared with the trio server (cableway.node)
         self.node: Node[Session, object] = Node(
             backend, self.metrics, fan_out, wall_clock=time.time
+        )
+        #: how sessions open: settings, handshakes (cableway.node.opening)
+        self.session_rules = SessionRules.from_config(
+            config,
+            backend,
+            native_pings=False,  # ASGI cannot send WebSocket pings
         )
         self.hub = self.node.registry
         self.sessions = self.node.sessions
@@ -153,24 +154,6 @@ class CablewayApp:
 
     def publish_presence(self, event: PresenceEvent) -> None:
         self.node.publish_presence(event)
-
-    def session_settings(
-        self, ping_interval: float, ping_precision: str, *, extended: bool
-    ) -> SessionSettings:
-        config = self.config
-        backend = self.node.backend
-        return SessionSettings(
-            ping_interval=ping_interval,
-            ping_precision=ping_precision,
-            limits=self.limits,
-            policy=self.stream_policy,
-            extended=extended,
-            pong_timeout=config.pong_timeout,
-            history=backend.keeps_state,
-            presence=backend.keeps_state,
-            resumable=backend.keeps_state and backend.resumable,
-            native_pings=False,  # ASGI cannot send WebSocket pings
-        )
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
@@ -269,12 +252,11 @@ class CablewayApp:
 
     async def _broadcast(self, request: Request, receive: Receive, send: Send) -> None:
         """``POST`` broadcast (spec §11.2): 201, 401, 413, 422, or 400 for bad bodies."""
-        key = self.config.broadcast_key
-        if request.method != "POST":
-            await respond(send, 422, b"Unprocessable Entity")
-            return
-        if key is not None and not check_bearer(request.headers.get("authorization"), key):
-            await respond(send, 401, b"Unauthorized")
+        refusal = screen(
+            request.method, request.headers.get("authorization"), self.config.broadcast_key
+        )
+        if refusal is not None:
+            await respond(send, *refusal)
             return
         limit = self.config.max_broadcast_body
         length = request.headers.get("content-length")
@@ -322,44 +304,29 @@ class CablewayApp:
             await self._accept_websocket(request, receive, send)
 
     async def _accept_websocket(self, request: Request, receive: Receive, send: Send) -> None:
-        config = self.config
-        opening = websocket_open(
+        rules = self.session_rules
+        opening = rules.websocket_open(
             headers=request.headers,
             query=request.query,
             subprotocols=request.subprotocols,
             fresh_sid=secrets.token_urlsafe(16)[:21],
-            jwt_param=config.jwt_param,
-            ping_interval=config.ping_interval,
-            ping_precision=config.ping_timestamp_precision,
         )
-        subprotocol = opening.subprotocol
         await send(
-            {"type": "websocket.accept", "subprotocol": subprotocol, "headers": [VERSION_HEADER]}
+            {
+                "type": "websocket.accept",
+                "subprotocol": opening.subprotocol,
+                "headers": [VERSION_HEADER],
+            }
         )
         loop = asyncio.get_running_loop()
-        sid = opening.sid
-        core = CableConnection(
-            sid=sid,
-            settings=self.session_settings(
-                opening.ping_interval, opening.ping_precision, extended=opening.extended
-            ),
-            now=loop.time(),
-            ping_jitter=self.random.random(),
-        )
+        core = rules.websocket_core(opening, now=loop.time(), ping_jitter=self.random.random())
         # extended sessions come back with their previous sid: no re-authentication
         snapshot = None
         if opening.restore_sid is not None:
             snapshot = await self.node.backend.restore_session(opening.restore_sid, now=time.time())
-        outcome = identify(
-            core, opening, snapshot, policy=self.auth_policy, now=loop.time(), unix_time=time.time()
+        rules.identify(
+            core, opening, snapshot, now=loop.time(), unix_time=time.time(), metrics=self.metrics
         )
-        if isinstance(outcome, Restored):
-            log.debug("restored sid=%s from=%s", sid, outcome.previous_sid)
-        elif isinstance(outcome, Accepted):
-            log.debug("connected sid=%s protocol=%s", sid, subprotocol)
-        else:
-            self.metrics.inc("failed_auths_total")
-            log.info("connection rejected sid=%s reason=%s", sid, outcome.reason)
         session = WebSocketSession(self, core, receive, send)
         session.apply()
         await session.run()
@@ -381,22 +348,16 @@ class CablewayApp:
                 await respond(send, 413, b"Payload Too Large", cors)
                 return
             body = posted
-        opening = sse_open(
+        opening = self.session_rules.sse_open(
             request.method,
             query=request.query,
             headers=request.headers,
             body=body,
             fresh_sid=secrets.token_urlsafe(16)[:21],
-            policy=self.auth_policy,
-            jwt_param=config.jwt_param,
-            ping_interval=config.ping_interval,
-            ping_precision=config.ping_timestamp_precision,
-            max_size=config.max_message_size,
             unix_time=time.time(),
+            metrics=self.metrics,
         )
         if isinstance(opening, Refusal):
-            if opening.status == 401:
-                self.metrics.inc("failed_auths_total")
             await respond(send, opening.status, opening.body, cors)
             return
         async with self._slot():
@@ -405,13 +366,8 @@ class CablewayApp:
     async def _stream_sse(
         self, opening: SseOpen, receive: Receive, send: Send, cors: list[tuple[bytes, bytes]]
     ) -> None:
-        core = sse_connection(
-            opening,
-            settings=self.session_settings(
-                opening.ping_interval, opening.ping_precision, extended=False
-            ),
-            now=asyncio.get_running_loop().time(),
-            ping_jitter=self.random.random(),
+        core = self.session_rules.sse_core(
+            opening, now=asyncio.get_running_loop().time(), ping_jitter=self.random.random()
         )
         if isinstance(core, Refusal):
             # nothing was carried out yet (no hub entry): the core is just dropped

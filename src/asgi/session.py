@@ -17,13 +17,12 @@ from ..config import Config
 from ..metrics import Metrics
 from ..node.backend import Answer
 from ..node.dispatch import dispatch
+from ..node.held import HeldMessages
 from ..node.node import Node
+from ..node.session import NodeSession
 from ..protocol import messages
-from ..protocol.broadcast import Publication
-from ..protocol.broker import SessionSnapshot
 from ..protocol.connection import CableConnection
 from ..protocol.errors import RemoteProtocolError
-from ..protocol.events import HistoryRequest, PresenceRequest
 from ..protocol.sse import message_to_event
 from .http import Receive, Send
 
@@ -96,7 +95,7 @@ class Outbox:
         return items
 
 
-class Session:
+class Session(NodeSession[_Wire]):
     """One client. Subclasses speak WebSocket or SSE over ASGI messages."""
 
     #: sessions of one kind get the same wire item for the same message
@@ -104,6 +103,8 @@ class Session:
 
     def __init__(self, app: SessionHost, core: CableConnection, receive: Receive, send: Send):
         self.app = app
+        self.node = app.node
+        self.counters = app.metrics
         self.core = core
         self.sid = core.sid
         self.receive = receive
@@ -115,8 +116,9 @@ class Session:
         self._closing = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._held: dict[str, list[tuple[int | None, _Wire]]] = {}
-        self._held_size = 0
+        #: live messages of subscriptions waiting for their history (cableway.node.held)
+        self.held: HeldMessages[_Wire] = HeldMessages(app.config.ws_max_pending_size)
+        self.snapshot = None
         self.done = asyncio.Event()
 
     def __hash__(self) -> int:
@@ -140,6 +142,9 @@ class Session:
 
     # -- called from elsewhere (fan-out, shutdown, remote disconnect) ---------------------
 
+    def wire_size(self, frame: _Wire) -> int:
+        return frame[1]
+
     def push_frame(self, wire: _Wire) -> None:
         """Queue a shared wire item; on overflow disconnect the client as ``too_slow``."""
         if self._closing:
@@ -147,18 +152,6 @@ class Session:
         if not self.outbox.push(*wire):
             self.too_slow()
             self.request_close("too_slow", reconnect=True)
-
-    def hold(self, identifier: str, offset: int | None, wire: _Wire) -> None:
-        """Keep a live message of a restored subscription until its history is in."""
-        self._held_size += wire[1]
-        limit = self.outbox.max_bytes
-        if limit and self._held_size > limit:
-            self._held.clear()
-            self._held_size = 0
-            self.app.metrics.inc("disconnected_slow_clients_total")
-            self.request_close("too_slow", reconnect=True)
-            return
-        self._held.setdefault(identifier, []).append((offset, wire))
 
     def request_close(
         self, reason: str, *, reconnect: bool, code: int = 1000, close_reason: str = ""
@@ -196,7 +189,7 @@ class Session:
                 task.cancel()
             await asyncio.gather(reader, writer, return_exceptions=True)
             self._cancel_timer()
-            self._unregister()
+            self.leave()
             self.done.set()
 
     def fail(self, error: BaseException | None) -> None:
@@ -239,18 +232,6 @@ class Session:
         wire = self.encode(text)
         return wire is None or self.outbox.push(*wire)
 
-    def stream_added(self, stream: str, identifier: str) -> None:
-        self.app.node.registry.add(stream, identifier, self)
-
-    def stream_removed(self, stream: str, identifier: str) -> None:
-        self.app.node.registry.remove(stream, identifier, self)
-        self._drop_held(identifier)
-
-    def release_held(self, identifier: str, after: int | None) -> None:
-        for offset, wire in self._drop_held(identifier):
-            if after is None or offset is None or offset > after:
-                self.push_frame(wire)
-
     def close_transport(self, code: int, reason: str) -> None:
         self.close_with = (code, reason)
         self._closing = True
@@ -259,33 +240,13 @@ class Session:
     def native_ping(self, payload: bytes) -> None:
         """ASGI has no WebSocket ping message."""
 
-    def publish(self, publication: Publication) -> None:
-        self.app.node.publish([publication])
-
-    def history_request(self, request: HistoryRequest) -> None:
-        self._answer_later(self.app.node.backend.history(self.core, request, now=time.time()))
-
-    def presence_request(self, request: PresenceRequest) -> None:
-        node = self.app.node
-        self._answer_later(
-            node.backend.presence(self.core, request, node.publish_presence, now=time.time())
-        )
-
-    def session_changed(self, sid: str, snapshot: SessionSnapshot) -> None:
-        self.app.node.backend.save_session(sid, snapshot)
-
-    def command_ignored(self, command: str, detail: str) -> None:
-        self.app.metrics.inc("failed_client_msg_total")
-        log.debug("ignored command sid=%s command=%r reason=%r", self.sid, command, detail)
-
     def too_slow(self) -> None:
         self.outbox.clear()
         self.app.metrics.inc("disconnected_slow_clients_total")
 
-    def _answer_later(self, pending: Awaitable[Answer] | None) -> None:
+    def answer_later(self, pending: Awaitable[Answer]) -> None:
         """The memory backend answers at once; an awaitable answer is applied later."""
-        if pending is not None:
-            self.loop.create_task(self._apply_answer(pending))
+        self.loop.create_task(self._apply_answer(pending))
 
     async def _apply_answer(self, pending: Awaitable[Answer]) -> None:
         answer = await pending
@@ -321,20 +282,6 @@ class Session:
             self.apply()
         except Exception as error:
             self.fail(error)
-
-    def _drop_held(self, identifier: str) -> list[tuple[int | None, _Wire]]:
-        items = self._held.pop(identifier, [])
-        self._held_size -= sum(wire[1] for _, wire in items)
-        return items
-
-    def _unregister(self) -> None:
-        node = self.app.node
-        for identifier, stream in self.core.subscriptions.items():
-            node.registry.remove(stream, identifier, self)
-        self.core.subscriptions.clear()
-        node.sessions.discard(self)
-        streams = [stream for _presence_id, stream in self.core.presence.values()]
-        node.backend.release_session(self.sid, None, streams, now=time.time())
 
 
 class WebSocketSession(Session):

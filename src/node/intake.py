@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..auth.keys import check_bearer
 from ..protocol.broadcast import Publication, RemoteDisconnect, parse_broadcast
 from ..protocol.errors import RemoteProtocolError
 
-__all__ = ["Counters", "Invalid", "Verdict", "account", "judge"]
+__all__ = ["Counters", "Invalid", "Verdict", "account", "judge", "screen"]
 
 
 class Counters(Protocol):
@@ -32,6 +33,17 @@ class Invalid:
 
 #: what a broadcast body asks for: publications, a remote command, or nothing (invalid)
 Verdict = list[Publication] | RemoteDisconnect | Invalid
+
+
+def screen(method: str, authorization: str | None, key: str | None) -> tuple[int, bytes] | None:
+    """What the broadcast endpoint answers before reading a body (spec §11.2): ``422``
+    for a method other than ``POST``, ``401`` when a ``broadcast_key`` is set and the
+    ``Authorization`` header does not carry it; ``None``: read the body."""
+    if method != "POST":
+        return 422, b"Unprocessable Entity"
+    if key is not None and not check_bearer(authorization, key):
+        return 401, b"Unauthorized"
+    return None
 
 
 def judge(body: bytes) -> Verdict:

@@ -17,7 +17,7 @@ import trio
 
 from ..auth.keys import check_bearer
 from ..metrics import Metrics
-from ..node.intake import Invalid, account, judge
+from ..node.intake import Invalid, account, judge, screen
 from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.httphead import NEED_MORE, USE_GENERAL, head_size, parse_head
 from .httpconn import CREATED_CLOSE, CREATED_KEEP_ALIVE, Conn, FrontDoor, Request, drain_body
@@ -150,12 +150,11 @@ async def broadcast(server: BroadcastHost, conn: Conn, request: Request) -> None
 
     503 when ``--pubsub=redis`` and Redis did not accept the publication (unreachable).
     """
-    key = server.config.broadcast_key
-    if request.method != "POST":
-        await conn.respond(422, b"Unprocessable Entity", close=True)
-        return
-    if key is not None and not check_bearer(request.headers.get("authorization"), key):
-        await conn.respond(401, b"Unauthorized", close=True)
+    refusal = screen(
+        request.method, request.headers.get("authorization"), server.config.broadcast_key
+    )
+    if refusal is not None:
+        await conn.respond(*refusal, close=True)
         return
     # the body has the same deadline as the head: a trickled body is cut (408); it
     # holds its share of the node's body budget until it is answered

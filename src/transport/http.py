@@ -26,8 +26,6 @@ import trio
 from wsproto.utilities import generate_accept_token
 
 from ..auth.origin import origin_allowed
-from ..protocol.connection import CableConnection
-from ..protocol.handshake import Accepted, Restored, identify, websocket_open
 from ..protocol.routes import Router, endpoint_router
 from .broadcast_endpoint import BroadcastHost, broadcast, fast_requests
 from .demo import handle_demo
@@ -245,14 +243,12 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
         await conn.respond(403, b"Forbidden", close=True)
         await conn.stream.aclose()
         return None
-    opening = websocket_open(
+    rules = server.session_rules
+    opening = rules.websocket_open(
         headers=request.headers,
         query=request.query,
         subprotocols=request.header_list("sec-websocket-protocol"),
         fresh_sid=secrets.token_urlsafe(16)[:21],
-        jwt_param=config.jwt_param,
-        ping_interval=config.ping_interval,
-        ping_precision=config.ping_timestamp_precision,
     )
     subprotocol = opening.subprotocol
     headers = [
@@ -266,32 +262,19 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
     await conn.send(h11.InformationalResponse(status_code=101, headers=headers))
     trailing, _closed = conn.h11.trailing_data
 
-    sid = opening.sid
-    core = CableConnection(
-        sid=sid,
-        settings=server.session_settings(
-            opening.ping_interval, opening.ping_precision, extended=opening.extended
-        ),
-        now=trio.current_time(),
-        ping_jitter=server.random.random(),
+    core = rules.websocket_core(
+        opening, now=trio.current_time(), ping_jitter=server.random.random()
     )
     # extended sessions come back with their previous sid: no re-authentication
     snapshot = None
     if opening.restore_sid is not None:
         snapshot = await server.node.backend.restore_session(opening.restore_sid, now=time.time())
-    outcome = identify(
+    rules.identify(
         core,
         opening,
         snapshot,
-        policy=server.auth_policy,
         now=trio.current_time(),
         unix_time=time.time(),
+        metrics=server.metrics,
     )
-    if isinstance(outcome, Restored):
-        log.debug("restored sid=%s from=%s", sid, outcome.previous_sid)
-    elif isinstance(outcome, Accepted):
-        log.debug("connected sid=%s protocol=%s", sid, subprotocol)
-    else:
-        server.metrics.inc("failed_auths_total")
-        log.info("connection rejected sid=%s reason=%s", sid, outcome.reason)
     return WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))

@@ -20,6 +20,7 @@ from ..metrics import REDIS_DEFINITIONS, Metrics
 from ..node.backend import SWEEP_SLICE, Backend, MemoryBackend, NoBackend
 from ..node.intake import Invalid, account, judge
 from ..node.node import Node
+from ..node.opening import SessionRules
 from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.broker import MemoryBroker, PresenceEvent, SessionSnapshot
 from ..protocol.connection import SessionSettings
@@ -136,6 +137,10 @@ class Server:
             if self.broker is not None
             else NoBackend()
         )
+        #: how sessions open: settings, handshakes (cableway.node.opening)
+        self.session_rules = SessionRules.from_config(
+            config, self.backend, native_pings=config.enable_native_pings
+        )
         #: the rules of the node (cableway.node): registry, publishing, remote commands
         self.node: Node[Session, Confirmation] = Node(
             self.backend,
@@ -196,22 +201,8 @@ class Server:
     def session_settings(
         self, ping_interval: float, ping_precision: str, *, extended: bool
     ) -> SessionSettings:
-        """The core settings of one session."""
-        config = self.config
-        backend = self.backend
-        brokered = backend.keeps_state
-        return SessionSettings(
-            ping_interval=ping_interval,
-            ping_precision=ping_precision,
-            limits=self.limits,
-            policy=self.stream_policy,
-            extended=extended,
-            pong_timeout=config.pong_timeout,
-            history=brokered,
-            presence=brokered,
-            resumable=brokered and backend.resumable,
-            native_pings=config.enable_native_pings,
-        )
+        """The core settings of one session (:class:`cableway.node.settings.SessionRules`)."""
+        return self.session_rules.settings(ping_interval, ping_precision, extended=extended)
 
     @property
     def publishing_waits(self) -> bool:

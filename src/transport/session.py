@@ -35,7 +35,6 @@ import contextlib
 import logging
 import math
 import os
-import time
 import weakref
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -45,11 +44,10 @@ import trio
 from ..metrics import Metrics
 from ..node.backend import Answer
 from ..node.dispatch import dispatch
+from ..node.held import HeldMessages
 from ..node.node import Node
-from ..protocol.broadcast import Publication
-from ..protocol.broker import SessionSnapshot
+from ..node.session import NodeSession
 from ..protocol.connection import CableConnection
-from ..protocol.events import HistoryRequest, PresenceRequest
 from .outbox import Outbox
 
 if TYPE_CHECKING:
@@ -85,7 +83,7 @@ class SessionHost(Protocol):
     def schedule(self, session: Session) -> None: ...
 
 
-class Session:
+class Session(NodeSession[bytes]):
     """One client: a core session, an outbox and the socket.
 
     Subclasses set :attr:`wire_kind` and implement :meth:`encode` (one protocol message
@@ -98,6 +96,8 @@ class Session:
 
     def __init__(self, server: SessionHost, stream: trio.abc.Stream, core: CableConnection) -> None:
         self.server = server
+        self.node = server.node
+        self.counters = server.metrics
         self.stream = stream
         self.core = core
         self.sid = core.sid
@@ -119,10 +119,9 @@ class Session:
         self._finished = False
         # the socket's descriptor for direct writes (-1: go through the writer task)
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
-        self._held: dict[str, list[tuple[int | None, bytes]]] = {}
-        self._held_size = 0
-        #: the last snapshot of a resumable session (kept by the broker on close)
-        self.snapshot: SessionSnapshot | None = None
+        #: live messages of subscriptions waiting for their history (cableway.node.held)
+        self.held: HeldMessages[bytes] = HeldMessages(server.config.ws_max_pending_size)
+        self.snapshot = None
 
     def __hash__(self) -> int:
         return id(self)
@@ -153,6 +152,9 @@ class Session:
         return b""
 
     # -- called from other tasks (fan-out, shutdown, remote disconnect) ---------------
+
+    def wire_size(self, frame: bytes) -> int:
+        return len(frame)
 
     def push_frame(self, frame: bytes) -> None:
         """Send or queue pre-built bytes; on overflow disconnect the client as ``too_slow``.
@@ -242,21 +244,6 @@ class Session:
             return self._push(frames[0][1])
         return self._push(b"".join(frame for _, frame in frames))
 
-    def hold(self, identifier: str, offset: int | None, frame: bytes) -> None:
-        """Keep a live message of a restored subscription until its history is in.
-
-        Bounded like the outbox: what is already held counts, not this message.
-        """
-        limit = self.outbox.max_bytes
-        if limit and self._held_size > limit:
-            self._held.clear()
-            self._held_size = 0
-            self.server.metrics.inc("disconnected_slow_clients_total")
-            self.request_close("too_slow", reconnect=True, code=1000)
-            return
-        self._held_size += len(frame)
-        self._held.setdefault(identifier, []).append((offset, frame))
-
     def request_close(
         self, reason: str, *, reconnect: bool, code: int = 1000, close_reason: str = ""
     ) -> None:
@@ -312,7 +299,7 @@ class Session:
             self._nursery = None
             self._closing = True
             self._fd = -1
-            self._unregister()
+            self.leave()
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await self.stream.aclose()
             self._finished = True
@@ -535,18 +522,6 @@ class Session:
             self.outbox.push(data)
         return True
 
-    def stream_added(self, stream: str, identifier: str) -> None:
-        self.server.node.registry.add(stream, identifier, self)
-
-    def stream_removed(self, stream: str, identifier: str) -> None:
-        self.server.node.registry.remove(stream, identifier, self)
-        self._drop_held(identifier)
-
-    def release_held(self, identifier: str, after: int | None) -> None:
-        for offset, frame in self._drop_held(identifier):
-            if after is None or offset is None or offset > after:
-                self.push_frame(frame)
-
     def close_transport(self, code: int, reason: str) -> None:
         self._close_transport(code, reason)
         self._closing = True
@@ -554,33 +529,11 @@ class Session:
     def native_ping(self, payload: bytes) -> None:
         self._native_ping(payload)
 
-    def publish(self, publication: Publication) -> None:
-        self.server.node.publish([publication])
-
-    def history_request(self, request: HistoryRequest) -> None:
-        backend = self.server.node.backend
-        self._answer_later(backend.history(self.core, request, now=time.time()))
-
-    def presence_request(self, request: PresenceRequest) -> None:
-        node = self.server.node
-        pending = node.backend.presence(self.core, request, node.publish_presence, now=time.time())
-        self._answer_later(pending)
-
-    def session_changed(self, sid: str, snapshot: SessionSnapshot) -> None:
-        self.snapshot = snapshot
-        self.server.node.backend.save_session(sid, snapshot)
-
-    def command_ignored(self, command: str, detail: str) -> None:
-        self.server.metrics.inc("failed_client_msg_total")
-        log.debug("ignored command sid=%s command=%r reason=%r", self.sid, command, detail)
-
     def too_slow(self) -> None:
         self._drop_slow()
 
-    def _answer_later(self, pending: Awaitable[Answer] | None) -> None:
+    def answer_later(self, pending: Awaitable[Answer]) -> None:
         """A backend answers later (Redis): apply its answer in a task, if still open."""
-        if pending is None:
-            return
         nursery = self._nursery or self.server.task_nursery
         if nursery is None:  # not running: nothing can wait for the answer
             close = getattr(pending, "close", None)
@@ -598,18 +551,3 @@ class Session:
             self.apply()
         except Exception:  # a bug must cost one answer, never the server
             log.exception("unexpected error answering a broker request")
-
-    def _drop_held(self, identifier: str) -> list[tuple[int | None, bytes]]:
-        frames = self._held.pop(identifier, [])
-        self._held_size -= sum(len(frame) for _, frame in frames)
-        return frames
-
-    def _unregister(self) -> None:
-        node = self.server.node
-        registry = node.registry
-        for identifier, stream in self.core.subscriptions.items():
-            registry.remove(stream, identifier, self)
-        self.core.subscriptions.clear()
-        node.sessions.discard(self)
-        streams = [stream for _presence_id, stream in self.core.presence.values()]
-        node.backend.release_session(self.sid, self.snapshot, streams, now=time.time())

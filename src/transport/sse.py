@@ -22,15 +22,13 @@ from typing import Protocol
 import h11
 import trio
 
-from ..protocol.connection import CableConnection, SessionSettings
-from ..protocol.handshake import AuthPolicy
+from ..node.opening import SessionRules
+from ..protocol.connection import CableConnection
 from ..protocol.sse import (
     SSE_HEADERS,
     Refusal,
     cors_headers,
     message_to_event,
-    sse_connection,
-    sse_open,
 )
 from .httpconn import VERSION_HEADER, Conn, Request, drain_body
 from .session import Session, SessionHost
@@ -44,14 +42,10 @@ class SessionMaker(SessionHost, Protocol):
     """What an endpoint that opens sessions (SSE, WebSocket) needs from the node."""
 
     @property
-    def auth_policy(self) -> AuthPolicy: ...
+    def session_rules(self) -> SessionRules: ...
 
     @property
     def random(self) -> random.Random: ...
-
-    def session_settings(
-        self, ping_interval: float, ping_precision: str, *, extended: bool
-    ) -> SessionSettings: ...
 
 
 class SseSession(Session):
@@ -109,32 +103,20 @@ async def handle_sse(server: SessionMaker, conn: Conn, request: Request) -> None
         if body is None:
             await conn.respond(413, b"Payload Too Large", headers=_cors([]), close=True)
             return
-    opening = sse_open(
+    rules = server.session_rules
+    opening = rules.sse_open(
         request.method,
         query=request.query,
         headers=request.headers,
         body=body or b"",
         fresh_sid=secrets.token_urlsafe(16)[:21],
-        policy=server.auth_policy,
-        jwt_param=config.jwt_param,
-        ping_interval=config.ping_interval,
-        ping_precision=config.ping_timestamp_precision,
-        max_size=config.max_message_size,
         unix_time=time.time(),
+        metrics=server.metrics,
     )
     if isinstance(opening, Refusal):
-        if opening.status == 401:
-            server.metrics.inc("failed_auths_total")
         await conn.respond(opening.status, opening.body, headers=_cors([]))
         return
-    core = sse_connection(
-        opening,
-        settings=server.session_settings(
-            opening.ping_interval, opening.ping_precision, extended=False
-        ),
-        now=trio.current_time(),
-        ping_jitter=server.random.random(),
-    )
+    core = rules.sse_core(opening, now=trio.current_time(), ping_jitter=server.random.random())
     if isinstance(core, Refusal):
         await conn.respond(core.status, core.body, headers=_cors([]))
         return

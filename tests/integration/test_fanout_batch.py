@@ -166,7 +166,7 @@ async def test_a_held_subscription_holds_a_batch_until_its_history_is_in(
         writes.clear()
         server.publish(_batch("s", [0, 1, 2]))
         assert writes[session._fd] == 0
-        held = session._held[identifier]
+        held = session.held.held(identifier)
         offsets = [offset for offset, _ in held]
         assert len(held) == 3
         assert offsets == sorted(offsets)

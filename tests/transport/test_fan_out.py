@@ -70,6 +70,6 @@ def test_a_held_subscription_keeps_each_message_with_its_offset() -> None:
     held.core.held = {"id"}  # as while its history is fetched
     delivered, _ = fan_out([held, live], "id", ["a", "b"], [7, 8], None)
     assert delivered == 4
-    assert held._held == {"id": [(7, b"a;"), (8, b"b;")]}
+    assert held.held.held("id") == [(7, b"a;"), (8, b"b;")]
     assert not held.outbox.size
     assert live.outbox.take_nowait() == b"a;b;"

@@ -1,0 +1,221 @@
+"""How a node opens its sessions (pure): one home, for the trio server and the ASGI app,
+for the handshake glue around the core's pure decisions.
+
+:class:`SessionRules` holds what every session of one node shares (limits, channel
+policy, authentication, ping options) and which core features the node's backend allows
+(history, presence and restore only with a backend that keeps state). Its methods map an
+opening request (WebSocket upgrade or event stream) to the core's decision
+(:mod:`cableway.protocol.handshake`, :mod:`cableway.protocol.sse`), build the session's
+core and count and log the outcome. What waits (the snapshot of a restored session, the
+transport's own handshake) stays with the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..protocol.broker import SessionSnapshot
+from ..protocol.channels import StreamPolicy
+from ..protocol.connection import CableConnection, SessionSettings
+from ..protocol.handshake import (
+    Accepted,
+    AuthPolicy,
+    Rejected,
+    Restored,
+    WebSocketOpen,
+    identify,
+    websocket_open,
+)
+from ..protocol.limits import Limits
+from ..protocol.sse import Refusal, SseOpen, sse_connection, sse_open
+from .backend import Backend
+from .intake import Counters
+
+__all__ = ["SessionConfig", "SessionRules"]
+
+log = logging.getLogger("cableway.node")
+
+
+class SessionConfig(Protocol):
+    """What :class:`SessionRules` reads from the configuration (``cableway.config.Config``)."""
+
+    @property
+    def jwt_param(self) -> str: ...
+
+    @property
+    def ping_interval(self) -> float: ...
+
+    @property
+    def ping_timestamp_precision(self) -> str: ...
+
+    @property
+    def pong_timeout(self) -> float: ...
+
+    @property
+    def max_message_size(self) -> int: ...
+
+    def limits(self) -> Limits: ...
+
+    def stream_policy(self) -> StreamPolicy: ...
+
+    def auth_policy(self) -> AuthPolicy: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRules:
+    """What every session of one node is opened with.
+
+    Attributes:
+        limits: size and count bounds (``Config.limits()``).
+        policy: the built-in channels and their secrets (``Config.stream_policy()``).
+        auth: how clients authenticate (``Config.auth_policy()``).
+        jwt_param, ping_interval, ping_precision, pong_timeout, max_message_size: the
+            options of the same names (``ping_precision``: ``ping_timestamp_precision``).
+        native_pings: the transport can send WebSocket pings and the config asks for them
+            (the ASGI app cannot: always ``False`` there).
+        backend: the node's backend; history, presence and restore are offered when it
+            keeps state.
+    """
+
+    limits: Limits
+    policy: StreamPolicy
+    auth: AuthPolicy
+    jwt_param: str
+    ping_interval: float
+    ping_precision: str
+    pong_timeout: float
+    max_message_size: int
+    native_pings: bool
+    backend: Backend[Any]
+
+    @classmethod
+    def from_config(
+        cls, config: SessionConfig, backend: Backend[Any], *, native_pings: bool
+    ) -> SessionRules:
+        return cls(
+            limits=config.limits(),
+            policy=config.stream_policy(),
+            auth=config.auth_policy(),
+            jwt_param=config.jwt_param,
+            ping_interval=config.ping_interval,
+            ping_precision=config.ping_timestamp_precision,
+            pong_timeout=config.pong_timeout,
+            max_message_size=config.max_message_size,
+            native_pings=native_pings,
+            backend=backend,
+        )
+
+    def settings(
+        self, ping_interval: float, ping_precision: str, *, extended: bool
+    ) -> SessionSettings:
+        """The settings of one session, from its opening (ping options, subprotocol)."""
+        backend = self.backend
+        brokered = backend.keeps_state
+        return SessionSettings(
+            ping_interval=ping_interval,
+            ping_precision=ping_precision,
+            limits=self.limits,
+            policy=self.policy,
+            extended=extended,
+            pong_timeout=self.pong_timeout,
+            history=brokered,
+            presence=brokered,
+            resumable=brokered and backend.resumable,
+            native_pings=self.native_pings,
+        )
+
+    # -- WebSocket -----------------------------------------------------------------------
+
+    def websocket_open(
+        self,
+        *,
+        headers: Mapping[str, str],
+        query: str,
+        subprotocols: Sequence[str],
+        fresh_sid: str,
+    ) -> WebSocketOpen:
+        """The upgrade request mapped (subprotocol, sid, ping options, token, sid to restore)."""
+        return websocket_open(
+            headers=headers,
+            query=query,
+            subprotocols=subprotocols,
+            fresh_sid=fresh_sid,
+            jwt_param=self.jwt_param,
+            ping_interval=self.ping_interval,
+            ping_precision=self.ping_precision,
+        )
+
+    def websocket_core(
+        self, opening: WebSocketOpen, *, now: float, ping_jitter: float
+    ) -> CableConnection:
+        """The core of an accepted upgrade (not yet identified)."""
+        settings = self.settings(
+            opening.ping_interval, opening.ping_precision, extended=opening.extended
+        )
+        return CableConnection(sid=opening.sid, settings=settings, now=now, ping_jitter=ping_jitter)
+
+    def identify(
+        self,
+        core: CableConnection,
+        opening: WebSocketOpen,
+        snapshot: SessionSnapshot | None,
+        *,
+        now: float,
+        unix_time: float,
+        metrics: Counters,
+    ) -> Restored | Accepted | Rejected:
+        """Restore, accept or reject ``core`` (``snapshot``: the driver's look-up of
+        ``opening.restore_sid``, or ``None``); a rejection counts ``failed_auths_total``."""
+        outcome = identify(core, opening, snapshot, policy=self.auth, now=now, unix_time=unix_time)
+        sid = core.sid
+        if isinstance(outcome, Restored):
+            log.debug("restored sid=%s from=%s", sid, outcome.previous_sid)
+        elif isinstance(outcome, Accepted):
+            log.debug("connected sid=%s protocol=%s", sid, opening.subprotocol)
+        else:
+            metrics.inc("failed_auths_total")
+            log.info("connection rejected sid=%s reason=%s", sid, outcome.reason)
+        return outcome
+
+    # -- Server-Sent Events --------------------------------------------------------------
+
+    def sse_open(
+        self,
+        method: str,
+        *,
+        query: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        fresh_sid: str,
+        unix_time: float,
+        metrics: Counters,
+    ) -> SseOpen | Refusal:
+        """An event-stream request mapped, or refused (a ``401`` counts
+        ``failed_auths_total``)."""
+        opening = sse_open(
+            method,
+            query=query,
+            headers=headers,
+            body=body,
+            fresh_sid=fresh_sid,
+            policy=self.auth,
+            jwt_param=self.jwt_param,
+            ping_interval=self.ping_interval,
+            ping_precision=self.ping_precision,
+            max_size=self.max_message_size,
+            unix_time=unix_time,
+        )
+        if isinstance(opening, Refusal) and opening.status == 401:
+            metrics.inc("failed_auths_total")
+        return opening
+
+    def sse_core(
+        self, opening: SseOpen, *, now: float, ping_jitter: float
+    ) -> CableConnection | Refusal:
+        """The subscribed core of an event stream, or a refusal (then nothing was carried
+        out yet: drop the core)."""
+        settings = self.settings(opening.ping_interval, opening.ping_precision, extended=False)
+        return sse_connection(opening, settings=settings, now=now, ping_jitter=ping_jitter)

@@ -1,0 +1,127 @@
+"""The half of a session that is the node's, for every driver (pure).
+
+A driver's session is the :class:`~cableway.node.dispatch.EventSink` of its core. Most
+of what the core's events mean is a rule of the node, not of the driver: a stream added
+or removed goes to the registry, a live message of a subscription waiting for its
+history is held (bounded, :class:`~cableway.node.held.HeldMessages`) and released after
+it, a publication goes to the node, history and presence are asked of the backend, a
+snapshot is stored, an ignored command counted, and a closed session leaves the node.
+:class:`NodeSession` holds those once; the driver adds only what touches its sockets
+(:meth:`push_frame`, :meth:`request_close`, :meth:`answer_later`, sending and closing).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from typing import Any, Generic, TypeVar
+
+from ..protocol.broadcast import Publication
+from ..protocol.broker import SessionSnapshot
+from ..protocol.connection import CableConnection
+from ..protocol.events import HistoryRequest, PresenceRequest
+from .backend import Answer
+from .held import HeldMessages
+from .intake import Counters
+from .node import Node
+
+__all__ = ["NodeSession"]
+
+log = logging.getLogger("cableway.node")
+
+W = TypeVar("W")
+
+
+class NodeSession(Generic[W]):
+    """The node's rules for one session; ``W`` is the driver's wire item.
+
+    The driver's ``__init__`` sets :attr:`node`, :attr:`counters`, :attr:`core`,
+    :attr:`sid`, :attr:`held` and :attr:`snapshot`, and the driver implements
+    :meth:`push_frame`, :meth:`wire_size`, :meth:`request_close` and :meth:`answer_later`.
+    """
+
+    node: Node[Any, Any]
+    counters: Counters
+    core: CableConnection
+    sid: str
+    #: live messages of subscriptions waiting for their history
+    held: HeldMessages[W]
+    #: the last snapshot of a resumable session (kept by the backend on close)
+    snapshot: SessionSnapshot | None
+
+    # -- the driver's part ---------------------------------------------------------------
+
+    def push_frame(self, frame: W) -> None:
+        """Queue a wire item; on overflow disconnect the client as ``too_slow``."""
+        raise NotImplementedError
+
+    def wire_size(self, frame: W) -> int:
+        """The bytes ``frame`` takes (what the outbox and the held buffer count)."""
+        raise NotImplementedError
+
+    def request_close(
+        self, reason: str, *, reconnect: bool, code: int = 1000, close_reason: str = ""
+    ) -> None:
+        raise NotImplementedError
+
+    def answer_later(self, pending: Awaitable[Answer]) -> None:
+        """Await a backend's answer in a task; apply it to the core if still open."""
+        raise NotImplementedError
+
+    # -- the node's part -----------------------------------------------------------------
+
+    def hold(self, identifier: str, offset: int | None, frame: W) -> None:
+        """Keep a live message of a restored subscription until its history is in;
+        bounded like the outbox (a client over it is closed as ``too_slow``)."""
+        if not self.held.hold(identifier, offset, frame, self.wire_size(frame)):
+            self.counters.inc("disconnected_slow_clients_total")
+            self.request_close("too_slow", reconnect=True)
+
+    def stream_added(self, stream: str, identifier: str) -> None:
+        self.node.registry.add(stream, identifier, self)
+
+    def stream_removed(self, stream: str, identifier: str) -> None:
+        self.node.registry.remove(stream, identifier, self)
+        self.held.drop(identifier)
+
+    def release_held(self, identifier: str, after: int | None) -> None:
+        for frame in self.held.release(identifier, after):
+            self.push_frame(frame)
+
+    def publish(self, publication: Publication) -> None:
+        self.node.publish([publication])
+
+    def history_request(self, request: HistoryRequest) -> None:
+        node = self.node
+        pending = node.backend.history(self.core, request, now=node.wall_clock())
+        if pending is not None:
+            self.answer_later(pending)
+
+    def presence_request(self, request: PresenceRequest) -> None:
+        node = self.node
+        pending = node.backend.presence(
+            self.core, request, node.publish_presence, now=node.wall_clock()
+        )
+        if pending is not None:
+            self.answer_later(pending)
+
+    def session_changed(self, sid: str, snapshot: SessionSnapshot) -> None:
+        self.snapshot = snapshot
+        self.node.backend.save_session(sid, snapshot)
+
+    def command_ignored(self, command: str, detail: str) -> None:
+        self.counters.inc("failed_client_msg_total")
+        log.debug("ignored command sid=%s command=%r reason=%r", self.sid, command, detail)
+
+    def leave(self) -> None:
+        """The session ended: out of the registry and the node; the backend keeps its
+        snapshot (restorable for ``sessions_ttl``) and expires its presence."""
+        node = self.node
+        registry = node.registry
+        core = self.core
+        for identifier, stream in core.subscriptions.items():
+            registry.remove(stream, identifier, self)
+        core.subscriptions.clear()
+        node.sessions.discard(self)
+        streams = [stream for _presence_id, stream in core.presence.values()]
+        node.backend.release_session(self.sid, self.snapshot, streams, now=node.wall_clock())

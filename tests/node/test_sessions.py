@@ -1,0 +1,97 @@
+"""What every session of a node shares, without a driver: the held-message buffer and the
+core settings (one home for both drivers)."""
+
+from __future__ import annotations
+
+from cableway.config import Config
+from cableway.node.backend import MemoryBackend, NoBackend
+from cableway.node.held import HeldMessages
+from cableway.node.opening import SessionRules
+from cableway.protocol.broker import MemoryBroker
+from cableway.protocol.connection import CableConnection
+from cableway.protocol.sse import Refusal
+
+
+def test_release_sends_what_is_newer_than_the_history_in_order() -> None:
+    held: HeldMessages[str] = HeldMessages(max_bytes=0)
+    for offset, item in [(3, "c"), (4, "d"), (None, "x"), (5, "e")]:
+        assert held.hold("id", offset, item, 1)
+    assert held.hold("other", 1, "o", 1)
+    assert held.release("id", after=4) == ["x", "e"]
+    assert "id" not in held
+    assert held.size == 1  # what "other" holds
+    assert held.release("other", after=None) == ["o"]
+    assert held.size == 0
+
+
+def test_unsubscribing_forgets_what_was_held() -> None:
+    held: HeldMessages[bytes] = HeldMessages(max_bytes=100)
+    held.hold("id", 1, b"abc", 3)
+    assert held.drop("id") == [(1, b"abc")]
+    assert held.release("id", after=None) == []
+    assert held.size == 0
+
+
+def test_the_bound_counts_what_is_already_held_and_then_drops_everything() -> None:
+    held: HeldMessages[bytes] = HeldMessages(max_bytes=10)
+    assert held.hold("a", 1, b"x" * 6, 6)
+    assert held.hold("b", 1, b"y" * 6, 6)  # 6 held: within the bound
+    assert not held.hold("a", 2, b"z", 1)  # 12 held: over it, the client is too slow
+    assert held.size == 0
+    assert ("a" in held, "b" in held) == (False, False)
+
+
+def _rules(
+    backend: NoBackend | MemoryBackend, *, native_pings: bool, **options: object
+) -> SessionRules:
+    config = Config(pong_timeout=4.0, **options)  # type: ignore[arg-type]
+    return SessionRules.from_config(config, backend, native_pings=native_pings)
+
+
+class Counters:
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+
+    def inc(self, name: str, n: int = 1) -> None:
+        self.values[name] = self.values.get(name, 0) + n
+
+
+def test_sessions_offer_history_presence_and_restore_only_with_a_backend_that_keeps_state() -> None:
+    settings = _rules(NoBackend(), native_pings=True).settings(2.5, "ms", extended=True)
+    assert (settings.ping_interval, settings.ping_precision, settings.extended) == (2.5, "ms", True)
+    assert (settings.pong_timeout, settings.native_pings) == (4.0, True)
+    assert (settings.history, settings.presence, settings.resumable) == (False, False, False)
+    memory = MemoryBackend(MemoryBroker(epoch="e"))
+    settings = _rules(memory, native_pings=False).settings(3, "s", extended=False)
+    assert (settings.history, settings.presence, settings.resumable) == (True, True, True)
+    assert not settings.native_pings
+
+
+def test_a_websocket_without_the_required_token_is_rejected_and_counted() -> None:
+    rules = _rules(NoBackend(), native_pings=False, jwt_secret="s", enforce_jwt=True)
+    opening = rules.websocket_open(
+        headers={}, query="", subprotocols=["actioncable-v1-json"], fresh_sid="abc"
+    )
+    core = rules.websocket_core(opening, now=0.0, ping_jitter=0.0)
+    assert isinstance(core, CableConnection)
+    metrics = Counters()
+    outcome = rules.identify(core, opening, None, now=0.0, unix_time=0.0, metrics=metrics)
+    assert outcome.__class__.__name__ == "Rejected"
+    assert metrics.values == {"failed_auths_total": 1}
+
+
+def test_an_event_stream_without_the_required_token_is_refused_with_401_and_counted() -> None:
+    rules = _rules(NoBackend(), native_pings=False, jwt_secret="s", enforce_jwt=True)
+    metrics = Counters()
+    opening = rules.sse_open(
+        "GET",
+        query="stream=chat",
+        headers={},
+        body=b"",
+        fresh_sid="abc",
+        unix_time=0.0,
+        metrics=metrics,
+    )
+    assert isinstance(opening, Refusal)
+    assert opening.status == 401
+    assert metrics.values == {"failed_auths_total": 1}
