@@ -6,7 +6,7 @@ logging and run the server. Errors in the configuration are reported as one
 
 The same binary carries helpers for application backends (:mod:`cableway.streams`,
 :mod:`cableway.tokens`, :mod:`cableway.broadcaster`): ``cableway sign``, ``cableway token``
-and ``cableway broadcast``; ``cableway check`` is dispatched to :mod:`cableway.check`. A first
+and ``cableway broadcast``; ``cableway check`` is dispatched to :mod:`cableway.tools.check`. A first
 argument starting with ``-`` always means ``serve``.
 """
 
@@ -37,7 +37,7 @@ from .config import (
     read_config_file,
     refused_options,
 )
-from .logs import configure_logging
+from .ops.logs import configure_logging
 
 __all__ = ["help_text", "load_effective_config", "main", "options_markdown", "parse_args"]
 
@@ -260,7 +260,7 @@ def _secret(given: str | None, env: Mapping[str, str], names: Sequence[str]) -> 
 
 
 def _sign(argv: Sequence[str], env: Mapping[str, str]) -> int:
-    from .streams import signed_stream_name
+    from .toolkit.streams import signed_stream_name
 
     parser = _parser(
         "sign",
@@ -310,7 +310,7 @@ def _identifiers(pairs: Sequence[str], raw: str | None) -> dict[str, object]:
 
 
 def _token(argv: Sequence[str], env: Mapping[str, str]) -> int:
-    from .tokens import identification_token
+    from .toolkit.tokens import identification_token
 
     parser = _parser(
         "token",
@@ -373,7 +373,7 @@ def _broadcast_key(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[st
 
 
 def _broadcast(argv: Sequence[str], env: Mapping[str, str]) -> int:
-    from .broadcaster import Broadcaster, BroadcastError
+    from .toolkit.broadcaster import Broadcaster, BroadcastError
 
     parser = _parser(
         "broadcast",
@@ -425,10 +425,11 @@ def _broadcast(argv: Sequence[str], env: Mapping[str, str]) -> int:
 
 
 def _check(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    name = f"{__package__}.tools.check"
     try:
-        module = importlib.import_module(f"{__package__}.check")
+        module = importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.check":
+        if exc.name != name:
             raise
         raise _UsageError("cableway check is not available") from None
     run: Callable[[Sequence[str]], int] = module.main
@@ -501,7 +502,7 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
 
     demo_secret: str | None = None
     if config.demo:
-        from .demo import demo_config
+        from .tools.demo import demo_config
 
         config, demo_secret = demo_config(config)  # before logging: it redacts these secrets
     configure_logging(config)
@@ -511,7 +512,7 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
     for warning in warnings:
         log.warning("%s", warning)
     if config.demo:
-        from .demo import startup_banner
+        from .tools.demo import startup_banner
 
         # straight to stderr, not through logging: the one place secrets are printed
         sys.stderr.write(startup_banner(config, demo_secret))

@@ -33,7 +33,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.templating import Jinja2Templates
 
-from .broadcaster import (
+from .jinja import configure
+from .toolkit.broadcaster import (
     BroadcastError,
     BroadcastUnavailable,
     check_answer,
@@ -43,14 +44,13 @@ from .broadcaster import (
     publications_body,
     request_headers,
 )
-from .integration import (
+from .toolkit.integration import (
     TURBO_STREAM_MEDIA_TYPE,
     IntegrationSettings,
     active_interceptor,
     set_settings_provider,
     stream_name,
 )
-from .jinja import configure
 
 __all__ = [
     "AsyncBroadcaster",
@@ -73,7 +73,7 @@ class TurboStreamResponse(HTMLResponse):
 
 def accepts_turbo_stream(request: Request) -> bool:
     """Whether the request's ``Accept`` lists ``text/vnd.turbo-stream.html``."""
-    from .integration import accepts_turbo_stream as accepts
+    from .toolkit.integration import accepts_turbo_stream as accepts
 
     return accepts(request.headers.get("accept"))
 
@@ -93,7 +93,7 @@ class AsyncBroadcaster:
         timeout: float = 5.0,
         client: httpx2.AsyncClient | None = None,
     ) -> None:
-        from .broadcaster import Broadcaster
+        from .toolkit.broadcaster import Broadcaster
 
         Broadcaster(url, timeout=timeout)  # the same URL and timeout validation
         self.url = url

@@ -23,16 +23,16 @@ from typing import Any
 
 from flask import Flask, Response, current_app, has_app_context, render_template
 
-from . import turbo_stream
-from .integration import (
+from .jinja import configure
+from .toolkit import turbo_stream
+from .toolkit.integration import (
     TURBO_STREAM_MEDIA_TYPE,
     IntegrationSettings,
     Publisher,
     set_settings_provider,
     stream_name,
 )
-from .jinja import configure
-from .turbo_stream import AttributeValue
+from .toolkit.turbo_stream import AttributeValue
 
 __all__ = ["Cableway", "turbo_stream_response"]
 

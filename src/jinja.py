@@ -26,13 +26,13 @@ from jinja2.ext import Extension
 from jinja2.runtime import Context
 from markupsafe import Markup
 
-from .integration import (
+from .toolkit.integration import (
     IntegrationSettings,
     current_settings,
     token_for,
     turbo_stream_source,
 )
-from .integration import cable_meta_tag as _meta_tag
+from .toolkit.integration import cable_meta_tag as _meta_tag
 
 __all__ = ["CablewayExtension", "IdentifiersFunction", "configure"]
 

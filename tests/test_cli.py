@@ -23,7 +23,7 @@ import pytest
 import cableway
 from cableway.cli import help_text, load_effective_config, main, options_markdown, parse_args
 from cableway.config import OPTIONS, REFUSED, Config, all_options
-from cableway.logs import TextFormatter, configure_logging
+from cableway.ops.logs import TextFormatter, configure_logging
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 BEGIN = "<!-- BEGIN GENERATED OPTIONS -->\n"
@@ -497,7 +497,7 @@ def test_broadcast_key_and_url_resolution(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from cableway.broadcaster import Broadcaster
+    from cableway.toolkit.broadcaster import Broadcaster
 
     sent: list[tuple[str, str | None]] = []
 
@@ -555,14 +555,14 @@ async def test_broadcast_command_reaches_a_real_subscriber() -> None:
 
 def test_check_dispatches_to_cableway_check(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[list[str]] = []
-    module = types.ModuleType("cableway.check")
+    module = types.ModuleType("cableway.tools.check")
 
     def check_main(argv: list[str]) -> int:
         calls.append(argv)
         return 3
 
     module.main = check_main  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cableway.check", module)
+    monkeypatch.setitem(sys.modules, "cableway.tools.check", module)
     assert main(["check", "--url", "ws://x/cable"], env={}) == 3
     assert calls == [["--url", "ws://x/cable"]]
 
@@ -570,7 +570,7 @@ def test_check_dispatches_to_cableway_check(monkeypatch: pytest.MonkeyPatch) -> 
 def test_check_without_the_module_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "cableway.check", None)
+    monkeypatch.setitem(sys.modules, "cableway.tools.check", None)
     assert main(["check"], env={}) == 2
     assert_one_line_error(capsys, "cableway check is not available")
 

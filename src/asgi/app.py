@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Iterable
 
 from ..auth.origin import origin_allowed
 from ..config import Config
-from ..metrics import Metrics
 from ..node.backend import MemoryBackend, NoBackend
 from ..node.intake import Invalid, account, judge, screen
 from ..node.node import Node
 from ..node.opening import SessionRules
+from ..ops.metrics import Metrics
 from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.broker import MemoryBroker, PresenceEvent
 from ..protocol.routes import endpoint_router

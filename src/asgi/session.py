@@ -14,12 +14,12 @@ from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, Protocol
 
 from ..config import Config
-from ..metrics import Metrics
 from ..node.backend import Answer
 from ..node.dispatch import dispatch
 from ..node.held import HeldMessages
 from ..node.node import Node
 from ..node.session import NodeSession
+from ..ops.metrics import Metrics
 from ..protocol import messages
 from ..protocol.connection import CableConnection
 from ..protocol.errors import RemoteProtocolError

@@ -15,7 +15,6 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..integration import IntegrationSettings
 from ..protocol import messages
 from ..rpc import (
     CALLS,
@@ -35,7 +34,8 @@ from ..rpc import (
     rpc_key,
     state_changes,
 )
-from ..tokens import identifiers_json
+from ..toolkit.integration import IntegrationSettings
+from ..toolkit.tokens import identifiers_json
 from .channel import Channel
 from .connection import Connection, Rejected
 from .http import Invoke, Response, error_response, json_response

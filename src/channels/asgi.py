@@ -8,7 +8,7 @@ import inspect
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ..broadcaster import _run_in_thread
+from ..toolkit.broadcaster import _run_in_thread
 from .channel import Channel
 from .connection import Connection
 from .http import Dispatcher, Response, error_response

@@ -8,9 +8,14 @@ from collections.abc import Callable
 from types import FunctionType
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
-from ..broadcaster import _run_in_thread
-from ..integration import IntegrationSettings, Publisher, active_interceptor, current_settings
 from ..protocol.messages import data_message, dumps
+from ..toolkit.broadcaster import _run_in_thread
+from ..toolkit.integration import (
+    IntegrationSettings,
+    Publisher,
+    active_interceptor,
+    current_settings,
+)
 from .connection import Connection, Rejected
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 
-from ..integration import register_streamable, set_settings_provider
+from ..toolkit.integration import register_streamable, set_settings_provider
 from .conf import get_settings, model_stream_param
 
 

@@ -26,8 +26,8 @@ from django.db import models, transaction
 from django.db.models.signals import post_delete, post_save
 from django.template.loader import render_to_string
 
-from .. import turbo_stream
-from ..integration import Publisher
+from ..toolkit import turbo_stream
+from ..toolkit.integration import Publisher
 from .conf import get_settings, stream_name
 
 __all__ = [

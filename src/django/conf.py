@@ -11,8 +11,8 @@ from django.core.signals import setting_changed
 from django.db import models
 from django.utils.module_loading import import_string
 
-from ..integration import IntegrationSettings, stream_name
-from ..streams import gid_param
+from ..toolkit.integration import IntegrationSettings, stream_name
+from ..toolkit.streams import gid_param
 
 __all__ = ["get_identifiers", "get_settings", "model_stream_param", "stream_name"]
 

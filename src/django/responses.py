@@ -9,10 +9,10 @@ from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 
-from .. import turbo_stream
-from ..integration import TURBO_STREAM_MEDIA_TYPE
-from ..integration import accepts_turbo_stream as _accepts
-from ..turbo_stream import AttributeValue
+from ..toolkit import turbo_stream
+from ..toolkit.integration import TURBO_STREAM_MEDIA_TYPE
+from ..toolkit.integration import accepts_turbo_stream as _accepts
+from ..toolkit.turbo_stream import AttributeValue
 
 __all__ = [
     "TURBO_STREAM_MEDIA_TYPE",

@@ -8,7 +8,12 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ..integration import IntegrationSettings, current_settings, intercept_broadcasts, stream_name
+from ..toolkit.integration import (
+    IntegrationSettings,
+    current_settings,
+    intercept_broadcasts,
+    stream_name,
+)
 from .client import SimulatedClient
 from .page import read_page
 

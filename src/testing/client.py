@@ -13,12 +13,12 @@ import json
 import time
 from typing import Any
 
-from ..broadcaster import encode_data
 from ..protocol.broadcast import EncodedBroadcast, Publication
 from ..protocol.channels import PUBSUB_CHANNEL, TURBO_CHANNEL, StreamPolicy
 from ..protocol.connection import CableConnection, SessionSettings, SessionState
 from ..protocol.events import SendMessage, StreamAdded, StreamRemoved
 from ..protocol.handshake import AuthPolicy, Rejected, authenticate
+from ..toolkit.broadcaster import encode_data
 
 __all__ = ["ConnectionRejected", "SimulatedClient"]
 

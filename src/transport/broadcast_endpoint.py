@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from ..auth.keys import check_bearer
-from ..metrics import Metrics
 from ..node.intake import Invalid, account, judge, screen
+from ..ops.metrics import Metrics
 from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.httphead import NEED_MORE, USE_GENERAL, head_size, parse_head
 from .httpconn import CREATED_CLOSE, CREATED_KEEP_ALIVE, Conn, FrontDoor, Request, drain_body

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import h11
 import trio
 
-from .. import demo
+from ..tools import demo
 from .httpconn import VERSION_HEADER, Conn, Request, drain_body
 
 if TYPE_CHECKING:
@@ -33,8 +33,8 @@ _ASSET_HEADERS = [(b"cache-control", b"no-cache"), (b"x-content-type-options", b
 
 @functools.cache
 def load_asset(name: str) -> bytes:
-    """The bytes of ``cableway/demo_assets/<name>`` (read once, then cached)."""
-    return resources.files("cableway").joinpath("demo_assets", name).read_bytes()
+    """The bytes of ``cableway/tools/demo_assets/<name>`` (read once, then cached)."""
+    return resources.files("cableway.tools").joinpath("demo_assets", name).read_bytes()
 
 
 def _peer(stream: trio.abc.Stream) -> str | None:

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..metrics import REDIS_DEFINITIONS, Metrics
 from ..node.backend import SWEEP_SLICE, Backend, MemoryBackend, NoBackend
 from ..node.intake import Invalid, account, judge
 from ..node.node import Node
 from ..node.opening import SessionRules
+from ..ops.metrics import REDIS_DEFINITIONS, Metrics
 from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.broker import MemoryBroker, PresenceEvent, SessionSnapshot
 from ..protocol.connection import SessionSettings

@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from ..metrics import Metrics
 from ..node.backend import Answer
 from ..node.dispatch import dispatch
 from ..node.held import HeldMessages
 from ..node.node import Node
 from ..node.session import NodeSession
+from ..ops.metrics import Metrics
 from ..protocol.connection import CableConnection
 from .outbox import Outbox
 

@@ -16,7 +16,7 @@ import socket
 import trio
 
 from ..config import Config
-from ..metrics import Metrics, statsd_lines, statsd_packets
+from ..ops.metrics import Metrics, statsd_lines, statsd_packets
 
 __all__ = ["run_statsd"]
 

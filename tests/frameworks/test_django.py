@@ -28,7 +28,6 @@ from django.test import RequestFactory, override_settings  # noqa: E402
 from cableway import turbo_stream  # noqa: E402
 from cableway.auth import decode_identifiers, sign_stream_name  # noqa: E402
 from cableway.auth.keys import derive_broadcast_key  # noqa: E402
-from cableway.broadcaster import BroadcastUnavailable  # noqa: E402
 from cableway.django.broadcasts import broadcast, dom_id  # noqa: E402
 from cableway.django.conf import get_settings, stream_name  # noqa: E402
 from cableway.django.responses import (  # noqa: E402
@@ -37,9 +36,10 @@ from cableway.django.responses import (  # noqa: E402
     accepts_turbo_stream,
     render_turbo_stream,
 )
-from cableway.integration import set_settings_provider  # noqa: E402
-from cableway.streams import gid_param  # noqa: E402
 from cableway.testing import BroadcastCapture, ConnectionRejected  # noqa: E402
+from cableway.toolkit.broadcaster import BroadcastUnavailable  # noqa: E402
+from cableway.toolkit.integration import set_settings_provider  # noqa: E402
+from cableway.toolkit.streams import gid_param  # noqa: E402
 from tests.frameworks.djangoapp.models import Card, Message, Room, Topic  # noqa: E402
 from tests.frameworks.pages import Page  # noqa: E402
 from tests.toolkit.stub_http import closed_port, stub_server  # noqa: E402
@@ -376,7 +376,7 @@ def test_manage_py_cableway_starts_the_server_with_the_settings(
 
 def test_manage_py_cableway_server_environment() -> None:
     from cableway.django.management.commands.cableway import server_environment
-    from cableway.integration import IntegrationSettings
+    from cableway.toolkit.integration import IntegrationSettings
 
     settings = IntegrationSettings(
         secret="s", websocket_url="wss://cable.example:8443/cable", jwt_param="token"

@@ -22,17 +22,17 @@ from fastapi import FastAPI, Form, Request  # noqa: E402
 from fastapi.templating import Jinja2Templates  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from cableway import turbo_stream  # noqa: E402
 from cableway.auth.keys import derive_broadcast_key  # noqa: E402
-from cableway.broadcaster import BroadcastAuthError, BroadcastUnavailable  # noqa: E402
 from cableway.fastapi import (  # noqa: E402
     AsyncBroadcaster,
     Cableway,
     Publisher,
     TurboStreamResponse,
 )
-from cableway.integration import IntegrationSettings  # noqa: E402
 from cableway.testing import BroadcastCapture  # noqa: E402
+from cableway.toolkit import turbo_stream  # noqa: E402
+from cableway.toolkit.broadcaster import BroadcastAuthError, BroadcastUnavailable  # noqa: E402
+from cableway.toolkit.integration import IntegrationSettings  # noqa: E402
 from tests.frameworks.pages import Page  # noqa: E402
 from tests.frameworks.test_jinja_flask import PAGE, SECRET  # noqa: E402
 from tests.toolkit.stub_http import closed_port  # noqa: E402

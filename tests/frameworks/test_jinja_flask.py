@@ -10,9 +10,9 @@ import pytest
 
 from cableway import turbo_stream
 from cableway.auth import decode_identifiers, sign_stream_name
-from cableway.broadcaster import BroadcastUnavailable
-from cableway.integration import IntegrationSettings
 from cableway.testing import BroadcastCapture
+from cableway.toolkit.broadcaster import BroadcastUnavailable
+from cableway.toolkit.integration import IntegrationSettings
 from tests.frameworks.pages import Page
 from tests.toolkit.stub_http import closed_port
 

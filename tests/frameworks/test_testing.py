@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from cableway import turbo_stream
 from cableway.auth import sign_stream_name
-from cableway.integration import IntegrationSettings, Publisher
 from cableway.testing import BroadcastCapture, ConnectionRejected, SimulatedClient
 from cableway.testing import capture_broadcasts as capture_broadcasts_
-from cableway.tokens import identification_token
+from cableway.toolkit import turbo_stream
+from cableway.toolkit.integration import IntegrationSettings, Publisher
+from cableway.toolkit.tokens import identification_token
 
 SECRET = "testing-secret"
 SETTINGS = IntegrationSettings(secret=SECRET)
@@ -112,8 +112,8 @@ def test_importing_cableway_imports_no_web_framework() -> None:
     code = textwrap.dedent(
         f"""
         import sys
-        import cableway, cableway.integration, cableway.testing, cableway.testing.plugin
-        import cableway.streams, cableway.tokens, cableway.broadcaster, cableway.turbo_stream
+        import cableway, cableway.toolkit.integration, cableway.testing, cableway.testing.plugin
+        import cableway.toolkit.streams, cableway.toolkit.tokens, cableway.toolkit.broadcaster, cableway.toolkit.turbo_stream
         import cableway.cli
         loaded = sorted(name for name in {FRAMEWORKS!r} if name in sys.modules)
         print(loaded)
@@ -129,7 +129,7 @@ def test_the_pytest_plugin_is_registered_and_imports_no_framework(tmp_path: Path
         textwrap.dedent(
             f"""
             import sys
-            from cableway.integration import IntegrationSettings, Publisher
+            from cableway.toolkit.integration import IntegrationSettings, Publisher
 
             def test_capture(cableway_broadcasts):
                 Publisher(IntegrationSettings(secret="x")).broadcast("s", "<p>")
@@ -150,7 +150,7 @@ def test_the_pytest_plugin_is_registered_and_imports_no_framework(tmp_path: Path
 
 
 def test_open_page_connects_and_subscribes_as_the_page_would() -> None:
-    from cableway.integration import cable_meta_tag, turbo_stream_source
+    from cableway.toolkit.integration import cable_meta_tag, turbo_stream_source
 
     capture = BroadcastCapture(SETTINGS)
     html = (
@@ -171,7 +171,7 @@ def test_open_page_connects_and_subscribes_as_the_page_would() -> None:
 
 
 def test_stream_source_attributes_are_escaped_and_names_checked() -> None:
-    from cableway.integration import turbo_stream_source
+    from cableway.toolkit.integration import turbo_stream_source
 
     html = turbo_stream_source(SETTINGS, "s", id='a"b', class_="x<y", data_role="r")
     assert ' id="a&quot;b" class="x&lt;y" data-role="r"' in html

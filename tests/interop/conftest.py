@@ -227,7 +227,7 @@ class CablewayServer:
 
     def read_demo_banner(self) -> None:
         """Mode "demo": take the generated secret, the broadcast key and the ``curl`` example
-        from the start-up banner (``cableway.demo.startup_banner``)."""
+        from the start-up banner (``cableway.tools.demo.startup_banner``)."""
         log = self.log()
         secret = re.search(r"^Secret generated for this run: (\S+) ", log, re.MULTILINE)
         key = re.search(r"^Broadcast key: (\S+)$", log, re.MULTILINE)

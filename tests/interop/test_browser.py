@@ -4,7 +4,7 @@
   builds of ``@hotwired/turbo`` and ``@hotwired/turbo-rails`` (plus ``@rails/actioncable``,
   which turbo-rails imports) and subscribes with both Turbo stream sources:
   ``<turbo-cable-stream-source>`` over WebSocket and ``<turbo-stream-source>`` over SSE.
-  Broadcasts built with ``cableway.turbo_stream`` and sent with ``cableway.broadcaster``
+  Broadcasts built with ``cableway.toolkit.turbo_stream`` and sent with ``cableway.toolkit.broadcaster``
   ``append``, ``replace`` and ``remove`` elements; the test asserts the DOM.
 * ``cableway --demo``: the page the server serves itself; the form goes through the real
   ``/_broadcast`` and the message shows up in both panes.
@@ -24,9 +24,9 @@ from urllib.parse import urlencode
 
 import pytest
 
-from cableway import turbo_stream
-from cableway.broadcaster import Broadcaster
-from cableway.turbo_stream import escape
+from cableway.toolkit import turbo_stream
+from cableway.toolkit.broadcaster import Broadcaster
+from cableway.toolkit.turbo_stream import escape
 
 from .conftest import (
     NODE_MODULES,
@@ -272,10 +272,10 @@ def test_demo_form_broadcasts_through_the_real_endpoint_to_both_panes(
 
 
 def test_vendored_turbo_bundle_is_the_pinned_package_file() -> None:
-    """src/demo_assets/turbo.js is @hotwired/turbo-rails' own bundle, byte for byte."""
+    """src/tools/demo_assets/turbo.js is @hotwired/turbo-rails' own bundle, byte for byte."""
     installed = NODE_MODULES / "@hotwired/turbo-rails/app/assets/javascripts/turbo.js"
-    vendored = REPO_ROOT / "src/demo_assets/turbo.js"
+    vendored = REPO_ROOT / "src/tools/demo_assets/turbo.js"
     assert vendored.read_bytes() == installed.read_bytes(), (
-        "src/demo_assets/turbo.js differs from the installed @hotwired/turbo-rails: copy it "
-        "again (see src/demo_assets/LICENSE.md)"
+        "src/tools/demo_assets/turbo.js differs from the installed @hotwired/turbo-rails: copy it "
+        "again (see src/tools/demo_assets/LICENSE.md)"
     )

@@ -11,7 +11,7 @@ to do::
     start(cable)
 
 and the body holds ``<turbo-cable-stream-source channel="Turbo::StreamsChannel"
-signed-stream-name="…">``. A broadcast ``append`` (built with ``cableway.turbo_stream``) changes
+signed-stream-name="…">``. A broadcast ``append`` (built with ``cableway.toolkit.turbo_stream``) changes
 the DOM; a screenshot is saved under ``artifacts/browser/``.
 
 Client behaviour relied on (``@anycable/turbo-stream`` 0.8.1 on ``@anycable/core`` 1.1.7):
@@ -35,9 +35,9 @@ from collections.abc import Callable
 
 import pytest
 
-from cableway import turbo_stream
-from cableway.broadcaster import Broadcaster
-from cableway.turbo_stream import escape
+from cableway.toolkit import turbo_stream
+from cableway.toolkit.broadcaster import Broadcaster
+from cableway.toolkit.turbo_stream import escape
 
 from .conftest import BrowserClient, CablewayServer, StaticSite
 from .conftest import screenshot_path as _screenshot_path

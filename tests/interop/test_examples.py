@@ -480,7 +480,7 @@ def test_manage_py_cableway_serves_with_the_settings_secret(
     # `python manage.py cableway` in the Django example: the server must accept a broadcast
     # keyed with the secret of settings.CABLEWAY, and refuse one keyed with another secret.
     pytest.importorskip("django")
-    from cableway.broadcaster import BroadcastAuthError, Broadcaster
+    from cableway.toolkit.broadcaster import BroadcastAuthError, Broadcaster
 
     with socket.socket() as sock:  # a free port (another process could take it: unlikely)
         sock.bind(("127.0.0.1", 0))

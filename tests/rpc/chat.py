@@ -11,7 +11,6 @@ from typing import Any
 
 from cableway.channels import Application, Channel, Connection
 from cableway.channels.wsgi import _invoke, _run
-from cableway.integration import IntegrationSettings
 from cableway.rpc import (
     CommandMessage,
     CommandResponse,
@@ -25,6 +24,7 @@ from cableway.rpc import (
     encode_disconnect_istate,
     merge_state,
 )
+from cableway.toolkit.integration import IntegrationSettings
 
 SECRET = "secret"
 KEY = derive_rpc_key(SECRET)

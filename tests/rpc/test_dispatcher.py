@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from cableway.channels import Application, Channel, Connection
-from cableway.integration import IntegrationSettings
 from cableway.rpc import (
     CommandMessage,
     CommandResponse,
@@ -22,6 +21,7 @@ from cableway.rpc import (
     Status,
 )
 from cableway.testing import capture_broadcasts
+from cableway.toolkit.integration import IntegrationSettings
 from tests.toolkit.stub_http import closed_port
 
 from .chat import HEADERS, IDENT, KEY, SPEC_HEADERS, URL, GoSession, call, make_app

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 import trio
 
-from cableway import turbo_stream
 from cableway.auth.keys import derive_broadcast_key
-from cableway.broadcaster import (
+from cableway.toolkit import turbo_stream
+from cableway.toolkit.broadcaster import (
     BroadcastAuthError,
     Broadcaster,
     BroadcastError,
@@ -19,8 +19,8 @@ from cableway.broadcaster import (
     BroadcastUnavailable,
     encode_data,
 )
-from cableway.streams import gid_param, signed_stream_name, stream_name_from
-from cableway.tokens import identification_token
+from cableway.toolkit.streams import gid_param, signed_stream_name, stream_name_from
+from cableway.toolkit.tokens import identification_token
 from cableway.transport.server import Server
 
 from ..integration.helpers import (

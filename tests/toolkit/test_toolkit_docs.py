@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cableway.broadcaster import Broadcaster
+from cableway.toolkit.broadcaster import Broadcaster
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 BACKENDS = DOCS / "backends.md"

@@ -8,9 +8,14 @@ import uuid
 
 import pytest
 
-import cableway.streams
+import cableway.toolkit.streams
 from cableway.auth.signed_streams import verify_signed_stream_name
-from cableway.streams import gid_param, sign_stream_name, signed_stream_name, stream_name_from
+from cableway.toolkit.streams import (
+    gid_param,
+    sign_stream_name,
+    signed_stream_name,
+    stream_name_from,
+)
 
 
 class Model:
@@ -150,6 +155,6 @@ def test_non_ascii_names_sign_as_ruby_json_dump_does() -> None:
 
 
 def test_module_doctests() -> None:
-    failures, tried = doctest.testmod(cableway.streams)
+    failures, tried = doctest.testmod(cableway.toolkit.streams)
     assert tried > 0
     assert failures == 0

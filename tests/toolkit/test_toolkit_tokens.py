@@ -9,7 +9,7 @@ import pytest
 
 from cableway.auth.errors import TOKEN_EXPIRED, AuthError
 from cableway.auth.jwt import decode_identifiers
-from cableway.tokens import identification_token, identifiers_json
+from cableway.toolkit.tokens import identification_token, identifiers_json
 
 SECRET = "jwt-secret-of-at-least-thirty-two-bytes!"
 

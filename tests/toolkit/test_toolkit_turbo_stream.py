@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-import cableway.turbo_stream
-from cableway import turbo_stream as ts
+import cableway.toolkit.turbo_stream
+from cableway.toolkit import turbo_stream as ts
 
 TEMPLATED: list[tuple[str, Callable[..., str]]] = [
     ("append", ts.append),
@@ -122,6 +122,6 @@ def test_html_must_be_a_string() -> None:
 
 
 def test_module_doctests() -> None:
-    failures, tried = doctest.testmod(cableway.turbo_stream)
+    failures, tried = doctest.testmod(cableway.toolkit.turbo_stream)
     assert tried > 0
     assert failures == 0

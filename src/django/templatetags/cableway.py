@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from django import template
 from django.utils.safestring import SafeString, mark_safe
 
-from ...integration import cable_meta_tag as _meta_tag
-from ...integration import token_for, turbo_stream_source
+from ...toolkit.integration import cable_meta_tag as _meta_tag
+from ...toolkit.integration import token_for, turbo_stream_source
 from ..conf import get_identifiers, get_settings
 
 register = template.Library()

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ....integration import IntegrationSettings
+from ....toolkit.integration import IntegrationSettings
 from ...conf import get_settings
 
 #: Settings passed to the server under the same name (``ANYCABLE_<NAME>``).

@@ -1,4 +1,4 @@
-"""cableway.demo (the pure parts of ``cableway --demo``) and its transport, handle_demo.
+"""cableway.tools.demo (the pure parts of ``cableway --demo``) and its transport, handle_demo.
 
 The page in a real browser is tested in tests/interop/test_browser.py.
 """
@@ -24,14 +24,14 @@ import pytest
 import trio
 import trio.testing
 
-from cableway import demo
 from cableway.auth.keys import derive_broadcast_key
 from cableway.config import Config, load_config
-from cableway.streams import verify_signed_stream_name
+from cableway.toolkit.streams import verify_signed_stream_name
+from cableway.tools import demo
 from cableway.transport.demo import handle_demo, load_asset
 from cableway.transport.httpconn import Conn, Request
 
-from .integration.helpers import SseClient, cable, recv_json, running, subscribe, welcome
+from ..integration.helpers import SseClient, cable, recv_json, running, subscribe, welcome
 
 SECRET = "0123456789abcdef0123456789abcdef"
 TURBO_SHA256 = "4867205861f604ded25a2e3ebeb9f1de7313ee7e7d211678e66102d418e550b1"
@@ -335,7 +335,7 @@ def test_routes() -> None:
 
 
 def test_assets_ship_with_the_package() -> None:
-    files = resources.files("cableway").joinpath("demo_assets")
+    files = resources.files("cableway.tools").joinpath("demo_assets")
     for asset in demo.ASSETS.values():
         assert files.joinpath(asset.file).is_file(), asset.file
     turbo = load_asset("turbo.js")

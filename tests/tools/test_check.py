@@ -25,7 +25,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from cableway import cli
 from cableway.auth.signed_streams import InvalidSignature, verify_signed_stream_name
-from cableway.check import (
+from cableway.tools.check import (
     ACTIONCABLE,
     ANYCABLE,
     CHECKS,
@@ -41,11 +41,11 @@ from cableway.check import (
     parse_args,
 )
 
-from .integration.helpers import BROADCAST_KEY, JWT_KEY, TURBO_KEY, config, running
-from .rails_app.server import BROADCAST_KEY as RAILS_BROADCAST_KEY
-from .rails_app.server import JWT_SECRET as RAILS_JWT_SECRET
-from .rails_app.server import TURBO_SECRET as RAILS_TURBO_SECRET
-from .rails_app.server import RailsServer, rails_server
+from ..integration.helpers import BROADCAST_KEY, JWT_KEY, TURBO_KEY, config, running
+from ..rails_app.server import BROADCAST_KEY as RAILS_BROADCAST_KEY
+from ..rails_app.server import JWT_SECRET as RAILS_JWT_SECRET
+from ..rails_app.server import TURBO_SECRET as RAILS_TURBO_SECRET
+from ..rails_app.server import RailsServer, rails_server
 
 STREAMS_KEY = "streams-secret"
 ALL = [check.name for check in CHECKS]

@@ -42,7 +42,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config import Config
 
 __all__ = [
     "LEVELS",

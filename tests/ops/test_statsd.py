@@ -12,10 +12,10 @@ import pytest
 import trio
 
 from cableway.config import ConfigError, load_config
-from cableway.metrics import Metrics, statsd_lines, statsd_packets
+from cableway.ops.metrics import Metrics, statsd_lines, statsd_packets
 from cableway.transport.statsd import run_statsd
 
-from .integration.helpers import cable, config, running, welcome
+from ..integration.helpers import cable, config, running, welcome
 
 
 def test_lines_counters_as_growth_then_gauges() -> None:

@@ -28,9 +28,9 @@ from wsproto.events import (
 )
 from wsproto.utilities import ProtocolError
 
-from ..auth.jwt import encode_token
-from ..auth.keys import derive_broadcast_key
-from ..auth.signed_streams import sign_stream_name
+from ...auth.jwt import encode_token
+from ...auth.keys import derive_broadcast_key
+from ...auth.signed_streams import sign_stream_name
 from .client import (
     EVIDENCE_CHARS,
     EXT,

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from .auth.keys import derive_broadcast_key
-from .config import Config
-from .streams import signed_stream_name
-from .tokens import identification_token
-from .turbo_stream import append, escape
+from ..auth.keys import derive_broadcast_key
+from ..config import Config
+from ..toolkit.streams import signed_stream_name
+from ..toolkit.tokens import identification_token
+from ..toolkit.turbo_stream import append, escape
 
 __all__ = [
     "ASSETS",

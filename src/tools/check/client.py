@@ -20,7 +20,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import ProtocolError
 
-from ..auth.signed_streams import sign_stream_name
+from ...auth.signed_streams import sign_stream_name
 
 V1 = "actioncable-v1-json"
 EXT = "actioncable-v1-ext-json"

@@ -1,4 +1,4 @@
-"""cableway.logs: escaping (no forged lines), redaction (no secrets), JSON lines, and a real
+"""cableway.ops.logs: escaping (no forged lines), redaction (no secrets), JSON lines, and a real
 server's logs grepped for every secret and token it was given."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import trio.testing
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from cableway import logs
 from cableway.config import Config
-from cableway.logs import (
+from cableway.ops import logs
+from cableway.ops.logs import (
     REDACTED,
     JsonFormatter,
     SecretFilter,
@@ -27,9 +27,9 @@ from cableway.logs import (
     escape_controls,
     safe,
 )
-from cableway.tokens import identification_token
+from cableway.toolkit.tokens import identification_token
 
-from .integration.helpers import (
+from ..integration.helpers import (
     broadcast,
     cable,
     config,

@@ -1,10 +1,10 @@
-"""cableway.metrics: AnyCable's names, Prometheus exposition text, the metrics log line."""
+"""cableway.ops.metrics: AnyCable's names, Prometheus exposition text, the metrics log line."""
 
 from __future__ import annotations
 
 import pytest
 
-from cableway.metrics import DEFINITIONS, PREFIX, Metric, Metrics
+from cableway.ops.metrics import DEFINITIONS, PREFIX, Metric, Metrics
 
 SMALL = (
     Metric("test_total", "counter", "Total number of smth"),
