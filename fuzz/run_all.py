@@ -39,7 +39,7 @@ SMOKE_RUNS = {
     "signed_streams": 50_000,
 }
 DEFAULT_RUNS = 5_000
-MAX_LEN = {"http_front": 2048, "ws_frames": 4096, "session": 2048}
+MAX_LEN = {"http_front": 2048, "ws_frames": 4096, "ws_client_frames": 4096, "session": 2048}
 
 
 def ensure_atheris() -> bool:

@@ -1,15 +1,14 @@
 """The WebSocket session after an h11 upgrade (see :mod:`.session`).
 
 Client frames of the common kind (a whole, final, masked text or binary frame, under the
-message size limit, valid UTF-8 for text) are parsed here directly; anything else (a
+message size limit, valid UTF-8 for text) are parsed by the pure
+:func:`cableway.protocol.wsframe.parse_client_frame`; anything else (a
 partial or fragmented frame, a control frame, an invalid one) hands the connection over
 to wsproto for good, from that frame on. Until then the session keeps no wsproto
 object, so an idle connection costs that much less memory.
 """
 
 from __future__ import annotations
-
-import struct
 
 import trio
 from wsproto import ConnectionType
@@ -20,22 +19,13 @@ from wsproto.events import CloseConnection as WsClose
 from ..protocol.connection import CableConnection
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.messages import to_wire
-from ..protocol.wsframe import text_frame
+from ..protocol.wsframe import parse_client_frame, text_frame
 from .session import Session, SessionHost
 
 __all__ = ["WebSocketSession"]
 
 _READ_SIZE = 65536
 _CLOSE_WAIT = 2.0
-_U16 = struct.Struct("!H")
-
-
-def _unmask(mask: bytes, payload: bytes) -> bytes:
-    n = len(payload)
-    if not n:
-        return b""
-    key = (mask * ((n + 3) >> 2))[:n]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
 class WebSocketSession(Session):
@@ -99,7 +89,8 @@ class WebSocketSession(Session):
             pass  # fatal (oversized): the core has already queued the close
 
     def _fast_frames(self, data: bytes) -> bytes | None:
-        """Process the whole, simple frames at the start of ``data``.
+        """Process the whole, simple frames at the start of ``data``
+        (:func:`cableway.protocol.wsframe.parse_client_frame`).
 
         Returns ``None`` when everything was processed, else the bytes from the first
         frame left to wsproto (or left unread because the session is closing).
@@ -108,34 +99,10 @@ class WebSocketSession(Session):
         end = len(data)
         i = 0
         while i < end:
-            if end - i < 6:
+            parsed = parse_client_frame(data, i, limit)
+            if parsed is None:
                 return data[i:]
-            b0, b1 = data[i], data[i + 1]
-            n = b1 & 0x7F
-            if b0 not in (0x81, 0x82) or not b1 & 0x80 or n == 127:
-                return data[i:]
-            head = i + 2
-            if n == 126:
-                if end - i < 8:
-                    return data[i:]
-                n = _U16.unpack_from(data, head)[0]
-                if n < 126:
-                    return data[i:]
-                head += 2
-            start = head + 4
-            stop = start + n
-            if stop > end or n > limit:
-                return data[i:]
-            payload = _unmask(data[head:start], data[start:stop])
-            message: str | bytes
-            if b0 == 0x81:
-                try:
-                    message = payload.decode("utf-8")
-                except UnicodeDecodeError:
-                    return data[i:]
-            else:
-                message = payload
-            i = stop
+            message, i = parsed
             self._receive_message(message)
             self.apply()
             if self._closing:
