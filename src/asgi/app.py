@@ -93,11 +93,7 @@ class CablewayApp:
         )
         self.hub = self.node.registry
         self.sessions = self.node.sessions
-        self.metrics.set("clients_num", lambda: len(self.sessions))
-        self.metrics.set(
-            "clients_uniq_num", lambda: len({s.core.identifiers for s in self.sessions})
-        )
-        self.metrics.set("broadcast_streams_num", lambda: len(self.hub))
+        self.node.serve_gauges(self.metrics)
         if http_broadcast is None:
             http_broadcast = config.broadcast_key is not None
         self.http_broadcast = http_broadcast and "http" in config.broadcast_adapters

@@ -15,7 +15,7 @@ from .publish import FanOut, Stamped, deliver_run, runs
 from .registry import Registry
 from .remote import Closable, remote_disconnect
 
-__all__ = ["Node", "Relay"]
+__all__ = ["Gauges", "Node", "Relay"]
 
 S = TypeVar("S", bound=Closable)
 C = TypeVar("C")
@@ -34,6 +34,12 @@ class Relay(Protocol[C_contra]):
         confirmation: C_contra | None,
         /,
     ) -> None: ...
+
+
+class Gauges(Protocol):
+    """Where gauges are read from (``cableway.ops.metrics.Metrics``)."""
+
+    def set(self, name: str, value: Callable[[], int]) -> None: ...
 
 
 class Node(Generic[S, C]):
@@ -64,6 +70,15 @@ class Node(Generic[S, C]):
         self.registry: Registry[S] = Registry()
         #: every live session of this node
         self.sessions: set[S] = set()
+
+    def serve_gauges(self, gauges: Gauges) -> None:
+        """Read the node's gauges from it: ``clients_num`` (live sessions),
+        ``clients_uniq_num`` (distinct identifiers among them) and
+        ``broadcast_streams_num`` (streams with a subscriber)."""
+        sessions = self.sessions
+        gauges.set("clients_num", lambda: len(sessions))
+        gauges.set("clients_uniq_num", lambda: len({s.core.identifiers for s in sessions}))
+        gauges.set("broadcast_streams_num", lambda: len(self.registry))
 
     def publish(self, publications: Iterable[Publication], confirmation: C | None = None) -> None:
         """Stamp (when the backend keeps history) and deliver or relay publications,

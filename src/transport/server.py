@@ -174,11 +174,7 @@ class Server:
             "http" in config.broadcast_adapters and config.http_broadcast_port == config.port
         )
         self._shutdown = trio.Event()
-        self.metrics.set("clients_num", lambda: len(self.sessions))
-        self.metrics.set(
-            "clients_uniq_num", lambda: len({s.core.identifiers for s in self.sessions})
-        )
-        self.metrics.set("broadcast_streams_num", lambda: len(self.hub))
+        self.node.serve_gauges(self.metrics)
         if self.publisher or self.subscriber or self.consumer:
             for metric in REDIS_DEFINITIONS:
                 self.metrics.register(metric)

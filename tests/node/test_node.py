@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cableway.node.backend import MemoryBackend, NoBackend
@@ -194,3 +194,28 @@ def test_presence_expiry_is_announced_through_the_node() -> None:
     assert message["type"] == "presence"
     assert message["message"] == {"type": "leave", "id": "alice"}
     assert offsets == [None]
+
+
+def test_the_gauges_read_the_live_sessions_identifiers_and_streams() -> None:
+    node, _ = _node(NoBackend())
+    gauges: dict[str, Callable[[], int]] = {}
+
+    class Gauges:
+        def set(self, name: str, value: Callable[[], int]) -> None:
+            gauges[name] = value
+
+    node.serve_gauges(Gauges())
+    a, b, c = (
+        FakeSession(sid, Core(identifiers=who)) for sid, who in [("a", "x"), ("b", "x"), ("c", "y")]
+    )
+    node.sessions.update({a, b, c})
+    node.registry.add("chat", "id", a)
+    node.registry.add("news", "id", b)
+    assert {name: read() for name, read in gauges.items()} == {
+        "clients_num": 3,
+        "clients_uniq_num": 2,
+        "broadcast_streams_num": 2,
+    }
+    node.sessions.discard(c)
+    node.registry.remove("news", "id", b)
+    assert (gauges["clients_num"](), gauges["broadcast_streams_num"]()) == (2, 1)
