@@ -12,7 +12,6 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
 
-from ..auth.origin import origin_allowed
 from ..config import Config
 from ..node.backend import MemoryBackend, NoBackend
 from ..node.intake import Invalid, account, judge, screen
@@ -283,17 +282,14 @@ class CablewayApp:
         return route
 
     async def _websocket(self, request: Request, receive: Receive, send: Send) -> None:
-        config = self.config
         if (await receive())["type"] != "websocket.connect":
             return
-        origins = [v for k, v in request.raw_headers if k == b"origin"]
-        origin = origins[0].decode("latin-1") if len(origins) == 1 else None
         if self._route(request) != "ws":
             await send({"type": "websocket.close", "code": 1000})  # the server answers 403
             return
-        if len(origins) > 1 or not origin_allowed(origin, config.allowed_origins):
-            # cross-site WebSocket hijacking protection: refuse before accepting
-            log.info("WebSocket refused: origin %r is not allowed", origin)
+        origins = [v for k, v in request.raw_headers if k == b"origin"]
+        if self.session_rules.origin_refusal(origins) is not None:
+            # ASGI has no status for a refused upgrade: a close before accepting
             await send({"type": "websocket.close", "code": 1008})
             return
         async with self._slot():

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..auth.origin import origin_allowed
 from ..protocol.broker import SessionSnapshot
 from ..protocol.channels import StreamPolicy
 from ..protocol.connection import CableConnection, SessionSettings
@@ -57,6 +58,9 @@ class SessionConfig(Protocol):
     @property
     def max_message_size(self) -> int: ...
 
+    @property
+    def allowed_origins(self) -> Sequence[str]: ...
+
     def limits(self) -> Limits: ...
 
     def stream_policy(self) -> StreamPolicy: ...
@@ -74,6 +78,7 @@ class SessionRules:
         auth: how clients authenticate (``Config.auth_policy()``).
         jwt_param, ping_interval, ping_precision, pong_timeout, max_message_size: the
             options of the same names (``ping_precision``: ``ping_timestamp_precision``).
+        allowed_origins: ``Config.allowed_origins`` (WebSocket and SSE).
         native_pings: the transport can send WebSocket pings and the config asks for them
             (the ASGI app cannot: always ``False`` there).
         backend: the node's backend; history, presence and restore are offered when it
@@ -88,6 +93,7 @@ class SessionRules:
     ping_precision: str
     pong_timeout: float
     max_message_size: int
+    allowed_origins: tuple[str, ...]
     native_pings: bool
     backend: Backend[Any]
 
@@ -104,6 +110,7 @@ class SessionRules:
             ping_precision=config.ping_timestamp_precision,
             pong_timeout=config.pong_timeout,
             max_message_size=config.max_message_size,
+            allowed_origins=tuple(config.allowed_origins),
             native_pings=native_pings,
             backend=backend,
         )
@@ -128,6 +135,19 @@ class SessionRules:
         )
 
     # -- WebSocket -----------------------------------------------------------------------
+
+    def origin_refusal(self, origins: Sequence[bytes]) -> tuple[int, bytes] | None:
+        """Cross-site WebSocket hijacking protection, before the upgrade is answered:
+        ``origins`` are the request's ``Origin`` header values. ``400`` for several,
+        ``403`` for one that ``allowed_origins`` does not allow; ``None``: go on."""
+        if len(origins) > 1:
+            log.info("WebSocket refused: several Origin headers")
+            return 400, b"Bad Request: several Origin headers"
+        origin = origins[0].decode("latin-1") if origins else None
+        if not origin_allowed(origin, self.allowed_origins):
+            log.info("WebSocket refused: origin %r is not allowed", origin)
+            return 403, b"Forbidden"
+        return None
 
     def websocket_open(
         self,

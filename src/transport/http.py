@@ -25,7 +25,6 @@ import h11
 import trio
 from wsproto.utilities import generate_accept_token
 
-from ..auth.origin import origin_allowed
 from ..protocol.routes import Router, endpoint_router
 from .broadcast_endpoint import BroadcastHost, broadcast, fast_requests
 from .demo import handle_demo
@@ -209,7 +208,6 @@ def _router(server: HttpHost, role: str) -> Router[str]:
 
 async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocketSession | None:
     """The WebSocket handshake; the upgraded session (not running yet), or ``None``."""
-    config = server.config
     upgrade = request.headers.get("upgrade", "").lower()
     connection_tokens = [t.lower() for t in request.header_list("connection")]
     key = request.headers.get("sec-websocket-key")
@@ -231,19 +229,12 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
         )
         await conn.stream.aclose()
         return None
-    origins = [v for k, v in request.raw_headers if k == b"origin"]
-    if len(origins) > 1:
-        await conn.respond(400, b"Bad Request: several Origin headers", close=True)
-        await conn.stream.aclose()
-        return None
-    origin = origins[0].decode("latin-1") if origins else None
-    if not origin_allowed(origin, config.allowed_origins):
-        # cross-site WebSocket hijacking protection: refuse before upgrading
-        log.info("WebSocket refused: origin %r is not allowed", origin)
-        await conn.respond(403, b"Forbidden", close=True)
-        await conn.stream.aclose()
-        return None
     rules = server.session_rules
+    refusal = rules.origin_refusal([v for k, v in request.raw_headers if k == b"origin"])
+    if refusal is not None:
+        await conn.respond(*refusal, close=True)
+        await conn.stream.aclose()
+        return None
     opening = rules.websocket_open(
         headers=request.headers,
         query=request.query,

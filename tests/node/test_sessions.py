@@ -95,3 +95,13 @@ def test_an_event_stream_without_the_required_token_is_refused_with_401_and_coun
     assert isinstance(opening, Refusal)
     assert opening.status == 401
     assert metrics.values == {"failed_auths_total": 1}
+
+
+def test_a_websocket_from_a_foreign_or_doubled_origin_is_refused_before_the_upgrade() -> None:
+    rules = _rules(NoBackend(), native_pings=False, allowed_origins=("example.com",))
+    assert rules.origin_refusal([b"https://example.com"]) is None
+    assert rules.origin_refusal([b"https://evil.test"]) == (403, b"Forbidden")
+    assert rules.origin_refusal([]) == (403, b"Forbidden")
+    doubled = [b"https://example.com", b"https://example.com"]
+    assert rules.origin_refusal(doubled) == (400, b"Bad Request: several Origin headers")
+    assert _rules(NoBackend(), native_pings=False).origin_refusal([b"https://any.test"]) is None
