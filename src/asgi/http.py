@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .. import __version__
+from ..protocol.httphead import fold_headers
 
 __all__ = [
     "HEALTH_BODY",
@@ -46,12 +47,7 @@ class Request:
         self.raw_headers: list[tuple[bytes, bytes]] = [
             (bytes(k).lower(), bytes(v)) for k, v in scope.get("headers", [])
         ]
-        headers: dict[str, str] = {}
-        for name, value in self.raw_headers:
-            key = name.decode("ascii", "replace")
-            text = value.decode("latin-1")
-            headers[key] = headers[key] + ", " + text if key in headers else text
-        self.headers = headers
+        self.headers = fold_headers(self.raw_headers)
 
 
 def route_path(scope: Scope) -> str:

@@ -26,12 +26,14 @@ This module does no I/O and keeps no state; the driver owns the buffer.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import NamedTuple
 
 __all__ = [
     "NEED_MORE",
     "USE_GENERAL",
     "RequestHead",
+    "fold_headers",
     "framing_error",
     "head_size",
     "parse_head",
@@ -226,3 +228,15 @@ def framing_error(head: bytes | bytearray) -> str | None:
     elif lengths and not all(v.isdigit() for v in lengths):
         return "invalid Content-Length"
     return None
+
+
+def fold_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Header lines (lower-cased names) as one value per name, the values of a repeated
+    name joined with ``", "`` in order (RFC 9110 §5.3); names ASCII, values Latin-1.
+    Both drivers' request views use it (h11's and the ASGI server's header lists)."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("ascii", "replace")
+        text = value.decode("latin-1")
+        headers[key] = headers[key] + ", " + text if key in headers else text
+    return headers

@@ -22,7 +22,7 @@ import h11
 import trio
 
 from .. import __version__
-from ..protocol.httphead import framing_error, reason_phrase
+from ..protocol.httphead import fold_headers, framing_error, reason_phrase
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -196,12 +196,7 @@ class Request:
         self.path = path
         self.query = query
         self.raw_headers = list(event.headers)
-        headers: dict[str, str] = {}
-        for name, value in event.headers:
-            key = name.decode("ascii", "replace")
-            text = value.decode("latin-1")
-            headers[key] = headers[key] + ", " + text if key in headers else text
-        self.headers = headers
+        self.headers = fold_headers(event.headers)
 
     def header_list(self, name: str) -> list[str]:
         """A comma-separated header as a list of trimmed, non-empty tokens."""
