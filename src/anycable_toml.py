@@ -89,8 +89,8 @@ def _broker(value: object) -> object | None:
 
 
 def _rpc_implementation(value: object) -> object | None:
-    # "none" is --norpc; "" lets AnyCable pick gRPC, which Cableway never does: it is
-    # RPC-less whatever the file says, as without --norpc on its command line
+    # "none" is --norpc; "http" or "grpc" ask for RPC (a gRPC host is then refused with a
+    # message); "" leaves it to [rpc] host
     if value == "":
         return None
     return "true" if value == "none" else "false"
@@ -125,6 +125,12 @@ SETS: dict[Path, Key] = {
     ("logging", "debug"): _S("debug"),
     ("rpc", "implementation"): _S("norpc", _rpc_implementation),
     ("rpc", "host"): _S("rpc_host", _rpc_host),
+    ("rpc", "secret"): _S("http_rpc_secret", _unset_if_empty),
+    ("rpc", "concurrency"): _S("rpc_concurrency"),
+    ("rpc", "request_timeout"): _S("rpc_request_timeout"),
+    ("rpc", "proxy_cookies"): _S("proxy-cookies"),
+    ("app", "disconnect_mode"): _S("disconnect_mode", _unset_if_empty),
+    ("disconnector", "rate"): _S("disconnect_rate"),
     ("broker", "adapter"): _S("broker", _broker),
     ("broker", "history_ttl"): _S("history_ttl"),
     ("broker", "history_limit"): _S("history_limit"),
@@ -245,7 +251,6 @@ IGNORED: frozenset[Path] = frozenset(
         ("metrics", "log_filter"),
         ("metrics", "loginterval"),
         ("metrics", "logformatter"),
-        ("app", "disconnect_mode"),
         ("app", "stats_refresh_interval"),
         ("app", "broadcast_gopool_size"),
         ("app", "shutdown_disconnect_gopool_size"),
@@ -318,6 +323,7 @@ PRINTED: dict[str, tuple[str, str]] = {
     "enable_native_pings": ("app", "enable_native_ping"),
     "shutdown_timeout": ("app", "shutdown_timeout"),
     "shutdown_delay": ("app", "shutdown_delay"),
+    "rpc": ("rpc", "implementation"),  # with the other [rpc] keys (config._rpc_toml)
 }
 
 

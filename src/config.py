@@ -36,6 +36,18 @@ from .protocol.channels import StreamPolicy
 from .protocol.handshake import AuthPolicy
 from .protocol.limits import Limits
 from .protocol.routes import parse_path_pattern
+from .rpc.http import derive_rpc_key
+from .rpc.settings import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_DISCONNECT_RATE,
+    DEFAULT_HEADERS,
+    DEFAULT_REQUEST_TIMEOUT_MS,
+    DISCONNECT_MODES,
+    RpcSettings,
+    parse_header_names,
+    parse_rpc_host,
+    request_timeout_seconds,
+)
 
 __all__ = [
     "DEFAULT_CONFIG_PATHS",
@@ -217,6 +229,8 @@ class Config:
     statsd_tags_format: str = "datadog"
     # The live demo page (a Cableway option, not an AnyCable one).
     demo: bool = False
+    # RPC (rpc.md): None = RPC-less.
+    rpc: RpcSettings | None = None
 
     # -- the core's settings, derived once for every driver (trio server, ASGI app) --
 
@@ -362,6 +376,119 @@ METRICS = "Metrics"
 CONFIG_FILE = "Configuration file"
 DEPRECATED = "Deprecated aliases"
 
+RPC = "RPC (the application's channels over AnyCable's HTTP RPC; docs/rpc.md)"
+
+# The RPC options, kept together (an isolated block, easy to move): rpc.md §3-§4.
+RPC_OPTIONS: tuple[Option, ...] = (
+    _option(
+        "rpc_host",
+        "str",
+        "unset (no RPC)",
+        "the application's AnyCable HTTP RPC URL (http:// or https://, e.g. "
+        "http://localhost:3000/_anycable); Cableway then calls Connect, Command and Disconnect "
+        "there for channels it does not serve itself. gRPC hosts are not supported",
+        RPC,
+    ),
+    _option(
+        "norpc",
+        "bool",
+        "true unless --rpc_host is set",
+        "no RPC at all (JWT, signed streams, Turbo Streams only); wins over --rpc_host",
+        RPC,
+    ),
+    _option(
+        "http_rpc_secret",
+        "secret",
+        "derived from --secret",
+        "bearer key sent to the RPC app (Authorization: Bearer KEY); unset = "
+        'hex(HMAC-SHA256(--secret, "rpc-cable")), or no header without --secret',
+        RPC,
+    ),
+    _option(
+        "rpc_concurrency",
+        "int",
+        "28",
+        "RPC calls in flight at most (Connect, Command and Disconnect share it); more wait",
+        RPC,
+    ),
+    _option(
+        "rpc_request_timeout",
+        "int",
+        "3000",
+        "milliseconds one RPC call may take (0 = 3000)",
+        RPC,
+    ),
+    _option(
+        "headers",
+        "list",
+        "cookie",
+        "handshake headers forwarded to the RPC app in env.headers, comma-separated",
+        RPC,
+    ),
+    _option(
+        "proxy-cookies",
+        "list",
+        "unset (all cookies)",
+        "cookie names kept in the forwarded cookie header, comma-separated",
+        RPC,
+    ),
+    _option(
+        "disconnect_mode",
+        "str",
+        "auto",
+        "when to call Disconnect: auto (sessions that used RPC), always, never",
+        RPC,
+    ),
+    _option(
+        "disconnect_rate",
+        "int",
+        "100",
+        "Disconnect calls per second at most (a mass disconnect is queued, not a burst)",
+        RPC,
+    ),
+)
+
+
+def _resolve_rpc(get: _Resolver, secret: str | None) -> RpcSettings | None:
+    """The RPC settings, or ``None`` for RPC-less (the default)."""
+    host_raw = get.pick("rpc_host")
+    norpc_raw = get.pick("norpc")
+    norpc = get.boolean("norpc", default=host_raw is None or not host_raw.value.strip())
+    if norpc:
+        return None
+    if host_raw is None or not host_raw.value.strip():
+        assert norpc_raw is not None
+        get.fail(
+            norpc_raw,
+            "RPC needs --rpc_host=http(s)://... (the application's HTTP RPC URL); Cableway "
+            "has no default RPC host (AnyCable-Go's is gRPC localhost:50051)",
+        )
+    host = get.convert(host_raw, parse_rpc_host)
+    key_given, key = get.secret("http_rpc_secret")
+    if not key_given and secret is not None:
+        key = derive_rpc_key(secret)
+    headers_raw = get.pick("headers")
+    headers: tuple[str, ...] = DEFAULT_HEADERS
+    if headers_raw is not None:
+        headers = get.convert(headers_raw, lambda v: parse_header_names(_split_list(v)))
+    cookies_raw = get.pick("proxy-cookies")
+    proxy_cookies: tuple[str, ...] | None = None
+    if cookies_raw is not None and cookies_raw.value.strip():
+        proxy_cookies = tuple(name.strip() for name in _split_list(cookies_raw.value))
+    return RpcSettings(
+        host=host,
+        key=key,
+        concurrency=get.integer("rpc_concurrency", DEFAULT_CONCURRENCY, 1),
+        request_timeout=request_timeout_seconds(
+            get.integer("rpc_request_timeout", DEFAULT_REQUEST_TIMEOUT_MS, 0)
+        ),
+        headers=headers,
+        proxy_cookies=proxy_cookies,
+        disconnect_mode=get.choice("disconnect_mode", "auto", DISCONNECT_MODES),
+        disconnect_rate=get.integer("disconnect_rate", DEFAULT_DISCONNECT_RATE, 1),
+    )
+
+
 OPTIONS: tuple[Option, ...] = (
     _option("host", "str", "localhost", "address to bind (0.0.0.0 = all interfaces)", SERVER),
     _option(
@@ -403,13 +530,6 @@ OPTIONS: tuple[Option, ...] = (
         "false",
         "public mode: --noauth + --public_streams + unauthenticated HTTP broadcasting "
         "(even when a secret is set)",
-        SERVER,
-    ),
-    _option(
-        "norpc",
-        "bool",
-        "true (always)",
-        "accepted for compatibility; Cableway never uses RPC, so RPC-less is its only mode",
         SERVER,
     ),
     _option(
@@ -944,6 +1064,7 @@ OPTIONS: tuple[Option, ...] = (
         DEPRECATED,
         replaced_by="turbo_streams_secret",
     ),
+    *RPC_OPTIONS,
 )
 
 
@@ -1016,20 +1137,6 @@ REFUSED: dict[str, Refusal] = {
         _no_nats,
         "`none`, `redis`",
         default="none",
-    ),
-    "rpc_host": Refusal(
-        "str",
-        "Cableway does not do RPC: it always runs RPC-less (JWT, signed streams, Turbo Streams); "
-        "remove this option",
-        _never,
-        "(none: any value is refused)",
-    ),
-    "norpc": Refusal(
-        "bool",
-        "Cableway does not do RPC: it always runs RPC-less, so --norpc=false cannot be honoured",
-        _is_true,
-        "`true`",
-        default="true",
     ),
     "presets": Refusal(
         "list",
@@ -2004,6 +2111,7 @@ def load_config_with_warnings(
         statsd_max_packet_size=get.integer("statsd_max_packet_size", 1400, 1, 65507),
         statsd_tags_format=get.choice("statsd_tags_format", "datadog", _STATSD_TAGS_FORMATS),
         demo=get.boolean("demo"),
+        rpc=_resolve_rpc(get, secret),
     )
     return config, tuple(warnings)
 
@@ -2049,6 +2157,24 @@ def _printed_value(config: Config, name: str, value: object) -> str | None:
     return _toml_value(value)
 
 
+def _rpc_toml(rpc: RpcSettings | None) -> list[str]:
+    """AnyCable-Go's ``[rpc]`` keys for the RPC settings (``--headers`` is not among them:
+    AnyCable-Go never reads ``proxy_headers`` from the file)."""
+    if rpc is None:
+        return ['implementation = "none"  # no RPC (--norpc)']
+    lines = [
+        'implementation = "http"',
+        f"host = {_toml_string(rpc.host)}",
+        f"secret = {_toml_string(REDACTED) if rpc.key is not None else chr(34) + 'none' + chr(34)}",
+        f"concurrency = {rpc.concurrency}",
+        f"request_timeout = {round(rpc.request_timeout * 1000)}",
+        f"# headers = {_toml_string(','.join(rpc.headers))}: only --headers or ANYCABLE_HEADERS",
+    ]
+    if rpc.proxy_cookies is not None:
+        lines.append(f"proxy_cookies = {_toml_value(rpc.proxy_cookies)}")
+    return lines
+
+
 _BROKER_SETTINGS = frozenset({"history_limit", "history_ttl", "sessions_ttl", "presence_ttl"})
 
 
@@ -2065,6 +2191,8 @@ def config_toml(config: Config) -> str:
     sections: dict[str, list[str]] = {section: [] for section in anycable_toml.SECTIONS}
     defaults = {field.name: field.default for field in fields(Config)}
     for name, value in config.redacted().items():
+        if name == "rpc":
+            continue  # written below, as AnyCable-Go's [rpc] section
         section, key = anycable_toml.PRINTED.get(name, ("", _FIELD_KEYS.get(name, name)))
         text = _printed_value(config, name, value)
         line = f"# {key} is unset" if text is None else f"{key} = {text}"
@@ -2076,7 +2204,10 @@ def config_toml(config: Config) -> str:
             sections[section].append(line)
         else:
             top.append(line)
-    sections["rpc"].append('implementation = "none"  # Cableway never uses RPC')
+    sections["rpc"] += _rpc_toml(config.rpc)
+    if config.rpc is not None:
+        sections["app"].append(f"disconnect_mode = {_toml_string(config.rpc.disconnect_mode)}")
+        sections["disconnector"].append(f"rate = {config.rpc.disconnect_rate}")
     out = [
         "# Cableway effective configuration (cableway --print-config), in AnyCable-Go 1.6's",
         "# layout: Cableway and AnyCable-Go both load it.",

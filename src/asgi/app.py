@@ -79,6 +79,12 @@ class CablewayApp:
                 f"{', '.join(redis)}: Redis is served by the standalone server "
                 "(cableway serve); the ASGI app keeps history in memory"
             )
+        if config.rpc is not None:
+            # the RPC client runs in the standalone server only (docs/rpc.md)
+            raise ValueError(
+                "--rpc_host: the ASGI app does not call RPC; run the standalone server "
+                "(cableway serve --rpc_host=...) in front of the RPC application"
+            )
         self.config = config
         self.limits = config.limits()
         self.stream_policy = config.stream_policy()

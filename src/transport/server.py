@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..config import StartupError
 from ..metrics import REDIS_DEFINITIONS, Metrics
 from ..node.backend import SWEEP_SLICE, Backend, MemoryBackend, NoBackend
 from ..node.intake import Invalid, account, judge
@@ -74,6 +75,8 @@ class Server:
     """
 
     def __init__(self, config: Config) -> None:
+        if config.rpc is not None:
+            raise StartupError("--rpc_host: the RPC client is not wired into sessions yet")
         self.config = config
         self.limits = config.limits()
         self.stream_policy = config.stream_policy()
