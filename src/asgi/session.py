@@ -23,7 +23,7 @@ from ..protocol.broadcast import Publication
 from ..protocol.broker import SessionSnapshot
 from ..protocol.connection import CableConnection
 from ..protocol.errors import RemoteProtocolError
-from ..protocol.events import HistoryRequest, PresenceRequest
+from ..protocol.events import Delegate, HistoryRequest, PresenceRequest
 from ..protocol.sse import message_to_event
 from .http import Receive, Send
 
@@ -277,6 +277,10 @@ class Session:
     def command_ignored(self, command: str, detail: str) -> None:
         self.app.metrics.inc("failed_client_msg_total")
         log.debug("ignored command sid=%s command=%r reason=%r", self.sid, command, detail)
+
+    def delegate(self, command: Delegate) -> None:
+        # the ASGI app refuses --rpc_host, so its sessions never delegate
+        self.command_ignored(command.command, "no RPC in the ASGI app")
 
     def too_slow(self) -> None:
         self.outbox.clear()

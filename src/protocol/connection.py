@@ -42,12 +42,13 @@ from typing import Any, TypeGuard
 from . import messages
 from .broadcast import EncodedBroadcast, Publication
 from .broker import HistoryEntry, HistoryQuery, SessionSnapshot
-from .channels import StreamPolicy, Subscription, resolve_subscription
+from .channels import StreamPolicy, Subscription, is_built_in, resolve_subscription
 from .commands import KNOWN_COMMANDS, Command, parse_command
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import (
     CloseConnection,
     CommandIgnored,
+    Delegate,
     Event,
     HistoryRequest,
     NativePing,
@@ -71,6 +72,8 @@ HOLD_SECONDS = 5.0
 
 #: ``CableConnection.held`` of a session holding nothing (shared: no set per session)
 _NOTHING_HELD: frozenset[str] = frozenset()
+#: Client commands an application channel answers (rpc.md §4.4).
+_DELEGATED = frozenset({"subscribe", "unsubscribe", "message"})
 
 
 class SessionState(enum.Enum):
@@ -97,6 +100,9 @@ class SessionSettings:
         native_pings: also ask the transport for a native ping with every ping; the
             pong timeout then applies to every session and a native pong (or any
             command) answers it.
+        delegate: an application serves the other channels (RPC): ``subscribe``,
+            ``unsubscribe`` and ``message`` for identifiers that are not built-in
+            channels become :class:`Delegate` events instead of rejections.
     """
 
     ping_interval: float = 3.0
@@ -109,6 +115,7 @@ class SessionSettings:
     presence: bool = False
     resumable: bool = False
     native_pings: bool = False
+    delegate: bool = False
 
 
 class CableConnection:
@@ -410,6 +417,13 @@ class CableConnection:
             pass  # only refreshes keepalive (done above)
         elif command.identifier is None:
             self._ignore(name, "identifier is missing")
+        elif (
+            self.settings.delegate
+            and name in _DELEGATED
+            and command.identifier not in self.subscriptions
+            and not is_built_in(command.identifier, self.settings.policy)
+        ):
+            self._delegate(name, command.identifier, command.data)
         elif name == "subscribe":
             self._subscribe(command)
         elif name == "unsubscribe":
@@ -553,6 +567,46 @@ class CableConnection:
             self.presence_result(identifier, None)
             return
         self._events.append(PresenceRequest("info", identifier, features.stream))
+
+    def _delegate(self, name: str, identifier: str, data: object) -> None:
+        if name != "message":
+            self._events.append(Delegate(name, identifier))
+        elif isinstance(data, str):
+            self._events.append(Delegate(name, identifier, data))
+        else:
+            self._ignore(name, "data is not a string")  # AnyCable-Go: no RPC (rpc.md §4.4)
+
+    # -- what an application (RPC) decides ------------------------------------------
+
+    def accept_delegated(self, identifiers: str) -> None:
+        """The application accepted the connection; its own transmissions carry the
+        welcome, so none is sent here."""
+        self._require(SessionState.NEW, "accept")
+        self.identifiers = identifiers
+        self.state = SessionState.OPEN
+        self._snapshot()
+
+    def transmit(self, text: str) -> None:
+        """Send one message the application produced, verbatim (rpc.md §4.8)."""
+        if self.state is not SessionState.CLOSED:
+            self._send(text)
+
+    def close_delegated(self, code: int, reason: str) -> None:
+        """Close after what is queued, without a ``disconnect`` message of the server's
+        own (the application's transmissions said what they had to)."""
+        if self.state is SessionState.CLOSED:
+            return
+        self._drop_streams()
+        self.state = SessionState.CLOSED
+        self._events.append(CloseConnection(code, reason))
+
+    def delegated_stream(self, identifier: str, stream: str, *, added: bool) -> None:
+        """An application channel starts (or stops) reading ``stream``."""
+        if added:
+            if self.state is not SessionState.CLOSED:
+                self._events.append(StreamAdded(identifier, stream))
+        else:
+            self._events.append(StreamRemoved(identifier, stream))
 
     # -- helpers -------------------------------------------------------------------
 

@@ -26,9 +26,11 @@ import trio
 from wsproto.utilities import generate_accept_token
 
 from ..auth.origin import origin_allowed
-from ..protocol.connection import CableConnection
+from ..node.rpc import RpcSession, connect_needed
+from ..protocol.connection import CableConnection, SessionState
 from ..protocol.handshake import Accepted, Restored, identify, websocket_open
 from ..protocol.routes import Router, endpoint_router
+from ..rpc.messages import Status
 from .broadcast_endpoint import BroadcastHost, broadcast, fast_requests
 from .demo import handle_demo
 from .httpconn import (
@@ -279,6 +281,27 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
     snapshot = None
     if opening.restore_sid is not None:
         snapshot = await server.node.backend.restore_session(opening.restore_sid, now=time.time())
+    rpc_state = None
+    if server.rpc is not None and config.rpc is not None:
+        rpc_state = RpcSession(
+            sid=sid,
+            url=_request_url(request, config.host),
+            headers=config.rpc.env_headers(_text_headers(request), _peer_ip(conn.stream)),
+            disconnect_mode=config.rpc.disconnect_mode,
+        )
+    restored = snapshot is not None and opening.restore_sid is not None
+    if rpc_state is not None and connect_needed(
+        opening.token, server.auth_policy, noauth=config.noauth or config.public, restored=restored
+    ):
+        assert server.rpc is not None
+        answer = await server.rpc.connect(sid, rpc_state.connect_request())
+        status = rpc_state.apply_connect(core, answer)
+        if status is not Status.SUCCESS:
+            server.metrics.inc("failed_auths_total")
+            log.info("connection rejected by the application sid=%s status=%s", sid, status.name)
+        session = WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))
+        session.rpc = rpc_state
+        return session
     outcome = identify(
         core,
         opening,
@@ -287,6 +310,8 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
         now=trio.current_time(),
         unix_time=time.time(),
     )
+    if rpc_state is not None and core.identifiers is not None and core.state is SessionState.OPEN:
+        rpc_state.identified(core.identifiers)
     if isinstance(outcome, Restored):
         log.debug("restored sid=%s from=%s", sid, outcome.previous_sid)
     elif isinstance(outcome, Accepted):
@@ -294,4 +319,30 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
     else:
         server.metrics.inc("failed_auths_total")
         log.info("connection rejected sid=%s reason=%s", sid, outcome.reason)
-    return WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))
+    session = WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))
+    session.rpc = rpc_state
+    return session
+
+
+def _request_url(request: Request, default_host: str) -> str:
+    """The client's request URL as AnyCable-Go sends it in ``env.url``: ``http://`` (never
+    ``ws://``), the Host header, the path and query (rpc.md §2.2)."""
+    host = request.headers.get("host") or default_host
+    query = f"?{request.query}" if request.query else ""
+    return f"http://{host}{request.path}{query}"
+
+
+def _text_headers(request: Request) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
+
+
+def _peer_ip(stream: trio.abc.Stream) -> str:
+    """The client's IP address (no port), or ``""`` when the stream has no socket."""
+    sock = getattr(stream, "socket", None)
+    try:
+        peer = sock.getpeername() if sock is not None else None
+    except OSError:
+        return ""
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return ""

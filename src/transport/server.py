@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..config import StartupError
 from ..metrics import REDIS_DEFINITIONS, Metrics
 from ..node.backend import SWEEP_SLICE, Backend, MemoryBackend, NoBackend
 from ..node.intake import Invalid, account, judge
@@ -29,6 +28,7 @@ from .http import FrontDoor, handle_connection
 from .redis_backend import RedisBackend
 from .redis_broker import RedisBroker
 from .redisx import StreamConsumer
+from .rpc_client import RPC_DEFINITIONS, DisconnectQueue, HttpRpc
 from .scaleout import (
     Confirmation,
     Publisher,
@@ -75,8 +75,6 @@ class Server:
     """
 
     def __init__(self, config: Config) -> None:
-        if config.rpc is not None:
-            raise StartupError("--rpc_host: the RPC client is not wired into sessions yet")
         self.config = config
         self.limits = config.limits()
         self.stream_policy = config.stream_policy()
@@ -186,6 +184,17 @@ class Server:
                 self.metrics.set("redis_pending_commands", lambda: len(publisher.queue))
                 self.metrics.set("redis_dropped_commands", lambda: publisher.dropped)
         self.metrics_port = 0
+        #: --rpc_host: the application's HTTP RPC, and the queue of Disconnect calls
+        self.rpc: HttpRpc | None = None
+        self.disconnects: DisconnectQueue | None = None
+        if config.rpc is not None:
+            for metric in RPC_DEFINITIONS:
+                self.metrics.register(metric)
+            rpc = self.rpc = HttpRpc(config.rpc, self.metrics)
+            queue = self.disconnects = DisconnectQueue(
+                rpc.disconnect, rate=config.rpc.disconnect_rate, metrics=self.metrics
+            )
+            self.metrics.set("disconnect_queue_size", lambda: queue.size)
 
     @property
     def task_nursery(self) -> trio.Nursery | None:
@@ -214,6 +223,7 @@ class Server:
             presence=brokered,
             resumable=brokered and backend.resumable,
             native_pings=config.enable_native_pings,
+            delegate=self.rpc is not None,
         )
 
     @property
@@ -463,11 +473,18 @@ class Server:
                 for adapter in (self.subscriber, self.publisher, self.consumer):
                     if adapter is not None:
                         links.start_soon(adapter.run)
+                if self.disconnects is not None:
+                    links.start_soon(self.disconnects.run)
                 await self._serve_until_shutdown(roles, listeners, handle_signals, task_status)
+                if self.disconnects is not None:
+                    with trio.move_on_after(config.shutdown_timeout):
+                        await self.disconnects.finish()
                 await self._flush_redis()
                 links.cancel_scope.cancel()
         finally:
             close_listeners(listeners)
+            if self.rpc is not None:
+                await self.rpc.aclose()
 
     async def _serve_until_shutdown(
         self,

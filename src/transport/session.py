@@ -37,6 +37,7 @@ import math
 import os
 import time
 import weakref
+from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -46,14 +47,17 @@ from ..metrics import Metrics
 from ..node.backend import Answer
 from ..node.dispatch import dispatch
 from ..node.node import Node
+from ..node.rpc import RpcSession
 from ..protocol.broadcast import Publication
 from ..protocol.broker import SessionSnapshot
 from ..protocol.connection import CableConnection
-from ..protocol.events import HistoryRequest, PresenceRequest
+from ..protocol.events import Delegate, HistoryRequest, PresenceRequest
 from .outbox import Outbox
+from .rpc_client import answer_delegated, release_delegated
 
 if TYPE_CHECKING:
     from ..config import Config
+    from .rpc_client import DisconnectQueue, HttpRpc
 
 __all__ = ["Session", "SessionHost"]
 
@@ -83,6 +87,9 @@ class SessionHost(Protocol):
     def node(self) -> Node[Session, Any]: ...
 
     def schedule(self, session: Session) -> None: ...
+
+    rpc: HttpRpc | None  # --rpc_host
+    disconnects: DisconnectQueue | None
 
 
 class Session:
@@ -123,6 +130,10 @@ class Session:
         self._held_size = 0
         #: the last snapshot of a resumable session (kept by the broker on close)
         self.snapshot: SessionSnapshot | None = None
+        #: with --rpc_host: the application's state of this session, and the commands
+        #: waiting for their Command call (answered one at a time, in order)
+        self.rpc: RpcSession | None = None
+        self._delegated: deque[Delegate] = deque()
 
     def __hash__(self) -> int:
         return id(self)
@@ -444,6 +455,7 @@ class Session:
     async def _reader(self) -> None:
         self.apply()
         self._on_start()
+        await self._run_delegated()
         while not self._closing:
             data: bytes | None = b""
             # timers (pings, pong and hold deadlines) are fired by the server's shared
@@ -470,7 +482,25 @@ class Session:
                 continue  # a spurious wake-up
             self.server.metrics.inc("data_rcvd_total", len(data))
             self._on_data(data)
+            await self._run_delegated()
         await self._after_close()
+
+    async def _run_delegated(self) -> None:
+        """RPC for the delegated commands; reading waits meanwhile (as in AnyCable-Go)."""
+        if not self._delegated:
+            return
+        try:
+            with trio.CancelScope() as wake:
+                self._wake = wake
+                if self._pending_close is not None:
+                    wake.cancel()
+                if self.server.rpc is not None and self.rpc is not None:
+                    await answer_delegated(self.server.rpc, self.rpc, self, self._delegated)
+        finally:
+            self._wake = None
+        if wake.cancelled_caught:
+            self.server.metrics.inc("rpc_canceled_total", len(self._delegated) + 1)
+            self._delegated.clear()
 
     def on_timer(
         self,
@@ -574,6 +604,9 @@ class Session:
         self.server.metrics.inc("failed_client_msg_total")
         log.debug("ignored command sid=%s command=%r reason=%r", self.sid, command, detail)
 
+    def delegate(self, command: Delegate) -> None:
+        self._delegated.append(command)
+
     def too_slow(self) -> None:
         self._drop_slow()
 
@@ -610,6 +643,8 @@ class Session:
         for identifier, stream in self.core.subscriptions.items():
             registry.remove(stream, identifier, self)
         self.core.subscriptions.clear()
+        if self.rpc is not None:
+            release_delegated(registry, self, self.rpc, self.server.disconnects)
         node.sessions.discard(self)
         streams = [stream for _presence_id, stream in self.core.presence.values()]
         node.backend.release_session(self.sid, self.snapshot, streams, now=time.time())

@@ -1,0 +1,239 @@
+"""Cableway calling an application over AnyCable's HTTP RPC (rpc.md §4): the chat app of
+tests/rpc/chat.py written with cableway.channels, served by uvicorn on 127.0.0.1, driven
+through a real Cableway server by a real WebSocket client."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from cableway.auth.jwt import encode_token
+from cableway.integration import IntegrationSettings
+from cableway.rpc.settings import RpcSettings
+from cableway.transport.server import Server
+from tests.asgi.host import UvicornHost
+from tests.integration.helpers import (
+    BROADCAST_KEY,
+    JWT_KEY,
+    cable,
+    close_code,
+    config,
+    recv_json,
+    running,
+)
+
+from .chat import KEY, make_app
+
+IDENT = '{"channel":"chat","room":"42"}'
+
+ASGI = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+class Events(list[Any]):
+    """What the app's callbacks saw (appended on uvicorn's threads); a test waits for an
+    entry without polling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = threading.Condition()
+
+    def append(self, item: Any) -> None:
+        with self._changed:
+            super().append(item)
+            self._changed.notify_all()
+
+    async def wait_for(self, item: Any, limit: float = 10.0) -> None:
+        def wait() -> bool:
+            with self._changed:
+                return self._changed.wait_for(lambda: item in self, limit)
+
+        assert await trio.to_thread.run_sync(wait), f"{item!r} never came: {list(self)!r}"
+
+
+class Holder:
+    """An ASGI app whose target is set once the server's ports are known."""
+
+    def __init__(self) -> None:
+        self.app: ASGI | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        assert self.app is not None
+        await self.app(scope, receive, send)
+
+
+@asynccontextmanager
+async def chat_server(events: list[Any], *, key: str = KEY, **rpc: Any) -> AsyncIterator[Server]:
+    """The chat app under uvicorn and a Cableway server calling it."""
+    holder = Holder()
+    host = UvicornHost(holder)
+    settings = RpcSettings(host=f"http://127.0.0.1:{host.port}/_anycable", key=key, **rpc)
+    async with running(config(rpc=settings)) as server:
+        holder.app = make_app(
+            events,
+            settings=IntegrationSettings(
+                secret="s",
+                broadcast_key=BROADCAST_KEY,
+                http_broadcast_url=f"http://127.0.0.1:{server.broadcast_port}/_broadcast",
+            ),
+        ).asgi()
+        await trio.to_thread.run_sync(host.start)
+        try:
+            yield server
+        finally:
+            await trio.to_thread.run_sync(host.stop)
+
+
+async def send(ws: Any, command: str, identifier: str = IDENT, **data: Any) -> None:
+    message: dict[str, Any] = {"command": command, "identifier": identifier}
+    if data:
+        message["data"] = json.dumps(data)
+    await ws.send_message(json.dumps(message))
+
+
+async def test_connect_subscribe_perform_broadcast_and_disconnect() -> None:
+    events = Events()
+    async with chat_server(events) as server:
+        async with cable(server, "?user=alice", headers=[("Cookie", "_session_id=abc")]) as ws:
+            welcome = await recv_json(ws)
+            assert welcome["type"] == "welcome"
+            await send(ws, "subscribe")
+            assert await recv_json(ws) == {"identifier": IDENT, "type": "confirm_subscription"}
+            await send(ws, "message", action="speak", message="hi")
+            # the transmission, and the room broadcast the action made through Cableway
+            got = [await recv_json(ws), await recv_json(ws)]
+            assert {"identifier": IDENT, "message": {"echo": "hi"}} in got
+            assert {"identifier": IDENT, "message": {"message": "hi", "from": "alice"}} in got
+            await send(ws, "message", action="remember", message="kept")
+            await send(ws, "message", action="visit")
+            await send(ws, "message", action="recall")
+            assert await recv_json(ws) == {
+                "identifier": IDENT,
+                "message": {"last": "kept", "visits": "2"},
+            }
+            # stop_stream_from: room broadcasts no longer arrive
+            await send(ws, "message", action="leave")
+            await send(ws, "message", action="speak", message="again")
+            assert await recv_json(ws) == {"identifier": IDENT, "message": {"echo": "again"}}
+            await send(ws, "message", action="recall")
+            assert (await recv_json(ws))["message"]["last"] == "kept"
+        # Disconnect after the socket is gone: unsubscribed with its state, then disconnect
+        await events.wait_for(("disconnect", {"user": "alice"}))
+        connect = next(e for e in events if e[0] == "connect")
+        assert connect[1] == {"_session_id": "abc"}
+        assert connect[2] == "127.0.0.1"
+        assert ("unsubscribed", {"room": "42"}, {"last": "kept"}) in events
+        assert server.metrics.snapshot()["rpc_call_total"] >= 9
+
+
+async def test_rejected_connect_closes_with_the_apps_message() -> None:
+    events = Events()
+    async with chat_server(events) as server, cable(server) as ws:
+        message = await recv_json(ws)
+        assert message["type"] == "disconnect"
+        assert message["reason"] == "unauthorized"
+        assert await close_code(ws) == 1000
+    assert server.metrics.snapshot()["failed_auths_total"] == 1
+
+
+async def test_rejected_subscription_gets_no_stream() -> None:
+    events = Events()
+    async with chat_server(events) as server, cable(server, "?user=bob") as ws:
+        await recv_json(ws)
+        await send(ws, "subscribe", identifier='{"channel":"chat"}')
+        assert await recv_json(ws) == {
+            "identifier": '{"channel":"chat"}',
+            "type": "reject_subscription",
+        }
+        assert "never" not in set(server.node.registry.streams())
+        # built-in channels keep working without RPC
+        await send(ws, "subscribe", identifier='{"channel":"$pubsub","stream_name":"x"}')
+        reply = await recv_json(ws)
+        assert reply["type"] == "reject_subscription"  # public streams are off here
+
+
+async def test_wrong_secret_closes_1011_and_counts_an_error() -> None:
+    events = Events()
+    async with chat_server(events, key="wrong") as server, cable(server, "?user=a") as ws:
+        assert await close_code(ws) == 1011
+    assert server.metrics.snapshot()["rpc_error_total"] == 1
+    assert not [e for e in events if e[0] == "connect"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_backend_down_at_start_closes_1011_after_retries() -> None:
+    settings = RpcSettings(host=f"http://127.0.0.1:{_closed_port()}/_anycable", request_timeout=1.0)
+    async with running(config(rpc=settings)) as server, cable(server, "?user=a") as ws:
+        assert await close_code(ws) == 1011
+    counts = server.metrics.snapshot()
+    assert counts["rpc_error_total"] == 1
+    assert counts["rpc_retries_total"] >= 2
+
+
+async def test_a_garbage_answer_is_a_failed_call() -> None:
+    async def garbage(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b'{"status":"SUCCESS"}'})
+
+    host = UvicornHost(garbage)
+    settings = RpcSettings(host=f"http://127.0.0.1:{host.port}/rpc")
+    await trio.to_thread.run_sync(host.start)
+    try:
+        async with running(config(rpc=settings)) as server, cable(server) as ws:
+            assert await close_code(ws) == 1011
+        assert server.metrics.snapshot()["rpc_error_total"] == 1
+    finally:
+        await trio.to_thread.run_sync(host.stop)
+
+
+async def test_a_jwt_identified_client_skips_connect_and_its_identifiers_reach_the_app() -> None:
+    events = Events()
+    async with chat_server(events) as server:
+        token = encode_token({"user": "jwt"}, JWT_KEY)
+        async with cable(server, f"?jid={token}") as ws:
+            assert (await recv_json(ws))["type"] == "welcome"
+            await send(ws, "subscribe")
+            assert (await recv_json(ws))["type"] == "confirm_subscription"
+            await send(ws, "message", action="speak", message="hey")
+            got = [await recv_json(ws), await recv_json(ws)]
+            assert {"identifier": IDENT, "message": {"message": "hey", "from": "jwt"}} in got
+        # auto mode: an RPC subscribe makes the session disconnectable
+        await events.wait_for(("disconnect", {"user": "jwt"}))
+        assert not [e for e in events if e[0] == "connect"]
+
+
+async def test_disconnect_mode_never_makes_no_disconnect_call() -> None:
+    events = Events()
+    async with chat_server(events, disconnect_mode="never") as server:
+        async with cable(server, "?user=carol") as ws:
+            await recv_json(ws)
+            await send(ws, "subscribe")
+            await recv_json(ws)
+            [session] = server.node.sessions
+        with trio.fail_after(5):
+            await session.wait_closed()
+        assert session.rpc is not None
+        assert session.rpc.disconnect_request() is None
+        calls = server.metrics.snapshot()["rpc_call_total"]
+    assert calls == 2  # connect, subscribe
+    assert not [e for e in events if e[0] == "disconnect"]
+
+
+async def test_without_rpc_host_app_channels_are_rejected_as_before() -> None:
+    async with running(config()) as server, cable(server) as ws:
+        await recv_json(ws)
+        await send(ws, "subscribe")
+        assert (await recv_json(ws))["type"] == "reject_subscription"
+    assert "rpc_call_total" not in server.metrics.snapshot()
