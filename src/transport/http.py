@@ -272,7 +272,7 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
     core = CableConnection(
         sid=sid,
         settings=server.session_settings(
-            opening.ping_interval, opening.ping_precision, extended=opening.extended
+            opening.ping_interval, opening.ping_precision, extended=opening.extended, rpc=True
         ),
         now=trio.current_time(),
         ping_jitter=server.random.random(),

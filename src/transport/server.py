@@ -206,9 +206,10 @@ class Server:
         return self._tasks
 
     def session_settings(
-        self, ping_interval: float, ping_precision: str, *, extended: bool
+        self, ping_interval: float, ping_precision: str, *, extended: bool, rpc: bool = False
     ) -> SessionSettings:
-        """The core settings of one session."""
+        """The core settings of one session (``rpc``: one that can delegate to the
+        application, a WebSocket session; SSE sessions do not call RPC)."""
         config = self.config
         backend = self.backend
         brokered = backend.keeps_state
@@ -223,7 +224,7 @@ class Server:
             presence=brokered,
             resumable=brokered and backend.resumable,
             native_pings=config.enable_native_pings,
-            delegate=self.rpc is not None,
+            delegate=rpc and self.rpc is not None,
         )
 
     @property

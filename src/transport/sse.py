@@ -50,7 +50,7 @@ class SessionMaker(SessionHost, Protocol):
     def random(self) -> random.Random: ...
 
     def session_settings(
-        self, ping_interval: float, ping_precision: str, *, extended: bool
+        self, ping_interval: float, ping_precision: str, *, extended: bool, rpc: bool = False
     ) -> SessionSettings: ...
 
 

@@ -4,6 +4,7 @@ through a real Cableway server by a real WebSocket client."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 import trio
 
 from cableway.auth.jwt import encode_token
+from cableway.channels import Application, Channel, Connection
 from cableway.integration import IntegrationSettings
 from cableway.rpc.settings import RpcSettings
 from cableway.transport.server import Server
@@ -237,3 +239,75 @@ async def test_without_rpc_host_app_channels_are_rejected_as_before() -> None:
         await send(ws, "subscribe")
         assert (await recv_json(ws))["type"] == "reject_subscription"
     assert "rpc_call_total" not in server.metrics.snapshot()
+
+
+class SlowChannel(Channel):
+    """An app channel whose ``hang`` action never answers in time."""
+
+    channel_name = "slow"
+    released: asyncio.Event | None = None
+
+    def subscribed(self) -> None:
+        self.stream_from("slow")
+
+    async def hang(self) -> None:
+        released = SlowChannel.released = asyncio.Event()
+        await released.wait()
+
+    def ping(self) -> None:
+        self.transmit({"pong": True})
+
+
+SLOW = '{"channel":"slow"}'
+
+
+@asynccontextmanager
+async def slow_server(**rpc: Any) -> AsyncIterator[tuple[Server, UvicornHost]]:
+    SlowChannel.released = None
+    host = UvicornHost(Application(Connection, [SlowChannel]).asgi())
+    settings = RpcSettings(host=f"http://127.0.0.1:{host.port}/_anycable", **rpc)
+    await trio.to_thread.run_sync(host.start)
+    try:
+        async with running(config(rpc=settings)) as server:
+            yield server, host
+    finally:
+        if SlowChannel.released is not None:
+            await trio.to_thread.run_sync(host.call, _release)
+        await trio.to_thread.run_sync(host.stop)
+
+
+async def _release() -> None:
+    assert SlowChannel.released is not None
+    SlowChannel.released.set()
+
+
+async def test_a_command_slower_than_the_timeout_sends_nothing_and_the_session_goes_on() -> None:
+    async with slow_server(request_timeout=0.5) as (server, _host):
+        async with cable(server) as ws:
+            assert (await recv_json(ws))["type"] == "welcome"
+            await send(ws, "subscribe", identifier=SLOW)
+            assert (await recv_json(ws))["type"] == "confirm_subscription"
+            await send(ws, "message", identifier=SLOW, action="hang")
+            await send(ws, "message", identifier=SLOW, action="ping")
+            # the hung call times out with nothing sent; the next command is answered
+            assert await recv_json(ws) == {"identifier": SLOW, "message": {"pong": True}}
+        counts = server.metrics.snapshot()
+        assert counts["rpc_timeout_total"] == 1
+        assert counts["rpc_error_total"] == 1
+
+
+async def test_backend_gone_mid_session_fails_calls_without_closing_the_session() -> None:
+    async with slow_server(request_timeout=0.5) as (server, host):
+        async with cable(server) as ws:
+            assert (await recv_json(ws))["type"] == "welcome"
+            await send(ws, "subscribe", identifier=SLOW)
+            assert (await recv_json(ws))["type"] == "confirm_subscription"
+            await trio.to_thread.run_sync(host.stop)
+            await send(ws, "message", identifier=SLOW, action="ping")
+            await send(ws, "subscribe", identifier='{"channel":"$pubsub","stream_name":"x"}')
+            # the failed call sent nothing; the session still answers built-in commands
+            assert (await recv_json(ws))["type"] == "reject_subscription"
+            assert not ws.closed
+        counts = server.metrics.snapshot()
+        assert counts["rpc_error_total"] >= 1
+        assert counts["rpc_retries_total"] >= 1
