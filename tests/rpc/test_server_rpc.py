@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,43 +29,10 @@ from tests.integration.helpers import (
     running,
 )
 
+from .apphost import Events, Holder
 from .chat import KEY, make_app
 
 IDENT = '{"channel":"chat","room":"42"}'
-
-ASGI = Callable[[Any, Any, Any], Awaitable[None]]
-
-
-class Events(list[Any]):
-    """What the app's callbacks saw (appended on uvicorn's threads); a test waits for an
-    entry without polling."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._changed = threading.Condition()
-
-    def append(self, item: Any) -> None:
-        with self._changed:
-            super().append(item)
-            self._changed.notify_all()
-
-    async def wait_for(self, item: Any, limit: float = 10.0) -> None:
-        def wait() -> bool:
-            with self._changed:
-                return self._changed.wait_for(lambda: item in self, limit)
-
-        assert await trio.to_thread.run_sync(wait), f"{item!r} never came: {list(self)!r}"
-
-
-class Holder:
-    """An ASGI app whose target is set once the server's ports are known."""
-
-    def __init__(self) -> None:
-        self.app: ASGI | None = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        assert self.app is not None
-        await self.app(scope, receive, send)
 
 
 @asynccontextmanager
