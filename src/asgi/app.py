@@ -11,6 +11,7 @@ import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING
 
 from ..auth.keys import check_bearer
 from ..auth.origin import origin_allowed
@@ -19,12 +20,15 @@ from ..metrics import Metrics
 from ..node.backend import MemoryBackend, NoBackend
 from ..node.intake import Invalid, account, judge
 from ..node.node import Node
+from ..node.rpc import RpcSession, connect_needed
 from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.broker import MemoryBroker, PresenceEvent
-from ..protocol.connection import CableConnection, SessionSettings
+from ..protocol.connection import CableConnection, SessionSettings, SessionState
 from ..protocol.handshake import Accepted, Restored, identify, websocket_open
 from ..protocol.routes import endpoint_router
 from ..protocol.sse import SSE_HEADERS, Refusal, SseOpen, cors_headers, sse_connection, sse_open
+from ..rpc.messages import Status
+from ..rpc.settings import DEFAULT_HEADERS, env_headers
 from .http import (
     HEALTH_BODY,
     PROMETHEUS,
@@ -37,9 +41,13 @@ from .http import (
     read_body,
     respond,
 )
+from .inprocess import InProcessRpc
 from .session import Session, SseSession, WebSocketSession, fan_out
 
 __all__ = ["CablewayApp"]
+
+if TYPE_CHECKING:
+    from ..channels.application import Application
 
 log = logging.getLogger("cableway.asgi")
 
@@ -60,7 +68,13 @@ class CablewayApp:
         broker: the in-memory broker (history, restore, presence), or ``None``.
     """
 
-    def __init__(self, config: Config, *, http_broadcast: bool | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        http_broadcast: bool | None = None,
+        channels: Application | None = None,
+    ) -> None:
         redis = [
             name
             for name, used in [
@@ -86,6 +100,8 @@ class CablewayApp:
                 "(cableway serve --rpc_host=...) in front of the RPC application"
             )
         self.config = config
+        #: application channels answered in this process (no HTTP hop)
+        self.rpc = InProcessRpc(channels) if channels is not None else None
         self.limits = config.limits()
         self.stream_policy = config.stream_policy()
         self.auth_policy = config.auth_policy()
@@ -161,7 +177,7 @@ class CablewayApp:
         self.node.publish_presence(event)
 
     def session_settings(
-        self, ping_interval: float, ping_precision: str, *, extended: bool
+        self, ping_interval: float, ping_precision: str, *, extended: bool, rpc: bool = False
     ) -> SessionSettings:
         config = self.config
         backend = self.node.backend
@@ -176,6 +192,7 @@ class CablewayApp:
             presence=backend.keeps_state,
             resumable=backend.keeps_state and backend.resumable,
             native_pings=False,  # ASGI cannot send WebSocket pings
+            delegate=rpc and self.rpc is not None,
         )
 
     @contextlib.asynccontextmanager
@@ -347,7 +364,7 @@ class CablewayApp:
         core = CableConnection(
             sid=sid,
             settings=self.session_settings(
-                opening.ping_interval, opening.ping_precision, extended=opening.extended
+                opening.ping_interval, opening.ping_precision, extended=opening.extended, rpc=True
             ),
             now=loop.time(),
             ping_jitter=self.random.random(),
@@ -356,9 +373,26 @@ class CablewayApp:
         snapshot = None
         if opening.restore_sid is not None:
             snapshot = await self.node.backend.restore_session(opening.restore_sid, now=time.time())
+        state = None
+        if self.rpc is not None:
+            state = RpcSession(
+                sid,
+                _request_url(request),
+                env_headers(request.raw_text_headers(), DEFAULT_HEADERS, request.client),
+            )
+            restored = snapshot is not None and opening.restore_sid is not None
+            noauth = config.noauth or config.public
+            if connect_needed(opening.token, self.auth_policy, noauth=noauth, restored=restored):
+                answer = await self.rpc.connect(sid, state.connect_request())
+                if state.apply_connect(core, answer) is not Status.SUCCESS:
+                    self.metrics.inc("failed_auths_total")
+                await self._run_session(WebSocketSession(self, core, receive, send), state)
+                return
         outcome = identify(
             core, opening, snapshot, policy=self.auth_policy, now=loop.time(), unix_time=time.time()
         )
+        if state is not None and core.identifiers is not None and core.state is SessionState.OPEN:
+            state.identified(core.identifiers)
         if isinstance(outcome, Restored):
             log.debug("restored sid=%s from=%s", sid, outcome.previous_sid)
         elif isinstance(outcome, Accepted):
@@ -366,7 +400,10 @@ class CablewayApp:
         else:
             self.metrics.inc("failed_auths_total")
             log.info("connection rejected sid=%s reason=%s", sid, outcome.reason)
-        session = WebSocketSession(self, core, receive, send)
+        await self._run_session(WebSocketSession(self, core, receive, send), state)
+
+    async def _run_session(self, session: WebSocketSession, state: RpcSession | None) -> None:
+        session.rpc = state
         session.apply()
         await session.run()
 
@@ -437,3 +474,10 @@ class CablewayApp:
             await session.run()
         finally:
             self.metrics.dec("sse_clients_num")
+
+
+def _request_url(request: Request) -> str:
+    """``env.url``: ``http://`` + Host + path and query, as the trio driver sends it."""
+    host = request.headers.get("host", "localhost")
+    query = f"?{request.query}" if request.query else ""
+    return f"http://{host}{request.full_path}{query}"

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -18,6 +19,7 @@ from ..metrics import Metrics
 from ..node.backend import Answer
 from ..node.dispatch import dispatch
 from ..node.node import Node
+from ..node.rpc import RpcSession
 from ..protocol import messages
 from ..protocol.broadcast import Publication
 from ..protocol.broker import SessionSnapshot
@@ -26,6 +28,7 @@ from ..protocol.errors import RemoteProtocolError
 from ..protocol.events import Delegate, HistoryRequest, PresenceRequest
 from ..protocol.sse import message_to_event
 from .http import Receive, Send
+from .inprocess import InProcessRpc, answer_delegated
 
 __all__ = ["Outbox", "Session", "SessionHost", "SseSession", "WebSocketSession", "fan_out"]
 
@@ -43,6 +46,8 @@ class SessionHost(Protocol):
 
     @property
     def node(self) -> Node[Session, Any]: ...
+
+    rpc: InProcessRpc | None  # application channels in this process
 
 
 #: a wire item: what one protocol message becomes for one kind of session, with its size
@@ -118,6 +123,9 @@ class Session:
         self._held: dict[str, list[tuple[int | None, _Wire]]] = {}
         self._held_size = 0
         self.done = asyncio.Event()
+        #: in-process application channels: this session's state and waiting commands
+        self.rpc: RpcSession | None = None
+        self._delegated: deque[Delegate] = deque()
 
     def __hash__(self) -> int:
         return id(self)
@@ -279,8 +287,7 @@ class Session:
         log.debug("ignored command sid=%s command=%r reason=%r", self.sid, command, detail)
 
     def delegate(self, command: Delegate) -> None:
-        # the ASGI app refuses --rpc_host, so its sessions never delegate
-        self.command_ignored(command.command, "no RPC in the ASGI app")
+        self._delegated.append(command)
 
     def too_slow(self) -> None:
         self.outbox.clear()
@@ -336,6 +343,12 @@ class Session:
         for identifier, stream in self.core.subscriptions.items():
             node.registry.remove(stream, identifier, self)
         self.core.subscriptions.clear()
+        if self.rpc is not None and self.app.rpc is not None:
+            for identifier, stream in self.rpc.streams():
+                node.registry.remove(stream, identifier, self)
+            request = self.rpc.disconnect_request()
+            if request is not None:
+                self.app.rpc.disconnect_later(self.sid, request)
         node.sessions.discard(self)
         streams = [stream for _presence_id, stream in self.core.presence.values()]
         node.backend.release_session(self.sid, None, streams, now=time.time())
@@ -361,6 +374,9 @@ class WebSocketSession(Session):
                 size = len(data) if isinstance(data, bytes) else len(data.encode())
                 self.app.metrics.inc("data_rcvd_total", size)
                 self.receive_message(data)
+                rpc = self.app.rpc
+                if self._delegated and rpc is not None and self.rpc is not None:
+                    await answer_delegated(rpc, self.rpc, self, self._delegated)
 
     async def _write(self, items: list[str | bytes]) -> None:
         for item in items:
