@@ -393,6 +393,8 @@ class CablewayApp:
         )
         if state is not None and core.identifiers is not None and core.state is SessionState.OPEN:
             state.identified(core.identifiers)
+            if isinstance(outcome, Restored) and snapshot is not None:
+                state.restore(core, snapshot)
         if isinstance(outcome, Restored):
             log.debug("restored sid=%s from=%s", sid, outcome.previous_sid)
         elif isinstance(outcome, Accepted):

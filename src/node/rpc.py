@@ -11,8 +11,10 @@ status, undecodable body).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
+from ..protocol.broker import SessionSnapshot
 from ..protocol.connection import CableConnection, SessionState
 from ..protocol.handshake import AuthPolicy
 from ..rpc.messages import (
@@ -105,6 +107,7 @@ class RpcSession:
             self.identifiers = answer.identifiers
             self.connected = self.interested = True
             core.accept_delegated(answer.identifiers)
+            self._save(core)
             for text in answer.transmissions:
                 core.transmit(text)
             return Status.SUCCESS
@@ -175,11 +178,45 @@ class RpcSession:
             self.cstate = merge_state(self.cstate, answer.env.cstate)
         else:  # a rejected subscribe: only its cstate and transmissions count
             self.cstate = merge_state(self.cstate, answer.env.cstate)
+        self._save(core)
         for text in answer.transmissions:
             core.transmit(text)
         if answer.disconnect:
             core.close_delegated(*CLOSE_COMMAND_FAILED)
         return answer.status
+
+    # -- snapshots (resumable sessions) ----------------------------------------------
+
+    def _save(self, core: CableConnection) -> None:
+        state = {
+            "cstate": self.cstate,
+            "istate": self.istate,
+            "channels": {identifier: sorted(s) for identifier, s in self.channels.items()},
+            "interested": self.interested,
+        }
+        core.delegated_state(tuple(self.channels), json.dumps(state, separators=(",", ":")))
+
+    def restore(self, core: CableConnection, snapshot: SessionSnapshot) -> None:
+        """A session restored from ``snapshot`` (no Connect, no Commands): its identifiers,
+        state and application channels (their streams re-added) come back."""
+        self.identifiers = snapshot.identifiers
+        self.connected = True
+        try:
+            state = json.loads(snapshot.app) if snapshot.app else {}
+            cstate = {str(k): str(v) for k, v in state.get("cstate", {}).items()}
+            istate = {
+                str(i): {str(k): str(v) for k, v in m.items()}
+                for i, m in state.get("istate", {}).items()
+            }
+            channels = {str(i): {str(x) for x in v} for i, v in state.get("channels", {}).items()}
+            interested = bool(state.get("interested", False))
+        except (ValueError, AttributeError, TypeError):
+            return  # an unreadable snapshot: the client re-subscribes
+        self.cstate, self.istate, self.interested = cstate, istate, interested
+        for identifier in snapshot.delegated:
+            streams = self.channels[identifier] = channels.get(identifier, set())
+            for stream in sorted(streams):
+                core.delegated_stream(identifier, stream, added=True)
 
     # -- Disconnect ------------------------------------------------------------------
 

@@ -160,6 +160,9 @@ class CableConnection:
             now + interval * (0.5 + ping_jitter) if interval > 0 else None
         )
         self._pong_deadline: float | None = None
+        #: the application's part of the snapshot (RPC): its channels and opaque state
+        self._delegated: tuple[str, ...] = ()
+        self._app_state = ""
         self._tokens = float(settings.limits.commands_burst)
         self._refilled_at = now
 
@@ -214,6 +217,10 @@ class CableConnection:
         if restored and self.settings.history:
             self._hold(restored)
             self._hold_deadline = now + HOLD_SECONDS
+        if self.settings.delegate:  # the application's channels come back too (RPC;
+            # not held: their history is not the server's to replay)
+            self._delegated, self._app_state = snapshot.delegated, snapshot.app
+            restored += snapshot.delegated
         self._send(messages.welcome(self.sid, restored_ids=restored))
         self._snapshot()
 
@@ -586,6 +593,13 @@ class CableConnection:
         self.state = SessionState.OPEN
         self._snapshot()
 
+    def delegated_state(self, identifiers: tuple[str, ...], state: str) -> None:
+        """The application's channels or state changed: kept in the snapshot (resumable
+        sessions) so a restored session gets them back without RPC."""
+        if (identifiers, state) != (self._delegated, self._app_state):
+            self._delegated, self._app_state = identifiers, state
+            self._snapshot()
+
     def transmit(self, text: str) -> None:
         """Send one message the application produced, verbatim (rpc.md §4.8)."""
         if self.state is not SessionState.CLOSED:
@@ -621,7 +635,12 @@ class CableConnection:
             return
         if self.state is not SessionState.OPEN or self.identifiers is None:
             return
-        snapshot = SessionSnapshot(self.identifiers, tuple(self.subscriptions.items()))
+        snapshot = SessionSnapshot(
+            self.identifiers,
+            tuple(self.subscriptions.items()),
+            delegated=self._delegated,
+            app=self._app_state,
+        )
         self._events.append(SessionChanged(self.sid, snapshot))
 
     def _drop_streams(self) -> None:

@@ -312,6 +312,8 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
     )
     if rpc_state is not None and core.identifiers is not None and core.state is SessionState.OPEN:
         rpc_state.identified(core.identifiers)
+        if isinstance(outcome, Restored) and snapshot is not None:
+            rpc_state.restore(core, snapshot)
     if isinstance(outcome, Restored):
         log.debug("restored sid=%s from=%s", sid, outcome.previous_sid)
     elif isinstance(outcome, Accepted):

@@ -279,3 +279,38 @@ def test_a_full_disconnect_queue_drops_rather_than_blocks() -> None:
     assert queue.enqueue("a", DisconnectRequest())
     assert queue.enqueue("b", DisconnectRequest())
     assert not queue.enqueue("c", DisconnectRequest())
+
+
+def test_a_resumable_sessions_snapshot_carries_the_app_channels_and_state() -> None:
+    from cableway.protocol.events import SessionChanged
+    from cableway.transport.redis_broker import _dump_snapshot, _load_snapshot
+
+    settings = SessionSettings(delegate=True, extended=True, resumable=True)
+    core = CableConnection(sid="s1", settings=settings, now=0.0)
+    state = RpcSession("s1", URL, dict(HEADERS))
+    answer = ConnectionResponse(
+        status=Status.SUCCESS, identifiers='{"u":1}', env=EnvResponse(cstate={"v": "1"})
+    )
+    state.apply_connect(core, answer)
+    request = state.command_request("subscribe", IDENT)
+    assert request is not None
+    state.apply_command(
+        core,
+        request,
+        CommandResponse(status=Status.SUCCESS, streams=["r"], env=EnvResponse(istate={"k": "x"})),
+    )
+    snapshots = [e.snapshot for e in core.events() if isinstance(e, SessionChanged)]
+    snapshot = snapshots[-1]
+    assert snapshot.delegated == (IDENT,)
+    assert _load_snapshot(_dump_snapshot(snapshot).encode()) == snapshot  # through Redis
+    # restored: no Connect; identifiers, state and streams come back
+    again = CableConnection(sid="s2", settings=settings, now=0.0)
+    again.restore(snapshot)
+    restored = RpcSession("s2", URL, dict(HEADERS))
+    restored.identified(snapshot.identifiers)
+    restored.restore(again, snapshot)
+    events = again.events()
+    assert '"restored_ids":["{\\"channel\\":\\"chat\\",\\"room\\":\\"42\\"}"]' in events[0].text  # type: ignore[union-attr]
+    assert StreamAdded(IDENT, "r") in events
+    assert (restored.cstate, restored.istate) == ({"v": "1"}, {IDENT: {"k": "x"}})
+    assert restored.disconnect_request() is not None

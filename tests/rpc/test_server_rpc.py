@@ -36,12 +36,14 @@ IDENT = '{"channel":"chat","room":"42"}'
 
 
 @asynccontextmanager
-async def chat_server(events: list[Any], *, key: str = KEY, **rpc: Any) -> AsyncIterator[Server]:
+async def chat_server(
+    events: list[Any], *, key: str = KEY, broker: str = "none", **rpc: Any
+) -> AsyncIterator[Server]:
     """The chat app under uvicorn and a Cableway server calling it."""
     holder = Holder()
     host = UvicornHost(holder)
     settings = RpcSettings(host=f"http://127.0.0.1:{host.port}/_anycable", key=key, **rpc)
-    async with running(config(rpc=settings)) as server:
+    async with running(config(rpc=settings, broker=broker)) as server:
         holder.app = make_app(
             events,
             settings=IntegrationSettings(
@@ -277,3 +279,34 @@ async def test_backend_gone_mid_session_fails_calls_without_closing_the_session(
         counts = server.metrics.snapshot()
         assert counts["rpc_error_total"] >= 1
         assert counts["rpc_retries_total"] >= 1
+
+
+async def test_a_restored_session_gets_its_app_channels_and_state_back_without_rpc() -> None:
+    events = Events()
+    ext = ["actioncable-v1-ext-json"]
+    async with chat_server(events, broker="memory") as server:
+        async with cable(server, "?user=alice", subprotocols=ext) as ws:
+            sid = (await recv_json(ws))["sid"]
+            await send(ws, "subscribe")
+            assert (await recv_json(ws))["type"] == "confirm_subscription"
+            await send(ws, "message", action="remember", message="kept")
+            await send(ws, "message", action="visit")
+            await send(ws, "message", action="recall")
+            assert (await recv_json(ws))["message"] == {"last": "kept", "visits": "2"}
+            [session] = server.node.sessions
+        with trio.fail_after(5):
+            await session.wait_closed()
+        calls = server.metrics.snapshot()["rpc_call_total"]
+        async with cable(server, f"?sid={sid}", subprotocols=ext) as ws:
+            welcome = await recv_json(ws)
+            assert welcome["restored"] is True
+            assert welcome["restored_ids"] == [IDENT]
+            # no Connect, no subscribe: the first call is the action
+            assert server.metrics.snapshot()["rpc_call_total"] == calls
+            await send(ws, "message", action="recall")
+            assert (await recv_json(ws))["message"] == {"last": "kept", "visits": "2"}
+            await send(ws, "message", action="speak", message="back")
+            got = [await recv_json(ws), await recv_json(ws)]
+            room = [m for m in got if m["message"] == {"message": "back", "from": "alice"}]
+            assert room[0]["stream_id"] == "room:42"  # the restored stream delivers
+        assert [e for e in events if e[0] == "connect"] == [events[0]]
