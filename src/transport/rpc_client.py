@@ -316,6 +316,9 @@ class DisconnectQueue:
         except trio.WouldBlock:
             log.error("Disconnect queue full: dropped the Disconnect call of sid=%s", sid)
             return False
+        except trio.ClosedResourceError:  # after shutdown's flush
+            log.warning("shutting down: no Disconnect call for sid=%s", sid)
+            return False
         self.size += 1
         return True
 

@@ -310,3 +310,39 @@ async def test_a_restored_session_gets_its_app_channels_and_state_back_without_r
             room = [m for m in got if m["message"] == {"message": "back", "from": "alice"}]
             assert room[0]["stream_id"] == "room:42"  # the restored stream delivers
         assert [e for e in events if e[0] == "connect"] == [events[0]]
+
+
+async def test_shutdown_runs_the_queued_disconnect_calls() -> None:
+    events = Events()
+    holder = Holder()
+    host = UvicornHost(holder)
+    settings = RpcSettings(
+        host=f"http://127.0.0.1:{host.port}/_anycable", key=KEY, disconnect_rate=1
+    )
+    holder.app = make_app(events).asgi()
+    await trio.to_thread.run_sync(host.start)
+    try:
+        async with trio.open_nursery() as nursery:
+            server: Server = await nursery.start(
+                lambda task_status: Server(config(rpc=settings)).run(task_status=task_status)
+            )
+            clients = []
+            for user in ("u1", "u2", "u3"):
+                ws = await stack_ws(nursery, server, user)
+                clients.append(ws)
+            server.shutdown()  # closes the sessions; at 1/s three calls would take 2 s more
+        for ws in clients:
+            await ws._stream.aclose()
+        for user in ("u1", "u2", "u3"):
+            assert ("disconnect", {"user": user}) in events
+    finally:
+        await trio.to_thread.run_sync(host.stop)
+
+
+async def stack_ws(nursery: trio.Nursery, server: Server, user: str) -> Any:
+    from trio_websocket import connect_websocket_url
+
+    url = f"ws://127.0.0.1:{server.main_port}/cable?user={user}"
+    ws = await connect_websocket_url(nursery, url, subprotocols=["actioncable-v1-json"])
+    assert (await recv_json(ws))["type"] == "welcome"
+    return ws
