@@ -1,0 +1,173 @@
+"""The option table: one :class:`~cableway.config.option.Option` per setting.
+
+Everything the user can set is declared here once, in :data:`OPTIONS` (accepted options) and
+:data:`REFUSED` (AnyCable options Cableway recognises but cannot honour yet). The readers
+(:mod:`.sources`), the rules (:mod:`.resolve`), the :class:`~cableway.config.Config` defaults
+(:mod:`.model`), ``--help``, ``--print-config`` and the docs table (:mod:`.render`) are all
+derived from these declarations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .option import Option, Refusal, declare
+from .options_running import RUNNING
+from .options_serving import OPEN_BROADCAST_PORT, SERVING
+from .parse import parse_bool, split_list
+
+__all__ = [
+    "ALL_BY_NAME",
+    "BROKER_SETTINGS",
+    "BY_FIELD",
+    "BY_NAME",
+    "NOT_YET",
+    "OPEN_BROADCAST_PORT",
+    "OPTIONS",
+    "REFUSED",
+    "aliases",
+    "all_options",
+    "field_default",
+    "refused_options",
+]
+
+OPTIONS: tuple[Option, ...] = SERVING + RUNNING
+
+
+def _never(_value: str) -> bool:
+    return False
+
+
+def _is_true(value: str) -> bool:
+    return parse_bool(value)
+
+
+def _no_unbuilt_adapter(value: str) -> bool:
+    return "nats" not in {item.lower() for item in split_list(value)}
+
+
+def _no_nats(value: str) -> bool:
+    return value.strip().lower() != "nats"
+
+
+def _no_unbuilt_broker(value: str) -> bool:
+    return value.strip().lower() != "nats"
+
+
+def _only_built_presets(value: str) -> bool:
+    return set(split_list(value.lower())) <= set(_BY_NAME["presets"].choices)
+
+
+NOT_YET = "not supported yet by Cableway"
+
+# Options Cableway recognises but refuses (with a ConfigError naming them) instead of silently
+# ignoring. When a feature lands, delete its row here and describe the option in OPTIONS.
+REFUSED: dict[str, Refusal] = {
+    "broadcast_adapter": Refusal(
+        "list",
+        f"the nats broadcast adapter is {NOT_YET}; use http, redis or redisx",
+        _no_unbuilt_adapter,
+        "`http`, `redis`, `redisx`",
+        default="http",
+    ),
+    "broker": Refusal(
+        "str",
+        f"the nats broker is {NOT_YET}; use --broker=memory (history in this "
+        "process), redis (history shared by nodes) or none",
+        _no_unbuilt_broker,
+        "`memory`, `redis`, `none`",
+        default="memory",
+    ),
+    "pubsub": Refusal(
+        "str",
+        f"NATS pub/sub is {NOT_YET}; use --pubsub=redis or none",
+        _no_nats,
+        "`none`, `redis`",
+        default="none",
+    ),
+    "rpc_host": Refusal(
+        "str",
+        "Cableway does not do RPC: it always runs RPC-less (JWT, signed streams, Turbo Streams); "
+        "remove this option",
+        _never,
+        "(none: any value is refused)",
+    ),
+    "norpc": Refusal(
+        "bool",
+        "Cableway does not do RPC: it always runs RPC-less, so --norpc=false cannot be honoured",
+        _is_true,
+        "`true`",
+        default="true",
+    ),
+    "presets": Refusal(
+        "list",
+        f"presets other than broker and none (fly, heroku) are {NOT_YET}",
+        _only_built_presets,
+        "`broker`, `none`",
+        default="none",
+    ),
+    "ssl_cert": Refusal(
+        "str",
+        f"TLS is {NOT_YET}; terminate TLS in a proxy in front of Cableway",
+        _never,
+        "(none: any value is refused)",
+    ),
+    "ssl_key": Refusal(
+        "str",
+        f"TLS is {NOT_YET}; terminate TLS in a proxy in front of Cableway",
+        _never,
+        "(none: any value is refused)",
+    ),
+}
+
+
+# -- indexes derived from the tables ---------------------------------------------------------
+
+BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+_BY_NAME = BY_NAME
+
+
+def refused_options() -> tuple[Option, ...]:
+    """Options that exist only in :data:`REFUSED`, described like accepted ones."""
+    return tuple(
+        declare(
+            name,
+            refusal.kind,
+            None,
+            refusal.reason,
+            "Not supported yet",
+            field=None,
+            shown=refusal.default,
+        )
+        for name, refusal in REFUSED.items()
+        if name not in BY_NAME
+    )
+
+
+def all_options() -> tuple[Option, ...]:
+    """Every flag the parser knows: accepted options, then refused-only ones."""
+    return OPTIONS + refused_options()
+
+
+ALL_BY_NAME: dict[str, Option] = {option.name: option for option in all_options()}
+
+#: The option that fills each Config field.
+BY_FIELD: dict[str, Option] = {option.field: option for option in OPTIONS if option.field}
+
+
+#: The settings of the [broker] section that only matter with a broker (not --broker=none).
+BROKER_SETTINGS: tuple[str, ...] = tuple(
+    option.name
+    for option in OPTIONS
+    if option.toml is not None and option.toml[0] == "broker" and option.name != "broker"
+)
+
+
+def aliases(name: str) -> tuple[str, ...]:
+    """``name`` and its deprecated old names, in the order a tie between them is decided."""
+    return (name, *(option.name for option in OPTIONS if option.replaced_by == name))
+
+
+def field_default(field: str) -> Any:
+    """The default of Config field ``field``: its option's value."""
+    return BY_FIELD[field].value
