@@ -109,6 +109,7 @@ class Option:
     positive: bool = False
     choices: tuple[str, ...] = ()
     pattern: bool = False  # an endpoint path: literal, or a routing pattern (/a/{b}/*)
+    in_file: bool = True  # False: only on the command line or in the environment
     note: str = ""  # shown after the default: "0 (unlimited)"
     shown: str | None = None  # the default as shown, when not the typed default's text
     replaced_by: str | None = None  # deprecated alias of this option
@@ -164,6 +165,7 @@ def declare(
     positive: bool = False,
     choices: tuple[str, ...] = (),
     pattern: bool = False,
+    in_file: bool = True,
     note: str = "",
     shown: str | None = None,
     replaced_by: str | None = None,
@@ -191,6 +193,7 @@ def declare(
         positive=positive,
         choices=choices,
         pattern=pattern,
+        in_file=in_file,
         note=note,
         shown=shown,
         replaced_by=replaced_by,

@@ -307,6 +307,7 @@ RUNNING: tuple[Option, ...] = (
         CONFIG_FILE,
         shown="auto",
         field=None,
+        in_file=False,
     ),
     _option(
         "ignore-config-path",
@@ -316,6 +317,7 @@ RUNNING: tuple[Option, ...] = (
         CONFIG_FILE,
         env=(),
         field=None,
+        in_file=False,
     ),
     _option(
         "print-config",
@@ -326,6 +328,7 @@ RUNNING: tuple[Option, ...] = (
         CONFIG_FILE,
         env=(),
         field=None,
+        in_file=False,
     ),
     _option(
         "jwt_id_key",

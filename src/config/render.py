@@ -16,6 +16,7 @@ from .options import ALL_BY_NAME, BROKER_SETTINGS, BY_FIELD, OPTIONS, REFUSED
 
 __all__ = [
     "config_toml",
+    "file_key",
     "help_entry",
     "options_help",
     "options_markdown",
@@ -158,19 +159,29 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def file_key(option: Option) -> str | None:
+    """How a configuration file sets ``option``: its AnyCable-Go 1.6 key (``[server] port``),
+    else the flat key named like it (Cableway's own options); None when no file may."""
+    if not option.in_file:
+        return None
+    return option.file_key if option.toml is None else anycable.label(option.toml)
+
+
 def options_markdown() -> str:
     """The generated part of docs/configuration.md (kept in sync by a test)."""
     out: list[str] = []
     for section, options in _sections().items():
-        out += [f"### {section}", "", "| Flag | Environment | Default | Meaning |"]
-        out.append("|---|---|---|---|")
+        out += [f"### {section}", "", "| Flag | Environment | File key | Default | Meaning |"]
+        out.append("|---|---|---|---|---|")
         for option in options:
             env = ", ".join(f"`{name}`" for name in option.env) or "(none)"
+            key = file_key(option)
             meaning = option.help
             if option.replaced_by is not None:
                 meaning = f"**deprecated**: {meaning}"
             out.append(
-                f"| `{option.flag}` | {env} | `{_cell(option.default)}` | {_cell(meaning)} |"
+                f"| `{option.flag}` | {env} | {'(none)' if key is None else f'`{key}`'} "
+                f"| `{_cell(option.default)}` | {_cell(meaning)} |"
             )
         out.append("")
     out += [

@@ -90,10 +90,6 @@ def from_environment(env: Mapping[str, str]) -> dict[str, Raw]:
     return values
 
 
-#: Options that only make sense on the command line or in the environment.
-_NOT_IN_FILE = frozenset({"config-path", "ignore-config-path", "print-config"})
-
-
 def file_key(name: str) -> str:
     """Option ``name`` as a configuration-file key: ``health-path`` -> ``health_path``."""
     return name.replace("-", "_")
@@ -208,7 +204,7 @@ class _FileReader:
 
     def flat_key(self, key: str, value: object) -> None:
         option = self.flat.get(file_key(key)) or self.flat.get(file_key(key).lower())
-        if option is not None and option.name in _NOT_IN_FILE:
+        if option is not None and not option.in_file:
             raise ConfigError(
                 f"{key} in {self.file_name}: {option.flag} is a command-line option, not a "
                 "configuration file setting"
