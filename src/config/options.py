@@ -1,15 +1,14 @@
 """The option table: one :class:`~cableway.config.option.Option` per setting.
 
-Everything the user can set is declared here once, in :data:`OPTIONS` (accepted options) and
-:data:`REFUSED` (AnyCable options Cableway recognises but cannot honour yet). The readers
+Everything the user can set is declared once: :data:`OPTIONS` (accepted options, declared in
+:mod:`.options_serving` and :mod:`.options_running`) and :data:`REFUSED` (AnyCable options
+Cableway recognises but cannot honour yet). The readers
 (:mod:`.sources`), the rules (:mod:`.resolve`), the :class:`~cableway.config.Config` defaults
 (:mod:`.model`), ``--help``, ``--print-config`` and the docs table (:mod:`.render`) are all
 derived from these declarations.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from .option import Option, Refusal, declare
 from .options_running import RUNNING
@@ -27,7 +26,6 @@ __all__ = [
     "REFUSED",
     "aliases",
     "all_options",
-    "field_default",
     "refused_options",
 ]
 
@@ -55,7 +53,7 @@ def _no_unbuilt_broker(value: str) -> bool:
 
 
 def _only_built_presets(value: str) -> bool:
-    return set(split_list(value.lower())) <= set(_BY_NAME["presets"].choices)
+    return set(split_list(value.lower())) <= set(BY_NAME["presets"].choices)
 
 
 NOT_YET = "not supported yet by Cableway"
@@ -124,7 +122,6 @@ REFUSED: dict[str, Refusal] = {
 # -- indexes derived from the tables ---------------------------------------------------------
 
 BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
-_BY_NAME = BY_NAME
 
 
 def refused_options() -> tuple[Option, ...]:
@@ -166,8 +163,3 @@ BROKER_SETTINGS: tuple[str, ...] = tuple(
 def aliases(name: str) -> tuple[str, ...]:
     """``name`` and its deprecated old names, in the order a tie between them is decided."""
     return (name, *(option.name for option in OPTIONS if option.replaced_by == name))
-
-
-def field_default(field: str) -> Any:
-    """The default of Config field ``field``: its option's value."""
-    return BY_FIELD[field].value

@@ -18,11 +18,8 @@ from .option import (
 )
 from .parse import broker_key
 
-_option = declare
-
-
 RUNNING: tuple[Option, ...] = (
-    _option(
+    declare(
         "broker",
         "str",
         "memory",
@@ -34,7 +31,7 @@ RUNNING: tuple[Option, ...] = (
         toml_convert=broker_key,
         choices=("memory", "redis", "none"),
     ),
-    _option(
+    declare(
         "presets",
         "list",
         (),
@@ -45,7 +42,7 @@ RUNNING: tuple[Option, ...] = (
         field=None,
         choices=("broker", "none"),
     ),
-    _option(
+    declare(
         "history_limit",
         "int",
         100,
@@ -53,7 +50,7 @@ RUNNING: tuple[Option, ...] = (
         BROKER,
         toml=("broker", "history_limit"),
     ),
-    _option(
+    declare(
         "history_ttl",
         "float",
         300.0,
@@ -62,7 +59,7 @@ RUNNING: tuple[Option, ...] = (
         toml=("broker", "history_ttl"),
         positive=True,
     ),
-    _option(
+    declare(
         "sessions_ttl",
         "float",
         300.0,
@@ -70,7 +67,7 @@ RUNNING: tuple[Option, ...] = (
         BROKER,
         toml=("broker", "sessions_ttl"),
     ),
-    _option(
+    declare(
         "presence_ttl",
         "float",
         15.0,
@@ -79,7 +76,7 @@ RUNNING: tuple[Option, ...] = (
         toml=("broker", "presence_ttl"),
         positive=True,
     ),
-    _option(
+    declare(
         "ping_interval",
         "float",
         3.0,
@@ -88,7 +85,7 @@ RUNNING: tuple[Option, ...] = (
         toml=("app", "ping_interval"),
         positive=True,
     ),
-    _option(
+    declare(
         "ping_timestamp_precision",
         "str",
         "s",
@@ -97,7 +94,7 @@ RUNNING: tuple[Option, ...] = (
         toml=("app", "ping_timestamp_precision"),
         choices=("s", "ms", "ns"),
     ),
-    _option(
+    declare(
         "pong_timeout",
         "float",
         0.0,
@@ -107,7 +104,7 @@ RUNNING: tuple[Option, ...] = (
         toml=("app", "pong_timeout"),
         note="off",
     ),
-    _option(
+    declare(
         "max_message_size",
         "int",
         65536,
@@ -115,7 +112,7 @@ RUNNING: tuple[Option, ...] = (
         WEBSOCKET,
         toml=("ws", "max_message_size"),
     ),
-    _option(
+    declare(
         "ws_write_timeout",
         "float",
         2.0,
@@ -124,7 +121,7 @@ RUNNING: tuple[Option, ...] = (
         toml=("ws", "write_timeout"),
         positive=True,
     ),
-    _option(
+    declare(
         "ws_max_pending_size",
         "int",
         1048576,
@@ -133,7 +130,7 @@ RUNNING: tuple[Option, ...] = (
         env=(),
         toml=("ws", "max_pending_size"),
     ),
-    _option(
+    declare(
         "enable_native_pings",
         "bool",
         False,
@@ -141,7 +138,7 @@ RUNNING: tuple[Option, ...] = (
         WEBSOCKET,
         toml=("app", "enable_native_ping"),
     ),
-    _option(
+    declare(
         "sse",
         "bool",
         True,
@@ -149,7 +146,7 @@ RUNNING: tuple[Option, ...] = (
         SSE,
         toml=("sse", "enabled"),
     ),
-    _option(
+    declare(
         "sse_path",
         "str",
         "/events",
@@ -158,21 +155,21 @@ RUNNING: tuple[Option, ...] = (
         toml=("sse", "path"),
         pattern=True,
     ),
-    _option(
+    declare(
         "max_subscriptions",
         "int",
         128,
         "subscriptions one connection may hold; further subscribes are rejected",
         LIMITS,
     ),
-    _option(
+    declare(
         "max_identifier_size",
         "int",
         8192,
         "largest channel identifier (and signed stream name) accepted, in bytes",
         LIMITS,
     ),
-    _option(
+    declare(
         "commands_rate",
         "float",
         100.0,
@@ -180,14 +177,14 @@ RUNNING: tuple[Option, ...] = (
         "0 = unlimited",
         LIMITS,
     ),
-    _option(
+    declare(
         "commands_burst",
         "int",
         200,
         "commands one connection may send in a burst (token bucket size)",
         LIMITS,
     ),
-    _option(
+    declare(
         "handshake_timeout",
         "float",
         5.0,
@@ -195,21 +192,21 @@ RUNNING: tuple[Option, ...] = (
         LIMITS,
         positive=True,
     ),
-    _option(
+    declare(
         "max_header_size",
         "int",
         16384,
         "largest HTTP request head (request line and headers), in bytes; larger gets 431",
         LIMITS,
     ),
-    _option(
+    declare(
         "max_broadcast_body",
         "int",
         1048576,
         "largest HTTP broadcast request body, in bytes; larger gets 413",
         LIMITS,
     ),
-    _option(
+    declare(
         "max_bodies_in_flight",
         "int",
         67108864,
@@ -217,7 +214,7 @@ RUNNING: tuple[Option, ...] = (
         "(both ports); past it 503 with Retry-After",
         LIMITS,
     ),
-    _option(
+    declare(
         "log_level",
         "str",
         "info",
@@ -226,7 +223,7 @@ RUNNING: tuple[Option, ...] = (
         toml=("logging", "level"),
         choices=("debug", "info", "warn", "error"),
     ),
-    _option(
+    declare(
         "log_format",
         "str",
         "text",
@@ -235,7 +232,7 @@ RUNNING: tuple[Option, ...] = (
         toml=("logging", "format"),
         choices=("text", "json"),
     ),
-    _option(
+    declare(
         "debug",
         "bool",
         False,
@@ -244,7 +241,7 @@ RUNNING: tuple[Option, ...] = (
         toml=("logging", "debug"),
         field=None,
     ),
-    _option(
+    declare(
         "metrics_http",
         "str",
         None,
@@ -253,7 +250,7 @@ RUNNING: tuple[Option, ...] = (
         toml=("metrics", "http_path"),
         note="off",
     ),
-    _option(
+    declare(
         "metrics_host",
         "str",
         None,
@@ -262,7 +259,7 @@ RUNNING: tuple[Option, ...] = (
         toml=("metrics", "host"),
         shown="--host",
     ),
-    _option(
+    declare(
         "metrics_port",
         "int",
         0,
@@ -273,7 +270,7 @@ RUNNING: tuple[Option, ...] = (
         high=65535,
         note="the main port",
     ),
-    _option(
+    declare(
         "metrics_log",
         "bool",
         False,
@@ -281,7 +278,7 @@ RUNNING: tuple[Option, ...] = (
         METRICS,
         toml=("metrics", "log"),
     ),
-    _option(
+    declare(
         "metrics_rotate_interval",
         "float",
         15.0,
@@ -290,7 +287,7 @@ RUNNING: tuple[Option, ...] = (
         toml=("metrics", "rotate_interval"),
         positive=True,
     ),
-    _option(
+    declare(
         "metrics_tags",
         "list",
         (),
@@ -298,7 +295,7 @@ RUNNING: tuple[Option, ...] = (
         METRICS,
         toml=("metrics", "tags"),
     ),
-    _option(
+    declare(
         "config-path",
         "str",
         None,
@@ -309,7 +306,7 @@ RUNNING: tuple[Option, ...] = (
         field=None,
         in_file=False,
     ),
-    _option(
+    declare(
         "ignore-config-path",
         "bool",
         False,
@@ -319,7 +316,7 @@ RUNNING: tuple[Option, ...] = (
         field=None,
         in_file=False,
     ),
-    _option(
+    declare(
         "print-config",
         "bool",
         False,
@@ -330,7 +327,7 @@ RUNNING: tuple[Option, ...] = (
         field=None,
         in_file=False,
     ),
-    _option(
+    declare(
         "jwt_id_key",
         "secret",
         None,
@@ -339,7 +336,7 @@ RUNNING: tuple[Option, ...] = (
         replaced_by="jwt_secret",
         field=None,
     ),
-    _option(
+    declare(
         "jwt_id_param",
         "str",
         None,
@@ -348,7 +345,7 @@ RUNNING: tuple[Option, ...] = (
         replaced_by="jwt_param",
         field=None,
     ),
-    _option(
+    declare(
         "jwt_id_enforce",
         "bool",
         False,
@@ -357,7 +354,7 @@ RUNNING: tuple[Option, ...] = (
         replaced_by="enforce_jwt",
         field=None,
     ),
-    _option(
+    declare(
         "turbo_rails_key",
         "secret",
         None,

@@ -6,14 +6,11 @@ from __future__ import annotations
 from .option import AUTH, BROADCAST, SERVER, STREAMS, Option, declare
 from .parse import rpc_implementation_key, unset_if_empty
 
-_option = declare
-
-
 #: The HTTP broadcast port when it is not the main one (no broadcast key; AnyCable's default).
 OPEN_BROADCAST_PORT = 8090
 
 SERVING: tuple[Option, ...] = (
-    _option(
+    declare(
         "host",
         "str",
         "localhost",
@@ -21,7 +18,7 @@ SERVING: tuple[Option, ...] = (
         SERVER,
         toml=("server", "host"),
     ),
-    _option(
+    declare(
         "port",
         "int",
         8080,
@@ -31,7 +28,7 @@ SERVING: tuple[Option, ...] = (
         toml=("server", "port"),
         high=65535,
     ),
-    _option(
+    declare(
         "path",
         "list",
         ("/cable",),
@@ -40,7 +37,7 @@ SERVING: tuple[Option, ...] = (
         SERVER,
         toml=("ws", "paths"),
     ),
-    _option(
+    declare(
         "health-path",
         "str",
         "/health",
@@ -49,7 +46,7 @@ SERVING: tuple[Option, ...] = (
         toml=("server", "health_path"),
         pattern=True,
     ),
-    _option(
+    declare(
         "demo",
         "bool",
         False,
@@ -58,7 +55,7 @@ SERVING: tuple[Option, ...] = (
         "unless --host is not a loopback address (docs/demo.md)",
         SERVER,
     ),
-    _option(
+    declare(
         "noauth",
         "bool",
         False,
@@ -66,7 +63,7 @@ SERVING: tuple[Option, ...] = (
         SERVER,
         toml=("noauth",),
     ),
-    _option(
+    declare(
         "public",
         "bool",
         False,
@@ -75,7 +72,7 @@ SERVING: tuple[Option, ...] = (
         SERVER,
         toml=("public",),
     ),
-    _option(
+    declare(
         "norpc",
         "bool",
         True,
@@ -86,7 +83,7 @@ SERVING: tuple[Option, ...] = (
         note="always",
         field=None,
     ),
-    _option(
+    declare(
         "allowed_origins",
         "list",
         (),
@@ -98,7 +95,7 @@ SERVING: tuple[Option, ...] = (
         toml_convert=unset_if_empty,
         note="every origin",
     ),
-    _option(
+    declare(
         "max-conn",
         "int",
         0,
@@ -108,7 +105,7 @@ SERVING: tuple[Option, ...] = (
         low=0,
         note="unlimited",
     ),
-    _option(
+    declare(
         "shutdown_timeout",
         "float",
         30.0,
@@ -116,7 +113,7 @@ SERVING: tuple[Option, ...] = (
         SERVER,
         toml=("app", "shutdown_timeout"),
     ),
-    _option(
+    declare(
         "shutdown_delay",
         "float",
         0.0,
@@ -125,7 +122,7 @@ SERVING: tuple[Option, ...] = (
         SERVER,
         toml=("app", "shutdown_delay"),
     ),
-    _option(
+    declare(
         "secret",
         "secret",
         None,
@@ -133,7 +130,7 @@ SERVING: tuple[Option, ...] = (
         AUTH,
         toml=("secret",),
     ),
-    _option(
+    declare(
         "jwt_secret",
         "secret",
         None,
@@ -142,7 +139,7 @@ SERVING: tuple[Option, ...] = (
         toml=("jwt", "secret"),
         shown="--secret",
     ),
-    _option(
+    declare(
         "jwt_param",
         "str",
         "jid",
@@ -150,7 +147,7 @@ SERVING: tuple[Option, ...] = (
         AUTH,
         toml=("jwt", "param"),
     ),
-    _option(
+    declare(
         "enforce_jwt",
         "bool",
         False,
@@ -158,7 +155,7 @@ SERVING: tuple[Option, ...] = (
         AUTH,
         toml=("jwt", "force"),
     ),
-    _option(
+    declare(
         "streams_secret",
         "secret",
         None,
@@ -167,7 +164,7 @@ SERVING: tuple[Option, ...] = (
         toml=("streams", "secret"),
         shown="--secret",
     ),
-    _option(
+    declare(
         "public_streams",
         "bool",
         False,
@@ -175,7 +172,7 @@ SERVING: tuple[Option, ...] = (
         STREAMS,
         toml=("streams", "public"),
     ),
-    _option(
+    declare(
         "turbo_streams",
         "bool",
         False,
@@ -183,7 +180,7 @@ SERVING: tuple[Option, ...] = (
         STREAMS,
         toml=("streams", "turbo"),
     ),
-    _option(
+    declare(
         "turbo_streams_secret",
         "secret",
         None,
@@ -192,7 +189,7 @@ SERVING: tuple[Option, ...] = (
         toml=("streams", "turbo_secret"),
         shown="streams secret",
     ),
-    _option(
+    declare(
         "turbo_rails_cleartext",
         "bool",
         False,
@@ -200,7 +197,7 @@ SERVING: tuple[Option, ...] = (
         "signed_stream_name is taken as the plain stream name (implies --turbo_streams)",
         STREAMS,
     ),
-    _option(
+    declare(
         "streams_whisper",
         "bool",
         False,
@@ -208,7 +205,7 @@ SERVING: tuple[Option, ...] = (
         STREAMS,
         toml=("streams", "whisper"),
     ),
-    _option(
+    declare(
         "streams_presence",
         "bool",
         True,
@@ -216,7 +213,7 @@ SERVING: tuple[Option, ...] = (
         STREAMS,
         toml=("streams", "presence"),
     ),
-    _option(
+    declare(
         "broadcast_adapter",
         "list",
         ("http",),
@@ -229,7 +226,7 @@ SERVING: tuple[Option, ...] = (
         field="broadcast_adapters",
         choices=("http", "redis", "redisx", "nats"),
     ),
-    _option(
+    declare(
         "broadcast_key",
         "secret",
         None,
@@ -239,7 +236,7 @@ SERVING: tuple[Option, ...] = (
         toml=("broadcast_key",),
         shown="derived from --secret",
     ),
-    _option(
+    declare(
         "http_broadcast_port",
         "int",
         0,
@@ -251,7 +248,7 @@ SERVING: tuple[Option, ...] = (
         high=65535,
         note="auto",
     ),
-    _option(
+    declare(
         "http_broadcast_path",
         "str",
         "/_broadcast",
@@ -260,7 +257,7 @@ SERVING: tuple[Option, ...] = (
         toml=("http_broadcast", "path"),
         pattern=True,
     ),
-    _option(
+    declare(
         "pubsub",
         "str",
         "none",
@@ -272,7 +269,7 @@ SERVING: tuple[Option, ...] = (
         note="redis with redisx",
         choices=("none", "redis"),
     ),
-    _option(
+    declare(
         "redis_url",
         "str",
         "redis://localhost:6379",
@@ -282,7 +279,7 @@ SERVING: tuple[Option, ...] = (
         env=("ANYCABLE_REDIS_URL", "REDIS_URL"),
         toml=("redis", "url"),
     ),
-    _option(
+    declare(
         "redis_channel",
         "str",
         "__anycable__",
@@ -290,7 +287,7 @@ SERVING: tuple[Option, ...] = (
         BROADCAST,
         toml=("redis_pubsub_broadcast", "channel"),
     ),
-    _option(
+    declare(
         "redisx_stream",
         "str",
         "__anycable__",
