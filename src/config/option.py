@@ -87,11 +87,11 @@ class Option:
 
     ``value`` is the typed value used when no source sets the option (``None`` = unset); it
     is also the :class:`~cableway.config.Config` field's default. ``default`` is how
-    ``--help`` and the docs show it. ``low``/``high`` bound
-    an ``int``; ``positive`` says a ``float`` must be more than zero (else zero or more);
-    ``choices`` lists a ``str``'s (or a ``list``'s items') accepted values. ``toml`` is the
-    AnyCable-Go 1.6 key path (``("server", "port")``, ``("secret",)``), ``None`` for
-    Cableway's own options, which the file spells as flat keys named like the option.
+    ``--help`` and the docs show it. ``low``/``high`` bound an ``int``; ``positive`` says a
+    ``float`` must be more than zero (else zero or more); ``choices`` lists a ``str``'s (or a
+    ``list``'s items') accepted values. ``toml`` is the AnyCable-Go 1.6 key path
+    (``("server", "port")``, ``("secret",)``), ``None`` for Cableway's own options, which the
+    file spells as flat keys named like the option.
     """
 
     name: str  # as spelled on the command line, without the leading "--"
@@ -171,7 +171,10 @@ def declare(
     replaced_by: str | None = None,
 ) -> Option:
     """An :class:`Option` with the usual derivations: the environment variable from the
-    name, the Config field named like the option, string file keys read ``""`` as unset."""
+    name, the Config field named like the option (none for a deprecated alias), string file
+    keys read ``""`` as unset."""
+    if replaced_by is not None:
+        field = None
     if toml is not None and toml_convert is None:
         toml_convert = unset_if_empty if kind in ("str", "secret") else keep
     return Option(
@@ -183,11 +186,7 @@ def declare(
         env=(env_name(name),) if env is None else env,
         toml=toml,
         toml_convert=toml_convert,
-        field=None
-        if replaced_by is not None
-        else name.replace("-", "_")
-        if field == _DERIVED
-        else field,
+        field=name.replace("-", "_") if field == _DERIVED else field,
         low=low,
         high=high,
         positive=positive,

@@ -62,7 +62,7 @@ def config_toml(config: Config) -> str:
     """The effective configuration as a TOML file (``--print-config``), secrets redacted.
 
     The layout is AnyCable-Go 1.6's (top-level keys, then ``[server]``, ``[logging]``, ...
-    with its key names, :mod:`cableway.anycable_toml`), so the file (with real secrets put
+    with its key names, :mod:`cableway.config.anycable`), so the file (with real secrets put
     back) loads in Cableway and in AnyCable-Go. Cableway's own options come as flat
     top-level keys, which AnyCable-Go ignores. Unset values are written as comments.
     """

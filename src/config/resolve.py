@@ -2,9 +2,10 @@
 
 A field with no rule beyond its declaration (type, range, choices) is read straight from it
 (:meth:`Values.get`). The rules between options live in one small function per concern
-(secrets, identification, Turbo Streams, listeners, broadcasting, logging, origins, the broker,
-SSE, Redis, metrics); each takes the :class:`Values` and a list to append warnings to, and
-returns the Config fields it decides. :func:`load_config_with_warnings` runs them in order.
+(public mode, secrets, JWT enforcement, Turbo Streams, broadcasting, listeners, log level,
+origins, metrics, the broker, SSE, Redis); each takes the :class:`Values`, where needed a
+list to append warnings to and the fields decided before it, and returns the Config fields
+it decides. :func:`resolve` runs them in order.
 """
 
 from __future__ import annotations
@@ -39,10 +40,9 @@ def file_options(argv: Sequence[str], env: Mapping[str, str]) -> FileOptions:
     values = from_environment(env)
     values.update(from_command_line(argv))
     get = Values(values)
+    given = get.given("config-path") is not None
     return FileOptions(
-        config_path=None
-        if get.given("config-path") is None
-        else get.string("config-path", default=""),
+        config_path=get.string("config-path", default="") if given else None,
         ignore_config_path=get.get("ignore-config-path"),
         print_config=get.get("print-config"),
     )

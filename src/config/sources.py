@@ -131,7 +131,7 @@ def from_file(values: Mapping[str, object], file_name: str) -> tuple[dict[str, R
     """The options a parsed configuration file sets, and warnings about it.
 
     The file may be in AnyCable-Go 1.6's layout (top-level keys and sections such as
-    ``[server]``, :mod:`cableway.anycable_toml`; names ignore case, as there) and may also
+    ``[server]``, :mod:`cableway.config.anycable`; names ignore case, as there) and may also
     hold flat keys named like the options (``port = 8080``, Cableway's extension, also how
     Cableway's own options are written). AnyCable-Go keys that ask for nothing Cableway does
     are accepted; keys of AnyCable-Go features Cableway lacks are refused unless idle; keys
