@@ -136,14 +136,16 @@ class Option:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """An AnyCable option (or some of its values) that Cableway cannot honour yet."""
+    """An AnyCable option (or some of its values) that Cableway cannot honour yet.
 
-    kind: Kind
+    ``accepted`` describes the values that are fine, for ``--help`` and the docs; when empty
+    it is derived: the option's declared choices that ``accepts`` lets through.
+    """
+
+    kind: Kind  # for an option that exists only as a refusal
     reason: str
     accepts: Callable[[str], bool]  # True for the values that are fine (raises ValueError if bad)
-    accepted: str  # the values that are fine, for --help and the docs
-    default: str = "unset"
-    help: str = ""
+    accepted: str = ""
 
 
 _DERIVED = "derived"

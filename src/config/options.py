@@ -65,23 +65,17 @@ REFUSED: dict[str, Refusal] = {
         "list",
         f"the nats broadcast adapter is {NOT_YET}; use http, redis or redisx",
         _no_unbuilt_adapter,
-        "`http`, `redis`, `redisx`",
-        default="http",
     ),
     "broker": Refusal(
         "str",
         f"the nats broker is {NOT_YET}; use --broker=memory (history in this "
         "process), redis (history shared by nodes) or none",
         _no_unbuilt_broker,
-        "`memory`, `redis`, `none`",
-        default="memory",
     ),
     "pubsub": Refusal(
         "str",
         f"NATS pub/sub is {NOT_YET}; use --pubsub=redis or none",
         _no_nats,
-        "`none`, `redis`",
-        default="none",
     ),
     "rpc_host": Refusal(
         "str",
@@ -94,15 +88,11 @@ REFUSED: dict[str, Refusal] = {
         "bool",
         "Cableway does not do RPC: it always runs RPC-less, so --norpc=false cannot be honoured",
         _is_true,
-        "`true`",
-        default="true",
     ),
     "presets": Refusal(
         "list",
         f"presets other than broker and none (fly, heroku) are {NOT_YET}",
         _only_built_presets,
-        "`broker`, `none`",
-        default="none",
     ),
     "ssl_cert": Refusal(
         "str",
@@ -134,7 +124,7 @@ def refused_options() -> tuple[Option, ...]:
             refusal.reason,
             "Not supported yet",
             field=None,
-            shown=refusal.default,
+            shown="unset",
         )
         for name, refusal in REFUSED.items()
         if name not in BY_NAME

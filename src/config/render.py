@@ -15,6 +15,7 @@ from .option import Option
 from .options import ALL_BY_NAME, BROKER_SETTINGS, BY_FIELD, OPTIONS, REFUSED
 
 __all__ = [
+    "accepted_values",
     "config_toml",
     "file_key",
     "help_entry",
@@ -136,6 +137,16 @@ def _env_text(option: Option) -> str:
     return ", ".join(option.env) if option.env else "(none)"
 
 
+def accepted_values(name: str) -> str:
+    """The values refused option ``name`` accepts, as the docs list them (```http`, `redis```)."""
+    refusal = REFUSED[name]
+    if refusal.accepted:
+        return refusal.accepted
+    option = ALL_BY_NAME[name]
+    choices = ("true", "false") if option.kind == "bool" else option.choices
+    return ", ".join(f"`{choice}`" for choice in choices if refusal.accepts(choice))
+
+
 def options_help() -> list[str]:
     """The lines of ``--help`` that describe the options: every option with its environment
     variable and default, by section, then the refused AnyCable options."""
@@ -150,7 +161,7 @@ def options_help() -> list[str]:
     out += ["", "Recognised AnyCable options that Cableway refuses (exit status 2):"]
     for name, refusal in REFUSED.items():
         env = _env_text(ALL_BY_NAME[name])
-        accepted = refusal.accepted.replace("`", "")
+        accepted = accepted_values(name).replace("`", "")
         out += help_entry(f"--{name}", [refusal.reason, f"env: {env}; accepted values: {accepted}"])
     return out
 
@@ -195,5 +206,5 @@ def options_markdown() -> str:
     ]
     for name, refusal in REFUSED.items():
         env = ", ".join(f"`{variable}`" for variable in ALL_BY_NAME[name].env)
-        out.append(f"| `--{name}` | {env} | {refusal.accepted} | {_cell(refusal.reason)} |")
+        out.append(f"| `--{name}` | {env} | {accepted_values(name)} | {_cell(refusal.reason)} |")
     return "\n".join(out) + "\n"
