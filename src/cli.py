@@ -23,6 +23,7 @@ from typing import NoReturn
 
 from . import __version__
 from .config import (
+    DEFAULT_CONFIG_PATHS,
     Config,
     ConfigError,
     StartupError,
@@ -43,12 +44,12 @@ log = logging.getLogger("cableway")
 USAGE = """\
 usage: cableway [serve] [options]
        cableway {sign,token,broadcast,check} ...  (see cableway COMMAND --help)"""
-INTRO = """\
+INTRO = f"""\
 Cableway: an AnyCable-compatible real-time server (Action Cable protocol and Hotwire Turbo
 Streams) on trio. `cableway` and `cableway serve` are the same command.
 
 Every option can also be set with the environment variable shown, or in a TOML configuration
-file (./anycable.toml, /etc/anycable/anycable.toml or --config-path): AnyCable-Go 1.6's layout
+file ({", ".join(DEFAULT_CONFIG_PATHS)} or --config-path): AnyCable-Go 1.6's layout
 ([server] port = 8080; see docs/configuration.md), or flat keys named like the options
 (port = 8080). Flags win over the environment, which wins over the file; an empty
 variable counts as unset. Boolean flags take no value (--noauth) or an explicit one

@@ -18,6 +18,9 @@ from .option import (
 )
 from .parse import broker_key
 
+#: Where the configuration file is looked for when no --config-path is given, in order.
+DEFAULT_CONFIG_PATHS = ("./anycable.toml", "/etc/anycable/anycable.toml")
+
 RUNNING: tuple[Option, ...] = (
     declare(
         "broker",
@@ -299,8 +302,8 @@ RUNNING: tuple[Option, ...] = (
         "config-path",
         "str",
         None,
-        "TOML configuration file to read; by default ./anycable.toml, else "
-        "/etc/anycable/anycable.toml, if present (environment and flags win over it)",
+        f"TOML configuration file to read; by default {DEFAULT_CONFIG_PATHS[0]}, else "
+        f"{DEFAULT_CONFIG_PATHS[1]}, if present (environment and flags win over it)",
         CONFIG_FILE,
         shown="auto",
         field=None,

@@ -20,6 +20,7 @@ from . import anycable
 from .errors import ConfigError
 from .option import Kind, Option
 from .options import ALL_BY_NAME, all_options
+from .options_running import DEFAULT_CONFIG_PATHS
 from .render import toml_value
 
 __all__ = [
@@ -241,10 +242,6 @@ def read_config_file(path: str) -> dict[str, object]:
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
-
-
-#: Where the configuration file is looked for when no --config-path is given, in order.
-DEFAULT_CONFIG_PATHS = ("./anycable.toml", "/etc/anycable/anycable.toml")
 
 
 @dataclass(frozen=True, slots=True)
