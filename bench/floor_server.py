@@ -10,7 +10,8 @@ accepted unread).
 
 Pings, as the Action Cable protocol has them and real clients expect: every WebSocket
 connection gets ``{"type":"ping","message":<unix time>}`` every ``?pi=`` seconds (3 by
-default, ``?pi=0``: none), its first one ``pi`` seconds after its ``welcome``. The frame is
+default, ``?pi=0``: none), its first one ``pi`` seconds after its ``welcome``; an SSE
+stream gets the same as ``event: ping`` / ``data: …`` (as Cableway sends it). The frame is
 built once per second of wall-clock time and written to every socket that is due, with one
 ``send()`` each. Due times are spread as Cableway's are (each connection's own schedule,
 from the time it connected), and like Cableway's shared timer the floor wakes at most
@@ -100,6 +101,7 @@ class Floor:
         self.pings: dict[float, collections.deque[tuple[float, Client]]] = {}
         self.ping_second = -1
         self.ping_frame = b""
+        self.ping_event = b""
         self.pings_sent = 0
         self.next_tick = 0.0
 
@@ -182,13 +184,14 @@ class Floor:
             self.ping_second = second
             text = '{"type":"ping","message":' + str(second) + "}"
             self.ping_frame = text_frame(text.encode())
-        frame, send = self.ping_frame, self.send
+            self.ping_event = f"event: ping\ndata: {text}\n\n".encode()
+        frame, event, send = self.ping_frame, self.ping_event, self.send
         for interval, queue in self.pings.items():
             while queue and queue[0][0] <= now:
                 due, client = queue.popleft()
                 if client.dead:
                     continue
-                send(client, frame)
+                send(client, frame if client.kind == "ws" else event)
                 self.pings_sent += 1
                 queue.append((due + interval, client))
 
@@ -243,24 +246,20 @@ class Floor:
         for line in lines[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
+        query = dict(p.partition("=")[::2] for p in target.partition("?")[2].split("&") if p)
         if target.startswith("/events"):
-            query = dict(p.partition("=")[::2] for p in target.partition("?")[2].split("&"))
             stream = query.get("stream", "")
             client.kind = "sse"
             client.stream = (stream, "")
             self.sse.setdefault(stream, []).append(client)
             self.send(client, SSE_HEAD)
+            self.schedule_pings(client, query)
             return
         key = headers.get("sec-websocket-key")
         if not key:
             self.send(client, HTTP_404)
             self.drop(client)
             return
-        query = dict(p.partition("=")[::2] for p in target.partition("?")[2].split("&") if p)
-        try:
-            interval = float(query.get("pi") or DEFAULT_PI)
-        except ValueError:
-            interval = DEFAULT_PI
         accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest())
         response = (
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -270,13 +269,21 @@ class Floor:
             response += b"Sec-WebSocket-Protocol: actioncable-v1-json\r\n"
         client.kind = "ws"
         self.send(client, response + b"\r\n" + text_frame(WELCOME.encode()))
+        self.schedule_pings(client, query)
+        if client.buf:
+            self.ws_frames(client)
+
+    def schedule_pings(self, client: Client, query: dict[str, str]) -> None:
+        """First ping ``?pi=`` seconds from now (3 by default; 0: no pings)."""
+        try:
+            interval = float(query.get("pi") or DEFAULT_PI)
+        except ValueError:
+            interval = DEFAULT_PI
         if interval > 0:
             queue = self.pings.setdefault(interval, collections.deque())
             due = time.monotonic() + interval
             queue.append((due, client))
             self.next_tick = min(self.next_tick, due)
-        if client.buf:
-            self.ws_frames(client)
 
     def ws_frames(self, client: Client) -> None:
         buf = client.buf
