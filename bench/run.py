@@ -1,7 +1,7 @@
 """Cableway benchmark runner: every target measured in the same run, side by side.
 
     .venv/bin/python bench/run.py                       # all scenarios, full sizes
-    .venv/bin/python bench/run.py --quick               # smoke run, under ~2 minutes
+    .venv/bin/python bench/run.py --quick               # smoke run, a few minutes
     .venv/bin/python bench/run.py --scenarios b,d --sizes 1000,5000 --json out.jsonl
 
 Targets (each started here on 127.0.0.1, one at a time, pinned to CPU 0; the load
@@ -848,7 +848,10 @@ def table(summary: Summary) -> str:
         keys = [k for (s, k) in summary if s == scenario]
         if not keys:
             continue
-        seen = {t for (s, _k), row in summary.items() if s == scenario for t in row}
+        texts = ("skipped", "warning", "note", "error")  # rows of text, not targets
+        seen = {
+            t for (s, k), row in summary.items() if s == scenario and k not in texts for t in row
+        }
         cols = [t for t in order if t in seen] + sorted(seen - set(order))
         header = ["metric".ljust(48)] + [c[:16].rjust(16) for c in cols]
         header += ["cw/ref".rjust(7), "cw/floor".rjust(8)]
