@@ -140,6 +140,7 @@ class Conn:
         "dups",
         "epoch",
         "fd",
+        "got",
         "history_done",
         "kind",
         "last",
@@ -182,6 +183,7 @@ class Conn:
         self.restored = 0  # monotonic_ns of the restored welcome (0: not yet)
         self.history_done = 0  # monotonic_ns of confirm_history (0: not yet)
         self.dups = 0
+        self.got = 0  # publications of this phase received (extended protocol)
 
     def renew(self, sock: socket.socket) -> None:
         """The same client on a new socket (a reconnect): position and session kept."""
@@ -531,7 +533,8 @@ class LoadGen:
         except OSError:
             data = b""
         if not data:
-            self.fail(conn, "closed-by-server" if conn.state == READY else "eof-in-setup")
+            reason = "closed-by-server" if conn.state == READY else f"eof-in-state-{conn.state}"
+            self.fail(conn, reason)
             return
         conn.buf += data
         now = time.monotonic_ns()
@@ -622,6 +625,7 @@ class LoadGen:
                 conn.dups += 1  # the same publication twice (history and live overlap)
             else:
                 conn.last = body[2]
+                conn.got += 1
                 self.received += 1
                 self.node_lats[conn.node].append(now - body[3])
         return True
@@ -650,6 +654,8 @@ class LoadGen:
             while not cond() and time.monotonic() < deadline:
                 self.poll(0.02)
 
+        for conn in conns:
+            conn.got = 0
         publish(range(before))
         wait(lambda: self.received >= n * before and self.responses >= before)
         live_before = self.received
@@ -665,27 +671,32 @@ class LoadGen:
         wait(lambda: self.responses >= before + missed)
         self.not_restored = self.history_rejected = 0
         failed0 = self.failed
+        self.fail_reasons = {}
         cpu0, t0 = self.probe.cpu(), time.monotonic_ns()
-        target = n * (before + missed)
         t_complete = 0
         opened = 0
+        last_seq = before + missed - 1
         while time.monotonic() < deadline:
             while self.inflight < window and opened < n:
                 self.open_client("ext", conns[opened].stream, self.pi, again=conns[opened])
                 opened += 1
             self.poll(0.02)
-            settled = opened >= n and self.inflight == 0 and self.received >= target
-            if settled and all(c.history_done for c in conns if c.state == READY):
-                t_complete = time.monotonic_ns()
-                break
+            if opened >= n and self.inflight == 0:
+                back = [c for c in conns if c.state == READY]
+                if all(c.history_done and c.last >= last_seq for c in back):
+                    t_complete = time.monotonic_ns()
+                    break
         cpu = self.probe.cpu() - cpu0
         restored = [c.restored for c in conns if c.restored]
         history = [c.history_done for c in conns if c.history_done]
         received_missed = self.received - live_before
-        # after: one live publication to everyone, waited for
+        # after: one live publication to every client that is back, waited for (bounded)
+        back = [c for c in conns if c.state == READY]
         publish(range(before + missed, before + missed + 1))
-        wait(lambda: self.received >= n * (before + missed + 1))
-        expected = n * (before + missed + 1)
+        deadline = time.monotonic() + 15.0
+        wait(lambda: all(c.last > last_seq for c in back))
+        expected = len(back) * (before + missed + 1)
+        got = sum(c.got for c in back)
         lats = sorted(x - t0 for x in restored)
         return {
             "op": "blip",
@@ -700,9 +711,11 @@ class LoadGen:
             "fail_reasons": dict(self.fail_reasons),
             "missed_expected": n * missed,
             "missed_received": received_missed,
+            # over the clients that are back (a failed reconnect is counted in "failed")
+            "back": len(back),
             "expected": expected,
-            "received": self.received,
-            "lost": expected - self.received,
+            "received": got,
+            "lost": expected - got,
             "duplicated": sum(c.dups for c in conns),
             "stale": self.stale,
             "complete": bool(t_complete),
