@@ -115,7 +115,7 @@ _COMMAND_SUMMARIES = {
     "sign": "print the signed stream name of STREAM... (as turbo-rails signs it)",
     "token": "print an identification token (JWT) for key=value identifiers",
     "broadcast": "publish DATA to STREAM through the server's /_broadcast endpoint",
-    "check": "check a running server (provided by cableway.check when installed)",
+    "check": "check an Action Cable server (Rails, AnyCable, Cableway) for conformance",
 }
 
 TURBO_SECRET_ENV = ("ANYCABLE_TURBO_STREAMS_SECRET", "ANYCABLE_STREAMS_SECRET", "ANYCABLE_SECRET")

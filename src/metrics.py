@@ -25,7 +25,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["DEFINITIONS", "PREFIX", "Metric", "Metrics", "Number"]
+__all__ = [
+    "DEFINITIONS",
+    "PREFIX",
+    "STATSD_TAG_FORMATS",
+    "Metric",
+    "Metrics",
+    "Number",
+    "statsd_lines",
+    "statsd_packets",
+]
 
 PREFIX = "anycable_go_"
 
@@ -221,3 +230,66 @@ class Metrics:
         return " ".join(
             f"{name}={_number(value)}" for name, value in self.log_fields(previous).items()
         )
+
+
+# -- StatsD ----------------------------------------------------------------------------------
+
+#: ``--statsd_tags_format``: (where the tags go, first separator, between tags, key/value)
+#: as AnyCable-Go's StatsD client (smira/go-statsd) writes them.
+STATSD_TAG_FORMATS: dict[str, tuple[Literal["name", "suffix"], str, str, str]] = {
+    "datadog": ("suffix", "|#", ",", ":"),
+    "influxdb": ("name", ",", ",", "="),
+    "graphite": ("name", ";", ";", "="),
+}
+
+
+def statsd_lines(
+    metrics: Metrics,
+    previous: Mapping[str, Number] | None,
+    *,
+    prefix: str = "anycable_go.",
+    tags: Iterable[tuple[str, str]] = (),
+    tags_format: str = "datadog",
+) -> list[str]:
+    """The StatsD lines of one rotate interval, as AnyCable-Go sends them.
+
+    Counters as ``<prefix><name>:<growth since previous>|c`` (left out when they did not
+    grow), then gauges as ``<prefix><name>:<value>|g`` (a negative gauge is preceded by a
+    ``:0|g``, since StatsD reads ``-n`` as a decrement); ``tags`` in ``tags_format``.
+    """
+    placement, first, between, pair = STATSD_TAG_FORMATS[tags_format]
+    tag_text = between.join(f"{key}{pair}{value}" for key, value in tags)
+    if tag_text:
+        tag_text = first + tag_text
+    in_name = tag_text if placement == "name" else ""
+    suffix = tag_text if placement == "suffix" else ""
+    counters: list[str] = []
+    gauges: list[str] = []
+    for metric in metrics.definitions:
+        value = int(metrics.value(metric.name))
+        name = f"{prefix}{metric.name}{in_name}"
+        if metric.kind == "counter":
+            growth = value - int(previous.get(metric.name, 0)) if previous is not None else value
+            if growth:
+                counters.append(f"{name}:{growth}|c{suffix}")
+        else:
+            if value < 0:
+                gauges.append(f"{name}:0|g{suffix}")
+            gauges.append(f"{name}:{value}|g{suffix}")
+    return counters + gauges
+
+
+def statsd_packets(lines: Iterable[str], max_size: int) -> list[bytes]:
+    """Lines, each ending in a newline, batched into datagrams of at most ``max_size``
+    bytes (a longer line goes alone)."""
+    packets: list[bytes] = []
+    current = bytearray()
+    for line in lines:
+        data = line.encode() + b"\n"
+        if current and len(current) + len(data) > max_size:
+            packets.append(bytes(current))
+            current = bytearray()
+        current += data
+    if current:
+        packets.append(bytes(current))
+    return packets

@@ -127,7 +127,7 @@ def test_the_documented_file_key_sets_the_option(option: Option) -> None:
 
 # --- the summary of AnyCable-Go keys in "Configuration file" ---------------------------------
 
-KEY_TABLE = re.compile(r"\| (?P<keys>(?:`\[[a-z_]+\]` )?`[^|]+?) \| [^|]+ \|")
+KEY_TABLE = re.compile(r"\| (?P<keys>(?:`\[[a-z_.]+\]` )?`[^|]+?) \| [^|]+ \|")
 
 
 def _documented_anycable_keys() -> set[tuple[str, ...]]:
@@ -140,7 +140,7 @@ def _documented_anycable_keys() -> set[tuple[str, ...]]:
         names = re.findall(r"`([^`]+)`", match["keys"])
         section: tuple[str, ...] = ()
         if names[0].startswith("["):
-            section = (names.pop(0).strip("[]"),)
+            section = tuple(names.pop(0).strip("[]").split("."))
         paths.update((*section, *name.split(".")) for name in names)
     return paths
 

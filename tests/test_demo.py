@@ -29,7 +29,7 @@ from cableway.auth.keys import derive_broadcast_key
 from cableway.config import Config, load_config
 from cableway.streams import verify_signed_stream_name
 from cableway.transport.demo import handle_demo, load_asset
-from cableway.transport.http import Request, _Conn
+from cableway.transport.httpconn import Conn, Request
 
 from .integration.helpers import SseClient, cable, recv_json, running, subscribe, welcome
 
@@ -368,11 +368,11 @@ async def demo_listener(config: Config) -> AsyncIterator[tuple[int, list[bool]]]
     server: Any = _FakeServer(config)
 
     async def serve_one(stream: trio.SocketStream) -> None:
-        conn = _Conn(stream, 16384)
+        conn = Conn(stream, 16384)
         async with stream:
             event = await conn.next_event()
             assert isinstance(event, h11.Request)
-            handled = await handle_demo(server, conn, Request(event))
+            handled = await handle_demo(server.config, conn, Request(event))
             returned.append(handled)
             if not handled:
                 await conn.respond(404, b"not the demo's")
@@ -456,12 +456,12 @@ async def test_handle_demo_serves_anyone_on_a_non_loopback_bind() -> None:
 async def test_handle_demo_refuses_a_stream_without_a_peer_address() -> None:
     config, _ = demo_of("--host=localhost")
     client, server_side = trio.testing.memory_stream_pair()
-    conn = _Conn(server_side, 16384)
+    conn = Conn(server_side, 16384)
     await client.send_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
     event = await conn.next_event()
     assert isinstance(event, h11.Request)
     server: Any = _FakeServer(config)
-    assert await handle_demo(server, conn, Request(event))
+    assert await handle_demo(server.config, conn, Request(event))
     with trio.fail_after(5):
         data = await client.receive_some(65536)
     assert data.startswith(b"HTTP/1.1 403 ")

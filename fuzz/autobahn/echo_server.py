@@ -6,7 +6,7 @@ configuration can start it.
 
 What is real and what is not:
 
-* real: the h11 request reader of the front door (:class:`~.http._Conn`, so the same
+* real: the h11 request reader of the front door (:class:`~.httpconn.Conn`, so the same
   head limit and handshake deadline), :class:`~.ws.WebSocketSession` and its
   :class:`~.session.Session` base (wsproto, the reader task, the bounded outbox and its
   writer task with a write timeout, the message-size check that closes with 1009, the
@@ -37,7 +37,7 @@ from wsproto.utilities import generate_accept_token
 from cableway.config import Config
 from cableway.protocol.connection import CableConnection, SessionSettings
 from cableway.protocol.wsframe import text_frame
-from cableway.transport.http import Request, _bad_request, _Conn
+from cableway.transport.httpconn import Conn, Request, bad_request
 from cableway.transport.server import Server
 from cableway.transport.ws import WebSocketSession
 
@@ -75,8 +75,9 @@ class EchoCore(CableConnection):
         super().__init__(sid="echo", settings=SessionSettings(ping_interval=0.0), now=0.0)
         self.replies: list[str | bytes] = []
 
-    def receive_message(self, message: str | bytes, *, now: float) -> None:
+    def receive_message(self, message: str | bytes, *, now: float) -> bool:
         self.replies.append(message)
+        return False  # not an Action Cable command
 
 
 class EchoSession(WebSocketSession):
@@ -98,16 +99,17 @@ class EchoSession(WebSocketSession):
                 frame = text_frame(message.encode("utf-8"))
             else:
                 frame = self.ws.send(BytesMessage(data=message))
-            if not self.outbox.push(frame):
-                self.outbox.clear()
+            if not self._admit():
+                self.outbox.drop_unstarted()
                 self._close_transport(1008, "too slow")
                 self._closing = True
                 return
+            self._send_control(frame)
 
 
 async def serve_echo(server: Server, stream: trio.abc.Stream) -> None:
     """Serve one TCP connection: one WebSocket upgrade, then echo; never raises."""
-    conn = _Conn(stream, server.max_header_bytes)
+    conn = Conn(stream, server.max_header_bytes)
     upgraded = False
     event: object = None
     try:
@@ -138,7 +140,7 @@ async def serve_echo(server: Server, stream: trio.abc.Stream) -> None:
         upgraded = True
         await EchoSession(server, stream, trailing_data=bytes(trailing)).run()
     except h11.RemoteProtocolError as exc:
-        await _bad_request(conn, exc.error_status_hint)
+        await bad_request(conn, exc.error_status_hint)
     except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
         pass
     finally:

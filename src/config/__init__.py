@@ -19,6 +19,7 @@ from .errors import ConfigError, StartupError
 from .model import REDACTED, SECRET_FIELDS, Config
 from .option import Option, Refusal
 from .options import OPTIONS, REFUSED, all_options, refused_options
+from .parse import SentinelAddress, parse_sentinels
 from .render import config_toml
 from .resolve import file_options, load_config, load_config_with_warnings
 from .sources import DEFAULT_CONFIG_PATHS, FileOptions, read_config_file, unread_variables
@@ -34,12 +35,14 @@ __all__ = [
     "FileOptions",
     "Option",
     "Refusal",
+    "SentinelAddress",
     "StartupError",
     "all_options",
     "config_toml",
     "file_options",
     "load_config",
     "load_config_with_warnings",
+    "parse_sentinels",
     "read_config_file",
     "refused_options",
     "unread_variables",

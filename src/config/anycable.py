@@ -59,6 +59,7 @@ SECTIONS = (
     "redis_pubsub",
     "nats_pubsub",
     "metrics",
+    "metrics.statsd",
     "app",
     "disconnector",
     "embedded_nats",
@@ -133,10 +134,6 @@ FEATURES: dict[Path, Feature] = {
     ("pusher", "app_key"): Feature(("",), "the Pusher protocol is not supported by Cableway"),
     ("ds", "enabled"): Feature((False,), "Durable Streams are not supported by Cableway"),
     ("api", "port"): Feature((0,), "the /api endpoint is not supported by Cableway"),
-    ("redis", "sentinels"): Feature(("",), "Redis Sentinel is not supported by Cableway"),
-    ("redis", "tls_ca_cert_path"): Feature(("",), "Redis TLS certificates are not supported"),
-    ("redis", "tls_client_cert_path"): Feature(("",), "Redis TLS certificates are not supported"),
-    ("redis", "tls_client_key_path"): Feature(("",), "Redis TLS certificates are not supported"),
     ("redis_stream_broadcast", "group"): Feature(
         ("", "bx"), "Cableway reads the Redis Stream with the consumer group bx only"
     ),
@@ -144,7 +141,6 @@ FEATURES: dict[Path, Feature] = {
         ("", "__anycable_internal__"),
         "Cableway's inter-node Redis channel is __anycable_internal__",
     ),
-    ("metrics", "statsd", "host"): Feature(("",), "StatsD is not supported by Cableway"),
     ("embedded_nats", "enabled"): Feature((False,), _NO_NATS),
 }
 
@@ -173,7 +169,6 @@ IGNORED: frozenset[Path] = frozenset(
         ("nats_broadcast",),
         ("nats_pubsub",),
         ("metrics", "log_filter"),
-        ("metrics", "statsd"),
         ("metrics", "loginterval"),
         ("metrics", "logformatter"),
         ("app", "disconnect_mode"),
@@ -185,11 +180,12 @@ IGNORED: frozenset[Path] = frozenset(
     }
 )
 
-#: Where ``--print-config`` writes each Config field: (section or "" for the top level, key).
+#: Where ``--print-config`` writes each Config field: (section or "" for the top level, key);
+#: a sub-table is a dotted section (``metrics.statsd``).
 #: Fields not listed here are Cableway's own and are written as top-level keys named like the
 #: option (the flat-key extension).
 PRINTED: dict[str, tuple[str, str]] = {
-    option.field: ("" if len(option.toml) == 1 else option.toml[0], option.toml[-1])
+    option.field: (".".join(option.toml[:-1]), option.toml[-1])
     for option in OPTIONS
     if option.field is not None and option.toml is not None
 }

@@ -68,6 +68,14 @@ class Config:
     redis_url: str = _default("redis_url")
     redis_channel: str = _default("redis_channel")
     redisx_stream: str = _default("redisx_stream")
+    # Managed Redis: Sentinel and TLS (AnyCable-Go's [redis] section).
+    # "" = no Sentinel; else --redis_url's host is the master name
+    redis_sentinels: str = _default("redis_sentinels")
+    redis_sentinel_discovery_interval: int = _default("redis_sentinel_discovery_interval")
+    redis_tls_verify: bool = _default("redis_tls_verify")  # AnyCable-Go's default is false
+    redis_tls_ca_cert_path: str = _default("redis_tls_ca_cert_path")  # "" = unset
+    redis_tls_client_cert_path: str = _default("redis_tls_client_cert_path")
+    redis_tls_client_key_path: str = _default("redis_tls_client_key_path")
     # Reliable streams: stream history, session restore and presence (spec §7). Cableway keeps
     # them in memory by default ("memory"); "none" is AnyCable's no-op broker.
     broker: str = _default("broker")
@@ -75,6 +83,7 @@ class Config:
     history_ttl: float = _default("history_ttl")
     sessions_ttl: float = _default("sessions_ttl")  # 0 = no session restore
     presence_ttl: float = _default("presence_ttl")
+    history_max_bytes: int = _default("history_max_bytes")  # 0 = no cap (memory broker)
     streams_whisper: bool = _default("streams_whisper")
     streams_presence: bool = _default("streams_presence")
     # WebSocket and pings.
@@ -112,6 +121,11 @@ class Config:
     metrics_log: bool = _default("metrics_log")
     metrics_rotate_interval: float = _default("metrics_rotate_interval")
     metrics_tags: tuple[tuple[str, str], ...] = _default("metrics_tags")
+    # StatsD (AnyCable-Go's [metrics.statsd] section): "" = off.
+    statsd_host: str = _default("statsd_host")
+    statsd_prefix: str = _default("statsd_prefix")
+    statsd_max_packet_size: int = _default("statsd_max_packet_size")
+    statsd_tags_format: str = _default("statsd_tags_format")
     # The live demo page (a Cableway option, not an AnyCable one).
     demo: bool = _default("demo")
 
@@ -155,6 +169,7 @@ class Config:
             history_ttl=self.history_ttl,
             sessions_ttl=self.sessions_ttl,
             presence_ttl=self.presence_ttl,
+            history_max_bytes=self.history_max_bytes,
         )
 
     def redacted(self) -> dict[str, object]:
@@ -169,6 +184,8 @@ class Config:
                 value = REDACTED
             elif field.name == "redis_url" and isinstance(value, str):
                 value = _redact_url_password(value)
+            elif field.name == "redis_sentinels" and isinstance(value, str):
+                value = ",".join(_redact_url_password(item) for item in value.split(","))
             result[field.name] = value
         return result
 
@@ -179,4 +196,4 @@ class Config:
 
 def _redact_url_password(url: str) -> str:
     """``redis://user:secret@host`` -> ``redis://user:[REDACTED]@host``."""
-    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*:)[^@/]*@", rf"\g<1>{REDACTED}@", url)
+    return re.sub(r"^(\s*(?:[a-z][a-z0-9+.-]*://)?[^:/@]*:)[^@/]*@", rf"\g<1>{REDACTED}@", url)

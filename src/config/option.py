@@ -70,7 +70,7 @@ def env_name(name: str) -> str:
 def shown_value(value: object) -> str:
     """A typed default as ``--help`` and the docs show it (``30.0`` -> ``30``, ``()`` ->
     ``unset``)."""
-    if value is None or value == ():
+    if value is None or value == () or value == "":
         return "unset"
     if isinstance(value, bool):
         return "true" if value else "false"

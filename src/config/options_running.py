@@ -16,7 +16,7 @@ from .option import (
     Option,
     declare,
 )
-from .parse import broker_key
+from .parse import broker_key, keep
 
 #: Where the configuration file is looked for when no --config-path is given, in order.
 DEFAULT_CONFIG_PATHS = ("./anycable.toml", "/etc/anycable/anycable.toml")
@@ -80,6 +80,18 @@ RUNNING: tuple[Option, ...] = (
         positive=True,
     ),
     declare(
+        "history_max_bytes",
+        "int",
+        0,
+        "Cableway option (not AnyCable's): bytes the memory broker's stream history may "
+        "hold (messages and per-stream bookkeeping); past it the oldest messages of any "
+        "stream are evicted first and history requests reaching back to them get "
+        "reject_history; 0 = no cap (docs/reliable-streams.md)",
+        BROKER,
+        low=0,
+        note="no cap",
+    ),
+    declare(
         "ping_interval",
         "float",
         3.0,
@@ -119,7 +131,8 @@ RUNNING: tuple[Option, ...] = (
         "ws_write_timeout",
         "float",
         2.0,
-        "deadline for writing one frame to a client, in seconds",
+        "seconds a client's socket may take nothing while output waits, before the "
+        "connection is dropped",
         WEBSOCKET,
         toml=("ws", "write_timeout"),
         positive=True,
@@ -128,7 +141,8 @@ RUNNING: tuple[Option, ...] = (
         "ws_max_pending_size",
         "int",
         1048576,
-        "bytes queued for one client before it is disconnected as too_slow",
+        "bytes of earlier output a client may leave unread when more is due, before it "
+        "is disconnected as too_slow",
         WEBSOCKET,
         env=(),
         toml=("ws", "max_pending_size"),
@@ -297,6 +311,46 @@ RUNNING: tuple[Option, ...] = (
         "labels added to every Prometheus metric: key:value,key2:value2",
         METRICS,
         toml=("metrics", "tags"),
+    ),
+    declare(
+        "statsd_host",
+        "str",
+        "",
+        "send the metrics to this StatsD server, host:port (UDP), every "
+        "--metrics_rotate_interval seconds (counters as deltas)",
+        METRICS,
+        toml=("metrics", "statsd", "host"),
+        toml_convert=keep,
+        note="off",
+    ),
+    declare(
+        "statsd_prefix",
+        "str",
+        "anycable_go.",
+        "prefix of every StatsD metric name",
+        METRICS,
+        toml=("metrics", "statsd", "prefix"),
+        toml_convert=keep,
+    ),
+    declare(
+        "statsd_max_packet_size",
+        "int",
+        1400,
+        "largest StatsD UDP datagram, in bytes (metrics are batched up to it)",
+        METRICS,
+        toml=("metrics", "statsd", "max_packet_size"),
+        high=65507,
+    ),
+    declare(
+        "statsd_tags_format",
+        "str",
+        "datadog",
+        "how --metrics_tags are written to StatsD: datadog (|#k:v), influxdb (,k=v) or "
+        "graphite (;k=v)",
+        METRICS,
+        toml=("metrics", "statsd", "tags_format"),
+        toml_convert=keep,
+        choices=("datadog", "influxdb", "graphite"),
     ),
     declare(
         "config-path",

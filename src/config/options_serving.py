@@ -4,7 +4,7 @@ and broadcasting (part of :data:`cableway.config.options.OPTIONS`)."""
 from __future__ import annotations
 
 from .option import AUTH, BROADCAST, SERVER, STREAMS, Option, declare
-from .parse import rpc_implementation_key, unset_if_empty
+from .parse import keep, rpc_implementation_key, unset_if_empty
 
 #: The HTTP broadcast port when it is not the main one (no broadcast key; AnyCable's default).
 OPEN_BROADCAST_PORT = 8090
@@ -294,5 +294,65 @@ SERVING: tuple[Option, ...] = (
         "Redis Stream of --broadcast_adapter=redisx (consumer group bx)",
         BROADCAST,
         toml=("redis_stream_broadcast", "stream"),
+    ),
+    declare(
+        "redis_sentinels",
+        "str",
+        "",
+        "Redis Sentinel addresses, comma-separated: [redis://][[user]:password@]host:port "
+        "(port 26379 if left out; the credentials of the first are the sentinels'); the host "
+        "of --redis_url is then the master's name (redis://mymaster/5), found again at "
+        "every reconnect",
+        BROADCAST,
+        toml=("redis", "sentinels"),
+        toml_convert=keep,
+    ),
+    declare(
+        "redis_sentinel_discovery_interval",
+        "int",
+        30,
+        "accepted for compatibility and unused, as in AnyCable-Go 1.6: Cableway asks the "
+        "sentinels for the master at every (re)connect",
+        BROADCAST,
+        toml=("redis", "sentinel_discovery_interval"),
+        low=0,
+    ),
+    declare(
+        "redis_tls_verify",
+        "bool",
+        True,
+        "rediss:// only: check the Redis server's certificate and host name (AnyCable-Go's "
+        "default is false); false = encrypt without checking who answers",
+        BROADCAST,
+        toml=("redis", "tls_verify"),
+    ),
+    declare(
+        "redis_tls_ca_cert_path",
+        "str",
+        "",
+        "rediss:// only: PEM file of the CA(s) that signed the Redis server's certificate "
+        "(replaces the system's CAs)",
+        BROADCAST,
+        toml=("redis", "tls_ca_cert_path"),
+        toml_convert=keep,
+        note="system CAs",
+    ),
+    declare(
+        "redis_tls_client_cert_path",
+        "str",
+        "",
+        "rediss:// only: PEM client certificate for mutual TLS (with --redis_tls_client_key_path)",
+        BROADCAST,
+        toml=("redis", "tls_client_cert_path"),
+        toml_convert=keep,
+    ),
+    declare(
+        "redis_tls_client_key_path",
+        "str",
+        "",
+        "rediss:// only: PEM private key of --redis_tls_client_cert_path",
+        BROADCAST,
+        toml=("redis", "tls_client_key_path"),
+        toml_convert=keep,
     ),
 )

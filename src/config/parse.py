@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 import re
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "LABEL",
+    "SentinelAddress",
     "broker_key",
     "check_redis_url",
     "is_loopback",
@@ -20,6 +22,7 @@ __all__ = [
     "parse_bool",
     "parse_float",
     "parse_int",
+    "parse_sentinels",
     "rpc_host_key",
     "rpc_implementation_key",
     "split_list",
@@ -81,6 +84,57 @@ def check_redis_url(url: str) -> None:
     path = parts.path.strip("/")
     if path and not path.isdigit():
         raise ValueError("the database (URL path) must be a number")
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelAddress:
+    """One Redis Sentinel of ``--redis_sentinels`` (``[[user]:password@]host:port``)."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_sentinels(text: str) -> tuple[tuple[SentinelAddress, ...], bool]:
+    """Read ``--redis_sentinels``: comma-separated ``[redis[s]://][[user]:password@]host:port``.
+
+    Returns the sentinels and whether the first one was written ``rediss://`` (which, as in
+    AnyCable-Go, asks for TLS to the master). A missing port is 26379, Sentinel's own.
+
+    Raises:
+        ValueError: an entry is not such an address.
+    """
+    sentinels: list[SentinelAddress] = []
+    tls = False
+    for index, raw in enumerate(item.strip() for item in text.split(",")):
+        if not raw:
+            continue
+        entry = raw.rstrip("/")
+        if "://" not in entry:
+            entry = "redis://" + entry
+        parts = urlsplit(entry)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"sentinel {raw!r}: expected host:port or a redis:// URL")
+        if not parts.hostname or parts.path or parts.query:
+            raise ValueError(f"sentinel {raw!r}: expected [[user]:password@]host:port")
+        try:
+            port = parts.port or 26379
+        except ValueError:
+            raise ValueError(f"sentinel {raw!r}: invalid port") from None
+        if index == 0:
+            tls = parts.scheme == "rediss"
+        sentinels.append(
+            SentinelAddress(
+                host=parts.hostname,
+                port=port,
+                username=unquote(parts.username) if parts.username else None,
+                password=unquote(parts.password) if parts.password is not None else None,
+            )
+        )
+    if not sentinels:
+        raise ValueError("names no sentinel")
+    return tuple(sentinels), tls
 
 
 def is_loopback(host: str) -> bool:

@@ -19,7 +19,14 @@ from ..protocol.routes import parse_path_pattern
 from .errors import ConfigError
 from .model import Config
 from .options import BROKER_SETTINGS, BY_FIELD, BY_NAME, OPEN_BROADCAST_PORT, OPTIONS, REFUSED
-from .parse import LABEL, check_redis_url, is_loopback, origin_problem, split_list
+from .parse import (
+    LABEL,
+    check_redis_url,
+    is_loopback,
+    origin_problem,
+    parse_sentinels,
+    split_list,
+)
 from .sources import (
     FileOptions,
     Raw,
@@ -103,6 +110,8 @@ def resolve(get: Values, warnings: list[str]) -> Fields:
     decided |= broker(get, warnings)
     decided |= sse(get, decided)
     decided |= redis(get, warnings, decided)
+    decided |= redis_sentinels_and_tls(get, warnings, decided)
+    decided |= statsd(get)
     metrics_path_clash(get, decided)
     return decided
 
@@ -314,7 +323,8 @@ def origins(get: Values, warnings: list[str]) -> Fields:
 
 
 def broker(get: Values, warnings: list[str]) -> Fields:
-    """The broker and its settings, which warn when the broker is none.
+    """The broker and its settings, which warn when the broker is none (and the memory
+    broker's byte cap when the broker is another).
 
     Presets only fill in defaults: an explicit --broker wins. The broker preset's memory
     broker is already Cableway's default, so no accepted preset changes anything.
@@ -327,6 +337,10 @@ def broker(get: Values, warnings: list[str]) -> Fields:
                 get.fail(presets_raw, "must be one of " + ", ".join(choices))
     decided: Fields = {"broker": get.get("broker")}
     decided |= {name: get.get(name) for name in BROKER_SETTINGS}
+    decided["history_max_bytes"] = get.get("history_max_bytes")
+    max_bytes_raw = get.given("history_max_bytes")
+    if max_bytes_raw is not None and decided["history_max_bytes"] and decided["broker"] != "memory":
+        warnings.append(f"{max_bytes_raw.label} has no effect: it caps the memory broker only")
     if decided["broker"] == "none":
         for name in BROKER_SETTINGS:
             raw = get.given(name)
@@ -375,6 +389,53 @@ def redis(get: Values, warnings: list[str], decided: Fields) -> Fields:
             "kept per node (a client that reconnects to another node cannot catch up)"
         )
     return {"pubsub": pubsub, "redis_url": redis_url}
+
+
+def redis_sentinels_and_tls(get: Values, warnings: list[str], decided: Fields) -> Fields:
+    """Managed Redis: the Sentinel addresses, and the TLS files, which go in pairs for mutual
+    TLS and warn when nothing asks for TLS (``--redis_tls_verify`` alone is inert: AnyCable-Go's
+    --print-config writes it into every file)."""
+    sentinels = get.get("redis_sentinels")
+    if sentinels:
+        sentinels_raw = get.raw("redis_sentinels")
+        assert sentinels_raw is not None
+        get.convert(sentinels_raw, parse_sentinels)
+    tls_paths: dict[str, str] = {name: get.get(name) for name in _TLS_PATHS}
+    cert_path = tls_paths["redis_tls_client_cert_path"]
+    key_path = tls_paths["redis_tls_client_key_path"]
+    if bool(cert_path) != bool(key_path):
+        given = get.raw("redis_tls_client_cert_path" if cert_path else "redis_tls_client_key_path")
+        assert given is not None
+        get.fail(
+            given,
+            "mutual TLS needs both --redis_tls_client_cert_path and --redis_tls_client_key_path",
+        )
+    tls_wanted = decided["redis_url"].startswith("rediss://") or sentinels.startswith("rediss://")
+    if not tls_wanted:
+        for name, value in tls_paths.items():
+            raw = get.raw(name)
+            if raw is not None and value:
+                warnings.append(f"{raw.label} has no effect: --redis_url is not rediss://")
+    return {"redis_sentinels": sentinels, **tls_paths}
+
+
+_TLS_PATHS = ("redis_tls_ca_cert_path", "redis_tls_client_cert_path", "redis_tls_client_key_path")
+
+
+def statsd(get: Values) -> Fields:
+    """StatsD: the server is host:port; the prefix may be empty."""
+    prefix_raw = get.raw("statsd_prefix")
+    prefix = BY_NAME["statsd_prefix"].value if prefix_raw is None else prefix_raw.value.strip()
+    host = get.get("statsd_host")
+    if host:
+        host_raw = get.raw("statsd_host")
+        assert host_raw is not None
+        host_part, colon, port_part = host.rpartition(":")
+        if not colon or not host_part or not port_part.isdigit():
+            get.fail(host_raw, "expected host:port")
+        if not 1 <= int(port_part) <= 65535:
+            get.fail(host_raw, "the port must be between 1 and 65535")
+    return {"statsd_host": host, "statsd_prefix": prefix}
 
 
 def metrics(get: Values) -> Fields:

@@ -73,8 +73,9 @@ class Values:
             return self.choice(name, fallback, option.choices)
         if option.pattern:
             return self.path(name, fallback)
-        if fallback is None:
-            return self.optional_string(name)
+        if not fallback:  # unset by default (None or ""): an empty value is unset too
+            value = self.optional_string(name)
+            return fallback if value is None else value
         return self.string(name, default=fallback)
 
     def string(self, name: str, *, default: str) -> str:

@@ -227,18 +227,23 @@ class CableConnection:
             return
         self._close(reason, reconnect=reconnect, code=code, close_reason=close_reason)
 
-    def receive_message(self, message: str | bytes, *, now: float) -> None:
+    def receive_message(self, message: str | bytes, *, now: float) -> bool:
         """Process one client message.
+
+        Returns:
+            Whether it decoded into a command (what AnyCable's ``client_msg_total``
+            counts: an unknown command counts, undecodable or rate-limited input and
+            a JSON ``null`` do not).
 
         Raises:
             RemoteProtocolError: only when fatal (message over the size limit); the
                 session is then closed and a :class:`CloseConnection` is queued.
         """
         if self.state is not SessionState.OPEN:
-            return
+            return False
         if not self._take_token(now):
             self._events.append(CommandIgnored("", "rate limited"))
-            return
+            return False
         try:
             command = parse_command(message, self.settings.limits)
         except RemoteProtocolError as exc:
@@ -248,11 +253,13 @@ class CableConnection:
                 self._events.append(CloseConnection(exc.close_code, str(exc)))
                 raise
             self._events.append(CommandIgnored("", str(exc)))
-            return
-        if command is not None:
-            self._pong_deadline = None  # any decoded command shows the client is alive
-            self._now = now
-            self._dispatch(command)
+            return False
+        if command is None:
+            return False
+        self._pong_deadline = None  # any decoded command shows the client is alive
+        self._now = now
+        self._dispatch(command)
+        return True
 
     def note_activity(self) -> None:
         """The transport heard from the client (e.g. a native pong): it is alive."""

@@ -18,10 +18,10 @@ import h11
 import trio
 
 from .. import demo
+from .httpconn import VERSION_HEADER, Conn, Request, drain_body
 
 if TYPE_CHECKING:
-    from .http import Request, _Conn
-    from .server import Server
+    from ..config import Config
 
 __all__ = ["handle_demo", "load_asset"]
 
@@ -48,7 +48,7 @@ def _peer(stream: trio.abc.Stream) -> str | None:
 
 
 async def _send(
-    conn: _Conn,
+    conn: Conn,
     status: int,
     body: bytes,
     *,
@@ -66,15 +66,12 @@ async def _send(
     await conn.send(h11.EndOfMessage())
 
 
-async def handle_demo(server: Server, conn: _Conn, request: Request) -> bool:
+async def handle_demo(config: Config, conn: Conn, request: Request) -> bool:
     """Answer a demo route; ``False`` (nothing read, nothing sent) for any other path."""
-    from .http import VERSION_HEADER, _drain_body  # import cycle: http routes here
-
     if not demo.owns(request.path):
         return False
-    config = server.config
     head = request.method == "HEAD"
-    body = await _drain_body(conn, _MAX_BODY)
+    body = await drain_body(conn, _MAX_BODY)
     if body is None:
         await conn.respond(413, b"Payload Too Large", close=True)
         return True

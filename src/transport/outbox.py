@@ -1,81 +1,140 @@
-"""A byte-bounded, non-blocking send queue for one connection.
+"""A non-blocking send queue for one connection, that never cuts a frame in two.
 
-Broadcasters :meth:`Outbox.push` without awaiting; the owner is told through the
-``notify`` callback each time bytes are queued, and takes everything pending at once
-with :meth:`Outbox.take_nowait` (one write per flush, coalescing frames). When the
-pending bytes would pass ``max_bytes`` the push is refused and the owner disconnects the
-client as ``too_slow`` (AnyCable's ``ws_max_pending_size``).
+The session pushes whole frames (or runs of whole frames) without awaiting and writes
+what is pending with :meth:`Outbox.write_to` (one ``write``/``writev`` for everything
+queued, whenever the socket may take more) or, for a stream without a descriptor, takes
+it all at once with :meth:`Outbox.take_nowait`.
+
+Bytes of a chunk the kernel took only part of are *started*: they stay at the front and
+are never dropped, so that whatever follows on the wire (a ``disconnect`` message and a
+close frame, or more frames) starts on a frame boundary. :meth:`drop_unstarted` drops
+everything else.
+
+The outbox itself refuses nothing: whether a client may be sent more is the session's
+decision (see :attr:`backlog` and ``docs/operations.md``, "Slow clients").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
 
 __all__ = ["Outbox"]
 
+try:
+    _IOV_MAX = max(16, min(os.sysconf("SC_IOV_MAX"), 1024))
+except (AttributeError, ValueError, OSError):  # pragma: no cover - not on Linux
+    _IOV_MAX = 16
 
-def _ignore() -> None:
-    pass
+Chunk = bytes | memoryview
 
 
 class Outbox:
     """Pending bytes for one connection.
 
     Args:
-        max_bytes: bound on pending bytes; ``0`` means unbounded.
-        notify: called after bytes were queued (the owner flushes or starts a writer).
+        max_bytes: the bound on :attr:`backlog` (``ws_max_pending_size``; ``0``: none).
+
+    Attributes:
+        size: every pending byte.
+        started: how many of them, at the front, finish a chunk already partly written
+            (``0`` or the length of the first chunk).
     """
 
-    __slots__ = ("_chunks", "_closed", "_notify", "max_bytes", "size")
+    __slots__ = ("_chunks", "_closed", "max_bytes", "size", "started")
 
-    def __init__(self, max_bytes: int, notify: Callable[[], None] = _ignore) -> None:
+    def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.size = 0
-        self._chunks: list[bytes] = []
+        self.started = 0
+        self._chunks: list[Chunk] = []
         self._closed = False
-        self._notify = notify
-
-    def push(self, data: bytes) -> bool:
-        """Queue ``data``; ``False`` (nothing queued) when over the bound or closed."""
-        if self._closed:
-            return False
-        if self.max_bytes and self.size + len(data) > self.max_bytes:
-            return False
-        self._chunks.append(data)
-        self.size += len(data)
-        self._notify()
-        return True
-
-    def push_control(self, data: bytes) -> None:
-        """Queue protocol-control bytes (close frames, disconnect) past the bound."""
-        if not self._closed:
-            self._chunks.append(data)
-            self.size += len(data)
-            self._notify()
-
-    def unshift(self, data: bytes) -> None:
-        """Put back, in front, the part of taken bytes that could not be written."""
-        self._chunks.insert(0, data)
-        self.size += len(data)
-
-    def clear(self) -> None:
-        """Drop everything pending (frames are whole, so nothing is cut in half)."""
-        self._chunks.clear()
-        self.size = 0
-
-    def close(self) -> None:
-        """Refuse further pushes; what is already queued can still be taken."""
-        self._closed = True
 
     @property
-    def closed(self) -> bool:
-        return self._closed
+    def backlog(self) -> int:
+        """Pending bytes not yet started on the wire (what :meth:`drop_unstarted` drops)."""
+        return self.size - self.started
+
+    @property
+    def over(self) -> bool:
+        """Whether :attr:`backlog` is past ``max_bytes``."""
+        return 0 < self.max_bytes < self.size - self.started
+
+    def push(self, data: Chunk) -> None:
+        """Queue whole frames behind what is pending (nothing once closed)."""
+        if not self._closed and data:
+            self._chunks.append(data)
+            self.size += len(data)
+
+    def push_started(self, rest: Chunk) -> None:
+        """Queue the unwritten rest of bytes the kernel took only part of, in front.
+
+        Only while nothing else is pending (the caller wrote around the outbox).
+        """
+        if rest:
+            self._chunks.insert(0, rest)
+            self.size += len(rest)
+            self.started = len(rest)
+
+    def write_to(self, fd: int) -> int:
+        """Write what the kernel takes now (one system call); the bytes written.
+
+        Raises:
+            OSError: from ``write``/``writev`` (``BlockingIOError`` when it takes nothing).
+        """
+        chunks = self._chunks
+        if not chunks:
+            return 0
+        sent = os.write(fd, chunks[0]) if len(chunks) == 1 else os.writev(fd, chunks[:_IOV_MAX])
+        if sent <= 0:
+            return 0
+        self.size -= sent
+        left = sent
+        done = 0
+        for chunk in chunks:
+            n = len(chunk)
+            if left < n:
+                break
+            left -= n
+            done += 1
+        del chunks[:done]
+        if left:
+            # the first chunk left is on the wire in part: finish it before anything else
+            head = chunks[0]
+            chunks[0] = (head if isinstance(head, memoryview) else memoryview(head))[left:]
+            self.started = len(chunks[0])
+        elif done:
+            self.started = 0
+        return sent
 
     def take_nowait(self) -> bytes:
         """Every pending byte at once (``b""`` when nothing is pending)."""
         chunks = self._chunks
         if not chunks:
             return b""
-        data = b"".join(chunks) if len(chunks) > 1 else chunks[0]
+        data = b"".join(chunks) if len(chunks) > 1 else bytes(chunks[0])
         self.clear()
         return data
+
+    def drop_unstarted(self) -> int:
+        """Drop everything but the started bytes; the bytes dropped."""
+        dropped = self.size - self.started
+        if self.started:
+            del self._chunks[1:]
+            self.size = self.started
+        else:
+            self.clear()
+        return dropped
+
+    def clear(self) -> None:
+        """Drop everything pending (only when nothing more will be written)."""
+        self._chunks.clear()
+        self.size = 0
+        self.started = 0
+
+    def close(self) -> None:
+        """Refuse further pushes; what is already queued can still be written."""
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed

@@ -23,10 +23,13 @@ from urllib.parse import unquote, urlsplit
 
 import trio
 
+from ..config import SentinelAddress
+
 __all__ = [
     "RedisConnection",
     "RedisConnectionError",
     "RedisError",
+    "RedisTls",
     "RedisUrl",
     "encode_command",
     "parse_redis_url",
@@ -51,8 +54,44 @@ Reply: TypeAlias = "bytes | int | list[Reply] | RedisError | None"
 
 
 @dataclass(frozen=True, slots=True)
+class RedisTls:
+    """How a ``rediss://`` connection checks the server and proves who it is.
+
+    AnyCable-Go's ``--redis_tls_verify``, ``--redis_tls_ca_cert_path``,
+    ``--redis_tls_client_cert_path`` and ``--redis_tls_client_key_path``. The files are read
+    at every connect, so a renewed certificate is picked up by the next reconnect.
+    """
+
+    verify: bool = True
+    ca_cert_path: str | None = None
+    client_cert_path: str | None = None
+    client_key_path: str | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """A client context; raises :class:`RedisConnectionError` for unreadable files."""
+        try:
+            if self.verify:
+                # the CA file replaces the system's roots, as AnyCable's RootCAs does
+                context = ssl.create_default_context(cafile=self.ca_cert_path)
+            else:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if self.client_cert_path is not None:
+                context.load_cert_chain(self.client_cert_path, self.client_key_path)
+        except (OSError, ssl.SSLError) as exc:
+            raise RedisConnectionError(f"cannot load the Redis TLS files: {exc}") from None
+        return context
+
+
+@dataclass(frozen=True, slots=True)
 class RedisUrl:
-    """The parts of a ``redis://`` / ``rediss://`` URL Cableway uses."""
+    """The parts of a ``redis://`` / ``rediss://`` URL Cableway uses, plus how to reach it.
+
+    With ``sentinels`` the URL's host is the name of the master the sentinels watch
+    (``redis://mymaster/5``): :func:`cableway.transport.sentinel.connect` asks them where
+    it is at every connect.
+    """
 
     host: str
     port: int
@@ -60,10 +99,15 @@ class RedisUrl:
     username: str | None
     password: str | None
     tls: bool
+    tls_options: RedisTls = RedisTls()
+    sentinels: tuple[SentinelAddress, ...] = ()
 
     def describe(self) -> str:
         """Host, port and database, without credentials (for logs)."""
         scheme = "rediss" if self.tls else "redis"
+        if self.sentinels:
+            watched = ",".join(f"{s.host}:{s.port}" for s in self.sentinels)
+            return f"{scheme}://{self.host}/{self.db} (master name, sentinels {watched})"
         return f"{scheme}://{self.host}:{self.port}/{self.db}"
 
 
@@ -187,6 +231,8 @@ class RedisConnection:
         self._reader = _Reader(stream)
         self._lock = trio.Lock()
         self.closed = False
+        #: where it is connected (host, port), set by :meth:`open`
+        self.address: tuple[str, int] | None = None
 
     @classmethod
     async def open(cls, url: RedisUrl, *, connect_timeout: float = 5.0) -> RedisConnection:
@@ -195,12 +241,20 @@ class RedisConnection:
             with trio.fail_after(connect_timeout):
                 stream: trio.abc.Stream
                 if url.tls:
-                    stream = await trio.open_ssl_over_tcp_stream(
-                        url.host, url.port, ssl_context=ssl.create_default_context()
+                    secure = await trio.open_ssl_over_tcp_stream(
+                        url.host, url.port, ssl_context=url.tls_options.context()
                     )
+                    try:
+                        # the handshake now, so that a refused certificate is a failed connect
+                        await secure.do_handshake()
+                    except BaseException:
+                        await trio.aclose_forcefully(secure)
+                        raise
+                    stream = secure
                 else:
                     stream = await trio.open_tcp_stream(url.host, url.port)
                 connection = cls(stream)
+                connection.address = (url.host, url.port)
                 try:
                     if url.password is not None:
                         auth: list[Arg] = ["AUTH", url.password]
@@ -215,6 +269,11 @@ class RedisConnection:
                 return connection
         except trio.TooSlowError:
             raise RedisConnectionError(f"timed out connecting to {url.describe()}") from None
+        except (trio.BrokenResourceError, ssl.SSLError) as exc:
+            reason = exc.__cause__ if exc.__cause__ is not None else exc
+            raise RedisConnectionError(
+                f"TLS handshake with {url.describe()} failed: {reason}"
+            ) from None
         except OSError as exc:
             raise RedisConnectionError(
                 f"cannot connect to {url.describe()}: {exc.strerror or exc}"

@@ -18,7 +18,8 @@ no cluster: scripts touch keys they compute):
   ``b`` broadcast type): stamping a publication is one script (``INCR`` + ``XADD`` and,
   with ``--pubsub=redis``, the ``PUBLISH`` of the stamped message), so offsets and the
   order subscribers see agree on every node. Both keys expire after ``10 ×
-  --history_ttl`` without publications, like the memory broker forgets a stream.
+  --history_ttl`` without publications, as AnyCable's memory broker forgets a stream
+  (Cableway's memory broker forgets it with its last message and never reuses offsets).
 * ``P:s:<sid>`` — a session snapshot (JSON); live sessions keep it for ``sessions_ttl
   + 1 h`` (refreshed on every change), a closed one for ``--sessions_ttl``.
 * ``P:p:<stream>`` (hash id → info JSON), ``P:pc:<stream>`` (hash id → sessions),

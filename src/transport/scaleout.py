@@ -6,7 +6,7 @@
   and delivers what it receives to this node's sessions.
 * :class:`Publisher` — ``--pubsub=redis``: sends every stamped publication accepted on
   this node to the channel named like its stream, in order, pipelined.
-* :class:`StreamConsumer` — ``--broadcast_adapter=redisx``: a consumer in group ``bx`` of
+* :class:`.redisx.StreamConsumer` — ``--broadcast_adapter=redisx``: a consumer in group ``bx`` of
   the Redis stream ``__anycable__``; each entry is consumed by one node, passed through
   the broker, then acknowledged and deleted.
 
@@ -31,14 +31,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
@@ -47,16 +46,13 @@ from ..protocol.broadcast import Publication, RemoteDisconnect, parse_broadcast
 from ..protocol.errors import RemoteProtocolError
 from .redis import Arg, RedisConnection, RedisConnectionError, RedisError, RedisUrl, Reply
 from .redis import encode_command as _command
-
-if TYPE_CHECKING:
-    from .server import Server
+from .sentinel import MasterSwitched, connect, serve_master
 
 __all__ = [
     "INTERNAL_CHANNEL",
     "Backoff",
     "Publisher",
     "StateSignal",
-    "StreamConsumer",
     "Subscriber",
     "decode_stamped",
     "encode_stamped",
@@ -163,7 +159,7 @@ class Backoff:
         self.failures = 0
 
 
-async def _run_connection(
+async def run_connection(
     url: RedisUrl,
     backoff: Backoff,
     body: Callable[[RedisConnection], Awaitable[None]],
@@ -173,9 +169,13 @@ async def _run_connection(
     while True:
         connection: RedisConnection | None = None
         try:
-            connection = await RedisConnection.open(url)
-            await body(connection)
+            connection = await connect(url)
+            await serve_master(url, connection, body)
             return
+        except MasterSwitched as exc:
+            # not a failure: reconnect at once (to the new master), no backoff
+            log.warning("%s: %s; reconnecting", backoff.name, exc)
+            on_down()
         except (RedisConnectionError, RedisError) as exc:
             on_down()
             await trio.sleep(backoff.failed(exc))
@@ -184,7 +184,7 @@ async def _run_connection(
                 await connection.aclose()
 
 
-async def _both(
+async def both(
     connection: RedisConnection,
     *tasks: Callable[[RedisConnection], Awaitable[None]],
 ) -> None:
@@ -217,15 +217,22 @@ class Subscriber:
 
     def __init__(
         self,
-        server: Server,
         url: RedisUrl,
         *,
         legacy_channel: str | None,
         per_stream: bool,
+        on_broadcast: Callable[[bytes, str], None],
+        on_command: Callable[[RemoteDisconnect], None],
+        on_stamped: Callable[[Publication, int | None, str | None], None],
         keepalive: float = 10.0,
         state: StateSignal | None = None,
     ) -> None:
-        self.server = server
+        #: a broadcast body on the legacy channel (the application's), with its channel
+        self.on_broadcast = on_broadcast
+        #: a remote command another node relayed on the internal channel
+        self.on_command = on_command
+        #: a stamped publication on a stream's channel
+        self.on_stamped = on_stamped
         self.state = state or StateSignal()
         self.url = url
         self.legacy_channel = legacy_channel
@@ -263,8 +270,8 @@ class Subscriber:
         return self.fixed.union(streams) <= self.confirmed
 
     async def run(self) -> None:
-        await _run_connection(
-            self.url, self.backoff, lambda c: _both(c, self._writer, self._reader), self._down
+        await run_connection(
+            self.url, self.backoff, lambda c: both(c, self._writer, self._reader), self._down
         )
 
     def _down(self) -> None:
@@ -319,22 +326,8 @@ class Subscriber:
                     log.exception("unexpected error delivering a message from %s", channel)
 
     def _dispatch(self, channel: str, payload: bytes) -> None:
-        server = self.server
         if channel == self.legacy_channel:
-            try:
-                parsed = parse_broadcast(payload)
-            except RemoteProtocolError as exc:
-                server.metrics.inc("failed_broadcast_msg_total")
-                log.warning("invalid broadcast on %s: %s", channel, exc)
-                return
-            if isinstance(parsed, RemoteDisconnect):
-                server.metrics.inc("remote_commands_total")
-                server.remote_disconnect(parsed)
-            else:
-                # legacy fan-out: every node gets it, so it bypasses the broker
-                server.metrics.inc("publications_total", len(parsed))
-                for publication in parsed:
-                    server.deliver(publication, None, None)
+            self.on_broadcast(payload, channel)
         elif channel == self.internal_channel:
             try:
                 parsed = parse_broadcast(payload)
@@ -342,14 +335,14 @@ class Subscriber:
                 log.warning("invalid internal command: %s", exc)
                 return
             if isinstance(parsed, RemoteDisconnect):
-                server.remote_disconnect(parsed)
+                self.on_command(parsed)
         elif channel in self.wanted:
             try:
                 publication, offset, epoch = decode_stamped(payload)
             except (RemoteProtocolError, ValueError) as exc:
                 log.warning("invalid pub/sub message on %s: %s", channel, exc)
                 return
-            server.deliver(publication, offset, epoch)
+            self.on_stamped(publication, offset, epoch)
 
 
 # -- pub/sub publisher ----------------------------------------------------------------------
@@ -435,7 +428,7 @@ class Publisher:
         self._wake.set()
 
     async def run(self) -> None:
-        await _run_connection(self.url, self.backoff, self._serve, self._down)
+        await run_connection(self.url, self.backoff, self._serve, self._down)
 
     async def drained(self) -> None:
         """Return once every queued command was answered (or the connection dropped)."""
@@ -499,171 +492,3 @@ class Publisher:
 def _name(command: tuple[Arg, ...]) -> str:
     first = command[0] if command else b""
     return first.decode() if isinstance(first, bytes) else str(first)
-
-
-# -- redisx consumer ------------------------------------------------------------------------
-
-
-class StreamConsumer:
-    """``--broadcast_adapter=redisx``: one consumer of group ``bx`` on the Redis stream."""
-
-    def __init__(
-        self,
-        server: Server,
-        url: RedisUrl,
-        *,
-        stream: str,
-        group: str = "bx",
-        block_ms: int = 2000,
-        claim_idle: float = 30.0,
-        count: int = 100,
-        state: StateSignal | None = None,
-    ) -> None:
-        self.server = server
-        self.state = state or StateSignal()
-        self.url = url
-        self.stream = stream
-        self.group = group
-        self.name = consumer_name()
-        self.block_ms = block_ms
-        self.claim_idle = claim_idle
-        self.count = count
-        self.backoff = Backoff("redisx consumer")
-        self.ready = False
-
-    async def run(self) -> None:
-        await _run_connection(self.url, self.backoff, self._serve, self._down)
-
-    def _down(self) -> None:
-        self.ready = False
-        self.state.fire()
-
-    async def _ensure_group(self, connection: RedisConnection) -> None:
-        try:
-            await connection.execute("XGROUP", "CREATE", self.stream, self.group, "$", "MKSTREAM")
-        except RedisError as exc:
-            if not str(exc).startswith("BUSYGROUP"):
-                raise
-
-    async def _serve(self, connection: RedisConnection) -> None:
-        await self._ensure_group(connection)
-        self.ready = True
-        self.state.fire()
-        self.backoff.succeeded()
-        # our own entries left unacknowledged by a failed hand-over come first
-        backlog = True
-        next_claim = trio.current_time()
-        while True:
-            if trio.current_time() >= next_claim:
-                await self._claim(connection)
-                next_claim = trio.current_time() + max(self.claim_idle / 2, 1.0)
-            start = "0" if backlog else ">"
-            try:
-                reply = await connection.execute(
-                    "XREADGROUP",
-                    "GROUP",
-                    self.group,
-                    self.name,
-                    "COUNT",
-                    self.count,
-                    *(("BLOCK", self.block_ms) if not backlog else ()),
-                    "STREAMS",
-                    self.stream,
-                    start,
-                )
-            except RedisError as exc:
-                if str(exc).startswith("NOGROUP"):  # Redis lost its data (restart)
-                    await self._ensure_group(connection)
-                    continue
-                raise
-            entries = _stream_entries(reply)
-            if backlog and not entries:
-                backlog = False
-                continue
-            if not await self._handle(connection, entries):
-                backlog = True  # hand-over failed: read our pending entries again, later
-                await trio.sleep(self.backoff.base)
-
-    async def _claim(self, connection: RedisConnection) -> None:
-        """Take over entries another (dead) consumer left pending for ``claim_idle``."""
-        try:
-            reply = await connection.execute(
-                "XAUTOCLAIM",
-                self.stream,
-                self.group,
-                self.name,
-                math.ceil(self.claim_idle * 1000),
-                "0-0",
-                "COUNT",
-                self.count,
-            )
-        except RedisError as exc:
-            log.debug("XAUTOCLAIM failed: %s", exc)
-            return
-        if isinstance(reply, list) and len(reply) >= 2:
-            await self._handle(connection, _entries(reply[1]))
-
-    async def _handle(
-        self, connection: RedisConnection, entries: list[tuple[bytes, bytes | None]]
-    ) -> bool:
-        """Process entries in order; acknowledge those handed over. False: stopped early."""
-        done: list[bytes] = []
-        ok = True
-        for entry_id, payload in entries:
-            if payload is not None and not await self._process(payload):
-                ok = False
-                break
-            done.append(entry_id)
-        if done:
-            await connection.pipeline(
-                [
-                    ("XACK", self.stream, self.group, *done),
-                    ("XDEL", self.stream, *done),
-                ]
-            )
-        return ok
-
-    async def _process(self, payload: bytes) -> bool:
-        server = self.server
-        try:
-            parsed = parse_broadcast(payload)
-        except RemoteProtocolError as exc:
-            server.metrics.inc("failed_broadcast_msg_total")
-            log.warning("invalid broadcast in stream %s: %s", self.stream, exc)
-            return True  # nothing to retry: drop it
-        if isinstance(parsed, RemoteDisconnect):
-            server.metrics.inc("remote_commands_total")
-            return await server.remote_command(parsed)
-        server.metrics.inc("publications_total", len(parsed))
-        return await server.publish_confirmed(parsed)
-
-
-def _entries(value: Reply) -> list[tuple[bytes, bytes | None]]:
-    """``[[id, [field, value, ...]], ...]`` -> (id, payload) pairs (None: no payload)."""
-    result: list[tuple[bytes, bytes | None]] = []
-    if not isinstance(value, list):
-        return result
-    for entry in value:
-        if not isinstance(entry, list) or not entry or not isinstance(entry[0], bytes):
-            continue
-        fields = entry[1] if len(entry) > 1 else None
-        payload: bytes | None = None
-        if isinstance(fields, list):
-            for index in range(0, len(fields) - 1, 2):
-                if fields[index] == b"payload":
-                    value = fields[index + 1]
-                    payload = value if isinstance(value, bytes) else None
-                    break
-        result.append((entry[0], payload))
-    return result
-
-
-def _stream_entries(reply: Reply) -> list[tuple[bytes, bytes | None]]:
-    """Entries of the single stream in an XREADGROUP reply (None reply: none)."""
-    if not isinstance(reply, list):
-        return []
-    result: list[tuple[bytes, bytes | None]] = []
-    for item in reply:
-        if isinstance(item, list) and len(item) == 2:
-            result.extend(_entries(item[1]))
-    return result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import gc
 import heapq
 import itertools
 import logging
@@ -11,37 +10,47 @@ import math
 import random
 import signal
 import time
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import trio
 
-from ..config import StartupError
 from ..metrics import REDIS_DEFINITIONS, Metrics
-from ..protocol import service
-from ..protocol.broadcast import EncodedBroadcast, Publication, RemoteDisconnect
+from ..node.backend import SWEEP_SLICE, Backend, MemoryBackend, NoBackend
+from ..node.intake import Invalid, account, judge
+from ..node.node import Node
+from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.broker import MemoryBroker, PresenceEvent, SessionSnapshot
 from ..protocol.connection import SessionSettings
-from ..protocol.events import HistoryRequest, PresenceRequest
-from ..protocol.hub import Hub
+from .fanout import fan_out
 from .http import FrontDoor, handle_connection
-from .redis import parse_redis_url
+from .redis_backend import RedisBackend
 from .redis_broker import RedisBroker
+from .redisx import StreamConsumer
 from .scaleout import (
     Confirmation,
     Publisher,
     StateSignal,
-    StreamConsumer,
     Subscriber,
     encode_remote,
     encode_stamped,
 )
-from .session import Session, fan_out
+from .sentinel import redis_target
+from .session import Session
+from .startup import (
+    announce,
+    close_listeners,
+    listen,
+    raise_open_file_limit,
+    tune_garbage_collector,
+)
+from .statsd import run_statsd
 
 if TYPE_CHECKING:
     from ..config import Config
 
-__all__ = ["Server", "serve"]
+__all__ = ["SWEEP_SLICE", "Server", "serve"]
 
 log = logging.getLogger("cableway")
 
@@ -69,13 +78,13 @@ class Server:
         self.limits = config.limits()
         self.stream_policy = config.stream_policy()
         self.auth_policy = config.auth_policy()
-        self.hub: Hub[Session] = Hub()
+        self.metrics = Metrics()
         # one timer task for every session's pings and deadlines: a heap of
-        # (deadline, sequence, session), entries made stale by later changes are harmless
-        self._timers: list[tuple[float, int, Session]] = []
+        # (deadline, sequence, weak reference to the session), entries made stale by
+        # later changes are harmless, and a closed session is freed at once
+        self._timers: list[tuple[float, int, weakref.ref[Session]]] = []
         self._timer_seq = itertools.count()
         self._timers_changed = trio.Event()
-        self.sessions: set[Session] = set()
         self.broker: MemoryBroker | None = config.new_broker()
         # scale-out on Redis (spec §11.4-11.7)
         self.publisher: Publisher | None = None
@@ -88,7 +97,7 @@ class Server:
         #: fired whenever a Redis link's state changes (see :meth:`wait_redis_ready`)
         self.redis_state = StateSignal()
         if pubsub or config.broker == "redis" or "redis" in adapters or "redisx" in adapters:
-            url = parse_redis_url(config.redis_url)
+            url = redis_target(config)
             legacy = config.redis_channel if "redis" in adapters else None
             if pubsub or config.broker == "redis":
                 # one ordered connection for PUBLISH and the broker's scripts and reads
@@ -104,12 +113,44 @@ class Server:
                 )
             if pubsub or legacy is not None:
                 self.subscriber = Subscriber(
-                    self, url, legacy_channel=legacy, per_stream=pubsub, state=self.redis_state
+                    url,
+                    legacy_channel=legacy,
+                    per_stream=pubsub,
+                    on_broadcast=self._take_channel_broadcast,
+                    on_command=self.remote_disconnect,
+                    on_stamped=self.deliver,
+                    state=self.redis_state,
                 )
             if "redisx" in adapters:
                 self.consumer = StreamConsumer(
-                    self, url, stream=config.redisx_stream, state=self.redis_state
+                    url,
+                    stream=config.redisx_stream,
+                    on_entry=self._take_stream_entry,
+                    state=self.redis_state,
                 )
+        #: history, sessions and presence: the one backend every call site uses
+        self.backend: Backend[Confirmation] = (
+            RedisBackend(self.redis_broker)
+            if self.redis_broker is not None
+            else MemoryBackend(self.broker)
+            if self.broker is not None
+            else NoBackend()
+        )
+        #: the rules of the node (cableway.node): registry, publishing, remote commands
+        self.node: Node[Session, Confirmation] = Node(
+            self.backend,
+            self.metrics,
+            fan_out,
+            wall_clock=time.time,
+            relay=self._relay if pubsub and self.publisher is not None else None,
+        )
+        if self.subscriber is not None:
+            self.node.registry.on_first = self.subscriber.want
+            self.node.registry.on_last = self.subscriber.unwant
+        #: stream -> sessions index used by the fan-out
+        self.hub = self.node.registry
+        #: every live session (WebSocket and SSE)
+        self.sessions = self.node.sessions
         #: how long a publisher waits for Redis to accept a publication (then 503)
         self.confirm_timeout = 5.0
         self.idle_scopes: set[trio.CancelScope] = set()
@@ -128,7 +169,6 @@ class Server:
             "http" in config.broadcast_adapters and config.http_broadcast_port == config.port
         )
         self._shutdown = trio.Event()
-        self.metrics = Metrics()
         self.metrics.set("clients_num", lambda: len(self.sessions))
         self.metrics.set(
             "clients_uniq_num", lambda: len({s.core.identifiers for s in self.sessions})
@@ -158,7 +198,8 @@ class Server:
     ) -> SessionSettings:
         """The core settings of one session."""
         config = self.config
-        brokered = self.broker is not None or self.redis_broker is not None
+        backend = self.backend
+        brokered = backend.keeps_state
         return SessionSettings(
             ping_interval=ping_interval,
             ping_precision=ping_precision,
@@ -168,9 +209,14 @@ class Server:
             pong_timeout=config.pong_timeout,
             history=brokered,
             presence=brokered,
-            resumable=brokered and config.sessions_ttl > 0,
+            resumable=brokered and backend.resumable,
             native_pings=config.enable_native_pings,
         )
+
+    @property
+    def publishing_waits(self) -> bool:
+        """Whether a publication waits for Redis to accept it (HTTP answers after it)."""
+        return self.publisher is not None
 
     # -- fan-out -------------------------------------------------------------------
 
@@ -184,8 +230,9 @@ class Server:
         if deadline is None or deadline >= session.scheduled_at:
             return
         session.scheduled_at = deadline
-        heapq.heappush(self._timers, (deadline, next(self._timer_seq), session))
-        if self._timers[0][2] is session:
+        ref = session.ref
+        heapq.heappush(self._timers, (deadline, next(self._timer_seq), ref))
+        if self._timers[0][2] is ref:
             self._timers_changed.set()  # an earlier wake-up than the task sleeps for
 
     async def _run_timers(self) -> None:
@@ -214,7 +261,9 @@ class Server:
             unix_time = time.time()
             frames: dict[tuple[str, str], bytes | None] = {}
             while timers and timers[0][0] <= now:
-                session = heappop(timers)[2]
+                session = heappop(timers)[2]()
+                if session is None:
+                    continue  # closed and freed
                 session.scheduled_at = inf
                 session.on_timer(now, unix_time, frames)  # re-schedules the next deadline
             await trio.lowlevel.checkpoint()
@@ -237,30 +286,22 @@ class Server:
 
         With ``--pubsub=redis`` each stamped publication goes to Redis (in order) and
         every node, this one included, delivers it when it comes back: exactly once per
-        node. Without, it is delivered here at once.
+        node. Without, it is delivered here at once (see :meth:`.Node.publish`).
         """
-        publisher = self.publisher if self.pubsub else None
-        redis_broker = self.redis_broker
-        # consecutive publications on one stream are delivered together: each
-        # subscriber gets them in one write
-        run: list[tuple[Publication, int | None, str | None]] = []
-        for publication in publications:
-            if redis_broker is not None and not publication.transient:
-                if run:
-                    self._deliver_run(run)
-                    run = []
-                self._stamp_in_redis(redis_broker, publication, None)
-                continue
-            offset, epoch = self._stamp(publication)
-            if publisher is not None:
-                publisher.post(publication.stream, encode_stamped(publication, offset, epoch))
-                continue
-            if run and run[0][0].stream != publication.stream:
-                self._deliver_run(run)
-                run = []
-            run.append((publication, offset, epoch))
-        if run:
-            self._deliver_run(run)
+        self.node.publish(publications)
+
+    def _relay(
+        self,
+        publication: Publication,
+        offset: int | None,
+        epoch: str | None,
+        confirmation: Confirmation | None,
+    ) -> None:
+        """``--pubsub=redis``: a stamped publication to every node, through Redis."""
+        assert self.publisher is not None
+        self.publisher.post(
+            publication.stream, encode_stamped(publication, offset, epoch), confirmation
+        )
 
     def redis_ready(self, *streams: str) -> bool:
         """Whether every Redis link is up (and, with ``--pubsub=redis``, the node listens
@@ -275,24 +316,6 @@ class Server:
     async def wait_redis_ready(self, *streams: str) -> None:
         """Return once :meth:`redis_ready` holds (no polling: woken by every change)."""
         await self.redis_state.wait_for(lambda: self.redis_ready(*streams))
-
-    def _stamp_in_redis(
-        self,
-        broker: RedisBroker,
-        publication: Publication,
-        confirmation: Confirmation | None,
-    ) -> None:
-        """``--broker=redis``: Redis assigns the offset; with ``--pubsub=redis`` the same
-        script publishes the stamped message to every node, else it is delivered here
-        once Redis answered (in order: replies come in the order of the commands)."""
-        self.metrics.inc("broadcast_msg_total")
-        broker.stamp(
-            publication,
-            now=time.time(),
-            channel=publication.stream if self.pubsub else None,
-            confirmation=confirmation,
-            on_stamped=None if self.pubsub else self.deliver,
-        )
 
     async def publish_confirmed(self, publications: Iterable[Publication]) -> bool:
         """Like :meth:`publish`, and wait until Redis accepted them (``--pubsub=redis``).
@@ -311,16 +334,7 @@ class Server:
         if not publisher.up:
             return False
         confirmation = Confirmation()
-        redis_broker = self.redis_broker
-        for publication in items:
-            if redis_broker is not None and not publication.transient:
-                self._stamp_in_redis(redis_broker, publication, confirmation)
-            elif self.pubsub:
-                offset, epoch = self._stamp(publication)
-                payload = encode_stamped(publication, offset, epoch)
-                publisher.post(publication.stream, payload, confirmation)
-            else:
-                self.deliver(publication, *self._stamp(publication))
+        self.node.publish(items, confirmation)
         with trio.move_on_after(self.confirm_timeout):
             await confirmation.done.wait()
         ok = confirmation.done.is_set() and confirmation.ok
@@ -350,169 +364,45 @@ class Server:
             return False
         return True
 
-    def _stamp(self, publication: Publication) -> tuple[int | None, str | None]:
-        """Count a publication accepted by this node and store it in the broker."""
-        self.metrics.inc("broadcast_msg_total")
-        broker = self.broker
-        if broker is None or publication.transient:
-            return None, None
-        offset = broker.add(
-            publication.stream,
-            publication.data,
-            now=time.time(),
-            broadcast_type=publication.broadcast_type,
-        )
-        return offset, broker.epoch
-
     def deliver(self, publication: Publication, offset: int | None, epoch: str | None) -> None:
-        """Fan a (stamped) publication out to this node's subscribers, never awaiting.
-
-        Each publication is encoded once per distinct identifier and turned into wire
-        bytes once per kind of session (WebSocket frame, SSE event...); the same bytes
-        are written to every subscriber of that kind.
-        """
-        self._deliver_run([(publication, offset, epoch)])
-
-    def _deliver_run(self, run: list[tuple[Publication, int | None, str | None]]) -> None:
-        """Deliver (stamped) publications of one stream, in order, never awaiting.
-
-        A subscriber gets all of them in one write (see :func:`.session.fan_out`); the
-        metrics are accounted once per run.
-        """
-        recipients = self.hub.recipients(run[0][0].stream)
-        if not recipients:
-            return
-        if len(run) > 1 and len(recipients) > 1 and _shared_members(recipients.values()):
-            # a session subscribed through several identifiers gets each publication
-            # under every identifier before the next one: keep that interleaving
-            for item in run:
-                self._deliver_run([item])
-            return
-        encoded = [EncodedBroadcast(pub, offset=offset, epoch=epoch) for pub, offset, epoch in run]
-        offsets = [offset for _, offset, _ in run]
-        excluded = [pub.exclude_socket for pub, _, _ in run]
-        excludes = None if all(exclude is None for exclude in excluded) else excluded
-        delivered = sent = 0
-        for identifier, sessions in recipients.items():
-            texts = [item.for_identifier(identifier) for item in encoded]
-            done, written = fan_out(sessions, identifier, texts, offsets, excludes)
-            delivered += done
-            sent += written
-        metrics = self.metrics
-        metrics.inc("server_msg_total", delivered)
-        if sent:
-            metrics.inc("data_sent_total", sent)
-
-    def add_subscriber(self, stream: str, identifier: str, session: Session) -> None:
-        """Register a subscription; the node subscribes to the stream's channel if new."""
-        if self.hub.add(stream, identifier, session) and self.subscriber is not None:
-            self.subscriber.want(stream)
-
-    def remove_subscriber(self, stream: str, identifier: str, session: Session) -> None:
-        """Unregister; the node leaves the stream's channel when nobody here listens."""
-        if self.hub.remove(stream, identifier, session) and self.subscriber is not None:
-            self.subscriber.unwant(stream)
-
-    def answer_history(self, session: Session, request: HistoryRequest) -> None:
-        """Serve a session's history request from the broker.
-
-        The memory broker answers at once; Redis later, from a task (the core holds the
-        subscription's live messages meanwhile).
-        """
-        redis_broker = self.redis_broker
-        if redis_broker is None or self._tasks is None:
-            service.answer_history(self.broker, session.core, request, now=time.time())
-        else:
-            self._tasks.start_soon(self._answer_history_later, redis_broker, session, request)
-
-    async def _answer_history_later(
-        self, broker: RedisBroker, session: Session, request: HistoryRequest
-    ) -> None:
-        try:
-            entries, epoch = await broker.fetch_history(request.queries, now=time.time())
-            if session.closing:
-                return
-            session.core.history_result(request.identifier, entries, epoch=epoch)
-            session.apply()
-        except Exception:  # a bug must cost one answer, never the server
-            log.exception("unexpected error answering a history request")
-
-    def answer_presence(self, session: Session, request: PresenceRequest) -> None:
-        """Carry out a session's presence operation and publish what it changed."""
-        redis_broker = self.redis_broker
-        if redis_broker is None or self._tasks is None:
-            publication = service.answer_presence(self.broker, session.core, request)
-            if publication is not None:
-                self.publish([publication])
-        elif request.kind == "join":
-            redis_broker.presence_join(
-                request.stream,
-                session.sid,
-                request.presence_id,
-                request.info,
-                self.publish_presence,
-                now=time.time(),
-            )
-        elif request.kind == "leave":
-            redis_broker.presence_leave(request.stream, session.sid, self.publish_presence)
-        else:
-            self._tasks.start_soon(self._presence_info_later, redis_broker, session, request)
-
-    async def _presence_info_later(
-        self, broker: RedisBroker, session: Session, request: PresenceRequest
-    ) -> None:
-        try:
-            records = await broker.presence_info(request.stream)
-            if session.closing:
-                return
-            session.core.presence_result(request.identifier, records)
-            session.apply()
-        except Exception:  # a bug must cost one answer, never the server
-            log.exception("unexpected error answering a presence request")
-
-    def save_session(self, sid: str, snapshot: SessionSnapshot) -> None:
-        """Keep a live resumable session's snapshot in the broker."""
-        if self.broker is not None:
-            self.broker.save_session(sid, snapshot)
-        elif self.redis_broker is not None:
-            self.redis_broker.save_session(sid, snapshot)
-
-    def release_session(
-        self, sid: str, snapshot: SessionSnapshot | None, presence: Iterable[str]
-    ) -> None:
-        """A session closed: its snapshot stays restorable for ``sessions_ttl``, and its
-        presence in ``presence`` streams expires after ``presence_ttl``."""
-        now = time.time()
-        if self.broker is not None:
-            self.broker.release_session(sid, now=now)
-            for stream in presence:
-                self.broker.presence_disconnect(stream, sid, now=now)
-        elif self.redis_broker is not None:
-            self.redis_broker.release_session(sid, snapshot)
-            for stream in presence:
-                self.redis_broker.presence_disconnect(stream, sid, now=now)
+        """Fan a (stamped) publication out to this node's subscribers, never awaiting."""
+        self.node.deliver(publication, offset, epoch)
 
     async def restore_snapshot(self, sid: str) -> SessionSnapshot | None:
         """The snapshot of session ``sid`` when it can be restored (else None)."""
-        if self.broker is not None:
-            return self.broker.restore_session(sid, now=time.time())
-        if self.redis_broker is not None:
-            return await self.redis_broker.restore_session(sid)
-        return None
+        return await self.backend.restore_session(sid, now=time.time())
 
     def publish_presence(self, event: PresenceEvent) -> None:
         """Broadcast a presence join/leave to the presence stream (transient)."""
-        self.publish(
-            [service.presence_publication(event.stream, event.kind, event.presence_id, event.info)]
-        )
+        self.node.publish_presence(event)
 
     def remote_disconnect(self, command: RemoteDisconnect) -> None:
         """Disconnect every session whose identifiers equal the command's."""
-        for session in list(self.sessions):
-            if session.core.identifiers == command.identifier:
-                session.request_close(
-                    "remote", reconnect=command.reconnect, close_reason="Closed remotely"
-                )
+        self.node.remote_disconnect(command)
+
+    def _take_channel_broadcast(self, payload: bytes, channel: str) -> None:
+        """A broadcast on the legacy Redis channel: every node gets it, so it is
+        delivered here and bypasses the broker."""
+        verdict = judge(payload)
+        account(verdict, self.metrics)
+        if isinstance(verdict, Invalid):
+            log.warning("invalid broadcast on %s: %s", channel, verdict.detail)
+        elif isinstance(verdict, RemoteDisconnect):
+            self.remote_disconnect(verdict)
+        else:
+            for publication in verdict:
+                self.deliver(publication, None, None)
+
+    async def _take_stream_entry(self, payload: bytes, stream: str) -> bool:
+        """A ``redisx`` entry; False: not accepted (read it again later)."""
+        verdict = judge(payload)
+        account(verdict, self.metrics)
+        if isinstance(verdict, Invalid):
+            log.warning("invalid broadcast in stream %s: %s", stream, verdict.detail)
+            return True  # nothing to retry: drop it
+        if isinstance(verdict, RemoteDisconnect):
+            return await self.remote_command(verdict)
+        return await self.publish_confirmed(verdict)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -528,11 +418,11 @@ class Server:
     ) -> None:
         """Listen and serve until :meth:`shutdown` (or SIGINT/SIGTERM) completes."""
         config = self.config
-        main_listeners = await _listen(config.host, config.port, "--host", "--port")
+        main_listeners = await listen(config.host, config.port, "--host", "--port")
         self.main_port = main_listeners[0].socket.getsockname()[1]
         roles: list[tuple[str, list[trio.SocketListener]]] = [("main", main_listeners)]
         if "http" in config.broadcast_adapters and not self._shared_broadcast:
-            extra = await _listen(
+            extra = await listen(
                 config.host, config.http_broadcast_port, "--host", "--http_broadcast_port"
             )
             self.broadcast_port = extra[0].socket.getsockname()[1]
@@ -540,7 +430,7 @@ class Server:
         else:
             self.broadcast_port = self.main_port
         if self._metrics_apart():
-            extra = await _listen(
+            extra = await listen(
                 config.metrics_host or config.host,
                 config.metrics_port,
                 "--metrics_host" if config.metrics_host else "--host",
@@ -550,7 +440,18 @@ class Server:
             roles.append(("metrics", extra))
         elif config.metrics_http:
             self.metrics_port = self.main_port
-        self._announce()
+        announce(
+            config,
+            main_port=self.main_port,
+            broadcast_port=self.broadcast_port,
+            memory=self.broker,
+            redis=self.redis_broker,
+            redis_links=self.publisher is not None
+            or self.subscriber is not None
+            or self.consumer is not None,
+            redisx=self.consumer is not None,
+            publisher=self.publisher is not None,
+        )
         listeners = [listener for _, group in roles for listener in group]
         try:
             # Redis links outlive the clients: what sessions write as they close (snapshots
@@ -563,7 +464,7 @@ class Server:
                 await self._flush_redis()
                 links.cancel_scope.cancel()
         finally:
-            _close_listeners(listeners)
+            close_listeners(listeners)
 
     async def _serve_until_shutdown(
         self,
@@ -580,13 +481,13 @@ class Server:
                     accepting.start_soon(self._serve, group, handlers, role)
                 if handle_signals:
                     accepting.start_soon(self._watch_signals)
-                if self.broker is not None:
-                    accepting.start_soon(self._sweep, self.broker)
-                if self.redis_broker is not None:
-                    accepting.start_soon(self._sweep_redis, self.redis_broker)
+                if self.backend.sweep_interval < math.inf:
+                    accepting.start_soon(self._sweep, self.backend)
                 accepting.start_soon(self._run_timers)
                 if config.metrics_log:
                     accepting.start_soon(self._log_metrics)
+                if config.statsd_host:
+                    accepting.start_soon(run_statsd, self.metrics, config)
                 task_status.started(self)
                 await self._shutdown.wait()
                 if config.shutdown_delay > 0:
@@ -594,7 +495,7 @@ class Server:
                     log.info("Waiting %gs before shutting down", config.shutdown_delay)
                     await trio.sleep(config.shutdown_delay)
                 accepting.cancel_scope.cancel()
-            _close_listeners(listeners)  # stop accepting before telling clients
+            close_listeners(listeners)  # stop accepting before telling clients
             await self._drain(handlers)
 
     async def _flush_redis(self) -> None:
@@ -672,31 +573,23 @@ class Server:
             if limiter is not None:
                 limiter.release_on_behalf_of(token)
 
-    async def _sweep(self, broker: MemoryBroker) -> None:
-        """Expire history, sessions and presence once a second (AnyCable's sweeper)."""
+    async def _sweep(self, backend: Backend[Confirmation]) -> None:
+        """Expire history, sessions and presence (AnyCable's sweeper, once a second for
+        the memory broker), in slices with a checkpoint between them, so that a mass
+        expiry (a million streams published together) never holds the event loop."""
         while True:
-            await trio.sleep(1)
-            for event in broker.expire(time.time()):
-                self.publish_presence(event)
-
-    async def _sweep_redis(self, broker: RedisBroker) -> None:
-        """Expire presence in Redis once a second (each expiry is handed to one node),
-        and renew the leases of this node's live presence every third of a lease."""
-        renewed = trio.current_time()
-        while True:
-            await trio.sleep(min(1.0, broker.presence_lease / 3))
+            await trio.sleep(backend.sweep_interval)
             now = time.time()
-            if trio.current_time() - renewed >= broker.presence_lease / 3:
-                renewed = trio.current_time()
-                broker.presence_renew(
-                    (
-                        (stream, session.sid)
-                        for session in self.sessions
-                        for _presence_id, stream in session.core.presence.values()
-                    ),
-                    now=now,
-                )
-            broker.expire(now, self.publish_presence)
+            while backend.sweep(now, self.publish_presence, self._live_presence):
+                await trio.lowlevel.checkpoint()
+
+    def _live_presence(self) -> Iterable[tuple[str, str]]:
+        """(stream, sid) of every live presence record of this node's sessions."""
+        return (
+            (stream, session.sid)
+            for session in self.sessions
+            for _presence_id, stream in session.core.presence.values()
+        )
 
     async def _log_metrics(self) -> None:
         """``--metrics_log``: one line per interval with counter deltas and gauges."""
@@ -713,129 +606,6 @@ class Server:
                     raise SystemExit(1)  # second signal: stop at once
                 self.shutdown()
 
-    def _announce(self) -> None:
-        config = self.config
-        base = f"http://{config.host}:{self.main_port}"
-        for path in config.path:
-            log.info("Handle WebSocket connections at %s%s", base, path)
-        log.info("Handle health requests at %s%s", base, config.health_path)
-        if "http" in config.broadcast_adapters:
-            auth = "authorization required" if config.broadcast_key else "no authorization"
-            log.info(
-                "Accept broadcast requests at http://%s:%d%s (%s)",
-                config.host,
-                self.broadcast_port,
-                config.http_broadcast_path,
-                auth,
-            )
-        if config.jwt_secret:
-            log.info(
-                "JWT authentication is enabled (param: %s, enforced: %s)",
-                config.jwt_param,
-                str(config.enforce_jwt).lower(),
-            )
-        else:
-            log.info("JWT authentication is disabled: every connection is accepted anonymously")
-        if self.redis_broker is not None:
-            rb = self.redis_broker
-            log.info(
-                "Using Redis broker at %s (history limit: %d, history ttl: %gs, "
-                "sessions ttl: %gs, presence ttl: %gs)",
-                parse_redis_url(config.redis_url).describe(),
-                rb.history_limit,
-                rb.history_ttl,
-                rb.sessions_ttl,
-                rb.presence_ttl,
-            )
-        broker = self.broker
-        if broker is not None:
-            log.info(
-                "Using in-memory broker (epoch: %s, history limit: %d, history ttl: %gs, "
-                "sessions ttl: %gs, presence ttl: %gs)",
-                broker.epoch,
-                broker.history_limit,
-                broker.history_ttl,
-                broker.sessions_ttl,
-                broker.presence_ttl,
-            )
-        elif self.redis_broker is None:
-            log.info("No broker: streams keep no history and sessions cannot be restored")
-        if self.publisher is not None or self.subscriber is not None or self.consumer is not None:
-            url = parse_redis_url(config.redis_url).describe()
-            if "redis" in config.broadcast_adapters:
-                log.info("Accept broadcasts from Redis channel %s at %s", config.redis_channel, url)
-            if self.consumer is not None:
-                log.info(
-                    "Accept broadcasts from Redis stream %s (group bx) at %s",
-                    config.redisx_stream,
-                    url,
-                )
-            if self.publisher is not None:
-                log.info("Using Redis pub/sub at %s", url)
-        if config.sse:
-            log.info("Handle SSE requests at %s%s", base, config.sse_path)
-        channels = ["$pubsub"]
-        if config.turbo_streams:
-            channels.append("Turbo::StreamsChannel")
-        log.info("Using channels router: %s", ", ".join(channels))
-        if config.public:
-            log.info("Server is running in the public mode")
-
-
-def _shared_members(groups: Iterable[set[Session]]) -> bool:
-    """Whether a session is in more than one of ``groups``."""
-    seen: set[Session] = set()
-    total = 0
-    for group in groups:
-        seen |= group
-        total += len(group)
-    return len(seen) != total
-
-
-def _tune_garbage_collector() -> None:
-    """Keep the cyclic collector off the fan-out path.
-
-    Every connection keeps a few long-lived objects (tasks, cancel scopes, events);
-    with thousands of them each young-generation collection walks a large, stable
-    heap. Objects created at start-up are frozen out of collections, and the
-    young-generation threshold is raised so collections are rare and cheap (the
-    benchmarks in docs/benchmarks.md measured the collector as most of the CPU per
-    delivery at 5 000 subscribers).
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
-
-
-def _raise_open_file_limit() -> None:
-    """Every connection is a file descriptor: use the hard limit, as AnyCable-Go does."""
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard == resource.RLIM_INFINITY or hard > soft:
-            target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        log.info("Open file limit: %d", soft)
-    except (ImportError, ValueError, OSError) as exc:  # not on every platform
-        log.warning("could not raise the open file limit: %s", exc)
-
-
-async def _listen(
-    host: str, port: int, host_option: str, port_option: str
-) -> list[trio.SocketListener]:
-    """trio.open_tcp_listeners, its failure as a StartupError naming the options."""
-    try:
-        return await trio.open_tcp_listeners(port, host=host)
-    except OSError as exc:
-        raise StartupError.cannot_listen(exc, host, port, host_option, port_option) from exc
-
-
-def _close_listeners(listeners: list[trio.SocketListener]) -> None:
-    for listener in listeners:
-        listener.socket.close()
-
 
 async def serve(
     config: Config,
@@ -844,6 +614,6 @@ async def serve(
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a Cableway server for ``config`` until shut down."""
-    _raise_open_file_limit()
-    _tune_garbage_collector()
+    raise_open_file_limit()
+    tune_garbage_collector()
     await Server(config).run(handle_signals=handle_signals, task_status=task_status)

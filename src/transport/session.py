@@ -7,8 +7,21 @@ Resource handling:
     queued; only what the kernel does not take is left in the outbox, and then a
     *writer* task is started (in the server's handler nursery, or in a nursery of the
     session's own when the server is not running, as in tests) until the outbox is
-    empty, every write under ``ws_write_timeout``. An idle session has no writer task.
-    The session waits for its writer before it closes the stream.
+    empty; a socket that takes nothing for ``ws_write_timeout`` ends the session. An
+    idle session has no writer task. The session waits for its writer before it closes
+    the stream.
+
+Slow clients:
+    A client is too slow when, as more output is due, more than ``ws_max_pending_size``
+    bytes of *earlier* output are still queued here after the kernel took all it would
+    (see :meth:`Session._admit`): the bytes being sent never count against themselves,
+    so one publication of any size reaches a client that reads. Dropping it keeps the
+    frame in flight whole (:meth:`.Outbox.drop_unstarted`), then sends ``disconnect``
+    and the close.
+
+References:
+    Nothing the session owns points back at it (no bound methods in its outbox, timers
+    hold it weakly), so a closed session is freed by reference counting alone.
 
 Error handling:
     Nothing a client sends raises out of :meth:`Session.run`. A failed or timed-out
@@ -22,36 +35,54 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+import time
+import weakref
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from ..metrics import Metrics
+from ..node.backend import Answer
+from ..node.dispatch import dispatch
+from ..node.node import Node
+from ..protocol.broadcast import Publication
 from ..protocol.broker import SessionSnapshot
 from ..protocol.connection import CableConnection
-from ..protocol.events import (
-    CloseConnection,
-    CommandIgnored,
-    HistoryRequest,
-    NativePing,
-    PresenceRequest,
-    Publish,
-    ReleaseHeld,
-    SendMessage,
-    SessionChanged,
-    StreamAdded,
-    StreamRemoved,
-)
+from ..protocol.events import HistoryRequest, PresenceRequest
 from .outbox import Outbox
 
 if TYPE_CHECKING:
-    from .server import Server
+    from ..config import Config
 
-__all__ = ["Session"]
+__all__ = ["Session", "SessionHost"]
 
 log = logging.getLogger("cableway.session")
 
 _READ_SIZE = 65536
+
+
+class SessionHost(Protocol):
+    """What a session needs from its node: the trio server implements it.
+
+    The node layer (registry, publishing, the backend: ``node``), the shared timer
+    (``schedule``), the nursery writers and late answers start in, the counters, and
+    the ``ws_*`` limits of ``config``.
+    """
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def task_nursery(self) -> trio.Nursery | None: ...
+
+    @property
+    def node(self) -> Node[Session, Any]: ...
+
+    def schedule(self, session: Session) -> None: ...
 
 
 class Session:
@@ -65,12 +96,14 @@ class Session:
     #: sessions with the same kind get the same bytes for the same message
     wire_kind = "?"
 
-    def __init__(self, server: Server, stream: trio.abc.Stream, core: CableConnection) -> None:
+    def __init__(self, server: SessionHost, stream: trio.abc.Stream, core: CableConnection) -> None:
         self.server = server
         self.stream = stream
         self.core = core
         self.sid = core.sid
-        self.outbox = Outbox(server.config.ws_max_pending_size, self._queued)
+        self.outbox = Outbox(server.config.ws_max_pending_size)
+        #: how the server's timer heap refers to this session (it never keeps it alive)
+        self.ref = weakref.ref(self)
         #: where writers are started on demand, while the session runs
         self._nursery: trio.Nursery | None = None
         self._writer_active = False
@@ -138,7 +171,6 @@ class Session:
         if self._closing or self._pending_close is not None:
             return 0
         fd = self._fd
-        sent = 0
         if fd >= 0 and not self._writer_active and not self.outbox.size:
             try:
                 sent = os.write(fd, frame)
@@ -147,16 +179,53 @@ class Session:
             if sent == len(frame):
                 return sent
             if sent:
-                frame = frame[sent:]
+                self._put_back(memoryview(frame)[sent:])
+                return sent
         self._enqueue(frame)
-        return sent
+        return 0
 
     def _enqueue(self, frame: bytes) -> None:
-        """Queue bytes behind what is pending; on overflow disconnect as ``too_slow``."""
-        if not self.outbox.push(frame):
-            self.outbox.clear()
-            self.server.metrics.inc("disconnected_slow_clients_total")
+        """Queue whole frames behind what is pending, unless the client is too slow."""
+        if not self._admit():
+            self._drop_slow()
             self.request_close("too_slow", reconnect=True, code=1000)
+            return
+        self.outbox.push(frame)
+        self._kick()
+
+    def _put_back(self, rest: memoryview) -> None:
+        """Queue the rest of bytes the kernel took in part (never refused: it finishes
+        a frame already on the wire)."""
+        self.outbox.push_started(rest)
+        self._kick()
+
+    def _send_control(self, data: bytes) -> None:
+        """Queue protocol-control bytes (pings, close frames) without the bound."""
+        self.outbox.push(data)
+        self._kick()
+
+    def _admit(self) -> bool:
+        """Whether the client may be sent more output, or is too slow.
+
+        Too slow: more than ``ws_max_pending_size`` bytes of earlier output wait here,
+        not started on the wire, even after the kernel took all it would right now.
+        What is about to be queued does not count (a batch of any size reaches a
+        client that reads); a client that reads keeps its kernel buffer draining, so
+        what waits here goes to the kernel as soon as it is due.
+        """
+        outbox = self.outbox
+        if not outbox.over:
+            return True
+        if self._fd >= 0:
+            self._write_now()
+            return not outbox.over
+        return False
+
+    def _drop_slow(self) -> None:
+        """The client is too slow: drop its unstarted output (the frame in flight is
+        finished first) and count it."""
+        self.outbox.drop_unstarted()
+        self.server.metrics.inc("disconnected_slow_clients_total")
 
     def _push_messages(self, identifier: str, frames: list[tuple[int | None, bytes]]) -> int:
         """Deliver broadcast frames (with their offsets) of one subscription, in order:
@@ -174,8 +243,10 @@ class Session:
         return self._push(b"".join(frame for _, frame in frames))
 
     def hold(self, identifier: str, offset: int | None, frame: bytes) -> None:
-        """Keep a live message of a restored subscription until its history is in."""
-        self._held_size += len(frame)
+        """Keep a live message of a restored subscription until its history is in.
+
+        Bounded like the outbox: what is already held counts, not this message.
+        """
         limit = self.outbox.max_bytes
         if limit and self._held_size > limit:
             self._held.clear()
@@ -183,6 +254,7 @@ class Session:
             self.server.metrics.inc("disconnected_slow_clients_total")
             self.request_close("too_slow", reconnect=True, code=1000)
             return
+        self._held_size += len(frame)
         self._held.setdefault(identifier, []).append((offset, frame))
 
     def request_close(
@@ -229,7 +301,8 @@ class Session:
             log.exception("unexpected error in session sid=%s", self.sid)
             self._closing = True
             data = self._abort_bytes()
-            if data and not self._writer_active:
+            # never after a frame cut in two (bytes of it are still pending)
+            if data and not self._writer_active and not self.outbox.started:
                 with (
                     trio.move_on_after(1),
                     contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
@@ -246,10 +319,21 @@ class Session:
             if self._done is not None:
                 self._done.set()
 
-    def _queued(self) -> None:
-        """Outbox callback: bytes were queued (flushed at once unless batching)."""
+    def _kick(self) -> None:
+        """Bytes were queued: flush them at once (unless batching or a writer runs)."""
         if not self._batching and not self._writer_active:
             self._flush()
+
+    def _write_now(self) -> int:
+        """Give the socket what it takes of the outbox now, without waiting; the bytes
+        written (a gone peer is left for the writer to report)."""
+        try:
+            sent = self.outbox.write_to(self._fd)
+        except OSError:  # BlockingIOError, or the peer is gone
+            return 0
+        if sent:
+            self.server.metrics.inc("data_sent_total", sent)
+        return sent
 
     def _flush(self) -> None:
         """Write what is queued straight to the socket; leave the rest to a writer task.
@@ -261,21 +345,10 @@ class Session:
         outbox = self.outbox
         if self._writer_active or not outbox.size:
             return
-        fd = self._fd
-        if fd >= 0:
-            data = outbox.take_nowait()
-            try:
-                sent = os.write(fd, data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                sent = 0  # the peer is gone: the writer's send reports it and closes
-            if sent:
-                self.server.metrics.inc("data_sent_total", sent)
-                if sent == len(data):
-                    return
-                data = data[sent:]
-            outbox.unshift(data)
+        if self._fd >= 0:
+            self._write_now()
+            if not outbox.size:
+                return
         nursery = self._nursery
         if nursery is not None:
             self._writer_active = True
@@ -283,15 +356,50 @@ class Session:
             nursery.start_soon(self._writer, self._writer_done)
 
     async def _writer(self, done: trio.Event) -> None:
-        """Write the outbox until it is empty; on failure end the session. Never raises."""
+        """Write the outbox until it is empty; on failure end the session. Never raises.
+
+        On a socket, each wait for it to take more is bounded by ``ws_write_timeout``
+        (the deadline moves whenever the kernel takes bytes: a client that reads is
+        never cut off in the middle of a long backlog). Writes go through the outbox,
+        so nothing is ever in flight outside it (see :meth:`_admit`).
+        """
         timeout = self.server.config.ws_write_timeout
         metrics = self.server.metrics
+        outbox = self.outbox
         try:
-            while data := self.outbox.take_nowait():
-                with trio.fail_after(timeout):
-                    await self.stream.send_all(data)
-                metrics.inc("data_sent_total", len(data))
-        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            fd = self._fd
+            if fd < 0:
+                while data := outbox.take_nowait():
+                    with trio.fail_after(timeout):
+                        await self.stream.send_all(data)
+                    metrics.inc("data_sent_total", len(data))
+            else:
+                deadline = trio.current_time() + timeout
+                while outbox.size:
+                    # the session sets _fd to -1 before it closes the socket: never
+                    # write to a descriptor that may since belong to another connection
+                    fd = self._fd
+                    if fd < 0:
+                        raise trio.ClosedResourceError
+                    try:
+                        sent = outbox.write_to(fd)
+                    except BlockingIOError:
+                        sent = 0
+                    if sent:
+                        metrics.inc("data_sent_total", sent)
+                        if not outbox.size:
+                            break
+                        deadline = trio.current_time() + timeout
+                    with trio.move_on_at(deadline) as waited:
+                        await trio.lowlevel.wait_writable(fd)
+                    if waited.cancelled_caught:
+                        raise trio.TooSlowError
+        except (
+            trio.TooSlowError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            OSError,
+        ) as exc:
             metrics.inc(
                 "timeout_server_msg_total"
                 if isinstance(exc, trio.TooSlowError)
@@ -340,12 +448,14 @@ class Session:
             data: bytes | None = b""
             # timers (pings, pong and hold deadlines) are fired by the server's shared
             # timer task; this scope is only woken to close
-            with trio.CancelScope() as wake:
-                self._wake = wake
-                if self._pending_close is not None:
-                    wake.cancel()
-                data = await self._receive()
-            self._wake = None
+            try:
+                with trio.CancelScope() as wake:
+                    self._wake = wake
+                    if self._pending_close is not None:
+                        wake.cancel()
+                    data = await self._receive()
+            finally:
+                self._wake = None
             if wake.cancelled_caught:
                 if self._pending_close is not None:
                     reason, reconnect, code, close_reason = self._pending_close
@@ -413,51 +523,81 @@ class Session:
         self.server.schedule(self)
 
     def _apply(self) -> None:
-        server = self.server
-        while events := self.core.events():
-            overflow = False
-            for event in events:
-                if isinstance(event, SendMessage):
-                    data = self.encode(event.text)
-                    if data is not None and not overflow and not self.outbox.push(data):
-                        overflow = True
-                elif isinstance(event, StreamAdded):
-                    server.add_subscriber(event.stream, event.identifier, self)
-                elif isinstance(event, StreamRemoved):
-                    server.remove_subscriber(event.stream, event.identifier, self)
-                    self._drop_held(event.identifier)
-                elif isinstance(event, ReleaseHeld):
-                    after = event.after
-                    for offset, frame in self._drop_held(event.identifier):
-                        if after is None or offset is None or offset > after:
-                            self.push_frame(frame)
-                elif isinstance(event, CloseConnection):
-                    self._close_transport(event.code, event.reason)
-                    self._closing = True
-                elif isinstance(event, NativePing):
-                    self._native_ping(event.payload)
-                elif isinstance(event, Publish):
-                    server.publish([event.publication])
-                elif isinstance(event, HistoryRequest):
-                    server.answer_history(self, event)
-                elif isinstance(event, PresenceRequest):
-                    server.answer_presence(self, event)
-                elif isinstance(event, SessionChanged):
-                    self.snapshot = event.snapshot
-                    server.save_session(event.sid, event.snapshot)
-                elif isinstance(event, CommandIgnored):
-                    server.metrics.inc("failed_client_msg_total")
-                    log.debug(
-                        "ignored command sid=%s command=%r reason=%r",
-                        self.sid,
-                        event.command,
-                        event.detail,
-                    )
-            if overflow:
-                # the client does not read what it asks for: drop it, as for broadcasts
-                self.outbox.clear()
-                server.metrics.inc("disconnected_slow_clients_total")
-                self.core.disconnect("too_slow", reconnect=True)
+        dispatch(self.core, self)
+
+    # -- what the core's events mean here (cableway.node.dispatch.EventSink) ----------
+
+    def send_message(self, text: str) -> bool:
+        data = self.encode(text)
+        if data is not None:
+            if not self._admit():
+                return False
+            self.outbox.push(data)
+        return True
+
+    def stream_added(self, stream: str, identifier: str) -> None:
+        self.server.node.registry.add(stream, identifier, self)
+
+    def stream_removed(self, stream: str, identifier: str) -> None:
+        self.server.node.registry.remove(stream, identifier, self)
+        self._drop_held(identifier)
+
+    def release_held(self, identifier: str, after: int | None) -> None:
+        for offset, frame in self._drop_held(identifier):
+            if after is None or offset is None or offset > after:
+                self.push_frame(frame)
+
+    def close_transport(self, code: int, reason: str) -> None:
+        self._close_transport(code, reason)
+        self._closing = True
+
+    def native_ping(self, payload: bytes) -> None:
+        self._native_ping(payload)
+
+    def publish(self, publication: Publication) -> None:
+        self.server.node.publish([publication])
+
+    def history_request(self, request: HistoryRequest) -> None:
+        backend = self.server.node.backend
+        self._answer_later(backend.history(self.core, request, now=time.time()))
+
+    def presence_request(self, request: PresenceRequest) -> None:
+        node = self.server.node
+        pending = node.backend.presence(self.core, request, node.publish_presence, now=time.time())
+        self._answer_later(pending)
+
+    def session_changed(self, sid: str, snapshot: SessionSnapshot) -> None:
+        self.snapshot = snapshot
+        self.server.node.backend.save_session(sid, snapshot)
+
+    def command_ignored(self, command: str, detail: str) -> None:
+        self.server.metrics.inc("failed_client_msg_total")
+        log.debug("ignored command sid=%s command=%r reason=%r", self.sid, command, detail)
+
+    def too_slow(self) -> None:
+        self._drop_slow()
+
+    def _answer_later(self, pending: Awaitable[Answer] | None) -> None:
+        """A backend answers later (Redis): apply its answer in a task, if still open."""
+        if pending is None:
+            return
+        nursery = self._nursery or self.server.task_nursery
+        if nursery is None:  # not running: nothing can wait for the answer
+            close = getattr(pending, "close", None)
+            if close is not None:
+                close()
+            return
+        nursery.start_soon(self._apply_answer, pending)
+
+    async def _apply_answer(self, pending: Awaitable[Answer]) -> None:
+        try:
+            answer = await pending
+            if self._closing:
+                return
+            answer(self.core)
+            self.apply()
+        except Exception:  # a bug must cost one answer, never the server
+            log.exception("unexpected error answering a broker request")
 
     def _drop_held(self, identifier: str) -> list[tuple[int | None, bytes]]:
         frames = self._held.pop(identifier, [])
@@ -465,121 +605,11 @@ class Session:
         return frames
 
     def _unregister(self) -> None:
-        server = self.server
+        node = self.server.node
+        registry = node.registry
         for identifier, stream in self.core.subscriptions.items():
-            server.remove_subscriber(stream, identifier, self)
+            registry.remove(stream, identifier, self)
         self.core.subscriptions.clear()
-        server.sessions.discard(self)
-        if server.broker is not None or server.redis_broker is not None:
-            streams = [stream for _presence_id, stream in self.core.presence.values()]
-            server.release_session(self.sid, self.snapshot, streams)
-
-
-def fan_out(
-    sessions: Iterable[Session],
-    identifier: str,
-    texts: Sequence[str],
-    offsets: Sequence[int | None],
-    excludes: Sequence[str | None] | None,
-) -> tuple[int, int]:
-    """Deliver broadcast messages (in order) to the subscribers of one identifier.
-
-    ``texts`` are the client messages (one per publication), ``offsets`` their stream
-    offsets, ``excludes`` their ``exclude_socket`` (``None`` when no message excludes
-    anyone). Wire bytes are built once per kind of session; a subscriber gets every
-    message meant for it in one write (a batch is coalesced), goes through the outbox
-    when bytes are already pending there, or holds them while its subscription waits
-    for its history. Never awaits.
-
-    Returns the number of deliveries (subscriber, message) and the bytes written at
-    once (the caller accounts both, once per fan-out).
-    """
-    write = os.write
-    delivered = sent_total = 0
-    kinds: dict[str, _Wire] = {}
-    kind = ""
-    wire = _Wire([], [], b"")
-    data = b""
-    size = count = 0
-    for session in sessions:
-        if session.wire_kind != kind:
-            kind = session.wire_kind
-            found = kinds.get(kind)
-            if found is None:
-                found = kinds[kind] = _Wire.build(session, texts, offsets, excludes)
-            wire = found
-            data = wire.data
-            size = len(data)
-            count = len(wire.frames)
-        if excludes is not None and session.sid in excludes:
-            sid = session.sid
-            own = [
-                item
-                for item, exclude in zip(wire.frames, wire.excludes, strict=True)
-                if exclude != sid
-            ]
-            delivered += len(own)
-            sent_total += session._push_messages(identifier, own)
-            continue
-        if not count:
-            continue
-        delivered += count
-        held = session.core.held
-        if held and identifier in held:
-            session._push_messages(identifier, wire.frames)
-            continue
-        # the common case, inlined (see Session.push_frame): nothing queued, one write
-        if session._closing or session._pending_close is not None:
-            continue
-        fd = session._fd
-        if fd >= 0 and not session._writer_active and not session.outbox.size:
-            try:
-                sent = write(fd, data)
-            except OSError:  # BlockingIOError, or the peer is gone (the writer reports it)
-                sent = 0
-            if sent:
-                sent_total += sent
-                if sent == size:
-                    continue
-                session._enqueue(data[sent:])
-                continue
-        session._enqueue(data)
-    return delivered, sent_total
-
-
-class _Wire:
-    """The wire bytes of a run of messages for one kind of session."""
-
-    __slots__ = ("data", "excludes", "frames")
-
-    def __init__(
-        self,
-        frames: list[tuple[int | None, bytes]],
-        excludes: list[str | None],
-        data: bytes,
-    ) -> None:
-        #: (offset, frame) of every message this kind of session gets
-        self.frames = frames
-        #: the exclude_socket of each of those messages
-        self.excludes = excludes
-        #: all the frames together (what one write sends)
-        self.data = data
-
-    @classmethod
-    def build(
-        cls,
-        session: Session,
-        texts: Sequence[str],
-        offsets: Sequence[int | None],
-        excludes: Sequence[str | None] | None,
-    ) -> _Wire:
-        encode = session.encode
-        frames: list[tuple[int | None, bytes]] = []
-        kept: list[str | None] = []
-        for i, text in enumerate(texts):
-            frame = encode(text)
-            if frame is not None:
-                frames.append((offsets[i], frame))
-                kept.append(None if excludes is None else excludes[i])
-        data = frames[0][1] if len(frames) == 1 else b"".join(frame for _, frame in frames)
-        return cls(frames, kept, data)
+        node.sessions.discard(self)
+        streams = [stream for _presence_id, stream in self.core.presence.values()]
+        node.backend.release_session(self.sid, self.snapshot, streams, now=time.time())

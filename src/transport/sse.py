@@ -14,14 +14,16 @@ close-delimited for HTTP/1.0 clients.
 from __future__ import annotations
 
 import logging
+import random
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import h11
 import trio
 
-from ..protocol.connection import CableConnection
+from ..protocol.connection import CableConnection, SessionSettings
+from ..protocol.handshake import AuthPolicy
 from ..protocol.sse import (
     SSE_HEADERS,
     Refusal,
@@ -30,15 +32,26 @@ from ..protocol.sse import (
     sse_connection,
     sse_open,
 )
-from .session import Session
+from .httpconn import VERSION_HEADER, Conn, Request, drain_body
+from .session import Session, SessionHost
 
-if TYPE_CHECKING:
-    from .http import Request, _Conn
-    from .server import Server
-
-__all__ = ["SseSession", "handle_sse"]
+__all__ = ["SessionMaker", "SseSession", "handle_sse"]
 
 log = logging.getLogger("cableway.sse")
+
+
+class SessionMaker(SessionHost, Protocol):
+    """What an endpoint that opens sessions (SSE, WebSocket) needs from the node."""
+
+    @property
+    def auth_policy(self) -> AuthPolicy: ...
+
+    @property
+    def random(self) -> random.Random: ...
+
+    def session_settings(
+        self, ping_interval: float, ping_precision: str, *, extended: bool
+    ) -> SessionSettings: ...
 
 
 class SseSession(Session):
@@ -46,7 +59,7 @@ class SseSession(Session):
 
     def __init__(
         self,
-        server: Server,
+        server: SessionHost,
         stream: trio.abc.Stream,
         core: CableConnection,
         *,
@@ -71,13 +84,11 @@ class SseSession(Session):
 
     def _close_transport(self, code: int, reason: str) -> None:
         if self.chunked:
-            self.outbox.push_control(b"0\r\n\r\n")
+            self._send_control(b"0\r\n\r\n")
 
 
-async def handle_sse(server: Server, conn: _Conn, request: Request) -> None:
+async def handle_sse(server: SessionMaker, conn: Conn, request: Request) -> None:
     """Serve ``/events``; returns when the stream ended (the connection then closes)."""
-    from .http import VERSION_HEADER, _drain_body  # import cycle: http routes here
-
     config = server.config
     cors = cors_headers(request.headers.get("origin"), config.allowed_origins)
 
@@ -85,16 +96,16 @@ async def handle_sse(server: Server, conn: _Conn, request: Request) -> None:
         return [*cors, *headers]
 
     if request.method == "OPTIONS":
-        await _drain_body(conn, 0)
+        await drain_body(conn, 0)
         await conn.respond(200, headers=_cors([]))
         return
     if request.method not in ("GET", "POST"):
         await conn.respond(405, b"Method Not Allowed", headers=_cors([]), close=True)
         return
     if request.method == "GET":
-        body: bytes | None = await _drain_body(conn, 0)
+        body: bytes | None = await drain_body(conn, 0)
     else:
-        body = await _drain_body(conn, config.max_message_size)
+        body = await drain_body(conn, config.max_message_size)
         if body is None:
             await conn.respond(413, b"Payload Too Large", headers=_cors([]), close=True)
             return
@@ -133,7 +144,7 @@ async def handle_sse(server: Server, conn: _Conn, request: Request) -> None:
         server, conn.stream, core, unwrap=opening.unwrap, raw=opening.raw, chunked=chunked
     )
     await conn.send(h11.Response(status_code=200, headers=_cors([*SSE_HEADERS, VERSION_HEADER])))
-    server.sessions.add(session)
+    server.node.sessions.add(session)
     server.metrics.inc("sse_clients_num")
     try:
         session.apply()  # welcome, confirmations, history: queued before live messages

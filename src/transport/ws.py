@@ -9,9 +9,7 @@ object, so an idle connection costs that much less memory.
 
 from __future__ import annotations
 
-import contextlib
 import struct
-from typing import TYPE_CHECKING
 
 import trio
 from wsproto import ConnectionType
@@ -23,10 +21,7 @@ from ..protocol.connection import CableConnection
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.messages import to_wire
 from ..protocol.wsframe import text_frame
-from .session import Session
-
-if TYPE_CHECKING:
-    from .server import Server
+from .session import Session, SessionHost
 
 __all__ = ["WebSocketSession"]
 
@@ -50,7 +45,7 @@ class WebSocketSession(Session):
 
     def __init__(
         self,
-        server: Server,
+        server: SessionHost,
         stream: trio.abc.Stream,
         core: CableConnection,
         *,
@@ -95,6 +90,14 @@ class WebSocketSession(Session):
         self.ws.receive_data(data)
         self._process()
 
+    def _receive_message(self, message: str | bytes) -> None:
+        """Hand one client message to the core (``client_msg_total`` counts commands)."""
+        try:
+            if self.core.receive_message(message, now=trio.current_time()):
+                self.server.metrics.inc("client_msg_total")
+        except RemoteProtocolError:
+            pass  # fatal (oversized): the core has already queued the close
+
     def _fast_frames(self, data: bytes) -> bytes | None:
         """Process the whole, simple frames at the start of ``data``.
 
@@ -133,9 +136,7 @@ class WebSocketSession(Session):
             else:
                 message = payload
             i = stop
-            # a fatal error (oversized) has already queued the close
-            with contextlib.suppress(RemoteProtocolError):
-                self.core.receive_message(message, now=trio.current_time())
+            self._receive_message(message)
             self.apply()
             if self._closing:
                 return data[i:]
@@ -168,31 +169,28 @@ class WebSocketSession(Session):
                         p if isinstance(p, bytes) else p.encode() for p in self._parts
                     )
                 self._parts, self._parts_size = [], 0
-                # a fatal error (oversized) has already queued the close
-                with contextlib.suppress(RemoteProtocolError):
-                    self.core.receive_message(message, now=trio.current_time())
+                self._receive_message(message)
                 self.apply()
             elif isinstance(event, Ping):
                 # pongs count against the outbox bound like everything else: a client
                 # flooding pings while reading nothing is a slow client
-                if self.ws.state is ConnectionState.OPEN and not self.outbox.push(
-                    self.ws.send(event.response())
-                ):
-                    self.outbox.clear()
-                    self.server.metrics.inc("disconnected_slow_clients_total")
-                    self.core.disconnect("too_slow", reconnect=True)
-                    self.apply()
-                    return
+                if self.ws.state is ConnectionState.OPEN:
+                    if not self._admit():
+                        self._drop_slow()
+                        self.core.disconnect("too_slow", reconnect=True)
+                        self.apply()
+                        return
+                    self._send_control(self.ws.send(event.response()))
             elif isinstance(event, Pong):
                 self.core.note_activity()
             elif isinstance(event, WsClose):
                 # client-initiated close, or a wsproto parse failure (code 1002/1007)
                 if self.ws.state is ConnectionState.REMOTE_CLOSING:
-                    self.outbox.push_control(self.ws.send(event.response()))
+                    self._send_control(self.ws.send(event.response()))
                 elif self.ws.state is ConnectionState.OPEN:
                     # a frame wsproto could not parse: its parser stays failed, so the
                     # client's close reply could not be read either; close at once
-                    self.outbox.push_control(self.ws.send(WsClose(event.code, event.reason)))
+                    self._send_control(self.ws.send(WsClose(event.code, event.reason)))
                     self._broken = True
                 self._closing = True  # the client is gone: nothing more to send
                 return
@@ -201,7 +199,7 @@ class WebSocketSession(Session):
 
     def _native_ping(self, payload: bytes) -> None:
         if self.ws.state is ConnectionState.OPEN:
-            self.outbox.push_control(self.ws.send(Ping(payload)))
+            self._send_control(self.ws.send(Ping(payload)))
 
     def _abort_bytes(self) -> bytes:
         if self.ws.state is ConnectionState.OPEN:
@@ -210,7 +208,7 @@ class WebSocketSession(Session):
 
     def _close_transport(self, code: int, reason: str) -> None:
         if self.ws.state is ConnectionState.OPEN:
-            self.outbox.push_control(self.ws.send(WsClose(code, reason)))
+            self._send_control(self.ws.send(WsClose(code, reason)))
 
     async def _after_close(self) -> None:
         """After our close frame, read until the client's close or EOF, bounded."""

@@ -25,7 +25,12 @@ class UvicornHost:
     """``uvicorn.Server`` serving ``app`` (wsproto WebSockets, h11 HTTP) on a thread."""
 
     def __init__(self, app: Any) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        # IPPROTO_TCP, not create_server's 0: asyncio sets TCP_NODELAY on accepted sockets only
+        # when the listener says it is TCP, else each answer waits ~40 ms for a delayed ACK
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
         self.port = int(self.sock.getsockname()[1])
         config = uvicorn.Config(
             app,

@@ -12,6 +12,7 @@ import json
 from urllib.parse import quote
 
 import trio
+import trio.testing
 
 from cableway.auth.jwt import encode_token
 from cableway.auth.signed_streams import sign_stream_name
@@ -32,7 +33,7 @@ from ..integration.helpers import (
     turbo_identifier,
     welcome,
 )
-from .conftest import Serve
+from .conftest import Running, Serve
 
 HTML = '<turbo-stream action="append" target="messages"><template>Hi</template></turbo-stream>'
 EXT = ["actioncable-v1-ext-json"]
@@ -327,3 +328,72 @@ async def test_remote_disconnect_closes_matching_sessions(serve: Serve) -> None:
         assert await close_code(five) == 1000
         await anonymous.send_message('{"command":"ping"}')
         assert await recv_json(anonymous) == {"type": "pong"}
+
+
+def _metric(text: str, name: str) -> float:
+    """The value of ``anycable_go_<name>`` in a Prometheus exposition."""
+    for line in text.splitlines():
+        if line.startswith(f"anycable_go_{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in the metrics")
+
+
+async def _metrics(server: Running) -> str:
+    response = await http(server.main_port, "GET", "/metrics")
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return response.body.decode()
+
+
+async def test_metrics_are_served_at_metrics_http_with_the_same_names(serve: Serve) -> None:
+    async with serve(config(metrics_http="/metrics")) as server, cable(server) as ws:
+        await welcome(ws)
+        identifier = turbo_identifier("room")
+        await subscribe(ws, identifier)
+        assert (await broadcast(server, {"stream": "room", "data": '"hi"'})).status == 201
+        assert (await recv_json(ws))["message"] == "hi"
+        auth = [("authorization", f"Bearer {BROADCAST_KEY}")]
+        bad = await http(server.broadcast_port, "POST", "/_broadcast", b"not json", auth)
+        assert bad.status == 400
+        text = await _metrics(server)
+        assert _metric(text, "clients_num") == 1
+        assert _metric(text, "broadcast_streams_num") == 1
+        assert _metric(text, "broadcast_msg_total") == 1
+        assert _metric(text, "publications_total") == 1
+        assert _metric(text, "failed_broadcast_msg_total") == 1
+        assert _metric(text, "server_msg_total") == 1
+        assert _metric(text, "client_msg_total") >= 1  # the subscribe command
+
+
+async def test_a_batch_is_delivered_in_order_and_counted_per_publication(serve: Serve) -> None:
+    async with serve(config(metrics_http="/metrics")) as server, cable(server) as ws:
+        await welcome(ws)
+        identifier = turbo_identifier("room")
+        await subscribe(ws, identifier)
+        batch = [{"stream": "room", "data": json.dumps(f"m{i}")} for i in range(5)]
+        batch.insert(2, {"stream": "nobody-here", "data": '"x"'})
+        assert (await broadcast(server, batch)).status == 201
+        assert [(await recv_json(ws))["message"] for _ in range(5)] == [f"m{i}" for i in range(5)]
+        text = await _metrics(server)
+        assert _metric(text, "publications_total") == 6
+        assert _metric(text, "broadcast_msg_total") == 6
+        assert _metric(text, "server_msg_total") == 5
+
+
+async def test_max_conn_makes_extra_sessions_wait_not_fail(serve: Serve) -> None:
+    async with serve(config(max_conn=1)) as server, cable(server) as a:
+        await welcome(a)
+        got_in = trio.Event()
+
+        async def second() -> None:
+            async with cable(server) as b:
+                await welcome(b)
+                got_in.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(second)
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            assert not got_in.is_set()  # waiting for a slot
+            await a.aclose()
+            with trio.fail_after(5):
+                await got_in.wait()

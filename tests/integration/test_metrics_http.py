@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import re
 
+import trio
+
 from .helpers import broadcast, cable, config, http, recv_json, running, subscribe, welcome
+from .test_slow_clients import RawClient
 
 
 def _value(text: str, name: str) -> float:
@@ -53,3 +56,39 @@ async def test_metrics_on_their_own_port_are_not_on_the_main_one() -> None:
         assert server.metrics_port == port
         assert (await http(port, "GET", "/metrics")).status == 200
         assert (await http(server.main_port, "GET", "/metrics")).status == 404
+
+
+async def test_client_msg_total_counts_every_command_received() -> None:
+    """As AnyCable-Go: every decoded command counts (an unknown one too, which also
+    counts as failed); undecodable input and ``null`` count only as failed, or not at
+    all. Whole frames take the session's fast parser, fragments take wsproto's."""
+    async with running(config(public_streams=True)) as server:
+        with trio.fail_after(5):
+            client = await RawClient.subscribed(server, "counted")  # one command: subscribe
+            assert server.metrics.value("client_msg_total") == 1
+            other = json.dumps({"channel": "$pubsub", "stream_name": "other"})
+            await client.send_text(json.dumps({"command": "subscribe", "identifier": other}))
+            await client.receive_until(lambda m: m.get("identifier") == other)
+            await client.send_text('{"command":"no_such_command"}')
+            await client.send_text("garbage")
+            await client.send_text("null")
+            # one command in two fragments (wsproto's path), masked with a zero key
+            text = json.dumps({"command": "unsubscribe", "identifier": other}).encode()
+            half = len(text) // 2
+            first, second = text[:half], text[half:]
+            await client.sock.send_all(
+                bytes([0x01, 0x80 | len(first)])
+                + b"\0\0\0\0"
+                + first
+                + bytes([0x80, 0x80 | len(second)])
+                + b"\0\0\0\0"
+                + second
+            )
+            # a round trip after all of them: they have all been processed (the
+            # unsubscription is not confirmed; subscribing again is)
+            await client.send_text(json.dumps({"command": "subscribe", "identifier": other}))
+            client.messages.clear()
+            await client.receive_until(lambda m: m.get("type") == "confirm_subscription")
+            assert server.metrics.value("client_msg_total") == 5
+            assert server.metrics.value("failed_client_msg_total") == 2  # unknown, garbage
+            await client.sock.aclose()

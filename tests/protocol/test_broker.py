@@ -129,10 +129,26 @@ def test_presence_expires_after_disconnect_unless_rejoined() -> None:
     assert b.presence_info("room") == [("2", None)]
 
 
-def test_idle_stream_counters_are_forgotten_after_ten_ttls() -> None:
+def test_a_stream_is_forgotten_with_its_last_message() -> None:
     b = broker(history_ttl=10)
     b.add("s", "x", now=0)
-    b.expire(99)
-    assert b.latest_offset("s") == 1
-    b.expire(101)
-    assert b.latest_offset("s") == 0
+    b.add("t", "y", now=5)
+    b.expire(10.5)  # s's only message expired: no record lingers for it
+    assert (b.latest_offset("s"), b.latest_offset("t")) == (0, 1)
+    assert b.stream_count == 1
+    b.expire(15.5)
+    assert b.stream_count == 0
+    assert b.history_bytes == 0
+
+
+def test_a_forgotten_stream_restarts_after_every_offset_it_could_have_given() -> None:
+    b = broker(history_ttl=10)
+    for data in ("a", "b", "c"):
+        b.add("s", data, now=0)
+    b.expire(200)  # forgotten (AnyCable forgets the counter after 10 TTLs, then reuses 1..3)
+    # a client that saw only "a" (offset 1) comes back after the stream resumed
+    assert b.add("s", "d", now=500) == 4  # not 1: offsets 1..3 meant other messages
+    with pytest.raises(HistoryError):  # "b" and "c" are gone: refused, not "nothing new"
+        b.history_from("s", "ep01", 1, now=500)
+    # a client that had seen everything misses nothing
+    assert [e.data for e in b.history_from("s", "ep01", 3, now=500)] == ["d"]

@@ -253,8 +253,9 @@ async def test_R16_ping_flood_from_a_non_reader_keeps_pongs_within_the_outbox() 
                 if session._closing:  # the protection may also close the session
                     break
         nursery.cancel_scope.cancel()
-    # a pong is 127 B: 10 000 of them are 1.27 MB, over the 1 MiB outbox bound
-    assert peak <= bound, f"{peak} B of pongs queued for a client that reads nothing"
+    # a pong is 127 B: 10 000 of them are 1.27 MB, over the 1 MiB outbox bound; the
+    # bound is on what was queued before a frame, so one pong may pass it, no more
+    assert peak <= bound + 127, f"{peak} B of pongs queued for a client that reads nothing"
 
 
 async def test_R17_sse_connections_share_the_max_conn_limit() -> None:

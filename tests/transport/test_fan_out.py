@@ -6,8 +6,9 @@ import trio
 
 from cableway.config import Config
 from cableway.protocol.connection import CableConnection
+from cableway.transport.fanout import fan_out
 from cableway.transport.server import Server
-from cableway.transport.session import Session, fan_out
+from cableway.transport.session import Session
 
 
 class _Stream(trio.abc.Stream):

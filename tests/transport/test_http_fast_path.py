@@ -17,7 +17,7 @@ import trio
 import trio.testing
 
 from cableway.protocol import httphead
-from cableway.transport import http
+from cableway.transport import broadcast_endpoint, httpconn
 from cableway.transport.http import handle_connection
 from cableway.transport.server import Server
 
@@ -54,17 +54,17 @@ class Spy:
         self.served = 0
         self.enabled = True
         parse = httphead.parse_head
-        created = http._Conn.created_raw
+        created = httpconn.Conn.created_raw
 
         def parse_head(buf: bytes | bytearray, size: int) -> httphead.RequestHead | None:
             return parse(buf, size) if self.enabled else None
 
-        def created_raw(conn: http._Conn, answer: bytes) -> None:
+        def created_raw(conn: httpconn.Conn, answer: bytes) -> None:
             self.served += 1
             created(conn, answer)
 
-        monkeypatch.setattr(http, "parse_head", parse_head)
-        monkeypatch.setattr(http._Conn, "created_raw", created_raw)
+        monkeypatch.setattr(broadcast_endpoint, "parse_head", parse_head)
+        monkeypatch.setattr(httpconn.Conn, "created_raw", created_raw)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from cableway.transport import http
+from cableway.transport import httpconn
 from cableway.transport.http import handle_connection
 from cableway.transport.server import Server
 
@@ -123,12 +123,12 @@ async def test_a_chunk_declared_past_the_body_limit_gets_413_at_once(
 
 
 async def test_a_huge_chunk_size_relies_on_h11s_chunk_counter() -> None:
-    """What :func:`http._chunk_left` reads from h11 (a private counter) is still there."""
-    conn = http.h11.Connection(http.h11.SERVER)
+    """What :func:`httpconn.chunk_left` reads from h11 (a private counter) is still there."""
+    conn = httpconn.h11.Connection(httpconn.h11.SERVER)
     conn.receive_data(head(b"POST", b"/", b"Transfer-Encoding: chunked\r\n") + b"abc\r\nxy")
-    assert isinstance(conn.next_event(), http.h11.Request)
-    assert isinstance(conn.next_event(), http.h11.Data)
-    assert http._chunk_left(conn) == 0xABC - 2
+    assert isinstance(conn.next_event(), httpconn.h11.Request)
+    assert isinstance(conn.next_event(), httpconn.h11.Data)
+    assert httpconn.chunk_left(conn) == 0xABC - 2
 
 
 def upload_head(size: int) -> bytes:
@@ -196,16 +196,16 @@ async def test_invalid_broadcast_warnings_are_rate_limited(
     assert statuses(output) == [b"400"] * 50
     lines = [r.getMessage() for r in caplog.records if r.name == "cableway.http"]
     invalid = [line for line in lines if line.startswith("invalid broadcast")]
-    assert len(invalid) == http.WARNINGS_PER_WINDOW
-    assert len(lines) == http.WARNINGS_PER_WINDOW + 1  # and one saying the rest is counted
+    assert len(invalid) == httpconn.WARNINGS_PER_WINDOW
+    assert len(lines) == httpconn.WARNINGS_PER_WINDOW + 1  # and one saying the rest is counted
     assert "counted, not logged" in lines[-1]
     caplog.clear()
-    await trio.sleep(http.WARNING_WINDOW_SECONDS)
+    await trio.sleep(httpconn.WARNING_WINDOW_SECONDS)
     await exchange(server, bad)
     lines = [r.getMessage() for r in caplog.records if r.name == "cableway.http"]
     assert lines[0] == (
         f"40 more invalid broadcast warnings suppressed in the last "
-        f"{http.WARNING_WINDOW_SECONDS:g}s"
+        f"{httpconn.WARNING_WINDOW_SECONDS:g}s"
     )
     assert lines[1].startswith("invalid broadcast")
     assert len(lines) == 2

@@ -1,0 +1,433 @@
+"""The ASGI application: routes, handshakes and the app's lifecycle (see :mod:`cableway.asgi`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import random
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterable
+
+from ..auth.keys import check_bearer
+from ..auth.origin import origin_allowed
+from ..config import Config
+from ..metrics import Metrics
+from ..node.backend import MemoryBackend, NoBackend
+from ..node.intake import Invalid, account, judge
+from ..node.node import Node
+from ..protocol.broadcast import Publication, RemoteDisconnect
+from ..protocol.broker import MemoryBroker, PresenceEvent
+from ..protocol.connection import CableConnection, SessionSettings
+from ..protocol.handshake import Accepted, Restored, identify, websocket_open
+from ..protocol.routes import endpoint_router
+from ..protocol.sse import SSE_HEADERS, Refusal, SseOpen, cors_headers, sse_connection, sse_open
+from .http import (
+    HEALTH_BODY,
+    PROMETHEUS,
+    VERSION_HEADER,
+    Receive,
+    Request,
+    Scope,
+    Send,
+    normal,
+    read_body,
+    respond,
+)
+from .session import Session, SseSession, WebSocketSession, fan_out
+
+__all__ = ["CablewayApp"]
+
+log = logging.getLogger("cableway.asgi")
+
+
+class CablewayApp:
+    """The Cableway server as an ASGI 3 application (see the module docstring).
+
+    Args:
+        config: the same configuration object the standalone server takes.
+        http_broadcast: serve ``POST config.http_broadcast_path``. ``None`` (default):
+            only when ``"http"`` is a broadcast adapter *and* a ``broadcast_key`` is set,
+            since in an ASGI app the path is exposed wherever the app is; publish
+            in-process with :meth:`broadcast` instead.
+
+    Attributes:
+        hub: stream -> sessions index used by the fan-out.
+        sessions: every live session (WebSocket and SSE).
+        broker: the in-memory broker (history, restore, presence), or ``None``.
+    """
+
+    def __init__(self, config: Config, *, http_broadcast: bool | None = None) -> None:
+        redis = [
+            name
+            for name, used in [
+                ("--broker=redis", config.broker == "redis"),
+                ("--pubsub=redis", config.pubsub == "redis"),
+                (
+                    "the redis/redisx broadcast adapters",
+                    bool({"redis", "redisx"} & set(config.broadcast_adapters)),
+                ),
+            ]
+            if used
+        ]
+        if redis:
+            # no Redis client on asyncio here: refuse rather than silently serve one process
+            raise ValueError(
+                f"{', '.join(redis)}: Redis is served by the standalone server "
+                "(cableway serve); the ASGI app keeps history in memory"
+            )
+        self.config = config
+        self.limits = config.limits()
+        self.stream_policy = config.stream_policy()
+        self.auth_policy = config.auth_policy()
+        self.broker: MemoryBroker | None = config.new_broker()
+        self.metrics = Metrics()
+        backend = MemoryBackend(self.broker) if self.broker is not None else NoBackend()
+        #: the rules of the node, shared with the trio server (cableway.node)
+        self.node: Node[Session, object] = Node(
+            backend, self.metrics, fan_out, wall_clock=time.time
+        )
+        self.hub = self.node.registry
+        self.sessions = self.node.sessions
+        self.metrics.set("clients_num", lambda: len(self.sessions))
+        self.metrics.set(
+            "clients_uniq_num", lambda: len({s.core.identifiers for s in self.sessions})
+        )
+        self.metrics.set("broadcast_streams_num", lambda: len(self.hub))
+        if http_broadcast is None:
+            http_broadcast = config.broadcast_key is not None
+        self.http_broadcast = http_broadcast and "http" in config.broadcast_adapters
+        routes = [(normal(path), "ws") for path in config.path]
+        if self.http_broadcast:
+            routes.append((normal(config.http_broadcast_path), "broadcast"))
+        if config.sse:
+            routes.append((normal(config.sse_path), "sse"))
+        if config.metrics_http:
+            routes.append((normal(config.metrics_http), "metrics"))
+        routes.append((normal(config.health_path), "health"))
+        self.router = endpoint_router(tuple(routes))
+        self.random = random.Random()
+        self._sweeper: asyncio.Task[None] | None = None
+        #: max_conn: live sessions; the excess waits before its handshake is answered
+        self._slots: asyncio.Semaphore | None = None
+
+    # -- the in-process API ----------------------------------------------------------------
+
+    async def broadcast(
+        self,
+        stream: str,
+        data: str,
+        *,
+        broadcast_type: str | None = None,
+        exclude_socket: str | None = None,
+        transient: bool = False,
+    ) -> None:
+        """Publish ``data`` (a string; delivered parsed when it is JSON) to ``stream``.
+
+        Call it on the event loop that serves the app. It does not wait for delivery:
+        the message is queued for every subscriber before it returns.
+        """
+        self.publish(
+            [
+                Publication(
+                    stream,
+                    data,
+                    exclude_socket=exclude_socket,
+                    transient=transient,
+                    broadcast_type=broadcast_type,
+                )
+            ]
+        )
+
+    def publish(self, publications: Iterable[Publication]) -> None:
+        """Store (when a broker keeps history) and deliver publications, never awaiting
+        (:meth:`cableway.node.node.Node.publish`)."""
+        self.node.publish(publications)
+
+    def remote_disconnect(self, command: RemoteDisconnect) -> None:
+        """Disconnect every session whose identifiers equal the command's."""
+        self.node.remote_disconnect(command)
+
+    def publish_presence(self, event: PresenceEvent) -> None:
+        self.node.publish_presence(event)
+
+    def session_settings(
+        self, ping_interval: float, ping_precision: str, *, extended: bool
+    ) -> SessionSettings:
+        config = self.config
+        backend = self.node.backend
+        return SessionSettings(
+            ping_interval=ping_interval,
+            ping_precision=ping_precision,
+            limits=self.limits,
+            policy=self.stream_policy,
+            extended=extended,
+            pong_timeout=config.pong_timeout,
+            history=backend.keeps_state,
+            presence=backend.keeps_state,
+            resumable=backend.keeps_state and backend.resumable,
+            native_pings=False,  # ASGI cannot send WebSocket pings
+        )
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """One of ``max_conn`` session slots (waits for one when all are taken)."""
+        limit = self.config.max_conn
+        if limit <= 0:
+            yield
+            return
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(limit)
+        async with self._slots:
+            yield
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the broker's expiry task on the running loop (idempotent).
+
+        Called by the ASGI lifespan and by every request, so a mounted app (which gets no
+        lifespan events from Starlette) starts it with its first client.
+        """
+        backend = self.node.backend
+        if backend.sweep_interval < math.inf and (self._sweeper is None or self._sweeper.done()):
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def aclose(self, grace: float | None = None) -> None:
+        """Graceful shutdown: every client gets ``server_restart`` (WebSockets close 1001,
+        event streams end); waits up to ``grace`` seconds (default ``config.shutdown_timeout``)."""
+        sessions = list(self.sessions)
+        for session in sessions:
+            session.request_close(
+                "server_restart", reconnect=True, code=1001, close_reason="Server restart"
+            )
+        if sessions:
+            limit = self.config.shutdown_timeout if grace is None else grace
+            await asyncio.wait(
+                [asyncio.ensure_future(s.done.wait()) for s in sessions], timeout=limit
+            )
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    async def _sweep(self) -> None:
+        """Expire history, sessions and presence (once a second), in slices."""
+        backend = self.node.backend
+        while True:
+            await asyncio.sleep(backend.sweep_interval)
+            now = time.time()
+            for _slice in itertools.count():
+                if not backend.sweep(now, self.publish_presence, lambda: ()):
+                    break
+                await asyncio.sleep(0)  # let the sessions run between two slices
+
+    # -- ASGI ----------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind not in ("http", "websocket"):
+            return
+        self.start()
+        request = Request(scope)
+        if kind == "websocket":
+            await self._websocket(request, receive, send)
+            return
+        route = self._route(request)
+        if route == "ws":
+            # a plain request to the WebSocket path (the trio server says the same)
+            await respond(send, 400, b"Bad Request", [(b"sec-websocket-version", b"13")])
+        elif route == "broadcast":
+            await self._broadcast(request, receive, send)
+        elif route == "sse":
+            await self._sse(request, receive, send)
+        elif route == "metrics":
+            body = self.metrics.render_prometheus(self.config.metrics_tags).encode()
+            await respond(send, 200, body, content_type=PROMETHEUS)
+        elif route == "health":
+            await respond(send, 200, HEALTH_BODY, [VERSION_HEADER])
+        else:
+            await respond(send, 404, b"404 page not found")
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _broadcast(self, request: Request, receive: Receive, send: Send) -> None:
+        """``POST`` broadcast (spec §11.2): 201, 401, 413, 422, or 400 for bad bodies."""
+        key = self.config.broadcast_key
+        if request.method != "POST":
+            await respond(send, 422, b"Unprocessable Entity")
+            return
+        if key is not None and not check_bearer(request.headers.get("authorization"), key):
+            await respond(send, 401, b"Unauthorized")
+            return
+        limit = self.config.max_broadcast_body
+        length = request.headers.get("content-length")
+        too_big = length is not None and length.isdigit() and int(length) > limit
+        body = None if too_big else await read_body(receive, limit)
+        if body is None:
+            await respond(send, 413, b"Payload Too Large")
+            return
+        verdict = judge(body)
+        account(verdict, self.metrics)
+        if isinstance(verdict, Invalid):
+            log.warning("invalid broadcast: %s", verdict.detail)
+            await respond(send, 400, f"Bad Request: {verdict.detail}".encode())
+            return
+        if isinstance(verdict, RemoteDisconnect):
+            self.remote_disconnect(verdict)
+        else:
+            self.publish(verdict)
+        await respond(send, 201)
+
+    def _route(self, request: Request) -> str | None:
+        """The endpoint of ``request.path`` (patterns as AnyCable-Go routes them,
+        :mod:`cableway.protocol.routes`); the trailing slash a ``*`` pattern ends with is
+        optional here, as every trailing slash is."""
+        route = self.router.lookup(request.path)
+        if route is None and request.path != "/":
+            route = self.router.lookup(request.path + "/")
+        return route
+
+    async def _websocket(self, request: Request, receive: Receive, send: Send) -> None:
+        config = self.config
+        if (await receive())["type"] != "websocket.connect":
+            return
+        origins = [v for k, v in request.raw_headers if k == b"origin"]
+        origin = origins[0].decode("latin-1") if len(origins) == 1 else None
+        if self._route(request) != "ws":
+            await send({"type": "websocket.close", "code": 1000})  # the server answers 403
+            return
+        if len(origins) > 1 or not origin_allowed(origin, config.allowed_origins):
+            # cross-site WebSocket hijacking protection: refuse before accepting
+            log.info("WebSocket refused: origin %r is not allowed", origin)
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        async with self._slot():
+            await self._accept_websocket(request, receive, send)
+
+    async def _accept_websocket(self, request: Request, receive: Receive, send: Send) -> None:
+        config = self.config
+        opening = websocket_open(
+            headers=request.headers,
+            query=request.query,
+            subprotocols=request.subprotocols,
+            fresh_sid=secrets.token_urlsafe(16)[:21],
+            jwt_param=config.jwt_param,
+            ping_interval=config.ping_interval,
+            ping_precision=config.ping_timestamp_precision,
+        )
+        subprotocol = opening.subprotocol
+        await send(
+            {"type": "websocket.accept", "subprotocol": subprotocol, "headers": [VERSION_HEADER]}
+        )
+        loop = asyncio.get_running_loop()
+        sid = opening.sid
+        core = CableConnection(
+            sid=sid,
+            settings=self.session_settings(
+                opening.ping_interval, opening.ping_precision, extended=opening.extended
+            ),
+            now=loop.time(),
+            ping_jitter=self.random.random(),
+        )
+        # extended sessions come back with their previous sid: no re-authentication
+        snapshot = None
+        if opening.restore_sid is not None:
+            snapshot = await self.node.backend.restore_session(opening.restore_sid, now=time.time())
+        outcome = identify(
+            core, opening, snapshot, policy=self.auth_policy, now=loop.time(), unix_time=time.time()
+        )
+        if isinstance(outcome, Restored):
+            log.debug("restored sid=%s from=%s", sid, outcome.previous_sid)
+        elif isinstance(outcome, Accepted):
+            log.debug("connected sid=%s protocol=%s", sid, subprotocol)
+        else:
+            self.metrics.inc("failed_auths_total")
+            log.info("connection rejected sid=%s reason=%s", sid, outcome.reason)
+        session = WebSocketSession(self, core, receive, send)
+        session.apply()
+        await session.run()
+
+    async def _sse(self, request: Request, receive: Receive, send: Send) -> None:
+        """Serve the event stream; returns when it ended."""
+        config = self.config
+        cors = cors_headers(request.headers.get("origin"), config.allowed_origins)
+        if request.method == "OPTIONS":
+            await respond(send, 200, b"", cors)
+            return
+        if request.method not in ("GET", "POST"):
+            await respond(send, 405, b"Method Not Allowed", cors)
+            return
+        body = b""
+        if request.method == "POST":
+            posted = await read_body(receive, config.max_message_size)
+            if posted is None:
+                await respond(send, 413, b"Payload Too Large", cors)
+                return
+            body = posted
+        opening = sse_open(
+            request.method,
+            query=request.query,
+            headers=request.headers,
+            body=body,
+            fresh_sid=secrets.token_urlsafe(16)[:21],
+            policy=self.auth_policy,
+            jwt_param=config.jwt_param,
+            ping_interval=config.ping_interval,
+            ping_precision=config.ping_timestamp_precision,
+            max_size=config.max_message_size,
+            unix_time=time.time(),
+        )
+        if isinstance(opening, Refusal):
+            if opening.status == 401:
+                self.metrics.inc("failed_auths_total")
+            await respond(send, opening.status, opening.body, cors)
+            return
+        async with self._slot():
+            await self._stream_sse(opening, receive, send, cors)
+
+    async def _stream_sse(
+        self, opening: SseOpen, receive: Receive, send: Send, cors: list[tuple[bytes, bytes]]
+    ) -> None:
+        core = sse_connection(
+            opening,
+            settings=self.session_settings(
+                opening.ping_interval, opening.ping_precision, extended=False
+            ),
+            now=asyncio.get_running_loop().time(),
+            ping_jitter=self.random.random(),
+        )
+        if isinstance(core, Refusal):
+            # nothing was carried out yet (no hub entry): the core is just dropped
+            await respond(send, core.status, core.body, cors)
+            return
+        session = SseSession(self, core, receive, send, unwrap=opening.unwrap, raw=opening.raw)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*cors, *SSE_HEADERS, VERSION_HEADER],
+            }
+        )
+        self.metrics.inc("sse_clients_num")
+        try:
+            session.apply()  # welcome, confirmations, history: queued before live messages
+            await session.run()
+        finally:
+            self.metrics.dec("sse_clients_num")

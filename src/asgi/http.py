@@ -1,0 +1,98 @@
+"""ASGI plumbing shared by the routes: the request view, bodies and plain answers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from .. import __version__
+
+__all__ = [
+    "HEALTH_BODY",
+    "PROMETHEUS",
+    "VERSION_HEADER",
+    "Message",
+    "Receive",
+    "Request",
+    "Scope",
+    "Send",
+    "normal",
+    "read_body",
+    "respond",
+    "route_path",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+VERSION_HEADER = (b"x-anycable-version", f"cableway-{__version__}".encode())
+HEALTH_BODY = b"Ah, ha, ha, ha, stayin' alive, stayin' alive."
+TEXT = b"text/plain; charset=utf-8"
+PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+class Request:
+    """The parts of an ASGI ``http``/``websocket`` scope the routes look at."""
+
+    __slots__ = ("headers", "method", "path", "query", "raw_headers", "subprotocols")
+
+    def __init__(self, scope: Scope) -> None:
+        self.method = str(scope.get("method", "GET"))
+        self.subprotocols = [str(p) for p in scope.get("subprotocols", ())]
+        self.path = route_path(scope)
+        self.query = bytes(scope.get("query_string", b"")).decode("ascii", "replace")
+        self.raw_headers: list[tuple[bytes, bytes]] = [
+            (bytes(k).lower(), bytes(v)) for k, v in scope.get("headers", [])
+        ]
+        headers: dict[str, str] = {}
+        for name, value in self.raw_headers:
+            key = name.decode("ascii", "replace")
+            text = value.decode("latin-1")
+            headers[key] = headers[key] + ", " + text if key in headers else text
+        self.headers = headers
+
+
+def route_path(scope: Scope) -> str:
+    """The path below the mount point, without a trailing slash (``/`` at least)."""
+    path = str(scope.get("path", "/"))
+    root = str(scope.get("root_path", ""))
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        path = path[len(root) :]
+    return normal(path)
+
+
+def normal(path: str) -> str:
+    return path.rstrip("/") or "/"
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body; ``None`` when it exceeds ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)  # http.disconnect
+        chunk = bytes(message.get("body", b""))
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def respond(
+    send: Send,
+    status: int,
+    body: bytes = b"",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    content_type: bytes = TEXT,
+) -> None:
+    hdrs = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    hdrs.extend(headers or [])
+    await send({"type": "http.response.start", "status": status, "headers": hdrs})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,434 @@
+"""The asyncio sessions: one per client, a core, a bounded outbox, a reader and a writer.
+
+Each session is the :class:`~cableway.node.dispatch.EventSink` of its core; the node calls
+:func:`fan_out` once per stream identifier. See :mod:`cableway.asgi` for the whole driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any, Protocol
+
+from ..config import Config
+from ..metrics import Metrics
+from ..node.backend import Answer
+from ..node.dispatch import dispatch
+from ..node.node import Node
+from ..protocol import messages
+from ..protocol.broadcast import Publication
+from ..protocol.broker import SessionSnapshot
+from ..protocol.connection import CableConnection
+from ..protocol.errors import RemoteProtocolError
+from ..protocol.events import HistoryRequest, PresenceRequest
+from ..protocol.sse import message_to_event
+from .http import Receive, Send
+
+__all__ = ["Outbox", "Session", "SessionHost", "SseSession", "WebSocketSession", "fan_out"]
+
+log = logging.getLogger("cableway.asgi")
+
+
+class SessionHost(Protocol):
+    """What an asyncio session needs from the app: the node, the counters, the limits."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def node(self) -> Node[Session, Any]: ...
+
+
+#: a wire item: what one protocol message becomes for one kind of session, with its size
+_Wire = tuple[str | bytes, int]
+
+
+class Outbox:
+    """Pending wire items of one session, bounded in bytes; pushing never awaits."""
+
+    __slots__ = ("_closed", "_items", "_ready", "max_bytes", "size")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._items: list[str | bytes] = []
+        self._ready = asyncio.Event()
+        self._closed = False
+
+    def push(self, item: str | bytes, size: int) -> bool:
+        """Queue ``item``; ``False`` (nothing queued) when over the bound or closed."""
+        if self._closed or (self.max_bytes and self.size + size > self.max_bytes):
+            return False
+        self.push_control(item, size)
+        return True
+
+    def push_control(self, item: str | bytes, size: int) -> None:
+        """Queue past the bound (the ``disconnect`` message after an overflow)."""
+        if not self._closed:
+            self._items.append(item)
+            self.size += size
+            self._ready.set()
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.size = 0
+
+    def close(self) -> None:
+        """Refuse further pushes; the writer still gets what is queued."""
+        self._closed = True
+        self._ready.set()
+
+    async def take(self) -> list[str | bytes]:
+        """Everything pending (waiting for some); ``[]`` once closed and empty."""
+        while not self._items:
+            if self._closed:
+                return []
+            await self._ready.wait()
+            self._ready.clear()
+        items, self._items = self._items, []
+        self.size = 0
+        return items
+
+
+class Session:
+    """One client. Subclasses speak WebSocket or SSE over ASGI messages."""
+
+    #: sessions of one kind get the same wire item for the same message
+    wire_kind = "?"
+
+    def __init__(self, app: SessionHost, core: CableConnection, receive: Receive, send: Send):
+        self.app = app
+        self.core = core
+        self.sid = core.sid
+        self.receive = receive
+        self.send = send
+        self.loop = asyncio.get_running_loop()
+        self.outbox = Outbox(app.config.ws_max_pending_size)
+        #: (code, reason) once the core closed the session: sent after the outbox drained
+        self.close_with: tuple[int, str] | None = None
+        self._closing = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._held: dict[str, list[tuple[int | None, _Wire]]] = {}
+        self._held_size = 0
+        self.done = asyncio.Event()
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    # -- per kind ------------------------------------------------------------------------
+
+    def encode(self, text: str) -> _Wire | None:
+        """The wire item of one protocol message for this kind of session (None: drop)."""
+        raise NotImplementedError
+
+    async def _read(self) -> None:
+        """Read from the client until it goes away."""
+        raise NotImplementedError
+
+    async def _write(self, items: list[str | bytes]) -> None:
+        raise NotImplementedError
+
+    async def _write_close(self, code: int, reason: str) -> None:
+        raise NotImplementedError
+
+    # -- called from elsewhere (fan-out, shutdown, remote disconnect) ---------------------
+
+    def push_frame(self, wire: _Wire) -> None:
+        """Queue a shared wire item; on overflow disconnect the client as ``too_slow``."""
+        if self._closing:
+            return
+        if not self.outbox.push(*wire):
+            self.too_slow()
+            self.request_close("too_slow", reconnect=True)
+
+    def hold(self, identifier: str, offset: int | None, wire: _Wire) -> None:
+        """Keep a live message of a restored subscription until its history is in."""
+        self._held_size += wire[1]
+        limit = self.outbox.max_bytes
+        if limit and self._held_size > limit:
+            self._held.clear()
+            self._held_size = 0
+            self.app.metrics.inc("disconnected_slow_clients_total")
+            self.request_close("too_slow", reconnect=True)
+            return
+        self._held.setdefault(identifier, []).append((offset, wire))
+
+    def request_close(
+        self, reason: str, *, reconnect: bool, code: int = 1000, close_reason: str = ""
+    ) -> None:
+        """Send ``disconnect`` and close, soon (never inside another session's fan-out)."""
+        if self._closing:
+            return
+        self._closing = True  # refuse further frames; the disconnect goes in next
+
+        def close_now() -> None:
+            self.core.disconnect(reason, reconnect=reconnect, code=code, close_reason=close_reason)
+            self.apply()
+
+        self.loop.call_soon(close_now)
+
+    # -- the session ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until the client leaves or the session closed; never raises (but cancel).
+
+        A bug costs this session only: it is logged once and the client gets a 1011 close
+        (the end of the stream for SSE), as in the trio driver.
+        """
+        self.app.node.sessions.add(self)
+        reader = asyncio.ensure_future(self._read())
+        writer = asyncio.ensure_future(self._writer())
+        try:
+            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                self.fail(reader.exception())
+                # let the writer send the 1011 close, bounded by the write deadline
+                await asyncio.wait({writer}, timeout=self.app.config.ws_write_timeout + 1.0)
+        finally:
+            for task in (reader, writer):
+                task.cancel()
+            await asyncio.gather(reader, writer, return_exceptions=True)
+            self._cancel_timer()
+            self._unregister()
+            self.done.set()
+
+    def fail(self, error: BaseException | None) -> None:
+        """An unexpected error: log it, drop what is queued, close with 1011."""
+        log.error("unexpected error in session sid=%s", self.sid, exc_info=error)
+        self._closing = True
+        self.close_with = (1011, "Internal Error")
+        self.outbox.clear()
+        self.outbox.close()
+
+    async def _writer(self) -> None:
+        timeout = self.app.config.ws_write_timeout or None
+        metrics = self.app.metrics
+        try:
+            while items := await self.outbox.take():
+                async with asyncio.timeout(timeout):
+                    await self._write(items)
+                metrics.inc("data_sent_total", sum(len(item) for item in items))
+            if self.close_with is not None:
+                async with asyncio.timeout(timeout):
+                    await self._write_close(*self.close_with)
+        except TimeoutError:
+            # the ASGI server took nothing for ws_write_timeout: a client that stopped
+            # reading (its bytes pile up in the server's buffer): end the session
+            metrics.inc("disconnected_slow_clients_total")
+            log.debug("write timed out sid=%s", self.sid)
+        except OSError:
+            log.debug("write failed sid=%s", self.sid)
+        except Exception as error:  # a bug, or an ASGI server refusing a message
+            log.error("unexpected error writing sid=%s", self.sid, exc_info=error)
+
+    def apply(self) -> None:
+        """Carry out what the core asked for, until it asks for nothing more."""
+        dispatch(self.core, self)
+        self._arm_timer()
+
+    # -- what the core's events mean here (cableway.node.dispatch.EventSink) -------------
+
+    def send_message(self, text: str) -> bool:
+        wire = self.encode(text)
+        return wire is None or self.outbox.push(*wire)
+
+    def stream_added(self, stream: str, identifier: str) -> None:
+        self.app.node.registry.add(stream, identifier, self)
+
+    def stream_removed(self, stream: str, identifier: str) -> None:
+        self.app.node.registry.remove(stream, identifier, self)
+        self._drop_held(identifier)
+
+    def release_held(self, identifier: str, after: int | None) -> None:
+        for offset, wire in self._drop_held(identifier):
+            if after is None or offset is None or offset > after:
+                self.push_frame(wire)
+
+    def close_transport(self, code: int, reason: str) -> None:
+        self.close_with = (code, reason)
+        self._closing = True
+        self.outbox.close()
+
+    def native_ping(self, payload: bytes) -> None:
+        """ASGI has no WebSocket ping message."""
+
+    def publish(self, publication: Publication) -> None:
+        self.app.node.publish([publication])
+
+    def history_request(self, request: HistoryRequest) -> None:
+        self._answer_later(self.app.node.backend.history(self.core, request, now=time.time()))
+
+    def presence_request(self, request: PresenceRequest) -> None:
+        node = self.app.node
+        self._answer_later(
+            node.backend.presence(self.core, request, node.publish_presence, now=time.time())
+        )
+
+    def session_changed(self, sid: str, snapshot: SessionSnapshot) -> None:
+        self.app.node.backend.save_session(sid, snapshot)
+
+    def command_ignored(self, command: str, detail: str) -> None:
+        self.app.metrics.inc("failed_client_msg_total")
+        log.debug("ignored command sid=%s command=%r reason=%r", self.sid, command, detail)
+
+    def too_slow(self) -> None:
+        self.outbox.clear()
+        self.app.metrics.inc("disconnected_slow_clients_total")
+
+    def _answer_later(self, pending: Awaitable[Answer] | None) -> None:
+        """The memory backend answers at once; an awaitable answer is applied later."""
+        if pending is not None:
+            self.loop.create_task(self._apply_answer(pending))
+
+    async def _apply_answer(self, pending: Awaitable[Answer]) -> None:
+        answer = await pending
+        if not self._closing:
+            answer(self.core)
+            self.apply()
+
+    def receive_message(self, message: str | bytes) -> None:
+        """One client message into the core, then carry out its events."""
+        with contextlib.suppress(RemoteProtocolError):  # fatal: the close is queued
+            if self.core.receive_message(message, now=self.loop.time()):
+                self.app.metrics.inc("client_msg_total")
+        self.apply()
+
+    def _arm_timer(self) -> None:
+        deadline = self.core.next_deadline()
+        if deadline == self._timer_at:
+            return
+        self._cancel_timer()
+        if deadline is not None:
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_at = None
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        try:
+            self.core.handle_timer(self.loop.time(), unix_time=time.time())
+            self.apply()
+        except Exception as error:
+            self.fail(error)
+
+    def _drop_held(self, identifier: str) -> list[tuple[int | None, _Wire]]:
+        items = self._held.pop(identifier, [])
+        self._held_size -= sum(wire[1] for _, wire in items)
+        return items
+
+    def _unregister(self) -> None:
+        node = self.app.node
+        for identifier, stream in self.core.subscriptions.items():
+            node.registry.remove(stream, identifier, self)
+        self.core.subscriptions.clear()
+        node.sessions.discard(self)
+        streams = [stream for _presence_id, stream in self.core.presence.values()]
+        node.backend.release_session(self.sid, None, streams, now=time.time())
+
+
+class WebSocketSession(Session):
+    wire_kind = "ws"
+
+    def encode(self, text: str) -> _Wire:
+        return text, len(messages.to_wire(text))
+
+    async def _read(self) -> None:
+        while True:
+            message = await self.receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                return
+            if kind != "websocket.receive":
+                continue
+            text = message.get("text")
+            data: str | bytes | None = text if text is not None else message.get("bytes")
+            if data is not None:
+                size = len(data) if isinstance(data, bytes) else len(data.encode())
+                self.app.metrics.inc("data_rcvd_total", size)
+                self.receive_message(data)
+
+    async def _write(self, items: list[str | bytes]) -> None:
+        for item in items:
+            await self.send({"type": "websocket.send", "text": item})
+
+    async def _write_close(self, code: int, reason: str) -> None:
+        await self.send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+class SseSession(Session):
+    def __init__(
+        self,
+        app: SessionHost,
+        core: CableConnection,
+        receive: Receive,
+        send: Send,
+        *,
+        unwrap: bool,
+        raw: bool,
+    ) -> None:
+        super().__init__(app, core, receive, send)
+        self.unwrap = unwrap
+        self.raw = raw
+        self.wire_kind = f"sse:{int(unwrap)}{int(raw)}"
+
+    def encode(self, text: str) -> _Wire | None:
+        event = message_to_event(text, unwrap=self.unwrap, raw=self.raw)
+        return None if event is None else (event, len(event))
+
+    async def _read(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+
+    async def _write(self, items: list[str | bytes]) -> None:
+        body = b"".join(item if isinstance(item, bytes) else item.encode() for item in items)
+        await self.send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def _write_close(self, code: int, reason: str) -> None:
+        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def fan_out(
+    sessions: Iterable[Session],
+    identifier: str,
+    texts: Sequence[str],
+    offsets: Sequence[int | None],
+    excludes: Sequence[str | None] | None,
+) -> tuple[int, int]:
+    """The node's fan-out to the subscribers of one identifier (called once per
+    identifier for a run of publications): wire items are built once per kind of
+    session and the same objects queued for every subscriber of that kind."""
+    delivered = 0
+    kinds: dict[str, list[tuple[int | None, _Wire, str | None]]] = {}
+    for session in sessions:
+        kind = session.wire_kind
+        items = kinds.get(kind)
+        if items is None:
+            items = kinds[kind] = []
+            for index, text in enumerate(texts):
+                wire = session.encode(text)
+                if wire is not None:
+                    exclude = None if excludes is None else excludes[index]
+                    items.append((offsets[index], wire, exclude))
+        sid = session.sid
+        held = session.core.held
+        holding = bool(held) and identifier in held
+        for offset, wire, exclude in items:
+            if exclude is not None and exclude == sid:
+                continue
+            delivered += 1
+            if holding:
+                session.hold(identifier, offset, wire)
+            else:
+                session.push_frame(wire)
+    return delivered, 0

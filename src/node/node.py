@@ -1,0 +1,122 @@
+"""The node: sessions, the stream registry, a backend and the driver's fan-out, tied
+together (AnyCable-Go's ``node`` package). Both drivers hold one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Generic, Protocol, TypeVar
+
+from ..protocol import service
+from ..protocol.broadcast import Publication, RemoteDisconnect
+from ..protocol.broker import PresenceEvent
+from .backend import Backend
+from .intake import Counters
+from .publish import FanOut, Stamped, deliver_run, runs
+from .registry import Registry
+from .remote import Closable, remote_disconnect
+
+__all__ = ["Node", "Relay"]
+
+S = TypeVar("S", bound=Closable)
+C = TypeVar("C")
+C_contra = TypeVar("C_contra", contravariant=True)
+
+
+class Relay(Protocol[C_contra]):
+    """Sends a stamped publication to every node (``--pubsub=redis``); each node, this
+    one included, delivers it when it comes back."""
+
+    def __call__(
+        self,
+        publication: Publication,
+        offset: int | None,
+        epoch: str | None,
+        confirmation: C_contra | None,
+        /,
+    ) -> None: ...
+
+
+class Node(Generic[S, C]):
+    """The rules of a whole node, driver-neutral.
+
+    Args:
+        backend: history, sessions and presence (see :mod:`.backend`).
+        counters: the node's metrics.
+        fan_out: the driver's fan-out to the subscribers of one identifier.
+        wall_clock: the driver's Unix time (stamps and expiries; the node reads no clock).
+        relay: ``--pubsub=redis``: where publications go to reach every node.
+    """
+
+    def __init__(
+        self,
+        backend: Backend[C],
+        counters: Counters,
+        fan_out: FanOut[S],
+        *,
+        wall_clock: Callable[[], float],
+        relay: Relay[C] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.counters = counters
+        self.fan_out = fan_out
+        self.wall_clock = wall_clock
+        self.relay = relay
+        self.registry: Registry[S] = Registry()
+        #: every live session of this node
+        self.sessions: set[S] = set()
+
+    def publish(self, publications: Iterable[Publication], confirmation: C | None = None) -> None:
+        """Stamp (when the backend keeps history) and deliver or relay publications,
+        never awaiting. Consecutive publications on one stream are delivered together
+        (each subscriber gets them in one write)."""
+        relay = self.relay
+        ready: list[Stamped] = []
+        collecting = True
+
+        def then(publication: Publication, offset: int | None, epoch: str | None) -> None:
+            if relay is not None:
+                relay(publication, offset, epoch, confirmation)
+            elif collecting:
+                ready.append((publication, offset, epoch))
+            else:  # stamped later (Redis answered)
+                self.deliver(publication, offset, epoch)
+
+        backend = self.backend
+        counters = self.counters
+        now = self.wall_clock()
+        for publication in publications:
+            counters.inc("broadcast_msg_total")
+            if publication.transient:
+                then(publication, None, None)
+            else:
+                backend.stamp(
+                    publication,
+                    now=now,
+                    relay=relay is not None,
+                    confirmation=confirmation,
+                    then=then,
+                )
+        collecting = False
+        if ready:
+            recipients = self.registry.recipients
+            for run in runs(ready):
+                deliver_run(recipients(run[0][0].stream), run, self.fan_out, counters)
+
+    def deliver(self, publication: Publication, offset: int | None, epoch: str | None) -> None:
+        """Fan a stamped publication out to this node's subscribers, never awaiting."""
+        deliver_run(
+            self.registry.recipients(publication.stream),
+            [(publication, offset, epoch)],
+            self.fan_out,
+            self.counters,
+        )
+
+    def publish_presence(self, event: PresenceEvent) -> None:
+        """Broadcast a presence join/leave to the presence stream (transient)."""
+        self.publish(
+            [service.presence_publication(event.stream, event.kind, event.presence_id, event.info)]
+        )
+
+    def remote_disconnect(self, command: RemoteDisconnect) -> None:
+        """Disconnect every local session whose identifiers equal the command's."""
+        remote_disconnect(list(self.sessions), command)

@@ -1,0 +1,95 @@
+"""Publish planning: stamped publications of one stream -> one fan-out per identifier.
+
+The node encodes each publication once per distinct identifier (Turbo subscribers of a
+stream share one) and calls the driver's fan-out ONCE per identifier with the texts;
+the driver turns them into wire bytes once per kind of session and writes them to
+every subscriber (its hot path, inlined there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Protocol, TypeVar
+
+from ..protocol.broadcast import EncodedBroadcast, Publication
+from .intake import Counters
+
+__all__ = ["FanOut", "Stamped", "deliver_run", "runs"]
+
+S = TypeVar("S", bound=Hashable)
+S_contra = TypeVar("S_contra", contravariant=True)
+
+#: a publication with the offset and epoch its stream's history gave it (None: none)
+Stamped = tuple[Publication, int | None, str | None]
+
+
+class FanOut(Protocol[S_contra]):
+    """The driver's fan-out to the subscribers of one identifier.
+
+    Returns (deliveries, bytes written at once), which the node accounts once per run.
+    """
+
+    def __call__(
+        self,
+        sessions: Iterable[S_contra],
+        identifier: str,
+        texts: Sequence[str],
+        offsets: Sequence[int | None],
+        excludes: Sequence[str | None] | None,
+        /,
+    ) -> tuple[int, int]: ...
+
+
+def deliver_run(
+    recipients: Mapping[str, set[S]],
+    run: Sequence[Stamped],
+    fan_out: FanOut[S],
+    counters: Counters,
+) -> None:
+    """Deliver stamped publications of ONE stream, in order, to ``recipients``.
+
+    A subscriber gets all of them in one write; when a session reads the stream through
+    several identifiers, each publication goes out under every identifier before the
+    next one (the interleaving a client sees from one-by-one delivery).
+    """
+    if not recipients:
+        return
+    if len(run) > 1 and len(recipients) > 1 and _shared_members(recipients.values()):
+        for item in run:
+            deliver_run(recipients, [item], fan_out, counters)
+        return
+    encoded = [EncodedBroadcast(pub, offset=offset, epoch=epoch) for pub, offset, epoch in run]
+    offsets = [offset for _, offset, _ in run]
+    excluded = [pub.exclude_socket for pub, _, _ in run]
+    excludes = None if all(exclude is None for exclude in excluded) else excluded
+    delivered = sent = 0
+    for identifier, sessions in recipients.items():
+        texts = [item.for_identifier(identifier) for item in encoded]
+        done, written = fan_out(sessions, identifier, texts, offsets, excludes)
+        delivered += done
+        sent += written
+    counters.inc("server_msg_total", delivered)
+    if sent:
+        counters.inc("data_sent_total", sent)
+
+
+def runs(items: Iterable[Stamped]) -> Iterable[list[Stamped]]:
+    """Split stamped publications into runs of consecutive ones on the same stream."""
+    run: list[Stamped] = []
+    for item in items:
+        if run and run[0][0].stream != item[0].stream:
+            yield run
+            run = []
+        run.append(item)
+    if run:
+        yield run
+
+
+def _shared_members(groups: Iterable[set[S]]) -> bool:
+    """Whether a session is in more than one of ``groups``."""
+    seen: set[S] = set()
+    total = 0
+    for group in groups:
+        seen |= group
+        total += len(group)
+    return len(seen) != total

@@ -1,0 +1,185 @@
+"""The broadcast endpoint (spec §11.2): ``POST /_broadcast`` from the application.
+
+Unremarkable requests are served from the raw buffer without h11
+(:func:`fast_requests`, with the strict parser of :mod:`cableway.protocol.httphead`);
+every other one goes through h11 (:func:`broadcast`). Both judge the body with the one
+intake of the node layer (:mod:`cableway.node.intake`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from ..auth.keys import check_bearer
+from ..metrics import Metrics
+from ..node.intake import Invalid, account, judge
+from ..protocol.broadcast import Publication, RemoteDisconnect
+from ..protocol.httphead import NEED_MORE, USE_GENERAL, head_size, parse_head
+from .httpconn import CREATED_CLOSE, CREATED_KEEP_ALIVE, Conn, FrontDoor, Request, drain_body
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+__all__ = ["BroadcastHost", "broadcast", "fast_requests"]
+
+log = logging.getLogger("cableway.http")
+
+
+class BroadcastHost(Protocol):
+    """What the broadcast endpoint needs from the node."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def front_door(self) -> FrontDoor: ...
+
+    @property
+    def idle_scopes(self) -> set[trio.CancelScope]: ...
+
+    @property
+    def handshake_timeout(self) -> float: ...
+
+    @property
+    def max_broadcast_body(self) -> int: ...
+
+    @property
+    def publishing_waits(self) -> bool:
+        """Whether publishing waits for an acknowledgement (Redis): no fast path then."""
+        ...
+
+    def publish(self, publications: Iterable[Publication]) -> None: ...
+
+    def remote_disconnect(self, command: RemoteDisconnect) -> None: ...
+
+    async def publish_confirmed(self, publications: Iterable[Publication]) -> bool: ...
+
+    async def remote_command(self, command: RemoteDisconnect) -> bool: ...
+
+
+async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
+    """Serve unremarkable broadcasts from the raw buffer, without h11.
+
+    A request is served here when its whole head is in the buffer and
+    :func:`~cableway.protocol.httphead.parse_head` accepts it, it is a ``POST`` to the
+    broadcast path with the right key, its body is in the buffer too, within the size
+    limit, and it parses: everything then ends in ``201``, as with h11, and the answer
+    is written with the others before the connection next waits for the client.
+    Anything else (another path or method, a missing key, a body too large or not
+    read yet, a bad body, a head h11 must judge, the end of input in a head) is handed
+    over to h11 with every byte read, so it gets the answer it always got.
+
+    The deadline is the same as with h11: the whole head within the handshake
+    deadline (armed only when the connection has to wait), shutdown cancelling a
+    connection that waits for one.
+
+    Returns True when the connection must close (the client closed it, or asked to
+    with ``Connection: close``), False once h11 has taken over the current request.
+    """
+    config = server.config
+    path = config.http_broadcast_path.encode()
+    key = config.broadcast_key
+    limit = server.max_broadcast_body
+    max_head = conn.max_head
+    deadline = conn.deadline
+    idle = server.idle_scopes
+    metrics = server.metrics
+    armed = False
+    while True:
+        buf = conn.buf
+        size = head_size(buf, max_head, conn.scanned)
+        if size == NEED_MORE:
+            if conn.eof:
+                if buf:
+                    conn.hand_over()  # h11: a request cut short
+                    return False
+                return True
+            conn.scanned = len(buf) - 2
+            if not armed:
+                deadline.deadline = trio.current_time() + server.handshake_timeout
+                armed = True
+            idle.add(deadline)
+            try:
+                await conn.flush()
+                await conn.fill()
+            finally:
+                idle.discard(deadline)
+            continue
+        if armed:
+            deadline.deadline = math.inf
+            armed = False
+        head = None if size == USE_GENERAL else parse_head(buf, size)
+        if (
+            head is None
+            or head.method != b"POST"
+            or head.target.partition(b"?")[0] != path
+            or (key is not None and not check_bearer(head.headers.get(b"authorization"), key))
+            or head.content_length > limit
+            or len(buf) < size + head.content_length
+        ):
+            conn.hand_over()
+            return False
+        end = size + head.content_length
+        verdict = judge(bytes(buf[size:end]))
+        if isinstance(verdict, Invalid):
+            conn.hand_over()  # h11's path judges it again, logs, counts and answers 400
+            return False
+        account(verdict, metrics)
+        if isinstance(verdict, RemoteDisconnect):
+            server.remote_disconnect(verdict)
+        else:
+            server.publish(verdict)
+        del buf[:end]
+        conn.scanned = 0
+        if not head.keep_alive:
+            conn.created_raw(CREATED_CLOSE)
+            return True
+        conn.created_raw(CREATED_KEEP_ALIVE)
+
+
+async def broadcast(server: BroadcastHost, conn: Conn, request: Request) -> None:
+    """``POST /_broadcast`` (spec §11.2): 201, 401, 413, 422, or 400 for bad bodies.
+
+    503 when ``--pubsub=redis`` and Redis did not accept the publication (unreachable).
+    """
+    key = server.config.broadcast_key
+    if request.method != "POST":
+        await conn.respond(422, b"Unprocessable Entity", close=True)
+        return
+    if key is not None and not check_bearer(request.headers.get("authorization"), key):
+        await conn.respond(401, b"Unauthorized", close=True)
+        return
+    # the body has the same deadline as the head: a trickled body is cut (408); it
+    # holds its share of the node's body budget until it is answered
+    body = await drain_body(conn, server.max_broadcast_body, hold=True)
+    if body is None:
+        # refused before buffering it (the respond reads and drops a bounded amount of
+        # what the client is still sending, so that it reads the 413, not a reset)
+        await conn.respond(413, b"Payload Too Large", close=True)
+        return
+    verdict = judge(body)
+    account(verdict, server.metrics)
+    if isinstance(verdict, Invalid):
+        server.front_door.broadcast_warnings.warn("invalid broadcast: %s", verdict.detail)
+        await conn.respond(400, f"Bad Request: {verdict.detail}".encode())
+        return
+    if server.publishing_waits:
+        await conn.flush()  # the answers before this one must not wait for Redis
+    if isinstance(verdict, RemoteDisconnect):
+        accepted = await server.remote_command(verdict)
+    else:
+        accepted = await server.publish_confirmed(verdict)
+    if not accepted:
+        # --pubsub=redis and Redis is unreachable: refuse rather than drop it silently
+        log.warning("broadcast refused: Redis pub/sub is unavailable")
+        await conn.respond(503, b"Service Unavailable: Redis pub/sub is unavailable")
+        return
+    conn.created()
