@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from cableway import anycable_toml
 from cableway.config import (
     DEFAULT_CONFIG_PATHS,
     OPTIONS,
@@ -27,6 +26,7 @@ from cableway.config import (
     load_config_with_warnings,
     read_config_file,
 )
+from cableway.config import anycable as anycable_toml
 
 QWERTY_BROADCAST_KEY = "42923a28b760e667fc92f7c6123bb07a282822b329dd2ef48e7aee7830d98485"
 
