@@ -3,9 +3,21 @@
 It accepts sockets, completes a minimal WebSocket handshake (``welcome`` on connect,
 ``confirm_subscription`` for the first ``subscribe``), and serves ``POST /_broadcast``
 on a second port. For each publication it builds the frame once and writes it to every
-subscriber of the stream with **one** ``send()`` per socket. Nothing else: no pings, no
-outbox, no validation beyond what the benchmark needs (the signed stream name is
-verified, once per subscription, so that subscribe rates compare like with like).
+subscriber of the stream with **one** ``send()`` per socket. Nothing else: no outbox, no
+validation beyond what the benchmark needs (the signed stream name is verified, once per
+subscription, so that subscribe rates compare like with like; a JWT in ``?jid=`` is
+accepted unread).
+
+Pings, as the Action Cable protocol has them and real clients expect: every WebSocket
+connection gets ``{"type":"ping","message":<unix time>}`` every ``?pi=`` seconds (3 by
+default, ``?pi=0``: none), its first one ``pi`` seconds after its ``welcome``; an SSE
+stream gets the same as ``event: ping`` / ``data: …`` (as Cableway sends it). The frame is
+built once per second of wall-clock time and written to every socket that is due, with one
+``send()`` each. Due times are spread as Cableway's are (each connection's own schedule,
+from the time it connected), and like Cableway's shared timer the floor wakes at most
+every 10 ms (``TIMER_QUANTUM``) and writes every ping due by then: a ping is at most that
+late, never early. Connections are kept in a FIFO per interval: with one interval, due
+times come in connection order, so a tick costs only the sockets it writes to.
 
 ``--coalesce`` writes all the frames of one batch (one POST carrying an array) to a
 socket with a single ``send()``: the floor of coalesced writes.
@@ -20,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import hashlib
 import hmac
 import json
@@ -28,9 +41,12 @@ import signal
 import socket
 import struct
 import sys
+import time
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
 WELCOME = '{"type":"welcome"}'
+TIMER_QUANTUM = 0.01  # as Cableway's shared timer: pings at most this late, never early
+DEFAULT_PI = 3.0
 HTTP_201 = b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"
 HTTP_404 = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 SSE_HEAD = (
@@ -60,7 +76,7 @@ def verify(signed: str, secret: bytes) -> str | None:
 class Client:
     """One accepted socket (WebSocket, SSE or broadcast HTTP)."""
 
-    __slots__ = ("buf", "kind", "pending", "sock", "stream", "upgraded")
+    __slots__ = ("buf", "dead", "kind", "pending", "sock", "stream", "upgraded")
 
     def __init__(self, sock: socket.socket, kind: str) -> None:
         self.sock = sock
@@ -69,6 +85,7 @@ class Client:
         self.pending = bytearray()
         self.stream: tuple[str, str] | None = None
         self.upgraded = False
+        self.dead = False
 
 
 class Floor:
@@ -80,6 +97,13 @@ class Floor:
         self.subs: dict[str, dict[str, list[Client]]] = {}
         self.sse: dict[str, list[Client]] = {}
         self.running = True
+        # ping interval -> FIFO of (due time, client); due times ascend within a FIFO
+        self.pings: dict[float, collections.deque[tuple[float, Client]]] = {}
+        self.ping_second = -1
+        self.ping_frame = b""
+        self.ping_event = b""
+        self.pings_sent = 0
+        self.next_tick = 0.0
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -135,6 +159,7 @@ class Floor:
             self.sel.unregister(client.sock)
         except (KeyError, ValueError):
             return
+        client.dead = True  # its ping schedule entry is skipped when it comes due
         if client.stream is not None:
             stream, identifier = client.stream
             if client.kind == "sse":
@@ -145,9 +170,39 @@ class Floor:
                 members.remove(client)
         client.sock.close()
 
+    def ping_due(self) -> float:
+        """Seconds until the next tick that has pings to write (1.0 when none)."""
+        now = time.monotonic()
+        first = min((q[0][0] for q in self.pings.values() if q), default=now + 1.0)
+        return max(TIMER_QUANTUM, first - now) if first > now else 0.0
+
+    def tick(self) -> None:
+        """Write the ping frame to every socket due by now (one ``send()`` each)."""
+        now = time.monotonic()
+        second = int(time.time())
+        if second != self.ping_second:  # one frame per second of wall clock, shared
+            self.ping_second = second
+            text = '{"type":"ping","message":' + str(second) + "}"
+            self.ping_frame = text_frame(text.encode())
+            self.ping_event = f"event: ping\ndata: {text}\n\n".encode()
+        frame, event, send = self.ping_frame, self.ping_event, self.send
+        for interval, queue in self.pings.items():
+            while queue and queue[0][0] <= now:
+                due, client = queue.popleft()
+                if client.dead:
+                    continue
+                send(client, frame if client.kind == "ws" else event)
+                self.pings_sent += 1
+                queue.append((due + interval, client))
+
     def run(self) -> None:
         while self.running:
-            for key, mask in self.sel.select(timeout=1.0):
+            timeout = min(1.0, max(0.0, self.next_tick - time.monotonic()))
+            events = self.sel.select(timeout=timeout)
+            if time.monotonic() >= self.next_tick:
+                self.tick()
+                self.next_tick = time.monotonic() + self.ping_due()
+            for key, mask in events:
                 data = key.data
                 if isinstance(data, tuple):
                     self.accept(key.fileobj, data[1])  # type: ignore[arg-type]
@@ -191,13 +246,14 @@ class Floor:
         for line in lines[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
+        query = dict(p.partition("=")[::2] for p in target.partition("?")[2].split("&") if p)
         if target.startswith("/events"):
-            query = dict(p.partition("=")[::2] for p in target.partition("?")[2].split("&"))
             stream = query.get("stream", "")
             client.kind = "sse"
             client.stream = (stream, "")
             self.sse.setdefault(stream, []).append(client)
             self.send(client, SSE_HEAD)
+            self.schedule_pings(client, query)
             return
         key = headers.get("sec-websocket-key")
         if not key:
@@ -213,8 +269,21 @@ class Floor:
             response += b"Sec-WebSocket-Protocol: actioncable-v1-json\r\n"
         client.kind = "ws"
         self.send(client, response + b"\r\n" + text_frame(WELCOME.encode()))
+        self.schedule_pings(client, query)
         if client.buf:
             self.ws_frames(client)
+
+    def schedule_pings(self, client: Client, query: dict[str, str]) -> None:
+        """First ping ``?pi=`` seconds from now (3 by default; 0: no pings)."""
+        try:
+            interval = float(query.get("pi") or DEFAULT_PI)
+        except ValueError:
+            interval = DEFAULT_PI
+        if interval > 0:
+            queue = self.pings.setdefault(interval, collections.deque())
+            due = time.monotonic() + interval
+            queue.append((due, client))
+            self.next_tick = min(self.next_tick, due)
 
     def ws_frames(self, client: Client) -> None:
         buf = client.buf

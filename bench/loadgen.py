@@ -137,12 +137,19 @@ class ServerProbe:
 class Conn:
     __slots__ = (
         "buf",
+        "dups",
+        "epoch",
         "fd",
+        "got",
+        "history_done",
         "kind",
         "last",
         "node",
+        "offset",
         "outbuf",
         "pings",
+        "restored",
+        "sid",
         "sock",
         "state",
         "stream",
@@ -150,13 +157,14 @@ class Conn:
         "t_ready",
         "t_start",
         "tail",
+        "token",
     )
 
     def __init__(self, sock: socket.socket, kind: str, stream: str, node: int = 0) -> None:
         self.sock = sock
         self.node = node
         self.fd = sock.fileno()
-        self.kind = kind  # "ws", "sse" or "pub"
+        self.kind = kind  # "ws", "ext" (extended protocol, frames parsed), "sse" or "pub"
         self.state = CONNECTING
         self.stream = stream
         self.buf = b""
@@ -167,6 +175,25 @@ class Conn:
         self.subscribe = b""
         self.t_start = 0
         self.t_ready = 0
+        self.token = ""  # the JWT sent as ?jid= (empty: none)
+        # extended protocol (kind "ext"): session id, stream position, restore progress
+        self.sid = ""
+        self.epoch = ""
+        self.offset = 0
+        self.restored = 0  # monotonic_ns of the restored welcome (0: not yet)
+        self.history_done = 0  # monotonic_ns of confirm_history (0: not yet)
+        self.dups = 0
+        self.got = 0  # publications of this phase received (extended protocol)
+
+    def renew(self, sock: socket.socket) -> None:
+        """The same client on a new socket (a reconnect): position and session kept."""
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.state = CONNECTING
+        self.buf = b""
+        self.tail = b""
+        self.outbuf = bytearray()
+        self.restored = self.history_done = 0
 
 
 def client_frame(text: str) -> bytes:
@@ -229,6 +256,11 @@ class LoadGen:
         self.match = MARK.match
         self.identifiers: dict[str, str] = {}
         self.metrics_path: str = spec.get("metrics_path", "")
+        self.jwt_secret: str = spec.get("jwt_secret", "")
+        self.tokens: list[str] = []
+        self.pi: int = int(spec.get("pi", 3))
+        self.not_restored = 0
+        self.history_rejected = 0
         self.rss0 = self.probe.rss_kib()
         self.cpu0 = self.probe.cpu()
 
@@ -247,20 +279,39 @@ class LoadGen:
             ident = self.identifiers[stream] = json.dumps(params, separators=(",", ":"))
         return ident
 
-    def open_client(self, kind: str, stream: str, pi: int, node: int = 0) -> None:
+    def open_client(
+        self, kind: str, stream: str, pi: int, node: int = 0, again: Conn | None = None
+    ) -> Conn | None:
+        """Open one client (or reopen ``again`` on a new socket, same session/position).
+
+        ``kind`` "ext" speaks ``actioncable-v1-ext-json`` and reconnects with ``?sid=``;
+        a client with a ``token`` sends it as ``?jid=``.
+        """
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         # abortive close: no TIME_WAIT pile-up across targets
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = Conn(sock, kind, stream, node)
+        if again is None:
+            conn = Conn(sock, kind, stream, node)
+            if self.tokens:
+                conn.token = self.tokens[len(self.clients) % len(self.tokens)]
+        else:
+            conn = again
+            conn.renew(sock)
         conn.t_start = time.monotonic_ns()
-        port = self.node_ports[node]
-        if kind == "ws":
+        port = self.node_ports[conn.node]
+        if kind in ("ws", "ext"):
+            query = f"pi={pi}"
+            if conn.token:
+                query += f"&jid={conn.token}"
+            if conn.sid:
+                query += f"&sid={conn.sid}"
+            proto = "actioncable-v1-ext-json" if kind == "ext" else "actioncable-v1-json"
             conn.outbuf += (
-                f"GET {self.path}?pi={pi} HTTP/1.1\r\nHost: {self.host}:{port}\r\n"
+                f"GET {self.path}?{query} HTTP/1.1\r\nHost: {self.host}:{port}\r\n"
                 f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\n"
-                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: actioncable-v1-json\r\n\r\n"
+                f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {proto}\r\n\r\n"
             ).encode()
             message = {"command": "subscribe", "identifier": self.identifier(stream)}
             conn.subscribe = client_frame(json.dumps(message, separators=(",", ":")))
@@ -273,11 +324,13 @@ class LoadGen:
         if err not in (0, errno.EINPROGRESS):
             sock.close()
             self.fail(None, f"connect:{errno.errorcode.get(err, err)}")
-            return
+            return None
         self.table[conn.fd] = conn
-        self.clients.append(conn)
+        if again is None:
+            self.clients.append(conn)
         self.ep.register(conn.fd, select.EPOLLOUT)
         self.inflight += 1
+        return conn
 
     def fail(self, conn: Conn | None, reason: str) -> None:
         self.fail_reasons[reason] = self.fail_reasons.get(reason, 0) + 1
@@ -443,6 +496,9 @@ class LoadGen:
             conn = table.get(fd)
             if conn is None:
                 continue
+            if conn.kind == "ext":
+                self.ext_event(conn, ev)
+                continue
             if conn.state == READY:
                 if conn.kind == "pub":
                     self.pub_event(conn, ev)
@@ -459,6 +515,217 @@ class LoadGen:
                 self.consume(conn, data, time.monotonic_ns())
             else:
                 self.setup(conn, ev)
+
+    # -- the extended protocol (frames parsed one by one: sessions, positions, history) --
+
+    def ext_event(self, conn: Conn, ev: int) -> None:
+        if conn.state == CONNECTING:
+            self.setup(conn, ev)  # connected: the request goes out, HANDSHAKE next
+            return
+        if ev & select.EPOLLOUT and conn.outbuf:
+            self.write(conn, b"")
+        if not ev & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+            return
+        try:
+            data = conn.sock.recv(RECV)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            reason = "closed-by-server" if conn.state == READY else f"eof-in-state-{conn.state}"
+            self.fail(conn, reason)
+            return
+        conn.buf += data
+        now = time.monotonic_ns()
+        if conn.state == HANDSHAKE:
+            end = conn.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status = conn.buf[9:12]
+            if status != b"101":
+                self.fail(conn, f"upgrade-status-{status.decode()}")
+                return
+            conn.state = WELCOME
+            conn.buf = conn.buf[end + 4 :]
+        buf = conn.buf
+        while len(buf) >= 2:
+            n, pos = buf[1] & 0x7F, 2
+            if n == 126:
+                if len(buf) < 4:
+                    break
+                n, pos = int.from_bytes(buf[2:4], "big"), 4
+            elif n == 127:
+                if len(buf) < 10:
+                    break
+                n, pos = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < pos + n:
+                break
+            opcode, payload, buf = buf[0] & 0x0F, buf[pos : pos + n], buf[pos + n :]
+            if opcode == 8:
+                self.fail(conn, "closed-by-server")
+                return
+            if opcode == 1 and not self.ext_message(conn, payload, now):
+                return
+        conn.buf = buf
+
+    def ext_ready(self, conn: Conn, now: int) -> None:
+        if conn.state != READY:
+            conn.state = READY
+            conn.t_ready = now
+            self.inflight -= 1
+            self.subs[conn.stream] = self.subs.get(conn.stream, 0) + 1
+
+    def ext_history(self, conn: Conn) -> dict[str, Any]:
+        return {"streams": {conn.stream: {"epoch": conn.epoch, "offset": conn.offset}}}
+
+    def ext_message(self, conn: Conn, payload: bytes, now: int) -> bool:
+        """One server message to an extended-protocol client; False: the client is gone."""
+        if payload.startswith(b'{"type":"ping"'):
+            if self.ping_log:
+                conn.pings.append(now)
+            return True
+        msg = json.loads(payload)
+        kind = msg.get("type")
+        ident = self.identifier(conn.stream)
+        if kind == "welcome":
+            old, conn.sid = conn.sid, msg.get("sid") or ""
+            if old and msg.get("restored") and ident in (msg.get("restored_ids") or ()):
+                conn.restored = now
+                self.ext_ready(conn, now)  # restored: subscribed again, no confirmation
+                command = {"command": "history", "identifier": ident}
+                command["history"] = self.ext_history(conn)
+                self.write(conn, client_frame(json.dumps(command)))
+                return True
+            conn.state = SUBSCRIBING
+            command = {"command": "subscribe", "identifier": ident}
+            if old:  # not restored: subscribe again, asking for what was missed
+                self.not_restored += 1
+                command["history"] = self.ext_history(conn)
+            self.write(conn, client_frame(json.dumps(command)))
+        elif kind == "confirm_subscription":
+            self.ext_ready(conn, now)
+        elif kind == "confirm_history":
+            conn.history_done = now
+        elif kind == "reject_history":
+            conn.history_done = now
+            self.history_rejected += 1
+        elif kind in ("reject_subscription", "disconnect"):
+            self.fail(conn, f"{kind}:{msg.get('reason', '')}")
+            return False
+        elif kind is None and isinstance(msg.get("message"), list):
+            body = msg["message"]
+            if msg.get("offset"):
+                conn.offset, conn.epoch = int(msg["offset"]), str(msg.get("epoch", ""))
+            if len(body) < 4 or body[0] != "cwb":
+                return True
+            if body[1] != self.phase:
+                self.stale += 1
+            elif body[2] <= conn.last:
+                conn.dups += 1  # the same publication twice (history and live overlap)
+            else:
+                conn.last = body[2]
+                conn.got += 1
+                self.received += 1
+                self.node_lats[conn.node].append(now - body[3])
+        return True
+
+    def step_blip(self, step: dict[str, Any]) -> dict[str, Any]:
+        """A network blip: every extended-protocol client loses its socket at once and
+        reconnects with ``?sid=``, then asks for what it missed (``history`` from its
+        last offset). Before: ``before`` live publications (positions known); while away:
+        ``missed`` publications; after every session is back: one live publication.
+        Each client must get every publication exactly once."""
+        before, missed = int(step.get("before", 2)), int(step.get("missed", 5))
+        timeout, window = float(step.get("timeout", 120.0)), int(step.get("window", 1 << 30))
+        self.begin_phase()
+        conns = [c for c in self.clients if c.kind == "ext" and c.state == READY]
+        n = len(conns)
+        stream = conns[0].stream if conns else "fan"
+        deadline = time.monotonic() + timeout
+
+        def publish(seqs: range) -> None:
+            now = time.monotonic_ns()
+            for seq in seqs:  # one connection: the server sees them in order
+                self.post(self.pubs[0], [self.entry(stream, seq, now)], False)
+            self.write(self.pubs[0], b"")
+
+        def wait(cond: Any) -> None:
+            while not cond() and time.monotonic() < deadline:
+                self.poll(0.02)
+
+        for conn in conns:
+            conn.got = 0
+        publish(range(before))
+        wait(lambda: self.received >= n * before and self.responses >= before)
+        live_before = self.received
+        # the blip: every socket reset at once (RST, no close frame), as a network drop
+        for conn in conns:
+            self.table.pop(conn.fd, None)
+            with contextlib.suppress(OSError, ValueError):
+                self.ep.unregister(conn.fd)
+            conn.sock.close()
+            conn.state = DEAD
+            self.subs[conn.stream] -= 1
+        publish(range(before, before + missed))
+        wait(lambda: self.responses >= before + missed)
+        self.not_restored = self.history_rejected = 0
+        failed0 = self.failed
+        self.fail_reasons = {}
+        cpu0, t0 = self.probe.cpu(), time.monotonic_ns()
+        t_complete = 0
+        opened = 0
+        last_seq = before + missed - 1
+        while time.monotonic() < deadline:
+            while self.inflight < window and opened < n:
+                self.open_client("ext", conns[opened].stream, self.pi, again=conns[opened])
+                opened += 1
+            self.poll(0.02)
+            if opened >= n and self.inflight == 0:
+                back = [c for c in conns if c.state == READY]
+                if all(c.history_done and c.last >= last_seq for c in back):
+                    t_complete = time.monotonic_ns()
+                    break
+        cpu = self.probe.cpu() - cpu0
+        restored = [c.restored for c in conns if c.restored]
+        history = [c.history_done for c in conns if c.history_done]
+        received_missed = self.received - live_before
+        # after: one live publication to every client that is back, waited for (bounded)
+        back = [c for c in conns if c.state == READY]
+        publish(range(before + missed, before + missed + 1))
+        deadline = time.monotonic() + 15.0
+        wait(lambda: all(c.last > last_seq for c in back))
+        expected = len(back) * (before + missed + 1)
+        got = sum(c.got for c in back)
+        lats = sorted(x - t0 for x in restored)
+        return {
+            "op": "blip",
+            "clients": n,
+            "before": before,
+            "missed": missed,
+            "restored": len(restored),
+            "not_restored": self.not_restored,
+            "history_confirmed": len(history),
+            "history_rejected": self.history_rejected,
+            "failed": self.failed - failed0,
+            "fail_reasons": dict(self.fail_reasons),
+            "missed_expected": n * missed,
+            "missed_received": received_missed,
+            # over the clients that are back (a failed reconnect is counted in "failed")
+            "back": len(back),
+            "expected": expected,
+            "received": got,
+            "lost": expected - got,
+            "duplicated": sum(c.dups for c in conns),
+            "stale": self.stale,
+            "complete": bool(t_complete),
+            "restore_all_s": round(max(restored, default=t0) / 1e9 - t0 / 1e9, 3),
+            "restore_p50_s": round(percentile(lats, 0.5) / 1e9, 3),
+            "complete_s": round((t_complete - t0) / 1e9, 3) if t_complete else None,
+            "history_all_s": round((max(history, default=t0) - t0) / 1e9, 3),
+            "server_cpu_s": round(cpu, 4),
+            "server_us_per_reconnect": round(cpu / n * 1e6, 1) if n else None,
+        }
 
     def run_for(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -544,6 +811,10 @@ class LoadGen:
         window, timeout = step.get("window", 256), step.get("timeout", 120.0)
         start = len(self.clients)
         new = total - start
+        if step.get("jwt"):  # one HS256 token per client, made before the clock starts
+            self.tokens = make_tokens(self.jwt_secret, start, new)
+        cpu0 = self.probe.cpu()
+        busy0 = self.probe.cpu_busy(self.server_cpu)
         t0 = time.monotonic_ns()
         deadline = time.monotonic() + timeout
         opened = 0
@@ -551,7 +822,12 @@ class LoadGen:
         nodes = len(self.node_ports)
         while time.monotonic() < deadline:
             while self.inflight < window and opened < new:
-                stream = "fan" if mode == "one" else f"s{start + opened}"
+                if mode == "one":
+                    stream = "fan"
+                elif mode == "own":
+                    stream = f"s{start + opened}"
+                else:
+                    stream = mode  # a named stream (e.g. "idle" in the mix)
                 self.open_client(kind, stream, pi, (start + opened) % nodes)
                 opened += 1
             if opened >= new and self.inflight == 0:
@@ -564,6 +840,10 @@ class LoadGen:
         times = sorted(c.t_ready - c.t_start for c in ready)
         t_last = max((c.t_ready for c in ready), default=t0)
         elapsed = (t_last - t0) / 1e9
+        cpu = self.probe.cpu() - cpu0  # the whole step, set-up of every connection
+        other = self.probe.cpu_busy(self.server_cpu) - busy0 - cpu
+        wall = (time.monotonic_ns() - t0) / 1e9
+        self.tokens = []
         self.run_for(step.get("settle", 1.0))
         rss = self.probe.rss_kib()
         live = sum(1 for c in self.clients if c.state == READY)
@@ -582,6 +862,11 @@ class LoadGen:
             "conn_per_s": round(len(ready) / elapsed, 1) if elapsed > 0 else None,
             "setup_p50_ms": round(percentile(times, 0.5) / 1e6, 2),
             "setup_p99_ms": round(percentile(times, 0.99) / 1e6, 2),
+            "window": window,
+            "jwt": bool(step.get("jwt")),
+            "server_cpu_s": round(cpu, 4),
+            "server_us_per_conn": round(cpu / len(ready) * 1e6, 1) if ready else None,
+            "server_cpu_other_frac": round(max(0.0, other) / wall, 3) if wall > 0 else None,
             "server_rss_kib": rss,
             "server_rss0_kib": self.rss0,
             "rss_per_conn_kib": round((rss - self.rss0) / live, 2) if live else None,
@@ -593,9 +878,11 @@ class LoadGen:
             conn.pings = []
         self.ping_log = True
         cpu0, t0 = self.probe.cpu(), time.monotonic()
+        busy0 = self.probe.cpu_busy(self.server_cpu)
         self.run_for(step["seconds"])
         cpu = self.probe.cpu() - cpu0
         wall = time.monotonic() - t0
+        other = self.probe.cpu_busy(self.server_cpu) - busy0 - cpu
         self.ping_log = False
         gaps: list[int] = []
         pinged = 0
@@ -605,6 +892,7 @@ class LoadGen:
                 pinged += 1
             gaps.extend(b - a for a, b in zip(conn.pings, conn.pings[1:], strict=False))
         gaps.sort()
+        pings = sum(len(c.pings) for c in live)
         interval = step.get("interval", 3.0)
         return {
             "op": "hold",
@@ -617,6 +905,11 @@ class LoadGen:
             "gap_p99_s": round(percentile(gaps, 0.99) / 1e9, 3),
             "gap_max_s": round(percentile(gaps, 1.0) / 1e9, 3),
             "server_cpu_frac_idle": round(cpu / wall, 4),
+            "server_cpu_other_frac": round(max(0.0, other) / wall, 3),
+            "pings": pings,
+            "server_cpu_s": round(cpu, 4),
+            # every CPU second of the idle server, divided over the pings it sent
+            "us_per_ping": round(cpu / pings * 1e6, 2) if pings else None,
             "server_rss_kib": self.probe.rss_kib(),
         }
 
@@ -683,8 +976,11 @@ class LoadGen:
         t0 = time.monotonic_ns() + 10_000_000
         t_sent = t0
         last_progress = (0, time.monotonic())
+        churn = Churn(self, float(step.get("churn", 0)), t0) if step.get("churn") else None
         while True:
             now = time.monotonic_ns()
+            if churn is not None and k < posts:
+                churn.run(now)
             if k < posts:
                 n = 0
                 while k < posts and t0 + k * interval <= now and n < 256:
@@ -778,6 +1074,7 @@ class LoadGen:
             "loadgen_limited": lg_frac > LOADGEN_LIMIT,
             "passed": passed,
             **warm,
+            **(churn.result() if churn is not None else {}),
         }
         if self.multi:
             result["cpu_other_frac"] = {
@@ -975,6 +1272,65 @@ class LoadGen:
         return out
 
 
+class Churn:
+    """Connects and disconnects at ``rate`` per second each, while a publish step runs:
+    clients that connect, subscribe (to the stream ``churn``, never published to) and
+    leave about one second later, half with a close frame, half with a reset."""
+
+    def __init__(self, gen: LoadGen, rate: float, t0: int) -> None:
+        self.gen, self.rate, self.t0 = gen, rate, t0
+        self.live: list[Conn] = []
+        self.opened = self.closed = 0
+        self.failed0 = gen.failed
+        self.close = client_frame_close(1000)
+
+    def run(self, now: int) -> None:
+        gen = self.gen
+        due = int((now - self.t0) / 1e9 * self.rate) + 1 if now >= self.t0 else 0
+        while self.opened < due:
+            conn = gen.open_client("ws", "churn", gen.pi)
+            if conn is not None:
+                self.live.append(conn)
+            self.opened += 1
+        # each leaves ~1 s after it came: closes trail opens by `rate`
+        while self.live and self.closed < due - self.rate:
+            conn = self.live[0]
+            if conn.state not in (READY, DEAD):
+                break  # not set up yet: it leaves once it is (counted late, not lost)
+            self.live.pop(0)
+            self.closed += 1
+            if conn.state == DEAD:
+                continue
+            gen.table.pop(conn.fd, None)
+            with contextlib.suppress(OSError, ValueError):
+                gen.ep.unregister(conn.fd)
+            if self.closed % 2:
+                with contextlib.suppress(OSError):
+                    conn.sock.send(self.close)
+            conn.sock.close()  # SO_LINGER 0: a reset (after the close frame, for half)
+            conn.state = DEAD
+            gen.subs[conn.stream] -= 1
+
+    def result(self) -> dict[str, Any]:
+        ready = sum(1 for c in self.gen.clients if c.stream == "churn" and c.t_ready)
+        return {
+            "churn_rate": self.rate,
+            "churn_opened": self.opened,
+            "churn_ready": ready,
+            "churn_closed": self.closed,
+            "churn_failed": self.gen.failed - self.failed0,
+        }
+
+
+def make_tokens(secret: str, first: int, count: int) -> list[str]:
+    """HS256 identification tokens (``cableway.tokens``), one per user ``first...``."""
+    from cableway.tokens import identification_token
+
+    if not secret:
+        raise SystemExit("jwt: the spec has no jwt_secret")
+    return [identification_token({"user_id": first + i}, secret) for i in range(count)]
+
+
 def client_frame_close(code: int) -> bytes:
     """A masked client close frame (zero mask key)."""
     return bytes((0x88, 0x82)) + b"\x00\x00\x00\x00" + struct.pack("!H", code)
@@ -991,7 +1347,11 @@ def main() -> None:
     ``{"op":"hold","seconds":S,"interval":I}``,
     ``{"op":"publish","rate":R,"duration":D,"batch":B,"streams":"one"|"own"}``,
     ``{"op":"sweep","rates":[...],"duration":D,"batch":B,"streams":...}``,
-    ``{"op":"churn","total":N,"rounds":R,"streams":"one"|"own"}`` (needs ``metrics_path``).
+    ``{"op":"churn","total":N,"rounds":R,"streams":"one"|"own"}`` (needs ``metrics_path``),
+    ``{"op":"blip","before":B,"missed":M,"timeout":T}`` (after a connect step with
+    ``"proto":"ext"``). A connect step with ``"jwt": true`` gives every client its own
+    HS256 token (``jwt_secret`` of the spec) as ``?jid=``; ``"window": N`` opens N at once.
+    A publish step with ``"churn": C`` also connects and disconnects C clients per second.
     """
     with open(sys.argv[1]) as f:
         spec = json.load(f)
@@ -1022,6 +1382,14 @@ def main() -> None:
             gen.step_sweep(step)
         elif op == "churn":
             gen.step_churn(step)
+        elif op == "blip":
+            result = gen.step_blip(step)
+            log(
+                f"blip: {result['restored']}/{result['clients']} restored in "
+                f"{result['restore_all_s']} s, complete in {result['complete_s']} s, "
+                f"lost {result['lost']}, duplicated {result['duplicated']}"
+            )
+            emit(result)
         else:
             raise SystemExit(f"unknown op {op}")
 

@@ -1,7 +1,7 @@
 """Cableway benchmark runner: every target measured in the same run, side by side.
 
     .venv/bin/python bench/run.py                       # all scenarios, full sizes
-    .venv/bin/python bench/run.py --quick               # smoke run, under ~2 minutes
+    .venv/bin/python bench/run.py --quick               # smoke run, a few minutes
     .venv/bin/python bench/run.py --scenarios b,d --sizes 1000,5000 --json out.jsonl
 
 Targets (each started here on 127.0.0.1, one at a time, pinned to CPU 0; the load
@@ -15,7 +15,14 @@ generator is pinned to CPU 1):
 Scenarios: (a) idle subscribed connections, (b) fan-out to N subscribers of one stream,
 (c) many streams, open-loop publish-rate sweep, (d) batched fan-out sweep, (e) fan-out
 over SSE, (f) two Cableway nodes over Redis against one node (its own layouts instead of
-targets, see ``F_LAYOUTS``). See docs/benchmarks.md for what each measures.
+targets, see ``F_LAYOUTS``), (g) a connection storm with JWTs, (h) a network blip on the
+extended protocol (Cableway only), (i) a realistic mix. See docs/benchmarks.md for what
+each measures.
+
+Every client keeps the server's pings (every 3 s), as ``@rails/actioncable`` and
+``@anycable/web`` do; the floor pings too. ``X-nopi`` (e.g. ``b-nopi``) runs scenario X
+with ``?pi=0`` (no pings) as a labelled variant; ``--no-pings`` does that for every
+scenario named.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SECRET = "bench-secret"
+JWT_SECRET = "bench-jwt-secret"
+PING_INTERVAL = 3  # the Action Cable default, which clients expect (stale after ~6 s)
 SERVER_CPU, LOADGEN_CPU = 0, 1
 CHILDREN: list[subprocess.Popen[bytes]] = []
 
@@ -199,10 +208,14 @@ class Target:
                 "--log_level=warn",
             ]
             if self.name == "cableway" and self.features.get("broker_flag"):
-                cmd.append("--broker=none")
+                # (h) needs sessions and history: the memory broker
+                cmd.append("--broker=memory" if scenario == "h" else "--broker=none")
             if scenario == "e" and self.features.get("sse_flag"):
                 cmd.append("--sse")
+            if scenario == "g":  # every connection must bring a valid token
+                cmd += [f"--jwt_secret={JWT_SECRET}", "--enforce_jwt"]
             return cmd
+        # the reference and the floor accept any ?jid= unread (no identification)
         script = "reference_server.py" if self.name == "reference" else "floor_server.py"
         cmd = [sys.executable, str(BENCH / script), f"--port={port}", f"--broadcast-port={bport}"]
         cmd.append(f"--secret={SECRET}")
@@ -226,21 +239,33 @@ def size_list(raw: str | None, default: list[str]) -> list[int]:
     return sorted(set(out))
 
 
-def program(scenario: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+def split_scenario(token: str) -> tuple[str, bool]:
+    """``"b"`` -> (``"b"``, pings on); ``"b-nopi"`` -> (``"b"``, pings off)."""
+    base, _, variant = token.partition("-")
+    if variant not in ("", "nopi") or base not in SCENARIO_TITLES:
+        raise SystemExit(f"unknown scenario {token!r} (a-i, or X-nopi)")
+    return base, variant != "nopi"
+
+
+def program(scenario: str, args: argparse.Namespace, pings: bool = True) -> list[dict[str, Any]]:
     quick = args.quick
+    pi = PING_INTERVAL if pings else 0
     if scenario == "a":
         sizes = size_list(args.sizes, ["1000"] if quick else ["1000", "5000", "10000", "max"])
-        pi = 1 if quick else 3
-        steps: list[dict[str, Any]] = [
-            {"op": "connect", "total": n, "streams": "one", "pi": pi, "timeout": 60} for n in sizes
-        ]
-        steps.append({"op": "hold", "seconds": 3.5 if quick else 7.5, "interval": pi})
+        if pings and quick:
+            pi = 1
+        steps: list[dict[str, Any]] = []
+        for n in sizes:  # held after every size: idle cost (CPU per ping) at each
+            steps.append({"op": "connect", "total": n, "streams": "one", "pi": pi, "timeout": 60})
+            steps.append({"op": "hold", "seconds": 3.5 if quick else 7.5, "interval": pi})
         return steps
-    if scenario == "b":
+    if scenario in "bf":
         sizes = size_list(args.sizes, ["1000"] if quick else ["1000", "5000", "10000"])
+        if scenario == "f":
+            sizes = size_list(args.sizes, ["1000"] if quick else ["1000", "2000"])
         steps = []
         for n in sizes:
-            steps.append({"op": "connect", "total": n, "streams": "one", "pi": 0})
+            steps.append({"op": "connect", "total": n, "streams": "one", "pi": pi})
             steps.append(
                 {"op": "publish", "rate": args.fanout_rate, "duration": 3 if quick else 10}
             )
@@ -250,14 +275,14 @@ def program(scenario: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         rates = [1000, 2000, 4000] if quick else [500, 1000, 2000, 3000, 4000, 6000, 8000]
         rates += [] if quick else [11000, 16000, 24000, 32000]
         return [
-            {"op": "connect", "total": n, "streams": "own", "pi": 0},
+            {"op": "connect", "total": n, "streams": "own", "pi": pi},
             {"op": "sweep", "rates": rates, "duration": 2 if quick else 3, "streams": "own"},
         ]
     if scenario == "d":
         n = 1000
         rates = [5, 10, 20] if quick else [2, 4, 6, 8, 10, 14, 20, 28, 40]
         return [
-            {"op": "connect", "total": n, "streams": "one", "pi": 0},
+            {"op": "connect", "total": n, "streams": "one", "pi": pi},
             {
                 "op": "sweep",
                 "rates": rates,
@@ -266,24 +291,40 @@ def program(scenario: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                 "streams": "one",
             },
         ]
-    if scenario == "f":
-        sizes = size_list(args.sizes, ["1000"] if quick else ["1000", "2000"])
-        steps = []
-        for n in sizes:
-            steps.append({"op": "connect", "total": n, "streams": "one", "pi": 0})
-            steps.append(
-                {"op": "publish", "rate": args.fanout_rate, "duration": 3 if quick else 10}
-            )
-        return steps
     if scenario == "e":
         sizes = size_list(args.sizes, ["1000"] if quick else ["1000", "5000"])
         steps = []
         for n in sizes:
-            steps.append({"op": "connect", "total": n, "streams": "one", "proto": "sse"})
+            steps.append({"op": "connect", "total": n, "streams": "one", "proto": "sse", "pi": pi})
             steps.append(
                 {"op": "publish", "rate": args.fanout_rate, "duration": 3 if quick else 10}
             )
         return steps
+    if scenario == "g":
+        # a storm: all N open at once (no window), each with its own JWT, then subscribe
+        n = min(args.storm or (1000 if quick else 10000), fd_max())
+        return [{"op": "connect", "total": n, "streams": "one", "pi": pi, "window": n, "jwt": True}]
+    if scenario == "h":
+        n = min(args.storm or (1000 if quick else 10000), fd_max())
+        return [
+            {"op": "connect", "total": n, "streams": "one", "proto": "ext", "pi": pi},
+            {"op": "blip", "before": 2, "missed": args.blip_missed, "timeout": 120},
+        ]
+    if scenario == "i":
+        idle, active = args.mix_idle, args.mix_active
+        if quick:
+            idle, active = min(idle, 1000), min(active, 100)
+        idle = min(idle, fd_max() - active - 4 * args.mix_churn)
+        return [
+            {"op": "connect", "total": idle, "streams": "idle", "pi": pi},
+            {"op": "connect", "total": idle + active, "streams": "one", "pi": pi},
+            {
+                "op": "publish",
+                "rate": args.mix_rate,
+                "duration": min(args.mix_seconds, 5) if quick else args.mix_seconds,
+                "churn": args.mix_churn,
+            },
+        ]
     raise SystemExit(f"unknown scenario {scenario}")
 
 
@@ -294,8 +335,10 @@ def targets_for(
         chosen = [n for n in names if n in F_LAYOUTS]
         return chosen or list(F_LAYOUTS)
     out = [n for n in names if n != "floor-coalesce" or scenario == "d"]
-    if scenario == "e":
+    if scenario in "ei":  # SSE: no reference; the mix: against the floor
         out = [n for n in out if n in ("cableway", "floor")]
+    if scenario == "h":  # sessions and history: only Cableway has them
+        out = [n for n in out if n == "cableway"]
     default = features.get("broker_default")
     extra = not quick and scenario in "bcd" and "cableway-default" not in out
     if extra and "cableway" in out and default not in (None, "none"):
@@ -312,11 +355,13 @@ def run_one(
     steps: list[dict[str, Any]],
     workdir: Path,
     args: argparse.Namespace,
+    label: str = "",
 ) -> list[dict[str, Any]]:
+    label = label or scenario
     if scenario == "f":
         return run_nodes(target, steps, workdir, args)
     port, bport = free_port(), free_port()
-    log_path = workdir / f"{scenario}-{target.name}.log"
+    log_path = workdir / f"{label}-{target.name}.log"
     server = spawn(target.command(port, bport, scenario), SERVER_CPU, log_path)
     results: list[dict[str, Any]] = []
     profiler = None
@@ -328,18 +373,20 @@ def run_one(
             say("  cableway answers 404 on /events: SSE not available, scenario (e) skipped")
             return [{"op": "skip", "reason": "GET /events answered 404 (no SSE in this build)"}]
         if args.profile and target.name.startswith("cableway"):
-            profiler = start_profiler(server.pid, Path(args.profile), f"{scenario}-{target.name}")
+            profiler = start_profiler(server.pid, Path(args.profile), f"{label}-{target.name}")
         spec = {
             "port": port,
             "broadcast_port": bport,
             "server_pid": server.pid,
             "secret": SECRET,
+            "jwt_secret": JWT_SECRET,
+            "pi": next((st["pi"] for st in steps if "pi" in st), PING_INTERVAL),
             "signed": True,
             "payload": args.payload,
             "server_cpu": SERVER_CPU,
             "steps": steps,
         }
-        results += run_loadgen(spec, f"{scenario}-{target.name}", workdir, args)
+        results += run_loadgen(spec, f"{label}-{target.name}", workdir, args)
         if server.poll() is not None:
             results.append({"op": "server", "error": f"server exited with {server.returncode}"})
     finally:
@@ -496,6 +543,8 @@ METRICS: dict[str, list[tuple[str, str, str]]] = {
         ("gap_p99_s", "ping gap p99, s (every 3 s)", "lower"),
         ("gap_max_s", "ping gap max, s", "lower"),
         ("server_cpu_frac_idle", "server CPU share while idle", "lower"),
+        ("us_per_ping", "server CPU µs per ping (idle)", "lower"),
+        ("pings", "pings received in the hold", "info"),
     ],
     "b": [
         ("us_per_delivery", "server CPU µs per delivery", "lower"),
@@ -520,6 +569,40 @@ METRICS: dict[str, list[tuple[str, str, str]]] = {
     ],
 }
 METRICS["e"] = METRICS["b"]
+METRICS["g"] = [
+    ("conn_per_s", "handshake+subscribe/s (JWT, at once)", "higher"),
+    ("server_us_per_conn", "server CPU µs per connection", "lower"),
+    ("setup_p50_ms", "set-up time p50, ms", "lower"),
+    ("setup_p99_ms", "set-up time p99, ms", "lower"),
+    ("live", "connections reached", "higher"),
+    ("failed", "connections failed", "lower"),
+    ("loadgen_cpu_frac", "load generator CPU share", "info"),
+]
+METRICS["h"] = [
+    ("restore_all_s", "until every session is restored, s", "lower"),
+    ("complete_s", "until every missed message is in, s", "lower"),
+    ("restore_p50_s", "restored welcome p50, s", "lower"),
+    ("server_us_per_reconnect", "server CPU µs per reconnect+history", "lower"),
+    ("restored", "sessions restored", "higher"),
+    ("not_restored", "sessions not restored", "lower"),
+    ("history_rejected", "history requests rejected", "lower"),
+    ("lost", "lost (before, missed, after)", "lower"),
+    ("duplicated", "duplicated", "lower"),
+    ("failed", "reconnects failed", "lower"),
+]
+METRICS["i"] = [
+    ("us_per_delivery", "server CPU µs per delivery (all of the mix)", "lower"),
+    ("lat_p50_ms", "latency p50, ms", "lower"),
+    ("lat_p99_ms", "latency p99, ms", "lower"),
+    ("lat_max_ms", "latency max, ms", "lower"),
+    ("lost", "lost deliveries", "lower"),
+    ("reordered", "reordered", "lower"),
+    ("server_cpu_frac", "server CPU share", "lower"),
+    ("churn_ready", "churn: connections set up", "higher"),
+    ("churn_failed", "churn: connections failed", "lower"),
+    ("dropped_conns", "subscribers dropped by the server", "lower"),
+    ("loadgen_cpu_frac", "load generator CPU share", "info"),
+]
 # (f): a_ = node A (accepts the POSTs; the only node of 1node*), b_ = node B (remote)
 METRICS["f"] = [
     ("us_per_delivery", "CPU µs per delivery, all nodes", "lower"),
@@ -551,14 +634,17 @@ F_RATIOS = [
 
 
 def summarize(scenario: str, target: str, results: list[dict[str, Any]], out: Summary) -> None:
+    """``scenario`` is a label: a letter, or a letter and a variant (``b-nopi``)."""
+    label, scenario = scenario, scenario.partition("-")[0]
+
     def put(key: str, size: str, value: Any) -> None:
-        out.setdefault((scenario, f"{key}@{size}"), {})[target] = value
+        out.setdefault((label, f"{key}@{size}"), {})[target] = value
 
     for r in results:
         if r.get("op") == "skip":
-            out.setdefault((scenario, "skipped"), {})[target] = r["reason"]
+            out.setdefault((label, "skipped"), {})[target] = r["reason"]
         if r.get("error"):
-            out.setdefault((scenario, "error"), {})[target] = r["error"]
+            out.setdefault((label, "error"), {})[target] = r["error"]
     noise = max((r.get("server_cpu_other_frac") or 0.0 for r in results), default=0.0)
     by_cpu: dict[str, float] = {}
     for r in results:
@@ -566,11 +652,11 @@ def summarize(scenario: str, target: str, results: list[dict[str, Any]], out: Su
             by_cpu[c] = max(by_cpu.get(c, 0.0), frac or 0.0)
     if by_cpu and max(by_cpu.values()) > 0.1:
         worst = ", ".join(f"{frac:.0%} of CPU {c}" for c, frac in sorted(by_cpu.items()))
-        out.setdefault((scenario, "warning"), {})[target] = (
+        out.setdefault((label, "warning"), {})[target] = (
             f"other processes took up to {worst} in a window (nodes' CPUs): noisy"
         )
     elif noise > 0.1:
-        out.setdefault((scenario, "warning"), {})[target] = (
+        out.setdefault((label, "warning"), {})[target] = (
             f"other processes ran on the server's CPU ({noise:.0%} of a window): noisy"
         )
     if scenario == "a":
@@ -585,6 +671,20 @@ def summarize(scenario: str, target: str, results: list[dict[str, Any]], out: Su
                 put("gap_p99_s", f"N={total}", r["gap_p99_s"])
                 put("gap_max_s", f"N={total}", r["gap_max_s"])
                 put("server_cpu_frac_idle", f"N={total}", r["server_cpu_frac_idle"])
+                put("us_per_ping", f"N={total}", r.get("us_per_ping"))
+                put("pings", f"N={total}", r.get("pings"))
+    elif scenario in "ghi":
+        for r in results:
+            if r.get("op") in ("connect", "blip", "publish") and scenario != "i":
+                size = f"N={r.get('total', r.get('clients'))}"
+                if r["op"] == "connect" and scenario == "h":
+                    continue  # (h)'s set-up is not the measure
+                for key, _label, _better in METRICS[scenario]:
+                    if key in r:
+                        put(key, size, r[key])
+            elif r.get("op") == "publish":
+                for key, _label, _better in METRICS[scenario]:
+                    put(key, "", r.get(key))
     elif scenario == "f":
         n = 0
         for r in results:
@@ -619,9 +719,9 @@ def summarize(scenario: str, target: str, results: list[dict[str, Any]], out: Su
         for key, _label, _better in METRICS[scenario][1:]:
             put(key, "", best.get(key) if best else None)
         if limited:
-            out.setdefault((scenario, "warning"), {})[target] = "the load generator was the limit"
+            out.setdefault((label, "warning"), {})[target] = "the load generator was the limit"
         if sweeps and sweeps[-1].get("passed"):
-            out.setdefault((scenario, "note"), {})[target] = "passed every rate: max is a bound"
+            out.setdefault((label, "note"), {})[target] = "passed every rate: max is a bound"
 
 
 def summarize_rounds(
@@ -681,12 +781,16 @@ def ratio(a: Any, b: Any) -> str:
 
 
 SCENARIO_TITLES = {
-    "a": "(a) idle subscribed connections",
+    "a": "(a) idle subscribed connections (pings every 3 s: CPU per ping)",
     "b": "(b) fan-out, one stream, HTTP broadcasts at a fixed rate",
     "c": "(c) many streams (one per client), open-loop rate sweep",
     "d": "(d) batched fan-out (arrays of 10 on one stream, 1k subscribers), rate sweep",
     "e": "(e) fan-out over SSE",
     "f": "(f) fan-out over two Cableway nodes and Redis vs one node (node A takes the POSTs)",
+    "g": "(g) connection storm: N clients at once, each with a JWT, subscribe to a signed stream",
+    "h": "(h) network blip: N extended-protocol clients reset at once, reconnect with ?sid=, "
+    "ask history",
+    "i": "(i) realistic mix: idle subscribers, 1 active stream at a fixed rate, churn",
 }
 
 
@@ -735,21 +839,29 @@ def table_f(summary: Summary) -> list[str]:
 def table(summary: Summary) -> str:
     order = ["cableway", "cableway-default", "reference", "floor", "floor-coalesce"]
     lines = []
-    for scenario in "abcdef":
+    labels_seen = sorted({s for (s, _k) in summary} | {"f"})
+    for scenario in labels_seen:
+        base, _, variant = scenario.partition("-")
         if scenario == "f":
             lines += table_f(summary)
             continue
         keys = [k for (s, k) in summary if s == scenario]
         if not keys:
             continue
-        seen = {t for (s, _k), row in summary.items() if s == scenario for t in row}
+        texts = ("skipped", "warning", "note", "error")  # rows of text, not targets
+        seen = {
+            t for (s, k), row in summary.items() if s == scenario and k not in texts for t in row
+        }
         cols = [t for t in order if t in seen] + sorted(seen - set(order))
         header = ["metric".ljust(48)] + [c[:16].rjust(16) for c in cols]
         header += ["cw/ref".rjust(7), "cw/floor".rjust(8)]
         lines.append("")
-        lines.append(SCENARIO_TITLES[scenario])
+        title = SCENARIO_TITLES[base]
+        if variant == "nopi":
+            title += " -- PINGS OFF (?pi=0)"
+        lines.append(title)
         lines.append(" ".join(header))
-        labels = {k: (label, better) for k, label, better in METRICS[scenario]}
+        labels = {k: (label, better) for k, label, better in METRICS[base]}
         for key in keys:
             row = summary[(scenario, key)]
             if key in ("skipped", "warning", "note", "error"):
@@ -852,9 +964,10 @@ def main() -> int:
     )
     parser.add_argument(
         "--scenarios",
-        default="a,b,c,d,e",
-        help="comma-separated: a,b,c,d,e (f, two Cableway nodes over Redis vs one node: "
-        "only when named; it starts its own redis-server)",
+        default="a,b,c,d,e,g,h,i",
+        help="comma-separated: a,b,c,d,e,g,h,i; X-nopi runs X without pings (labelled); "
+        "f (two Cableway nodes over Redis vs one node) only when named: it starts its own "
+        "redis-server",
     )
     parser.add_argument("--sizes", help="connection counts for a, b, e, f (e.g. 1000,5000,max)")
     parser.add_argument(
@@ -872,8 +985,27 @@ def main() -> int:
         "--rounds",
         type=int,
         default=1,
-        help="f only: run the layouts this many times in turn; the table shows medians",
+        help="run the targets (f: the layouts) this many times in turn; the table shows "
+        "medians (repeat a scenario when the noise warnings say the machine was busy)",
     )
+    parser.add_argument(
+        "--no-pings",
+        action="store_true",
+        help="run every scenario named as its -nopi variant (?pi=0: no pings; labelled)",
+    )
+    parser.add_argument(
+        "--storm", type=int, help="clients in (g) and (h) (default 10000; 1000 with --quick)"
+    )
+    parser.add_argument(
+        "--blip-missed", type=int, default=5, help="(h): publications while clients are away"
+    )
+    parser.add_argument("--mix-idle", type=int, default=10000, help="(i): idle subscribers")
+    parser.add_argument("--mix-active", type=int, default=1000, help="(i): active subscribers")
+    parser.add_argument("--mix-rate", type=float, default=10.0, help="(i): broadcasts per second")
+    parser.add_argument(
+        "--mix-churn", type=float, default=100.0, help="(i): connects (and disconnects) per s"
+    )
+    parser.add_argument("--mix-seconds", type=float, default=30.0, help="(i): duration")
     parser.add_argument("--report", help="print the table of a JSON-lines file; run nothing")
     args = parser.parse_args()
     if args.report:
@@ -904,23 +1036,26 @@ def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="cableway-bench-") as tmp:
         workdir = Path(tmp)
-        for scenario in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
-            steps = program(scenario, args)
-            rounds = max(1, args.rounds) if scenario == "f" else 1
+        tokens = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+        if args.no_pings:
+            tokens = [t if t.endswith("-nopi") else t + "-nopi" for t in tokens]
+        for label in tokens:
+            scenario, pings = split_scenario(label)
+            steps = program(scenario, args, pings)
+            rounds = max(1, args.rounds)
             targets = targets_for(scenario, names, features, args.quick)
             done: dict[str, list[list[dict[str, Any]]]] = {}
             skipped = False
             for k in range(rounds):
                 for name in targets:
-                    tag = f"[{scenario}] {name}" + (
-                        f" (round {k + 1}/{rounds})" if rounds > 1 else ""
-                    )
+                    tag = f"[{label}] {name}" + (f" (round {k + 1}/{rounds})" if rounds > 1 else "")
                     say(f"{tag} ...")
                     t0 = time.monotonic()
-                    results = run_one(scenario, Target(name, features), steps, workdir, args)
+                    target = Target(name, features)
+                    results = run_one(scenario, target, steps, workdir, args, label)
                     say(f"{tag} done in {time.monotonic() - t0:.1f}s")
                     for r in results:
-                        record = {"kind": "result", "scenario": scenario, "target": name}
+                        record = {"kind": "result", "scenario": label, "target": name}
                         records.append(record | ({"round": k} if rounds > 1 else {}) | r)
                         if r.get("loadgen_limited"):
                             say(f"  WARNING: load generator at {r['loadgen_cpu_frac']:.0%} CPU")
@@ -931,7 +1066,7 @@ def main() -> int:
                 if skipped:
                     break
             for name, by_round in done.items():
-                summarize_rounds(scenario, name, by_round, summary)
+                summarize_rounds(label, name, by_round, summary)
     for (scenario, key), row in summary.items():
         records.append({"kind": "summary", "scenario": scenario, "metric": key, **row})
     text = table(summary)

@@ -18,25 +18,23 @@ import json
 import logging
 import os
 import sys
-import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from typing import NoReturn
 
 from . import __version__
 from .config import (
-    OPTIONS,
-    REFUSED,
+    DEFAULT_CONFIG_PATHS,
     Config,
     ConfigError,
-    Option,
     StartupError,
     config_toml,
     file_options,
     load_config,
     load_config_with_warnings,
     read_config_file,
-    refused_options,
 )
+from .config.options import BY_NAME, OPEN_BROADCAST_PORT
+from .config.render import help_entry, options_help, options_markdown
 from .ops.logs import configure_logging
 
 __all__ = ["help_text", "load_effective_config", "main", "options_markdown", "parse_args"]
@@ -46,19 +44,16 @@ log = logging.getLogger("cableway")
 USAGE = """\
 usage: cableway [serve] [options]
        cableway {sign,token,broadcast,check} ...  (see cableway COMMAND --help)"""
-INTRO = """\
+INTRO = f"""\
 Cableway: an AnyCable-compatible real-time server (Action Cable protocol and Hotwire Turbo
 Streams) on trio. `cableway` and `cableway serve` are the same command.
 
 Every option can also be set with the environment variable shown, or in a TOML configuration
-file (./anycable.toml, /etc/anycable/anycable.toml or --config-path): AnyCable-Go 1.6's layout
+file ({", ".join(DEFAULT_CONFIG_PATHS)} or --config-path): AnyCable-Go 1.6's layout
 ([server] port = 8080; see docs/configuration.md), or flat keys named like the options
 (port = 8080). Flags win over the environment, which wins over the file; an empty
 variable counts as unset. Boolean flags take no value (--noauth) or an explicit one
 (--noauth=false). Secret options accept "none" to mean unset."""
-
-_HELP_WIDTH = 100
-_FLAG_COLUMN = 34
 
 
 def _strip_serve(argv: Sequence[str]) -> list[str]:
@@ -96,96 +91,19 @@ def load_effective_config(
 
 
 # ---------------------------------------------------------------------------------------------
-# --help and docs/configuration.md, both generated from the option tables
+# --help, from the option declarations (cableway.config.render)
 # ---------------------------------------------------------------------------------------------
-
-
-def _sections() -> dict[str, list[Option]]:
-    sections: dict[str, list[Option]] = {}
-    for option in OPTIONS:
-        sections.setdefault(option.section, []).append(option)
-    return sections
-
-
-def _flag_usage(option: Option) -> str:
-    if option.kind == "bool":
-        return f"{option.flag}[=BOOL]"
-    return f"{option.flag}={option.metavar}"
-
-
-def _help_entry(flag: str, lines: Sequence[str]) -> list[str]:
-    indent = " " * _FLAG_COLUMN
-    head = f"  {flag}"
-    body: list[str] = []
-    for line in lines:
-        body.extend(textwrap.wrap(line, _HELP_WIDTH - _FLAG_COLUMN) or [""])
-    if len(head) < _FLAG_COLUMN - 1:
-        return [head.ljust(_FLAG_COLUMN) + body[0], *(indent + rest for rest in body[1:])]
-    return [head, *(indent + rest for rest in body)]
-
-
-def _env_text(option: Option) -> str:
-    return ", ".join(option.env) if option.env else "(none)"
 
 
 def help_text() -> str:
     """The text of ``cableway --help``: every option, its environment variable and default."""
-    out = [USAGE, "", INTRO]
-    for section, options in _sections().items():
-        out += ["", f"{section}:"]
-        for option in options:
-            details = [f"env: {_env_text(option)}; default: {option.default}"]
-            if len(details[0]) > _HELP_WIDTH - _FLAG_COLUMN:  # keep "default: X" on one line
-                details = [f"env: {_env_text(option)}", f"default: {option.default}"]
-            out += _help_entry(_flag_usage(option), [option.help, *details])
-    out += ["", "Recognised AnyCable options that Cableway refuses (exit status 2):"]
-    for name, refusal in REFUSED.items():
-        env = _env_text(next(o for o in (*OPTIONS, *refused_options()) if o.name == name))
-        accepted = refusal.accepted.replace("`", "")
-        out += _help_entry(
-            f"--{name}", [refusal.reason, f"env: {env}; accepted values: {accepted}"]
-        )
+    out = [USAGE, "", INTRO, *options_help()]
     out += ["", "Commands for application backends (each has --help):"]
     for name, summary in _COMMAND_SUMMARIES.items():
-        out += _help_entry(name, [summary])
+        out += help_entry(name, [summary])
     out += ["", "Other:"]
-    out += _help_entry("-h, --help", ["show this help and exit"])
-    out += _help_entry("--version", ["print the version and exit"])
-    return "\n".join(out) + "\n"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def options_markdown() -> str:
-    """The generated part of docs/configuration.md (kept in sync by a test)."""
-    out: list[str] = []
-    for section, options in _sections().items():
-        out += [f"### {section}", "", "| Flag | Environment | Default | Meaning |"]
-        out.append("|---|---|---|---|")
-        for option in options:
-            env = ", ".join(f"`{name}`" for name in option.env) or "(none)"
-            meaning = option.help
-            if option.replaced_by is not None:
-                meaning = f"**deprecated**: {meaning}"
-            out.append(
-                f"| `{option.flag}` | {env} | `{_cell(option.default)}` | {_cell(meaning)} |"
-            )
-        out.append("")
-    out += [
-        "### Recognised but not supported yet",
-        "",
-        "These AnyCable options are refused with an error (exit status 2) rather than ignored,",
-        "unless they carry one of the accepted values.",
-        "",
-        "| Flag | Environment | Accepted values | Why |",
-        "|---|---|---|---|",
-    ]
-    every = {option.name: option for option in (*OPTIONS, *refused_options())}
-    for name, refusal in REFUSED.items():
-        env = ", ".join(f"`{variable}`" for variable in every[name].env)
-        out.append(f"| `--{name}` | {env} | {refusal.accepted} | {_cell(refusal.reason)} |")
+    out += help_entry("-h, --help", ["show this help and exit"])
+    out += help_entry("--version", ["print the version and exit"])
     return "\n".join(out) + "\n"
 
 
@@ -205,8 +123,9 @@ JWT_SECRET_ENV = ("ANYCABLE_JWT_SECRET", "ANYCABLE_SECRET")
 BROADCAST_URL_ENV = "ANYCABLE_HTTP_BROADCAST_URL"
 #: Where the server accepts broadcasts by default: its main port when it has a broadcast key
 #: (or a secret to derive one), else the separate port 8090.
-SECURED_BROADCAST_URL = "http://localhost:8080/_broadcast"
-OPEN_BROADCAST_URL = "http://localhost:8090/_broadcast"
+_BROADCAST_PATH = BY_NAME["http_broadcast_path"].value
+SECURED_BROADCAST_URL = f"http://localhost:{BY_NAME['port'].value}{_BROADCAST_PATH}"
+OPEN_BROADCAST_URL = f"http://localhost:{OPEN_BROADCAST_PORT}{_BROADCAST_PATH}"
 
 
 class _UsageError(Exception):

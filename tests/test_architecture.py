@@ -161,3 +161,20 @@ def test_no_module_is_over_the_size_limit(package: str) -> None:
         if (lines := len(path.read_text().splitlines())) > MAX_LINES
     ]
     assert too_big == []
+
+
+def test_every_package_is_listed_for_installation() -> None:
+    """A non-editable install ships only what pyproject lists: every folder of src/ with an
+    ``__init__.py`` must be there (a package missing from the list works in the editable
+    install the tests use, and is absent for users)."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((SRC.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(("cableway", *path.parent.relative_to(SRC).parts))
+        for path in SRC.rglob("__init__.py")
+    }
+    assert found - listed == set()
+    assert listed - found == set()

@@ -34,8 +34,6 @@ REFUSED_VALUES = {
     "broadcast_adapter": "nats",
     "broker": "nats",
     "pubsub": "nats",
-    "rpc_host": "localhost:50051",
-    "norpc": "false",
     "presets": "fly",
     "ssl_cert": "cert.pem",
     "ssl_key": "key.pem",

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from cableway import anycable_toml
 from cableway.config import (
     DEFAULT_CONFIG_PATHS,
     OPTIONS,
@@ -27,6 +26,7 @@ from cableway.config import (
     load_config_with_warnings,
     read_config_file,
 )
+from cableway.config import anycable as anycable_toml
 
 QWERTY_BROADCAST_KEY = "42923a28b760e667fc92f7c6123bb07a282822b329dd2ef48e7aee7830d98485"
 
@@ -405,8 +405,6 @@ REFUSED_CASES = [
     (["--broker=nats"], "--broker"),
     (["--broker", "NATS"], "--broker"),
     (["--pubsub=nats"], "--pubsub"),
-    (["--rpc_host=localhost:50051"], "--rpc_host"),
-    (["--norpc=false"], "--norpc"),
     (["--presets=fly"], "--presets"),
     (["--presets=broker,heroku"], "--presets"),
     (["--ssl_cert=/c.pem"], "--ssl_cert"),
@@ -420,10 +418,7 @@ def test_refused_options_name_themselves(argv: list[str], name: str) -> None:
         load_config(argv, {"ANYCABLE_NOAUTH": "true"})
     message = str(info.value)
     assert message.startswith(name)
-    if name in ("--rpc_host", "--norpc"):
-        assert "Cableway does not do RPC" in message
-    else:
-        assert "not supported yet by Cableway" in message
+    assert "not supported yet by Cableway" in message
 
 
 def test_every_refusal_is_exercised() -> None:
@@ -435,7 +430,6 @@ def test_every_refusal_is_exercised() -> None:
     [
         ("ANYCABLE_BROADCAST_ADAPTER", "http,nats"),
         ("ANYCABLE_BROKER", "nats"),
-        ("ANYCABLE_RPC_HOST", "rpc:50051"),
         ("ANYCABLE_PRESETS", "fly"),
     ],
 )
@@ -1532,8 +1526,8 @@ def test_anycable_keys_mean_what_they_mean_in_anycable_go(
         ({"streams": {"pubsub_channel": "$x"}}, "pub/sub channel as $pubsub only"),
         ({"api": {"port": 8081}}, "the /api endpoint is not supported"),
         ({"embedded_nats": {"enabled": True}}, "NATS is not supported"),
-        ({"rpc": {"implementation": "grpc"}}, "[rpc] implementation = 'false' in anycable.toml"),
-        ({"rpc": {"host": "rails:50051"}}, "Cableway does not do RPC"),
+        ({"rpc": {"implementation": "grpc"}}, "RPC needs --rpc_host=http(s)://"),
+        ({"rpc": {"host": "rails:50051"}}, "gRPC hosts (no http:// or https:// scheme"),
         ({"server": {"ssl": {"cert_path": "c.pem"}}}, "TLS is not supported yet"),
         ({"port": 1, "server": {"port": 2}}, "port in anycable.toml and [server] port in"),
         ({"metrics": {"http": "/a", "http_path": "/b"}}, "both set --metrics_http"),

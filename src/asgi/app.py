@@ -11,17 +11,23 @@ import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..node.backend import MemoryBackend, NoBackend
 from ..node.intake import Invalid, account, judge, screen
 from ..node.node import Node
 from ..node.opening import SessionRules
+from ..node.rpc import RpcSession, connect_needed
 from ..ops.metrics import Metrics
 from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.broker import MemoryBroker, PresenceEvent
+from ..protocol.connection import SessionState
+from ..protocol.handshake import Restored
 from ..protocol.routes import endpoint_router
 from ..protocol.sse import SSE_HEADERS, Refusal, SseOpen, cors_headers
+from ..rpc.messages import Status
+from ..rpc.settings import DEFAULT_HEADERS, env_headers
 from .http import (
     HEALTH_BODY,
     PROMETHEUS,
@@ -34,9 +40,13 @@ from .http import (
     read_body,
     respond,
 )
+from .inprocess import InProcessRpc
 from .session import Session, SseSession, WebSocketSession, fan_out
 
 __all__ = ["CablewayApp"]
+
+if TYPE_CHECKING:
+    from ..channels.application import Application
 
 log = logging.getLogger("cableway.asgi")
 
@@ -57,7 +67,13 @@ class CablewayApp:
         broker: the in-memory broker (history, restore, presence), or ``None``.
     """
 
-    def __init__(self, config: Config, *, http_broadcast: bool | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        http_broadcast: bool | None = None,
+        channels: Application | None = None,
+    ) -> None:
         redis = [
             name
             for name, used in [
@@ -76,7 +92,15 @@ class CablewayApp:
                 f"{', '.join(redis)}: Redis is served by the standalone server "
                 "(cableway serve); the ASGI app keeps history in memory"
             )
+        if config.rpc is not None:
+            # the RPC client runs in the standalone server only (docs/rpc.md)
+            raise ValueError(
+                "--rpc_host: the ASGI app does not call RPC; run the standalone server "
+                "(cableway serve --rpc_host=...) in front of the RPC application"
+            )
         self.config = config
+        #: application channels answered in this process (no HTTP hop)
+        self.rpc = InProcessRpc(channels) if channels is not None else None
         self.broker: MemoryBroker | None = config.new_broker()
         self.metrics = Metrics()
         backend = MemoryBackend(self.broker) if self.broker is not None else NoBackend()
@@ -311,15 +335,43 @@ class CablewayApp:
             }
         )
         loop = asyncio.get_running_loop()
-        core = rules.websocket_core(opening, now=loop.time(), ping_jitter=self.random.random())
+        sid = opening.sid
+        core = rules.websocket_core(
+            opening,
+            now=loop.time(),
+            ping_jitter=self.random.random(),
+            delegate=self.rpc is not None,
+        )
         # extended sessions come back with their previous sid: no re-authentication
         snapshot = None
         if opening.restore_sid is not None:
             snapshot = await self.node.backend.restore_session(opening.restore_sid, now=time.time())
-        rules.identify(
+        state = None
+        if self.rpc is not None:
+            state = RpcSession(
+                sid,
+                _request_url(request),
+                env_headers(request.raw_text_headers(), DEFAULT_HEADERS, request.client),
+            )
+            restored = snapshot is not None and opening.restore_sid is not None
+            noauth = self.config.noauth or self.config.public
+            if connect_needed(opening.token, rules.auth, noauth=noauth, restored=restored):
+                answer = await self.rpc.connect(sid, state.connect_request())
+                if state.apply_connect(core, answer) is not Status.SUCCESS:
+                    self.metrics.inc("failed_auths_total")
+                await self._run_session(WebSocketSession(self, core, receive, send), state)
+                return
+        outcome = rules.identify(
             core, opening, snapshot, now=loop.time(), unix_time=time.time(), metrics=self.metrics
         )
-        session = WebSocketSession(self, core, receive, send)
+        if state is not None and core.identifiers is not None and core.state is SessionState.OPEN:
+            state.identified(core.identifiers)
+            if isinstance(outcome, Restored) and snapshot is not None:
+                state.restore(core, snapshot)
+        await self._run_session(WebSocketSession(self, core, receive, send), state)
+
+    async def _run_session(self, session: WebSocketSession, state: RpcSession | None) -> None:
+        session.rpc = state
         session.apply()
         await session.run()
 
@@ -379,3 +431,10 @@ class CablewayApp:
             await session.run()
         finally:
             self.metrics.dec("sse_clients_num")
+
+
+def _request_url(request: Request) -> str:
+    """``env.url``: ``http://`` + Host + path and query, as the trio driver sends it."""
+    host = request.headers.get("host", "localhost")
+    query = f"?{request.query}" if request.query else ""
+    return f"http://{host}{request.full_path}{query}"

@@ -37,17 +37,32 @@ PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 class Request:
     """The parts of an ASGI ``http``/``websocket`` scope the routes look at."""
 
-    __slots__ = ("headers", "method", "path", "query", "raw_headers", "subprotocols")
+    __slots__ = (
+        "client",
+        "full_path",
+        "headers",
+        "method",
+        "path",
+        "query",
+        "raw_headers",
+        "subprotocols",
+    )
 
     def __init__(self, scope: Scope) -> None:
         self.method = str(scope.get("method", "GET"))
         self.subprotocols = [str(p) for p in scope.get("subprotocols", ())]
         self.path = route_path(scope)
+        self.full_path = str(scope.get("root_path", "")) + str(scope.get("path", "/"))
+        client = scope.get("client")
+        self.client = str(client[0]) if client else ""
         self.query = bytes(scope.get("query_string", b"")).decode("ascii", "replace")
         self.raw_headers: list[tuple[bytes, bytes]] = [
             (bytes(k).lower(), bytes(v)) for k, v in scope.get("headers", [])
         ]
         self.headers = fold_headers(self.raw_headers)
+
+    def raw_text_headers(self) -> list[tuple[str, str]]:
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw_headers]
 
 
 def route_path(scope: Scope) -> str:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -18,13 +19,16 @@ from ..node.backend import Answer
 from ..node.dispatch import dispatch
 from ..node.held import HeldMessages
 from ..node.node import Node
+from ..node.rpc import RpcSession
 from ..node.session import NodeSession
 from ..ops.metrics import Metrics
 from ..protocol import messages
 from ..protocol.connection import CableConnection
 from ..protocol.errors import RemoteProtocolError
+from ..protocol.events import Delegate
 from ..protocol.sse import message_to_event
 from .http import Receive, Send
+from .inprocess import InProcessRpc, answer_delegated
 
 __all__ = ["Outbox", "Session", "SessionHost", "SseSession", "WebSocketSession", "fan_out"]
 
@@ -42,6 +46,8 @@ class SessionHost(Protocol):
 
     @property
     def node(self) -> Node[Session, Any]: ...
+
+    rpc: InProcessRpc | None  # application channels in this process
 
 
 #: a wire item: what one protocol message becomes for one kind of session, with its size
@@ -120,6 +126,9 @@ class Session(NodeSession[_Wire]):
         self.held: HeldMessages[_Wire] = HeldMessages(app.config.ws_max_pending_size)
         self.snapshot = None
         self.done = asyncio.Event()
+        #: in-process application channels: this session's state and waiting commands
+        self.rpc: RpcSession | None = None
+        self._delegated: deque[Delegate] = deque()
 
     def __hash__(self) -> int:
         return id(self)
@@ -240,6 +249,9 @@ class Session(NodeSession[_Wire]):
     def native_ping(self, payload: bytes) -> None:
         """ASGI has no WebSocket ping message."""
 
+    def delegate(self, command: Delegate) -> None:
+        self._delegated.append(command)
+
     def too_slow(self) -> None:
         self.outbox.clear()
         self.app.metrics.inc("disconnected_slow_clients_total")
@@ -283,6 +295,15 @@ class Session(NodeSession[_Wire]):
         except Exception as error:
             self.fail(error)
 
+    def release_application(self) -> None:
+        rpc = self.app.rpc
+        if self.rpc is not None and rpc is not None:
+            for identifier, stream in self.rpc.streams():
+                self.node.registry.remove(stream, identifier, self)
+            request = self.rpc.disconnect_request()
+            if request is not None:
+                rpc.disconnect_later(self.sid, request)
+
 
 class WebSocketSession(Session):
     wire_kind = "ws"
@@ -304,6 +325,9 @@ class WebSocketSession(Session):
                 size = len(data) if isinstance(data, bytes) else len(data.encode())
                 self.app.metrics.inc("data_rcvd_total", size)
                 self.receive_message(data)
+                rpc = self.app.rpc
+                if self._delegated and rpc is not None and self.rpc is not None:
+                    await answer_delegated(rpc, self.rpc, self, self._delegated)
 
     async def _write(self, items: list[str | bytes]) -> None:
         for item in items:

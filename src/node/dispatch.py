@@ -16,6 +16,7 @@ from ..protocol.connection import CableConnection
 from ..protocol.events import (
     CloseConnection,
     CommandIgnored,
+    Delegate,
     HistoryRequest,
     NativePing,
     PresenceRequest,
@@ -57,6 +58,10 @@ class EventSink(Protocol):
 
     def command_ignored(self, command: str, detail: str) -> None: ...
 
+    def delegate(self, command: Delegate) -> None:
+        """Ask the application (RPC) to answer ``command``; later, in order."""
+        ...
+
     def too_slow(self) -> None:
         """Drop what is queued for a client that does not read (a ``too_slow`` close follows)."""
         ...
@@ -90,6 +95,8 @@ def dispatch(core: CableConnection, sink: EventSink) -> None:
                 sink.session_changed(event.sid, event.snapshot)
             elif isinstance(event, CommandIgnored):
                 sink.command_ignored(event.command, event.detail)
+            elif isinstance(event, Delegate):
+                sink.delegate(event)
         if overflow:
             # the client does not read what it asks for: drop it, as for broadcasts
             sink.too_slow()

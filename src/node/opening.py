@@ -116,9 +116,10 @@ class SessionRules:
         )
 
     def settings(
-        self, ping_interval: float, ping_precision: str, *, extended: bool
+        self, ping_interval: float, ping_precision: str, *, extended: bool, delegate: bool = False
     ) -> SessionSettings:
-        """The settings of one session, from its opening (ping options, subprotocol)."""
+        """The settings of one session, from its opening (ping options, subprotocol);
+        ``delegate``: it may hand commands to the application (RPC)."""
         backend = self.backend
         brokered = backend.keeps_state
         return SessionSettings(
@@ -132,6 +133,7 @@ class SessionRules:
             presence=brokered,
             resumable=brokered and backend.resumable,
             native_pings=self.native_pings,
+            delegate=delegate,
         )
 
     # -- WebSocket -----------------------------------------------------------------------
@@ -169,11 +171,15 @@ class SessionRules:
         )
 
     def websocket_core(
-        self, opening: WebSocketOpen, *, now: float, ping_jitter: float
+        self, opening: WebSocketOpen, *, now: float, ping_jitter: float, delegate: bool = False
     ) -> CableConnection:
-        """The core of an accepted upgrade (not yet identified)."""
+        """The core of an accepted upgrade (not yet identified); ``delegate``: the node
+        has an RPC application to hand commands to."""
         settings = self.settings(
-            opening.ping_interval, opening.ping_precision, extended=opening.extended
+            opening.ping_interval,
+            opening.ping_precision,
+            extended=opening.extended,
+            delegate=delegate,
         )
         return CableConnection(sid=opening.sid, settings=settings, now=now, ping_jitter=ping_jitter)
 

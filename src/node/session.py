@@ -68,6 +68,10 @@ class NodeSession(Generic[W]):
         """Await a backend's answer in a task; apply it to the core if still open."""
         raise NotImplementedError
 
+    def release_application(self) -> None:
+        """On leaving, after the core's streams left the registry: release what the
+        application (RPC) holds for this session (its streams, its Disconnect call)."""
+
     # -- the node's part -----------------------------------------------------------------
 
     def hold(self, identifier: str, offset: int | None, frame: W) -> None:
@@ -122,6 +126,7 @@ class NodeSession(Generic[W]):
         for identifier, stream in core.subscriptions.items():
             registry.remove(stream, identifier, self)
         core.subscriptions.clear()
+        self.release_application()
         node.sessions.discard(self)
         streams = [stream for _presence_id, stream in core.presence.values()]
         node.backend.release_session(self.sid, self.snapshot, streams, now=node.wall_clock())

@@ -74,11 +74,16 @@ class SessionSnapshot:
         identifiers: the connection identifiers string.
         subscriptions: identifier -> stream, in subscription order.
         presence: identifier -> (presence id, info) joined by the session.
+        delegated: the application channels' identifiers (RPC), in subscription order.
+        app: the application's state of the session (RPC: cstate, istate, the streams of
+            each application channel), opaque here (:mod:`cableway.node.rpc` writes it).
     """
 
     identifiers: str
     subscriptions: tuple[tuple[str, str], ...]
     presence: tuple[tuple[str, str, object], ...] = ()
+    delegated: tuple[str, ...] = ()
+    app: str = ""
 
 
 @dataclass(frozen=True, slots=True)

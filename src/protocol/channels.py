@@ -15,10 +15,12 @@ from ..auth.errors import InvalidSignature
 from ..auth.signed_streams import verify_signed_stream_name
 
 __all__ = [
+    "BUILT_IN_CHANNELS",
     "PUBSUB_CHANNEL",
     "TURBO_CHANNEL",
     "StreamPolicy",
     "Subscription",
+    "is_built_in",
     "resolve_stream",
     "resolve_subscription",
 ]
@@ -77,6 +79,23 @@ def _verify(signed: object, secret: str | None) -> str | None:
         return verify_signed_stream_name(signed, secret)
     except InvalidSignature:
         return None
+
+
+#: Channels the server serves itself (never delegated to the application, rpc.md §4.4).
+BUILT_IN_CHANNELS = frozenset({PUBSUB_CHANNEL, TURBO_CHANNEL, "CableReady::Stream"})
+
+
+def is_built_in(identifier: str, policy: StreamPolicy) -> bool:
+    """Whether ``identifier`` names a channel the server serves itself: ``$pubsub``
+    always, ``Turbo::StreamsChannel`` and ``CableReady::Stream`` with Turbo Streams on.
+    Anything else (other channels, non-JSON identifiers) is the application's."""
+    params = _params(identifier)
+    if params is None:
+        return False
+    channel = params.get("channel")
+    if channel == PUBSUB_CHANNEL:
+        return True
+    return channel in BUILT_IN_CHANNELS and policy.turbo_streams
 
 
 def resolve_stream(identifier: str, policy: StreamPolicy) -> str | None:

@@ -42,12 +42,13 @@ from typing import Any, TypeGuard
 from . import messages
 from .broadcast import EncodedBroadcast, Publication
 from .broker import HistoryEntry, HistoryQuery, SessionSnapshot
-from .channels import StreamPolicy, Subscription, resolve_subscription
+from .channels import StreamPolicy, Subscription, is_built_in, resolve_subscription
 from .commands import KNOWN_COMMANDS, Command, parse_command
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import (
     CloseConnection,
     CommandIgnored,
+    Delegate,
     Event,
     HistoryRequest,
     NativePing,
@@ -71,6 +72,8 @@ HOLD_SECONDS = 5.0
 
 #: ``CableConnection.held`` of a session holding nothing (shared: no set per session)
 _NOTHING_HELD: frozenset[str] = frozenset()
+#: Client commands an application channel answers (rpc.md §4.4).
+_DELEGATED = frozenset({"subscribe", "unsubscribe", "message"})
 
 
 class SessionState(enum.Enum):
@@ -97,6 +100,9 @@ class SessionSettings:
         native_pings: also ask the transport for a native ping with every ping; the
             pong timeout then applies to every session and a native pong (or any
             command) answers it.
+        delegate: an application serves the other channels (RPC): ``subscribe``,
+            ``unsubscribe`` and ``message`` for identifiers that are not built-in
+            channels become :class:`Delegate` events instead of rejections.
     """
 
     ping_interval: float = 3.0
@@ -109,6 +115,7 @@ class SessionSettings:
     presence: bool = False
     resumable: bool = False
     native_pings: bool = False
+    delegate: bool = False
 
 
 class CableConnection:
@@ -153,6 +160,9 @@ class CableConnection:
             now + interval * (0.5 + ping_jitter) if interval > 0 else None
         )
         self._pong_deadline: float | None = None
+        #: the application's part of the snapshot (RPC): its channels and opaque state
+        self._delegated: tuple[str, ...] = ()
+        self._app_state = ""
         self._tokens = float(settings.limits.commands_burst)
         self._refilled_at = now
 
@@ -207,6 +217,10 @@ class CableConnection:
         if restored and self.settings.history:
             self._hold(restored)
             self._hold_deadline = now + HOLD_SECONDS
+        if self.settings.delegate:  # the application's channels come back too (RPC;
+            # not held: their history is not the server's to replay)
+            self._delegated, self._app_state = snapshot.delegated, snapshot.app
+            restored += snapshot.delegated
         self._send(messages.welcome(self.sid, restored_ids=restored))
         self._snapshot()
 
@@ -410,6 +424,13 @@ class CableConnection:
             pass  # only refreshes keepalive (done above)
         elif command.identifier is None:
             self._ignore(name, "identifier is missing")
+        elif (
+            self.settings.delegate
+            and name in _DELEGATED
+            and command.identifier not in self.subscriptions
+            and not is_built_in(command.identifier, self.settings.policy)
+        ):
+            self._delegate(name, command.identifier, command.data)
         elif name == "subscribe":
             self._subscribe(command)
         elif name == "unsubscribe":
@@ -554,6 +575,53 @@ class CableConnection:
             return
         self._events.append(PresenceRequest("info", identifier, features.stream))
 
+    def _delegate(self, name: str, identifier: str, data: object) -> None:
+        if name != "message":
+            self._events.append(Delegate(name, identifier))
+        elif isinstance(data, str):
+            self._events.append(Delegate(name, identifier, data))
+        else:
+            self._ignore(name, "data is not a string")  # AnyCable-Go: no RPC (rpc.md §4.4)
+
+    # -- what an application (RPC) decides ------------------------------------------
+
+    def accept_delegated(self, identifiers: str) -> None:
+        """The application accepted the connection; its own transmissions carry the
+        welcome, so none is sent here."""
+        self._require(SessionState.NEW, "accept")
+        self.identifiers = identifiers
+        self.state = SessionState.OPEN
+        self._snapshot()
+
+    def delegated_state(self, identifiers: tuple[str, ...], state: str) -> None:
+        """The application's channels or state changed: kept in the snapshot (resumable
+        sessions) so a restored session gets them back without RPC."""
+        if (identifiers, state) != (self._delegated, self._app_state):
+            self._delegated, self._app_state = identifiers, state
+            self._snapshot()
+
+    def transmit(self, text: str) -> None:
+        """Send one message the application produced, verbatim (rpc.md §4.8)."""
+        if self.state is not SessionState.CLOSED:
+            self._send(text)
+
+    def close_delegated(self, code: int, reason: str) -> None:
+        """Close after what is queued, without a ``disconnect`` message of the server's
+        own (the application's transmissions said what they had to)."""
+        if self.state is SessionState.CLOSED:
+            return
+        self._drop_streams()
+        self.state = SessionState.CLOSED
+        self._events.append(CloseConnection(code, reason))
+
+    def delegated_stream(self, identifier: str, stream: str, *, added: bool) -> None:
+        """An application channel starts (or stops) reading ``stream``."""
+        if added:
+            if self.state is not SessionState.CLOSED:
+                self._events.append(StreamAdded(identifier, stream))
+        else:
+            self._events.append(StreamRemoved(identifier, stream))
+
     # -- helpers -------------------------------------------------------------------
 
     def _send(self, text: str) -> None:
@@ -567,7 +635,12 @@ class CableConnection:
             return
         if self.state is not SessionState.OPEN or self.identifiers is None:
             return
-        snapshot = SessionSnapshot(self.identifiers, tuple(self.subscriptions.items()))
+        snapshot = SessionSnapshot(
+            self.identifiers,
+            tuple(self.subscriptions.items()),
+            delegated=self._delegated,
+            app=self._app_state,
+        )
         self._events.append(SessionChanged(self.sid, snapshot))
 
     def _drop_streams(self) -> None:

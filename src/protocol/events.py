@@ -14,6 +14,7 @@ from .broker import HistoryQuery, SessionSnapshot
 __all__ = [
     "CloseConnection",
     "CommandIgnored",
+    "Delegate",
     "Event",
     "HistoryQuery",
     "HistoryRequest",
@@ -128,6 +129,20 @@ class SessionChanged:
     snapshot: SessionSnapshot
 
 
+@dataclass(frozen=True, slots=True)
+class Delegate:
+    """A client command for a channel the server does not serve itself: the driver asks
+    the application (RPC ``Command``, rpc.md §4.4) and applies the answer to the core.
+
+    ``command`` is ``subscribe``, ``unsubscribe`` or ``message``; ``data`` is the
+    client's ``data`` string for ``message`` (else ``""``).
+    """
+
+    command: str
+    identifier: str
+    data: str = ""
+
+
 Event = (
     SendMessage
     | StreamAdded
@@ -140,4 +155,5 @@ Event = (
     | HistoryRequest
     | PresenceRequest
     | SessionChanged
+    | Delegate
 )

@@ -25,7 +25,11 @@ import h11
 import trio
 from wsproto.utilities import generate_accept_token
 
+from ..node.rpc import RpcSession, connect_needed
+from ..protocol.connection import SessionState
+from ..protocol.handshake import Restored
 from ..protocol.routes import Router, endpoint_router
+from ..rpc.messages import Status
 from .broadcast_endpoint import BroadcastHost, broadcast, fast_requests
 from .demo import handle_demo
 from .httpconn import (
@@ -253,14 +257,40 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
     await conn.send(h11.InformationalResponse(status_code=101, headers=headers))
     trailing, _closed = conn.h11.trailing_data
 
+    config = server.config
+    sid = opening.sid
     core = rules.websocket_core(
-        opening, now=trio.current_time(), ping_jitter=server.random.random()
+        opening,
+        now=trio.current_time(),
+        ping_jitter=server.random.random(),
+        delegate=server.rpc is not None,
     )
     # extended sessions come back with their previous sid: no re-authentication
     snapshot = None
     if opening.restore_sid is not None:
         snapshot = await server.node.backend.restore_session(opening.restore_sid, now=time.time())
-    rules.identify(
+    rpc_state = None
+    if server.rpc is not None and config.rpc is not None:
+        rpc_state = RpcSession(
+            sid=sid,
+            url=_request_url(request, config.host),
+            headers=config.rpc.env_headers(_text_headers(request), _peer_ip(conn.stream)),
+            disconnect_mode=config.rpc.disconnect_mode,
+        )
+    restored = snapshot is not None and opening.restore_sid is not None
+    if rpc_state is not None and connect_needed(
+        opening.token, rules.auth, noauth=config.noauth or config.public, restored=restored
+    ):
+        assert server.rpc is not None
+        answer = await server.rpc.connect(sid, rpc_state.connect_request())
+        status = rpc_state.apply_connect(core, answer)
+        if status is not Status.SUCCESS:
+            server.metrics.inc("failed_auths_total")
+            log.info("connection rejected by the application sid=%s status=%s", sid, status.name)
+        session = WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))
+        session.rpc = rpc_state
+        return session
+    outcome = rules.identify(
         core,
         opening,
         snapshot,
@@ -268,4 +298,34 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
         unix_time=time.time(),
         metrics=server.metrics,
     )
-    return WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))
+    if rpc_state is not None and core.identifiers is not None and core.state is SessionState.OPEN:
+        rpc_state.identified(core.identifiers)
+        if isinstance(outcome, Restored) and snapshot is not None:
+            rpc_state.restore(core, snapshot)
+    session = WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))
+    session.rpc = rpc_state
+    return session
+
+
+def _request_url(request: Request, default_host: str) -> str:
+    """The client's request URL as AnyCable-Go sends it in ``env.url``: ``http://`` (never
+    ``ws://``), the Host header, the path and query (rpc.md §2.2)."""
+    host = request.headers.get("host") or default_host
+    query = f"?{request.query}" if request.query else ""
+    return f"http://{host}{request.path}{query}"
+
+
+def _text_headers(request: Request) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
+
+
+def _peer_ip(stream: trio.abc.Stream) -> str:
+    """The client's IP address (no port), or ``""`` when the stream has no socket."""
+    sock = getattr(stream, "socket", None)
+    try:
+        peer = sock.getpeername() if sock is not None else None
+    except OSError:
+        return ""
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return ""

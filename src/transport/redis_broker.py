@@ -541,6 +541,9 @@ def _dump_snapshot(snapshot: SessionSnapshot) -> str:
         "identifiers": snapshot.identifiers,
         "subscriptions": [list(pair) for pair in snapshot.subscriptions],
     }
+    if snapshot.delegated or snapshot.app:
+        body["delegated"] = list(snapshot.delegated)
+        body["app"] = snapshot.app
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -549,8 +552,10 @@ def _load_snapshot(raw: bytes) -> SessionSnapshot | None:
         body = json.loads(raw)
         identifiers = body["identifiers"]
         pairs = tuple((str(i), str(s)) for i, s in body["subscriptions"])
-    except (ValueError, KeyError, TypeError):
+        delegated = tuple(str(i) for i in body.get("delegated", ()))
+        app = str(body.get("app", ""))
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
     if not isinstance(identifiers, str):
         return None
-    return SessionSnapshot(identifiers, pairs)
+    return SessionSnapshot(identifiers, pairs, delegated=delegated, app=app)

@@ -29,6 +29,7 @@ from .http import FrontDoor, handle_connection
 from .redis_backend import RedisBackend
 from .redis_broker import RedisBroker
 from .redisx import StreamConsumer
+from .rpc_client import RPC_DEFINITIONS, DisconnectQueue, HttpRpc
 from .scaleout import (
     Confirmation,
     Publisher,
@@ -184,6 +185,17 @@ class Server:
                 self.metrics.set("redis_pending_commands", lambda: len(publisher.queue))
                 self.metrics.set("redis_dropped_commands", lambda: publisher.dropped)
         self.metrics_port = 0
+        #: --rpc_host: the application's HTTP RPC, and the queue of Disconnect calls
+        self.rpc: HttpRpc | None = None
+        self.disconnects: DisconnectQueue | None = None
+        if config.rpc is not None:
+            for metric in RPC_DEFINITIONS:
+                self.metrics.register(metric)
+            rpc = self.rpc = HttpRpc(config.rpc, self.metrics)
+            queue = self.disconnects = DisconnectQueue(
+                rpc.disconnect, rate=config.rpc.disconnect_rate, metrics=self.metrics
+            )
+            self.metrics.set("disconnect_queue_size", lambda: queue.size)
 
     @property
     def task_nursery(self) -> trio.Nursery | None:
@@ -195,10 +207,14 @@ class Server:
         return self._tasks
 
     def session_settings(
-        self, ping_interval: float, ping_precision: str, *, extended: bool
+        self, ping_interval: float, ping_precision: str, *, extended: bool, rpc: bool = False
     ) -> SessionSettings:
-        """The core settings of one session (:class:`cableway.node.settings.SessionRules`)."""
-        return self.session_rules.settings(ping_interval, ping_precision, extended=extended)
+        """The core settings of one session (``rpc``: one that can delegate to the
+        application, a WebSocket session; SSE sessions do not call RPC;
+        :class:`cableway.node.opening.SessionRules`)."""
+        return self.session_rules.settings(
+            ping_interval, ping_precision, extended=extended, delegate=rpc and self.rpc is not None
+        )
 
     @property
     def publishing_waits(self) -> bool:
@@ -447,11 +463,18 @@ class Server:
                 for adapter in (self.subscriber, self.publisher, self.consumer):
                     if adapter is not None:
                         links.start_soon(adapter.run)
+                if self.disconnects is not None:
+                    links.start_soon(self.disconnects.run)
                 await self._serve_until_shutdown(roles, listeners, handle_signals, task_status)
+                if self.disconnects is not None:
+                    with trio.move_on_after(config.shutdown_timeout):
+                        await self.disconnects.finish()
                 await self._flush_redis()
                 links.cancel_scope.cancel()
         finally:
             close_listeners(listeners)
+            if self.rpc is not None:
+                await self.rpc.aclose()
 
     async def _serve_until_shutdown(
         self,

@@ -36,6 +36,7 @@ import logging
 import math
 import os
 import weakref
+from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -45,13 +46,17 @@ from ..node.backend import Answer
 from ..node.dispatch import dispatch
 from ..node.held import HeldMessages
 from ..node.node import Node
+from ..node.rpc import RpcSession
 from ..node.session import NodeSession
 from ..ops.metrics import Metrics
 from ..protocol.connection import CableConnection
+from ..protocol.events import Delegate
 from .outbox import Outbox
+from .rpc_client import answer_delegated, release_delegated
 
 if TYPE_CHECKING:
     from ..config import Config
+    from .rpc_client import DisconnectQueue, HttpRpc
 
 __all__ = ["Session", "SessionHost"]
 
@@ -81,6 +86,9 @@ class SessionHost(Protocol):
     def node(self) -> Node[Session, Any]: ...
 
     def schedule(self, session: Session) -> None: ...
+
+    rpc: HttpRpc | None  # --rpc_host
+    disconnects: DisconnectQueue | None
 
 
 class Session(NodeSession[bytes]):
@@ -122,6 +130,10 @@ class Session(NodeSession[bytes]):
         #: live messages of subscriptions waiting for their history (cableway.node.held)
         self.held: HeldMessages[bytes] = HeldMessages(server.config.ws_max_pending_size)
         self.snapshot = None
+        #: with --rpc_host: the application's state of this session, and the commands
+        #: waiting for their Command call (answered one at a time, in order)
+        self.rpc: RpcSession | None = None
+        self._delegated: deque[Delegate] = deque()
 
     def __hash__(self) -> int:
         return id(self)
@@ -431,6 +443,7 @@ class Session(NodeSession[bytes]):
     async def _reader(self) -> None:
         self.apply()
         self._on_start()
+        await self._run_delegated()
         while not self._closing:
             data: bytes | None = b""
             # timers (pings, pong and hold deadlines) are fired by the server's shared
@@ -457,7 +470,25 @@ class Session(NodeSession[bytes]):
                 continue  # a spurious wake-up
             self.server.metrics.inc("data_rcvd_total", len(data))
             self._on_data(data)
+            await self._run_delegated()
         await self._after_close()
+
+    async def _run_delegated(self) -> None:
+        """RPC for the delegated commands; reading waits meanwhile (as in AnyCable-Go)."""
+        if not self._delegated:
+            return
+        try:
+            with trio.CancelScope() as wake:
+                self._wake = wake
+                if self._pending_close is not None:
+                    wake.cancel()
+                if self.server.rpc is not None and self.rpc is not None:
+                    await answer_delegated(self.server.rpc, self.rpc, self, self._delegated)
+        finally:
+            self._wake = None
+        if wake.cancelled_caught:
+            self.server.metrics.inc("rpc_canceled_total", len(self._delegated) + 1)
+            self._delegated.clear()
 
     def on_timer(
         self,
@@ -529,6 +560,9 @@ class Session(NodeSession[bytes]):
     def native_ping(self, payload: bytes) -> None:
         self._native_ping(payload)
 
+    def delegate(self, command: Delegate) -> None:
+        self._delegated.append(command)
+
     def too_slow(self) -> None:
         self._drop_slow()
 
@@ -551,3 +585,7 @@ class Session(NodeSession[bytes]):
             self.apply()
         except Exception:  # a bug must cost one answer, never the server
             log.exception("unexpected error answering a broker request")
+
+    def release_application(self) -> None:
+        if self.rpc is not None:
+            release_delegated(self.node.registry, self, self.rpc, self.server.disconnects)

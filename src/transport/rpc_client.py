@@ -1,0 +1,390 @@
+"""AnyCable's RPC over HTTP, on trio: the calls themselves (rpc.md §3).
+
+:class:`HttpRpc` sends ``POST <rpc_host>/<call>`` over HTTP/1.1 (h11 on trio streams, TLS
+for ``https://``), keeping idle connections for reuse, at most ``--rpc_concurrency`` calls
+in flight (more wait for a slot, counted by ``rpc_pending_num``), each bounded by
+``--rpc_request_timeout``. A call that got no response at all (refused, reset) is retried
+after 0.1, 0.2, 0.4 … s while the timeout allows, as AnyCable-Go does. Every failure ends
+as ``None`` for the caller plus a log line and a metric; what a failure means for the
+session is :mod:`cableway.node.rpc`'s rule.
+
+:class:`DisconnectQueue` runs Disconnect calls at most ``--disconnect_rate`` per second.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+import h11
+import trio
+
+from ..ops.metrics import Metric
+from ..rpc.http import endpoint_url, request_headers
+from ..rpc.messages import (
+    CommandMessage,
+    CommandResponse,
+    ConnectionRequest,
+    ConnectionResponse,
+    DecodeError,
+    DisconnectRequest,
+    DisconnectResponse,
+    Status,
+)
+from ..rpc.settings import RpcSettings
+
+if TYPE_CHECKING:
+    from collections import deque
+
+    from ..node.registry import Registry
+    from ..node.rpc import RpcSession
+    from ..ops.metrics import Metrics
+    from ..protocol.connection import CableConnection
+    from ..protocol.events import Delegate
+
+__all__ = [
+    "RPC_DEFINITIONS",
+    "DisconnectQueue",
+    "HttpRpc",
+    "RpcFailure",
+    "answer_delegated",
+    "release_delegated",
+]
+
+log = logging.getLogger("cableway.rpc")
+
+_T = TypeVar("_T")
+
+#: Registered only by servers with ``--rpc_host`` (AnyCable-Go's names; rpc.md §3.4-§3.7).
+RPC_DEFINITIONS: tuple[Metric, ...] = (
+    Metric("rpc_call_total", "counter", "The total number of RPC calls"),
+    Metric("rpc_error_total", "counter", "The total number of failed RPC calls"),
+    Metric("rpc_retries_total", "counter", "The total number of retried RPC calls"),
+    Metric("rpc_timeout_total", "counter", "The total number of timed out RPC calls"),
+    Metric("rpc_canceled_total", "counter", "The total number of RPC calls canceled"),
+    Metric("rpc_pending_num", "gauge", "The number of RPC calls waiting for a slot"),
+)
+
+#: Largest response body read (AnyCable-Go has none; a bound keeps memory bounded).
+MAX_RESPONSE_BODY = 16 * 1024 * 1024
+_READ_SIZE = 65536
+_RETRY_BASE = 0.1
+
+
+class RpcFailure(Exception):
+    """A call that produced no usable answer; ``kind`` is ``timeout``, ``unavailable``,
+    ``unauthorized``, ``status`` or ``decode``."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+class _Unavailable(Exception):
+    """No response at all (refused, reset, EOF before a response): worth a retry."""
+
+
+class _Connection:
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=65536)
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await self.stream.aclose()
+
+
+class HttpRpc:
+    """The HTTP RPC client of one server (shared by every session)."""
+
+    def __init__(self, settings: RpcSettings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        parts = urlsplit(settings.host)
+        self._tls = parts.scheme.lower() == "https"
+        self._host = parts.hostname or "localhost"
+        self._port = parts.port or (443 if self._tls else 80)
+        self._authority = parts.netloc.rpartition("@")[2].encode("ascii", "replace")
+        self._targets: dict[str, bytes] = {}
+        for call in ("connect", "command", "disconnect"):
+            url = urlsplit(endpoint_url(settings.host, call))
+            target = url.path + (f"?{url.query}" if url.query else "")
+            self._targets[call] = target.encode("ascii")
+        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if self._tls else None
+        self.limiter = trio.CapacityLimiter(settings.concurrency)
+        self._idle: list[_Connection] = []
+
+    def _inc(self, name: str, n: int = 1) -> None:
+        if self.metrics is not None:
+            self.metrics.inc(name, n)
+
+    # -- the three calls ------------------------------------------------------------
+
+    async def connect(self, sid: str, request: ConnectionRequest) -> ConnectionResponse | None:
+        return await self._call("connect", sid, request.to_bytes(), ConnectionResponse.from_json)
+
+    async def command(self, sid: str, request: CommandMessage) -> CommandResponse | None:
+        return await self._call("command", sid, request.to_bytes(), CommandResponse.from_json)
+
+    async def disconnect(self, sid: str, request: DisconnectRequest) -> DisconnectResponse | None:
+        return await self._call("disconnect", sid, request.to_bytes(), DisconnectResponse.from_json)
+
+    async def _call(
+        self, call: str, sid: str, body: bytes, decode: Callable[[bytes], _T]
+    ) -> _T | None:
+        self._inc("rpc_call_total")
+        try:
+            raw = await self.post(call, sid, body)
+            answer = decode(raw)
+        except RpcFailure as exc:
+            self._inc("rpc_error_total")
+            log.error("RPC %s failed sid=%s: %s", call, sid, exc)
+            return None
+        except DecodeError as exc:
+            self._inc("rpc_error_total")
+            log.error("RPC %s failed sid=%s: undecodable answer: %s", call, sid, exc)
+            return None
+        status = getattr(answer, "status", Status.SUCCESS)
+        if status is Status.ERROR:
+            self._inc("rpc_error_total")
+            log.error(
+                "RPC %s application error sid=%s: %s", call, sid, getattr(answer, "error_msg", "")
+            )
+        return answer
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    async def post(self, call: str, sid: str, body: bytes) -> bytes:
+        """The 200 body of ``POST <rpc_host>/<call>``, or :class:`RpcFailure`."""
+        if self.metrics is not None:
+            self.metrics.inc("rpc_pending_num")
+        try:
+            await self.limiter.acquire()
+        finally:
+            if self.metrics is not None:
+                self.metrics.dec("rpc_pending_num")
+        try:
+            timeout = self.settings.request_timeout
+            with trio.move_on_after(timeout if timeout > 0 else math.inf) as scope:
+                attempt = 0
+                while True:
+                    try:
+                        return await self._exchange(call, sid, body)
+                    except _Unavailable as exc:
+                        delay = _RETRY_BASE * 2**attempt
+                        attempt += 1
+                        if trio.current_time() + delay >= scope.deadline:
+                            raise RpcFailure("unavailable", str(exc)) from None
+                        self._inc("rpc_retries_total")
+                        await trio.sleep(delay)
+            self._inc("rpc_timeout_total")
+            raise RpcFailure("timeout", f"no answer within {timeout:g} s")
+        finally:
+            self.limiter.release()
+
+    async def _open(self) -> _Connection:
+        try:
+            stream: trio.abc.Stream = await trio.open_tcp_stream(self._host, self._port)
+        except OSError as exc:
+            raise _Unavailable(f"cannot connect to {self._host}:{self._port}: {exc}") from None
+        if self._ssl is not None:
+            tls = trio.SSLStream(stream, self._ssl, server_hostname=self._host)
+            try:
+                await tls.do_handshake()
+            except (trio.BrokenResourceError, ssl.SSLError) as exc:
+                await stream.aclose()
+                raise RpcFailure("unauthorized", f"TLS: {exc}") from None
+            stream = tls
+        return _Connection(stream)
+
+    async def _exchange(self, call: str, sid: str, body: bytes) -> bytes:
+        reused = bool(self._idle)
+        conn = self._idle.pop() if reused else await self._open()
+        try:
+            result = await self._request(conn, call, sid, body)
+        except _Unavailable:
+            await conn.aclose()
+            if reused:  # an idle connection the app closed meanwhile: once more, fresh
+                return await self._exchange(call, sid, body)
+            raise
+        except BaseException:
+            await conn.aclose()
+            raise
+        status, data, reusable = result
+        if reusable and len(self._idle) < self.settings.concurrency:
+            self._idle.append(conn)
+        else:
+            await conn.aclose()
+        if status == 200:
+            return data
+        excerpt = data[:200].decode("utf-8", "replace")
+        if status == 401:
+            raise RpcFailure(
+                "unauthorized", f"401 from the application (check the RPC secret) {excerpt!r}"
+            )
+        raise RpcFailure("status", f"HTTP {status} {excerpt!r}")
+
+    async def _request(
+        self, conn: _Connection, call: str, sid: str, body: bytes
+    ) -> tuple[int, bytes, bool]:
+        headers = [
+            (b"host", self._authority),
+            (b"content-length", str(len(body)).encode()),
+            (b"user-agent", b"cableway"),
+        ]
+        headers += [(k.encode(), v.encode()) for k, v in request_headers(self.settings.key, sid)]
+        out = conn.h11.send(h11.Request(method="POST", target=self._targets[call], headers=headers))
+        out += conn.h11.send(h11.Data(data=body)) + conn.h11.send(h11.EndOfMessage())
+        try:
+            await conn.stream.send_all(out)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise _Unavailable(f"send failed: {exc}") from None
+        status = 0
+        chunks: list[bytes] = []
+        size = 0
+        got_response = False
+        while True:
+            try:
+                event = conn.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise RpcFailure("status", f"bad HTTP response: {exc}") from None
+            if event is h11.NEED_DATA:
+                try:
+                    data = await conn.stream.receive_some(_READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    if got_response:
+                        raise RpcFailure("status", f"response cut: {exc}") from None
+                    raise _Unavailable(f"connection lost: {exc}") from None
+                if not data and not got_response:
+                    raise _Unavailable("connection closed before a response")
+                conn.h11.receive_data(bytes(data))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                got_response = True
+            elif isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > MAX_RESPONSE_BODY:
+                    raise RpcFailure("status", "response body too large")
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                reusable = conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE
+                if reusable:
+                    conn.h11.start_next_cycle()
+                return status, b"".join(chunks), reusable
+            elif isinstance(event, h11.ConnectionClosed):
+                if not got_response:
+                    raise _Unavailable("connection closed before a response")
+                raise RpcFailure("status", "response cut")
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.aclose()
+
+
+class DisconnectQueue:
+    """Disconnect calls, started at most ``rate`` per second (rpc.md §4.9).
+
+    Closed sessions are queued (up to ``backlog``; beyond it a call is dropped with a log
+    line, rather than blocking the closing session as AnyCable-Go does); :meth:`run`
+    starts one call every ``1 / rate`` seconds, each as its own task so a slow application
+    does not slow the rate down (the concurrency limit still bounds calls in flight).
+    """
+
+    def __init__(
+        self,
+        call: Callable[[str, DisconnectRequest], Awaitable[object]],
+        *,
+        rate: int,
+        backlog: int = 4096,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._call = call
+        self.interval = 1 / rate
+        self._send, self._receive = trio.open_memory_channel[tuple[str, DisconnectRequest]](backlog)
+        self.metrics = metrics
+        self.size = 0
+        self.done = trio.Event()
+
+    def enqueue(self, sid: str, request: DisconnectRequest) -> bool:
+        try:
+            self._send.send_nowait((sid, request))
+        except trio.WouldBlock:
+            log.error("Disconnect queue full: dropped the Disconnect call of sid=%s", sid)
+            return False
+        except trio.ClosedResourceError:  # after shutdown's flush
+            log.warning("shutting down: no Disconnect call for sid=%s", sid)
+            return False
+        self.size += 1
+        return True
+
+    async def run(self) -> None:
+        """Start the queued calls at the rate, until :meth:`finish` (then every call
+        left is started at once and awaited)."""
+        try:
+            async with trio.open_nursery() as calls:
+                async for sid, request in self._receive:
+                    self.size -= 1
+                    calls.start_soon(self._call, sid, request)
+                    if self.interval:
+                        await trio.sleep(self.interval)
+        finally:
+            self.done.set()
+
+    async def finish(self) -> None:
+        """Shutdown: stop throttling, let the queued calls run, wait for them."""
+        self.interval = 0.0
+        await self._send.aclose()
+        await self.done.wait()
+
+
+class Delegator(Protocol):
+    """What :func:`answer_delegated` needs of a driver's session."""
+
+    sid: str
+    core: CableConnection
+
+    @property
+    def closing(self) -> bool: ...
+
+    def command_ignored(self, command: str, detail: str) -> None: ...
+
+    def apply(self) -> None: ...
+
+
+def _gone(session: Delegator) -> bool:
+    return session.closing
+
+
+async def answer_delegated(
+    rpc: HttpRpc, state: RpcSession, session: Delegator, pending: deque[Delegate]
+) -> None:
+    """Ask the application about a session's delegated commands, one at a time, in order,
+    applying each answer before the next call (rpc.md §1: a slow application delays only
+    this client's commands)."""
+    while pending and not session.closing:
+        command = pending.popleft()
+        request = state.command_request(command.command, command.identifier, command.data)
+        if request is None:
+            session.command_ignored(command.command, "already subscribed or not subscribed")
+            continue
+        answer = await rpc.command(session.sid, request)
+        if _gone(session):
+            return  # the client is gone: the answer is discarded
+        state.apply_command(session.core, request, answer)
+        session.apply()
+
+
+def release_delegated(
+    registry: Registry[Any], session: object, state: RpcSession, disconnects: DisconnectQueue | None
+) -> None:
+    """A session ended: unregister its application streams, queue its Disconnect."""
+    for identifier, stream in state.streams():
+        registry.remove(stream, identifier, session)
+    request = state.disconnect_request()
+    if request is not None and disconnects is not None:
+        disconnects.enqueue(state.sid, request)
