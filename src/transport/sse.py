@@ -125,7 +125,10 @@ async def handle_sse(server: SessionMaker, conn: Conn, request: Request) -> None
     session = SseSession(
         server, conn.stream, core, unwrap=opening.unwrap, raw=opening.raw, chunked=chunked
     )
-    await conn.send(h11.Response(status_code=200, headers=_cors([*SSE_HEADERS, VERSION_HEADER])))
+    # the stream is the whole exchange: it ends by closing the connection, so say so
+    # (a keep-alive client or proxy must not reuse the socket afterwards)
+    headers = _cors([*SSE_HEADERS, VERSION_HEADER, (b"connection", b"close")])
+    await conn.send(h11.Response(status_code=200, headers=headers))
     server.node.sessions.add(session)
     server.metrics.inc("sse_clients_num")
     try:

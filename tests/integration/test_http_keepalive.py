@@ -249,3 +249,33 @@ async def test_an_sse_refusal_then_a_stream_on_the_same_connection() -> None:
             assert event.status_code == 200
             assert event.reason == b"OK"
             assert dict(event.headers)[b"content-type"].startswith(b"text/event-stream")
+
+
+async def test_an_event_stream_says_connection_close() -> None:
+    """An SSE response ends by closing the connection (the stream is the whole exchange),
+    so its head says so: a keep-alive client never reuses the socket after the stream."""
+    from cableway.auth.signed_streams import sign_stream_name
+
+    from .helpers import TURBO_KEY
+
+    signed = sign_stream_name("room", TURBO_KEY)
+    token = encode_token({"user": 1}, JWT_KEY)
+    async with running(CFG) as server:
+        port = server.main_port
+        with trio.fail_after(10):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                conn = h11.Connection(h11.CLIENT)
+                target = f"/events?turbo_signed_stream_name={signed}&jid={token}"
+                await stream.send_all(
+                    conn.send(h11.Request(method="GET", target=target, headers=[("Host", "t")]))
+                    + conn.send(h11.EndOfMessage())
+                )
+                event = conn.next_event()
+                while event is h11.NEED_DATA:
+                    conn.receive_data(await stream.receive_some(65536))
+                    event = conn.next_event()
+                assert isinstance(event, h11.Response)
+                assert event.status_code == 200
+                assert dict(event.headers)[b"content-type"].startswith(b"text/event-stream")
+                assert (b"connection", b"close") in event.headers
