@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..node.backend import Backend
 
-__all__ = ["ApiHost", "api_role", "api_routes", "presence", "publish"]
+__all__ = ["ApiHost", "api_role", "api_routes", "presence", "presence_stream", "publish"]
 
 log = logging.getLogger("cableway.http")
 
@@ -65,6 +65,19 @@ def api_routes(config: Config) -> list[tuple[str, str]]:
     return [(f"{base}/publish", "api_publish"), (f"{base}/presence/*", "api_presence")]
 
 
+def presence_stream(path: str) -> str | None:
+    """The stream of a presence query's raw path (``.../presence/<stream>/users``), its
+    percent-escapes decoded; ``None`` when the path is not one (or the name is not UTF-8).
+    Never raises."""
+    match = _USERS.search(path)
+    if match is None:
+        return None
+    try:
+        return unquote(match[1], errors="strict")
+    except UnicodeDecodeError:
+        return None
+
+
 async def publish(server: ApiHost, conn: Conn, request: Request) -> None:
     """``POST <api_path>/publish``: 201, 401, 413, 422 (not ``POST``), 400 (not a
     broadcast), 503 (Redis refused it): the broadcast endpoint's answers."""
@@ -88,13 +101,7 @@ async def presence(server: ApiHost, conn: Conn, request: Request) -> None:
     if key is not None and not check_bearer(request.headers.get("authorization"), key):
         await conn.respond(401, b"Unauthorized")
         return
-    match = _USERS.search(request.path)
-    stream = None
-    if match is not None:
-        try:
-            stream = unquote(match[1], errors="strict")
-        except UnicodeDecodeError:
-            stream = None
+    stream = presence_stream(request.path)
     if stream is None:
         await conn.respond(404, b"404 page not found")
         return

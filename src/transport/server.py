@@ -450,7 +450,8 @@ class Server:
             extra = await listen(config.host, config.api_port, "--host", "--api_port")
             roles.append(("api", extra))
         if config.api_served:
-            log.info("REST API at %s (key %s)", config.api_path, config.api_secret and "required")
+            auth = "authorization required" if config.api_secret else "no authorization"
+            log.info("Handle REST API requests at %s (%s)", config.api_path, auth)
         announce(
             config,
             main_port=self.main_port,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import socket
 from typing import Any
@@ -200,6 +201,21 @@ async def test_not_served_unless_protected_or_public() -> None:
         )
     async with running(config(broker="memory", public=True)) as server:
         assert (await users(server, key=None)).status == 200
+
+
+async def test_start_up_says_whether_the_api_asks_for_a_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="cableway")
+    async with running(api_config()):
+        pass
+    async with running(config(broker="memory", public=True)):
+        pass
+    lines = [r.getMessage() for r in caplog.records if "REST API" in r.getMessage()]
+    assert lines == [
+        "Handle REST API requests at /api (authorization required)",
+        "Handle REST API requests at /api (no authorization)",
+    ]
 
 
 async def test_a_custom_base_path() -> None:
