@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cableway.auth.keys import derive_api_key
 from cableway.config import (
     DEFAULT_CONFIG_PATHS,
     OPTIONS,
@@ -1004,6 +1005,7 @@ SECRET_KEYS = {
     "jwt_secret": ("jwt", "secret"),
     "streams_secret": ("streams", "secret"),
     "turbo_streams_secret": ("streams", "turbo_secret"),
+    "api_secret": ("api", "secret"),
 }
 
 
@@ -1425,6 +1427,8 @@ EXPECTED = Config(
     broadcast_key="bk-of-at-least-thirty-two-bytes-long",
     http_broadcast_port=9091,
     http_broadcast_path="/_publish",
+    # [api] port = 0, path = "/api", no secret: derived from secret, as AnyCable-Go does
+    api_secret=derive_api_key("app-secret-of-at-least-thirty-two-bytes"),
     pubsub="redis",
     redis_url="redis://redis.internal:6380/1",
     redis_tls_verify=False,  # as the file says (Cableway's own default is true)
@@ -1524,7 +1528,8 @@ def test_anycable_keys_mean_what_they_mean_in_anycable_go(
         ({"pusher": {"app_id": "x"}}, '[pusher] app_id = "x" in anycable.toml: the Pusher'),
         ({"streams": {"cable_ready": True}}, "CableReady channels are not served"),
         ({"streams": {"pubsub_channel": "$x"}}, "pub/sub channel as $pubsub only"),
-        ({"api": {"port": 8081}}, "the /api endpoint is not supported"),
+        ({"api": {"host": "10.0.0.1"}}, "[api] host is not supported"),
+        ({"api": {"cors_headers": True}}, "CORS headers on the REST API are not supported"),
         ({"embedded_nats": {"enabled": True}}, "NATS is not supported"),
         ({"rpc": {"implementation": "grpc"}}, "RPC needs --rpc_host=http(s)://"),
         ({"rpc": {"host": "rails:50051"}}, "gRPC hosts (no http:// or https:// scheme"),

@@ -12,6 +12,7 @@ __all__ = [
     "API_PURPOSE",
     "BROADCAST_PURPOSE",
     "check_bearer",
+    "derive_api_key",
     "derive_broadcast_key",
     "derive_key",
 ]
@@ -32,6 +33,12 @@ def derive_key(secret: str, purpose: str) -> str:
 def derive_broadcast_key(secret: str) -> str:
     """The broadcast key AnyCable derives from the application secret."""
     return derive_key(secret, BROADCAST_PURPOSE)
+
+
+def derive_api_key(secret: str) -> str:
+    """The REST API key AnyCable-Go 1.6 derives from the application secret when
+    ``--api_secret`` is not set (``api/config.go``: ``DeriveSecret``)."""
+    return derive_key(secret, API_PURPOSE)
 
 
 def _as_bytes(value: object) -> bytes | None:

@@ -132,7 +132,12 @@ FEATURES: dict[Path, Feature] = {
     ("pusher", "app_id"): Feature(("",), "the Pusher protocol is not supported by Cableway"),
     ("pusher", "app_key"): Feature(("",), "the Pusher protocol is not supported by Cableway"),
     ("ds", "enabled"): Feature((False,), "Durable Streams are not supported by Cableway"),
-    ("api", "port"): Feature((0,), "the /api endpoint is not supported by Cableway"),
+    ("api", "host"): Feature(
+        ("",), "Cableway binds the REST API to --host; [api] host is not supported"
+    ),
+    ("api", "cors_headers"): Feature(
+        (False,), "CORS headers on the REST API are not supported by Cableway"
+    ),
     ("redis_stream_broadcast", "group"): Feature(
         ("", "bx"), "Cableway reads the Redis Stream with the consumer group bx only"
     ),

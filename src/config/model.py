@@ -129,8 +129,20 @@ class Config:
     statsd_tags_format: str = _default("statsd_tags_format")
     # The live demo page (a Cableway option, not an AnyCable one).
     demo: bool = _default("demo")
+    # The REST API (docs/api.md): port 0 = the main port; api_secret is the resolved key
+    # (--api_secret, or derived from --secret; None = no authorization).
+    api_port: int = _default("api_port")
+    api_path: str = _default("api_path")
+    api_secret: str | None = _default("api_secret")
     # RPC (rpc.md): None = RPC-less; resolved from the options of .options_rpc.
     rpc: RpcSettings | None = None
+
+    @property
+    def api_served(self) -> bool:
+        """Whether the REST API is served: as AnyCable-Go 1.6 decides (``cli/cli.go``,
+        ``startAPIServer``), only when it is protected by a key, on a port of its own, or
+        in public mode."""
+        return self.public or self.api_port != 0 or self.api_secret is not None
 
     # -- the core's settings, derived once for every driver (trio server, ASGI app) --
 

@@ -11,6 +11,7 @@ derived from these declarations.
 from __future__ import annotations
 
 from .option import Option, Refusal, declare
+from .options_api import API
 from .options_rpc import RPC
 from .options_running import RUNNING
 from .options_serving import OPEN_BROADCAST_PORT, SERVING
@@ -30,7 +31,7 @@ __all__ = [
     "refused_options",
 ]
 
-OPTIONS: tuple[Option, ...] = SERVING + RUNNING + RPC
+OPTIONS: tuple[Option, ...] = SERVING + RUNNING + RPC + API
 
 
 def _never(_value: str) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
-from ..auth.keys import derive_broadcast_key
+from ..auth.keys import derive_api_key, derive_broadcast_key
 from ..protocol.routes import parse_path_pattern
 from ..rpc.http import derive_rpc_key
 from ..rpc.settings import (
@@ -121,6 +121,7 @@ def resolve(get: Values, warnings: list[str]) -> Fields:
     decided |= redis_sentinels_and_tls(get, warnings, decided)
     decided |= statsd(get)
     decided |= rpc(get, decided)
+    decided |= api(get, decided)
     metrics_path_clash(get, decided)
     return decided
 
@@ -487,6 +488,26 @@ def metrics_path_clash(get: Values, decided: Fields) -> None:
         taken.add(get.get("http_broadcast_path"))
     if decided["metrics_port"] in (0, port) and metrics_http in taken:
         get.fail(metrics_raw, "clashes with another endpoint on the main port")
+
+
+def api(get: Values, decided: Fields) -> Fields:
+    """The REST API: its key is ``--api_secret``, else derived from ``--secret``
+    (``api-cable``), else none (``""`` and ``none`` mean unset, as for every Cableway
+    secret); its base path must make valid endpoint paths."""
+    _, key = get.secret("api_secret")
+    if key is None and decided["secret"] is not None:
+        key = derive_api_key(decided["secret"])
+    path = get.get("api_path")
+    path_raw = get.raw("api_path")
+    if path_raw is not None:
+        if not path.startswith("/"):
+            get.fail(path_raw, "must start with /")
+        for endpoint in (f"{path}/publish", f"{path}/presence/*"):
+            try:
+                parse_path_pattern(endpoint)
+            except ValueError as exc:
+                get.fail(path_raw, str(exc))
+    return {"api_secret": key, "api_port": get.get("api_port"), "api_path": path}
 
 
 def rpc(get: Values, decided: Fields) -> Fields:

@@ -29,6 +29,7 @@ __all__ = [
     "NoBackend",
     "OnPresence",
     "OnStamped",
+    "PresenceRecords",
 ]
 
 log = logging.getLogger("cableway.node")
@@ -39,6 +40,8 @@ SWEEP_SLICE = 2000
 
 #: a late answer, applied to a session's core once it came (only if it is still open)
 Answer = Callable[[CableConnection], None]
+#: ``(presence id, info)`` of everyone present in a stream
+PresenceRecords = list[tuple[str, object]]
 #: gets a presence ``join``/``leave`` to announce to the presence stream
 OnPresence = Callable[[PresenceEvent], None]
 #: gets a publication once stamped with its offset and epoch (None: no history)
@@ -94,6 +97,12 @@ class Backend(Protocol[C_contra]):
         """Carry out a presence operation; joins and leaves go to ``on_event``."""
         ...
 
+    def presence_users(self, stream: str) -> Awaitable[PresenceRecords | None]:
+        """Who is present in ``stream`` (the REST API's presence query): ``(id, info)``
+        of each presence id, ``[]`` when nobody is; ``None`` when the broker cannot answer
+        now (Redis unreachable). Only asked when :attr:`keeps_state`."""
+        ...
+
     def save_session(self, sid: str, snapshot: SessionSnapshot) -> None:
         """Keep a live resumable session's snapshot."""
         ...
@@ -121,7 +130,10 @@ class Backend(Protocol[C_contra]):
         ...
 
 
-async def _ready(value: SessionSnapshot | None) -> SessionSnapshot | None:
+_T = TypeVar("_T")
+
+
+async def _ready(value: _T) -> _T:
     return value
 
 
@@ -155,6 +167,9 @@ class NoBackend:
         if request.kind == "info":
             core.presence_result(request.identifier, None)
         return None
+
+    def presence_users(self, stream: str) -> Awaitable[PresenceRecords | None]:
+        return _ready(None)
 
     def save_session(self, sid: str, snapshot: SessionSnapshot) -> None:
         return None
@@ -234,6 +249,9 @@ class MemoryBackend:
         if event is not None:
             on_event(event)
         return None
+
+    def presence_users(self, stream: str) -> Awaitable[PresenceRecords | None]:
+        return _ready(self.broker.presence_info(stream))
 
     def save_session(self, sid: str, snapshot: SessionSnapshot) -> None:
         self.broker.save_session(sid, snapshot)

@@ -397,13 +397,7 @@ class CableConnection:
         """Answer a presence ``info`` request (``None`` when the broker failed)."""
         if self.state is not SessionState.OPEN or identifier not in self.subscriptions:
             return
-        message: dict[str, object]
-        if records is None:
-            message = {"type": "error", "total": 0}
-        else:
-            message = {"type": "info", "total": len(records)}
-            if records:
-                message["records"] = [{"info": info, "id": pid} for pid, info in records]
+        message = messages.presence_info(records)
         self._send(
             '{"type":"presence","identifier":'
             + messages.dumps(identifier)

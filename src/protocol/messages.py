@@ -18,6 +18,7 @@ __all__ = [
     "message_json",
     "ping",
     "pong",
+    "presence_info",
     "reject_subscription",
     "to_wire",
     "welcome",
@@ -150,3 +151,17 @@ def data_message(
         out += ',"stream_id":' + dumps(stream_id) + ',"epoch":' + dumps(epoch or "")
         out += ',"offset":' + str(int(offset))
     return out + "}"
+
+
+def presence_info(records: list[tuple[str, object]] | None) -> dict[str, object]:
+    """AnyCable-Go's ``PresenceInfo`` of a stream from its ``(id, info)`` records: the
+    ``presence`` command's answer and the REST API's body (``None``: the broker failed).
+
+    ``records`` is left out when there are none (``omitempty``), as AnyCable-Go does.
+    """
+    if records is None:
+        return {"type": "error", "total": 0}
+    message: dict[str, object] = {"type": "info", "total": len(records)}
+    if records:
+        message["records"] = [{"info": info, "id": pid} for pid, info in records]
+    return message

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from ..auth.keys import derive_broadcast_key
+from ..auth.keys import derive_api_key, derive_broadcast_key
 from ..config import Config
 from ..toolkit.streams import signed_stream_name
 from ..toolkit.tokens import identification_token
@@ -125,8 +125,8 @@ def demo_config(
 
     * Without ``--secret``, one is generated and every unset secret falls back to it as if
       the server had been started with ``--secret=<it>``: the JWT, streams and Turbo Streams
-      secrets, and the broadcast key derived from it (not in public mode, which broadcasts
-      without a key). Secrets that are set are kept.
+      secrets, the broadcast key derived from it (not in public mode, which broadcasts
+      without a key) and the REST API's key. Secrets that are set are kept.
     * Turbo Streams are turned on (the page uses ``Turbo::StreamsChannel``).
     * ``/_broadcast`` is served on the main port, where the page posts (the page and the
       endpoint share one origin).
@@ -147,6 +147,8 @@ def demo_config(
             changes["turbo_streams_secret"] = streams_secret
         if config.broadcast_key is None and not config.public:
             changes["broadcast_key"] = derive_broadcast_key(generated)
+        if config.api_secret is None:
+            changes["api_secret"] = derive_api_key(generated)  # the REST API's, as with --secret
     elif config.turbo_streams_secret is None and not config.turbo_rails_cleartext:
         # --secret given, but load_config saw it resolve to none for Turbo (e.g. an explicit
         # --streams_secret=none): sign the demo's names with --secret

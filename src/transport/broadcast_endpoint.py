@@ -145,16 +145,18 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
         conn.created_raw(CREATED_KEEP_ALIVE)
 
 
-async def broadcast(server: BroadcastHost, conn: Conn, request: Request) -> None:
+async def broadcast(server: BroadcastHost, conn: Conn, request: Request, key: str | None) -> None:
     """``POST /_broadcast`` (spec §11.2): 201, 401, 413, 422, or 400 for bad bodies.
 
     503 when ``--pubsub=redis`` and Redis did not accept the publication (unreachable).
+    ``key``: the bearer key asked for (``--broadcast_key``; the REST API's own for
+    ``<api_path>/publish``), or None for none.
     """
-    refusal = screen(
-        request.method, request.headers.get("authorization"), server.config.broadcast_key
-    )
+    refusal = screen(request.method, request.headers.get("authorization"), key)
     if refusal is not None:
-        await conn.respond(*refusal, close=True)
+        status, text = refusal
+        allow = [(b"allow", b"POST")] if status == 422 else None
+        await conn.respond(status, text, headers=allow, close=True)
         return
     # the body has the same deadline as the head: a trickled body is cut (408); it
     # holds its share of the node's body budget until it is answered

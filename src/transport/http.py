@@ -5,7 +5,8 @@ deadline (over the whole head, not per read, so trickling bytes does not help a
 slowloris). Then the request is routed by path (literal, or a pattern as AnyCable-Go routes
 it: :mod:`cableway.protocol.routes`): the WebSocket path(s) (upgrade
 to :mod:`.ws`), the health path, the SSE path (:mod:`.sse`), the metrics path, the
-broadcast path when this listener serves it (:mod:`.broadcast_endpoint`), or ``404``.
+broadcast path when this listener serves it (:mod:`.broadcast_endpoint`), the REST API
+(:mod:`.api_endpoint`) when it does, or ``404``.
 The connection itself (h11, the raw buffer, bodies, refusals) is :mod:`.httpconn`.
 
 On a listener that serves broadcasts, unremarkable ``POST`` requests to the broadcast
@@ -30,7 +31,8 @@ from ..protocol.connection import SessionState
 from ..protocol.handshake import Restored
 from ..protocol.routes import Router, endpoint_router
 from ..rpc.messages import Status
-from .broadcast_endpoint import BroadcastHost, broadcast, fast_requests
+from .api_endpoint import ApiHost, api_routes, presence, publish
+from .broadcast_endpoint import broadcast, fast_requests
 from .demo import handle_demo
 from .httpconn import (
     HEALTH_BODY,
@@ -52,14 +54,15 @@ __all__ = ["FrontDoor", "HttpHost", "Request", "handle_connection"]
 log = logging.getLogger("cableway.http")
 
 
-class HttpHost(BroadcastHost, SessionMaker, Protocol):
+class HttpHost(ApiHost, SessionMaker, Protocol):
     """What the front door needs from the node (the trio server implements it)."""
 
     @property
     def max_header_bytes(self) -> int: ...
 
     def serves(self, role: str, what: str) -> bool:
-        """Whether a listener of ``role`` serves ``what`` (``broadcast``, ``metrics``)."""
+        """Whether a listener of ``role`` serves ``what`` (``broadcast``, ``metrics``,
+        ``api``)."""
         ...
 
 
@@ -166,7 +169,11 @@ async def _serve_requests(server: HttpHost, conn: Conn, role: str) -> WebSocketS
         if route == "ws":
             return await _websocket(server, conn, request)
         if route == "broadcast":
-            await broadcast(server, conn, request)
+            await broadcast(server, conn, request, config.broadcast_key)
+        elif route == "api_publish":
+            await publish(server, conn, request)
+        elif route == "api_presence":
+            await presence(server, conn, request)
         elif route == "sse":
             # a refusal leaves the connection usable; a stream ends it (see below)
             await handle_sse(server, conn, request)
@@ -207,6 +214,8 @@ def _router(server: HttpHost, role: str) -> Router[str]:
         routes.append((config.metrics_http, "metrics"))
     if main:
         routes.append((config.health_path, "health"))
+    if server.serves(role, "api"):
+        routes.extend(api_routes(config))
     return endpoint_router(tuple(routes))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 
-from ..node.backend import Answer, OnPresence, OnStamped
+from ..node.backend import Answer, OnPresence, OnStamped, PresenceRecords
 from ..protocol.broadcast import Publication
 from ..protocol.broker import SessionSnapshot
 from ..protocol.connection import CableConnection
@@ -86,6 +86,9 @@ class RedisBackend:
             core.presence_result(request.identifier, records)
 
         return answer
+
+    def presence_users(self, stream: str) -> Awaitable[PresenceRecords | None]:
+        return self.broker.presence_info(stream)
 
     def save_session(self, sid: str, snapshot: SessionSnapshot) -> None:
         self.broker.save_session(sid, snapshot)

@@ -24,6 +24,7 @@ from ..ops.metrics import REDIS_DEFINITIONS, Metrics
 from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.broker import MemoryBroker, PresenceEvent, SessionSnapshot
 from ..protocol.connection import SessionSettings
+from .api_endpoint import api_role
 from .fanout import fan_out
 from .http import FrontDoor, handle_connection
 from .redis_backend import RedisBackend
@@ -276,6 +277,8 @@ class Server:
 
         Each is served on the main listener unless configured on a port of its own.
         """
+        if what == "api":
+            return role == api_role(self.config)
         if what == "broadcast":
             if "http" not in self.config.broadcast_adapters:
                 return False
@@ -443,6 +446,12 @@ class Server:
             roles.append(("metrics", extra))
         elif config.metrics_http:
             self.metrics_port = self.main_port
+        if api_role(config) == "api":
+            extra = await listen(config.host, config.api_port, "--host", "--api_port")
+            roles.append(("api", extra))
+        if config.api_served:
+            auth = "authorization required" if config.api_secret else "no authorization"
+            log.info("Handle REST API requests at %s (%s)", config.api_path, auth)
         announce(
             config,
             main_port=self.main_port,

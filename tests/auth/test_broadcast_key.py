@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cableway.auth.keys as keys_module
-from cableway.auth import check_bearer, derive_broadcast_key, derive_key
+from cableway.auth import check_bearer, derive_api_key, derive_broadcast_key, derive_key
 
 BROADCAST_QWERTY = "42923a28b760e667fc92f7c6123bb07a282822b329dd2ef48e7aee7830d98485"
 API_QWERTY = "bdd0244b3664404d03b7d0c2f1b946dc4fc6c13fdcbfa2be62a4a28deb04d096"
@@ -23,6 +23,8 @@ def test_derive_key_known_answers() -> None:
     assert derive_key("qwerty", "broadcast-cable") == BROADCAST_QWERTY
     assert derive_key("qwerty", "api-cable") == API_QWERTY
     assert derive_broadcast_key("qwerty") == BROADCAST_QWERTY
+    # AnyCable-Go docs/api.md: echo -n 'api-cable' | openssl dgst -sha256 -hmac '<secret>'
+    assert derive_api_key("qwerty") == API_QWERTY
 
 
 def test_derive_key_depends_on_secret_and_purpose() -> None:

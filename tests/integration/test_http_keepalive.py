@@ -10,6 +10,7 @@ phrases, as Go's ``net/http`` (AnyCable-Go) sends them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -196,6 +197,36 @@ async def test_a_refusal_on_the_broadcast_port_keeps_the_next_request_working(
         )
         if answer.health == 404:  # no /health on the broadcast port: still answered
             answer.health = 200
+        _check(answer, status)
+
+
+API_KEY = "api-key-of-at-least-thirty-two-bytes!!"
+API_AUTH = [("Authorization", f"Bearer {API_KEY}")]
+USERS = "/api/presence/chat/users"
+
+API_CASES = [
+    pytest.param("POST", "/api/publish", [("Authorization", "Bearer no")], GOOD, 401, id="401"),
+    pytest.param("POST", "/api/publish", AUTH, GOOD, 401, id="401-broadcast-key"),
+    pytest.param("GET", "/api/publish", API_AUTH, b"", 422, id="422-publish"),
+    pytest.param("POST", "/api/publish", API_AUTH, b"{not json", 400, id="400-bad-json"),
+    pytest.param("POST", "/api/publish", API_AUTH, b"x" * 5000, 413, id="413"),
+    pytest.param("GET", USERS, [], b"", 401, id="401-presence"),
+    pytest.param("GET", USERS, [("Authorization", "Bearer no")], b"a body", 401, id="401-body"),
+    pytest.param("POST", USERS, API_AUTH, b"{}", 422, id="422-presence"),
+    pytest.param("POST", USERS, API_AUTH, b"x" * 70_000, 422, id="422-presence-big-body"),
+    pytest.param("GET", "/api/presence/chat", API_AUTH, b"", 404, id="404-presence"),
+    pytest.param("GET", USERS, API_AUTH, b"", 200, id="200-presence"),
+    pytest.param("GET", USERS, API_AUTH, b"a body to drop", 200, id="200-presence-with-body"),
+]
+
+
+@pytest.mark.parametrize(("method", "target", "headers", "body", "status"), API_CASES)
+async def test_a_rest_api_answer_keeps_the_next_request_working(
+    method: str, target: str, headers: list[tuple[str, str]], body: bytes, status: int
+) -> None:
+    cfg = dataclasses.replace(CFG, api_secret=API_KEY, broker="memory")
+    async with running(cfg) as server:
+        answer = await refused_then_health(server.main_port, method, target, headers, body)
         _check(answer, status)
 
 
