@@ -17,6 +17,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.sessions.models import Session
 from django.test import Client
 
 from cableway.rpc import derive_rpc_key
@@ -132,8 +133,6 @@ def test_a_changed_password_rejects_the_old_session_without_logging_it_out() -> 
 
     assert connect(f"sessionid={session}")["status"] == 2
     # the session is still there for Django to end on the next page (connect changed nothing)
-    from django.contrib.sessions.models import Session
-
     assert Session.objects.filter(session_key=session).exists()
 
 
