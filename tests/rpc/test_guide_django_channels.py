@@ -1,4 +1,4 @@
-"""docs/recipes/django-channels.md stays true: its code blocks are the example's files
+"""docs/guides/channels-django.md stays true: its code blocks are the example's files
 (examples/django_channels, whose own tests and tests/interop/test_django_channels_rpc.py
 run them), and its command line is one Cableway accepts, calling the application where the
 example mounts it and forwarding the session cookie."""
@@ -15,7 +15,7 @@ from cableway.cli import parse_args
 from cableway.rpc import derive_rpc_key
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = ROOT / "docs" / "recipes" / "django-channels.md"
+PAGE = ROOT / "docs" / "guides" / "channels-django.md"
 EXAMPLE = ROOT / "examples" / "django_channels"
 
 
