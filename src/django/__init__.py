@@ -12,6 +12,8 @@ The public names live in submodules so that importing one never needs the app re
 * :mod:`cableway.django.responses`: ``TurboStreamResponse``, ``render_turbo_stream``,
   ``accepts_turbo_stream``;
 * :mod:`cableway.django.conf`: ``get_settings``, ``stream_name``;
+* :mod:`cableway.django.channels`: ``session_user``, ``session`` (a
+  :mod:`cableway.channels` connection's Django user and session, from its cookie);
 * the ``cableway`` template tag library: ``turbo_stream_from``, ``cable_meta_tag``.
 
 Supported: the Django releases the Django project supports (5.2 LTS and later; tested with

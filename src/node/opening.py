@@ -245,3 +245,14 @@ class SessionRules:
         out yet: drop the core)."""
         settings = self.settings(opening.ping_interval, opening.ping_precision, extended=False)
         return sse_connection(opening, settings=settings, now=now, ping_jitter=ping_jitter)
+
+    def sse_delegating_core(
+        self, opening: SseOpen, *, now: float, ping_jitter: float
+    ) -> CableConnection:
+        """The core of an event stream whose subscriptions may be application channels:
+        new, neither accepted nor subscribed (``cableway.node.rpc.open_event_stream``
+        does both)."""
+        settings = self.settings(
+            opening.ping_interval, opening.ping_precision, extended=False, delegate=True
+        )
+        return CableConnection(sid=opening.sid, settings=settings, now=now, ping_jitter=ping_jitter)

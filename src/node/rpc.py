@@ -6,17 +6,21 @@ each application channel) and the decisions: which request to send, and what eac
 (or failure) does to the session's core, in the order AnyCable-Go applies it. It does no
 I/O: the driver sends the request (HTTP, or an in-process application) and hands back the
 decoded answer, or ``None`` when the call failed (timeout, refused connection, non-200
-status, undecodable body).
+status, undecodable body). :func:`open_event_stream` is the opening of an event stream
+with the application in the loop, over any :class:`RpcCaller`.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..protocol.broker import SessionSnapshot
+from ..protocol.channels import StreamPolicy, is_built_in
 from ..protocol.connection import CableConnection, SessionState
 from ..protocol.handshake import AuthPolicy
+from ..protocol.sse import Refusal, SseOpen
 from ..rpc.messages import (
     CommandMessage,
     CommandResponse,
@@ -33,8 +37,10 @@ __all__ = [
     "CLOSE_AUTH_ERROR",
     "CLOSE_AUTH_FAILED",
     "CLOSE_COMMAND_FAILED",
+    "RpcCaller",
     "RpcSession",
     "connect_needed",
+    "open_event_stream",
 ]
 
 #: WebSocket close after a failed Connect call (error, timeout, refused): clients reconnect.
@@ -238,3 +244,74 @@ class RpcSession:
     def streams(self) -> list[tuple[str, str]]:
         """Every (identifier, stream) the application channels read (to unregister)."""
         return [(identifier, s) for identifier, streams in self.channels.items() for s in streams]
+
+
+# -- event streams (SSE) ---------------------------------------------------------------
+
+
+class RpcCaller(Protocol):
+    """What makes the calls (the HTTP client, or an in-process application): the
+    decoded answer, or ``None`` when the call failed."""
+
+    async def connect(self, sid: str, request: ConnectionRequest) -> ConnectionResponse | None:
+        """Make a Connect call."""
+
+    async def command(self, sid: str, request: CommandMessage) -> CommandResponse | None:
+        """Make a Command call."""
+
+
+#: Connect rejected by the application: the client is not let in (AnyCable-Go's SSE).
+SSE_UNAUTHORIZED = Refusal(401, b"Unauthorized")
+#: Connect failed (error, timeout, unreachable application): AnyCable-Go answers 400.
+SSE_CONNECT_FAILED = Refusal(400, b"Bad Request: authentication failed")
+SSE_REJECTED = Refusal(400, b"Bad Request: subscription rejected")
+
+
+async def open_event_stream(
+    caller: RpcCaller,
+    state: RpcSession,
+    core: CableConnection,
+    opening: SseOpen,
+    *,
+    connect: bool,
+    policy: StreamPolicy,
+    now: float,
+) -> Refusal | None:
+    """Open an event stream whose subscriptions may be application channels, as
+    AnyCable-Go's SSE handler does (``sse/handler.go``), before anything is answered.
+
+    ``core`` is a new, not yet accepted core that delegates (``SessionSettings.delegate``).
+    With ``connect`` (:func:`connect_needed`), a Connect call decides: a rejection is a
+    ``401``, a failed call a ``400``; without it, the token's identifiers are taken. Then
+    each subscribe of ``opening``, in order: built-in channels by the core, the others by a
+    Command call; one not confirmed is a ``400``. ``None``: every subscription is
+    confirmed, and what the core queued (welcome, confirmations, the application's
+    transmissions, its streams) goes out once the stream is answered.
+
+    After a refusal with ``state.connected`` set, the driver still queues the Disconnect
+    call (:meth:`RpcSession.disconnect_request`), as AnyCable-Go does.
+    """
+    sid = core.sid
+    if connect:
+        status = state.apply_connect(core, await caller.connect(sid, state.connect_request()))
+        if status is Status.FAILURE:
+            return SSE_UNAUTHORIZED
+        if status is not Status.SUCCESS:
+            return SSE_CONNECT_FAILED
+    else:
+        core.accept(opening.identifiers)
+        state.identified(opening.identifiers)
+    for command in opening.commands:
+        identifier = str(command["identifier"])
+        if is_built_in(identifier, policy):
+            core.receive_message(json.dumps(command), now=now)
+            if identifier not in core.subscriptions:
+                return SSE_REJECTED
+            continue
+        request = state.command_request("subscribe", identifier)
+        if request is None:
+            continue  # the same identifier twice: subscribed already
+        answer = await caller.command(sid, request)
+        if state.apply_command(core, request, answer) is not Status.SUCCESS:
+            return SSE_REJECTED
+    return None

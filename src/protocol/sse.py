@@ -379,6 +379,8 @@ class SseOpen:
         raw: ``?raw=1``: typed messages are dropped.
         ping_interval: seconds between pings (``?pi=`` over the server default).
         ping_precision: ``s``, ``ms`` or ``ns`` (``?ptp=`` over the server default).
+        token: the JWT the request carried, if any (with an RPC application, a request
+            without one is identified by a Connect call instead).
     """
 
     sid: str
@@ -388,6 +390,7 @@ class SseOpen:
     raw: bool
     ping_interval: float
     ping_precision: str
+    token: str | None = None
 
 
 def sse_open(
@@ -459,6 +462,7 @@ def sse_open(
         raw=raw,
         ping_interval=interval,
         ping_precision=precision,
+        token=token,
     )
 
 

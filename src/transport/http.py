@@ -26,7 +26,7 @@ import h11
 import trio
 from wsproto.utilities import generate_accept_token
 
-from ..node.rpc import RpcSession, connect_needed
+from ..node.rpc import connect_needed
 from ..protocol.connection import SessionState
 from ..protocol.handshake import Restored
 from ..protocol.routes import Router, endpoint_router
@@ -46,6 +46,7 @@ from .httpconn import (
     discard_body,
     refuse,
 )
+from .rpc_client import new_rpc_session
 from .sse import SessionMaker, handle_sse
 from .ws import WebSocketSession
 
@@ -280,12 +281,7 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
         snapshot = await server.node.backend.restore_session(opening.restore_sid, now=time.time())
     rpc_state = None
     if server.rpc is not None and config.rpc is not None:
-        rpc_state = RpcSession(
-            sid=sid,
-            url=_request_url(request, config.host),
-            headers=config.rpc.env_headers(_text_headers(request), _peer_ip(conn.stream)),
-            disconnect_mode=config.rpc.disconnect_mode,
-        )
+        rpc_state = new_rpc_session(config.rpc, request, conn.stream, sid, config.host)
     restored = snapshot is not None and opening.restore_sid is not None
     if rpc_state is not None and connect_needed(
         opening.token, rules.auth, noauth=config.noauth or config.public, restored=restored
@@ -314,27 +310,3 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
     session = WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))
     session.rpc = rpc_state
     return session
-
-
-def _request_url(request: Request, default_host: str) -> str:
-    """The client's request URL as AnyCable-Go sends it in ``env.url``: ``http://`` (never
-    ``ws://``), the Host header, the path and query (rpc.md §2.2)."""
-    host = request.headers.get("host") or default_host
-    query = f"?{request.query}" if request.query else ""
-    return f"http://{host}{request.path}{query}"
-
-
-def _text_headers(request: Request) -> list[tuple[str, str]]:
-    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
-
-
-def _peer_ip(stream: trio.abc.Stream) -> str:
-    """The client's IP address (no port), or ``""`` when the stream has no socket."""
-    sock = getattr(stream, "socket", None)
-    try:
-        peer = sock.getpeername() if sock is not None else None
-    except OSError:
-        return ""
-    if isinstance(peer, tuple) and peer:
-        return str(peer[0])
-    return ""

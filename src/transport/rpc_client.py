@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
+from ..node.rpc import RpcSession
 from ..ops.metrics import Metric
 from ..rpc.http import endpoint_url, request_headers
 from ..rpc.messages import (
@@ -41,10 +42,10 @@ if TYPE_CHECKING:
     from collections import deque
 
     from ..node.registry import Registry
-    from ..node.rpc import RpcSession
     from ..ops.metrics import Metrics
     from ..protocol.connection import CableConnection
     from ..protocol.events import Delegate
+    from .httpconn import Request
 
 __all__ = [
     "RPC_DEFINITIONS",
@@ -52,6 +53,7 @@ __all__ = [
     "HttpRpc",
     "RpcFailure",
     "answer_delegated",
+    "new_rpc_session",
     "release_delegated",
 ]
 
@@ -388,3 +390,40 @@ def release_delegated(
     request = state.disconnect_request()
     if request is not None and disconnects is not None:
         disconnects.enqueue(state.sid, request)
+
+
+def new_rpc_session(
+    settings: RpcSettings, request: Request, stream: trio.abc.Stream, sid: str, default_host: str
+) -> RpcSession:
+    """The application's view of a new session (WebSocket or event stream): the request
+    URL and the forwarded headers, fixed at the handshake (rpc.md §2.2)."""
+    return RpcSession(
+        sid=sid,
+        url=_request_url(request, default_host),
+        headers=settings.env_headers(_text_headers(request), _peer_ip(stream)),
+        disconnect_mode=settings.disconnect_mode,
+    )
+
+
+def _request_url(request: Request, default_host: str) -> str:
+    """The client's request URL as AnyCable-Go sends it in ``env.url``: ``http://`` (never
+    ``ws://``), the Host header, the path and query (rpc.md §2.2)."""
+    host = request.headers.get("host") or default_host
+    query = f"?{request.query}" if request.query else ""
+    return f"http://{host}{request.path}{query}"
+
+
+def _text_headers(request: Request) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
+
+
+def _peer_ip(stream: trio.abc.Stream) -> str:
+    """The client's IP address (no port), or ``""`` when the stream has no socket."""
+    sock = getattr(stream, "socket", None)
+    try:
+        peer = sock.getpeername() if sock is not None else None
+    except OSError:
+        return ""
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return ""

@@ -23,14 +23,17 @@ import h11
 import trio
 
 from ..node.opening import SessionRules
+from ..node.rpc import RpcSession, connect_needed, open_event_stream
 from ..protocol.connection import CableConnection
 from ..protocol.sse import (
     SSE_HEADERS,
     Refusal,
+    SseOpen,
     cors_headers,
     message_to_event,
 )
 from .httpconn import VERSION_HEADER, Conn, Request, drain_body
+from .rpc_client import new_rpc_session
 from .session import Session, SessionHost
 
 __all__ = ["SessionMaker", "SseSession", "handle_sse"]
@@ -116,7 +119,12 @@ async def handle_sse(server: SessionMaker, conn: Conn, request: Request) -> None
     if isinstance(opening, Refusal):
         await conn.respond(opening.status, opening.body, headers=_cors([]))
         return
-    core = rules.sse_core(opening, now=trio.current_time(), ping_jitter=server.random.random())
+    rpc_state: RpcSession | None = None
+    if server.rpc is not None and config.rpc is not None:  # application channels too
+        rpc_state = new_rpc_session(config.rpc, request, conn.stream, opening.sid, config.host)
+        core: CableConnection | Refusal = await _open_with_rpc(server, rpc_state, opening)
+    else:
+        core = rules.sse_core(opening, now=trio.current_time(), ping_jitter=server.random.random())
     if isinstance(core, Refusal):
         await conn.respond(core.status, core.body, headers=_cors([]))
         return
@@ -125,6 +133,7 @@ async def handle_sse(server: SessionMaker, conn: Conn, request: Request) -> None
     session = SseSession(
         server, conn.stream, core, unwrap=opening.unwrap, raw=opening.raw, chunked=chunked
     )
+    session.rpc = rpc_state
     # the stream is the whole exchange: it ends by closing the connection, so say so
     # (a keep-alive client or proxy must not reuse the socket afterwards)
     headers = _cors([*SSE_HEADERS, VERSION_HEADER, (b"connection", b"close")])
@@ -136,3 +145,36 @@ async def handle_sse(server: SessionMaker, conn: Conn, request: Request) -> None
         await session.run()
     finally:
         server.metrics.dec("sse_clients_num")
+
+
+async def _open_with_rpc(
+    server: SessionMaker, state: RpcSession, opening: SseOpen
+) -> CableConnection | Refusal:
+    """Connect and subscribe through the application (``cableway.node.rpc``); after a
+    refusal, the Disconnect call of a session the application accepted is queued."""
+    assert server.rpc is not None
+    config = server.config
+    rules = server.session_rules
+    core = rules.sse_delegating_core(
+        opening, now=trio.current_time(), ping_jitter=server.random.random()
+    )
+    refusal = await open_event_stream(
+        server.rpc,
+        state,
+        core,
+        opening,
+        connect=connect_needed(
+            opening.token, rules.auth, noauth=config.noauth or config.public, restored=False
+        ),
+        policy=rules.policy,
+        now=trio.current_time(),
+    )
+    if refusal is None:
+        return core
+    if refusal.status == 401:
+        server.metrics.inc("failed_auths_total")
+    request = state.disconnect_request()
+    if request is not None and server.disconnects is not None:
+        server.disconnects.enqueue(state.sid, request)
+    log.info("event stream refused sid=%s status=%d", opening.sid, refusal.status)
+    return refusal

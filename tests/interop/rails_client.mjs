@@ -9,6 +9,8 @@
 //     "subscriptions": [                                  // created in order, right after start
 //       {"name": "turbo", "params": {"channel": "Turbo::StreamsChannel", "signed_stream_name": "..."}}
 //     ],
+//     "headers": {"Cookie": "sessionid=..."},   // extra handshake headers (what a browser sends
+//                                                 // by itself, e.g. the site's cookies)
 //     "control": "stdin",     // "stdin": read JSON command lines from stdin (see below);
 //                             // "none": never read stdin, so the process exits by itself as soon
 //                             //         as the consumer has nothing left to do (no timers, no socket)
@@ -84,7 +86,7 @@ let consumer = null;
 
 class TappedWebSocket extends WebSocket {
   constructor(url, protocols) {
-    super(url, protocols);
+    super(url, protocols, scenario.headers ? { headers: scenario.headers } : undefined);
     const socket = ++socketCount;
     this._tapId = socket;
     emit({ event: "socket_created", socket, url: String(url), protocols });

@@ -4,7 +4,9 @@ an application over AnyCable's HTTP RPC: the chat app of tests/rpc/chat.py writt
 
 from __future__ import annotations
 
+import json
 import secrets
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -118,3 +120,27 @@ def test_rejected_connection_and_rejected_subscription(
     )
     client.wait_for("rejected", name="roomless")
     assert client.disconnect() == 0
+
+
+def test_an_event_source_on_an_application_channel(
+    chat_stack: ChatStack, rails_client: ClientFactory, sse_client: ClientFactory
+) -> None:
+    """A real EventSource subscribes to the app channel (Connect and Command made before
+    the stream opens) and gets what an action broadcasts to the room."""
+    identifier = urllib.parse.quote(json.dumps(CHAT))
+    port = chat_stack.server.port
+    source = sse_client(url=f"http://127.0.0.1:{port}/events?user=bob&identifier={identifier}")
+    source.wait_for("open")  # the 200: Connect accepted bob, the subscribe was confirmed
+
+    speaker = rails_client(
+        url=f"ws://127.0.0.1:{port}/cable?user=alice",
+        subscriptions=[{"name": "chat", "params": CHAT}],
+    )
+    speaker.wait_for("connected", name="chat")
+    speaker.command("perform", name="chat", action="speak", data={"message": "hi"})
+    message = source.wait_for("message")
+    assert json.loads(message["data"]) == {"message": "hi", "from": "alice"}
+
+    refused = sse_client(url=f"http://127.0.0.1:{port}/events?identifier={identifier}")
+    assert refused.wait_for("error")["code"] == 401  # the application rejected it
+    assert speaker.disconnect() == 0
