@@ -45,6 +45,7 @@ from .httpconn import (
     refuse,
 )
 from .sse import SessionMaker, handle_sse
+from .tls import is_tls, transport_socket
 from .ws import WebSocketSession
 
 __all__ = ["FrontDoor", "HttpHost", "Request", "handle_connection"]
@@ -273,7 +274,7 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
     if server.rpc is not None and config.rpc is not None:
         rpc_state = RpcSession(
             sid=sid,
-            url=_request_url(request, config.host),
+            url=_request_url(request, config.host, tls=is_tls(conn.stream)),
             headers=config.rpc.env_headers(_text_headers(request), _peer_ip(conn.stream)),
             disconnect_mode=config.rpc.disconnect_mode,
         )
@@ -307,12 +308,12 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
     return session
 
 
-def _request_url(request: Request, default_host: str) -> str:
+def _request_url(request: Request, default_host: str, *, tls: bool = False) -> str:
     """The client's request URL as AnyCable-Go sends it in ``env.url``: ``http://`` (never
-    ``ws://``), the Host header, the path and query (rpc.md §2.2)."""
+    ``ws://``; ``https://`` over TLS), the Host header, the path and query (rpc.md §2.2)."""
     host = request.headers.get("host") or default_host
     query = f"?{request.query}" if request.query else ""
-    return f"http://{host}{request.path}{query}"
+    return f"{'https' if tls else 'http'}://{host}{request.path}{query}"
 
 
 def _text_headers(request: Request) -> list[tuple[str, str]]:
@@ -321,7 +322,7 @@ def _text_headers(request: Request) -> list[tuple[str, str]]:
 
 def _peer_ip(stream: trio.abc.Stream) -> str:
     """The client's IP address (no port), or ``""`` when the stream has no socket."""
-    sock = getattr(stream, "socket", None)
+    sock = transport_socket(stream)
     try:
         peer = sock.getpeername() if sock is not None else None
     except OSError:
