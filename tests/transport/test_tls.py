@@ -43,6 +43,7 @@ from ..integration.helpers import (
     turbo_identifier,
     welcome,
 )
+from ..integration.test_slow_clients import RawClient
 
 
 @dataclass(frozen=True)
@@ -507,3 +508,103 @@ def test_one_tls_file_without_the_other_is_refused(argv: list[str], named: str) 
         load_config(argv, {})
     assert str(caught.value).startswith("invalid value '/")
     assert f"for {named}: TLS needs both --ssl_cert and --ssl_key" in str(caught.value)
+
+
+# --- the write path of TLS sessions ----------------------------------------------------------
+
+
+async def tls_raw_client(server: Server, files: TlsFiles, stream: str) -> RawClient:
+    """A raw WebSocket client (every byte parsed, frame by frame) over TLS, subscribed."""
+    sock = await tls_stream(server.main_port, files)
+    await sock.send_all(
+        b"GET /cable HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Protocol: actioncable-v1-json\r\n\r\n"
+    )
+    client = RawClient(sock)  # type: ignore[arg-type]
+    head = bytearray()
+    while b"\r\n\r\n" not in head:
+        data = await sock.receive_some(65536)
+        assert data
+        head += data
+    status, _, rest = bytes(head).partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 101")
+    client.buf += rest
+    await client.receive_until(lambda m: m.get("type") == "welcome")
+    command = {"command": "subscribe", "identifier": turbo_identifier(stream)}
+    await client.send_text(json.dumps(command))
+    await client.receive_until(lambda m: m.get("type") == "confirm_subscription")
+    client.messages.clear()
+    return client
+
+
+def batch(count: int, first: int) -> list[dict[str, str]]:
+    return [
+        {"stream": "burst", "data": json.dumps([first + i, "x" * 60_000])} for i in range(count)
+    ]
+
+
+async def test_a_tls_reader_that_stops_is_dropped_with_whole_frames_and_the_others_get_all(
+    tls_files: TlsFiles,
+) -> None:
+    """As over plain text (tests/integration/test_slow_clients.py): the TLS subscriber that
+    stops reading is dropped as ``too_slow`` once its kernel buffer is full and its
+    backlog is past ``ws_max_pending_size``; it then reads whole frames, the ``disconnect``
+    message and the close (the ciphertext in flight is finished first); the readers get
+    everything."""
+    async with running(tls_config(tls_files, ws_max_pending_size=256 * 1024)) as server:
+        readers = [await tls_raw_client(server, tls_files, "burst") for _ in range(2)]
+        stalled = await tls_raw_client(server, tls_files, "burst")
+        sent = 0
+
+        async def read_all(client: RawClient, done: trio.Event) -> None:
+            while not (done.is_set() and len(client.data()) >= sent):
+                assert await client.receive_some(), "dropped"
+
+        with trio.fail_after(30):
+            finished = trio.Event()
+            async with trio.open_nursery() as nursery:
+                for client in readers:
+                    nursery.start_soon(read_all, client, finished)
+                while not server.metrics.value("disconnected_slow_clients_total"):
+                    assert sent < 400, "the stalled client was never dropped"
+                    assert (await broadcast(server, tls_files, batch(6, sent))).status == 201
+                    sent += 6
+                for _ in range(3):
+                    assert (await broadcast(server, tls_files, batch(6, sent))).status == 201
+                    sent += 6
+                finished.set()
+            await stalled.read_to_the_end()
+        assert server.metrics.value("disconnected_slow_clients_total") == 1
+        for client in readers:
+            assert client.data() == list(range(sent))
+        got = stalled.data()
+        assert got == list(range(len(got)))
+        assert len(got) < sent
+        assert stalled.messages[-1] == {
+            "type": "disconnect",
+            "reason": "too_slow",
+            "reconnect": True,
+        }
+        assert stalled.closed_with == 1000
+        for client in [*readers, stalled]:
+            await client.sock.aclose()
+
+
+async def test_a_tls_socket_that_takes_nothing_ends_the_session_after_the_write_timeout(
+    tls_files: TlsFiles,
+) -> None:
+    """A broadcast larger than the kernel takes, to a TLS client that never reads: the
+    session waits ``ws_write_timeout`` for the socket, then ends (the ciphertext left
+    behind is never followed by anything)."""
+    cfg = tls_config(tls_files, ws_write_timeout=0.5, ws_max_pending_size=64 << 20)
+    async with running(cfg) as server:
+        stalled = await tls_raw_client(server, tls_files, "burst")
+        (session,) = server.sessions
+        with trio.fail_after(30):
+            for first in range(0, 80, 4):  # 4.8 MB, more than the kernel buffers take
+                assert (await broadcast(server, tls_files, batch(4, first))).status == 201
+            await session.wait_closed()
+        assert server.metrics.value("timeout_server_msg_total") == 1
+        assert not server.sessions
+        await stalled.sock.aclose()
