@@ -95,11 +95,8 @@ class SessionHost(Protocol):
 
 
 class DirectStream(Protocol):
-    """A stream that takes bytes without awaiting, as a socket does (TLS:
-    :class:`cableway.transport.tls.TlsStream`): it encrypts what it is given and writes
-    it at once; what the kernel did not take yet is :attr:`pending`, and goes before
-    anything sent later. ``send_nowait`` raises ``trio.BrokenResourceError`` or
-    ``trio.ClosedResourceError`` when the connection is gone."""
+    """A stream written without awaiting, as a socket is: TLS
+    (:meth:`cableway.transport.tls.TlsStream.send_nowait` says how)."""
 
     @property
     def pending(self) -> int: ...

@@ -5,16 +5,17 @@ port, and the broadcast and metrics ports when they are ports of their own) spea
 1.2 or 1.3 with that certificate, and nothing else changes. ALPN offers ``http/1.1``
 only (WebSocket needs HTTP/1.1).
 
-Each accepted TCP connection is wrapped in a :class:`trio.SSLStream` and its handshake
-completes within ``--handshake_timeout`` (:meth:`TlsDoor.accept`) before the HTTP front
-door sees it. A client that speaks plain HTTP to the TLS port is answered ``400`` in
-plain text, as Go's server does; garbage, a failed handshake or a timeout closes the
-connection with one debug log line.
+Each accepted TCP connection becomes a :class:`TlsStream` whose handshake completes
+within ``--handshake_timeout`` (:meth:`TlsDoor.accept`) before the HTTP front door sees
+it. A client that speaks plain HTTP to the TLS port is answered ``400`` in plain text, as
+Go's server does; garbage, a failed handshake or a timeout closes the connection with one
+debug log line.
 
-Writes: a TLS session has no descriptor to write to directly (its ``_fd`` is ``-1``), so
-its output goes through the session's outbox and writer task, which takes everything
-queued at once: a broadcast (or a batch of them) costs one encryption of the whole run
-and one ``send`` per subscriber (docs/benchmarks.md measures it against plain text).
+Writes: a session cannot write a TLS connection's descriptor itself, but
+:meth:`TlsStream.send_nowait` does the same without awaiting: one encryption of
+everything the session has queued and one ``write`` (:class:`.session.DirectStream`), so a
+broadcast costs each subscriber one ``SSL_write`` and one system call, and no task
+switch (docs/benchmarks.md, TLS, measures it against plain text).
 """
 
 from __future__ import annotations
@@ -258,14 +259,14 @@ class TlsStream(trio.abc.Stream):
             self._write_pending()
 
     async def _fill(self) -> bool:
-        """Read what the peer sent into the TLS machine; ``False`` at EOF."""
+        """Wait for what the peer sends and feed it to the TLS machine; ``False`` at EOF."""
         while True:
+            await trio.lowlevel.wait_readable(self._fd)
             if self._closed:
                 raise trio.ClosedResourceError
             try:
                 data = os.read(self._fd, _READ_SIZE)
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(self._fd)
                 continue
             except OSError as exc:
                 raise trio.BrokenResourceError(exc) from exc
@@ -283,7 +284,10 @@ class TlsStream(trio.abc.Stream):
             raise trio.ClosedResourceError
         await trio.lowlevel.checkpoint_if_cancelled()
         self.send_nowait(data)
-        await self._send_pending()
+        if self._pending:
+            await self._send_pending()
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> bool:
         """Encrypt ``data`` (one ``SSL_write``: records of up to 16 kB) and give the kernel
