@@ -608,3 +608,30 @@ async def test_a_tls_socket_that_takes_nothing_ends_the_session_after_the_write_
         assert server.metrics.value("timeout_server_msg_total") == 1
         assert not server.sessions
         await stalled.sock.aclose()
+
+
+async def test_graceful_shutdown_tells_tls_clients_and_cancels_handshakes(
+    tls_files: TlsFiles,
+) -> None:
+    """Shutdown sends a TLS WebSocket client ``server_restart`` and the 1001 close, as in
+    plain text, and a connection still in its TLS handshake does not hold it up."""
+    cfg = tls_config(tls_files, shutdown_timeout=5.0, handshake_timeout=60.0)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            server: Server = await nursery.start(
+                lambda task_status: Server(cfg).run(handle_signals=False, task_status=task_status)
+            )
+            silent = await trio.open_tcp_stream("127.0.0.1", server.main_port)
+            await silent.send_all(b"\x16\x03\x01")  # a handshake that never completes
+            token = encode_token({"user": "u1"}, JWT_KEY)
+            async with wss(server, tls_files, f"?jid={token}") as ws:
+                await welcome(ws)
+                server.shutdown()
+                assert await recv_json(ws) == {
+                    "type": "disconnect",
+                    "reason": "server_restart",
+                    "reconnect": True,
+                }
+                assert await close_code(ws) == 1001
+            assert await silent.receive_some(100) == b""  # closed by the shutdown
+            await silent.aclose()
