@@ -37,9 +37,16 @@ SMOKE_RUNS = {
     "ws_frames": 4_000,
     "jwt": 50_000,
     "signed_streams": 50_000,
+    "tls_front": 2_000,  # a real socket pair and a TLS key exchange per input: ~3 ms
 }
 DEFAULT_RUNS = 5_000
-MAX_LEN = {"http_front": 2048, "ws_frames": 4096, "ws_client_frames": 4096, "session": 2048}
+MAX_LEN = {
+    "tls_front": 2048,
+    "http_front": 2048,
+    "ws_frames": 4096,
+    "ws_client_frames": 4096,
+    "session": 2048,
+}
 
 
 def ensure_atheris() -> bool:

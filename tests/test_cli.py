@@ -35,8 +35,6 @@ REFUSED_VALUES = {
     "broker": "nats",
     "pubsub": "nats",
     "presets": "fly",
-    "ssl_cert": "cert.pem",
-    "ssl_key": "key.pem",
 }
 
 

@@ -408,8 +408,6 @@ REFUSED_CASES = [
     (["--pubsub=nats"], "--pubsub"),
     (["--presets=fly"], "--presets"),
     (["--presets=broker,heroku"], "--presets"),
-    (["--ssl_cert=/c.pem"], "--ssl_cert"),
-    (["--ssl_key=/k.pem"], "--ssl_key"),
 ]
 
 
@@ -1062,7 +1060,8 @@ def test_printed_config_covers_every_field_in_anycables_layout() -> None:
         if field.name in anycable_toml.PRINTED:
             section, key = anycable_toml.PRINTED[field.name]
             table = values
-            for part in section.split(".") if section else ():
+            *parts, key = [*(section.split(".") if section else ()), *key.split(".")]
+            for part in parts:  # a dotted section or key ([server] ssl.cert_path)
                 table = table[part]
             assert key in table, field.name
         else:  # Cableway's own: a flat top-level key named like the option
@@ -1507,6 +1506,10 @@ def test_anycable_keys_follow_the_precedence_file_env_flags() -> None:
         ({"app": {"enable_native_ping": True}}, {"enable_native_pings": True}),
         ({"logging": {"debug": True, "level": "warn"}}, {"log_level": "debug"}),
         ({"server": {"ssl": {"cert_path": "", "key_path": ""}}}, {}),
+        (
+            {"server": {"ssl": {"cert_path": "/c.pem", "key_path": "/k.pem"}}},
+            {"ssl_cert": "/c.pem", "ssl_key": "/k.pem"},
+        ),
         ({"pubsub_adapter": ""}, {}),
         ({"sse": False, "broker": "none"}, {"sse": False, "broker": "none"}),  # flat keys
         ({"secret": "s", "http_broadcast": {"port": 0}}, {"secret": "s"}),  # main port
@@ -1533,7 +1536,7 @@ def test_anycable_keys_mean_what_they_mean_in_anycable_go(
         ({"embedded_nats": {"enabled": True}}, "NATS is not supported"),
         ({"rpc": {"implementation": "grpc"}}, "RPC needs --rpc_host=http(s)://"),
         ({"rpc": {"host": "rails:50051"}}, "gRPC hosts (no http:// or https:// scheme"),
-        ({"server": {"ssl": {"cert_path": "c.pem"}}}, "TLS is not supported yet"),
+        ({"server": {"ssl": {"cert_path": "c.pem"}}}, "TLS needs both --ssl_cert and --ssl_key"),
         ({"port": 1, "server": {"port": 2}}, "port in anycable.toml and [server] port in"),
         ({"metrics": {"http": "/a", "http_path": "/b"}}, "both set --metrics_http"),
         ({"server": 1}, "server in anycable.toml: expected a section ([server]), not a TOML int"),

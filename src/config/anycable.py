@@ -84,8 +84,6 @@ class Key:
 #: Keys that set an option but are not its own key (each option declares that one, as
 #: ``Option.toml``): second spellings, and the keys of options Cableway refuses.
 _MORE_KEYS: dict[Path, Key] = {
-    ("server", "ssl", "cert_path"): Key("ssl_cert", unset_if_empty),
-    ("server", "ssl", "key_path"): Key("ssl_key", unset_if_empty),
     ("http_broadcast", "secret"): Key(
         "broadcast_key", unset_if_empty, deprecated="broadcast_key (top level)"
     ),
@@ -194,6 +192,9 @@ PRINTED: dict[str, tuple[str, str]] = {
         if option.field is not None and option.toml is not None
     },
     "rpc": ("rpc", "implementation"),  # with the other [rpc] keys (render._rpc_toml)
+    # dotted keys inside [server], as AnyCable-Go's --print-config writes them
+    "ssl_cert": ("server", "ssl.cert_path"),
+    "ssl_key": ("server", "ssl.key_path"),
 }
 
 

@@ -101,6 +101,9 @@ class Config:
     # Origins and connections.
     allowed_origins: tuple[str, ...] = _default("allowed_origins")  # () = every origin
     max_conn: int = _default("max_conn")  # 0 = unlimited
+    # TLS on every listener (AnyCable-Go's [server] ssl.cert_path / ssl.key_path); "" = off
+    ssl_cert: str = _default("ssl_cert")
+    ssl_key: str = _default("ssl_key")
     # Cableway limits (not AnyCable options).
     max_subscriptions: int = _default("max_subscriptions")
     max_identifier_size: int = _default("max_identifier_size")

@@ -80,18 +80,6 @@ REFUSED: dict[str, Refusal] = {
         f"presets other than broker and none (fly, heroku) are {NOT_YET}",
         _only_built_presets,
     ),
-    "ssl_cert": Refusal(
-        "str",
-        f"TLS is {NOT_YET}; terminate TLS in a proxy in front of Cableway",
-        _never,
-        "(none: any value is refused)",
-    ),
-    "ssl_key": Refusal(
-        "str",
-        f"TLS is {NOT_YET}; terminate TLS in a proxy in front of Cableway",
-        _never,
-        "(none: any value is refused)",
-    ),
 }
 
 

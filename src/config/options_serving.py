@@ -95,6 +95,24 @@ SERVING: tuple[Option, ...] = (
         note="unlimited",
     ),
     declare(
+        "ssl_cert",
+        "str",
+        "",
+        "TLS: PEM certificate chain (leaf first) served on every port (wss://, https://); "
+        "needs --ssl_key",
+        SERVER,
+        toml=("server", "ssl", "cert_path"),
+        note="plain text",
+    ),
+    declare(
+        "ssl_key",
+        "str",
+        "",
+        "TLS: PEM private key (unencrypted) of --ssl_cert",
+        SERVER,
+        toml=("server", "ssl", "key_path"),
+    ),
+    declare(
         "shutdown_timeout",
         "float",
         30.0,

@@ -112,6 +112,7 @@ def resolve(get: Values, warnings: list[str]) -> Fields:
     decided |= turbo_streams(get, warnings, decided)
     decided |= broadcasting(get, warnings, decided)
     decided |= listeners(get)
+    decided |= tls(get)
     decided |= log_level(get)
     decided |= origins(get, warnings)
     decided |= metrics(get)
@@ -430,6 +431,18 @@ def redis_sentinels_and_tls(get: Values, warnings: list[str], decided: Fields) -
 
 
 _TLS_PATHS = ("redis_tls_ca_cert_path", "redis_tls_client_cert_path", "redis_tls_client_key_path")
+
+
+def tls(get: Values) -> Fields:
+    """TLS on the listeners: the certificate and its key go together (AnyCable-Go serves plain
+    text when only one is set; Cableway says so instead). The files are read at start-up
+    (:mod:`cableway.transport.tls`)."""
+    cert, key = get.get("ssl_cert").strip(), get.get("ssl_key").strip()
+    if bool(cert) != bool(key):
+        given = get.raw("ssl_cert" if cert else "ssl_key")
+        assert given is not None
+        get.fail(given, "TLS needs both --ssl_cert and --ssl_key")
+    return {"ssl_cert": cert, "ssl_key": key}
 
 
 def statsd(get: Values) -> Fields:

@@ -231,16 +231,18 @@ def _signed(config: Config, stream: str) -> str:
 
 
 def demo_url(config: Config, host_header: str | None = None) -> str:
-    """``http://<host>:<port>`` of the demo: the request's ``Host`` if given, else a URL
-    for the bound address (``localhost`` for every-interface binds)."""
+    """``http://<host>:<port>`` of the demo (``https://`` with ``--ssl_cert``): the request's
+    ``Host`` if given, else a URL for the bound address (``localhost`` for every-interface
+    binds)."""
+    scheme = "https" if config.ssl_cert else "http"
     if host_header:
-        return f"http://{host_header.strip()}"
+        return f"{scheme}://{host_header.strip()}"
     host = config.host.strip()
     if not host or host in ("0.0.0.0", "::", "[::]"):
         host = "localhost"
     elif ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"http://{host}:{config.port}"
+    return f"{scheme}://{host}:{config.port}"
 
 
 def curl_example(config: Config, base_url: str, text: str = "Hello from curl") -> str:

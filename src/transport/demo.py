@@ -19,6 +19,7 @@ import trio
 
 from ..tools import demo
 from .httpconn import VERSION_HEADER, Conn, Request, drain_body
+from .tls import transport_socket
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -38,10 +39,11 @@ def load_asset(name: str) -> bytes:
 
 
 def _peer(stream: trio.abc.Stream) -> str | None:
-    if not isinstance(stream, trio.SocketStream):
+    sock = transport_socket(stream)  # through TLS
+    if sock is None:
         return None
     try:
-        address = stream.socket.getpeername()
+        address = sock.getpeername()
     except OSError:
         return None
     return str(address[0]) if isinstance(address, tuple) else None

@@ -37,6 +37,7 @@ from ..rpc.messages import (
     Status,
 )
 from ..rpc.settings import RpcSettings
+from .tls import is_tls, transport_socket
 
 if TYPE_CHECKING:
     from collections import deque
@@ -399,18 +400,18 @@ def new_rpc_session(
     URL and the forwarded headers, fixed at the handshake (rpc.md §2.2)."""
     return RpcSession(
         sid=sid,
-        url=_request_url(request, default_host),
+        url=_request_url(request, default_host, tls=is_tls(stream)),
         headers=settings.env_headers(_text_headers(request), _peer_ip(stream)),
         disconnect_mode=settings.disconnect_mode,
     )
 
 
-def _request_url(request: Request, default_host: str) -> str:
+def _request_url(request: Request, default_host: str, *, tls: bool = False) -> str:
     """The client's request URL as AnyCable-Go sends it in ``env.url``: ``http://`` (never
-    ``ws://``), the Host header, the path and query (rpc.md §2.2)."""
+    ``ws://``; ``https://`` over TLS), the Host header, the path and query (rpc.md §2.2)."""
     host = request.headers.get("host") or default_host
     query = f"?{request.query}" if request.query else ""
-    return f"http://{host}{request.path}{query}"
+    return f"{'https' if tls else 'http'}://{host}{request.path}{query}"
 
 
 def _text_headers(request: Request) -> list[tuple[str, str]]:
@@ -419,7 +420,7 @@ def _text_headers(request: Request) -> list[tuple[str, str]]:
 
 def _peer_ip(stream: trio.abc.Stream) -> str:
     """The client's IP address (no port), or ``""`` when the stream has no socket."""
-    sock = getattr(stream, "socket", None)
+    sock = transport_socket(stream)
     try:
         peer = sock.getpeername() if sock is not None else None
     except OSError:

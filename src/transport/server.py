@@ -49,6 +49,7 @@ from .startup import (
     tune_garbage_collector,
 )
 from .statsd import run_statsd
+from .tls import TlsDoor
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -186,6 +187,9 @@ class Server:
                 self.metrics.set("redis_pending_commands", lambda: len(publisher.queue))
                 self.metrics.set("redis_dropped_commands", lambda: publisher.dropped)
         self.metrics_port = 0
+        #: --ssl_cert/--ssl_key: TLS on every listener (set by :meth:`run`, which reads the
+        #: files)
+        self.tls: TlsDoor | None = None
         #: --rpc_host: the application's HTTP RPC, and the queue of Disconnect calls
         self.rpc: HttpRpc | None = None
         self.disconnects: DisconnectQueue | None = None
@@ -424,6 +428,7 @@ class Server:
     ) -> None:
         """Listen and serve until :meth:`shutdown` (or SIGINT/SIGTERM) completes."""
         config = self.config
+        self.tls = TlsDoor.from_config(config)  # before listening: a bad file stops here
         main_listeners = await listen(config.host, config.port, "--host", "--port")
         self.main_port = main_listeners[0].socket.getsockname()[1]
         roles: list[tuple[str, list[trio.SocketListener]]] = [("main", main_listeners)]
@@ -454,6 +459,7 @@ class Server:
             log.info("Handle REST API requests at %s (%s)", config.api_path, auth)
         announce(
             config,
+            tls=self.tls is not None,
             main_port=self.main_port,
             broadcast_port=self.broadcast_port,
             memory=self.broker,
@@ -585,7 +591,13 @@ class Server:
         limiter: trio.CapacityLimiter | None,
     ) -> None:
         try:
-            await handle_connection(self, stream, main=role == "main", role=role)
+            served: trio.abc.Stream = stream
+            if self.tls is not None:
+                secure = await self.tls.accept(stream, self.idle_scopes)
+                if secure is None:
+                    return
+                served = secure
+            await handle_connection(self, served, main=role == "main", role=role)
         except Exception:  # a bug must cost one connection, never the server
             log.exception("unexpected error while serving a connection")
         finally:

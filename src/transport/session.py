@@ -58,11 +58,14 @@ if TYPE_CHECKING:
     from ..config import Config
     from .rpc_client import DisconnectQueue, HttpRpc
 
-__all__ = ["Session", "SessionHost"]
+__all__ = ["DirectStream", "Session", "SessionHost"]
 
 log = logging.getLogger("cableway.session")
 
 _READ_SIZE = 65536
+
+#: TLS: encrypted bytes that may wait for the kernel before the outbox stops feeding more
+DIRECT_IN_FLIGHT = 65536
 
 
 class SessionHost(Protocol):
@@ -89,6 +92,21 @@ class SessionHost(Protocol):
 
     rpc: HttpRpc | None  # --rpc_host
     disconnects: DisconnectQueue | None
+
+
+class DirectStream(Protocol):
+    """A stream written without awaiting, as a socket is: TLS
+    (:meth:`cableway.transport.tls.TlsStream.send_nowait` says how)."""
+
+    @property
+    def pending(self) -> int: ...
+
+    @property
+    def written(self) -> int: ...
+
+    def send_nowait(self, data: bytes) -> bool: ...
+
+    def fileno(self) -> int: ...
 
 
 class Session(NodeSession[bytes]):
@@ -127,6 +145,10 @@ class Session(NodeSession[bytes]):
         self._finished = False
         # the socket's descriptor for direct writes (-1: go through the writer task)
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        #: TLS: written at once like a socket, through the stream (see _send_direct)
+        self._direct: DirectStream | None = (
+            stream if hasattr(stream, "send_nowait") else None  # type: ignore[assignment]
+        )
         #: live messages of subscriptions waiting for their history (cableway.node.held)
         self.held: HeldMessages[bytes] = HeldMessages(server.config.ws_max_pending_size)
         self.snapshot = None
@@ -233,6 +255,10 @@ class Session(NodeSession[bytes]):
         if self._fd >= 0:
             self._write_now()
             return not outbox.over
+        if self._direct is not None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                self._send_direct()
+            return not outbox.over
         return False
 
     def _drop_slow(self) -> None:
@@ -334,6 +360,20 @@ class Session(NodeSession[bytes]):
             self.server.metrics.inc("data_sent_total", sent)
         return sent
 
+    def _send_direct(self) -> bool:
+        """TLS: what is queued, in one write, once the kernel took the ciphertext in flight
+        down to :data:`DIRECT_IN_FLIGHT` bytes (until then it waits in the outbox, where
+        it counts as backlog, as bytes the kernel has no room for do on a socket);
+        ``True`` when nothing is left to send."""
+        direct = self._direct
+        assert direct is not None
+        done = direct.send_nowait(b"")  # what the kernel takes of the ciphertext in flight
+        if not self.outbox.size or direct.pending > DIRECT_IN_FLIGHT:
+            return done and not self.outbox.size
+        data = self.outbox.take_nowait()
+        self.server.metrics.inc("data_sent_total", len(data))
+        return direct.send_nowait(data)
+
     def _flush(self) -> None:
         """Write what is queued straight to the socket; leave the rest to a writer task.
 
@@ -348,6 +388,10 @@ class Session(NodeSession[bytes]):
             self._write_now()
             if not outbox.size:
                 return
+        elif self._direct is not None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                if self._send_direct():
+                    return  # (a broken connection: the writer reports it)
         nursery = self._nursery
         if nursery is not None:
             self._writer_active = True
@@ -367,7 +411,20 @@ class Session(NodeSession[bytes]):
         outbox = self.outbox
         try:
             fd = self._fd
-            if fd < 0:
+            direct = self._direct
+            if direct is not None:
+                # as on a socket below: the deadline moves whenever the kernel takes bytes
+                deadline = trio.current_time() + timeout
+                written = direct.written
+                while not self._send_direct():
+                    if direct.written != written:
+                        written = direct.written
+                        deadline = trio.current_time() + timeout
+                    with trio.move_on_at(deadline) as waited:
+                        await trio.lowlevel.wait_writable(direct.fileno())
+                    if waited.cancelled_caught:
+                        raise trio.TooSlowError
+            elif fd < 0:
                 while data := outbox.take_nowait():
                     with trio.fail_after(timeout):
                         await self.stream.send_all(data)

@@ -30,6 +30,7 @@ log = logging.getLogger("cableway")
 def announce(
     config: Config,
     *,
+    tls: bool = False,
     main_port: int,
     broadcast_port: int,
     memory: MemoryBroker | None,
@@ -38,15 +39,18 @@ def announce(
     redisx: bool,
     publisher: bool,
 ) -> None:
-    """The start-up log: every endpoint, the broker and the Redis links."""
-    base = f"http://{config.host}:{main_port}"
+    """The start-up log: every endpoint (``https://`` with TLS, as AnyCable-Go says it), the
+    broker and the Redis links."""
+    scheme = "https" if tls else "http"
+    base = f"{scheme}://{config.host}:{main_port}"
     for path in config.path:
         log.info("Handle WebSocket connections at %s%s", base, path)
     log.info("Handle health requests at %s%s", base, config.health_path)
     if "http" in config.broadcast_adapters:
         auth = "authorization required" if config.broadcast_key else "no authorization"
         log.info(
-            "Accept broadcast requests at http://%s:%d%s (%s)",
+            "Accept broadcast requests at %s://%s:%d%s (%s)",
+            scheme,
             config.host,
             broadcast_port,
             config.http_broadcast_path,
@@ -109,6 +113,8 @@ def announce(
     log.info("Using channels router: %s", ", ".join(channels))
     if config.public:
         log.info("Server is running in the public mode")
+    if tls:
+        log.info("TLS: certificate %s, key %s (TLS 1.2 and 1.3)", config.ssl_cert, config.ssl_key)
 
 
 def tune_garbage_collector() -> None:

@@ -7,6 +7,7 @@
 //   {"executable": "/usr/bin/chromium",   // the browser binary (playwright's executablePath)
 //    "timeout_ms": 30000,                  // watchdog: close the browser and exit 3
 //    "step_timeout_ms": 10000,             // default bound of each waiting command
+//    "args": [],                           // more Chromium flags (e.g. a trusted key: TLS tests)
 //    "debug": false}
 //
 // Prints one JSON line per observation, each with "t" (ms since start):
@@ -91,6 +92,7 @@ browser = await chromium.launch({
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    ...(scenario.args ?? []),
   ],
   timeout: stepTimeout,
 })
