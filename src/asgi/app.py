@@ -224,7 +224,7 @@ class CablewayApp:
             await asyncio.sleep(backend.sweep_interval)
             now = time.time()
             for _slice in itertools.count():
-                if not backend.sweep(now, self.publish_presence, lambda: ()):
+                if not self.node.sweep(now):
                     break
                 await asyncio.sleep(0)  # let the sessions run between two slices
 
