@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..node.backend import MemoryBackend, NoBackend
+from ..node.fanout import fan_out
 from ..node.intake import Invalid, account, judge, screen
 from ..node.node import Node
 from ..node.opening import SessionRules
@@ -41,7 +42,7 @@ from .http import (
     respond,
 )
 from .inprocess import InProcessRpc
-from .session import Session, SseSession, WebSocketSession, fan_out
+from .session import Session, SseSession, WebSocketSession
 
 __all__ = ["CablewayApp"]
 

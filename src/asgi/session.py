@@ -1,7 +1,9 @@
 """The asyncio sessions: one per client, a core, a bounded outbox, a reader and a writer.
 
-Each session is the :class:`~cableway.node.dispatch.EventSink` of its core; the node calls
-:func:`fan_out` once per stream identifier. See :mod:`cableway.asgi` for the whole driver.
+Each session is the :class:`~cableway.node.dispatch.EventSink` of its core; the node's
+fan-out (:func:`cableway.node.fanout.fan_out`) queues broadcasts through :meth:`Session.push_frame`
+and :meth:`~cableway.node.session.NodeSession.hold`. See :mod:`cableway.asgi` for the whole
+driver.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from ..config import Config
@@ -30,7 +32,7 @@ from ..protocol.sse import message_to_event
 from .http import Receive, Send
 from .inprocess import InProcessRpc, answer_delegated
 
-__all__ = ["Outbox", "Session", "SessionHost", "SseSession", "WebSocketSession", "fan_out"]
+__all__ = ["Outbox", "Session", "SessionHost", "SseSession", "WebSocketSession"]
 
 log = logging.getLogger("cableway.asgi")
 
@@ -134,10 +136,6 @@ class Session(NodeSession[_Wire]):
         return id(self)
 
     # -- per kind ------------------------------------------------------------------------
-
-    def encode(self, text: str) -> _Wire | None:
-        """The wire item of one protocol message for this kind of session (None: drop)."""
-        raise NotImplementedError
 
     async def _read(self) -> None:
         """Read from the client until it goes away."""
@@ -367,39 +365,3 @@ class SseSession(Session):
 
     async def _write_close(self, code: int, reason: str) -> None:
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-def fan_out(
-    sessions: Iterable[Session],
-    identifier: str,
-    texts: Sequence[str],
-    offsets: Sequence[int | None],
-    excludes: Sequence[str | None] | None,
-) -> tuple[int, int]:
-    """The node's fan-out to the subscribers of one identifier (called once per
-    identifier for a run of publications): wire items are built once per kind of
-    session and the same objects queued for every subscriber of that kind."""
-    delivered = 0
-    kinds: dict[str, list[tuple[int | None, _Wire, str | None]]] = {}
-    for session in sessions:
-        kind = session.wire_kind
-        items = kinds.get(kind)
-        if items is None:
-            items = kinds[kind] = []
-            for index, text in enumerate(texts):
-                wire = session.encode(text)
-                if wire is not None:
-                    exclude = None if excludes is None else excludes[index]
-                    items.append((offsets[index], wire, exclude))
-        sid = session.sid
-        held = session.core.held
-        holding = bool(held) and identifier in held
-        for offset, wire, exclude in items:
-            if exclude is not None and exclude == sid:
-                continue
-            delivered += 1
-            if holding:
-                session.hold(identifier, offset, wire)
-            else:
-                session.push_frame(wire)
-    return delivered, 0

@@ -35,11 +35,13 @@ W = TypeVar("W")
 class NodeSession(Generic[W]):
     """The node's rules for one session; ``W`` is the driver's wire item.
 
-    The driver's ``__init__`` sets :attr:`node`, :attr:`counters`, :attr:`core`,
-    :attr:`sid`, :attr:`held` and :attr:`snapshot`, and the driver implements
+    The driver sets :attr:`wire_kind`, :attr:`node`, :attr:`counters`, :attr:`core`,
+    :attr:`sid`, :attr:`held` and :attr:`snapshot`, and implements :meth:`encode`,
     :meth:`push_frame`, :meth:`wire_size`, :meth:`request_close` and :meth:`answer_later`.
     """
 
+    #: sessions of one kind get the same wire item for the same message
+    wire_kind: str
     node: Node[Any, Any]
     counters: Counters
     core: CableConnection
@@ -50,6 +52,11 @@ class NodeSession(Generic[W]):
     snapshot: SessionSnapshot | None
 
     # -- the driver's part ---------------------------------------------------------------
+
+    def encode(self, text: str) -> W | None:
+        """The wire item of one protocol message for this kind of session (None: this
+        kind does not get it)."""
+        raise NotImplementedError
 
     def push_frame(self, frame: W) -> None:
         """Queue a wire item; on overflow disconnect the client as ``too_slow``."""
