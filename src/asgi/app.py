@@ -18,7 +18,7 @@ from ..node.backend import MemoryBackend, NoBackend
 from ..node.fanout import fan_out
 from ..node.intake import Invalid, account, judge, screen
 from ..node.node import Node
-from ..node.opening import SessionRules
+from ..node.opening import SSE_TOO_LARGE, SessionRules
 from ..node.rpc import RpcSession, connect_needed
 from ..ops.metrics import Metrics
 from ..protocol.broadcast import Publication, RemoteDisconnect
@@ -380,20 +380,19 @@ class CablewayApp:
         """Serve the event stream; returns when it ended."""
         config = self.config
         cors = cors_headers(request.headers.get("origin"), config.allowed_origins)
-        if request.method == "OPTIONS":
-            await respond(send, 200, b"", cors)
-            return
-        if request.method not in ("GET", "POST"):
-            await respond(send, 405, b"Method Not Allowed", cors)
+        rules = self.session_rules
+        limit = rules.sse_request(request.method)
+        if isinstance(limit, Refusal):
+            await respond(send, limit.status, limit.body, cors)
             return
         body = b""
-        if request.method == "POST":
-            posted = await read_body(receive, config.max_message_size)
+        if limit is not None:
+            posted = await read_body(receive, limit)
             if posted is None:
-                await respond(send, 413, b"Payload Too Large", cors)
+                await respond(send, SSE_TOO_LARGE.status, SSE_TOO_LARGE.body, cors)
                 return
             body = posted
-        opening = self.session_rules.sse_open(
+        opening = rules.sse_open(
             request.method,
             query=request.query,
             headers=request.headers,

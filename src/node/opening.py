@@ -35,7 +35,14 @@ from ..protocol.sse import Refusal, SseOpen, sse_connection, sse_open
 from .backend import Backend
 from .intake import Counters
 
-__all__ = ["SessionConfig", "SessionRules"]
+__all__ = ["SSE_BAD_METHOD", "SSE_PREFLIGHT", "SSE_TOO_LARGE", "SessionConfig", "SessionRules"]
+
+#: the answer to an event stream's CORS preflight (``OPTIONS``), CORS headers added
+SSE_PREFLIGHT = Refusal(200, b"")
+#: the answer to an event-stream request with a method other than GET, POST and OPTIONS
+SSE_BAD_METHOD = Refusal(405, b"Method Not Allowed")
+#: the answer to an event-stream POST whose body is over ``max_message_size``
+SSE_TOO_LARGE = Refusal(413, b"Payload Too Large")
 
 log = logging.getLogger("cableway.node")
 
@@ -207,6 +214,20 @@ class SessionRules:
         return outcome
 
     # -- Server-Sent Events --------------------------------------------------------------
+
+    def sse_request(self, method: str) -> Refusal | int | None:
+        """What an event-stream request gets before its body is read: a CORS preflight
+        (``OPTIONS``) is answered ``200`` with no body, a method other than ``GET`` and
+        ``POST`` ``405``; a ``POST`` body (JSON lines of commands) may have up to
+        ``max_message_size`` bytes (the limit is returned; over it: :data:`SSE_TOO_LARGE`);
+        ``None``: a ``GET``, whose body is not read (its query says what to subscribe)."""
+        if method == "OPTIONS":
+            return SSE_PREFLIGHT
+        if method == "GET":
+            return None
+        if method == "POST":
+            return self.max_message_size
+        return SSE_BAD_METHOD
 
     def sse_open(
         self,

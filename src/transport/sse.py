@@ -22,7 +22,7 @@ from typing import Protocol
 import h11
 import trio
 
-from ..node.opening import SessionRules
+from ..node.opening import SSE_PREFLIGHT, SSE_TOO_LARGE, SessionRules
 from ..protocol.connection import CableConnection
 from ..protocol.sse import (
     SSE_HEADERS,
@@ -89,21 +89,18 @@ async def handle_sse(server: SessionMaker, conn: Conn, request: Request) -> None
     def _cors(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         return [*cors, *headers]
 
-    if request.method == "OPTIONS":
-        await drain_body(conn, 0)
-        await conn.respond(200, headers=_cors([]))
-        return
-    if request.method not in ("GET", "POST"):
-        await conn.respond(405, b"Method Not Allowed", headers=_cors([]), close=True)
-        return
-    if request.method == "GET":
-        body: bytes | None = await drain_body(conn, 0)
-    else:
-        body = await drain_body(conn, config.max_message_size)
-        if body is None:
-            await conn.respond(413, b"Payload Too Large", headers=_cors([]), close=True)
-            return
     rules = server.session_rules
+    limit = rules.sse_request(request.method)
+    if isinstance(limit, Refusal):
+        preflight = limit is SSE_PREFLIGHT  # answered, and the connection stays usable
+        if preflight:
+            await drain_body(conn, 0)
+        await conn.respond(limit.status, limit.body, headers=_cors([]), close=not preflight)
+        return
+    body = await drain_body(conn, limit or 0)
+    if body is None and limit is not None:
+        await conn.respond(SSE_TOO_LARGE.status, SSE_TOO_LARGE.body, headers=_cors([]), close=True)
+        return
     opening = rules.sse_open(
         request.method,
         query=request.query,

@@ -273,6 +273,28 @@ async def test_sse_turbo_signed_stream_and_status_codes(serve: Serve) -> None:
         ).status == 400
 
 
+async def test_sse_preflight_method_and_body_limit_answers(serve: Serve) -> None:
+    cfg = config(
+        public_streams=True, max_message_size=256, allowed_origins=("https://app.example",)
+    )
+    origin = [("Origin", "https://app.example")]
+    async with serve(cfg) as server:
+        port = server.main_port
+        options = await http(port, "OPTIONS", "/events", headers=origin)
+        assert (options.status, options.body) == (200, b"")
+        assert options.headers["access-control-allow-origin"] == "https://app.example"
+        assert "POST" in options.headers["access-control-allow-methods"]
+        refused = await http(port, "DELETE", "/events?stream=x", headers=origin)
+        assert (refused.status, refused.body) == (405, b"Method Not Allowed")
+        assert refused.headers["access-control-allow-origin"] == "https://app.example"
+        line = json.dumps({"command": "subscribe", "identifier": CHAT}).encode()
+        too_big = await http(port, "POST", "/events", line + b"\n" + b" " * 256, origin)
+        assert (too_big.status, too_big.body) == (413, b"Payload Too Large")
+        async with sse(server, "/events", method="POST", body=line) as client:
+            assert client.status == 200
+            assert (await client.event())["event"] == "welcome"  # type: ignore[index]
+
+
 async def test_broadcast_status_codes_health_and_404(serve: Serve) -> None:
     async with serve() as server:
         port, path = server.broadcast_port, "/_broadcast"

@@ -105,3 +105,12 @@ def test_a_websocket_from_a_foreign_or_doubled_origin_is_refused_before_the_upgr
     doubled = [b"https://example.com", b"https://example.com"]
     assert rules.origin_refusal(doubled) == (400, b"Bad Request: several Origin headers")
     assert _rules(NoBackend(), native_pings=False).origin_refusal([b"https://any.test"]) is None
+
+
+def test_an_event_stream_request_is_screened_by_method_before_its_body_is_read() -> None:
+    rules = _rules(NoBackend(), native_pings=False, max_message_size=4096)
+    assert rules.sse_request("OPTIONS") == Refusal(200, b"")
+    assert rules.sse_request("GET") is None  # a GET's body is not read
+    assert rules.sse_request("POST") == 4096
+    for method in ("PUT", "DELETE", "PATCH", "get"):
+        assert rules.sse_request(method) == Refusal(405, b"Method Not Allowed")
