@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from ..config import Config
 from ..node.backend import Answer
+from ..node.bound import over_bound
 from ..node.dispatch import dispatch
 from ..node.held import HeldMessages
 from ..node.node import Node
@@ -29,7 +30,7 @@ from ..protocol.connection import CableConnection
 from ..protocol.errors import RemoteProtocolError
 from ..protocol.events import Delegate
 from ..protocol.sse import message_to_event
-from .http import Receive, Send
+from .http import Message, Receive, Send
 from .inprocess import InProcessRpc, answer_delegated
 
 __all__ = ["Outbox", "Session", "SessionHost", "SseSession", "WebSocketSession"]
@@ -69,8 +70,9 @@ class Outbox:
         self._closed = False
 
     def push(self, item: str | bytes, size: int) -> bool:
-        """Queue ``item``; ``False`` (nothing queued) when over the bound or closed."""
-        if self._closed or (self.max_bytes and self.size + size > self.max_bytes):
+        """Queue ``item``; ``False`` (nothing queued) when closed, or when what already
+        waits is over the bound (:mod:`cableway.node.bound`: ``item`` itself never counts)."""
+        if self._closed or over_bound(self.size, self.max_bytes):
             return False
         self.push_control(item, size)
         return True
@@ -141,10 +143,11 @@ class Session(NodeSession[_Wire]):
         """Read from the client until it goes away."""
         raise NotImplementedError
 
-    async def _write(self, items: list[str | bytes]) -> None:
+    def _messages(self, items: list[str | bytes]) -> list[Message]:
+        """The ASGI messages that send ``items`` (each one awaited under the deadline)."""
         raise NotImplementedError
 
-    async def _write_close(self, code: int, reason: str) -> None:
+    def _close_message(self, code: int, reason: str) -> Message:
         raise NotImplementedError
 
     # -- called from elsewhere (fan-out, shutdown, remote disconnect) ---------------------
@@ -157,8 +160,7 @@ class Session(NodeSession[_Wire]):
         if self._closing:
             return
         if not self.outbox.push(*wire):
-            self.too_slow()
-            self.request_close("too_slow", reconnect=True)
+            self.overflow()
 
     def request_close(
         self, reason: str, *, reconnect: bool, code: int = 1000, close_reason: str = ""
@@ -211,20 +213,24 @@ class Session(NodeSession[_Wire]):
         timeout = self.app.config.ws_write_timeout or None
         metrics = self.app.metrics
         try:
+            # each awaited send() has the whole deadline (timed on the loop's clock): it
+            # moves whenever the ASGI server takes a message, as the trio driver's moves
+            # whenever the kernel takes bytes; a send() that waits longer is a client
+            # that stopped reading (every uvicorn send() waits while its buffer is full)
             while items := await self.outbox.take():
-                async with asyncio.timeout(timeout):
-                    await self._write(items)
+                for message in self._messages(items):
+                    async with asyncio.timeout(timeout):
+                        await self.send(message)
                 metrics.inc("data_sent_total", sum(len(item) for item in items))
             if self.close_with is not None:
                 async with asyncio.timeout(timeout):
-                    await self._write_close(*self.close_with)
+                    await self.send(self._close_message(*self.close_with))
         except TimeoutError:
-            # the ASGI server took nothing for ws_write_timeout: a client that stopped
-            # reading (its bytes pile up in the server's buffer): end the session
-            metrics.inc("disconnected_slow_clients_total")
-            log.debug("write timed out sid=%s", self.sid)
-        except OSError:
-            log.debug("write failed sid=%s", self.sid)
+            # the ASGI server took nothing for ws_write_timeout: its buffer is full of
+            # bytes for a client that stopped reading (docs/asgi.md): end the session
+            self.write_failed(timed_out=True)
+        except OSError:  # the client is gone (uvicorn: ClientDisconnected)
+            self.write_failed(timed_out=False)
         except Exception as error:  # a bug, or an ASGI server refusing a message
             log.error("unexpected error writing sid=%s", self.sid, exc_info=error)
 
@@ -250,9 +256,8 @@ class Session(NodeSession[_Wire]):
     def delegate(self, command: Delegate) -> None:
         self._delegated.append(command)
 
-    def too_slow(self) -> None:
+    def drop_unsent(self) -> None:
         self.outbox.clear()
-        self.app.metrics.inc("disconnected_slow_clients_total")
 
     def answer_later(self, pending: Awaitable[Answer]) -> None:
         """The memory backend answers at once; an awaitable answer is applied later."""
@@ -327,12 +332,11 @@ class WebSocketSession(Session):
                 if self._delegated and rpc is not None and self.rpc is not None:
                     await answer_delegated(rpc, self.rpc, self, self._delegated)
 
-    async def _write(self, items: list[str | bytes]) -> None:
-        for item in items:
-            await self.send({"type": "websocket.send", "text": item})
+    def _messages(self, items: list[str | bytes]) -> list[Message]:
+        return [{"type": "websocket.send", "text": item} for item in items]
 
-    async def _write_close(self, code: int, reason: str) -> None:
-        await self.send({"type": "websocket.close", "code": code, "reason": reason})
+    def _close_message(self, code: int, reason: str) -> Message:
+        return {"type": "websocket.close", "code": code, "reason": reason}
 
 
 class SseSession(Session):
@@ -359,9 +363,9 @@ class SseSession(Session):
         while (await self.receive())["type"] != "http.disconnect":
             pass
 
-    async def _write(self, items: list[str | bytes]) -> None:
+    def _messages(self, items: list[str | bytes]) -> list[Message]:
         body = b"".join(item if isinstance(item, bytes) else item.encode() for item in items)
-        await self.send({"type": "http.response.body", "body": body, "more_body": True})
+        return [{"type": "http.response.body", "body": body, "more_body": True}]
 
-    async def _write_close(self, code: int, reason: str) -> None:
-        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+    def _close_message(self, code: int, reason: str) -> Message:
+        return {"type": "http.response.body", "body": b"", "more_body": False}

@@ -75,6 +75,10 @@ class NodeSession(Generic[W]):
         """Await a backend's answer in a task; apply it to the core if still open."""
         raise NotImplementedError
 
+    def drop_unsent(self) -> None:
+        """Drop the output not yet started on the wire (a frame in flight is finished)."""
+        raise NotImplementedError
+
     def release_application(self) -> None:
         """On leaving, after the core's streams left the registry: release what the
         application (RPC) holds for this session (its streams, its Disconnect call)."""
@@ -87,6 +91,25 @@ class NodeSession(Generic[W]):
         if not self.held.hold(identifier, offset, frame, self.wire_size(frame)):
             self.counters.inc("disconnected_slow_clients_total")
             self.request_close("too_slow", reconnect=True)
+
+    def too_slow(self) -> None:
+        """The client is over its bound (:func:`~cableway.node.bound.over_bound`): drop
+        what waits for it and count it; its ``too_slow`` disconnect follows."""
+        self.drop_unsent()
+        self.counters.inc("disconnected_slow_clients_total")
+
+    def overflow(self) -> None:
+        """More output is due for a client over its bound: :meth:`too_slow`, then send it
+        ``disconnect`` (``too_slow``, reconnect) and close."""
+        self.too_slow()
+        self.request_close("too_slow", reconnect=True)
+
+    def write_failed(self, *, timed_out: bool) -> None:
+        """Count a write that ended the session: ``timeout_server_msg_total`` when the
+        client took nothing for ``ws_write_timeout``, else ``failed_server_msg_total``
+        (the peer is gone). The driver then stops the session."""
+        self.counters.inc("timeout_server_msg_total" if timed_out else "failed_server_msg_total")
+        log.debug("write %s sid=%s", "timed out" if timed_out else "failed", self.sid)
 
     def stream_added(self, stream: str, identifier: str) -> None:
         self.node.registry.add(stream, identifier, self)

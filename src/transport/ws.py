@@ -143,7 +143,7 @@ class WebSocketSession(Session):
                 # flooding pings while reading nothing is a slow client
                 if self.ws.state is ConnectionState.OPEN:
                     if not self._admit():
-                        self._drop_slow()
+                        self.too_slow()
                         self.core.disconnect("too_slow", reconnect=True)
                         self.apply()
                         return

@@ -87,8 +87,8 @@ class UvicornHost:
 
 
 @contextmanager
-def hosted(app: Any) -> Iterator[UvicornHost]:
-    host = UvicornHost(app)
+def hosted(app: Any, *, ws: str = "wsproto") -> Iterator[UvicornHost]:
+    host = UvicornHost(app, ws=ws)
     host.start()
     try:
         yield host
