@@ -295,6 +295,21 @@ async def test_sse_preflight_method_and_body_limit_answers(serve: Serve) -> None
             assert (await client.event())["event"] == "welcome"  # type: ignore[index]
 
 
+async def test_one_message_larger_than_the_outbox_bound_reaches_a_client_that_reads(
+    serve: Serve,
+) -> None:
+    # the bound counts earlier output still waiting, never the message being queued
+    cfg = config(public_streams=True, ws_max_pending_size=1024)
+    async with serve(cfg) as server, cable(server) as ws:
+        await welcome(ws)
+        assert (await subscribe(ws, CHAT))["type"] == "confirm_subscription"
+        big = "y" * 8192
+        await server.publish("chat", json.dumps(big))
+        assert await recv_json(ws) == {"identifier": CHAT, "message": big}
+        await ws.send_message('{"command":"ping"}')  # still connected
+        assert await recv_json(ws) == {"type": "pong"}
+
+
 async def test_broadcast_status_codes_health_and_404(serve: Serve) -> None:
     async with serve() as server:
         port, path = server.broadcast_port, "/_broadcast"
