@@ -22,7 +22,7 @@ from ..node.bound import over_bound
 from ..node.dispatch import dispatch
 from ..node.held import HeldMessages
 from ..node.node import Node
-from ..node.rpc import RpcSession
+from ..node.rpc import RpcSession, answer_delegated, release_delegated
 from ..node.session import NodeSession
 from ..ops.metrics import Metrics
 from ..protocol import messages
@@ -31,7 +31,7 @@ from ..protocol.errors import RemoteProtocolError
 from ..protocol.events import Delegate
 from ..protocol.sse import message_to_event
 from .http import Message, Receive, Send
-from .inprocess import InProcessRpc, answer_delegated
+from .inprocess import InProcessRpc
 
 __all__ = ["Outbox", "Session", "SessionHost", "SseSession", "WebSocketSession"]
 
@@ -250,6 +250,11 @@ class Session(NodeSession[_Wire]):
         self._closing = True
         self.outbox.close()
 
+    @property
+    def closing(self) -> bool:
+        """Whether the session stopped taking output (it is closing or closed)."""
+        return self._closing
+
     def native_ping(self, payload: bytes) -> None:
         """ASGI has no WebSocket ping message."""
 
@@ -299,13 +304,8 @@ class Session(NodeSession[_Wire]):
             self.fail(error)
 
     def release_application(self) -> None:
-        rpc = self.app.rpc
-        if self.rpc is not None and rpc is not None:
-            for identifier, stream in self.rpc.streams():
-                self.node.registry.remove(stream, identifier, self)
-            request = self.rpc.disconnect_request()
-            if request is not None:
-                rpc.disconnect_later(self.sid, request)
+        if self.rpc is not None:
+            release_delegated(self.node.registry, self, self.rpc, self.app.rpc)
 
 
 class WebSocketSession(Session):

@@ -12,10 +12,14 @@ status, undecodable body).
 from __future__ import annotations
 
 import json
+from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from ..protocol.broker import SessionSnapshot
 from ..protocol.connection import CableConnection, SessionState
+from ..protocol.events import Delegate
 from ..protocol.handshake import AuthPolicy
 from ..rpc.messages import (
     CommandMessage,
@@ -28,13 +32,19 @@ from ..rpc.messages import (
     encode_disconnect_istate,
     merge_state,
 )
+from .registry import Registry
 
 __all__ = [
     "CLOSE_AUTH_ERROR",
     "CLOSE_AUTH_FAILED",
     "CLOSE_COMMAND_FAILED",
+    "Application",
+    "Delegator",
+    "DisconnectSink",
     "RpcSession",
+    "answer_delegated",
     "connect_needed",
+    "release_delegated",
 ]
 
 #: WebSocket close after a failed Connect call (error, timeout, refused): clients reconnect.
@@ -238,3 +248,79 @@ class RpcSession:
     def streams(self) -> list[tuple[str, str]]:
         """Every (identifier, stream) the application channels read (to unregister)."""
         return [(identifier, s) for identifier, streams in self.channels.items() for s in streams]
+
+
+# -- the calls, carried out the same way by every driver -----------------------------------
+
+
+class Application(Protocol):
+    """The application's Connect and Command calls, as a driver makes them (HTTP RPC in
+    the trio server, :class:`~cableway.channels.Application` in the ASGI app's process);
+    ``None``: the call failed."""
+
+    async def connect(self, sid: str, request: ConnectionRequest) -> ConnectionResponse | None: ...
+
+    async def command(self, sid: str, request: CommandMessage) -> CommandResponse | None: ...
+
+
+class DisconnectSink(Protocol):
+    """Where a closed session's Disconnect call goes (the trio server's rate-limited
+    queue; the ASGI app starts it at once)."""
+
+    def enqueue(self, sid: str, request: DisconnectRequest) -> Any: ...
+
+
+class Delegator(Protocol):
+    """What :func:`answer_delegated` needs of a driver's session."""
+
+    @property
+    def sid(self) -> str: ...
+
+    @property
+    def core(self) -> CableConnection: ...
+
+    @property
+    def closing(self) -> bool: ...
+
+    def command_ignored(self, command: str, detail: str) -> None: ...
+
+    def apply(self) -> None: ...
+
+
+def _gone(session: Delegator) -> bool:
+    return session.closing
+
+
+async def answer_delegated(
+    application: Application, state: RpcSession, session: Delegator, pending: deque[Delegate]
+) -> None:
+    """Ask the application about a session's delegated commands, one at a time, in order,
+    applying each answer before the next call (rpc.md §1: a slow application delays only
+    this client's commands). The driver awaits it (its reading waits meanwhile, as in
+    AnyCable-Go); nothing here waits on anything but the driver's own calls."""
+    while pending and not session.closing:
+        command = pending.popleft()
+        request = state.command_request(command.command, command.identifier, command.data)
+        if request is None:
+            session.command_ignored(command.command, "already subscribed or not subscribed")
+            continue
+        answer = await application.command(session.sid, request)
+        if _gone(session):
+            return  # the client is gone: the answer is discarded
+        state.apply_command(session.core, request, answer)
+        session.apply()
+
+
+def release_delegated(
+    registry: Registry[Any],
+    session: Hashable,
+    state: RpcSession,
+    disconnects: DisconnectSink | None,
+) -> None:
+    """A session ended: unregister its application streams, hand its Disconnect call (if
+    the application wants one) to ``disconnects``."""
+    for identifier, stream in state.streams():
+        registry.remove(stream, identifier, session)
+    request = state.disconnect_request()
+    if request is not None and disconnects is not None:
+        disconnects.enqueue(state.sid, request)

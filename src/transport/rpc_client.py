@@ -17,12 +17,13 @@ import logging
 import math
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 import h11
 import trio
 
+from ..node.rpc import answer_delegated, release_delegated
 from ..ops.metrics import Metric
 from ..rpc.http import endpoint_url, request_headers
 from ..rpc.messages import (
@@ -38,13 +39,7 @@ from ..rpc.messages import (
 from ..rpc.settings import RpcSettings
 
 if TYPE_CHECKING:
-    from collections import deque
-
-    from ..node.registry import Registry
-    from ..node.rpc import RpcSession
     from ..ops.metrics import Metrics
-    from ..protocol.connection import CableConnection
-    from ..protocol.events import Delegate
 
 __all__ = [
     "RPC_DEFINITIONS",
@@ -340,51 +335,3 @@ class DisconnectQueue:
         self.interval = 0.0
         await self._send.aclose()
         await self.done.wait()
-
-
-class Delegator(Protocol):
-    """What :func:`answer_delegated` needs of a driver's session."""
-
-    sid: str
-    core: CableConnection
-
-    @property
-    def closing(self) -> bool: ...
-
-    def command_ignored(self, command: str, detail: str) -> None: ...
-
-    def apply(self) -> None: ...
-
-
-def _gone(session: Delegator) -> bool:
-    return session.closing
-
-
-async def answer_delegated(
-    rpc: HttpRpc, state: RpcSession, session: Delegator, pending: deque[Delegate]
-) -> None:
-    """Ask the application about a session's delegated commands, one at a time, in order,
-    applying each answer before the next call (rpc.md §1: a slow application delays only
-    this client's commands)."""
-    while pending and not session.closing:
-        command = pending.popleft()
-        request = state.command_request(command.command, command.identifier, command.data)
-        if request is None:
-            session.command_ignored(command.command, "already subscribed or not subscribed")
-            continue
-        answer = await rpc.command(session.sid, request)
-        if _gone(session):
-            return  # the client is gone: the answer is discarded
-        state.apply_command(session.core, request, answer)
-        session.apply()
-
-
-def release_delegated(
-    registry: Registry[Any], session: object, state: RpcSession, disconnects: DisconnectQueue | None
-) -> None:
-    """A session ended: unregister its application streams, queue its Disconnect."""
-    for identifier, stream in state.streams():
-        registry.remove(stream, identifier, session)
-    request = state.disconnect_request()
-    if request is not None and disconnects is not None:
-        disconnects.enqueue(state.sid, request)
