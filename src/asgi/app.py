@@ -19,15 +19,12 @@ from ..node.fanout import fan_out
 from ..node.intake import Invalid, account, judge, screen
 from ..node.node import Node
 from ..node.opening import SSE_TOO_LARGE, SessionRules
-from ..node.rpc import RpcSession, connect_needed
+from ..node.rpc import RpcSession
 from ..ops.metrics import Metrics
 from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.broker import MemoryBroker, PresenceEvent
-from ..protocol.connection import SessionState
-from ..protocol.handshake import Restored
 from ..protocol.routes import endpoint_router
 from ..protocol.sse import SSE_HEADERS, Refusal, SseOpen, cors_headers
-from ..rpc.messages import Status
 from ..rpc.settings import DEFAULT_HEADERS, env_headers
 from .http import (
     HEALTH_BODY,
@@ -343,10 +340,6 @@ class CablewayApp:
             ping_jitter=self.random.random(),
             delegate=self.rpc is not None,
         )
-        # extended sessions come back with their previous sid: no re-authentication
-        snapshot = None
-        if opening.restore_sid is not None:
-            snapshot = await self.node.backend.restore_session(opening.restore_sid, now=time.time())
         state = None
         if self.rpc is not None:
             state = RpcSession(
@@ -354,21 +347,15 @@ class CablewayApp:
                 _request_url(request),
                 env_headers(request.raw_text_headers(), DEFAULT_HEADERS, request.client),
             )
-            restored = snapshot is not None and opening.restore_sid is not None
-            noauth = self.config.noauth or self.config.public
-            if connect_needed(opening.token, rules.auth, noauth=noauth, restored=restored):
-                answer = await self.rpc.connect(sid, state.connect_request())
-                if state.apply_connect(core, answer) is not Status.SUCCESS:
-                    self.metrics.inc("failed_auths_total")
-                await self._run_session(WebSocketSession(self, core, receive, send), state)
-                return
-        outcome = rules.identify(
-            core, opening, snapshot, now=loop.time(), unix_time=time.time(), metrics=self.metrics
+        await rules.open_websocket(
+            core,
+            opening,
+            application=None if self.rpc is None or state is None else (self.rpc, state),
+            noauth=self.config.noauth or self.config.public,
+            clock=loop.time,
+            wall_clock=time.time,
+            metrics=self.metrics,
         )
-        if state is not None and core.identifiers is not None and core.state is SessionState.OPEN:
-            state.identified(core.identifiers)
-            if isinstance(outcome, Restored) and snapshot is not None:
-                state.restore(core, snapshot)
         await self._run_session(WebSocketSession(self, core, receive, send), state)
 
     async def _run_session(self, session: WebSocketSession, state: RpcSession | None) -> None:

@@ -13,14 +13,14 @@ transport's own handshake) stays with the driver.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..auth.origin import origin_allowed
 from ..protocol.broker import SessionSnapshot
 from ..protocol.channels import StreamPolicy
-from ..protocol.connection import CableConnection, SessionSettings
+from ..protocol.connection import CableConnection, SessionSettings, SessionState
 from ..protocol.handshake import (
     Accepted,
     AuthPolicy,
@@ -32,8 +32,10 @@ from ..protocol.handshake import (
 )
 from ..protocol.limits import Limits
 from ..protocol.sse import Refusal, SseOpen, sse_connection, sse_open
+from ..rpc.messages import Status
 from .backend import Backend
 from .intake import Counters
+from .rpc import Application, RpcSession, connect_needed
 
 __all__ = ["SSE_BAD_METHOD", "SSE_PREFLIGHT", "SSE_TOO_LARGE", "SessionConfig", "SessionRules"]
 
@@ -212,6 +214,51 @@ class SessionRules:
             metrics.inc("failed_auths_total")
             log.info("connection rejected sid=%s reason=%s", sid, outcome.reason)
         return outcome
+
+    async def open_websocket(
+        self,
+        core: CableConnection,
+        opening: WebSocketOpen,
+        *,
+        application: tuple[Application, RpcSession] | None,
+        noauth: bool,
+        clock: Callable[[], float],
+        wall_clock: Callable[[], float],
+        metrics: Counters,
+    ) -> None:
+        """Identify an accepted upgrade's core, as every driver does: a session that asks
+        for a restore gets its snapshot from the backend (no re-authentication); then the
+        application decides when it should (``application``: its calls and this session's
+        state, rpc.md §4.2: not for a restored or JWT-identified session, not with
+        ``noauth``), else :meth:`identify` (the token) does. A rejection by either counts
+        ``failed_auths_total``. It awaits only the backend's and the application's own
+        answers; ``clock`` is the driver's monotonic clock, ``wall_clock`` Unix time."""
+        snapshot = None
+        if opening.restore_sid is not None:
+            snapshot = await self.backend.restore_session(opening.restore_sid, now=wall_clock())
+        if application is not None:
+            calls, state = application
+            restored = snapshot is not None
+            if connect_needed(opening.token, self.auth, noauth=noauth, restored=restored):
+                answer = await calls.connect(core.sid, state.connect_request())
+                status = state.apply_connect(core, answer)
+                if status is not Status.SUCCESS:
+                    metrics.inc("failed_auths_total")
+                    log.info(
+                        "connection rejected by the application sid=%s status=%s",
+                        core.sid,
+                        status.name,
+                    )
+                return
+        outcome = self.identify(
+            core, opening, snapshot, now=clock(), unix_time=wall_clock(), metrics=metrics
+        )
+        if application is not None and core.identifiers is not None:
+            state = application[1]
+            if core.state is SessionState.OPEN:
+                state.identified(core.identifiers)
+                if isinstance(outcome, Restored) and snapshot is not None:
+                    state.restore(core, snapshot)
 
     # -- Server-Sent Events --------------------------------------------------------------
 

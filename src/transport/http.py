@@ -25,11 +25,8 @@ import h11
 import trio
 from wsproto.utilities import generate_accept_token
 
-from ..node.rpc import RpcSession, connect_needed
-from ..protocol.connection import SessionState
-from ..protocol.handshake import Restored
+from ..node.rpc import RpcSession
 from ..protocol.routes import Router, endpoint_router
-from ..rpc.messages import Status
 from .broadcast_endpoint import BroadcastHost, broadcast, fast_requests
 from .demo import handle_demo
 from .httpconn import (
@@ -265,10 +262,6 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
         ping_jitter=server.random.random(),
         delegate=server.rpc is not None,
     )
-    # extended sessions come back with their previous sid: no re-authentication
-    snapshot = None
-    if opening.restore_sid is not None:
-        snapshot = await server.node.backend.restore_session(opening.restore_sid, now=time.time())
     rpc_state = None
     if server.rpc is not None and config.rpc is not None:
         rpc_state = RpcSession(
@@ -277,31 +270,15 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
             headers=config.rpc.env_headers(_text_headers(request), _peer_ip(conn.stream)),
             disconnect_mode=config.rpc.disconnect_mode,
         )
-    restored = snapshot is not None and opening.restore_sid is not None
-    if rpc_state is not None and connect_needed(
-        opening.token, rules.auth, noauth=config.noauth or config.public, restored=restored
-    ):
-        assert server.rpc is not None
-        answer = await server.rpc.connect(sid, rpc_state.connect_request())
-        status = rpc_state.apply_connect(core, answer)
-        if status is not Status.SUCCESS:
-            server.metrics.inc("failed_auths_total")
-            log.info("connection rejected by the application sid=%s status=%s", sid, status.name)
-        session = WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))
-        session.rpc = rpc_state
-        return session
-    outcome = rules.identify(
+    await rules.open_websocket(
         core,
         opening,
-        snapshot,
-        now=trio.current_time(),
-        unix_time=time.time(),
+        application=None if server.rpc is None or rpc_state is None else (server.rpc, rpc_state),
+        noauth=config.noauth or config.public,
+        clock=trio.current_time,
+        wall_clock=time.time,
         metrics=server.metrics,
     )
-    if rpc_state is not None and core.identifiers is not None and core.state is SessionState.OPEN:
-        rpc_state.identified(core.identifiers)
-        if isinstance(outcome, Restored) and snapshot is not None:
-            rpc_state.restore(core, snapshot)
     session = WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))
     session.rpc = rpc_state
     return session
