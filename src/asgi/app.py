@@ -360,6 +360,7 @@ class CablewayApp:
 
     async def _run_session(self, session: WebSocketSession, state: RpcSession | None) -> None:
         session.rpc = state
+        session.join()
         session.apply()
         await session.run()
 
@@ -412,12 +413,9 @@ class CablewayApp:
                 "headers": [*cors, *SSE_HEADERS, VERSION_HEADER],
             }
         )
-        self.metrics.inc("sse_clients_num")
-        try:
-            session.apply()  # welcome, confirmations, history: queued before live messages
-            await session.run()
-        finally:
-            self.metrics.dec("sse_clients_num")
+        session.join()
+        session.apply()  # welcome, confirmations, history: queued before live messages
+        await session.run()
 
 
 def _request_url(request: Request) -> str:

@@ -184,7 +184,6 @@ class Session(NodeSession[_Wire]):
         A bug costs this session only: it is logged once and the client gets a 1011 close
         (the end of the stream for SSE), as in the trio driver.
         """
-        self.app.node.sessions.add(self)
         reader = asyncio.ensure_future(self._read())
         writer = asyncio.ensure_future(self._writer())
         try:
@@ -340,6 +339,8 @@ class WebSocketSession(Session):
 
 
 class SseSession(Session):
+    gauge = "sse_clients_num"
+
     def __init__(
         self,
         app: SessionHost,

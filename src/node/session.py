@@ -42,6 +42,9 @@ class NodeSession(Generic[W]):
 
     #: sessions of one kind get the same wire item for the same message
     wire_kind: str
+    #: the gauge live sessions of this kind are counted in, besides ``clients_num``
+    #: (event streams: ``sse_clients_num``)
+    gauge: str | None = None
     node: Node[Any, Any]
     counters: Counters
     core: CableConnection
@@ -147,6 +150,14 @@ class NodeSession(Generic[W]):
         self.counters.inc("failed_client_msg_total")
         log.debug("ignored command sid=%s command=%r reason=%r", self.sid, command, detail)
 
+    def join(self) -> None:
+        """The session is live: one of the node's sessions (remote disconnects, the
+        ``clients_num`` gauges) and counted in its kind's :attr:`gauge`. Before the
+        session first carries out its core's events; :meth:`leave` undoes it."""
+        self.node.sessions.add(self)
+        if self.gauge is not None:
+            self.counters.inc(self.gauge)
+
     def leave(self) -> None:
         """The session ended: out of the registry and the node; the backend keeps its
         snapshot (restorable for ``sessions_ttl``) and expires its presence."""
@@ -157,6 +168,9 @@ class NodeSession(Generic[W]):
             registry.remove(stream, identifier, self)
         core.subscriptions.clear()
         self.release_application()
-        node.sessions.discard(self)
+        if self in node.sessions:
+            node.sessions.discard(self)
+            if self.gauge is not None:
+                self.counters.inc(self.gauge, -1)
         streams = [stream for _presence_id, stream in core.presence.values()]
         node.backend.release_session(self.sid, self.snapshot, streams, now=node.wall_clock())

@@ -74,7 +74,7 @@ async def handle_connection(
         if session is not None:
             # the HTTP side (h11 state, the request and its headers) is gone by now: an
             # idle WebSocket keeps only its session
-            server.node.sessions.add(session)
+            session.join()
             await session.run()
     finally:
         # sessions close their stream themselves; closing twice is harmless, and this

@@ -51,6 +51,8 @@ class SessionMaker(SessionHost, Protocol):
 class SseSession(Session):
     """One event-stream client."""
 
+    gauge = "sse_clients_num"
+
     def __init__(
         self,
         server: SessionHost,
@@ -126,10 +128,6 @@ async def handle_sse(server: SessionMaker, conn: Conn, request: Request) -> None
     # (a keep-alive client or proxy must not reuse the socket afterwards)
     headers = _cors([*SSE_HEADERS, VERSION_HEADER, (b"connection", b"close")])
     await conn.send(h11.Response(status_code=200, headers=headers))
-    server.node.sessions.add(session)
-    server.metrics.inc("sse_clients_num")
-    try:
-        session.apply()  # welcome, confirmations, history: queued before live messages
-        await session.run()
-    finally:
-        server.metrics.dec("sse_clients_num")
+    session.join()
+    session.apply()  # welcome, confirmations, history: queued before live messages
+    await session.run()

@@ -402,6 +402,17 @@ async def test_metrics_are_served_at_metrics_http_with_the_same_names(serve: Ser
         assert _metric(text, "client_msg_total") >= 1  # the subscribe command
 
 
+async def test_an_event_stream_counts_as_a_client_and_an_sse_client(serve: Serve) -> None:
+    cfg = config(metrics_http="/metrics", public_streams=True)
+    async with serve(cfg) as server, cable(server) as ws:
+        await welcome(ws)
+        async with sse(server, "/events?stream=chat") as client:
+            assert (await client.event())["event"] == "welcome"  # type: ignore[index]
+            text = await _metrics(server)
+            assert _metric(text, "clients_num") == 2
+            assert _metric(text, "sse_clients_num") == 1
+
+
 async def test_a_batch_is_delivered_in_order_and_counted_per_publication(serve: Serve) -> None:
     async with serve(config(metrics_http="/metrics")) as server, cable(server) as ws:
         await welcome(ws)

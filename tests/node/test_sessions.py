@@ -6,10 +6,12 @@ from __future__ import annotations
 from cableway.config import Config
 from cableway.node.backend import MemoryBackend, NoBackend
 from cableway.node.held import HeldMessages
+from cableway.node.node import Node
 from cableway.node.opening import SessionRules
 from cableway.node.rpc import RpcSession
+from cableway.node.session import NodeSession
 from cableway.protocol.broker import MemoryBroker
-from cableway.protocol.connection import CableConnection
+from cableway.protocol.connection import CableConnection, SessionSettings
 from cableway.protocol.sse import Refusal
 from cableway.rpc import ConnectionResponse, Status
 
@@ -159,3 +161,31 @@ async def test_opening_a_websocket_asks_the_application_only_when_it_decides() -
         assert app.asked == asked
         assert metrics.values.get("failed_auths_total", 0) == failed
         assert state.connected is (failed == 0)
+
+
+def test_a_session_joins_and_leaves_the_node_and_its_kinds_gauge_once() -> None:
+    metrics = Counters()
+    node: Node[NodeSession[str], object] = Node(
+        NoBackend(), metrics, lambda *_: (0, 0), wall_clock=lambda: 0.0
+    )
+
+    class Stream(NodeSession[str]):
+        wire_kind = "sse"
+        gauge = "sse_clients_num"
+
+        def __init__(self) -> None:
+            self.node = node
+            self.counters = metrics
+            self.core = CableConnection(sid="s", settings=SessionSettings(), now=0.0)
+            self.sid = "s"
+            self.held = HeldMessages(0)
+            self.snapshot = None
+
+    session = Stream()
+    session.join()
+    assert session in node.sessions
+    assert metrics.values == {"sse_clients_num": 1}
+    session.leave()
+    session.leave()  # a second leave changes nothing
+    assert not node.sessions
+    assert metrics.values == {"sse_clients_num": 0}
