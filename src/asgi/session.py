@@ -9,7 +9,6 @@ driver.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -27,7 +26,6 @@ from ..node.session import NodeSession
 from ..ops.metrics import Metrics
 from ..protocol import messages
 from ..protocol.connection import CableConnection
-from ..protocol.errors import RemoteProtocolError
 from ..protocol.events import Delegate
 from ..protocol.sse import message_to_event
 from .http import Message, Receive, Send
@@ -275,9 +273,7 @@ class Session(NodeSession[_Wire]):
 
     def receive_message(self, message: str | bytes) -> None:
         """One client message into the core, then carry out its events."""
-        with contextlib.suppress(RemoteProtocolError):  # fatal: the close is queued
-            if self.core.receive_message(message, now=self.loop.time()):
-                self.app.metrics.inc("client_msg_total")
+        self.take_message(message, now=self.loop.time())
         self.apply()
 
     def _arm_timer(self) -> None:

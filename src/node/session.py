@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 from ..protocol.broadcast import Publication
 from ..protocol.broker import SessionSnapshot
 from ..protocol.connection import CableConnection
+from ..protocol.errors import RemoteProtocolError
 from ..protocol.events import HistoryRequest, PresenceRequest
 from .backend import Answer
 from .held import HeldMessages
@@ -113,6 +114,16 @@ class NodeSession(Generic[W]):
         (the peer is gone). The driver then stops the session."""
         self.counters.inc("timeout_server_msg_total" if timed_out else "failed_server_msg_total")
         log.debug("write %s sid=%s", "timed out" if timed_out else "failed", self.sid)
+
+    def take_message(self, message: str | bytes, *, now: float) -> None:
+        """One message from the client into the core; ``client_msg_total`` counts those
+        that decoded into a command. A fatal one (oversized) has its close queued by the
+        core: the driver carries out the core's events next, as after any message."""
+        try:
+            if self.core.receive_message(message, now=now):
+                self.counters.inc("client_msg_total")
+        except RemoteProtocolError:
+            pass
 
     def stream_added(self, stream: str, identifier: str) -> None:
         self.node.registry.add(stream, identifier, self)
