@@ -133,3 +133,53 @@ def test_a_client_that_stops_reading_is_dropped_and_its_connection_closed(ws: st
             raise AssertionError("the connection was not closed")
         assert received < FLOOD * MESSAGE
         client.sock.close()
+
+
+def test_an_event_stream_that_stops_reading_is_dropped_and_closed() -> None:
+    cfg = config(public_streams=True, ws_max_pending_size=PENDING, ws_write_timeout=WRITE_TIMEOUT)
+    app = CablewayApp(cfg)
+    with hosted(app) as host:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", host.port))
+        sock.sendall(b"GET /events?stream=chat HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        head = b""
+        for _ in range(100):  # bounded: the head, the welcome and the confirmation
+            if head.count(b"\n\n") >= 3:
+                break
+            head += sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert b"confirm_subscription" in head
+        (session,) = app.sessions
+
+        async def flood() -> None:
+            data = json.dumps("x" * MESSAGE)
+            for _ in range(FLOOD):
+                await app.broadcast("chat", data)
+                await asyncio.sleep(0)
+
+        host.call(flood, timeout=30)
+
+        async def ended() -> None:
+            async with asyncio.timeout(WRITE_TIMEOUT + 10):
+                await session.done.wait()
+
+        host.call(ended, timeout=WRITE_TIMEOUT + 15)
+        assert not app.sessions
+        metrics = app.metrics
+        assert metrics.value("sse_clients_num") == 0
+        assert metrics.value("disconnected_slow_clients_total") == 1
+        assert metrics.value("timeout_server_msg_total") == 1
+        received = 0
+        deadline = time.monotonic() + 20
+        for _ in range(10_000):  # bounded in count and time
+            assert time.monotonic() < deadline, f"no end of stream after {received} bytes"
+            data = sock.recv(1 << 20)
+            if not data:
+                break
+            received += len(data)
+        else:
+            raise AssertionError("the connection was not closed")
+        assert received < FLOOD * MESSAGE
+        sock.close()
