@@ -20,6 +20,7 @@ from ..node.intake import Invalid, account, judge, screen
 from ..node.node import Node
 from ..node.opening import SSE_TOO_LARGE, SessionRules
 from ..node.rpc import RpcSession
+from ..ops.logs import WARNING_WINDOW_SECONDS, WARNINGS_PER_WINDOW, WarningGate
 from ..ops.metrics import Metrics
 from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.broker import MemoryBroker, PresenceEvent
@@ -128,6 +129,14 @@ class CablewayApp:
         routes.append((normal(config.health_path), "health"))
         self.router = endpoint_router(tuple(routes))
         self.random = random.Random()
+        #: a flood of invalid broadcasts costs a few log lines per window, as in the server
+        self.broadcast_warnings = WarningGate(
+            log,
+            "invalid broadcast",
+            WARNINGS_PER_WINDOW,
+            WARNING_WINDOW_SECONDS,
+            clock=time.monotonic,
+        )
         self._sweeper: asyncio.Task[None] | None = None
         #: max_conn: live sessions; the excess waits before its handshake is answered
         self._slots: asyncio.Semaphore | None = None
@@ -285,7 +294,7 @@ class CablewayApp:
         verdict = judge(body)
         account(verdict, self.metrics)
         if isinstance(verdict, Invalid):
-            log.warning("invalid broadcast: %s", verdict.detail)
+            self.broadcast_warnings.warn("invalid broadcast: %s", verdict.detail)
             await respond(send, 400, f"Bad Request: {verdict.detail}".encode())
             return
         if isinstance(verdict, RemoteDisconnect):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -18,9 +19,10 @@ import pytest
 
 from cableway.asgi import CablewayApp
 from cableway.config import Config
+from cableway.ops.logs import WARNINGS_PER_WINDOW
 from cableway.protocol.connection import CableConnection
 
-from ..integration.helpers import config, turbo_identifier
+from ..integration.helpers import BROADCAST_KEY, config, turbo_identifier
 
 WAIT = 5.0
 
@@ -250,3 +252,33 @@ def test_the_asgi_module_imports_no_trio_and_no_transport() -> None:
 def test_redis_settings_are_refused_not_ignored(changes: dict[str, Any], named: str) -> None:
     with pytest.raises(ValueError, match=named):
         CablewayApp(config(**changes))
+
+
+def test_a_flood_of_invalid_broadcasts_is_answered_400_and_logged_a_few_times(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        app = CablewayApp(config(), http_broadcast=True)
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/_broadcast",
+            "headers": [(b"authorization", f"Bearer {BROADCAST_KEY}".encode())],
+        }
+        caplog.set_level(logging.WARNING, logger="cableway")
+        statuses = []
+        for _ in range(50):
+            client = FakeClient(app, dict(scope))
+            client.incoming.put_nowait({"type": "http.request", "body": b"{not json"})
+            client.start()
+            await client.finished()
+            statuses.append(client.sent[0]["status"])
+        assert statuses == [400] * 50
+        lines = [r.getMessage() for r in caplog.records if r.name == "cableway.asgi"]
+        invalid = [line for line in lines if line.startswith("invalid broadcast")]
+        assert len(invalid) == WARNINGS_PER_WINDOW  # as the server: a few lines per window
+        assert len(lines) == WARNINGS_PER_WINDOW + 1
+        assert "counted, not logged" in lines[-1]
+        assert app.metrics.value("failed_broadcast_msg_total") == 50
+
+    run(scenario)
