@@ -19,7 +19,7 @@ from ..node.fanout import fan_out
 from ..node.intake import Invalid, account, judge, screen
 from ..node.node import Node
 from ..node.opening import SSE_TOO_LARGE, SessionRules
-from ..node.rpc import RpcSession
+from ..node.rpc import RpcSession, request_url
 from ..ops.logs import WARNING_WINDOW_SECONDS, WARNINGS_PER_WINDOW, WarningGate
 from ..ops.metrics import Metrics
 from ..protocol.broadcast import Publication, RemoteDisconnect
@@ -353,7 +353,12 @@ class CablewayApp:
         if self.rpc is not None:
             state = RpcSession(
                 sid,
-                _request_url(request),
+                request_url(
+                    request.headers.get("host"),
+                    request.full_path,
+                    request.query,
+                    default_host="localhost",
+                ),
                 env_headers(request.raw_text_headers(), DEFAULT_HEADERS, request.client),
             )
         await rules.open_websocket(
@@ -425,10 +430,3 @@ class CablewayApp:
         session.join()
         session.apply()  # welcome, confirmations, history: queued before live messages
         await session.run()
-
-
-def _request_url(request: Request) -> str:
-    """``env.url``: ``http://`` + Host + path and query, as the trio driver sends it."""
-    host = request.headers.get("host", "localhost")
-    query = f"?{request.query}" if request.query else ""
-    return f"http://{host}{request.full_path}{query}"

@@ -45,6 +45,7 @@ __all__ = [
     "answer_delegated",
     "connect_needed",
     "release_delegated",
+    "request_url",
 ]
 
 #: WebSocket close after a failed Connect call (error, timeout, refused): clients reconnect.
@@ -54,6 +55,13 @@ CLOSE_AUTH_FAILED = (1000, "Auth Failed")
 #: WebSocket close when a Command answer says ``disconnect`` (AnyCable-Go uses the
 #: reserved 1006; a close frame cannot carry it, so 1011 as anycable.md §3.4 suggests).
 CLOSE_COMMAND_FAILED = (1011, "Command Failed")
+
+
+def request_url(host: str | None, path: str, query: str, *, default_host: str) -> str:
+    """The client's request URL as AnyCable-Go sends it in ``env.url`` (rpc.md §2.2):
+    ``http://`` (never ``ws://``), the ``Host`` header (``default_host`` when it is missing
+    or empty), the path and the query."""
+    return f"http://{host or default_host}{path}{'?' + query if query else ''}"
 
 
 def connect_needed(token: str | None, policy: AuthPolicy, *, noauth: bool, restored: bool) -> bool:

@@ -25,7 +25,7 @@ import h11
 import trio
 from wsproto.utilities import generate_accept_token
 
-from ..node.rpc import RpcSession
+from ..node.rpc import RpcSession, request_url
 from ..protocol.routes import Router, endpoint_router
 from .broadcast_endpoint import BroadcastHost, broadcast, fast_requests
 from .demo import handle_demo
@@ -266,7 +266,9 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
     if server.rpc is not None and config.rpc is not None:
         rpc_state = RpcSession(
             sid=sid,
-            url=_request_url(request, config.host),
+            url=request_url(
+                request.headers.get("host"), request.path, request.query, default_host=config.host
+            ),
             headers=config.rpc.env_headers(_text_headers(request), _peer_ip(conn.stream)),
             disconnect_mode=config.rpc.disconnect_mode,
         )
@@ -282,14 +284,6 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
     session = WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))
     session.rpc = rpc_state
     return session
-
-
-def _request_url(request: Request, default_host: str) -> str:
-    """The client's request URL as AnyCable-Go sends it in ``env.url``: ``http://`` (never
-    ``ws://``), the Host header, the path and query (rpc.md §2.2)."""
-    host = request.headers.get("host") or default_host
-    query = f"?{request.query}" if request.query else ""
-    return f"http://{host}{request.path}{query}"
 
 
 def _text_headers(request: Request) -> list[tuple[str, str]]:

@@ -11,7 +11,13 @@ import trio
 import trio.testing
 
 from cableway.node.registry import Registry
-from cableway.node.rpc import RpcSession, answer_delegated, connect_needed, release_delegated
+from cableway.node.rpc import (
+    RpcSession,
+    answer_delegated,
+    connect_needed,
+    release_delegated,
+    request_url,
+)
 from cableway.protocol.connection import CableConnection, SessionSettings, SessionState
 from cableway.protocol.events import (
     CloseConnection,
@@ -399,3 +405,11 @@ def test_a_released_session_leaves_the_registry_and_queues_its_disconnect() -> N
     release_delegated(registry, "me", state, Sink())
     assert len(registry) == 0
     assert [sid for sid, _ in queued] == ["s1d-test"]
+
+
+def test_env_url_is_http_host_path_and_query_with_a_default_host() -> None:
+    assert request_url("example.com:8080", "/cable", "a=1", default_host="h") == (
+        "http://example.com:8080/cable?a=1"
+    )
+    assert request_url(None, "/cable", "", default_host="localhost") == "http://localhost/cable"
+    assert request_url("", "/x/cable", "", default_host="0.0.0.0") == "http://0.0.0.0/x/cable"
