@@ -72,15 +72,10 @@ class Outbox:
         waits is over the bound (:mod:`cableway.node.bound`: ``item`` itself never counts)."""
         if self._closed or over_bound(self.size, self.max_bytes):
             return False
-        self.push_control(item, size)
+        self._items.append(item)
+        self.size += size
+        self._ready.set()
         return True
-
-    def push_control(self, item: str | bytes, size: int) -> None:
-        """Queue past the bound (the ``disconnect`` message after an overflow)."""
-        if not self._closed:
-            self._items.append(item)
-            self.size += size
-            self._ready.set()
 
     def clear(self) -> None:
         self._items.clear()
