@@ -56,14 +56,19 @@ _Wire = tuple[str | bytes, int]
 
 
 class Outbox:
-    """Pending wire items of one session, bounded in bytes; pushing never awaits."""
+    """Pending wire items of one session, bounded in bytes; pushing never awaits.
+
+    :attr:`size` counts every item not yet handed to the ASGI server: the writer takes
+    one WebSocket message at a time, so what waits behind a ``send()`` that blocks is
+    here, counts against the bound, and is what a too slow client's drop drops.
+    """
 
     __slots__ = ("_closed", "_items", "_ready", "max_bytes", "size")
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.size = 0
-        self._items: list[str | bytes] = []
+        self._items: deque[_Wire] = deque()
         self._ready = asyncio.Event()
         self._closed = False
 
@@ -72,7 +77,7 @@ class Outbox:
         waits is over the bound (:mod:`cableway.node.bound`: ``item`` itself never counts)."""
         if self._closed or over_bound(self.size, self.max_bytes):
             return False
-        self._items.append(item)
+        self._items.append((item, size))
         self.size += size
         self._ready.set()
         return True
@@ -86,16 +91,22 @@ class Outbox:
         self._closed = True
         self._ready.set()
 
-    async def take(self) -> list[str | bytes]:
-        """Everything pending (waiting for some); ``[]`` once closed and empty."""
-        while not self._items:
+    async def take(self, one: bool) -> list[str | bytes]:
+        """The next item (``one``) or everything pending, waiting for some; ``[]`` once
+        closed and empty."""
+        items = self._items
+        while not items:
             if self._closed:
                 return []
             await self._ready.wait()
             self._ready.clear()
-        items, self._items = self._items, []
-        self.size = 0
-        return items
+        if one:
+            item, size = items.popleft()
+            self.size -= size
+            return [item]
+        taken = [item for item, _ in items]
+        self.clear()
+        return taken
 
 
 class Session(NodeSession[_Wire]):
@@ -103,6 +114,8 @@ class Session(NodeSession[_Wire]):
 
     #: sessions of one kind get the same wire item for the same message
     wire_kind = "?"
+    #: each wire item is its own ASGI message (WebSocket), or what is pending goes in one
+    one_by_one = True
 
     def __init__(self, app: SessionHost, core: CableConnection, receive: Receive, send: Send):
         self.app = app
@@ -209,7 +222,7 @@ class Session(NodeSession[_Wire]):
             # moves whenever the ASGI server takes a message, as the trio driver's moves
             # whenever the kernel takes bytes; a send() that waits longer is a client
             # that stopped reading (every uvicorn send() waits while its buffer is full)
-            while items := await self.outbox.take():
+            while items := await self.outbox.take(self.one_by_one):
                 for message in self._messages(items):
                     async with asyncio.timeout(timeout):
                         await self.send(message)
@@ -331,6 +344,7 @@ class WebSocketSession(Session):
 
 class SseSession(Session):
     gauge = "sse_clients_num"
+    one_by_one = False  # what is pending goes out as one body chunk
 
     def __init__(
         self,

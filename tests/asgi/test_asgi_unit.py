@@ -37,6 +37,7 @@ class FakeClient:
         self.sent: list[dict[str, Any]] = []
         self.gate = asyncio.Event()  # websocket.send / body chunks wait for it
         self.gate.set()
+        self.blocked = asyncio.Event()  # set when a send() waits for the gate
         self._changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -45,6 +46,8 @@ class FakeClient:
 
     async def send(self, message: dict[str, Any]) -> None:
         if message["type"] in ("websocket.send", "http.response.body"):
+            if not self.gate.is_set():
+                self.blocked.set()
             await self.gate.wait()
         self.sent.append(dict(message))
         self._changed.set()
@@ -280,5 +283,35 @@ def test_a_flood_of_invalid_broadcasts_is_answered_400_and_logged_a_few_times(
         assert len(lines) == WARNINGS_PER_WINDOW + 1
         assert "counted, not logged" in lines[-1]
         assert app.metrics.value("failed_broadcast_msg_total") == 50
+
+    run(scenario)
+
+
+def test_what_waits_behind_a_blocked_send_counts_against_the_bound_and_is_dropped() -> None:
+    async def scenario() -> None:
+        # each message is about 350 bytes on the wire (the signed identifier is long)
+        app = CablewayApp(config(ws_max_pending_size=3000, ws_write_timeout=5.0))
+        client = FakeClient(app, ws_scope())
+        client.incoming.put_nowait({"type": "websocket.connect"})
+        client.start()
+        identifier = turbo_identifier("room")
+        subscribe = {"command": "subscribe", "identifier": identifier}
+        client.incoming.put_nowait({"type": "websocket.receive", "text": json.dumps(subscribe)})
+        await client.wait_until(lambda: len(client.texts()) == 2)  # welcome, confirmation
+        client.gate.clear()  # the next send() blocks: the client reads nothing
+        for n in range(5):  # under the bound
+            await app.broadcast("room", json.dumps(f"{n:03}" + "x" * 100))
+        async with asyncio.timeout(WAIT):
+            await client.blocked.wait()  # the writer handed the first one to send()
+        for n in range(5, 20):  # with the ones waiting behind it, past the bound: too slow
+            await app.broadcast("room", json.dumps(f"{n:03}" + "x" * 100))
+        client.gate.set()
+        await client.finished()
+        texts = client.texts()
+        # the message in flight is finished; what waited behind it was dropped, not sent
+        assert [t.get("message", t.get("type"))[:3] for t in texts[2:]] == ["000", "dis"]
+        assert texts[-1] == {"type": "disconnect", "reason": "too_slow", "reconnect": True}
+        assert app.metrics.value("disconnected_slow_clients_total") == 1
+        await app.aclose()
 
     run(scenario)
