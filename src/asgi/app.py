@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ..config import Config
 from ..node.backend import MemoryBackend, NoBackend
 from ..node.fanout import fan_out
-from ..node.intake import Invalid, account, judge, screen
+from ..node.intake import TOO_LARGE, Invalid, account, invalid_answer, judge, screen
 from ..node.node import Node
 from ..node.opening import SSE_TOO_LARGE, SessionRules
 from ..node.rpc import RpcSession, request_url
@@ -289,13 +289,13 @@ class CablewayApp:
         too_big = length is not None and length.isdigit() and int(length) > limit
         body = None if too_big else await read_body(receive, limit)
         if body is None:
-            await respond(send, 413, b"Payload Too Large")
+            await respond(send, *TOO_LARGE)
             return
         verdict = judge(body)
         account(verdict, self.metrics)
         if isinstance(verdict, Invalid):
             self.broadcast_warnings.warn("invalid broadcast: %s", verdict.detail)
-            await respond(send, 400, f"Bad Request: {verdict.detail}".encode())
+            await respond(send, *invalid_answer(verdict))
             return
         if isinstance(verdict, RemoteDisconnect):
             self.remote_disconnect(verdict)
