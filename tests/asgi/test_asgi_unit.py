@@ -89,16 +89,22 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(scenario())
 
 
+async def subscribed(app: CablewayApp, stream: str) -> FakeClient:
+    """A WebSocket client of ``app`` subscribed to the signed Turbo stream ``stream``
+    (its welcome and confirmation received)."""
+    client = FakeClient(app, ws_scope())
+    client.incoming.put_nowait({"type": "websocket.connect"})
+    client.start()
+    subscribe = {"command": "subscribe", "identifier": turbo_identifier(stream)}
+    client.incoming.put_nowait({"type": "websocket.receive", "text": json.dumps(subscribe)})
+    await client.wait_until(lambda: len(client.texts()) == 2)  # welcome, confirmation
+    return client
+
+
 def test_a_client_that_does_not_read_is_disconnected_as_too_slow() -> None:
     async def scenario() -> None:
         app = CablewayApp(config(ws_max_pending_size=1000, ws_write_timeout=5.0))
-        client = FakeClient(app, ws_scope())
-        client.incoming.put_nowait({"type": "websocket.connect"})
-        client.start()
-        identifier = turbo_identifier("room")
-        subscribe = {"command": "subscribe", "identifier": identifier}
-        client.incoming.put_nowait({"type": "websocket.receive", "text": json.dumps(subscribe)})
-        await client.wait_until(lambda: len(client.texts()) == 2)  # welcome, confirmation
+        client = await subscribed(app, "room")
         client.gate.clear()  # from now on the client reads nothing
         for n in range(20):
             await app.broadcast("room", json.dumps("x" * 100 + str(n)))
@@ -291,13 +297,7 @@ def test_what_waits_behind_a_blocked_send_counts_against_the_bound_and_is_droppe
     async def scenario() -> None:
         # each message is about 350 bytes on the wire (the signed identifier is long)
         app = CablewayApp(config(ws_max_pending_size=3000, ws_write_timeout=5.0))
-        client = FakeClient(app, ws_scope())
-        client.incoming.put_nowait({"type": "websocket.connect"})
-        client.start()
-        identifier = turbo_identifier("room")
-        subscribe = {"command": "subscribe", "identifier": identifier}
-        client.incoming.put_nowait({"type": "websocket.receive", "text": json.dumps(subscribe)})
-        await client.wait_until(lambda: len(client.texts()) == 2)  # welcome, confirmation
+        client = await subscribed(app, "room")
         client.gate.clear()  # the next send() blocks: the client reads nothing
         for n in range(5):  # under the bound
             await app.broadcast("room", json.dumps(f"{n:03}" + "x" * 100))
