@@ -20,12 +20,15 @@ Theory of operation
   deadline, held-message release). The core's clock is ``loop.time()``.
 * The rules of the node are the trio server's, from :mod:`cableway.node`: the registry,
   publishing (runs of publications on one stream, encoded once per identifier, one
-  fan-out call per identifier: :func:`.session.fan_out`, once per kind of session), the chain
-  from core events to actions (:func:`cableway.node.dispatch.dispatch`; the session is
-  the :class:`~cableway.node.dispatch.EventSink`), broadcast intake and the metrics.
-  Fan-out never awaits; an outbox over ``ws_max_pending_size`` disconnects its client as
-  ``too_slow``, and a ``send()`` that does not return within ``ws_write_timeout`` ends
-  the session (see docs/asgi.md for what each ASGI server does with its own buffer).
+  fan-out call per identifier: :func:`cableway.node.fanout.fan_out`, wire items built once
+  per kind of session), the chain from core events to actions
+  (:func:`cableway.node.dispatch.dispatch`; the session is the
+  :class:`~cableway.node.dispatch.EventSink`), opening sessions (SSE screening, restore,
+  Connect or token), delegated commands, broadcast intake, the sweep and the metrics.
+  Fan-out never awaits; an outbox over ``ws_max_pending_size`` (:mod:`cableway.node.bound`)
+  disconnects its client as ``too_slow``, and each awaited ``send()`` that does not return
+  within ``ws_write_timeout`` ends the session (see docs/asgi.md for what each ASGI server
+  does with its own buffer).
 * History, restore and presence come from the app's own
   :class:`~cableway.protocol.broker.MemoryBroker` (``config.broker == "memory"``) behind
   the node's :class:`~cableway.node.backend.Backend`, swept once a second by a task

@@ -15,18 +15,17 @@ from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..node.backend import MemoryBackend, NoBackend
-from ..node.intake import Invalid, account, judge, screen
+from ..node.fanout import fan_out
+from ..node.intake import TOO_LARGE, Invalid, account, invalid_answer, judge, screen
 from ..node.node import Node
-from ..node.opening import SessionRules
-from ..node.rpc import RpcSession, connect_needed
+from ..node.opening import SSE_TOO_LARGE, SessionRules
+from ..node.rpc import RpcSession, request_url
+from ..ops.logs import WARNING_WINDOW_SECONDS, WARNINGS_PER_WINDOW, WarningGate
 from ..ops.metrics import Metrics
 from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.broker import MemoryBroker, PresenceEvent
-from ..protocol.connection import SessionState
-from ..protocol.handshake import Restored
 from ..protocol.routes import endpoint_router
 from ..protocol.sse import SSE_HEADERS, Refusal, SseOpen, cors_headers
-from ..rpc.messages import Status
 from ..rpc.settings import DEFAULT_HEADERS, env_headers
 from .http import (
     HEALTH_BODY,
@@ -41,7 +40,7 @@ from .http import (
     respond,
 )
 from .inprocess import InProcessRpc
-from .session import Session, SseSession, WebSocketSession, fan_out
+from .session import Session, SseSession, WebSocketSession
 
 __all__ = ["CablewayApp"]
 
@@ -130,6 +129,14 @@ class CablewayApp:
         routes.append((normal(config.health_path), "health"))
         self.router = endpoint_router(tuple(routes))
         self.random = random.Random()
+        #: a flood of invalid broadcasts costs a few log lines per window, as in the server
+        self.broadcast_warnings = WarningGate(
+            log,
+            "invalid broadcast",
+            WARNINGS_PER_WINDOW,
+            WARNING_WINDOW_SECONDS,
+            clock=time.monotonic,
+        )
         self._sweeper: asyncio.Task[None] | None = None
         #: max_conn: live sessions; the excess waits before its handshake is answered
         self._slots: asyncio.Semaphore | None = None
@@ -224,7 +231,7 @@ class CablewayApp:
             await asyncio.sleep(backend.sweep_interval)
             now = time.time()
             for _slice in itertools.count():
-                if not backend.sweep(now, self.publish_presence, lambda: ()):
+                if not self.node.sweep(now):
                     break
                 await asyncio.sleep(0)  # let the sessions run between two slices
 
@@ -282,13 +289,13 @@ class CablewayApp:
         too_big = length is not None and length.isdigit() and int(length) > limit
         body = None if too_big else await read_body(receive, limit)
         if body is None:
-            await respond(send, 413, b"Payload Too Large")
+            await respond(send, *TOO_LARGE)
             return
         verdict = judge(body)
         account(verdict, self.metrics)
         if isinstance(verdict, Invalid):
-            log.warning("invalid broadcast: %s", verdict.detail)
-            await respond(send, 400, f"Bad Request: {verdict.detail}".encode())
+            self.broadcast_warnings.warn("invalid broadcast: %s", verdict.detail)
+            await respond(send, *invalid_answer(verdict))
             return
         if isinstance(verdict, RemoteDisconnect):
             self.remote_disconnect(verdict)
@@ -342,36 +349,32 @@ class CablewayApp:
             ping_jitter=self.random.random(),
             delegate=self.rpc is not None,
         )
-        # extended sessions come back with their previous sid: no re-authentication
-        snapshot = None
-        if opening.restore_sid is not None:
-            snapshot = await self.node.backend.restore_session(opening.restore_sid, now=time.time())
         state = None
         if self.rpc is not None:
             state = RpcSession(
                 sid,
-                _request_url(request),
+                request_url(
+                    request.headers.get("host"),
+                    request.full_path,
+                    request.query,
+                    default_host="localhost",
+                ),
                 env_headers(request.raw_text_headers(), DEFAULT_HEADERS, request.client),
             )
-            restored = snapshot is not None and opening.restore_sid is not None
-            noauth = self.config.noauth or self.config.public
-            if connect_needed(opening.token, rules.auth, noauth=noauth, restored=restored):
-                answer = await self.rpc.connect(sid, state.connect_request())
-                if state.apply_connect(core, answer) is not Status.SUCCESS:
-                    self.metrics.inc("failed_auths_total")
-                await self._run_session(WebSocketSession(self, core, receive, send), state)
-                return
-        outcome = rules.identify(
-            core, opening, snapshot, now=loop.time(), unix_time=time.time(), metrics=self.metrics
+        await rules.open_websocket(
+            core,
+            opening,
+            application=None if self.rpc is None or state is None else (self.rpc, state),
+            noauth=self.config.noauth or self.config.public,
+            clock=loop.time,
+            wall_clock=time.time,
+            metrics=self.metrics,
         )
-        if state is not None and core.identifiers is not None and core.state is SessionState.OPEN:
-            state.identified(core.identifiers)
-            if isinstance(outcome, Restored) and snapshot is not None:
-                state.restore(core, snapshot)
         await self._run_session(WebSocketSession(self, core, receive, send), state)
 
     async def _run_session(self, session: WebSocketSession, state: RpcSession | None) -> None:
         session.rpc = state
+        session.join()
         session.apply()
         await session.run()
 
@@ -379,20 +382,19 @@ class CablewayApp:
         """Serve the event stream; returns when it ended."""
         config = self.config
         cors = cors_headers(request.headers.get("origin"), config.allowed_origins)
-        if request.method == "OPTIONS":
-            await respond(send, 200, b"", cors)
-            return
-        if request.method not in ("GET", "POST"):
-            await respond(send, 405, b"Method Not Allowed", cors)
+        rules = self.session_rules
+        limit = rules.sse_request(request.method)
+        if isinstance(limit, Refusal):
+            await respond(send, limit.status, limit.body, cors)
             return
         body = b""
-        if request.method == "POST":
-            posted = await read_body(receive, config.max_message_size)
+        if limit is not None:
+            posted = await read_body(receive, limit)
             if posted is None:
-                await respond(send, 413, b"Payload Too Large", cors)
+                await respond(send, SSE_TOO_LARGE.status, SSE_TOO_LARGE.body, cors)
                 return
             body = posted
-        opening = self.session_rules.sse_open(
+        opening = rules.sse_open(
             request.method,
             query=request.query,
             headers=request.headers,
@@ -425,16 +427,6 @@ class CablewayApp:
                 "headers": [*cors, *SSE_HEADERS, VERSION_HEADER],
             }
         )
-        self.metrics.inc("sse_clients_num")
-        try:
-            session.apply()  # welcome, confirmations, history: queued before live messages
-            await session.run()
-        finally:
-            self.metrics.dec("sse_clients_num")
-
-
-def _request_url(request: Request) -> str:
-    """``env.url``: ``http://`` + Host + path and query, as the trio driver sends it."""
-    host = request.headers.get("host", "localhost")
-    query = f"?{request.query}" if request.query else ""
-    return f"http://{host}{request.full_path}{query}"
+        session.join()
+        session.apply()  # welcome, confirmations, history: queued before live messages
+        await session.run()

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..rpc.messages import (
     CommandMessage,
@@ -22,11 +21,8 @@ from ..rpc.messages import (
 
 if TYPE_CHECKING:
     from ..channels.application import Application
-    from ..node.rpc import RpcSession
-    from ..protocol.connection import CableConnection
-    from ..protocol.events import Delegate
 
-__all__ = ["InProcessRpc", "answer_delegated"]
+__all__ = ["InProcessRpc"]
 
 log = logging.getLogger("cableway.rpc")
 
@@ -53,7 +49,8 @@ class InProcessRpc:
     async def disconnect(self, sid: str, request: DisconnectRequest) -> DisconnectResponse | None:
         return await self._call(sid, request, DisconnectResponse)
 
-    def disconnect_later(self, sid: str, request: DisconnectRequest) -> None:
+    def enqueue(self, sid: str, request: DisconnectRequest) -> None:
+        """Start a closed session's Disconnect call (no rate limit here: docs/asgi.md)."""
         task = asyncio.ensure_future(self.disconnect(sid, request))
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)
@@ -74,27 +71,3 @@ class InProcessRpc:
         if getattr(answer, "status", Status.SUCCESS) is Status.ERROR:
             log.error("application error sid=%s: %s", sid, getattr(answer, "error_msg", ""))
         return answer
-
-
-class Delegator(Protocol):
-    sid: str
-    core: CableConnection
-
-    def command_ignored(self, command: str, detail: str) -> None: ...
-
-    def apply(self) -> None: ...
-
-
-async def answer_delegated(
-    rpc: InProcessRpc, state: RpcSession, session: Delegator, pending: deque[Delegate]
-) -> None:
-    """A session's delegated commands, one at a time, in order (as the trio driver)."""
-    while pending:
-        command = pending.popleft()
-        request = state.command_request(command.command, command.identifier, command.data)
-        if request is None:
-            session.command_ignored(command.command, "already subscribed or not subscribed")
-            continue
-        answer = await rpc.command(session.sid, request)
-        state.apply_command(session.core, request, answer)
-        session.apply()

@@ -1,36 +1,37 @@
 """The asyncio sessions: one per client, a core, a bounded outbox, a reader and a writer.
 
-Each session is the :class:`~cableway.node.dispatch.EventSink` of its core; the node calls
-:func:`fan_out` once per stream identifier. See :mod:`cableway.asgi` for the whole driver.
+Each session is the :class:`~cableway.node.dispatch.EventSink` of its core; the node's
+fan-out (:func:`cableway.node.fanout.fan_out`) queues broadcasts through :meth:`Session.push_frame`
+and :meth:`~cableway.node.session.NodeSession.hold`. See :mod:`cableway.asgi` for the whole
+driver.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from ..config import Config
 from ..node.backend import Answer
+from ..node.bound import over_bound
 from ..node.dispatch import dispatch
 from ..node.held import HeldMessages
 from ..node.node import Node
-from ..node.rpc import RpcSession
+from ..node.rpc import RpcSession, answer_delegated, release_delegated
 from ..node.session import NodeSession
 from ..ops.metrics import Metrics
 from ..protocol import messages
 from ..protocol.connection import CableConnection
-from ..protocol.errors import RemoteProtocolError
 from ..protocol.events import Delegate
 from ..protocol.sse import message_to_event
-from .http import Receive, Send
-from .inprocess import InProcessRpc, answer_delegated
+from .http import Message, Receive, Send
+from .inprocess import InProcessRpc
 
-__all__ = ["Outbox", "Session", "SessionHost", "SseSession", "WebSocketSession", "fan_out"]
+__all__ = ["Outbox", "Session", "SessionHost", "SseSession", "WebSocketSession"]
 
 log = logging.getLogger("cableway.asgi")
 
@@ -55,30 +56,31 @@ _Wire = tuple[str | bytes, int]
 
 
 class Outbox:
-    """Pending wire items of one session, bounded in bytes; pushing never awaits."""
+    """Pending wire items of one session, bounded in bytes; pushing never awaits.
+
+    :attr:`size` counts every item not yet handed to the ASGI server: the writer takes
+    one WebSocket message at a time, so what waits behind a ``send()`` that blocks is
+    here, counts against the bound, and is what a too slow client's drop drops.
+    """
 
     __slots__ = ("_closed", "_items", "_ready", "max_bytes", "size")
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.size = 0
-        self._items: list[str | bytes] = []
+        self._items: deque[_Wire] = deque()
         self._ready = asyncio.Event()
         self._closed = False
 
     def push(self, item: str | bytes, size: int) -> bool:
-        """Queue ``item``; ``False`` (nothing queued) when over the bound or closed."""
-        if self._closed or (self.max_bytes and self.size + size > self.max_bytes):
+        """Queue ``item``; ``False`` (nothing queued) when closed, or when what already
+        waits is over the bound (:mod:`cableway.node.bound`: ``item`` itself never counts)."""
+        if self._closed or over_bound(self.size, self.max_bytes):
             return False
-        self.push_control(item, size)
+        self._items.append((item, size))
+        self.size += size
+        self._ready.set()
         return True
-
-    def push_control(self, item: str | bytes, size: int) -> None:
-        """Queue past the bound (the ``disconnect`` message after an overflow)."""
-        if not self._closed:
-            self._items.append(item)
-            self.size += size
-            self._ready.set()
 
     def clear(self) -> None:
         self._items.clear()
@@ -89,16 +91,22 @@ class Outbox:
         self._closed = True
         self._ready.set()
 
-    async def take(self) -> list[str | bytes]:
-        """Everything pending (waiting for some); ``[]`` once closed and empty."""
-        while not self._items:
+    async def take(self, one: bool) -> list[str | bytes]:
+        """The next item (``one``) or everything pending, waiting for some; ``[]`` once
+        closed and empty."""
+        items = self._items
+        while not items:
             if self._closed:
                 return []
             await self._ready.wait()
             self._ready.clear()
-        items, self._items = self._items, []
-        self.size = 0
-        return items
+        if one:
+            item, size = items.popleft()
+            self.size -= size
+            return [item]
+        taken = [item for item, _ in items]
+        self.clear()
+        return taken
 
 
 class Session(NodeSession[_Wire]):
@@ -106,6 +114,8 @@ class Session(NodeSession[_Wire]):
 
     #: sessions of one kind get the same wire item for the same message
     wire_kind = "?"
+    #: each wire item is its own ASGI message (WebSocket), or what is pending goes in one
+    one_by_one = True
 
     def __init__(self, app: SessionHost, core: CableConnection, receive: Receive, send: Send):
         self.app = app
@@ -135,18 +145,15 @@ class Session(NodeSession[_Wire]):
 
     # -- per kind ------------------------------------------------------------------------
 
-    def encode(self, text: str) -> _Wire | None:
-        """The wire item of one protocol message for this kind of session (None: drop)."""
-        raise NotImplementedError
-
     async def _read(self) -> None:
         """Read from the client until it goes away."""
         raise NotImplementedError
 
-    async def _write(self, items: list[str | bytes]) -> None:
+    def _messages(self, items: list[str | bytes]) -> list[Message]:
+        """The ASGI messages that send ``items`` (each one awaited under the deadline)."""
         raise NotImplementedError
 
-    async def _write_close(self, code: int, reason: str) -> None:
+    def _close_message(self, code: int, reason: str) -> Message:
         raise NotImplementedError
 
     # -- called from elsewhere (fan-out, shutdown, remote disconnect) ---------------------
@@ -159,8 +166,7 @@ class Session(NodeSession[_Wire]):
         if self._closing:
             return
         if not self.outbox.push(*wire):
-            self.too_slow()
-            self.request_close("too_slow", reconnect=True)
+            self.overflow()
 
     def request_close(
         self, reason: str, *, reconnect: bool, code: int = 1000, close_reason: str = ""
@@ -184,7 +190,6 @@ class Session(NodeSession[_Wire]):
         A bug costs this session only: it is logged once and the client gets a 1011 close
         (the end of the stream for SSE), as in the trio driver.
         """
-        self.app.node.sessions.add(self)
         reader = asyncio.ensure_future(self._read())
         writer = asyncio.ensure_future(self._writer())
         try:
@@ -213,20 +218,24 @@ class Session(NodeSession[_Wire]):
         timeout = self.app.config.ws_write_timeout or None
         metrics = self.app.metrics
         try:
-            while items := await self.outbox.take():
-                async with asyncio.timeout(timeout):
-                    await self._write(items)
+            # each awaited send() has the whole deadline (timed on the loop's clock): it
+            # moves whenever the ASGI server takes a message, as the trio driver's moves
+            # whenever the kernel takes bytes; a send() that waits longer is a client
+            # that stopped reading (every uvicorn send() waits while its buffer is full)
+            while items := await self.outbox.take(self.one_by_one):
+                for message in self._messages(items):
+                    async with asyncio.timeout(timeout):
+                        await self.send(message)
                 metrics.inc("data_sent_total", sum(len(item) for item in items))
             if self.close_with is not None:
                 async with asyncio.timeout(timeout):
-                    await self._write_close(*self.close_with)
+                    await self.send(self._close_message(*self.close_with))
         except TimeoutError:
-            # the ASGI server took nothing for ws_write_timeout: a client that stopped
-            # reading (its bytes pile up in the server's buffer): end the session
-            metrics.inc("disconnected_slow_clients_total")
-            log.debug("write timed out sid=%s", self.sid)
-        except OSError:
-            log.debug("write failed sid=%s", self.sid)
+            # the ASGI server took nothing for ws_write_timeout: its buffer is full of
+            # bytes for a client that stopped reading (docs/asgi.md): end the session
+            self.write_failed(timed_out=True)
+        except OSError:  # the client is gone (uvicorn: ClientDisconnected)
+            self.write_failed(timed_out=False)
         except Exception as error:  # a bug, or an ASGI server refusing a message
             log.error("unexpected error writing sid=%s", self.sid, exc_info=error)
 
@@ -246,15 +255,19 @@ class Session(NodeSession[_Wire]):
         self._closing = True
         self.outbox.close()
 
+    @property
+    def closing(self) -> bool:
+        """Whether the session stopped taking output (it is closing or closed)."""
+        return self._closing
+
     def native_ping(self, payload: bytes) -> None:
         """ASGI has no WebSocket ping message."""
 
     def delegate(self, command: Delegate) -> None:
         self._delegated.append(command)
 
-    def too_slow(self) -> None:
+    def drop_unsent(self) -> None:
         self.outbox.clear()
-        self.app.metrics.inc("disconnected_slow_clients_total")
 
     def answer_later(self, pending: Awaitable[Answer]) -> None:
         """The memory backend answers at once; an awaitable answer is applied later."""
@@ -268,9 +281,7 @@ class Session(NodeSession[_Wire]):
 
     def receive_message(self, message: str | bytes) -> None:
         """One client message into the core, then carry out its events."""
-        with contextlib.suppress(RemoteProtocolError):  # fatal: the close is queued
-            if self.core.receive_message(message, now=self.loop.time()):
-                self.app.metrics.inc("client_msg_total")
+        self.take_message(message, now=self.loop.time())
         self.apply()
 
     def _arm_timer(self) -> None:
@@ -296,13 +307,8 @@ class Session(NodeSession[_Wire]):
             self.fail(error)
 
     def release_application(self) -> None:
-        rpc = self.app.rpc
-        if self.rpc is not None and rpc is not None:
-            for identifier, stream in self.rpc.streams():
-                self.node.registry.remove(stream, identifier, self)
-            request = self.rpc.disconnect_request()
-            if request is not None:
-                rpc.disconnect_later(self.sid, request)
+        if self.rpc is not None:
+            release_delegated(self.node.registry, self, self.rpc, self.app.rpc)
 
 
 class WebSocketSession(Session):
@@ -329,15 +335,17 @@ class WebSocketSession(Session):
                 if self._delegated and rpc is not None and self.rpc is not None:
                     await answer_delegated(rpc, self.rpc, self, self._delegated)
 
-    async def _write(self, items: list[str | bytes]) -> None:
-        for item in items:
-            await self.send({"type": "websocket.send", "text": item})
+    def _messages(self, items: list[str | bytes]) -> list[Message]:
+        return [{"type": "websocket.send", "text": item} for item in items]
 
-    async def _write_close(self, code: int, reason: str) -> None:
-        await self.send({"type": "websocket.close", "code": code, "reason": reason})
+    def _close_message(self, code: int, reason: str) -> Message:
+        return {"type": "websocket.close", "code": code, "reason": reason}
 
 
 class SseSession(Session):
+    gauge = "sse_clients_num"
+    one_by_one = False  # what is pending goes out as one body chunk
+
     def __init__(
         self,
         app: SessionHost,
@@ -361,45 +369,9 @@ class SseSession(Session):
         while (await self.receive())["type"] != "http.disconnect":
             pass
 
-    async def _write(self, items: list[str | bytes]) -> None:
+    def _messages(self, items: list[str | bytes]) -> list[Message]:
         body = b"".join(item if isinstance(item, bytes) else item.encode() for item in items)
-        await self.send({"type": "http.response.body", "body": body, "more_body": True})
+        return [{"type": "http.response.body", "body": body, "more_body": True}]
 
-    async def _write_close(self, code: int, reason: str) -> None:
-        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-def fan_out(
-    sessions: Iterable[Session],
-    identifier: str,
-    texts: Sequence[str],
-    offsets: Sequence[int | None],
-    excludes: Sequence[str | None] | None,
-) -> tuple[int, int]:
-    """The node's fan-out to the subscribers of one identifier (called once per
-    identifier for a run of publications): wire items are built once per kind of
-    session and the same objects queued for every subscriber of that kind."""
-    delivered = 0
-    kinds: dict[str, list[tuple[int | None, _Wire, str | None]]] = {}
-    for session in sessions:
-        kind = session.wire_kind
-        items = kinds.get(kind)
-        if items is None:
-            items = kinds[kind] = []
-            for index, text in enumerate(texts):
-                wire = session.encode(text)
-                if wire is not None:
-                    exclude = None if excludes is None else excludes[index]
-                    items.append((offsets[index], wire, exclude))
-        sid = session.sid
-        held = session.core.held
-        holding = bool(held) and identifier in held
-        for offset, wire, exclude in items:
-            if exclude is not None and exclude == sid:
-                continue
-            delivered += 1
-            if holding:
-                session.hold(identifier, offset, wire)
-            else:
-                session.push_frame(wire)
-    return delivered, 0
+    def _close_message(self, code: int, reason: str) -> Message:
+        return {"type": "http.response.body", "body": b"", "more_body": False}

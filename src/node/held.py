@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
+from .bound import over_bound
+
 __all__ = ["HeldMessages"]
 
 W = TypeVar("W")
@@ -41,7 +43,7 @@ class HeldMessages(Generic[W]):
         """Keep ``item`` (``size`` bytes). ``False`` when what is already held exceeds
         the bound: everything is dropped and the client is too slow (the driver closes
         it as ``too_slow``). What is already held counts, not this message."""
-        if self.max_bytes and self.size > self.max_bytes:
+        if over_bound(self.size, self.max_bytes):
             self._items.clear()
             self.size = 0
             return False

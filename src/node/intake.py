@@ -15,7 +15,16 @@ from ..auth.keys import check_bearer
 from ..protocol.broadcast import Publication, RemoteDisconnect, parse_broadcast
 from ..protocol.errors import RemoteProtocolError
 
-__all__ = ["Counters", "Invalid", "Verdict", "account", "judge", "screen"]
+__all__ = [
+    "TOO_LARGE",
+    "Counters",
+    "Invalid",
+    "Verdict",
+    "account",
+    "invalid_answer",
+    "judge",
+    "screen",
+]
 
 
 class Counters(Protocol):
@@ -44,6 +53,16 @@ def screen(method: str, authorization: str | None, key: str | None) -> tuple[int
     if key is not None and not check_bearer(authorization, key):
         return 401, b"Unauthorized"
     return None
+
+
+#: what the broadcast endpoint answers for a body over ``max_broadcast_body``
+TOO_LARGE = (413, b"Payload Too Large")
+
+
+def invalid_answer(verdict: Invalid) -> tuple[int, bytes]:
+    """What the broadcast endpoint answers for a body that is not a broadcast: ``400``
+    with what is wrong (an accepted one is answered ``201`` once carried out)."""
+    return 400, f"Bad Request: {verdict.detail}".encode()
 
 
 def judge(body: bytes) -> Verdict:

@@ -3,7 +3,7 @@ together (AnyCable-Go's ``node`` package). Both drivers hold one."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, Protocol, TypeVar
 
 from ..protocol import service
@@ -131,6 +131,21 @@ class Node(Generic[S, C]):
         self.publish(
             [service.presence_publication(event.stream, event.kind, event.presence_id, event.info)]
         )
+
+    def live_presence(self) -> Iterator[tuple[str, str]]:
+        """(stream, sid) of every live presence record of this node's sessions (what a
+        backend that leases presence, Redis, renews on each sweep)."""
+        return (
+            (stream, session.core.sid)
+            for session in self.sessions
+            for _presence_id, stream in session.core.presence.values()
+        )
+
+    def sweep(self, now: float) -> bool:
+        """One slice of the backend's expiry (history, sessions, presence; leaves are
+        announced on the presence streams). True: more is due now; the driver calls again
+        after a checkpoint, every ``backend.sweep_interval`` seconds."""
+        return self.backend.sweep(now, self.publish_presence, self.live_presence)
 
     def remote_disconnect(self, command: RemoteDisconnect) -> None:
         """Disconnect every local session whose identifiers equal the command's."""

@@ -13,14 +13,14 @@ transport's own handshake) stays with the driver.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..auth.origin import origin_allowed
 from ..protocol.broker import SessionSnapshot
 from ..protocol.channels import StreamPolicy
-from ..protocol.connection import CableConnection, SessionSettings
+from ..protocol.connection import CableConnection, SessionSettings, SessionState
 from ..protocol.handshake import (
     Accepted,
     AuthPolicy,
@@ -32,10 +32,19 @@ from ..protocol.handshake import (
 )
 from ..protocol.limits import Limits
 from ..protocol.sse import Refusal, SseOpen, sse_connection, sse_open
+from ..rpc.messages import Status
 from .backend import Backend
 from .intake import Counters
+from .rpc import Application, RpcSession, connect_needed
 
-__all__ = ["SessionConfig", "SessionRules"]
+__all__ = ["SSE_BAD_METHOD", "SSE_PREFLIGHT", "SSE_TOO_LARGE", "SessionConfig", "SessionRules"]
+
+#: the answer to an event stream's CORS preflight (``OPTIONS``), CORS headers added
+SSE_PREFLIGHT = Refusal(200, b"")
+#: the answer to an event-stream request with a method other than GET, POST and OPTIONS
+SSE_BAD_METHOD = Refusal(405, b"Method Not Allowed")
+#: the answer to an event-stream POST whose body is over ``max_message_size``
+SSE_TOO_LARGE = Refusal(413, b"Payload Too Large")
 
 log = logging.getLogger("cableway.node")
 
@@ -206,7 +215,66 @@ class SessionRules:
             log.info("connection rejected sid=%s reason=%s", sid, outcome.reason)
         return outcome
 
+    async def open_websocket(
+        self,
+        core: CableConnection,
+        opening: WebSocketOpen,
+        *,
+        application: tuple[Application, RpcSession] | None,
+        noauth: bool,
+        clock: Callable[[], float],
+        wall_clock: Callable[[], float],
+        metrics: Counters,
+    ) -> None:
+        """Identify an accepted upgrade's core, as every driver does: a session that asks
+        for a restore gets its snapshot from the backend (no re-authentication); then the
+        application decides when it should (``application``: its calls and this session's
+        state, rpc.md §4.2: not for a restored or JWT-identified session, not with
+        ``noauth``), else :meth:`identify` (the token) does. A rejection by either counts
+        ``failed_auths_total``. It awaits only the backend's and the application's own
+        answers; ``clock`` is the driver's monotonic clock, ``wall_clock`` Unix time."""
+        snapshot = None
+        if opening.restore_sid is not None:
+            snapshot = await self.backend.restore_session(opening.restore_sid, now=wall_clock())
+        if application is not None:
+            calls, state = application
+            restored = snapshot is not None
+            if connect_needed(opening.token, self.auth, noauth=noauth, restored=restored):
+                answer = await calls.connect(core.sid, state.connect_request())
+                status = state.apply_connect(core, answer)
+                if status is not Status.SUCCESS:
+                    metrics.inc("failed_auths_total")
+                    log.info(
+                        "connection rejected by the application sid=%s status=%s",
+                        core.sid,
+                        status.name,
+                    )
+                return
+        outcome = self.identify(
+            core, opening, snapshot, now=clock(), unix_time=wall_clock(), metrics=metrics
+        )
+        if application is not None and core.identifiers is not None:
+            state = application[1]
+            if core.state is SessionState.OPEN:
+                state.identified(core.identifiers)
+                if isinstance(outcome, Restored) and snapshot is not None:
+                    state.restore(core, snapshot)
+
     # -- Server-Sent Events --------------------------------------------------------------
+
+    def sse_request(self, method: str) -> Refusal | int | None:
+        """What an event-stream request gets before its body is read: a CORS preflight
+        (``OPTIONS``) is answered ``200`` with no body, a method other than ``GET`` and
+        ``POST`` ``405``; a ``POST`` body (JSON lines of commands) may have up to
+        ``max_message_size`` bytes (the limit is returned; over it: :data:`SSE_TOO_LARGE`);
+        ``None``: a ``GET``, whose body is not read (its query says what to subscribe)."""
+        if method == "OPTIONS":
+            return SSE_PREFLIGHT
+        if method == "GET":
+            return None
+        if method == "POST":
+            return self.max_message_size
+        return SSE_BAD_METHOD
 
     def sse_open(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Protocol, TypeVar
 
 from ..protocol.broadcast import RemoteDisconnect
@@ -12,7 +12,15 @@ __all__ = ["Closable", "remote_disconnect"]
 
 class _Core(Protocol):
     @property
+    def sid(self) -> str: ...
+
+    @property
     def identifiers(self) -> str | None: ...
+
+    @property
+    def presence(self) -> Mapping[str, tuple[str, str]]:
+        """identifier -> (presence id, stream) of the presence records it holds."""
+        ...
 
 
 class Closable(Hashable, Protocol):

@@ -7,18 +7,21 @@ each application channel) and the decisions: which request to send, and what eac
 I/O: the driver sends the request (HTTP, or an in-process application) and hands back the
 decoded answer, or ``None`` when the call failed (timeout, refused connection, non-200
 status, undecodable body). :func:`open_event_stream` is the opening of an event stream
-with the application in the loop, over any :class:`RpcCaller`.
+with the application in the loop, over any :class:`Application`.
 """
 
 from __future__ import annotations
 
 import json
+from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..protocol.broker import SessionSnapshot
 from ..protocol.channels import StreamPolicy, is_built_in
 from ..protocol.connection import CableConnection, SessionState
+from ..protocol.events import Delegate
 from ..protocol.handshake import AuthPolicy
 from ..protocol.sse import Refusal, SseOpen
 from ..rpc.messages import (
@@ -32,15 +35,21 @@ from ..rpc.messages import (
     encode_disconnect_istate,
     merge_state,
 )
+from .registry import Registry
 
 __all__ = [
     "CLOSE_AUTH_ERROR",
     "CLOSE_AUTH_FAILED",
     "CLOSE_COMMAND_FAILED",
-    "RpcCaller",
+    "Application",
+    "Delegator",
+    "DisconnectSink",
     "RpcSession",
+    "answer_delegated",
     "connect_needed",
     "open_event_stream",
+    "release_delegated",
+    "request_url",
 ]
 
 #: WebSocket close after a failed Connect call (error, timeout, refused): clients reconnect.
@@ -50,6 +59,16 @@ CLOSE_AUTH_FAILED = (1000, "Auth Failed")
 #: WebSocket close when a Command answer says ``disconnect`` (AnyCable-Go uses the
 #: reserved 1006; a close frame cannot carry it, so 1011 as anycable.md §3.4 suggests).
 CLOSE_COMMAND_FAILED = (1011, "Command Failed")
+
+
+def request_url(
+    host: str | None, path: str, query: str, *, default_host: str, tls: bool = False
+) -> str:
+    """The client's request URL as AnyCable-Go sends it in ``env.url`` (rpc.md §2.2):
+    ``http://`` (never ``ws://``; ``https://`` over TLS), the ``Host`` header
+    (``default_host`` when it is missing or empty), the path and the query."""
+    scheme = "https" if tls else "http"
+    return f"{scheme}://{host or default_host}{path}{'?' + query if query else ''}"
 
 
 def connect_needed(token: str | None, policy: AuthPolicy, *, noauth: bool, restored: bool) -> bool:
@@ -246,18 +265,83 @@ class RpcSession:
         return [(identifier, s) for identifier, streams in self.channels.items() for s in streams]
 
 
+# -- the calls, carried out the same way by every driver -----------------------------------
+
+
+class Application(Protocol):
+    """The application's Connect and Command calls, as a driver makes them (HTTP RPC in
+    the trio server, :class:`~cableway.channels.Application` in the ASGI app's process);
+    ``None``: the call failed."""
+
+    async def connect(self, sid: str, request: ConnectionRequest) -> ConnectionResponse | None: ...
+
+    async def command(self, sid: str, request: CommandMessage) -> CommandResponse | None: ...
+
+
+class DisconnectSink(Protocol):
+    """Where a closed session's Disconnect call goes (the trio server's rate-limited
+    queue; the ASGI app starts it at once)."""
+
+    def enqueue(self, sid: str, request: DisconnectRequest) -> Any: ...
+
+
+class Delegator(Protocol):
+    """What :func:`answer_delegated` needs of a driver's session."""
+
+    @property
+    def sid(self) -> str: ...
+
+    @property
+    def core(self) -> CableConnection: ...
+
+    @property
+    def closing(self) -> bool: ...
+
+    def command_ignored(self, command: str, detail: str) -> None: ...
+
+    def apply(self) -> None: ...
+
+
+def _gone(session: Delegator) -> bool:
+    return session.closing
+
+
+async def answer_delegated(
+    application: Application, state: RpcSession, session: Delegator, pending: deque[Delegate]
+) -> None:
+    """Ask the application about a session's delegated commands, one at a time, in order,
+    applying each answer before the next call (rpc.md §1: a slow application delays only
+    this client's commands). The driver awaits it (its reading waits meanwhile, as in
+    AnyCable-Go); nothing here waits on anything but the driver's own calls."""
+    while pending and not session.closing:
+        command = pending.popleft()
+        request = state.command_request(command.command, command.identifier, command.data)
+        if request is None:
+            session.command_ignored(command.command, "already subscribed or not subscribed")
+            continue
+        answer = await application.command(session.sid, request)
+        if _gone(session):
+            return  # the client is gone: the answer is discarded
+        state.apply_command(session.core, request, answer)
+        session.apply()
+
+
+def release_delegated(
+    registry: Registry[Any],
+    session: Hashable,
+    state: RpcSession,
+    disconnects: DisconnectSink | None,
+) -> None:
+    """A session ended: unregister its application streams, hand its Disconnect call (if
+    the application wants one) to ``disconnects``."""
+    for identifier, stream in state.streams():
+        registry.remove(stream, identifier, session)
+    request = state.disconnect_request()
+    if request is not None and disconnects is not None:
+        disconnects.enqueue(state.sid, request)
+
+
 # -- event streams (SSE) ---------------------------------------------------------------
-
-
-class RpcCaller(Protocol):
-    """What makes the calls (the HTTP client, or an in-process application): the
-    decoded answer, or ``None`` when the call failed."""
-
-    async def connect(self, sid: str, request: ConnectionRequest) -> ConnectionResponse | None:
-        """Make a Connect call."""
-
-    async def command(self, sid: str, request: CommandMessage) -> CommandResponse | None:
-        """Make a Command call."""
 
 
 #: Connect rejected by the application: the client is not let in (AnyCable-Go's SSE).
@@ -268,7 +352,7 @@ SSE_REJECTED = Refusal(400, b"Bad Request: subscription rejected")
 
 
 async def open_event_stream(
-    caller: RpcCaller,
+    caller: Application,
     state: RpcSession,
     core: CableConnection,
     opening: SseOpen,

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -47,9 +48,12 @@ if TYPE_CHECKING:
 __all__ = [
     "LEVELS",
     "REDACTED",
+    "WARNINGS_PER_WINDOW",
+    "WARNING_WINDOW_SECONDS",
     "JsonFormatter",
     "SecretFilter",
     "TextFormatter",
+    "WarningGate",
     "configure_logging",
     "escape_controls",
     "safe",
@@ -366,3 +370,75 @@ def configure_logging(config: Config, stream: TextIO | None = None) -> None:
     root.addHandler(handler)
     root.setLevel(LEVELS[config.log_level])
     _install_record_factory(secret_filter)
+
+
+#: "invalid broadcast" (and "body budget") warnings logged per window; the rest are
+#: counted (see :class:`WarningGate`)
+WARNINGS_PER_WINDOW = 10
+WARNING_WINDOW_SECONDS = 10.0
+
+
+class WarningGate:
+    """At most ``burst`` warnings per window of ``window`` seconds (on ``clock``: the
+    driver's monotonic clock, trio's or the event loop's).
+
+    A window opens with the first warning after the previous one closed. The warning
+    that fills a window says that more are suppressed; the first one after the window
+    is preceded by one line counting those suppressed. So a flood of bad requests
+    costs a few lines per window, not one per request, and nothing goes unsaid.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_ends",
+        "_logged",
+        "_logger",
+        "_suppressed",
+        "burst",
+        "what",
+        "window",
+    )
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        what: str,
+        burst: int,
+        window: float,
+        *,
+        clock: Callable[[], float],
+    ) -> None:
+        self._logger = logger
+        self._clock = clock
+        self.what = what
+        self.burst = burst
+        self.window = window
+        self._ends = -math.inf
+        self._logged = 0
+        self._suppressed = 0
+
+    def warn(self, message: str, *args: object) -> None:
+        now = self._clock()
+        if now >= self._ends:
+            if self._suppressed:
+                self._logger.warning(
+                    "%d more %s warnings suppressed in the last %gs",
+                    self._suppressed,
+                    self.what,
+                    self.window,
+                )
+            self._ends = now + self.window
+            self._logged = self._suppressed = 0
+        if self._logged >= self.burst:
+            self._suppressed += 1
+            return
+        self._logged += 1
+        self._logger.warning(message, *args)
+        if self._logged == self.burst:
+            self._logger.warning(
+                "more than %d %s warnings in %gs: the next ones are counted, not logged, "
+                "until the window ends",
+                self.burst,
+                self.what,
+                self.window,
+            )

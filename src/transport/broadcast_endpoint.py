@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from ..auth.keys import check_bearer
-from ..node.intake import Invalid, account, judge, screen
+from ..node.intake import TOO_LARGE, Invalid, account, invalid_answer, judge, screen
 from ..ops.metrics import Metrics
 from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.httphead import NEED_MORE, USE_GENERAL, head_size, parse_head
@@ -164,13 +164,13 @@ async def broadcast(server: BroadcastHost, conn: Conn, request: Request, key: st
     if body is None:
         # refused before buffering it (the respond reads and drops a bounded amount of
         # what the client is still sending, so that it reads the 413, not a reset)
-        await conn.respond(413, b"Payload Too Large", close=True)
+        await conn.respond(*TOO_LARGE, close=True)
         return
     verdict = judge(body)
     account(verdict, server.metrics)
     if isinstance(verdict, Invalid):
         server.front_door.broadcast_warnings.warn("invalid broadcast: %s", verdict.detail)
-        await conn.respond(400, f"Bad Request: {verdict.detail}".encode())
+        await conn.respond(*invalid_answer(verdict))
         return
     if server.publishing_waits:
         await conn.flush()  # the answers before this one must not wait for Redis

@@ -2,7 +2,9 @@
 
 The node layer (:mod:`cableway.node.publish`) calls :func:`fan_out` once per stream
 identifier; the writes to each session are inlined here (see :meth:`.Session.push_frame`
-for the same logic, one session at a time).
+for the same logic, one session at a time). The rules of a fan-out (wire items once per
+kind of session, ``exclude_socket``, held subscriptions) are the node's
+(:mod:`cableway.node.fanout`), shared with the ASGI app.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 
+from ..node.fanout import encode_run, without
 from .session import Session
 
 __all__ = ["fan_out"]
@@ -52,12 +55,7 @@ def fan_out(
             size = len(data)
             count = len(wire.frames)
         if excludes is not None and session.sid in excludes:
-            sid = session.sid
-            own = [
-                item
-                for item, exclude in zip(wire.frames, wire.excludes, strict=True)
-                if exclude != sid
-            ]
+            own = without(wire.frames, wire.excludes, session.sid)
             delivered += len(own)
             sent_total += session._push_messages(identifier, own)
             continue
@@ -113,13 +111,6 @@ class _Wire:
         offsets: Sequence[int | None],
         excludes: Sequence[str | None] | None,
     ) -> _Wire:
-        encode = session.encode
-        frames: list[tuple[int | None, bytes]] = []
-        kept: list[str | None] = []
-        for i, text in enumerate(texts):
-            frame = encode(text)
-            if frame is not None:
-                frames.append((offsets[i], frame))
-                kept.append(None if excludes is None else excludes[i])
+        frames, kept = encode_run(session.encode, texts, offsets, excludes)
         data = frames[0][1] if len(frames) == 1 else b"".join(frame for _, frame in frames)
         return cls(frames, kept, data)

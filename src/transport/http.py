@@ -26,11 +26,7 @@ import h11
 import trio
 from wsproto.utilities import generate_accept_token
 
-from ..node.rpc import connect_needed
-from ..protocol.connection import SessionState
-from ..protocol.handshake import Restored
 from ..protocol.routes import Router, endpoint_router
-from ..rpc.messages import Status
 from .api_endpoint import ApiHost, api_routes, presence, publish
 from .broadcast_endpoint import broadcast, fast_requests
 from .demo import handle_demo
@@ -81,7 +77,7 @@ async def handle_connection(
         if session is not None:
             # the HTTP side (h11 state, the request and its headers) is gone by now: an
             # idle WebSocket keeps only its session
-            server.node.sessions.add(session)
+            session.join()
             await session.run()
     finally:
         # sessions close their stream themselves; closing twice is harmless, and this
@@ -275,38 +271,18 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
         ping_jitter=server.random.random(),
         delegate=server.rpc is not None,
     )
-    # extended sessions come back with their previous sid: no re-authentication
-    snapshot = None
-    if opening.restore_sid is not None:
-        snapshot = await server.node.backend.restore_session(opening.restore_sid, now=time.time())
     rpc_state = None
     if server.rpc is not None and config.rpc is not None:
         rpc_state = new_rpc_session(config.rpc, request, conn.stream, sid, config.host)
-    restored = snapshot is not None and opening.restore_sid is not None
-    if rpc_state is not None and connect_needed(
-        opening.token, rules.auth, noauth=config.noauth or config.public, restored=restored
-    ):
-        assert server.rpc is not None
-        answer = await server.rpc.connect(sid, rpc_state.connect_request())
-        status = rpc_state.apply_connect(core, answer)
-        if status is not Status.SUCCESS:
-            server.metrics.inc("failed_auths_total")
-            log.info("connection rejected by the application sid=%s status=%s", sid, status.name)
-        session = WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))
-        session.rpc = rpc_state
-        return session
-    outcome = rules.identify(
+    await rules.open_websocket(
         core,
         opening,
-        snapshot,
-        now=trio.current_time(),
-        unix_time=time.time(),
+        application=None if server.rpc is None or rpc_state is None else (server.rpc, rpc_state),
+        noauth=config.noauth or config.public,
+        clock=trio.current_time,
+        wall_clock=time.time,
         metrics=server.metrics,
     )
-    if rpc_state is not None and core.identifiers is not None and core.state is SessionState.OPEN:
-        rpc_state.identified(core.identifiers)
-        if isinstance(outcome, Restored) and snapshot is not None:
-            rpc_state.restore(core, snapshot)
     session = WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))
     session.rpc = rpc_state
     return session

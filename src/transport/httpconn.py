@@ -22,6 +22,7 @@ import h11
 import trio
 
 from .. import __version__
+from ..ops.logs import WARNING_WINDOW_SECONDS, WARNINGS_PER_WINDOW, WarningGate
 from ..protocol.httphead import fold_headers, framing_error, reason_phrase
 
 if TYPE_CHECKING:
@@ -67,9 +68,6 @@ _LINGER_SECONDS = 1.0
 _DISCARD_LIMIT = 65536
 #: ``Retry-After`` of a ``503`` for a full body budget, in seconds
 RETRY_AFTER = b"1"
-#: invalid broadcasts logged per window (the rest are counted, see :class:`WarningGate`)
-WARNINGS_PER_WINDOW = 10
-WARNING_WINDOW_SECONDS = 10.0
 
 
 class FrontDoor:
@@ -94,58 +92,15 @@ class FrontDoor:
         )
         self.body_bytes = 0
         self.broadcast_warnings = WarningGate(
-            log, "invalid broadcast", WARNINGS_PER_WINDOW, WARNING_WINDOW_SECONDS
+            log,
+            "invalid broadcast",
+            WARNINGS_PER_WINDOW,
+            WARNING_WINDOW_SECONDS,
+            clock=trio.current_time,
         )
         self.budget_warnings = WarningGate(
-            log, "body budget", WARNINGS_PER_WINDOW, WARNING_WINDOW_SECONDS
+            log, "body budget", WARNINGS_PER_WINDOW, WARNING_WINDOW_SECONDS, clock=trio.current_time
         )
-
-
-class WarningGate:
-    """At most ``burst`` warnings per window of ``window`` seconds (trio's clock).
-
-    A window opens with the first warning after the previous one closed. The warning
-    that fills a window says that more are suppressed; the first one after the window
-    is preceded by one line counting those suppressed. So a flood of bad requests
-    costs a few lines per window, not one per request, and nothing goes unsaid.
-    """
-
-    __slots__ = ("_ends", "_logged", "_logger", "_suppressed", "burst", "what", "window")
-
-    def __init__(self, logger: logging.Logger, what: str, burst: int, window: float) -> None:
-        self._logger = logger
-        self.what = what
-        self.burst = burst
-        self.window = window
-        self._ends = -math.inf
-        self._logged = 0
-        self._suppressed = 0
-
-    def warn(self, message: str, *args: object) -> None:
-        now = trio.current_time()
-        if now >= self._ends:
-            if self._suppressed:
-                self._logger.warning(
-                    "%d more %s warnings suppressed in the last %gs",
-                    self._suppressed,
-                    self.what,
-                    self.window,
-                )
-            self._ends = now + self.window
-            self._logged = self._suppressed = 0
-        if self._logged >= self.burst:
-            self._suppressed += 1
-            return
-        self._logged += 1
-        self._logger.warning(message, *args)
-        if self._logged == self.burst:
-            self._logger.warning(
-                "more than %d %s warnings in %gs: the next ones are counted, not logged, "
-                "until the window ends",
-                self.burst,
-                self.what,
-                self.window,
-            )
 
 
 class Overloaded(Exception):

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 
+from ..node.bound import over_bound
+
 __all__ = ["Outbox"]
 
 try:
@@ -56,8 +58,8 @@ class Outbox:
 
     @property
     def over(self) -> bool:
-        """Whether :attr:`backlog` is past ``max_bytes``."""
-        return 0 < self.max_bytes < self.size - self.started
+        """Whether :attr:`backlog` is past ``max_bytes`` (:mod:`cableway.node.bound`)."""
+        return over_bound(self.size - self.started, self.max_bytes)
 
     def push(self, data: Chunk) -> None:
         """Queue whole frames behind what is pending (nothing once closed)."""

@@ -17,13 +17,13 @@ import logging
 import math
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 import h11
 import trio
 
-from ..node.rpc import RpcSession
+from ..node.rpc import RpcSession, answer_delegated, release_delegated, request_url
 from ..ops.metrics import Metric
 from ..rpc.http import endpoint_url, request_headers
 from ..rpc.messages import (
@@ -40,12 +40,7 @@ from ..rpc.settings import RpcSettings
 from .tls import is_tls, transport_socket
 
 if TYPE_CHECKING:
-    from collections import deque
-
-    from ..node.registry import Registry
     from ..ops.metrics import Metrics
-    from ..protocol.connection import CableConnection
-    from ..protocol.events import Delegate
     from .httpconn import Request
 
 __all__ = [
@@ -345,54 +340,6 @@ class DisconnectQueue:
         await self.done.wait()
 
 
-class Delegator(Protocol):
-    """What :func:`answer_delegated` needs of a driver's session."""
-
-    sid: str
-    core: CableConnection
-
-    @property
-    def closing(self) -> bool: ...
-
-    def command_ignored(self, command: str, detail: str) -> None: ...
-
-    def apply(self) -> None: ...
-
-
-def _gone(session: Delegator) -> bool:
-    return session.closing
-
-
-async def answer_delegated(
-    rpc: HttpRpc, state: RpcSession, session: Delegator, pending: deque[Delegate]
-) -> None:
-    """Ask the application about a session's delegated commands, one at a time, in order,
-    applying each answer before the next call (rpc.md §1: a slow application delays only
-    this client's commands)."""
-    while pending and not session.closing:
-        command = pending.popleft()
-        request = state.command_request(command.command, command.identifier, command.data)
-        if request is None:
-            session.command_ignored(command.command, "already subscribed or not subscribed")
-            continue
-        answer = await rpc.command(session.sid, request)
-        if _gone(session):
-            return  # the client is gone: the answer is discarded
-        state.apply_command(session.core, request, answer)
-        session.apply()
-
-
-def release_delegated(
-    registry: Registry[Any], session: object, state: RpcSession, disconnects: DisconnectQueue | None
-) -> None:
-    """A session ended: unregister its application streams, queue its Disconnect."""
-    for identifier, stream in state.streams():
-        registry.remove(stream, identifier, session)
-    request = state.disconnect_request()
-    if request is not None and disconnects is not None:
-        disconnects.enqueue(state.sid, request)
-
-
 def new_rpc_session(
     settings: RpcSettings, request: Request, stream: trio.abc.Stream, sid: str, default_host: str
 ) -> RpcSession:
@@ -400,18 +347,16 @@ def new_rpc_session(
     URL and the forwarded headers, fixed at the handshake (rpc.md §2.2)."""
     return RpcSession(
         sid=sid,
-        url=_request_url(request, default_host, tls=is_tls(stream)),
+        url=request_url(
+            request.headers.get("host"),
+            request.path,
+            request.query,
+            default_host=default_host,
+            tls=is_tls(stream),
+        ),
         headers=settings.env_headers(_text_headers(request), _peer_ip(stream)),
         disconnect_mode=settings.disconnect_mode,
     )
-
-
-def _request_url(request: Request, default_host: str, *, tls: bool = False) -> str:
-    """The client's request URL as AnyCable-Go sends it in ``env.url``: ``http://`` (never
-    ``ws://``; ``https://`` over TLS), the Host header, the path and query (rpc.md §2.2)."""
-    host = request.headers.get("host") or default_host
-    query = f"?{request.query}" if request.query else ""
-    return f"{'https' if tls else 'http'}://{host}{request.path}{query}"
 
 
 def _text_headers(request: Request) -> list[tuple[str, str]]:

@@ -611,16 +611,8 @@ class Server:
         while True:
             await trio.sleep(backend.sweep_interval)
             now = time.time()
-            while backend.sweep(now, self.publish_presence, self._live_presence):
+            while self.node.sweep(now):
                 await trio.lowlevel.checkpoint()
-
-    def _live_presence(self) -> Iterable[tuple[str, str]]:
-        """(stream, sid) of every live presence record of this node's sessions."""
-        return (
-            (stream, session.sid)
-            for session in self.sessions
-            for _presence_id, stream in session.core.presence.values()
-        )
 
     async def _log_metrics(self) -> None:
         """``--metrics_log``: one line per interval with counter deltas and gauges."""

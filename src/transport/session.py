@@ -223,8 +223,7 @@ class Session(NodeSession[bytes]):
     def _enqueue(self, frame: bytes) -> None:
         """Queue whole frames behind what is pending, unless the client is too slow."""
         if not self._admit():
-            self._drop_slow()
-            self.request_close("too_slow", reconnect=True, code=1000)
+            self.overflow()
             return
         self.outbox.push(frame)
         self._kick()
@@ -261,11 +260,10 @@ class Session(NodeSession[bytes]):
             return not outbox.over
         return False
 
-    def _drop_slow(self) -> None:
+    def drop_unsent(self) -> None:
         """The client is too slow: drop its unstarted output (the frame in flight is
-        finished first) and count it."""
+        finished first)."""
         self.outbox.drop_unstarted()
-        self.server.metrics.inc("disconnected_slow_clients_total")
 
     def _push_messages(self, identifier: str, frames: list[tuple[int | None, bytes]]) -> int:
         """Deliver broadcast frames (with their offsets) of one subscription, in order:
@@ -456,12 +454,7 @@ class Session(NodeSession[bytes]):
             trio.ClosedResourceError,
             OSError,
         ) as exc:
-            metrics.inc(
-                "timeout_server_msg_total"
-                if isinstance(exc, trio.TooSlowError)
-                else "failed_server_msg_total"
-            )
-            log.debug("write failed sid=%s", self.sid)
+            self.write_failed(timed_out=isinstance(exc, trio.TooSlowError))
             self._write_failed()
         except Exception:
             # it may run in the server's nursery: a bug must cost this session only
@@ -619,9 +612,6 @@ class Session(NodeSession[bytes]):
 
     def delegate(self, command: Delegate) -> None:
         self._delegated.append(command)
-
-    def too_slow(self) -> None:
-        self._drop_slow()
 
     def answer_later(self, pending: Awaitable[Answer]) -> None:
         """A backend answers later (Redis): apply its answer in a task, if still open."""

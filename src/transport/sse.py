@@ -22,7 +22,7 @@ from typing import Protocol
 import h11
 import trio
 
-from ..node.opening import SessionRules
+from ..node.opening import SSE_PREFLIGHT, SSE_TOO_LARGE, SessionRules
 from ..node.rpc import RpcSession, connect_needed, open_event_stream
 from ..protocol.connection import CableConnection
 from ..protocol.sse import (
@@ -53,6 +53,8 @@ class SessionMaker(SessionHost, Protocol):
 
 class SseSession(Session):
     """One event-stream client."""
+
+    gauge = "sse_clients_num"
 
     def __init__(
         self,
@@ -92,21 +94,18 @@ async def handle_sse(server: SessionMaker, conn: Conn, request: Request) -> None
     def _cors(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         return [*cors, *headers]
 
-    if request.method == "OPTIONS":
-        await drain_body(conn, 0)
-        await conn.respond(200, headers=_cors([]))
-        return
-    if request.method not in ("GET", "POST"):
-        await conn.respond(405, b"Method Not Allowed", headers=_cors([]), close=True)
-        return
-    if request.method == "GET":
-        body: bytes | None = await drain_body(conn, 0)
-    else:
-        body = await drain_body(conn, config.max_message_size)
-        if body is None:
-            await conn.respond(413, b"Payload Too Large", headers=_cors([]), close=True)
-            return
     rules = server.session_rules
+    limit = rules.sse_request(request.method)
+    if isinstance(limit, Refusal):
+        preflight = limit is SSE_PREFLIGHT  # answered, and the connection stays usable
+        if preflight:
+            await drain_body(conn, 0)
+        await conn.respond(limit.status, limit.body, headers=_cors([]), close=not preflight)
+        return
+    body = await drain_body(conn, limit or 0)
+    if body is None and limit is not None:
+        await conn.respond(SSE_TOO_LARGE.status, SSE_TOO_LARGE.body, headers=_cors([]), close=True)
+        return
     opening = rules.sse_open(
         request.method,
         query=request.query,
@@ -138,13 +137,9 @@ async def handle_sse(server: SessionMaker, conn: Conn, request: Request) -> None
     # (a keep-alive client or proxy must not reuse the socket afterwards)
     headers = _cors([*SSE_HEADERS, VERSION_HEADER, (b"connection", b"close")])
     await conn.send(h11.Response(status_code=200, headers=headers))
-    server.node.sessions.add(session)
-    server.metrics.inc("sse_clients_num")
-    try:
-        session.apply()  # welcome, confirmations, history: queued before live messages
-        await session.run()
-    finally:
-        server.metrics.dec("sse_clients_num")
+    session.join()
+    session.apply()  # welcome, confirmations, history: queued before live messages
+    await session.run()
 
 
 async def _open_with_rpc(

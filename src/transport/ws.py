@@ -17,7 +17,6 @@ from wsproto.events import BytesMessage, Ping, Pong, TextMessage
 from wsproto.events import CloseConnection as WsClose
 
 from ..protocol.connection import CableConnection
-from ..protocol.errors import RemoteProtocolError
 from ..protocol.messages import to_wire
 from ..protocol.wsframe import parse_client_frame, text_frame
 from .session import Session, SessionHost
@@ -81,12 +80,8 @@ class WebSocketSession(Session):
         self._process()
 
     def _receive_message(self, message: str | bytes) -> None:
-        """Hand one client message to the core (``client_msg_total`` counts commands)."""
-        try:
-            if self.core.receive_message(message, now=trio.current_time()):
-                self.server.metrics.inc("client_msg_total")
-        except RemoteProtocolError:
-            pass  # fatal (oversized): the core has already queued the close
+        """Hand one client message to the core (:meth:`.NodeSession.take_message`)."""
+        self.take_message(message, now=trio.current_time())
 
     def _fast_frames(self, data: bytes) -> bytes | None:
         """Process the whole, simple frames at the start of ``data``
@@ -143,7 +138,7 @@ class WebSocketSession(Session):
                 # flooding pings while reading nothing is a slow client
                 if self.ws.state is ConnectionState.OPEN:
                     if not self._admit():
-                        self._drop_slow()
+                        self.too_slow()
                         self.core.disconnect("too_slow", reconnect=True)
                         self.apply()
                         return

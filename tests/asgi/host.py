@@ -22,9 +22,10 @@ STOP_TIMEOUT = 15.0
 
 
 class UvicornHost:
-    """``uvicorn.Server`` serving ``app`` (wsproto WebSockets, h11 HTTP) on a thread."""
+    """``uvicorn.Server`` serving ``app`` (h11 HTTP; WebSockets by ``ws``: ``wsproto``, the
+    default, or ``websockets-sansio``) on a thread."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, *, ws: str = "wsproto") -> None:
         # IPPROTO_TCP, not create_server's 0: asyncio sets TCP_NODELAY on accepted sockets only
         # when the listener says it is TCP, else each answer waits ~40 ms for a delayed ACK
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -36,7 +37,7 @@ class UvicornHost:
             app,
             interface="asgi3",
             lifespan="on",
-            ws="wsproto",
+            ws=ws,
             http="h11",
             log_config=None,
             log_level="warning",
@@ -86,8 +87,8 @@ class UvicornHost:
 
 
 @contextmanager
-def hosted(app: Any) -> Iterator[UvicornHost]:
-    host = UvicornHost(app)
+def hosted(app: Any, *, ws: str = "wsproto") -> Iterator[UvicornHost]:
+    host = UvicornHost(app, ws=ws)
     host.start()
     try:
         yield host

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -18,9 +19,10 @@ import pytest
 
 from cableway.asgi import CablewayApp
 from cableway.config import Config
+from cableway.ops.logs import WARNINGS_PER_WINDOW
 from cableway.protocol.connection import CableConnection
 
-from ..integration.helpers import config, turbo_identifier
+from ..integration.helpers import BROADCAST_KEY, config, turbo_identifier
 
 WAIT = 5.0
 
@@ -35,6 +37,7 @@ class FakeClient:
         self.sent: list[dict[str, Any]] = []
         self.gate = asyncio.Event()  # websocket.send / body chunks wait for it
         self.gate.set()
+        self.blocked = asyncio.Event()  # set when a send() waits for the gate
         self._changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -43,6 +46,8 @@ class FakeClient:
 
     async def send(self, message: dict[str, Any]) -> None:
         if message["type"] in ("websocket.send", "http.response.body"):
+            if not self.gate.is_set():
+                self.blocked.set()
             await self.gate.wait()
         self.sent.append(dict(message))
         self._changed.set()
@@ -84,16 +89,22 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(scenario())
 
 
+async def subscribed(app: CablewayApp, stream: str) -> FakeClient:
+    """A WebSocket client of ``app`` subscribed to the signed Turbo stream ``stream``
+    (its welcome and confirmation received)."""
+    client = FakeClient(app, ws_scope())
+    client.incoming.put_nowait({"type": "websocket.connect"})
+    client.start()
+    subscribe = {"command": "subscribe", "identifier": turbo_identifier(stream)}
+    client.incoming.put_nowait({"type": "websocket.receive", "text": json.dumps(subscribe)})
+    await client.wait_until(lambda: len(client.texts()) == 2)  # welcome, confirmation
+    return client
+
+
 def test_a_client_that_does_not_read_is_disconnected_as_too_slow() -> None:
     async def scenario() -> None:
         app = CablewayApp(config(ws_max_pending_size=1000, ws_write_timeout=5.0))
-        client = FakeClient(app, ws_scope())
-        client.incoming.put_nowait({"type": "websocket.connect"})
-        client.start()
-        identifier = turbo_identifier("room")
-        subscribe = {"command": "subscribe", "identifier": identifier}
-        client.incoming.put_nowait({"type": "websocket.receive", "text": json.dumps(subscribe)})
-        await client.wait_until(lambda: len(client.texts()) == 2)  # welcome, confirmation
+        client = await subscribed(app, "room")
         client.gate.clear()  # from now on the client reads nothing
         for n in range(20):
             await app.broadcast("room", json.dumps("x" * 100 + str(n)))
@@ -250,3 +261,57 @@ def test_the_asgi_module_imports_no_trio_and_no_transport() -> None:
 def test_redis_settings_are_refused_not_ignored(changes: dict[str, Any], named: str) -> None:
     with pytest.raises(ValueError, match=named):
         CablewayApp(config(**changes))
+
+
+def test_a_flood_of_invalid_broadcasts_is_answered_400_and_logged_a_few_times(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        app = CablewayApp(config(), http_broadcast=True)
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/_broadcast",
+            "headers": [(b"authorization", f"Bearer {BROADCAST_KEY}".encode())],
+        }
+        caplog.set_level(logging.WARNING, logger="cableway")
+        statuses = []
+        for _ in range(50):
+            client = FakeClient(app, dict(scope))
+            client.incoming.put_nowait({"type": "http.request", "body": b"{not json"})
+            client.start()
+            await client.finished()
+            statuses.append(client.sent[0]["status"])
+        assert statuses == [400] * 50
+        lines = [r.getMessage() for r in caplog.records if r.name == "cableway.asgi"]
+        invalid = [line for line in lines if line.startswith("invalid broadcast")]
+        assert len(invalid) == WARNINGS_PER_WINDOW  # as the server: a few lines per window
+        assert len(lines) == WARNINGS_PER_WINDOW + 1
+        assert "counted, not logged" in lines[-1]
+        assert app.metrics.value("failed_broadcast_msg_total") == 50
+
+    run(scenario)
+
+
+def test_what_waits_behind_a_blocked_send_counts_against_the_bound_and_is_dropped() -> None:
+    async def scenario() -> None:
+        # each message is about 350 bytes on the wire (the signed identifier is long)
+        app = CablewayApp(config(ws_max_pending_size=3000, ws_write_timeout=5.0))
+        client = await subscribed(app, "room")
+        client.gate.clear()  # the next send() blocks: the client reads nothing
+        for n in range(5):  # under the bound
+            await app.broadcast("room", json.dumps(f"{n:03}" + "x" * 100))
+        async with asyncio.timeout(WAIT):
+            await client.blocked.wait()  # the writer handed the first one to send()
+        for n in range(5, 20):  # with the ones waiting behind it, past the bound: too slow
+            await app.broadcast("room", json.dumps(f"{n:03}" + "x" * 100))
+        client.gate.set()
+        await client.finished()
+        texts = client.texts()
+        # the message in flight is finished; what waited behind it was dropped, not sent
+        assert [t.get("message", t.get("type"))[:3] for t in texts[2:]] == ["000", "dis"]
+        assert texts[-1] == {"type": "disconnect", "reason": "too_slow", "reconnect": True}
+        assert app.metrics.value("disconnected_slow_clients_total") == 1
+        await app.aclose()
+
+    run(scenario)

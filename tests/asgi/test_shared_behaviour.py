@@ -273,6 +273,43 @@ async def test_sse_turbo_signed_stream_and_status_codes(serve: Serve) -> None:
         ).status == 400
 
 
+async def test_sse_preflight_method_and_body_limit_answers(serve: Serve) -> None:
+    cfg = config(
+        public_streams=True, max_message_size=256, allowed_origins=("https://app.example",)
+    )
+    origin = [("Origin", "https://app.example")]
+    async with serve(cfg) as server:
+        port = server.main_port
+        options = await http(port, "OPTIONS", "/events", headers=origin)
+        assert (options.status, options.body) == (200, b"")
+        assert options.headers["access-control-allow-origin"] == "https://app.example"
+        assert "POST" in options.headers["access-control-allow-methods"]
+        refused = await http(port, "DELETE", "/events?stream=x", headers=origin)
+        assert (refused.status, refused.body) == (405, b"Method Not Allowed")
+        assert refused.headers["access-control-allow-origin"] == "https://app.example"
+        line = json.dumps({"command": "subscribe", "identifier": CHAT}).encode()
+        too_big = await http(port, "POST", "/events", line + b"\n" + b" " * 256, origin)
+        assert (too_big.status, too_big.body) == (413, b"Payload Too Large")
+        async with sse(server, "/events", method="POST", body=line) as client:
+            assert client.status == 200
+            assert (await client.event())["event"] == "welcome"  # type: ignore[index]
+
+
+async def test_one_message_larger_than_the_outbox_bound_reaches_a_client_that_reads(
+    serve: Serve,
+) -> None:
+    # the bound counts earlier output still waiting, never the message being queued
+    cfg = config(public_streams=True, ws_max_pending_size=1024)
+    async with serve(cfg) as server, cable(server) as ws:
+        await welcome(ws)
+        assert (await subscribe(ws, CHAT))["type"] == "confirm_subscription"
+        big = "y" * 8192
+        await server.publish("chat", json.dumps(big))
+        assert await recv_json(ws) == {"identifier": CHAT, "message": big}
+        await ws.send_message('{"command":"ping"}')  # still connected
+        assert await recv_json(ws) == {"type": "pong"}
+
+
 async def test_broadcast_status_codes_health_and_404(serve: Serve) -> None:
     async with serve() as server:
         port, path = server.broadcast_port, "/_broadcast"
@@ -363,6 +400,17 @@ async def test_metrics_are_served_at_metrics_http_with_the_same_names(serve: Ser
         assert _metric(text, "failed_broadcast_msg_total") == 1
         assert _metric(text, "server_msg_total") == 1
         assert _metric(text, "client_msg_total") >= 1  # the subscribe command
+
+
+async def test_an_event_stream_counts_as_a_client_and_an_sse_client(serve: Serve) -> None:
+    cfg = config(metrics_http="/metrics", public_streams=True)
+    async with serve(cfg) as server, cable(server) as ws:
+        await welcome(ws)
+        async with sse(server, "/events?stream=chat") as client:
+            assert (await client.event())["event"] == "welcome"  # type: ignore[index]
+            text = await _metrics(server)
+            assert _metric(text, "clients_num") == 2
+            assert _metric(text, "sse_clients_num") == 1
 
 
 async def test_a_batch_is_delivered_in_order_and_counted_per_publication(serve: Serve) -> None:

@@ -27,6 +27,9 @@ class Counters:
 @dataclass(eq=False)
 class Core:
     identifiers: str | None = None
+    sid: str = ""
+    #: identifier -> (presence id, stream)
+    presence: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -196,6 +199,22 @@ def test_presence_expiry_is_announced_through_the_node() -> None:
     assert offsets == [None]
 
 
+def test_the_node_sweeps_its_backend_and_announces_leaves_itself() -> None:
+    broker = MemoryBroker(epoch="e1", presence_ttl=1)
+    node, fan_out = _node(MemoryBackend(broker))
+    node.registry.add("room", "id", FakeSession("watcher"))
+    assert broker.presence_join("room", "sid-1", "alice", {"name": "Alice"}) is not None
+    broker.presence_disconnect("room", "sid-1", now=NOW)
+    for _ in range(10):  # bounded: a handful of slices at most
+        if not node.sweep(NOW + 10):
+            break
+    (_identifier, _, texts, offsets) = fan_out.calls[0]
+    message = json.loads(texts[0])
+    assert message["type"] == "presence"
+    assert message["message"] == {"type": "leave", "id": "alice"}
+    assert offsets == [None]
+
+
 def test_the_gauges_read_the_live_sessions_identifiers_and_streams() -> None:
     node, _ = _node(NoBackend())
     gauges: dict[str, Callable[[], int]] = {}
@@ -219,3 +238,28 @@ def test_the_gauges_read_the_live_sessions_identifiers_and_streams() -> None:
     node.sessions.discard(c)
     node.registry.remove("news", "id", b)
     assert (gauges["clients_num"](), gauges["broadcast_streams_num"]()) == (2, 1)
+
+
+def test_the_sweep_hands_the_backend_the_live_presence_of_every_session() -> None:
+    seen: list[list[tuple[str, str]]] = []
+
+    class Leasing(NoBackend):
+        """A backend that leases presence (as Redis does) and records what it renews."""
+
+        def sweep(
+            self,
+            now: float,
+            on_event: Callable[[PresenceEvent], None],
+            live_presence: Callable[[], Iterable[tuple[str, str]]],
+        ) -> bool:
+            seen.append(sorted(live_presence()))
+            return False
+
+    node, _ = _node(Leasing())
+    here = FakeSession(
+        "a", Core(sid="a", presence={"id-1": ("alice", "room"), "id-2": ("al", "x")})
+    )
+    there = FakeSession("b", Core(sid="b", presence={"id-1": ("bob", "room")}))
+    node.sessions.update({here, there, FakeSession("c", Core(sid="c"))})
+    assert node.sweep(NOW) is False
+    assert seen == [[("room", "a"), ("room", "b"), ("x", "a")]]

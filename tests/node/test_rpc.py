@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import deque
 
 import trio
 import trio.testing
 
-from cableway.node.rpc import RpcSession, connect_needed
+from cableway.node.registry import Registry
+from cableway.node.rpc import (
+    RpcSession,
+    answer_delegated,
+    connect_needed,
+    release_delegated,
+    request_url,
+)
 from cableway.protocol.connection import CableConnection, SessionSettings, SessionState
 from cableway.protocol.events import (
     CloseConnection,
@@ -21,6 +29,7 @@ from cableway.protocol.events import (
 )
 from cableway.protocol.handshake import AuthPolicy
 from cableway.rpc import (
+    CommandMessage,
     CommandResponse,
     ConnectionResponse,
     DisconnectRequest,
@@ -314,3 +323,93 @@ def test_a_resumable_sessions_snapshot_carries_the_app_channels_and_state() -> N
     assert StreamAdded(IDENT, "r") in events
     assert (restored.cstate, restored.istate) == ({"v": "1"}, {IDENT: {"k": "x"}})
     assert restored.disconnect_request() is not None
+
+
+class _Delegating:
+    """A driver's session as answer_delegated sees it (no sockets)."""
+
+    def __init__(self, core: CableConnection) -> None:
+        self.sid = core.sid
+        self.core = core
+        self.closing = False
+        self.ignored: list[str] = []
+        self.applied = 0
+
+    def command_ignored(self, command: str, detail: str) -> None:
+        self.ignored.append(command)
+
+    def apply(self) -> None:
+        self.applied += 1
+
+
+class _App:
+    """The application: records the calls; ``close_on`` closes the session meanwhile."""
+
+    def __init__(self, session: _Delegating, close_on: int | None = None) -> None:
+        self.session = session
+        self.close_on = close_on
+        self.calls: list[str] = []
+
+    async def connect(self, sid: str, request: object) -> None:
+        raise AssertionError("not called")
+
+    async def command(self, sid: str, request: CommandMessage) -> CommandResponse:
+        self.calls.append(f"{request.command}:{request.identifier}")
+        if self.close_on is not None and len(self.calls) == self.close_on:
+            self.session.closing = True  # the client went away while the app answered
+        return CommandResponse(status=Status.SUCCESS, streams=["room"])
+
+
+async def test_delegated_commands_are_asked_in_order_and_stop_once_the_session_closes() -> None:
+    state, core = connected()
+    session = _Delegating(core)
+    app = _App(session)
+    other = '{"channel":"chat","room":"43"}'
+    pending = deque(
+        [
+            Delegate("subscribe", IDENT, ""),
+            Delegate("subscribe", IDENT, ""),  # already subscribed: no call
+            Delegate("subscribe", other, ""),
+        ]
+    )
+    await answer_delegated(app, state, session, pending)
+    assert app.calls == [f"subscribe:{IDENT}", f"subscribe:{other}"]
+    assert session.ignored == ["subscribe"]
+    assert (session.applied, set(state.channels)) == (2, {IDENT, other})
+
+    state, core = connected()
+    session = _Delegating(core)
+    app = _App(session, close_on=1)
+    pending = deque([Delegate("subscribe", IDENT, ""), Delegate("subscribe", other, "")])
+    await answer_delegated(app, state, session, pending)
+    assert app.calls == [f"subscribe:{IDENT}"]  # nothing more is asked for a closed session
+    assert session.applied == 0  # and the answer that came late is discarded
+    assert state.channels == {}
+
+
+def test_a_released_session_leaves_the_registry_and_queues_its_disconnect() -> None:
+    state, core = connected()
+    state.apply_command(
+        core,
+        CommandMessage(command="subscribe", identifier=IDENT),
+        CommandResponse(status=Status.SUCCESS, streams=["room"]),
+    )
+    registry: Registry[str] = Registry()
+    registry.add("room", IDENT, "me")
+    queued: list[tuple[str, DisconnectRequest]] = []
+
+    class Sink:
+        def enqueue(self, sid: str, request: DisconnectRequest) -> None:
+            queued.append((sid, request))
+
+    release_delegated(registry, "me", state, Sink())
+    assert len(registry) == 0
+    assert [sid for sid, _ in queued] == ["s1d-test"]
+
+
+def test_env_url_is_http_host_path_and_query_with_a_default_host() -> None:
+    assert request_url("example.com:8080", "/cable", "a=1", default_host="h") == (
+        "http://example.com:8080/cable?a=1"
+    )
+    assert request_url(None, "/cable", "", default_host="localhost") == "http://localhost/cable"
+    assert request_url("", "/x/cable", "", default_host="0.0.0.0") == "http://0.0.0.0/x/cable"

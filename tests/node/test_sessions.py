@@ -6,10 +6,14 @@ from __future__ import annotations
 from cableway.config import Config
 from cableway.node.backend import MemoryBackend, NoBackend
 from cableway.node.held import HeldMessages
+from cableway.node.node import Node
 from cableway.node.opening import SessionRules
+from cableway.node.rpc import RpcSession
+from cableway.node.session import NodeSession
 from cableway.protocol.broker import MemoryBroker
-from cableway.protocol.connection import CableConnection
+from cableway.protocol.connection import CableConnection, SessionSettings
 from cableway.protocol.sse import Refusal
+from cableway.rpc import ConnectionResponse, Status
 
 
 def test_release_sends_what_is_newer_than_the_history_in_order() -> None:
@@ -105,3 +109,83 @@ def test_a_websocket_from_a_foreign_or_doubled_origin_is_refused_before_the_upgr
     doubled = [b"https://example.com", b"https://example.com"]
     assert rules.origin_refusal(doubled) == (400, b"Bad Request: several Origin headers")
     assert _rules(NoBackend(), native_pings=False).origin_refusal([b"https://any.test"]) is None
+
+
+def test_an_event_stream_request_is_screened_by_method_before_its_body_is_read() -> None:
+    rules = _rules(NoBackend(), native_pings=False, max_message_size=4096)
+    assert rules.sse_request("OPTIONS") == Refusal(200, b"")
+    assert rules.sse_request("GET") is None  # a GET's body is not read
+    assert rules.sse_request("POST") == 4096
+    for method in ("PUT", "DELETE", "PATCH", "get"):
+        assert rules.sse_request(method) == Refusal(405, b"Method Not Allowed")
+
+
+class _Connects:
+    """The application's Connect call: records it, answers ``answer``."""
+
+    def __init__(self, answer: ConnectionResponse | None) -> None:
+        self.answer = answer
+        self.asked: list[str] = []
+
+    async def connect(self, sid: str, request: object) -> ConnectionResponse | None:
+        self.asked.append(sid)
+        return self.answer
+
+    async def command(self, sid: str, request: object) -> None:
+        raise AssertionError("not called")
+
+
+async def test_opening_a_websocket_asks_the_application_only_when_it_decides() -> None:
+    rules = _rules(NoBackend(), native_pings=False)
+    for noauth, answer, asked, failed in [
+        (False, None, ["abc"], 1),  # the call failed: closed 1011, counted
+        (False, ConnectionResponse(status=Status.SUCCESS, identifiers='{"u":1}'), ["abc"], 0),
+        (True, None, [], 0),  # --noauth: no Connect, identified by the node
+    ]:
+        opening = rules.websocket_open(
+            headers={}, query="", subprotocols=["actioncable-v1-json"], fresh_sid="abc"
+        )
+        core = rules.websocket_core(opening, now=0.0, ping_jitter=0.0, delegate=True)
+        state = RpcSession("abc", "http://h/cable", {})
+        app = _Connects(answer)
+        metrics = Counters()
+        await rules.open_websocket(
+            core,
+            opening,
+            application=(app, state),
+            noauth=noauth,
+            clock=lambda: 0.0,
+            wall_clock=lambda: 1_700_000_000.0,
+            metrics=metrics,
+        )
+        assert app.asked == asked
+        assert metrics.values.get("failed_auths_total", 0) == failed
+        assert state.connected is (failed == 0)
+
+
+def test_a_session_joins_and_leaves_the_node_and_its_kinds_gauge_once() -> None:
+    metrics = Counters()
+    node: Node[NodeSession[str], object] = Node(
+        NoBackend(), metrics, lambda *_: (0, 0), wall_clock=lambda: 0.0
+    )
+
+    class Stream(NodeSession[str]):
+        wire_kind = "sse"
+        gauge = "sse_clients_num"
+
+        def __init__(self) -> None:
+            self.node = node
+            self.counters = metrics
+            self.core = CableConnection(sid="s", settings=SessionSettings(), now=0.0)
+            self.sid = "s"
+            self.held = HeldMessages(0)
+            self.snapshot = None
+
+    session = Stream()
+    session.join()
+    assert session in node.sessions
+    assert metrics.values == {"sse_clients_num": 1}
+    session.leave()
+    session.leave()  # a second leave changes nothing
+    assert not node.sessions
+    assert metrics.values == {"sse_clients_num": 0}
