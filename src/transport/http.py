@@ -254,6 +254,9 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
     ]
     if subprotocol is not None:
         headers.append((b"sec-websocket-protocol", subprotocol.encode()))
+    deflate = opening.deflate
+    if deflate is not None:
+        headers.append((b"sec-websocket-extensions", deflate.response.encode()))
     await conn.send(h11.InformationalResponse(status_code=101, headers=headers))
     trailing, _closed = conn.h11.trailing_data
 
@@ -287,7 +290,9 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
         if status is not Status.SUCCESS:
             server.metrics.inc("failed_auths_total")
             log.info("connection rejected by the application sid=%s status=%s", sid, status.name)
-        session = WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))
+        session = WebSocketSession(
+            server, conn.stream, core, trailing_data=bytes(trailing), deflate=deflate
+        )
         session.rpc = rpc_state
         return session
     outcome = rules.identify(
@@ -302,7 +307,9 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
         rpc_state.identified(core.identifiers)
         if isinstance(outcome, Restored) and snapshot is not None:
             rpc_state.restore(core, snapshot)
-    session = WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))
+    session = WebSocketSession(
+        server, conn.stream, core, trailing_data=bytes(trailing), deflate=deflate
+    )
     session.rpc = rpc_state
     return session
 
