@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 from pathlib import Path
 
 from cableway.auth.signed_streams import sign_stream_name
@@ -77,6 +78,32 @@ def ws_frames() -> dict[str, bytes]:
     }
 
 
+def _deflate(data: bytes, *, final: bool = False) -> bytes:
+    """Raw deflate as a client sends it: sync-flushed, the 4-byte tail removed (or one
+    final block, RFC 7692 §7.2.3.4)."""
+    z = zlib.compressobj(6, zlib.DEFLATED, -15)
+    if final:
+        return z.compress(data) + z.flush(zlib.Z_FINISH)
+    return (z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+def ws_deflate() -> dict[str, bytes]:
+    """Seeds of fuzz_ws_deflate.py: a mode byte (0 raw, 1 payload of an RSV1 frame,
+    2 server round trip; bit 7: binary), then the data."""
+    ping = b'{"command":"ping"}'
+    return {
+        "raw_compressed_ping": b"\x00" + frame(0x1, _deflate(ping), rsv=4),
+        "raw_compressed_then_plain": b"\x00" + frame(0x2, _deflate(ping), rsv=4) + frame(0x1, ping),
+        "payload_ping": b"\x01" + _deflate(ping),
+        "payload_final_block": b"\x01" + _deflate(ping, final=True),
+        "payload_binary_bomb_1009": b"\x81" + _deflate(b"\0" * 100_000),
+        "payload_bad_utf8_1007": b"\x01" + _deflate(b"\xff\xfe"),
+        "payload_garbage_1007": b"\x01\xff\xff\xff\xff",
+        "payload_empty": b"\x01\x00",
+        "roundtrip_html": b"\x02" + b'<turbo-stream action="append"><template>x</template>' * 8,
+    }
+
+
 def jwt() -> dict[str, bytes]:
     header = b'{"alg":"HS256","typ":"JWT"}'
     return {
@@ -112,6 +139,7 @@ def signed_streams() -> dict[str, bytes]:
 def main() -> None:
     for name, seeds in (
         ("ws_frames", ws_frames()),
+        ("ws_deflate", ws_deflate()),
         ("jwt", jwt()),
         ("signed_streams", signed_streams()),
     ):
