@@ -3,13 +3,14 @@
     .venv/bin/python bench/compression.py                      # 500 subscribers, 200 broadcasts
     .venv/bin/python bench/compression.py --total 1000 --count 300 --json compression.jsonl
 
-One Cableway (``--enable_ws_compression --public``, CPU 0) serves two phases in the same run,
-one after the other, with the same subscribers count and the same broadcasts: ``plain`` (the
-clients offer no compression) and ``deflate`` (every client offers what browsers offer,
-``permessage-deflate; client_max_window_bits``). Each broadcast is a typical Turbo Stream: a
-``<turbo-stream action="append">`` whose template is a ~1.5 KB chat message partial (Tailwind
-classes, an avatar, a timestamp, edit/delete forms with a random authenticity token), a
-different one each time. The readers (raw sockets on one epoll loop, CPU 1) count the bytes of
+One Cableway (``--enable_ws_compression --public``, CPU 0) serves, in the same run, two phases
+per template, one after the other, with the same subscribers count and the same broadcasts:
+``plain`` (the clients offer no compression) and ``deflate`` (every client offers what
+browsers offer, ``permessage-deflate; client_max_window_bits``). Each broadcast is a typical
+Turbo Stream, a different one each time: ``message``, a ``<turbo-stream action="append">``
+whose template is a 1.3-1.5 KB chat message partial (Tailwind classes, an avatar, a
+timestamp, a delete form with a random authenticity token); ``list``, an ``update`` whose
+template is a 2.3 KB list of eight member rows. The readers (raw sockets on one epoll loop, CPU 1) count the bytes of
 the WebSocket frames they receive; the server's CPU time (``/proc/<pid>/stat``) over a phase,
 divided by its deliveries, is the CPU per delivery. The first reader of each phase decodes
 every message (inflating the compressed ones): both phases must carry the same messages.
@@ -69,7 +70,7 @@ WORDS = _TEXT.split()
 
 
 def turbo_stream(seq: int) -> str:
-    """A ~1.5 KB Turbo Stream append of one chat message partial (deterministic per seq)."""
+    """A 1.3-1.5 KB Turbo Stream append of one chat message partial (deterministic per seq)."""
     rnd = random.Random(seq)
     author = rnd.choice(["Alice Martin", "Bob Okafor", "Chen Wei", "Dana Kowalski"])
     body = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(12, 30)))
@@ -99,7 +100,7 @@ def turbo_stream(seq: int) -> str:
 
 
 def turbo_list(seq: int) -> str:
-    """A ~2 KB Turbo Stream update of a list partial: who is in the room (eight rows)."""
+    """A 2.3 KB Turbo Stream update of a list partial: who is in the room (eight rows)."""
     rnd = random.Random(seq)
     names = [
         "Alice Martin",
@@ -243,6 +244,13 @@ def phase(
         with contextlib.suppress(BlockingIOError):
             responses += pub.recv(65536)
     wall, cpu = time.monotonic() - t0, cpu_seconds(pid) - cpu0
+    pub.settimeout(2.0)  # the last responses may still be on their way
+    with contextlib.suppress(TimeoutError):
+        while responses.count(b"HTTP/1.1 ") < sent:
+            data = pub.recv(65536)
+            if not data:
+                break
+            responses += data
     wire = sum(r.wire for r in readers)
     messages = readers[0].messages()
     for r in readers:
