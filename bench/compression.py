@@ -10,10 +10,11 @@ browsers offer, ``permessage-deflate; client_max_window_bits``). Each broadcast 
 Turbo Stream, a different one each time: ``message``, a ``<turbo-stream action="append">``
 whose template is a 1.3-1.5 KB chat message partial (Tailwind classes, an avatar, a
 timestamp, a delete form with a random authenticity token); ``list``, an ``update`` whose
-template is a 2.3 KB list of eight member rows. The readers (raw sockets on one epoll loop, CPU 1) count the bytes of
-the WebSocket frames they receive; the server's CPU time (``/proc/<pid>/stat``) over a phase,
-divided by its deliveries, is the CPU per delivery. The first reader of each phase decodes
-every message (inflating the compressed ones): both phases must carry the same messages.
+template is a 2.3 KB list of eight member rows. The readers (raw sockets on one epoll loop,
+CPU 1) count the bytes of the WebSocket frames they receive; the server's CPU time
+(``/proc/<pid>/stat``) over a phase, divided by its deliveries, is the CPU per delivery. The
+first reader of each phase decodes every message (inflating the compressed ones): both
+phases must carry the same messages.
 
 Then, in this process, the small-message question: for payloads of a few sizes (a ping, a
 confirmation, a short broadcast), the compressed frame against the plain one and the time to
