@@ -106,7 +106,7 @@ json.dump(spec, open(sys.argv[2], "w"))
 EOF
 echo "autobahn: fuzzingclient against ws://127.0.0.1:$port" >&2
 start=$SECONDS
-(cd "$work" && timeout 900 "$venv/bin/wstest" -m fuzzingclient -s "$work/spec.json" \
+(cd "$work" && timeout 1800 "$venv/bin/wstest" -m fuzzingclient -s "$work/spec.json" \
     >"$work/wstest.log" 2>&1) || {
     echo "autobahn: wstest failed (exit $?)" >&2
     tail -n 30 "$work/wstest.log" >&2
