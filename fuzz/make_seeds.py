@@ -70,6 +70,18 @@ def ws_frames() -> dict[str, bytes]:
         "non_minimal_length": text("{}", size="64") + close,
         "huge_declared_length": b"\x82\xff" + struct.pack("!Q", 1 << 62) + b"\0\0\0\0" + b"a" * 64,
         "pipelined_with_the_upgrade": b"\xff\xff" + command(command="ping") + close,
+        # compression offered and on: compressed commands, a subscribe, a fragmented compressed
+        # message with a ping inside, a compressed bomb (1009)
+        "deflate_commands": b"\xff\xfe"
+        + frame(0x1, _deflate(b'{"command":"ping"}'), rsv=4)
+        + frame(
+            0x1, _deflate(json.dumps({"command": "subscribe", "identifier": turbo}).encode()), rsv=4
+        )
+        + frame(0x1, _deflate(b'{"command":"ping"}')[:4], rsv=4, fin=False)
+        + frame(0x9, b"between")
+        + frame(0x0, _deflate(b'{"command":"ping"}')[4:])
+        + close,
+        "deflate_bomb_1009": b"\xff\xfe" + frame(0x2, _deflate(b" " * 100_000), rsv=4) + close,
         "garbage_commands": command(command="subscribe", identifier=42)
         + text("[1,2,3]")
         + text("null")
