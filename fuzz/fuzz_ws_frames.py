@@ -4,7 +4,9 @@
 Each input is the raw byte stream a client sends after a valid ``/cable`` upgrade
 (frames must be masked; the seeds use the all-zero mask key, so their payloads read
 as plain text); an input starting with ``FF FF`` is sent in the same read as the
-upgrade request instead (a client that does not wait for the 101). It is served by
+upgrade request instead (a client that does not wait for the 101); one starting with
+``FF FE`` goes to a server with ``--enable_ws_compression`` after an upgrade that offers
+``permessage-deflate`` (its frames may be compressed: RSV1). It is served by
 ``handle_connection`` through a scripted in-memory stream under a virtual clock (pings
 and close deadlines cost nothing), with a 512-byte message limit; the frames are sent
 once the 101 is out, then EOF.
@@ -13,8 +15,10 @@ Then:
 * ``handle_connection`` returns by itself and closes the connection, nothing is
   logged at ERROR level;
 * the server's answer is the 101 head followed by well-formed server frames: final,
-  no RSV bits, unmasked, minimal length encoding, known opcodes, control payloads of
-  at most 125 bytes, and nothing after a close frame;
+  no RSV bits (but RSV1 on the data frames of a compressing session, whose payloads
+  inflate on their own, as ``server_no_context_takeover`` promises), unmasked, minimal
+  length encoding, known opcodes, control payloads of at most 125 bytes, and nothing
+  after a close frame;
 * every text frame is a JSON object (a protocol message), valid UTF-8;
 * a close frame carries 1000, 1002, 1007 or 1009 (normal, protocol error, invalid
   UTF-8, message too big), or echoes the code of the client's own close frame, and a
@@ -29,9 +33,11 @@ Run: ``python fuzz/fuzz_ws_frames.py -runs=100000 -max_len=4096 fuzz/corpus/ws_f
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import struct
+import zlib
 from collections.abc import Iterator
 
 import trio
@@ -40,6 +46,7 @@ import trio.testing
 from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import CloseConnection
+from wsproto.extensions import PerMessageDeflate
 
 from cableway.config import Config
 from cableway.transport.http import handle_connection
@@ -62,9 +69,16 @@ UPGRADE = (
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
     b"Sec-WebSocket-Protocol: actioncable-v1-json\r\nX-Request-ID: fuzz\r\n\r\n"
 )
+DEFLATE_CONFIG = dataclasses.replace(CONFIG, enable_ws_compression=True)
+#: the upgrade of a browser, which offers compression
+DEFLATE_UPGRADE = UPGRADE.replace(
+    b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+)
 CLOSE_CODES = {1000, 1002, 1007, 1009}
 #: an input starting with this sends its frames in the same read as the upgrade request
 PIPELINED = b"\xff\xff"
+#: an input starting with this offers compression to a server that has it on
+DEFLATE = b"\xff\xfe"
 SERVER_OPCODES = {0x1, 0x2, 0x8, 0x9, 0xA}
 
 
@@ -103,6 +117,8 @@ class ScriptedClient(trio.abc.Stream):
         self.server = server
         if data.startswith(PIPELINED):  # frames in the same read as the request
             self.pending = [UPGRADE + data[len(PIPELINED) :]]
+        elif data.startswith(DEFLATE):
+            self.pending = [DEFLATE_UPGRADE, data[len(DEFLATE) :]]
         else:
             self.pending = [UPGRADE, data]
         self.output = bytearray()
@@ -119,7 +135,7 @@ class ScriptedClient(trio.abc.Stream):
             self.pending.pop(0)
         if not self.pending:
             return b""
-        if not self.pending[0].startswith(UPGRADE):
+        if not self.pending[0].startswith((UPGRADE, DEFLATE_UPGRADE)):
             assert b"\r\n\r\n" in self.output, "the server read frames before answering"
         size = max_bytes or 65536
         piece, self.pending[0] = self.pending[0][:size], self.pending[0][size:]
@@ -143,7 +159,7 @@ class ScriptedClient(trio.abc.Stream):
 
 
 async def exchange(data: bytes) -> bytes:
-    server = Server(CONFIG)
+    server = Server(DEFLATE_CONFIG if data.startswith(DEFLATE) else CONFIG)
     server.random.seed(0)
     stream = ScriptedClient(server, data)
     with trio.fail_after(3600):  # virtual time: only a real hang gets here
@@ -152,16 +168,18 @@ async def exchange(data: bytes) -> bytes:
     return bytes(stream.output)
 
 
-def server_frames(data: bytes) -> list[tuple[int, bytes]]:
-    """Parse server frames strictly; (opcode, payload) for each."""
+def server_frames(data: bytes, *, deflate: bool = False) -> list[tuple[int, bytes]]:
+    """Parse server frames strictly; (opcode, payload) for each, inflated when compressed
+    (only with ``deflate``, only data frames)."""
     frames: list[tuple[int, bytes]] = []
     pos = 0
     while pos < len(data):
         assert len(data) - pos >= 2, "truncated frame header"
         first, second = data[pos], data[pos + 1]
         assert first & 0x80, "server frames are never fragmented"
-        assert first & 0x70 == 0, "RSV bits set"
         opcode = first & 0x0F
+        compressed = deflate and opcode in (0x1, 0x2) and bool(first & 0x40)
+        assert first & 0x70 == (0x40 if compressed else 0), "RSV bits set"
         assert opcode in SERVER_OPCODES, opcode
         assert not second & 0x80, "server frames must not be masked"
         length = second & 0x7F
@@ -179,13 +197,22 @@ def server_frames(data: bytes) -> list[tuple[int, bytes]]:
         pos += length
         if opcode >= 0x8:
             assert length <= 125, "control frame too long"
+        if compressed:  # a fresh inflater: no context from earlier messages
+            payload = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
         frames.append((opcode, payload))
     return frames
 
 
 def client_close_codes(data: bytes) -> set[int]:
-    """Codes of the close frames the client sent, read by an independent wsproto."""
-    peer = Connection(ConnectionType.SERVER)
+    """Codes of the close frames the client sent, read by an independent wsproto (with
+    wsproto's own permessage-deflate when the input offers it)."""
+    extensions = []
+    if data.startswith(DEFLATE):
+        extension = PerMessageDeflate()
+        extension.accept("permessage-deflate; client_no_context_takeover")
+        extensions.append(extension)
+        data = data.removeprefix(DEFLATE)
+    peer = Connection(ConnectionType.SERVER, extensions)
     peer.receive_data(data.removeprefix(PIPELINED))
     return {event.code for event in peer.events() if isinstance(event, CloseConnection)}
 
@@ -197,8 +224,10 @@ def test_one_input(data: bytes) -> None:
     head, sep, rest = output.partition(b"\r\n\r\n")
     assert sep, output[:200]
     assert head.startswith(b"HTTP/1.1 101 "), output[:200]
+    deflate = data.startswith(DEFLATE)
+    assert (b"permessage-deflate" in head.lower()) is deflate, head
     closed = False
-    for opcode, payload in server_frames(rest):
+    for opcode, payload in server_frames(rest, deflate=deflate):
         assert not closed, "a frame after the close frame"
         if opcode == 0x1:
             assert isinstance(json.loads(payload.decode("utf-8")), dict), payload

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 from pathlib import Path
 
 from cableway.auth.signed_streams import sign_stream_name
@@ -69,11 +70,49 @@ def ws_frames() -> dict[str, bytes]:
         "non_minimal_length": text("{}", size="64") + close,
         "huge_declared_length": b"\x82\xff" + struct.pack("!Q", 1 << 62) + b"\0\0\0\0" + b"a" * 64,
         "pipelined_with_the_upgrade": b"\xff\xff" + command(command="ping") + close,
+        # compression offered and on: compressed commands, a subscribe, a fragmented compressed
+        # message with a ping inside, a compressed bomb (1009)
+        "deflate_commands": b"\xff\xfe"
+        + frame(0x1, _deflate(b'{"command":"ping"}'), rsv=4)
+        + frame(
+            0x1, _deflate(json.dumps({"command": "subscribe", "identifier": turbo}).encode()), rsv=4
+        )
+        + frame(0x1, _deflate(b'{"command":"ping"}')[:4], rsv=4, fin=False)
+        + frame(0x9, b"between")
+        + frame(0x0, _deflate(b'{"command":"ping"}')[4:])
+        + close,
+        "deflate_bomb_1009": b"\xff\xfe" + frame(0x2, _deflate(b" " * 100_000), rsv=4) + close,
         "garbage_commands": command(command="subscribe", identifier=42)
         + text("[1,2,3]")
         + text("null")
         + text('{"command":"unsubscribe","identifier":"nope"}')
         + close,
+    }
+
+
+def _deflate(data: bytes, *, final: bool = False) -> bytes:
+    """Raw deflate as a client sends it: sync-flushed, the 4-byte tail removed (or one
+    final block, RFC 7692 §7.2.3.4)."""
+    z = zlib.compressobj(6, zlib.DEFLATED, -15)
+    if final:
+        return z.compress(data) + z.flush(zlib.Z_FINISH)
+    return (z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+def ws_deflate() -> dict[str, bytes]:
+    """Seeds of fuzz_ws_deflate.py: a mode byte (0 raw, 1 payload of an RSV1 frame,
+    2 server round trip; bit 7: binary), then the data."""
+    ping = b'{"command":"ping"}'
+    return {
+        "raw_compressed_ping": b"\x00" + frame(0x1, _deflate(ping), rsv=4),
+        "raw_compressed_then_plain": b"\x00" + frame(0x2, _deflate(ping), rsv=4) + frame(0x1, ping),
+        "payload_ping": b"\x01" + _deflate(ping),
+        "payload_final_block": b"\x01" + _deflate(ping, final=True),
+        "payload_binary_bomb_1009": b"\x81" + _deflate(b"\0" * 100_000),
+        "payload_bad_utf8_1007": b"\x01" + _deflate(b"\xff\xfe"),
+        "payload_garbage_1007": b"\x01\xff\xff\xff\xff",
+        "payload_empty": b"\x01\x00",
+        "roundtrip_html": b"\x02" + b'<turbo-stream action="append"><template>x</template>' * 8,
     }
 
 
@@ -112,6 +151,7 @@ def signed_streams() -> dict[str, bytes]:
 def main() -> None:
     for name, seeds in (
         ("ws_frames", ws_frames()),
+        ("ws_deflate", ws_deflate()),
         ("jwt", jwt()),
         ("signed_streams", signed_streams()),
     ):

@@ -1486,6 +1486,19 @@ def test_anycable_keys_ignore_case_and_empty_strings_mean_unset() -> None:
     assert config.jwt_secret == "master"
 
 
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["--enable_ws_compression"], {}),
+        (["--enable_ws_compression=true"], {}),
+        ([], {"ANYCABLE_ENABLE_WS_COMPRESSION": "true"}),
+    ],
+)
+def test_ws_compression_is_enabled_as_in_anycable_go(argv: list[str], env: dict[str, str]) -> None:
+    assert load_config([], {}).enable_ws_compression is False
+    assert load_config(argv, env).enable_ws_compression is True
+
+
 def test_anycable_keys_follow_the_precedence_file_env_flags() -> None:
     values = {"server": {"port": 7000, "host": "0.0.0.0"}, "jwt": {"param": "t"}}
     env = {"ANYCABLE_HOST": "127.0.0.1", "ANYCABLE_JWT_PARAM": "e"}
@@ -1504,6 +1517,7 @@ def test_anycable_keys_follow_the_precedence_file_env_flags() -> None:
         ({"metrics": {"tags": {"a": "b"}}}, {"metrics_tags": (("a", "b"),)}),
         ({"logging": {"level": "error"}}, {"log_level": "error"}),
         ({"app": {"enable_native_ping": True}}, {"enable_native_pings": True}),
+        ({"ws": {"enable_compression": True}}, {"enable_ws_compression": True}),
         ({"logging": {"debug": True, "level": "warn"}}, {"log_level": "debug"}),
         ({"server": {"ssl": {"cert_path": "", "key_path": ""}}}, {}),
         (

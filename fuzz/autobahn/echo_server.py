@@ -10,12 +10,16 @@ What is real and what is not:
   head limit and handshake deadline), :class:`~.ws.WebSocketSession` and its
   :class:`~.session.Session` base (wsproto, the reader task, the bounded outbox and its
   writer task with a write timeout, the message-size check that closes with 1009, the
-  ping/close handling), and the same pre-built text frames
-  (:func:`~cableway.protocol.wsframe.text_frame`);
+  ping/close handling), the same permessage-deflate negotiation
+  (:func:`~cableway.protocol.handshake.negotiate_deflate`, as with
+  ``--enable_ws_compression``) and the same frames (the session's :meth:`encode` path:
+  :func:`~cableway.protocol.wsframe.text_frame` or the shared compressor);
 * replaced: the Action Cable core. :class:`EchoCore` queues every complete message
   and :class:`EchoSession` sends it back as one frame of the same type;
 * duplicated: the upgrade-request checks and the ``101`` answer (about twenty lines of
   ``http._websocket``, which builds an Action Cable session right after them).
+
+Compression is on (Autobahn's cases 12.* and 13.* offer it; the others do not).
 
 Autobahn sends messages of up to 16 MiB (cases 9.1.6/9.2.6), so the echo server runs
 with ``max_message_size`` = 16 MiB; the production default (64 KiB) is tested elsewhere.
@@ -31,12 +35,12 @@ from collections.abc import Sequence
 import h11
 import trio
 from wsproto.connection import ConnectionState
-from wsproto.events import BytesMessage
 from wsproto.utilities import generate_accept_token
 
 from cableway.config import Config
 from cableway.protocol.connection import CableConnection, SessionSettings
-from cableway.protocol.wsframe import text_frame
+from cableway.protocol.handshake import Deflate, negotiate_deflate
+from cableway.protocol.wsframe import data_frame, deflater
 from cableway.transport.httpconn import Conn, Request, bad_request
 from cableway.transport.server import Server
 from cableway.transport.ws import WebSocketSession
@@ -86,19 +90,28 @@ class EchoSession(WebSocketSession):
     Only :meth:`apply` (core events -> outbox) differs: it frames the recorded messages.
     """
 
-    def __init__(self, server: Server, stream: trio.abc.Stream, *, trailing_data: bytes) -> None:
+    def __init__(
+        self,
+        server: Server,
+        stream: trio.abc.Stream,
+        *,
+        trailing_data: bytes,
+        deflate: Deflate | None = None,
+    ) -> None:
         self.echo = EchoCore()
-        super().__init__(server, stream, self.echo, trailing_data=trailing_data)
+        super().__init__(server, stream, self.echo, trailing_data=trailing_data, deflate=deflate)
 
     def apply(self) -> None:
         replies, self.echo.replies = self.echo.replies, []
         for message in replies:
             if self.ws.state is not ConnectionState.OPEN:
                 return
-            if isinstance(message, str):
-                frame = text_frame(message.encode("utf-8"))
+            binary = isinstance(message, bytes)
+            payload = message if isinstance(message, bytes) else message.encode("utf-8")
+            if self.deflate is not None:
+                frame = deflater(self.deflate.server_max_window_bits).frame(payload, binary=binary)
             else:
-                frame = self.ws.send(BytesMessage(data=message))
+                frame = data_frame(payload, binary=binary)
             if not self._admit():
                 self.outbox.drop_unstarted()
                 self._close_transport(1008, "too slow")
@@ -135,10 +148,14 @@ async def serve_echo(server: Server, stream: trio.abc.Stream) -> None:
             (b"connection", b"Upgrade"),
             (b"sec-websocket-accept", generate_accept_token(key.encode("latin-1"))),
         ]
+        deflate = negotiate_deflate(request.headers.get("sec-websocket-extensions", ""))
+        if deflate is not None:
+            headers.append((b"sec-websocket-extensions", deflate.response.encode()))
         await conn.send(h11.InformationalResponse(status_code=101, headers=headers))
         trailing, _closed = conn.h11.trailing_data
         upgraded = True
-        await EchoSession(server, stream, trailing_data=bytes(trailing)).run()
+        session = EchoSession(server, stream, trailing_data=bytes(trailing), deflate=deflate)
+        await session.run()
     except h11.RemoteProtocolError as exc:
         await bad_request(conn, exc.error_status_hint)
     except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Autobahn|Testsuite (fuzzingclient, cases 1.*-10.*) against the echo mode of Cableway's real
-# WebSocket driver (fuzz/autobahn/echo_server.py), on 127.0.0.1 only.
+# Autobahn|Testsuite (fuzzingclient, cases 1.*-10.*, and 12.*-13.* for permessage-deflate) against
+# the echo mode of Cableway's real WebSocket driver (fuzz/autobahn/echo_server.py), on 127.0.0.1
+# only.
 #
 # The suite runs only on Python 2.7: this script builds its own virtualenv from PyPI with
 # pyenv's 2.7.18 (see ../shared/design/security.md §A) and skips, exiting 0 with a message,
@@ -105,7 +106,7 @@ json.dump(spec, open(sys.argv[2], "w"))
 EOF
 echo "autobahn: fuzzingclient against ws://127.0.0.1:$port" >&2
 start=$SECONDS
-(cd "$work" && timeout 900 "$venv/bin/wstest" -m fuzzingclient -s "$work/spec.json" \
+(cd "$work" && timeout 1800 "$venv/bin/wstest" -m fuzzingclient -s "$work/spec.json" \
     >"$work/wstest.log" 2>&1) || {
     echo "autobahn: wstest failed (exit $?)" >&2
     tail -n 30 "$work/wstest.log" >&2

@@ -124,9 +124,6 @@ FEATURES: dict[Path, Feature] = {
     ("streams", "pubsub_channel"): Feature(
         ("", "$pubsub"), "Cableway serves the pub/sub channel as $pubsub only"
     ),
-    ("ws", "enable_compression"): Feature(
-        (False,), "WebSocket compression is not supported by Cableway"
-    ),
     ("pusher", "app_id"): Feature(("",), "the Pusher protocol is not supported by Cableway"),
     ("pusher", "app_key"): Feature(("",), "the Pusher protocol is not supported by Cableway"),
     ("ds", "enabled"): Feature((False,), "Durable Streams are not supported by Cableway"),

@@ -94,6 +94,7 @@ class Config:
     max_message_size: int = _default("max_message_size")
     ws_write_timeout: float = _default("ws_write_timeout")
     ws_max_pending_size: int = _default("ws_max_pending_size")
+    enable_ws_compression: bool = _default("enable_ws_compression")
     enable_native_pings: bool = _default("enable_native_pings")
     # Server-Sent Events.
     sse: bool = _default("sse")

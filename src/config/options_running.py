@@ -128,6 +128,15 @@ RUNNING: tuple[Option, ...] = (
         toml=("ws", "max_message_size"),
     ),
     declare(
+        "enable_ws_compression",
+        "bool",
+        False,
+        "negotiate WebSocket compression (permessage-deflate) with clients that offer it; "
+        "a broadcast is compressed once for all its compressing subscribers",
+        WEBSOCKET,
+        toml=("ws", "enable_compression"),
+    ),
+    declare(
         "ws_write_timeout",
         "float",
         2.0,

@@ -70,6 +70,9 @@ class SessionConfig(Protocol):
     @property
     def allowed_origins(self) -> Sequence[str]: ...
 
+    @property
+    def enable_ws_compression(self) -> bool: ...
+
     def limits(self) -> Limits: ...
 
     def stream_policy(self) -> StreamPolicy: ...
@@ -92,6 +95,9 @@ class SessionRules:
             (the ASGI app cannot: always ``False`` there).
         backend: the node's backend; history, presence and restore are offered when it
             keeps state.
+        compression: ``--enable_ws_compression``: a WebSocket opening negotiates
+            permessage-deflate (:attr:`WebSocketOpen.deflate`; the ASGI app leaves it
+            to its ASGI server and ignores it).
     """
 
     limits: Limits
@@ -105,6 +111,7 @@ class SessionRules:
     allowed_origins: tuple[str, ...]
     native_pings: bool
     backend: Backend[Any]
+    compression: bool = False
 
     @classmethod
     def from_config(
@@ -122,6 +129,7 @@ class SessionRules:
             allowed_origins=tuple(config.allowed_origins),
             native_pings=native_pings,
             backend=backend,
+            compression=config.enable_ws_compression,
         )
 
     def settings(
@@ -168,7 +176,8 @@ class SessionRules:
         subprotocols: Sequence[str],
         fresh_sid: str,
     ) -> WebSocketOpen:
-        """The upgrade request mapped (subprotocol, sid, ping options, token, sid to restore)."""
+        """The upgrade request mapped (subprotocol, sid, ping options, token, sid to
+        restore, compression)."""
         return websocket_open(
             headers=headers,
             query=query,
@@ -177,6 +186,7 @@ class SessionRules:
             jwt_param=self.jwt_param,
             ping_interval=self.ping_interval,
             ping_precision=self.ping_precision,
+            compression=self.compression,
         )
 
     def websocket_core(

@@ -24,12 +24,14 @@ __all__ = [
     "V1_PROTOCOL",
     "Accepted",
     "AuthPolicy",
+    "Deflate",
     "Rejected",
     "Restored",
     "WebSocketOpen",
     "authenticate",
     "find_token",
     "identify",
+    "negotiate_deflate",
     "parse_query",
     "ping_settings",
     "request_sid",
@@ -53,6 +55,92 @@ def select_subprotocol(offered: Iterable[str]) -> str | None:
     for proto in SUPPORTED_SUBPROTOCOLS:
         if proto in offered_set:
             return proto
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Deflate:
+    """permessage-deflate as negotiated with one client (RFC 7692).
+
+    The server always takes ``server_no_context_takeover`` and asks the client for
+    ``client_no_context_takeover`` (as AnyCable-Go's gorilla/websocket does): every
+    message is compressed and inflated on its own, so a broadcast is compressed once for
+    every client with the same server window, and no connection keeps a zlib context.
+
+    Attributes:
+        server_max_window_bits: the window the server compresses with (9..15; the
+            client's ``server_max_window_bits``, else 15).
+        window_requested: the offer named ``server_max_window_bits``, so the response
+            must too.
+    """
+
+    server_max_window_bits: int = 15
+    window_requested: bool = False
+
+    @property
+    def response(self) -> str:
+        """The ``Sec-WebSocket-Extensions`` value of the 101 response."""
+        value = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        if self.window_requested:
+            value += f"; server_max_window_bits={self.server_max_window_bits}"
+        return value
+
+    @property
+    def wire_kind(self) -> str:
+        """The fan-out's kind of session: the same wire bytes for the same window."""
+        bits = self.server_max_window_bits
+        return "ws+deflate" if bits == 15 else f"ws+deflate{bits}"
+
+
+_WINDOW_BITS = re.compile(r"[89]|1[0-5]")
+
+
+def _deflate_offer(params: Sequence[str]) -> Deflate | None:
+    """One permessage-deflate offer's parameters, accepted, or ``None`` to decline it
+    (an unknown or repeated parameter, a bad value, or a window of 8: zlib cannot
+    compress raw deflate with a 256-byte window)."""
+    seen: set[str] = set()
+    window: int | None = None
+    for param in params:
+        name, eq, value = param.partition("=")
+        name, value = name.strip().lower(), value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        if name in seen:
+            return None
+        seen.add(name)
+        if name in ("server_no_context_takeover", "client_no_context_takeover"):
+            if eq:
+                return None
+        elif name == "client_max_window_bits":
+            # a hint the client accepts a smaller window: the server does not ask for one
+            if eq and not _WINDOW_BITS.fullmatch(value):
+                return None
+        elif name == "server_max_window_bits":
+            if not _WINDOW_BITS.fullmatch(value):
+                return None
+            window = int(value)
+        else:
+            return None
+    if window == 8:
+        return None
+    if window is None:
+        return Deflate()
+    return Deflate(server_max_window_bits=window, window_requested=True)
+
+
+def negotiate_deflate(extensions: str) -> Deflate | None:
+    """The first permessage-deflate offer of a ``Sec-WebSocket-Extensions`` request value
+    (repeated headers joined with ``,``) that the server can honour, or ``None``: no
+    compression, no ``Sec-WebSocket-Extensions`` in the response (RFC 7692 §5, §7.1).
+    Other extensions are ignored."""
+    for offer in extensions.split(","):
+        name, *params = offer.split(";")
+        if name.strip().lower() != "permessage-deflate":
+            continue
+        accepted = _deflate_offer(params)
+        if accepted is not None:
+            return accepted
     return None
 
 
@@ -184,6 +272,7 @@ class WebSocketOpen:
         token: the identification token found in the request, if any.
         restore_sid: extended protocol only: the previous session id to restore
             (``X-AnyCable-Restore-Sid``, else ``?sid=``), or ``None``.
+        deflate: permessage-deflate as negotiated (``None``: no compression).
     """
 
     subprotocol: str | None
@@ -192,6 +281,7 @@ class WebSocketOpen:
     ping_precision: str
     token: str | None
     restore_sid: str | None
+    deflate: Deflate | None = None
 
     @property
     def extended(self) -> bool:
@@ -208,6 +298,7 @@ def websocket_open(
     jwt_param: str,
     ping_interval: float,
     ping_precision: str,
+    compression: bool = False,
 ) -> WebSocketOpen:
     """Read an accepted WebSocket upgrade request (spec §3.1, §3.2, §5.1).
 
@@ -219,6 +310,8 @@ def websocket_open(
         jwt_param: the token parameter name (header ``X-<param>``, ``?<param>=``).
         ping_interval: the server's default ping interval in seconds.
         ping_precision: the server's default ping timestamp precision.
+        compression: permessage-deflate is enabled (``--enable_ws_compression``): the
+            client's offer (``Sec-WebSocket-Extensions``) is negotiated.
     """
     params = parse_query(query)
     interval, precision = ping_settings(params, interval=ping_interval, precision=ping_precision)
@@ -231,6 +324,9 @@ def websocket_open(
         ping_precision=precision,
         token=find_token(headers=headers, query=params, subprotocols=subprotocols, param=jwt_param),
         restore_sid=previous if subprotocol == EXT_PROTOCOL and previous else None,
+        deflate=negotiate_deflate(headers.get("sec-websocket-extensions", ""))
+        if compression
+        else None,
     )
 
 

@@ -260,6 +260,9 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
     ]
     if subprotocol is not None:
         headers.append((b"sec-websocket-protocol", subprotocol.encode()))
+    deflate = opening.deflate
+    if deflate is not None:
+        headers.append((b"sec-websocket-extensions", deflate.response.encode()))
     await conn.send(h11.InformationalResponse(status_code=101, headers=headers))
     trailing, _closed = conn.h11.trailing_data
 
@@ -283,6 +286,8 @@ async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocke
         wall_clock=time.time,
         metrics=server.metrics,
     )
-    session = WebSocketSession(server, conn.stream, core, trailing_data=bytes(trailing))
+    session = WebSocketSession(
+        server, conn.stream, core, trailing_data=bytes(trailing), deflate=deflate
+    )
     session.rpc = rpc_state
     return session

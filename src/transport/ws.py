@@ -6,6 +6,14 @@ message size limit, valid UTF-8 for text) are parsed by the pure
 partial or fragmented frame, a control frame, an invalid one) hands the connection over
 to wsproto for good, from that frame on. Until then the session keeps no wsproto
 object, so an idle connection costs that much less memory.
+
+With permessage-deflate negotiated (``--enable_ws_compression``,
+:class:`~cableway.protocol.handshake.Deflate`) the session's :meth:`encode` compresses
+(:class:`~cableway.protocol.wsframe.Deflater`, shared by every session with the same
+window, so the fan-out compresses a broadcast once per wire kind); a whole compressed
+client frame is inflated by the fast path, and wsproto gets an inbound-only extension
+(:class:`_InboundDeflate`) that inflates the rest with the same bounded
+:class:`~cableway.protocol.wsframe.Inflater`.
 """
 
 from __future__ import annotations
@@ -15,16 +23,86 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, Ping, Pong, TextMessage
 from wsproto.events import CloseConnection as WsClose
+from wsproto.extensions import Extension
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 
 from ..protocol.connection import CableConnection
+from ..protocol.handshake import Deflate
 from ..protocol.messages import to_wire
-from ..protocol.wsframe import parse_client_frame, text_frame
+from ..protocol.wsframe import (
+    Deflater,
+    FrameRefused,
+    Inflater,
+    deflater,
+    parse_client_frame,
+    text_frame,
+)
 from .session import Session, SessionHost
 
 __all__ = ["WebSocketSession"]
 
 _READ_SIZE = 65536
 _CLOSE_WAIT = 2.0
+
+
+class _InboundDeflate(Extension):
+    """permessage-deflate for wsproto, inbound only: the server's own data frames never
+    go through wsproto (its control frames are never compressed). Each compressed
+    message is inflated by a fresh bounded :class:`Inflater` (the client was asked for
+    ``client_no_context_takeover``); too big closes 1009, bad data 1007."""
+
+    name = "permessage-deflate"
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        #: the compressed message being received, if any
+        self._inflater: Inflater | None = None
+        #: the current frame's payload is compressed data
+        self._compressed = False
+
+    def enabled(self) -> bool:
+        return True
+
+    def offer(self) -> bool | str:  # a server never offers
+        return False
+
+    def frame_inbound_header(
+        self, proto: FrameDecoder | FrameProtocol, opcode: Opcode, rsv: RsvBits, payload_length: int
+    ) -> CloseReason | RsvBits:
+        if opcode.iscontrol():
+            if rsv.rsv1:
+                return CloseReason.PROTOCOL_ERROR
+            self._compressed = False
+        elif opcode is Opcode.CONTINUATION:
+            if rsv.rsv1:
+                return CloseReason.PROTOCOL_ERROR
+            self._compressed = self._inflater is not None
+        else:
+            self._inflater = Inflater(self.limit) if rsv.rsv1 else None
+            self._compressed = rsv.rsv1
+        return RsvBits(True, False, False)
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        if not self._compressed or self._inflater is None:
+            return data
+        try:
+            return self._inflater.feed(data)
+        except FrameRefused as exc:
+            return CloseReason(exc.code)
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        inflater = self._inflater
+        if not fin or not self._compressed or inflater is None:
+            return None
+        self._inflater = None
+        try:
+            return inflater.finish()
+        except FrameRefused as exc:
+            return CloseReason(exc.code)
 
 
 class WebSocketSession(Session):
@@ -39,8 +117,15 @@ class WebSocketSession(Session):
         core: CableConnection,
         *,
         trailing_data: bytes = b"",
+        deflate: Deflate | None = None,
     ) -> None:
         super().__init__(server, stream, core)
+        #: the negotiated permessage-deflate, if any
+        self.deflate = deflate
+        self._deflater: Deflater | None = None
+        if deflate is not None:
+            self._deflater = deflater(deflate.server_max_window_bits)
+            self.wire_kind = deflate.wire_kind
         #: wsproto's connection, once a frame needed it (see the module docstring)
         self._ws: Connection | None = None
         self._trailing = trailing_data
@@ -54,10 +139,15 @@ class WebSocketSession(Session):
         before it was whole and has been processed)."""
         ws = self._ws
         if ws is None:
-            ws = self._ws = Connection(ConnectionType.SERVER)
+            extensions: list[Extension] = []
+            if self.deflate is not None:
+                extensions.append(_InboundDeflate(self.server.config.max_message_size))
+            ws = self._ws = Connection(ConnectionType.SERVER, extensions)
         return ws
 
     def encode(self, text: str) -> bytes:
+        if self._deflater is not None:
+            return self._deflater.frame(to_wire(text))
         return text_frame(to_wire(text))
 
     def _on_start(self) -> None:
@@ -91,10 +181,17 @@ class WebSocketSession(Session):
         frame left to wsproto (or left unread because the session is closing).
         """
         limit = self.server.config.max_message_size
+        deflate = self.deflate is not None
         end = len(data)
         i = 0
         while i < end:
-            parsed = parse_client_frame(data, i, limit)
+            try:
+                parsed = parse_client_frame(data, i, limit, deflate=deflate)
+            except FrameRefused as exc:  # a compressed message that cannot be one
+                self._close_transport(exc.code, exc.reason)
+                self._broken = True  # nothing after this frame is read
+                self._closing = True
+                return None
             if parsed is None:
                 return data[i:]
             message, i = parsed

@@ -14,6 +14,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.extensions import PerMessageDeflate
 
 from cableway.transport.server import Server
 
@@ -54,6 +55,31 @@ async def test_echoes_text_and_binary_and_closes_1009_over_the_limit(
         (close,) = await _events(client, ws, 1)
         assert isinstance(close, CloseConnection)
         assert close.code == 1009
+
+
+async def test_negotiates_compression_and_echoes_through_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client, server_end = trio.testing.memory_stream_pair()
+    ws = WSConnection(ConnectionType.CLIENT)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_echo, Server(echo_config(max_message_size=100_000)), server_end)
+        offer = PerMessageDeflate()
+        await client.send_all(ws.send(Request(host="echo", target="/", extensions=[offer])))
+        (accept,) = await _events(client, ws, 1)
+        assert isinstance(accept, AcceptConnection)
+        assert [type(e) for e in accept.extensions] == [PerMessageDeflate]
+        assert offer.server_no_context_takeover
+        assert offer.client_no_context_takeover
+        big = "compress me " * 1000
+        await client.send_all(ws.send(TextMessage(data=big)))  # compressed by the client
+        await client.send_all(ws.send(BytesMessage(data=b"\x00" * 5000)))
+        text, data = await _events(client, ws, 2)
+        assert isinstance(text, TextMessage)
+        assert text.data == big
+        assert isinstance(data, BytesMessage)
+        assert bytes(data.data) == b"\x00" * 5000
+        nursery.cancel_scope.cancel()
 
 
 async def test_refuses_a_plain_http_request() -> None:

@@ -18,6 +18,8 @@
 //   {"event":"requestfailed","url","failure"}
 //   {"event":"websocket","url"} / {"event":"ws_close","url"}
 //   {"event":"ws_frame","dir":"in"|"out","url","payload"} every WebSocket frame (text)
+//   {"event":"ws_handshake","url","status","request","response"} the upgrade's headers as
+//                                         the network stack sent and got them (CDP)
 //   {"event":"console","type","text"} / {"event":"pageerror","message"}
 //   {"event":"done","seq":N,"ok":true,"result":...} / {"event":"done","seq":N,"ok":false,"error"}
 //   {"event":"exit","code":N}
@@ -98,6 +100,23 @@ browser = await chromium.launch({
 })
 const context = await browser.newContext({ viewport: { width: 1100, height: 760 } })
 const page = await context.newPage()
+// the WebSocket handshake's headers (playwright does not expose them): Chromium's own view
+const cdp = await context.newCDPSession(page)
+const handshakes = new Map()
+cdp.on("Network.webSocketCreated", ({ requestId, url }) => handshakes.set(requestId, { url }))
+cdp.on("Network.webSocketWillSendHandshakeRequest", ({ requestId, request }) => {
+  handshakes.set(requestId, { ...handshakes.get(requestId), request: request.headers })
+})
+cdp.on("Network.webSocketHandshakeResponseReceived", ({ requestId, response }) => {
+  const seen = handshakes.get(requestId) ?? {}
+  emit("ws_handshake", {
+    url: seen.url ?? null,
+    status: response.status,
+    request: seen.request ?? null,
+    response: response.headers,
+  })
+})
+await cdp.send("Network.enable")
 
 page.on("console", (message) => emit("console", { type: message.type(), text: message.text() }))
 page.on("pageerror", (error) => emit("pageerror", { message: String(error?.stack ?? error) }))

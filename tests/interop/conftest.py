@@ -385,6 +385,11 @@ def _turbo_sse_flags(port: int, jwt_secret: str, turbo_secret: str, key: str) ->
     return [*_turbo_jwt_flags(port, jwt_secret, turbo_secret, key), "--broker=memory", "--sse"]
 
 
+def _turbo_deflate_flags(port: int, jwt_secret: str, turbo_secret: str, key: str) -> list[str]:
+    """Mode "turbo_jwt" with WebSocket compression (permessage-deflate) enabled."""
+    return [*_turbo_jwt_flags(port, jwt_secret, turbo_secret, key), "--enable_ws_compression"]
+
+
 def _secret_turbo_flags(port: int, jwt_secret: str, turbo_secret: str, key: str) -> list[str]:
     """One `--secret` for everything, as docs/recipes set it up (ANYCABLE_SECRET): JWT, Turbo
     Streams signing, and the broadcast key derived from it (``key`` is that derived key)."""
@@ -406,6 +411,7 @@ def _demo_flags(port: int, jwt_secret: str, turbo_secret: str, key: str) -> list
 SERVER_MODES: dict[str, ServerFlags] = {
     "turbo_jwt": _turbo_jwt_flags,
     "turbo_sse": _turbo_sse_flags,
+    "turbo_deflate": _turbo_deflate_flags,
     "public": _public_flags,
     "signed_jwt": _signed_jwt_flags,
     "enforced_jwt_public_streams": _enforced_jwt_public_streams_flags,

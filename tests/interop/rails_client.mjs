@@ -29,7 +29,8 @@
 // Output on stdout, one JSON object per line, in the order observed:
 //   {"event":"ready","actioncable":"8.1.400","ws":"8.23.0","node":"v20..."}
 //   {"event":"socket_created","socket":1,"url":"ws://...","protocols":[...]}
-//   {"event":"socket_open","socket":1,"protocol":"actioncable-v1-json"}
+//   {"event":"socket_open","socket":1,"protocol":"actioncable-v1-json","extensions":""}
+//                                         (extensions: the names of the extensions ws negotiated)
 //   {"event":"sent","socket":1,"data":{...}}               every frame the consumer sends (parsed)
 //   {"event":"frame","socket":1,"raw":"...","data":{...}}  every frame the server sends (raw + parsed)
 //   {"event":"socket_close","socket":1,"code":1000,"reason":"...","was_clean":true,
@@ -93,7 +94,7 @@ class TappedWebSocket extends WebSocket {
     // Registered before the consumer sets `onmessage`, so a frame is reported before the callbacks
     // it triggers.
     this.addEventListener("open", () => {
-      emit({ event: "socket_open", socket, protocol: this.protocol });
+      emit({ event: "socket_open", socket, protocol: this.protocol, extensions: this.extensions });
     });
     this.addEventListener("message", (ev) => {
       const raw = typeof ev.data === "string" ? ev.data : Buffer.from(ev.data).toString("base64");

@@ -61,7 +61,13 @@ def _import_map() -> dict[str, str]:
     return imports
 
 
-def _turbo_page(*, cable_url: str, signed_stream: str, events_url: str) -> bytes:
+def _turbo_page(*, cable_url: str, signed_stream: str, events_url: str | None) -> bytes:
+    """The page; without ``events_url``, no SSE source (its list stays)."""
+    sse_source = (
+        f'<turbo-stream-source src="{escape(events_url)}"></turbo-stream-source>'
+        if events_url is not None
+        else ""
+    )
     return f"""<!doctype html>
 <html>
 <head>
@@ -83,7 +89,7 @@ def _turbo_page(*, cable_url: str, signed_stream: str, events_url: str) -> bytes
   </section>
   <section>
     <h2>SSE: turbo-stream-source</h2>
-    <turbo-stream-source src="{escape(events_url)}"></turbo-stream-source>
+    {sse_source}
     <ul id="sse-list"><li id="sse-item-0">initial</li></ul>
   </section>
 </body>
@@ -196,6 +202,72 @@ def test_turbo_stream_sources_over_websocket_and_sse_update_a_page_of_another_or
         "channel": "Turbo::StreamsChannel",
         "signed_stream_name": server.signed_turbo_stream(streams["ws"]),
     }
+    assert client.problems() == []
+    assert server.error_lines() == []
+
+
+def _header(headers: dict[str, str] | None, name: str) -> str | None:
+    """A header of a CDP headers object (names as sent, any case)."""
+    for key, value in (headers or {}).items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def test_chromium_gets_compressed_turbo_stream_broadcasts(
+    cableway_factory: Callable[[str], CablewayServer],
+    static_site: Callable[[dict[str, bytes]], StaticSite],
+    browser: Callable[..., BrowserClient],
+    request: pytest.FixtureRequest,
+) -> None:
+    # Client behaviours relied on: Chromium offers "permessage-deflate; client_max_window_bits"
+    # on every WebSocket, accepts a response asking for client_no_context_takeover, and
+    # inflates RSV1 frames before turbo-rails sees them (CDP shows the inflated payloads and
+    # the handshake's headers as the network stack sent and received them).
+    server = cableway_factory("turbo_deflate")
+    token = server.token({"user_id": 7})
+    stream = "browser:deflate"
+    page = _turbo_page(
+        cable_url=server.ws_url(token),
+        signed_stream=server.signed_turbo_stream(stream),
+        events_url=None,
+    )
+    client = browser()
+    site = static_site({"/index.html": page})
+    assert client.call("goto", url=f"{site.origin}/index.html")["status"] == 200
+    client.call("wait_selector", selector="turbo-cable-stream-source[connected]")
+
+    [handshake] = client.find("ws_handshake")
+    assert handshake["status"] == 101
+    offer = _header(handshake["request"], "sec-websocket-extensions") or ""
+    assert offer.startswith("permessage-deflate")
+    assert _header(handshake["response"], "sec-websocket-extensions") == (
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    )
+
+    broadcaster = Broadcaster(f"{server.http_url}/_broadcast", key=server.broadcast_key)
+
+    def rows(first: int) -> str:
+        return "".join(
+            f'<li id="ws-item-{i}" class="message flex items-start gap-3"><span class="author">'
+            f'user {i}</span> <span class="body">message {i} &amp; more</span></li>'
+            for i in range(first, first + 20)
+        )
+
+    # two appends: the second is compressed without the first's context
+    sent = [turbo_stream.append("ws-list", rows(first)) for first in (1, 21)]
+    assert all(len(html) > 1500 for html in sent)
+    for html in sent:
+        broadcaster.broadcast(stream, html)
+    client.call("wait_text", selector="#ws-list > li:last-child", text="message 40 & more")
+    assert len(client.call("texts", selector="#ws-list > li")) == 1 + 40
+    received = [
+        json.loads(ev["payload"])["message"]
+        for ev in client.find("ws_frame", dir="in")
+        if "turbo-stream" in str(ev.get("payload"))
+    ]
+    assert received == sent
+    _save_screenshot(client, request)
     assert client.problems() == []
     assert server.error_lines() == []
 

@@ -221,3 +221,28 @@ def test_two_stream_sources_of_one_stream_share_one_server_subscription(
         len([f for f in client.find("frame") if f["data"].get("type") == "confirm_subscription"])
         == 2
     )
+
+
+def test_compressed_both_ways_with_the_ws_package_in_node(
+    cableway_factory: Callable[[str], CablewayServer], rails_client: ClientFactory
+) -> None:
+    # Relies on: the `ws` package offers permessage-deflate by default, inflates RSV1 frames
+    # before @rails/actioncable sees them, and compresses its own messages of 1 KiB or more
+    # (its default threshold), here the subscribe command with a padded identifier.
+    server = cableway_factory("turbo_deflate")
+    params = {**turbo_params(server.signed_turbo_stream(STREAM)), "padding": "p" * 1500}
+    client = rails_client(
+        url=server.ws_url(user_token(server)), subscriptions=[{"name": "turbo", "params": params}]
+    )
+    client.wait_for("connected", name="turbo")  # the compressed subscribe was inflated
+    [opened] = client.find("socket_open")
+    assert opened["extensions"] == "permessage-deflate"  # ws reports the names only
+
+    # well over the 128-byte threshold: sent compressed, each without the other's context
+    sent = [TURBO_HTML * 8, TURBO_HTML.replace("append", "prepend") * 8]
+    for html in sent:
+        assert server.broadcast(STREAM, json.dumps(html)) == 201
+    client.wait_for("received", name="turbo", message=sent[1])
+    assert client.disconnect() == 0
+    assert [r["message"] for r in client.find("received")] == sent
+    assert server.error_lines() == []
