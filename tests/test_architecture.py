@@ -12,9 +12,14 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src"
 FORBIDDEN = {"trio", "trio_websocket", "socket", "asyncio", "selectors", "time", "coredis"}
 PURE_PACKAGES = ["protocol", "auth", "node", "rpc"]
-#: no module of these packages grows past this many lines (one concern per module)
-SIZED_PACKAGES = ["transport", "node", "asgi"]
+#: no module of the package grows past this many lines (one concern per module)
 MAX_LINES = 650
+#: temporary exceptions, each with the reason it cannot be held to the cap yet
+OVERSIZED = {
+    # another change (the session hot path's speed work) is editing this module right now;
+    # it is split once that has landed, and this entry goes
+    "protocol/connection.py",
+}
 
 
 def _imports(path: Path) -> list[tuple[int, str, int]]:
@@ -153,14 +158,34 @@ def test_the_cycle_check_sees_type_checking_and_function_imports(tmp_path: Path)
     assert cycles(import_graph(tmp_path)) == []
 
 
-@pytest.mark.parametrize("package", SIZED_PACKAGES)
-def test_no_module_is_over_the_size_limit(package: str) -> None:
-    too_big = [
-        f"{path.relative_to(SRC)}: {lines} lines"
-        for path in sorted((SRC / package).rglob("*.py"))
-        if (lines := len(path.read_text().splitlines())) > MAX_LINES
+def oversized(root: Path) -> list[str]:
+    """Every module under ``root`` longer than :data:`MAX_LINES`, but the named exceptions."""
+    return [
+        f"{path.relative_to(root)}: {lines} lines"
+        for path in sorted(root.rglob("*.py"))
+        if path.relative_to(root).as_posix() not in OVERSIZED
+        and (lines := len(path.read_text().splitlines())) > MAX_LINES
     ]
-    assert too_big == []
+
+
+def test_no_module_is_over_the_size_limit() -> None:
+    assert oversized(SRC) == []
+
+
+def test_the_size_check_sees_every_package(tmp_path: Path) -> None:
+    """Any folder, however deep, and only the named exceptions are let through."""
+    (tmp_path / "tools" / "check").mkdir(parents=True)
+    (tmp_path / "tools" / "check" / "suite.py").write_text("x = 1\n" * (MAX_LINES + 1))
+    (tmp_path / "protocol").mkdir()
+    (tmp_path / "protocol" / "connection.py").write_text("x = 1\n" * (MAX_LINES + 1))
+    (tmp_path / "cli.py").write_text("x = 1\n" * MAX_LINES)
+    assert oversized(tmp_path) == [f"tools/check/suite.py: {MAX_LINES + 1} lines"]
+
+
+def test_every_exception_to_the_size_limit_exists_and_needs_it() -> None:
+    """An exception whose module shrank (or moved) goes: the cap then holds it again."""
+    for name in OVERSIZED:
+        assert len((SRC / name).read_text().splitlines()) > MAX_LINES, name
 
 
 def test_every_package_is_listed_for_installation() -> None:

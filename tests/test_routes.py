@@ -5,6 +5,7 @@ AnyCable-Go's chi router does, refused where chi refuses them; on the trio serve
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -12,7 +13,9 @@ from trio_websocket import open_websocket_url
 
 from cableway.asgi import CablewayApp
 from cableway.config import Config, ConfigError, load_config
-from cableway.protocol.routes import Router, parse_path_pattern
+from cableway.protocol.routes import Router, endpoint_routes, parse_path_pattern
+from cableway.transport import http as http_driver
+from cableway.transport.server import Server
 
 from .asgi.test_asgi_unit import FakeClient, ws_scope
 from .integration.helpers import config, http, recv_json, running
@@ -204,3 +207,65 @@ def test_the_asgi_app_routes_patterns() -> None:
         await app.aclose()
 
     asyncio.run(scenario())
+
+
+# --- the route table: one home for both drivers ----------------------------------------------
+
+
+def test_the_route_table_of_each_listener() -> None:
+    """Config -> (path, endpoint) in registration order; what a listener serves is asked."""
+    cfg = Config(
+        path=("/cable", "/admin/cable/*"),
+        sse=True,
+        metrics_http="/metrics",
+        api_path="/api",
+        health_path="/up",
+        http_broadcast_path="/_broadcast",
+    )
+    everything = endpoint_routes(cfg, lambda _what: True, main=True)
+    assert everything == (
+        ("/cable", "ws"),
+        ("/admin/cable/*", "ws"),
+        ("/_broadcast", "broadcast"),
+        ("/events", "sse"),
+        ("/metrics", "metrics"),
+        ("/up", "health"),
+        ("/api/publish", "api_publish"),
+        ("/api/presence/*", "api_presence"),
+    )
+    # a listener of its own (say the broadcast port) serves only what it is asked to
+    broadcast_only = endpoint_routes(cfg, lambda what: what == "broadcast", main=False)
+    assert broadcast_only == (("/_broadcast", "broadcast"),)
+    # no --metrics_http, no --sse: no such routes, whatever the listener serves
+    plain = endpoint_routes(
+        dataclasses.replace(cfg, metrics_http=None, sse=False), lambda _what: False, main=True
+    )
+    assert plain == (("/cable", "ws"), ("/admin/cable/*", "ws"), ("/up", "health"))
+
+
+def test_both_drivers_route_a_config_alike() -> None:
+    """The trio server's main listener and the ASGI app send each path to the same endpoint
+    (the API has a port of its own; the ASGI app serves no API)."""
+    cfg = Config(
+        path=("/accounts/{tenant}/cable",),
+        sse=True,
+        sse_path="/sse/*",
+        metrics_http="/metrics/{node}",
+        health_path="/up",
+        broadcast_key="k",
+        port=8080,
+        http_broadcast_port=8080,  # the broadcast endpoint on the main listener, as in ASGI
+    )
+    server = Server(cfg)
+    trio_router = http_driver._router(server, "main")
+    app = CablewayApp(cfg)
+    paths = ["/accounts/a/cable", "/sse/x/y", "/metrics/n1", "/up", "/_broadcast", "/nothing"]
+    assert [app.router.lookup(p) for p in paths] == [trio_router.lookup(p) for p in paths]
+    assert [app.router.lookup(p) for p in paths] == [
+        "ws",
+        "sse",
+        "metrics",
+        "health",
+        "broadcast",
+        None,
+    ]

@@ -24,7 +24,7 @@ from ..ops.logs import WARNING_WINDOW_SECONDS, WARNINGS_PER_WINDOW, WarningGate
 from ..ops.metrics import Metrics
 from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.broker import MemoryBroker, PresenceEvent
-from ..protocol.routes import endpoint_router
+from ..protocol.routes import endpoint_router, endpoint_routes
 from ..protocol.sse import SSE_HEADERS, Refusal, SseOpen, cors_headers
 from ..rpc.settings import DEFAULT_HEADERS, env_headers
 from .http import (
@@ -119,15 +119,10 @@ class CablewayApp:
         if http_broadcast is None:
             http_broadcast = config.broadcast_key is not None
         self.http_broadcast = http_broadcast and "http" in config.broadcast_adapters
-        routes = [(normal(path), "ws") for path in config.path]
-        if self.http_broadcast:
-            routes.append((normal(config.http_broadcast_path), "broadcast"))
-        if config.sse:
-            routes.append((normal(config.sse_path), "sse"))
-        if config.metrics_http:
-            routes.append((normal(config.metrics_http), "metrics"))
-        routes.append((normal(config.health_path), "health"))
-        self.router = endpoint_router(tuple(routes))
+        # one listener: the WebSocket paths, SSE, health, metrics and (when on) broadcasts
+        serving = {"broadcast": self.http_broadcast, "metrics": True, "api": False}
+        routes = endpoint_routes(config, serving.__getitem__, main=True)
+        self.router = endpoint_router(tuple((normal(path), kind) for path, kind in routes))
         self.random = random.Random()
         #: a flood of invalid broadcasts costs a few log lines per window, as in the server
         self.broadcast_warnings = WarningGate(
@@ -286,8 +281,7 @@ class CablewayApp:
             return
         limit = self.config.max_broadcast_body
         length = request.headers.get("content-length")
-        too_big = length is not None and length.isdigit() and int(length) > limit
-        body = None if too_big else await read_body(receive, limit)
+        body = await read_body(receive, limit, declared=() if length is None else (length,))
         if body is None:
             await respond(send, *TOO_LARGE)
             return

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
 from .. import __version__
+from ..protocol.asgi import Message, Receive, Scope, Send, read_body
 from ..protocol.httphead import fold_headers
 
 __all__ = [
@@ -22,11 +20,6 @@ __all__ = [
     "respond",
     "route_path",
 ]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 VERSION_HEADER = (b"x-anycable-version", f"cableway-{__version__}".encode())
 HEALTH_BODY = b"Ah, ha, ha, ha, stayin' alive, stayin' alive."
@@ -76,23 +69,6 @@ def route_path(scope: Scope) -> str:
 
 def normal(path: str) -> str:
     return path.rstrip("/") or "/"
-
-
-async def read_body(receive: Receive, limit: int) -> bytes | None:
-    """The request body; ``None`` when it exceeds ``limit`` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks)  # http.disconnect
-        chunk = bytes(message.get("body", b""))
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 async def respond(

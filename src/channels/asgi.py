@@ -8,6 +8,7 @@ import inspect
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ..protocol.asgi import read_body
 from ..toolkit.broadcaster import _run_in_thread
 from .channel import Channel
 from .connection import Connection
@@ -74,7 +75,8 @@ class ASGIApp:
             (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in scope.get("headers", ())
         ]
-        body = await self._read_body(headers, receive)
+        declared = [value for name, value in headers if name.lower() == "content-length"]
+        body = await read_body(receive, self.application.max_body_size, declared=declared)
         if body is None:
             response = error_response(413, "Request body too large")
         else:
@@ -82,26 +84,6 @@ class ASGIApp:
                 scope.get("method", "GET"), scope.get("path", ""), headers, body, self._invoke
             )
         await _send(send, response)
-
-    async def _read_body(self, headers: list[tuple[str, str]], receive: Receive) -> bytes | None:
-        """The request body, or ``None`` when it exceeds the size limit."""
-        limit = self.application.max_body_size
-        for name, value in headers:
-            if name.lower() == "content-length" and value.strip().isdigit() and int(value) > limit:
-                return None
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return b""
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
 
 
 async def _send(send: Send, response: Response) -> None:

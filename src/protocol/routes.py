@@ -32,11 +32,18 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-__all__ = ["PathPattern", "Router", "endpoint_router", "parse_path_pattern"]
+__all__ = [
+    "PathPattern",
+    "RouteConfig",
+    "Router",
+    "endpoint_router",
+    "endpoint_routes",
+    "parse_path_pattern",
+]
 
 _T = TypeVar("_T")
 
@@ -209,3 +216,47 @@ def endpoint_router(routes: tuple[tuple[str, str], ...]) -> Router[str]:
     """The (cached) router of ``routes``: (endpoint path, endpoint name), first one first on
     equal patterns. Raises ValueError for a path chi would refuse."""
     return Router(routes)
+
+
+class RouteConfig(Protocol):
+    """What :func:`endpoint_routes` reads from the configuration (``cableway.config.Config``)."""
+
+    @property
+    def path(self) -> Sequence[str]: ...
+    @property
+    def http_broadcast_path(self) -> str: ...
+    @property
+    def sse(self) -> bool: ...
+    @property
+    def sse_path(self) -> str: ...
+    @property
+    def metrics_http(self) -> str | None: ...
+    @property
+    def health_path(self) -> str: ...
+    @property
+    def api_path(self) -> str: ...
+
+
+def endpoint_routes(
+    config: RouteConfig, serves: Callable[[str], bool], *, main: bool
+) -> tuple[tuple[str, str], ...]:
+    """The route table of one listener, the same for both drivers: (endpoint path, endpoint
+    kind) in registration order (on equal paths the first one wins).
+
+    ``main``: the listener of the WebSocket paths, SSE and the health check. ``serves(what)``:
+    whether this listener serves ``broadcast`` (``POST --http_broadcast_path``), ``metrics``
+    (``--metrics_http``, when set) and ``api`` (``--api_path``'s publish and presence
+    endpoints, as AnyCable-Go registers them); each may have a port of its own."""
+    routes = [(path, "ws") for path in config.path] if main else []
+    if serves("broadcast"):
+        routes.append((config.http_broadcast_path, "broadcast"))
+    if main and config.sse:
+        routes.append((config.sse_path, "sse"))
+    if config.metrics_http and serves("metrics"):
+        routes.append((config.metrics_http, "metrics"))
+    if main:
+        routes.append((config.health_path, "health"))
+    if serves("api"):
+        base = config.api_path
+        routes += [(f"{base}/publish", "api_publish"), (f"{base}/presence/*", "api_presence")]
+    return tuple(routes)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..node.backend import Backend
 
-__all__ = ["ApiHost", "api_role", "api_routes", "presence", "presence_stream", "publish"]
+__all__ = ["ApiHost", "api_role", "presence", "presence_stream", "publish"]
 
 log = logging.getLogger("cableway.http")
 
@@ -57,12 +57,6 @@ def api_role(config: Config) -> str | None:
     if config.metrics_http and config.metrics_port == port:
         return "metrics"
     return "api"
-
-
-def api_routes(config: Config) -> list[tuple[str, str]]:
-    """The API's ``(path pattern, route)`` pairs, as AnyCable-Go registers them."""
-    base = config.api_path
-    return [(f"{base}/publish", "api_publish"), (f"{base}/presence/*", "api_presence")]
 
 
 def presence_stream(path: str) -> str | None:

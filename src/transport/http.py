@@ -16,6 +16,7 @@ request is h11's.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import secrets
@@ -26,8 +27,8 @@ import h11
 import trio
 from wsproto.utilities import generate_accept_token
 
-from ..protocol.routes import Router, endpoint_router
-from .api_endpoint import ApiHost, api_routes, presence, publish
+from ..protocol.routes import Router, endpoint_router, endpoint_routes
+from .api_endpoint import ApiHost, presence, publish
 from .broadcast_endpoint import broadcast, fast_requests
 from .demo import handle_demo
 from .httpconn import (
@@ -199,21 +200,9 @@ async def _serve_requests(server: HttpHost, conn: Conn, role: str) -> WebSocketS
 
 def _router(server: HttpHost, role: str) -> Router[str]:
     """The endpoints a listener of ``role`` serves, by path, routed as AnyCable-Go does
-    (:mod:`cableway.protocol.routes`); on equal paths the first one listed wins."""
-    config = server.config
-    main = role == "main"
-    routes = [(path, "ws") for path in config.path] if main else []
-    if server.serves(role, "broadcast"):
-        routes.append((config.http_broadcast_path, "broadcast"))
-    if main and config.sse:
-        routes.append((config.sse_path, "sse"))
-    if config.metrics_http and server.serves(role, "metrics"):
-        routes.append((config.metrics_http, "metrics"))
-    if main:
-        routes.append((config.health_path, "health"))
-    if server.serves(role, "api"):
-        routes.extend(api_routes(config))
-    return endpoint_router(tuple(routes))
+    (the route table: :func:`cableway.protocol.routes.endpoint_routes`)."""
+    serves = functools.partial(server.serves, role)
+    return endpoint_router(endpoint_routes(server.config, serves, main=role == "main"))
 
 
 async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocketSession | None:

@@ -16,8 +16,11 @@ profile each belongs to and the option each needs are in :data:`CHECKS` and in
 - **Bounded.** Every check has its own time limit, covering its handshakes; checks run
   concurrently (four at a time) and the whole run has a limit of its own.
 
-Modules: :mod:`.client` (the WebSocket client, its errors and evidence), :mod:`.suite` (the
-options, the checks and the runner); this one is the command line and the reports.
+Modules: :mod:`.client` (the WebSocket client, its errors and evidence), :mod:`.model` (the
+options and the verdicts), :mod:`.harness` (the connections and requests the checks open),
+:mod:`.suite` (the registry of checks; the checks themselves live in a module per concern, listed
+there), :mod:`.runner` (the :class:`Checker` that runs them); this one is the command line and the
+reports.
 """
 
 from __future__ import annotations
@@ -35,20 +38,9 @@ from urllib.parse import urlsplit
 import trio
 
 from .client import CheckFailed, Unusable, compact
-from .suite import (
-    ACTIONCABLE,
-    ANYCABLE,
-    CHECKS,
-    FAIL,
-    NOT_RUN,
-    PASS,
-    PROFILES,
-    SKIP,
-    Check,
-    Checker,
-    Options,
-    Result,
-)
+from .model import ACTIONCABLE, ANYCABLE, FAIL, NOT_RUN, PASS, PROFILES, SKIP, Options, Result
+from .runner import Checker
+from .suite import CHECKS, Check
 
 __all__ = [
     "ACTIONCABLE",
