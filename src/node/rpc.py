@@ -22,6 +22,8 @@ from ..protocol.connection import CableConnection, SessionState
 from ..protocol.handshake import AuthPolicy
 from ..protocol.sse import Refusal, SseOpen
 from ..rpc.messages import (
+    PRESENCE_STATE,
+    WHISPER_STATE,
     CommandMessage,
     CommandResponse,
     ConnectionRequest,
@@ -50,6 +52,17 @@ CLOSE_AUTH_FAILED = (1000, "Auth Failed")
 #: WebSocket close when a Command answer says ``disconnect`` (AnyCable-Go uses the
 #: reserved 1006; a close frame cannot carry it, so 1011 as anycable.md §3.4 suggests).
 CLOSE_COMMAND_FAILED = (1011, "Command Failed")
+
+
+def _info(text: str) -> object:
+    """A presence ``info`` from a Command answer: JSON text parsed when it is JSON, else
+    kept as the string (rpc.md §2.4)."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text
 
 
 def connect_needed(token: str | None, policy: AuthPolicy, *, noauth: bool, restored: bool) -> bool:
@@ -161,6 +174,7 @@ class RpcSession:
             for stream in sorted(self.channels.pop(identifier, set())):
                 core.delegated_stream(identifier, stream, added=False)
             self.istate.pop(identifier, None)
+            core.delegated_unsubscribed(identifier)
             self.cstate = merge_state(self.cstate, answer.env.cstate)
         elif identifier in self.channels:
             streams = self.channels[identifier]
@@ -181,15 +195,26 @@ class RpcSession:
                 self.istate[identifier] = merge_state(
                     self.istate.get(identifier, {}), answer.env.istate
                 )
+            self._features(core, identifier)
             self.cstate = merge_state(self.cstate, answer.env.cstate)
         else:  # a rejected subscribe: only its cstate and transmissions count
             self.cstate = merge_state(self.cstate, answer.env.cstate)
         self._save(core)
         for text in answer.transmissions:
             core.transmit(text)
+        if answer.presence is not None and identifier in self.channels:
+            presence = answer.presence
+            core.delegated_presence(identifier, presence.type, presence.id, _info(presence.info))
         if answer.disconnect:
             core.close_delegated(*CLOSE_COMMAND_FAILED)
         return answer.status
+
+    def _features(self, core: CableConnection, identifier: str) -> None:
+        """Tell the core the whisper and presence streams the channel's state names."""
+        state = self.istate.get(identifier, {})
+        core.delegated_channel(
+            identifier, whisper=state.get(WHISPER_STATE, ""), presence=state.get(PRESENCE_STATE, "")
+        )
 
     # -- snapshots (resumable sessions) ----------------------------------------------
 
@@ -223,6 +248,7 @@ class RpcSession:
             streams = self.channels[identifier] = channels.get(identifier, set())
             for stream in sorted(streams):
                 core.delegated_stream(identifier, stream, added=True)
+            self._features(core, identifier)
 
     # -- Disconnect ------------------------------------------------------------------
 
