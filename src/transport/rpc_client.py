@@ -4,7 +4,9 @@
 for ``https://``), keeping idle connections for reuse, at most ``--rpc_concurrency`` calls
 in flight (more wait for a slot, counted by ``rpc_pending_num``), each bounded by
 ``--rpc_request_timeout``. A call that got no response at all (refused, reset) is retried
-after 0.1, 0.2, 0.4 … s while the timeout allows, as AnyCable-Go does. Every failure ends
+after 0.1, 0.2, 0.4 … s while the timeout allows, as AnyCable-Go does; every attempt
+passes AnyCable-Go's circuit breaker (:mod:`cableway.rpc.breaker`), which refuses calls
+at once while the application keeps failing to answer. Every failure ends
 as ``None`` for the caller plus a log line and a metric; what a failure means for the
 session is :mod:`cableway.node.rpc`'s rule.
 
@@ -25,6 +27,7 @@ import trio
 
 from ..node.rpc import RpcSession
 from ..ops.metrics import Metric
+from ..rpc.breaker import BreakerState, CircuitBreaker
 from ..rpc.http import endpoint_url, request_headers
 from ..rpc.messages import (
     CommandMessage,
@@ -70,7 +73,15 @@ RPC_DEFINITIONS: tuple[Metric, ...] = (
     Metric("rpc_timeout_total", "counter", "The total number of timed out RPC calls"),
     Metric("rpc_canceled_total", "counter", "The total number of RPC calls canceled"),
     Metric("rpc_pending_num", "gauge", "The number of RPC calls waiting for a slot"),
+    Metric(
+        "rpc_circuit_open_total",
+        "counter",
+        "The total number of RPC calls refused at once by the open circuit breaker",
+    ),
 )
+
+#: What a call refused by the open circuit breaker fails with (AnyCable-Go's words).
+BREAKER_OPEN = "http rpc is temporarily unavailable"
 
 #: Largest response body read (AnyCable-Go has none; a bound keeps memory bounded).
 MAX_RESPONSE_BODY = 16 * 1024 * 1024
@@ -80,11 +91,14 @@ _RETRY_BASE = 0.1
 
 class RpcFailure(Exception):
     """A call that produced no usable answer; ``kind`` is ``timeout``, ``unavailable``,
-    ``unauthorized``, ``status`` or ``decode``."""
+    ``unauthorized``, ``status``, ``decode`` or ``breaker`` (refused by the open circuit
+    breaker). ``responded``: the application sent an HTTP response (for the breaker, a
+    success)."""
 
-    def __init__(self, kind: str, detail: str) -> None:
+    def __init__(self, kind: str, detail: str, *, responded: bool = False) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
+        self.responded = responded
 
 
 class _Unavailable(Exception):
@@ -120,6 +134,9 @@ class HttpRpc:
         self._ssl: ssl.SSLContext | None = ssl.create_default_context() if self._tls else None
         self.limiter = trio.CapacityLimiter(settings.concurrency)
         self._idle: list[_Connection] = []
+        #: its first window starts with the first call (the server may be built before
+        #: trio runs)
+        self.breaker = CircuitBreaker(now=-math.inf)
 
     def _inc(self, name: str, n: int = 1) -> None:
         if self.metrics is not None:
@@ -163,6 +180,9 @@ class HttpRpc:
 
     async def post(self, call: str, sid: str, body: bytes) -> bytes:
         """The 200 body of ``POST <rpc_host>/<call>``, or :class:`RpcFailure`."""
+        if self.breaker.state(trio.current_time()) is BreakerState.OPEN:
+            self._inc("rpc_circuit_open_total")  # no wait for a slot to fail
+            raise RpcFailure("breaker", BREAKER_OPEN)
         if self.metrics is not None:
             self.metrics.inc("rpc_pending_num")
         try:
@@ -176,7 +196,7 @@ class HttpRpc:
                 attempt = 0
                 while True:
                     try:
-                        return await self._exchange(call, sid, body)
+                        return await self._attempt(call, sid, body)
                     except _Unavailable as exc:
                         delay = _RETRY_BASE * 2**attempt
                         attempt += 1
@@ -188,6 +208,31 @@ class HttpRpc:
             raise RpcFailure("timeout", f"no answer within {timeout:g} s")
         finally:
             self.limiter.release()
+
+    async def _attempt(self, call: str, sid: str, body: bytes) -> bytes:
+        """One attempt, through the circuit breaker (rpc.md §3.7): refused at once while
+        it is open; no HTTP response (refused, reset, TLS, timeout) counts as a failure."""
+        ticket = self.breaker.allow(trio.current_time())
+        if ticket is None:  # open, or half-open with its trial calls under way
+            self._inc("rpc_circuit_open_total")
+            raise RpcFailure("breaker", BREAKER_OPEN)
+        responded = False
+        try:
+            data = await self._exchange(call, sid, body)
+            responded = True
+            return data
+        except RpcFailure as exc:
+            responded = exc.responded
+            raise
+        finally:
+            changed = self.breaker.done(ticket, success=responded, now=trio.current_time())
+            if changed is BreakerState.OPEN:
+                log.warning(
+                    "RPC circuit breaker is open: calls fail at once for %g s",
+                    self.breaker.open_seconds,
+                )
+            elif changed is BreakerState.CLOSED:
+                log.info("RPC circuit breaker is closed")
 
     async def _open(self) -> _Connection:
         try:
@@ -227,9 +272,11 @@ class HttpRpc:
         excerpt = data[:200].decode("utf-8", "replace")
         if status == 401:
             raise RpcFailure(
-                "unauthorized", f"401 from the application (check the RPC secret) {excerpt!r}"
+                "unauthorized",
+                f"401 from the application (check the RPC secret) {excerpt!r}",
+                responded=True,
             )
-        raise RpcFailure("status", f"HTTP {status} {excerpt!r}")
+        raise RpcFailure("status", f"HTTP {status} {excerpt!r}", responded=True)
 
     async def _request(
         self, conn: _Connection, call: str, sid: str, body: bytes
@@ -260,7 +307,7 @@ class HttpRpc:
                     data = await conn.stream.receive_some(_READ_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     if got_response:
-                        raise RpcFailure("status", f"response cut: {exc}") from None
+                        raise RpcFailure("status", f"response cut: {exc}", responded=True) from None
                     raise _Unavailable(f"connection lost: {exc}") from None
                 if not data and not got_response:
                     raise _Unavailable("connection closed before a response")
@@ -271,7 +318,7 @@ class HttpRpc:
             elif isinstance(event, h11.Data):
                 size += len(event.data)
                 if size > MAX_RESPONSE_BODY:
-                    raise RpcFailure("status", "response body too large")
+                    raise RpcFailure("status", "response body too large", responded=True)
                 chunks.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
                 reusable = conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE
@@ -281,7 +328,7 @@ class HttpRpc:
             elif isinstance(event, h11.ConnectionClosed):
                 if not got_response:
                     raise _Unavailable("connection closed before a response")
-                raise RpcFailure("status", "response cut")
+                raise RpcFailure("status", "response cut", responded=True)
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
