@@ -166,6 +166,9 @@ class CableConnection:
         #: subscribed application channel -> (whisper stream, presence stream), "" = none
         #: (the application names them in the channel's istate ``$w``/``$p``, rpc.md §2.2)
         self._app_channels: dict[str, tuple[str, str]] = {}
+        #: application channel -> the presence its last ``subscribe`` carried, joined
+        #: once the application confirms it (at most one per identifier)
+        self._subscribe_joins: dict[str, Mapping[str, Any]] = {}
         self._tokens = float(settings.limits.commands_burst)
         self._refilled_at = now
 
@@ -428,6 +431,8 @@ class CableConnection:
             and not is_built_in(command.identifier, self.settings.policy)
         ):
             self._delegate(name, command.identifier, command.data)
+            if name == "subscribe":
+                self._join_on_subscribe(command.identifier, command.presence)
         elif name == "subscribe":
             self._subscribe(command)
         elif name == "unsubscribe":
@@ -638,6 +643,23 @@ class CableConnection:
         if self.state is not SessionState.CLOSED:
             self._app_channels[identifier] = (whisper, presence)
 
+    def _join_on_subscribe(self, identifier: str, presence: Mapping[str, Any] | None) -> None:
+        if presence is None:
+            self._subscribe_joins.pop(identifier, None)
+        elif (
+            identifier in self._subscribe_joins
+            or len(self._subscribe_joins) < self.settings.limits.max_subscriptions
+        ):
+            self._subscribe_joins[identifier] = presence
+
+    def delegated_confirmed(self, identifier: str) -> None:
+        """The application confirmed a subscribe: the presence the client sent with it
+        (``@anycable/web`` re-joins so after a reconnect) joins now, as AnyCable-Go does
+        after a confirmed subscribe."""
+        presence = self._subscribe_joins.pop(identifier, None)
+        if presence is not None and identifier in self._app_channels:
+            self._join(identifier, presence)
+
     def delegated_unsubscribed(self, identifier: str) -> None:
         """An application channel is gone: its presence in its stream is removed."""
         self._app_channels.pop(identifier, None)
@@ -694,6 +716,7 @@ class CableConnection:
         self.subscriptions.clear()
         self._features.clear()
         self._app_channels.clear()
+        self._subscribe_joins.clear()
         self.held = _NOTHING_HELD
         self._hold_deadline = None
 
