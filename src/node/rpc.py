@@ -205,6 +205,8 @@ class RpcSession:
         if answer.presence is not None and identifier in self.channels:
             presence = answer.presence
             core.delegated_presence(identifier, presence.type, presence.id, _info(presence.info))
+        if command == "subscribe" and ok:
+            core.delegated_confirmed(identifier)  # the client's own join, if it sent one
         if answer.disconnect:
             core.close_delegated(*CLOSE_COMMAND_FAILED)
         return answer.status

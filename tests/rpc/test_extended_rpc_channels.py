@@ -225,3 +225,28 @@ def test_a_restored_session_whispers_to_its_restored_w() -> None:
     [event] = restored.events()
     assert isinstance(event, Publish)
     assert event.publication.stream == "s"
+
+
+def delegated_subscribe(core: CableConnection, **extra: object) -> None:
+    core.receive_message(json.dumps({"command": "subscribe", "identifier": IDENT, **extra}), now=1)
+    [event] = core.events()
+    assert event == Delegate("subscribe", IDENT)
+
+
+def test_the_presence_a_subscribe_carries_joins_once_the_app_confirms() -> None:
+    state, core = connected()
+    delegated_subscribe(core, presence={"id": "bob", "info": {"n": 1}})
+    events = subscribe(state, core, ok(streams=["s"], env=EnvResponse(istate={"$p": "s"})))
+    assert events[-2:] == [
+        SendMessage(CONFIRM),
+        PresenceRequest("join", IDENT, "s", presence_id="bob", info={"n": 1}),
+    ]
+
+
+def test_a_rejected_subscribes_presence_is_not_kept_for_a_later_subscribe() -> None:
+    state, core = connected()
+    delegated_subscribe(core, presence={"id": "bob"})
+    subscribe(state, core, CommandResponse(status=Status.FAILURE))
+    delegated_subscribe(core)  # again, without presence
+    events = subscribe(state, core, ok(env=EnvResponse(istate={"$p": "s"})))
+    assert not any(isinstance(e, PresenceRequest) for e in events)
