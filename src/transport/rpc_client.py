@@ -15,10 +15,11 @@ session is :mod:`cableway.node.rpc`'s rule.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sized
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -73,6 +74,11 @@ RPC_DEFINITIONS: tuple[Metric, ...] = (
     Metric("rpc_timeout_total", "counter", "The total number of timed out RPC calls"),
     Metric("rpc_canceled_total", "counter", "The total number of RPC calls canceled"),
     Metric("rpc_pending_num", "gauge", "The number of RPC calls waiting for a slot"),
+    Metric(
+        "rpc_disconnect_dropped_total",
+        "counter",
+        "The total number of Disconnect calls dropped because the queue was full",
+    ),
     Metric(
         "rpc_circuit_open_total",
         "counter",
@@ -339,37 +345,59 @@ class HttpRpc:
 class DisconnectQueue:
     """Disconnect calls, started at most ``rate`` per second (rpc.md §4.9).
 
-    Closed sessions are queued (up to ``backlog``; beyond it a call is dropped with a log
-    line, rather than blocking the closing session as AnyCable-Go does); :meth:`run`
-    starts one call every ``1 / rate`` seconds, each as its own task so a slow application
-    does not slow the rate down (the concurrency limit still bounds calls in flight).
+    Closed sessions are queued; :meth:`run` starts one call every ``1 / rate`` seconds,
+    each as its own task so a slow application does not slow the rate down (the
+    concurrency limit still bounds calls in flight).
+
+    AnyCable-Go never drops one: beyond its 4 096-call buffer the closing session waits
+    for room. Cableway does not make a closed session wait (its task and memory would be
+    held instead); it keeps queueing up to the most sessions the node has had open at
+    once (the size of ``sessions``, the node's open sessions, sampled at each enqueue),
+    and at least ``backlog``. So a whole
+    node disconnecting at once (a network cut, a load balancer restart) gets every
+    Disconnect call, as with AnyCable-Go, while the queue never holds more requests than
+    the node held sessions; only churn that outruns ``rate`` for longer than that drops
+    calls, each with an error log line and ``rpc_disconnect_dropped_total``.
     """
 
     def __init__(
         self,
         call: Callable[[str, DisconnectRequest], Awaitable[object]],
-        *,
         rate: int,
+        sessions: Sized | None = None,
+        *,
         backlog: int = 4096,
         metrics: Metrics | None = None,
     ) -> None:
         self._call = call
         self.interval = 1 / rate
-        self._send, self._receive = trio.open_memory_channel[tuple[str, DisconnectRequest]](backlog)
+        self._pending: collections.deque[tuple[str, DisconnectRequest]] = collections.deque()
+        self._wake = trio.Event()
+        self._closed = False
+        self._flush = trio.Event()
+        self.capacity = backlog
+        self._sessions = sessions
         self.metrics = metrics
-        self.size = 0
         self.done = trio.Event()
 
+    @property
+    def size(self) -> int:
+        return len(self._pending)
+
     def enqueue(self, sid: str, request: DisconnectRequest) -> bool:
-        try:
-            self._send.send_nowait((sid, request))
-        except trio.WouldBlock:
-            log.error("Disconnect queue full: dropped the Disconnect call of sid=%s", sid)
-            return False
-        except trio.ClosedResourceError:  # after shutdown's flush
+        if self._closed:  # after shutdown's flush
             log.warning("shutting down: no Disconnect call for sid=%s", sid)
             return False
-        self.size += 1
+        if self._sessions is not None:
+            # +1: the closing session itself may already be gone from the node's sessions
+            self.capacity = max(self.capacity, len(self._sessions) + 1)
+        if len(self._pending) >= self.capacity:
+            log.error("Disconnect queue full: dropped the Disconnect call of sid=%s", sid)
+            if self.metrics is not None:
+                self.metrics.inc("rpc_disconnect_dropped_total")
+            return False
+        self._pending.append((sid, request))
+        self._wake.set()
         return True
 
     async def run(self) -> None:
@@ -377,18 +405,27 @@ class DisconnectQueue:
         left is started at once and awaited)."""
         try:
             async with trio.open_nursery() as calls:
-                async for sid, request in self._receive:
-                    self.size -= 1
+                while True:
+                    if not self._pending:
+                        if self._closed:
+                            break
+                        self._wake = trio.Event()
+                        await self._wake.wait()
+                        continue
+                    sid, request = self._pending.popleft()
                     calls.start_soon(self._call, sid, request)
-                    if self.interval:
-                        await trio.sleep(self.interval)
+                    if not self._closed:
+                        with trio.move_on_after(self.interval):
+                            await self._flush.wait()
         finally:
             self.done.set()
 
     async def finish(self) -> None:
         """Shutdown: stop throttling, let the queued calls run, wait for them."""
         self.interval = 0.0
-        await self._send.aclose()
+        self._closed = True
+        self._wake.set()
+        self._flush.set()
         await self.done.wait()
 
 
