@@ -326,8 +326,8 @@ class Application:
         if command == "subscribe":
             transmissions.insert(0, messages.confirm_subscription(identifier))
         presence = None
-        if channel.presence is not None and command != "unsubscribe":
-            kind, presence_id, info = channel.presence
+        if channel._presence is not None and command != "unsubscribe":
+            kind, presence_id, info = channel._presence
             presence = PresenceResponse(type=kind, id=presence_id, info=info)
         return CommandResponse(
             status=Status.SUCCESS,

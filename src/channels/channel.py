@@ -87,7 +87,8 @@ class Channel:
         self.stop_streams = False
         self.transmissions: list[str] = []
         #: ``("join", id, info JSON)`` or ``("leave", "", "")`` for this call's answer
-        self.presence: tuple[str, str, str] | None = None
+        #: (private: a public name would hide an action of the same name)
+        self._presence: tuple[str, str, str] | None = None
         self._settings = settings
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -156,12 +157,12 @@ class Channel:
             raise ValueError("a presence id is a non-empty string or an integer")
         self.stream_from(stream)
         self.istate[PRESENCE_STATE] = stream
-        self.presence = ("join", str(id), dumps(info))
+        self._presence = ("join", str(id), dumps(info))
 
     def leave_presence(self) -> None:
         """Remove this client from the presence set it joined (``join_presence``, or the
         client's own join)."""
-        self.presence = ("leave", "", "")
+        self._presence = ("leave", "", "")
 
     def stop_stream_from(self, stream: str) -> None:
         """Stop receiving ``stream`` (undoes a :meth:`stream_from` of the same call too)."""

@@ -191,3 +191,23 @@ async def test_whisper_and_presence_over_http_rpc() -> None:
 async def test_whisper_and_presence_in_process() -> None:
     async with in_process() as open_client:
         await scenario(open_client)
+
+
+def test_the_new_helpers_are_not_actions_and_an_action_named_presence_still_works() -> None:
+    assert RoomChannel.action_names() == frozenset({"away"})
+
+    class Lobby(Channel):
+        def presence(self) -> None:
+            self.transmit("who")
+
+    app = Application(UserConnection, [Lobby])
+    request = CommandMessage(
+        command="message",
+        identifier='{"channel":"Lobby"}',
+        connection_identifiers='{"user":"alice"}',
+        data='{"action":"presence"}',
+        env=Env(url="http://localhost/cable"),
+    )
+    answer = trio.run(app.process, request)
+    assert answer.status is Status.SUCCESS
+    assert answer.transmissions == ['{"identifier":"{\\"channel\\":\\"Lobby\\"}","message":"who"}']
