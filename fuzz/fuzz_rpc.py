@@ -7,9 +7,9 @@ modulo 3); the rest is the request body.
 
 Invariant: every message class either decodes the body or raises ``DecodeError`` (never
 anything else); a decoded message encodes to ASCII JSON that decodes back to an equal
-message. The dispatcher, serving a small app whose callbacks use streams, state and
-transmissions, never raises; it answers 200 exactly when the body decodes as the call's
-request (else 422), and a 200 body decodes as the call's response.
+message. The dispatcher, serving a small app whose callbacks use streams, state,
+transmissions, whisper and presence, never raises; it answers 200 exactly when the body
+decodes as the call's request (else 422), and a 200 body decodes as the call's response.
 
 Run: ``python fuzz/fuzz_rpc.py -runs=100000 -max_len=2048 fuzz/corpus/rpc/``
 (needs ``pip install atheris``); ``tests/test_fuzz_corpus.py`` replays the corpus.
@@ -62,7 +62,7 @@ class Room(Channel):
         room = self.params.get("room")
         if not isinstance(room, str) or not room:
             self.reject()
-        self.stream_from(room)
+        self.whispers_to(room)
 
     def say(self, data: dict[str, Any]) -> None:
         self.transmit(data)
@@ -70,6 +70,10 @@ class Room(Channel):
 
     def leave(self) -> None:
         self.stop_all_streams()
+        self.leave_presence()
+
+    def here(self, data: dict[str, Any]) -> None:
+        self.join_presence(self.params.get("room"), data.get("id"), data.get("info"))
 
 
 APP = Application(FuzzConnection, [Room], http_rpc_secret="k")

@@ -27,6 +27,7 @@ from ..rpc import (
     DisconnectRequest,
     DisconnectResponse,
     EnvResponse,
+    PresenceResponse,
     Status,
     authorized,
     decode_disconnect_istate,
@@ -324,6 +325,10 @@ class Application:
         transmissions = [*channel.transmissions, *connection.transmissions]
         if command == "subscribe":
             transmissions.insert(0, messages.confirm_subscription(identifier))
+        presence = None
+        if channel._presence is not None and command != "unsubscribe":
+            kind, presence_id, info = channel._presence
+            presence = PresenceResponse(type=kind, id=presence_id, info=info)
         return CommandResponse(
             status=Status.SUCCESS,
             stop_streams=channel.stop_streams,
@@ -331,6 +336,7 @@ class Application:
             stopped_streams=channel.stopped_streams,
             transmissions=transmissions,
             env=EnvResponse(cstate=cstate, istate=istate if command != "unsubscribe" else {}),
+            presence=presence,
         )
 
     async def _disconnect(

@@ -9,6 +9,7 @@ from types import FunctionType
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from ..protocol.messages import data_message, dumps
+from ..rpc.messages import PRESENCE_STATE, WHISPER_STATE
 from ..toolkit.broadcaster import _run_in_thread
 from ..toolkit.integration import (
     IntegrationSettings,
@@ -85,6 +86,9 @@ class Channel:
         self.stopped_streams: list[str] = []
         self.stop_streams = False
         self.transmissions: list[str] = []
+        #: ``("join", id, info JSON)`` or ``("leave", "", "")`` for this call's answer
+        #: (private: a public name would hide an action of the same name)
+        self._presence: tuple[str, str, str] | None = None
         self._settings = settings
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -125,14 +129,40 @@ class Channel:
 
     # -- effects -----------------------------------------------------------------------------
 
-    def stream_from(self, stream: str) -> None:
-        """Subscribe this subscription to broadcasts on ``stream``."""
+    def stream_from(self, stream: str, *, whisper: bool = False) -> None:
+        """Subscribe this subscription to broadcasts on ``stream``; with ``whisper``, the
+        client's whispers go to ``stream`` too (as anycable-rails' ``whisper: true``)."""
         if not isinstance(stream, str) or not stream:
             raise ValueError("a stream name is a non-empty string")
         if stream in self.stopped_streams:
             self.stopped_streams.remove(stream)
         if stream not in self.streams:
             self.streams.append(stream)
+        if whisper:
+            self.istate[WHISPER_STATE] = stream
+
+    def whispers_to(self, stream: str) -> None:
+        """Stream from ``stream`` and let the client whisper to it: a ``whisper`` command
+        of this subscription reaches every other subscriber of ``stream`` without a call
+        to the application (AnyCable's istate ``$w``)."""
+        self.stream_from(stream, whisper=True)
+
+    def join_presence(self, stream: str, id: object, info: object = None) -> None:
+        """Stream from ``stream`` and add this client to its presence set as ``id`` with
+        ``info`` (any JSON value), as anycable-rails' ``join_presence``. The client may
+        then ask who is present and leave or join itself (``channel.presence`` of
+        ``@anycable/web``); joins and leaves are broadcast on ``stream``. The server needs
+        a broker (``--broker=memory`` or ``redis``)."""
+        if isinstance(id, bool) or not isinstance(id, str | int) or id == "":
+            raise ValueError("a presence id is a non-empty string or an integer")
+        self.stream_from(stream)
+        self.istate[PRESENCE_STATE] = stream
+        self._presence = ("join", str(id), dumps(info))
+
+    def leave_presence(self) -> None:
+        """Remove this client from the presence set it joined (``join_presence``, or the
+        client's own join)."""
+        self._presence = ("leave", "", "")
 
     def stop_stream_from(self, stream: str) -> None:
         """Stop receiving ``stream`` (undoes a :meth:`stream_from` of the same call too)."""

@@ -25,6 +25,8 @@ from ..protocol.events import Delegate
 from ..protocol.handshake import AuthPolicy
 from ..protocol.sse import Refusal, SseOpen
 from ..rpc.messages import (
+    PRESENCE_STATE,
+    WHISPER_STATE,
     CommandMessage,
     CommandResponse,
     ConnectionRequest,
@@ -69,6 +71,17 @@ def request_url(
     (``default_host`` when it is missing or empty), the path and the query."""
     scheme = "https" if tls else "http"
     return f"{scheme}://{host or default_host}{path}{'?' + query if query else ''}"
+
+
+def _info(text: str) -> object:
+    """A presence ``info`` from a Command answer: JSON text parsed when it is JSON, else
+    kept as the string (rpc.md §2.4)."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text
 
 
 def connect_needed(token: str | None, policy: AuthPolicy, *, noauth: bool, restored: bool) -> bool:
@@ -180,6 +193,7 @@ class RpcSession:
             for stream in sorted(self.channels.pop(identifier, set())):
                 core.delegated_stream(identifier, stream, added=False)
             self.istate.pop(identifier, None)
+            core.delegated_unsubscribed(identifier)
             self.cstate = merge_state(self.cstate, answer.env.cstate)
         elif identifier in self.channels:
             streams = self.channels[identifier]
@@ -200,15 +214,28 @@ class RpcSession:
                 self.istate[identifier] = merge_state(
                     self.istate.get(identifier, {}), answer.env.istate
                 )
+            self._features(core, identifier)
             self.cstate = merge_state(self.cstate, answer.env.cstate)
         else:  # a rejected subscribe: only its cstate and transmissions count
             self.cstate = merge_state(self.cstate, answer.env.cstate)
         self._save(core)
         for text in answer.transmissions:
             core.transmit(text)
+        if answer.presence is not None and identifier in self.channels:
+            presence = answer.presence
+            core.delegated_presence(identifier, presence.type, presence.id, _info(presence.info))
+        if command == "subscribe" and ok:
+            core.delegated_confirmed(identifier)  # the client's own join, if it sent one
         if answer.disconnect:
             core.close_delegated(*CLOSE_COMMAND_FAILED)
         return answer.status
+
+    def _features(self, core: CableConnection, identifier: str) -> None:
+        """Tell the core the whisper and presence streams the channel's state names."""
+        state = self.istate.get(identifier, {})
+        core.delegated_channel(
+            identifier, whisper=state.get(WHISPER_STATE, ""), presence=state.get(PRESENCE_STATE, "")
+        )
 
     # -- snapshots (resumable sessions) ----------------------------------------------
 
@@ -242,6 +269,7 @@ class RpcSession:
             streams = self.channels[identifier] = channels.get(identifier, set())
             for stream in sorted(streams):
                 core.delegated_stream(identifier, stream, added=True)
+            self._features(core, identifier)
 
     # -- Disconnect ------------------------------------------------------------------
 

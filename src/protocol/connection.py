@@ -163,6 +163,12 @@ class CableConnection:
         #: the application's part of the snapshot (RPC): its channels and opaque state
         self._delegated: tuple[str, ...] = ()
         self._app_state = ""
+        #: subscribed application channel -> (whisper stream, presence stream), "" = none
+        #: (the application names them in the channel's istate ``$w``/``$p``, rpc.md §2.2)
+        self._app_channels: dict[str, tuple[str, str]] = {}
+        #: application channel -> the presence its last ``subscribe`` carried, joined
+        #: once the application confirms it (at most one per identifier)
+        self._subscribe_joins: dict[str, Mapping[str, Any]] = {}
         self._tokens = float(settings.limits.commands_burst)
         self._refilled_at = now
 
@@ -395,7 +401,7 @@ class CableConnection:
 
     def presence_result(self, identifier: str, records: list[tuple[str, object]] | None) -> None:
         """Answer a presence ``info`` request (``None`` when the broker failed)."""
-        if self.state is not SessionState.OPEN or identifier not in self.subscriptions:
+        if self.state is not SessionState.OPEN or not self._presence_stream(identifier):
             return
         message = messages.presence_info(records)
         self._send(
@@ -425,12 +431,19 @@ class CableConnection:
             and not is_built_in(command.identifier, self.settings.policy)
         ):
             self._delegate(name, command.identifier, command.data)
+            if name == "subscribe":
+                self._join_on_subscribe(command.identifier, command.presence)
         elif name == "subscribe":
             self._subscribe(command)
         elif name == "unsubscribe":
             self._unsubscribe(command.identifier)
-        elif command.identifier not in self.subscriptions:
+        elif (
+            command.identifier not in self.subscriptions
+            and command.identifier not in self._app_channels
+        ):
             self._ignore(name, "not subscribed")
+        elif name == "history" and command.identifier in self._app_channels:
+            self._ignore(name, "not subscribed")  # the application's history is not ours
         elif name == "history":
             self._history(command.identifier, command.history)
         elif name == "whisper":
@@ -522,19 +535,33 @@ class CableConnection:
             self._hold_deadline = self._now + HOLD_SECONDS
         self._events.append(HistoryRequest(identifier, (query,)))
 
-    def _whisper(self, identifier: str, data: object) -> None:
+    def _whisper_stream(self, identifier: str) -> str:
+        """The stream whispers of ``identifier`` go to, ``""`` when it allows none."""
         features = self._features.get(identifier)
-        if features is None or not features.whisper or data is None:
+        if features is not None:
+            return features.stream if features.whisper else ""
+        return self._app_channels.get(identifier, ("", ""))[0]
+
+    def _presence_stream(self, identifier: str) -> str:
+        """The stream ``identifier``'s presence set lives on, ``""`` when it has none."""
+        features = self._features.get(identifier)
+        if features is not None:
+            return features.stream if features.presence else ""
+        return self._app_channels.get(identifier, ("", ""))[1]
+
+    def _whisper(self, identifier: str, data: object) -> None:
+        stream = self._whisper_stream(identifier)
+        if not stream or data is None:
             self._ignore("whisper", "whispers are not enabled for this subscription")
             return
         publication = Publication(
-            features.stream, messages.dumps(data), exclude_socket=self.sid, transient=True
+            stream, messages.dumps(data), exclude_socket=self.sid, transient=True
         )
         self._events.append(Publish(publication))
 
     def _join(self, identifier: str, presence: Mapping[str, Any] | None) -> None:
-        features = self._features.get(identifier)
-        if features is None or not features.presence or not self.settings.presence:
+        stream = self._presence_stream(identifier)
+        if not stream or not self.settings.presence:
             self._ignore("join", "presence is not enabled for this subscription")
             return
         raw_id = presence.get("id") if presence else None
@@ -548,26 +575,27 @@ class CableConnection:
             self._ignore("join", "presence ID mismatch")
             return
         info = presence.get("info") if presence else None
-        self.presence[identifier] = (raw_id, features.stream)
+        self.presence[identifier] = (raw_id, stream)
         self._events.append(
-            PresenceRequest("join", identifier, features.stream, presence_id=raw_id, info=info)
+            PresenceRequest("join", identifier, stream, presence_id=raw_id, info=info)
         )
 
     def _leave(self, identifier: str) -> None:
-        if self.presence.pop(identifier, None) is None:
+        joined = self.presence.pop(identifier, None)
+        if joined is None:
             self._ignore("leave", "not present")
             return
-        self._events.append(PresenceRequest("leave", identifier, self.subscriptions[identifier]))
+        self._events.append(PresenceRequest("leave", identifier, joined[1]))
 
     def _presence_info(self, identifier: str) -> None:
-        features = self._features.get(identifier)
-        if features is None or not features.presence:
+        stream = self._presence_stream(identifier)
+        if not stream:
             self._ignore("presence", "presence is not enabled for this subscription")
             return
         if not self.settings.presence:
             self.presence_result(identifier, None)
             return
-        self._events.append(PresenceRequest("info", identifier, features.stream))
+        self._events.append(PresenceRequest("info", identifier, stream))
 
     def _delegate(self, name: str, identifier: str, data: object) -> None:
         if name != "message":
@@ -608,6 +636,51 @@ class CableConnection:
         self.state = SessionState.CLOSED
         self._events.append(CloseConnection(code, reason))
 
+    def delegated_channel(self, identifier: str, *, whisper: str = "", presence: str = "") -> None:
+        """An application channel is subscribed; ``whisper`` and ``presence`` are the
+        streams its state names (istate ``$w``, ``$p``; ``""``: none), which its client's
+        ``whisper`` and ``join``/``leave``/``presence`` commands use (rpc.md §4.4)."""
+        if self.state is not SessionState.CLOSED:
+            self._app_channels[identifier] = (whisper, presence)
+
+    def _join_on_subscribe(self, identifier: str, presence: Mapping[str, Any] | None) -> None:
+        if presence is None:
+            self._subscribe_joins.pop(identifier, None)
+        elif (
+            identifier in self._subscribe_joins
+            or len(self._subscribe_joins) < self.settings.limits.max_subscriptions
+        ):
+            self._subscribe_joins[identifier] = presence
+
+    def delegated_confirmed(self, identifier: str) -> None:
+        """The application confirmed a subscribe: the presence the client sent with it
+        (``@anycable/web`` re-joins so after a reconnect) joins now, as AnyCable-Go does
+        after a confirmed subscribe."""
+        presence = self._subscribe_joins.pop(identifier, None)
+        if presence is not None and identifier in self._app_channels:
+            self._join(identifier, presence)
+
+    def delegated_unsubscribed(self, identifier: str) -> None:
+        """An application channel is gone: its presence in its stream is removed."""
+        self._app_channels.pop(identifier, None)
+        joined = self.presence.pop(identifier, None)
+        if joined is not None and self.state is not SessionState.CLOSED:
+            self._events.append(PresenceRequest("leave", identifier, joined[1]))
+
+    def delegated_presence(
+        self, identifier: str, kind: str, presence_id: str = "", info: object = None
+    ) -> None:
+        """The application joins (``kind`` ``join``) or removes (``leave``) this session
+        in the presence set of ``identifier``'s presence stream (rpc.md §4.6 step 7)."""
+        if self.state is not SessionState.OPEN or identifier not in self._app_channels:
+            return
+        if kind == "join":
+            self._join(identifier, {"id": presence_id, "info": info})
+        elif kind == "leave":
+            self._leave(identifier)
+        else:
+            self._ignore("presence", f"unknown presence event {kind!r}")
+
     def delegated_stream(self, identifier: str, stream: str, *, added: bool) -> None:
         """An application channel starts (or stops) reading ``stream``."""
         if added:
@@ -642,6 +715,8 @@ class CableConnection:
             self._events.append(StreamRemoved(identifier, stream))
         self.subscriptions.clear()
         self._features.clear()
+        self._app_channels.clear()
+        self._subscribe_joins.clear()
         self.held = _NOTHING_HELD
         self._hold_deadline = None
 

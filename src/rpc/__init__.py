@@ -20,6 +20,8 @@ from .http import (
     rpc_key,
 )
 from .messages import (
+    PRESENCE_STATE,
+    WHISPER_STATE,
     CommandMessage,
     CommandResponse,
     ConnectionRequest,
@@ -41,8 +43,10 @@ __all__ = [
     "CALLS",
     "META_PROTOV_HEADER",
     "META_SID_HEADER",
+    "PRESENCE_STATE",
     "PROTOCOL_VERSION",
     "RPC_PURPOSE",
+    "WHISPER_STATE",
     "CommandMessage",
     "CommandResponse",
     "ConnectionRequest",

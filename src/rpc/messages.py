@@ -28,6 +28,8 @@ from enum import IntEnum
 from typing import Any, TypeVar
 
 __all__ = [
+    "PRESENCE_STATE",
+    "WHISPER_STATE",
     "CommandMessage",
     "CommandResponse",
     "ConnectionRequest",
@@ -46,6 +48,11 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+#: istate keys the application sets and the server reads (rpc.md §2.2): the stream a
+#: channel's client whispers to, and the stream its presence set lives on.
+WHISPER_STATE = "$w"
+PRESENCE_STATE = "$p"
 
 
 class Status(IntEnum):

@@ -4,7 +4,9 @@
 for ``https://``), keeping idle connections for reuse, at most ``--rpc_concurrency`` calls
 in flight (more wait for a slot, counted by ``rpc_pending_num``), each bounded by
 ``--rpc_request_timeout``. A call that got no response at all (refused, reset) is retried
-after 0.1, 0.2, 0.4 … s while the timeout allows, as AnyCable-Go does. Every failure ends
+after 0.1, 0.2, 0.4 … s while the timeout allows, as AnyCable-Go does; every attempt
+passes AnyCable-Go's circuit breaker (:mod:`cableway.rpc.breaker`), which refuses calls
+at once while the application keeps failing to answer. Every failure ends
 as ``None`` for the caller plus a log line and a metric; what a failure means for the
 session is :mod:`cableway.node.rpc`'s rule.
 
@@ -13,10 +15,11 @@ session is :mod:`cableway.node.rpc`'s rule.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sized
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
@@ -25,6 +28,7 @@ import trio
 
 from ..node.rpc import RpcSession, answer_delegated, release_delegated, request_url
 from ..ops.metrics import Metric
+from ..rpc.breaker import BreakerState, CircuitBreaker
 from ..rpc.http import endpoint_url, request_headers
 from ..rpc.messages import (
     CommandMessage,
@@ -65,7 +69,20 @@ RPC_DEFINITIONS: tuple[Metric, ...] = (
     Metric("rpc_timeout_total", "counter", "The total number of timed out RPC calls"),
     Metric("rpc_canceled_total", "counter", "The total number of RPC calls canceled"),
     Metric("rpc_pending_num", "gauge", "The number of RPC calls waiting for a slot"),
+    Metric(
+        "rpc_disconnect_dropped_total",
+        "counter",
+        "The total number of Disconnect calls dropped because the queue was full",
+    ),
+    Metric(
+        "rpc_circuit_open_total",
+        "counter",
+        "The total number of RPC calls refused at once by the open circuit breaker",
+    ),
 )
+
+#: What a call refused by the open circuit breaker fails with (AnyCable-Go's words).
+BREAKER_OPEN = "http rpc is temporarily unavailable"
 
 #: Largest response body read (AnyCable-Go has none; a bound keeps memory bounded).
 MAX_RESPONSE_BODY = 16 * 1024 * 1024
@@ -75,11 +92,14 @@ _RETRY_BASE = 0.1
 
 class RpcFailure(Exception):
     """A call that produced no usable answer; ``kind`` is ``timeout``, ``unavailable``,
-    ``unauthorized``, ``status`` or ``decode``."""
+    ``unauthorized``, ``status``, ``decode`` or ``breaker`` (refused by the open circuit
+    breaker). ``responded``: the application sent an HTTP response (for the breaker, a
+    success)."""
 
-    def __init__(self, kind: str, detail: str) -> None:
+    def __init__(self, kind: str, detail: str, *, responded: bool = False) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
+        self.responded = responded
 
 
 class _Unavailable(Exception):
@@ -115,6 +135,9 @@ class HttpRpc:
         self._ssl: ssl.SSLContext | None = ssl.create_default_context() if self._tls else None
         self.limiter = trio.CapacityLimiter(settings.concurrency)
         self._idle: list[_Connection] = []
+        #: its first window starts with the first call (the server may be built before
+        #: trio runs)
+        self.breaker = CircuitBreaker(now=-math.inf)
 
     def _inc(self, name: str, n: int = 1) -> None:
         if self.metrics is not None:
@@ -158,6 +181,9 @@ class HttpRpc:
 
     async def post(self, call: str, sid: str, body: bytes) -> bytes:
         """The 200 body of ``POST <rpc_host>/<call>``, or :class:`RpcFailure`."""
+        if self.breaker.state(trio.current_time()) is BreakerState.OPEN:
+            self._inc("rpc_circuit_open_total")  # no wait for a slot to fail
+            raise RpcFailure("breaker", BREAKER_OPEN)
         if self.metrics is not None:
             self.metrics.inc("rpc_pending_num")
         try:
@@ -171,7 +197,7 @@ class HttpRpc:
                 attempt = 0
                 while True:
                     try:
-                        return await self._exchange(call, sid, body)
+                        return await self._attempt(call, sid, body)
                     except _Unavailable as exc:
                         delay = _RETRY_BASE * 2**attempt
                         attempt += 1
@@ -183,6 +209,31 @@ class HttpRpc:
             raise RpcFailure("timeout", f"no answer within {timeout:g} s")
         finally:
             self.limiter.release()
+
+    async def _attempt(self, call: str, sid: str, body: bytes) -> bytes:
+        """One attempt, through the circuit breaker (rpc.md §3.7): refused at once while
+        it is open; no HTTP response (refused, reset, TLS, timeout) counts as a failure."""
+        ticket = self.breaker.allow(trio.current_time())
+        if ticket is None:  # open, or half-open with its trial calls under way
+            self._inc("rpc_circuit_open_total")
+            raise RpcFailure("breaker", BREAKER_OPEN)
+        responded = False
+        try:
+            data = await self._exchange(call, sid, body)
+            responded = True
+            return data
+        except RpcFailure as exc:
+            responded = exc.responded
+            raise
+        finally:
+            changed = self.breaker.done(ticket, success=responded, now=trio.current_time())
+            if changed is BreakerState.OPEN:
+                log.warning(
+                    "RPC circuit breaker is open: calls fail at once for %g s",
+                    self.breaker.open_seconds,
+                )
+            elif changed is BreakerState.CLOSED:
+                log.info("RPC circuit breaker is closed")
 
     async def _open(self) -> _Connection:
         try:
@@ -222,9 +273,11 @@ class HttpRpc:
         excerpt = data[:200].decode("utf-8", "replace")
         if status == 401:
             raise RpcFailure(
-                "unauthorized", f"401 from the application (check the RPC secret) {excerpt!r}"
+                "unauthorized",
+                f"401 from the application (check the RPC secret) {excerpt!r}",
+                responded=True,
             )
-        raise RpcFailure("status", f"HTTP {status} {excerpt!r}")
+        raise RpcFailure("status", f"HTTP {status} {excerpt!r}", responded=True)
 
     async def _request(
         self, conn: _Connection, call: str, sid: str, body: bytes
@@ -255,7 +308,7 @@ class HttpRpc:
                     data = await conn.stream.receive_some(_READ_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     if got_response:
-                        raise RpcFailure("status", f"response cut: {exc}") from None
+                        raise RpcFailure("status", f"response cut: {exc}", responded=True) from None
                     raise _Unavailable(f"connection lost: {exc}") from None
                 if not data and not got_response:
                     raise _Unavailable("connection closed before a response")
@@ -266,7 +319,7 @@ class HttpRpc:
             elif isinstance(event, h11.Data):
                 size += len(event.data)
                 if size > MAX_RESPONSE_BODY:
-                    raise RpcFailure("status", "response body too large")
+                    raise RpcFailure("status", "response body too large", responded=True)
                 chunks.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
                 reusable = conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE
@@ -276,7 +329,7 @@ class HttpRpc:
             elif isinstance(event, h11.ConnectionClosed):
                 if not got_response:
                     raise _Unavailable("connection closed before a response")
-                raise RpcFailure("status", "response cut")
+                raise RpcFailure("status", "response cut", responded=True)
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
@@ -287,37 +340,59 @@ class HttpRpc:
 class DisconnectQueue:
     """Disconnect calls, started at most ``rate`` per second (rpc.md §4.9).
 
-    Closed sessions are queued (up to ``backlog``; beyond it a call is dropped with a log
-    line, rather than blocking the closing session as AnyCable-Go does); :meth:`run`
-    starts one call every ``1 / rate`` seconds, each as its own task so a slow application
-    does not slow the rate down (the concurrency limit still bounds calls in flight).
+    Closed sessions are queued; :meth:`run` starts one call every ``1 / rate`` seconds,
+    each as its own task so a slow application does not slow the rate down (the
+    concurrency limit still bounds calls in flight).
+
+    AnyCable-Go never drops one: beyond its 4 096-call buffer the closing session waits
+    for room. Cableway does not make a closed session wait (its task and memory would be
+    held instead); it keeps queueing up to the most sessions the node has had open at
+    once (the size of ``sessions``, the node's open sessions, sampled at each enqueue),
+    and at least ``backlog``. So a whole
+    node disconnecting at once (a network cut, a load balancer restart) gets every
+    Disconnect call, as with AnyCable-Go, while the queue never holds more requests than
+    the node held sessions; only churn that outruns ``rate`` for longer than that drops
+    calls, each with an error log line and ``rpc_disconnect_dropped_total``.
     """
 
     def __init__(
         self,
         call: Callable[[str, DisconnectRequest], Awaitable[object]],
-        *,
         rate: int,
+        sessions: Sized | None = None,
+        *,
         backlog: int = 4096,
         metrics: Metrics | None = None,
     ) -> None:
         self._call = call
         self.interval = 1 / rate
-        self._send, self._receive = trio.open_memory_channel[tuple[str, DisconnectRequest]](backlog)
+        self._pending: collections.deque[tuple[str, DisconnectRequest]] = collections.deque()
+        self._wake = trio.Event()
+        self._closed = False
+        self._flush = trio.Event()
+        self.capacity = backlog
+        self._sessions = sessions
         self.metrics = metrics
-        self.size = 0
         self.done = trio.Event()
 
+    @property
+    def size(self) -> int:
+        return len(self._pending)
+
     def enqueue(self, sid: str, request: DisconnectRequest) -> bool:
-        try:
-            self._send.send_nowait((sid, request))
-        except trio.WouldBlock:
-            log.error("Disconnect queue full: dropped the Disconnect call of sid=%s", sid)
-            return False
-        except trio.ClosedResourceError:  # after shutdown's flush
+        if self._closed:  # after shutdown's flush
             log.warning("shutting down: no Disconnect call for sid=%s", sid)
             return False
-        self.size += 1
+        if self._sessions is not None:
+            # +1: the closing session itself may already be gone from the node's sessions
+            self.capacity = max(self.capacity, len(self._sessions) + 1)
+        if len(self._pending) >= self.capacity:
+            log.error("Disconnect queue full: dropped the Disconnect call of sid=%s", sid)
+            if self.metrics is not None:
+                self.metrics.inc("rpc_disconnect_dropped_total")
+            return False
+        self._pending.append((sid, request))
+        self._wake.set()
         return True
 
     async def run(self) -> None:
@@ -325,18 +400,27 @@ class DisconnectQueue:
         left is started at once and awaited)."""
         try:
             async with trio.open_nursery() as calls:
-                async for sid, request in self._receive:
-                    self.size -= 1
+                while True:
+                    if not self._pending:
+                        if self._closed:
+                            break
+                        self._wake = trio.Event()
+                        await self._wake.wait()
+                        continue
+                    sid, request = self._pending.popleft()
                     calls.start_soon(self._call, sid, request)
-                    if self.interval:
-                        await trio.sleep(self.interval)
+                    if not self._closed:
+                        with trio.move_on_after(self.interval):
+                            await self._flush.wait()
         finally:
             self.done.set()
 
     async def finish(self) -> None:
         """Shutdown: stop throttling, let the queued calls run, wait for them."""
         self.interval = 0.0
-        await self._send.aclose()
+        self._closed = True
+        self._wake.set()
+        self._flush.set()
         await self.done.wait()
 
 

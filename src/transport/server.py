@@ -198,7 +198,7 @@ class Server:
                 self.metrics.register(metric)
             rpc = self.rpc = HttpRpc(config.rpc, self.metrics)
             queue = self.disconnects = DisconnectQueue(
-                rpc.disconnect, rate=config.rpc.disconnect_rate, metrics=self.metrics
+                rpc.disconnect, config.rpc.disconnect_rate, self.sessions, metrics=self.metrics
             )
             self.metrics.set("disconnect_queue_size", lambda: queue.size)
 

@@ -13,7 +13,9 @@
 //     "token": "<JWT>",                            // createCable's `auth: {token}` (adds ?jid=)
 //     "streams": [                                 // subscribed in order, right after start:
 //       {"name": "chat", "stream": "chat"},        //   cable.streamFrom("chat")
-//       {"name": "s", "signed": "<signed name>"}   //   cable.streamFromSigned("<signed name>")
+//       {"name": "s", "signed": "<signed name>"},  //   cable.streamFromSigned("<signed name>")
+//       {"name": "room", "channel": "room", "params": {"room": "42"}}
+//                                                  //   cable.subscribeTo("room", {room: "42"})
 //     ],
 //     "reconnect": {"interval_ms": 250, "max_ms": 1000},
 //                              // reconnectStrategy = backoffWithJitter(interval_ms, {maxInterval})
@@ -29,6 +31,13 @@
 //                           exactly like after a network failure, and reconnects by its backoff
 //   {"op": "disconnect"}    cable.disconnect() (a deliberate close), stop reading stdin; the
 //                           process exits once that socket is closed ("exit"; at most 2 s later)
+//   {"op": "perform", "name": "room", "action": "away", "data": {...}}  channel.perform(...)
+//   {"op": "whisper", "name": "room", "data": {...}}     channel.whisper(data)
+//   {"op": "join", "name": "room", "id": "alice", "info": {...}}  channel.presence.join(id, info)
+//   {"op": "leave", "name": "room"}                      channel.presence.leave()
+//   {"op": "presence_info", "name": "room"}              await channel.presence.info(), printed
+//                           as {"event":"presence_info","name":...,"state":{id: info}} ("done"
+//                           follows once it resolved)
 //   (EOF on stdin behaves like "disconnect").
 //
 // Output on stdout, one JSON object per line, in the order observed, each with "t" (ms since start):
@@ -46,6 +55,7 @@
 //   {"event":"channel_disconnect","name":"chat","reason":"..."} / {"event":"channel_close",...}
 //   {"event":"message","name":"chat","message":<what the app's `message` callback got>,"meta":{...}}
 //   {"event":"info","name":"chat","type":"history_received","data":...}
+//   {"event":"presence","name":"room","type":"join","id":"bob","info":{...}}  (channel "presence")
 //   {"event":"exit","how":"socket_closed","sockets":2}   after "disconnect"
 //   {"event":"idle_exit","sockets":2}   the event loop drained (no timer, no socket left)
 //   {"event":"error","message":"..."}   uncaught exception inside the client (exit code 2)
@@ -206,7 +216,11 @@ const channels = new Map();
 for (const [index, spec] of (scenario.streams ?? []).entries()) {
   const name = spec.name ?? `stream${index}`;
   const channel =
-    spec.signed !== undefined ? cable.streamFromSigned(spec.signed) : cable.streamFrom(spec.stream);
+    spec.channel !== undefined
+      ? cable.subscribeTo(spec.channel, spec.params ?? {})
+      : spec.signed !== undefined
+        ? cable.streamFromSigned(spec.signed)
+        : cable.streamFrom(spec.stream);
   channels.set(name, channel);
   emit({ event: "channel_created", name, identifier: channel.identifier });
   channel.on("connect", (ev) =>
@@ -227,6 +241,9 @@ for (const [index, spec] of (scenario.streams ?? []).entries()) {
   );
   channel.on("info", (ev) =>
     emit({ event: "info", name, type: ev.type, data: ev.data ?? null }),
+  );
+  channel.on("presence", (ev) =>
+    emit({ event: "presence", name, type: ev.type, id: ev.id ?? null, info: ev.info ?? null }),
   );
 }
 
@@ -271,6 +288,19 @@ const onData = (chunk) => {
       // ws keeps the net.Socket in `_socket`; destroying it drops the TCP connection without a
       // WebSocket close frame (like a network failure). ws then reports close code 1006.
       ws._socket.destroy();
+    } else if (["perform", "whisper", "join", "leave", "presence_info"].includes(cmd.op)) {
+      const channel = channels.get(cmd.name);
+      if (!channel) throw new Error(`${cmd.op}: no channel ${cmd.name}`);
+      const run = {
+        perform: () => channel.perform(cmd.action, cmd.data),
+        whisper: () => channel.whisper(cmd.data),
+        join: () => channel.presence.join(cmd.id, cmd.info),
+        leave: () => channel.presence.leave(),
+        presence_info: async () =>
+          emit({ event: "presence_info", name: cmd.name, state: await channel.presence.info() }),
+      }[cmd.op];
+      run().then(() => emit({ event: "done", op: cmd.op, seq: cmd.seq ?? null }));
+      continue;
     } else {
       throw new Error(`unknown op ${JSON.stringify(cmd)}`);
     }
