@@ -427,6 +427,8 @@ async def open_event_stream(
         request = state.command_request("subscribe", identifier)
         if request is None:
             continue  # the same identifier twice: subscribed already
+        history = command.get("history")  # ?history_since=, Last-Event-ID: served after
+        core.delegated_subscribe(identifier, history=history if isinstance(history, dict) else None)
         answer = await caller.command(sid, request)
         if state.apply_command(core, request, answer) is not Status.SUCCESS:
             return SSE_REJECTED

@@ -643,6 +643,14 @@ class CableConnection:
             self._app_channels[identifier] = (whisper, presence)
             self._app_streams[identifier] = streams
 
+    def delegated_subscribe(
+        self, identifier: str, *, history: Mapping[str, Any] | None = None
+    ) -> None:
+        """A subscribe the driver delegates itself (an event stream's opening): the
+        history it carried is served once the application confirms it, as for a
+        client's ``subscribe``."""
+        self._history_on_subscribe(identifier, history)
+
     def _join_on_subscribe(self, identifier: str, presence: Mapping[str, Any] | None) -> None:
         self._remember(self._subscribe_joins, identifier, presence)
 
