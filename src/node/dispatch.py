@@ -8,6 +8,7 @@ and the rule that a client that does not read what it asks for is dropped as
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from ..protocol.broadcast import Publication
@@ -42,7 +43,7 @@ class EventSink(Protocol):
 
     def stream_removed(self, stream: str, identifier: str) -> None: ...
 
-    def release_held(self, identifier: str, after: int | None) -> None: ...
+    def release_held(self, identifier: str, after: int | Mapping[str, int] | None) -> None: ...
 
     def close_transport(self, code: int, reason: str) -> None: ...
 

@@ -9,6 +9,7 @@ the trio and the asyncio driver alike.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Generic, TypeVar
 
 from .bound import over_bound
@@ -30,17 +31,20 @@ class HeldMessages(Generic[W]):
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.size = 0
-        self._items: dict[str, list[tuple[int | None, W, int]]] = {}
+        #: identifier -> (offset, item, size, stream) in arrival order
+        self._items: dict[str, list[tuple[int | None, W, int, str]]] = {}
 
     def __contains__(self, identifier: str) -> bool:
         return identifier in self._items
 
     def held(self, identifier: str) -> list[tuple[int | None, W]]:
         """What ``identifier`` holds: (offset, wire item), in arrival order."""
-        return [(offset, item) for offset, item, _ in self._items.get(identifier, ())]
+        return [(offset, item) for offset, item, _, _ in self._items.get(identifier, ())]
 
-    def hold(self, identifier: str, offset: int | None, item: W, size: int) -> bool:
-        """Keep ``item`` (``size`` bytes). ``False`` when what is already held exceeds
+    def hold(
+        self, identifier: str, offset: int | None, item: W, size: int, stream: str = ""
+    ) -> bool:
+        """Keep ``item`` (``size`` bytes) of ``stream``. ``False`` when what is already held exceeds
         the bound: everything is dropped and the client is too slow (the driver closes
         it as ``too_slow``). What is already held counts, not this message."""
         if over_bound(self.size, self.max_bytes):
@@ -48,21 +52,28 @@ class HeldMessages(Generic[W]):
             self.size = 0
             return False
         self.size += size
-        self._items.setdefault(identifier, []).append((offset, item, size))
+        self._items.setdefault(identifier, []).append((offset, item, size, stream))
         return True
 
-    def release(self, identifier: str, after: int | None) -> list[W]:
+    def release(self, identifier: str, after: int | Mapping[str, int] | None) -> list[W]:
         """Forget what ``identifier`` holds and return what is still to be sent: the
         messages newer than ``after`` (the last offset its history delivered; ``None``:
-        all), and every message without an offset."""
+        all; per stream for a subscription reading several, where a stream it does not
+        name replayed nothing), and every message without an offset."""
+        items = self._items.pop(identifier, [])
+        self.size -= sum(size for _, _, size, _ in items)
+        if after is None:
+            return [item for _, item, _, _ in items]
+        if isinstance(after, int):
+            return [item for offset, item, _, _ in items if offset is None or offset > after]
         return [
             item
-            for offset, item in self.drop(identifier)
-            if after is None or offset is None or offset > after
+            for offset, item, _, stream in items
+            if offset is None or stream not in after or offset > after[stream]
         ]
 
     def drop(self, identifier: str) -> list[tuple[int | None, W]]:
         """Forget what ``identifier`` holds (unsubscribed); returns it."""
         items = self._items.pop(identifier, [])
-        self.size -= sum(size for _, _, size in items)
-        return [(offset, item) for offset, item, _ in items]
+        self.size -= sum(size for _, _, size, _ in items)
+        return [(offset, item) for offset, item, _, _ in items]

@@ -70,6 +70,9 @@ class Node(Generic[S, C]):
         self.registry: Registry[S] = Registry()
         #: every live session of this node
         self.sessions: set[S] = set()
+        #: the stream whose publications are being fanned out (a session holding one
+        #: for a subscription waiting for its history keeps it with its stream)
+        self.delivering = ""
 
     def serve_gauges(self, gauges: Gauges) -> None:
         """Read the node's gauges from it: ``clients_num`` (live sessions),
@@ -115,10 +118,12 @@ class Node(Generic[S, C]):
         if ready:
             recipients = self.registry.recipients
             for run in runs(ready):
-                deliver_run(recipients(run[0][0].stream), run, self.fan_out, counters)
+                stream = self.delivering = run[0][0].stream
+                deliver_run(recipients(stream), run, self.fan_out, counters)
 
     def deliver(self, publication: Publication, offset: int | None, epoch: str | None) -> None:
         """Fan a stamped publication out to this node's subscribers, never awaiting."""
+        self.delivering = publication.stream
         deliver_run(
             self.registry.recipients(publication.stream),
             [(publication, offset, epoch)],

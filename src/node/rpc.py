@@ -231,10 +231,14 @@ class RpcSession:
         return answer.status
 
     def _features(self, core: CableConnection, identifier: str) -> None:
-        """Tell the core the whisper and presence streams the channel's state names."""
+        """Tell the core the whisper and presence streams the channel's state names, and
+        the streams it reads (its history replays them, in this order)."""
         state = self.istate.get(identifier, {})
         core.delegated_channel(
-            identifier, whisper=state.get(WHISPER_STATE, ""), presence=state.get(PRESENCE_STATE, "")
+            identifier,
+            whisper=state.get(WHISPER_STATE, ""),
+            presence=state.get(PRESENCE_STATE, ""),
+            streams=tuple(sorted(self.channels.get(identifier, ()))),
         )
 
     # -- snapshots (resumable sessions) ----------------------------------------------
@@ -423,6 +427,8 @@ async def open_event_stream(
         request = state.command_request("subscribe", identifier)
         if request is None:
             continue  # the same identifier twice: subscribed already
+        history = command.get("history")  # ?history_since=, Last-Event-ID: served after
+        core.delegated_subscribe(identifier, history=history if isinstance(history, dict) else None)
         answer = await caller.command(sid, request)
         if state.apply_command(core, request, answer) is not Status.SUCCESS:
             return SSE_REJECTED

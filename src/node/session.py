@@ -13,7 +13,7 @@ snapshot is stored, an ignored command counted, and a closed session leaves the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Any, Generic, TypeVar
 
 from ..protocol.broadcast import Publication
@@ -91,8 +91,12 @@ class NodeSession(Generic[W]):
 
     def hold(self, identifier: str, offset: int | None, frame: W) -> None:
         """Keep a live message of a restored subscription until its history is in;
-        bounded like the outbox (a client over it is closed as ``too_slow``)."""
-        if not self.held.hold(identifier, offset, frame, self.wire_size(frame)):
+        bounded like the outbox (a client over it is closed as ``too_slow``). It is of
+        the stream the node is delivering (:attr:`~cableway.node.node.Node.delivering`):
+        an application channel reads several, and its history's release drops what was
+        replayed per stream."""
+        size = self.wire_size(frame)
+        if not self.held.hold(identifier, offset, frame, size, self.node.delivering):
             self.counters.inc("disconnected_slow_clients_total")
             self.request_close("too_slow", reconnect=True)
 
@@ -132,7 +136,7 @@ class NodeSession(Generic[W]):
         self.node.registry.remove(stream, identifier, self)
         self.held.drop(identifier)
 
-    def release_held(self, identifier: str, after: int | None) -> None:
+    def release_held(self, identifier: str, after: int | Mapping[str, int] | None) -> None:
         for frame in self.held.release(identifier, after):
             self.push_frame(frame)
 

@@ -33,15 +33,14 @@ request events, so the same machine serves an in-memory broker and a networked o
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any
 
 from . import messages
 from .broadcast import EncodedBroadcast, Publication
-from .broker import HistoryEntry, HistoryQuery, SessionSnapshot
+from .broker import HistoryEntry, SessionSnapshot
 from .channels import StreamPolicy, Subscription, is_built_in, resolve_subscription
 from .commands import KNOWN_COMMANDS, Command, parse_command
 from .errors import LocalProtocolError, RemoteProtocolError
@@ -60,6 +59,7 @@ from .events import (
     StreamAdded,
     StreamRemoved,
 )
+from .history import plan_history, replayed
 from .limits import Limits
 
 __all__ = ["CableConnection", "SessionSettings", "SessionState"]
@@ -169,6 +169,11 @@ class CableConnection:
         #: application channel -> the presence its last ``subscribe`` carried, joined
         #: once the application confirms it (at most one per identifier)
         self._subscribe_joins: dict[str, Mapping[str, Any]] = {}
+        #: subscribed application channel -> the streams it reads (its history's streams)
+        self._app_streams: dict[str, tuple[str, ...]] = {}
+        #: application channel -> the history its last ``subscribe`` asked for, served
+        #: once the application confirms it (at most one per identifier)
+        self._subscribe_history: dict[str, Mapping[str, Any]] = {}
         self._tokens = float(settings.limits.commands_burst)
         self._refilled_at = now
 
@@ -220,13 +225,12 @@ class CableConnection:
                 continue  # secrets rotated since: drop it, the client re-subscribes
             self._add(identifier, found)
             restored.append(identifier)
+        if self.settings.delegate:  # the application's channels come back too (RPC)
+            self._delegated, self._app_state = snapshot.delegated, snapshot.app
+            restored += snapshot.delegated
         if restored and self.settings.history:
             self._hold(restored)
             self._hold_deadline = now + HOLD_SECONDS
-        if self.settings.delegate:  # the application's channels come back too (RPC;
-            # not held: their history is not the server's to replay)
-            self._delegated, self._app_state = snapshot.delegated, snapshot.app
-            restored += snapshot.delegated
         self._send(messages.welcome(self.sid, restored_ids=restored))
         self._snapshot()
 
@@ -359,21 +363,27 @@ class CableConnection:
         """Answer a :class:`HistoryRequest`: the entries to replay, or ``None`` to reject.
 
         Replayed messages carry their stream position; ``confirm_history`` follows them.
+        The held live messages are released without those replayed (per stream for an
+        application channel, which may read several).
         """
-        if self.state is not SessionState.OPEN or identifier not in self.subscriptions:
+        if self.state is not SessionState.OPEN:
+            return
+        if identifier not in self.subscriptions and identifier not in self._app_streams:
             return
         if entries is None:
             self._send(_typed("reject_history", identifier))
             self._release(identifier, None)
             return
-        last: int | None = None
+        entries = list(entries)
         for entry in entries:
             publication = Publication(entry.stream, entry.data, broadcast_type=entry.broadcast_type)
             encoded = EncodedBroadcast(publication, offset=entry.offset, epoch=epoch)
             self._send(encoded.for_identifier(identifier))
-            last = entry.offset
         self._send(_typed("confirm_history", identifier))
-        self._release(identifier, last)
+        if identifier in self.subscriptions:
+            self._release(identifier, entries[-1].offset if entries else None)
+        else:
+            self._release(identifier, replayed(entries))
 
     def _hold(self, identifiers: Iterable[str]) -> None:
         held = self.held
@@ -386,7 +396,7 @@ class CableConnection:
         if isinstance(held, set):
             held.discard(identifier)
 
-    def _release(self, identifier: str, after: int | None) -> None:
+    def _release(self, identifier: str, after: int | Mapping[str, int] | None) -> None:
         if identifier in self.held:
             self._unhold(identifier)
             self._events.append(ReleaseHeld(identifier, after))
@@ -433,6 +443,7 @@ class CableConnection:
             self._delegate(name, command.identifier, command.data)
             if name == "subscribe":
                 self._join_on_subscribe(command.identifier, command.presence)
+                self._history_on_subscribe(command.identifier, command.history)
         elif name == "subscribe":
             self._subscribe(command)
         elif name == "unsubscribe":
@@ -442,8 +453,6 @@ class CableConnection:
             and command.identifier not in self._app_channels
         ):
             self._ignore(name, "not subscribed")
-        elif name == "history" and command.identifier in self._app_channels:
-            self._ignore(name, "not subscribed")  # the application's history is not ours
         elif name == "history":
             self._history(command.identifier, command.history)
         elif name == "whisper":
@@ -496,44 +505,26 @@ class CableConnection:
         self._snapshot()
 
     def _history(self, identifier: str, request: Mapping[str, Any] | None) -> None:
-        """Spec §7.4: ``since`` and/or per-stream positions; all-or-nothing."""
-        if request is None:
-            self._ignore("history", "history is missing")
-            return
-        since = request.get("since")
-        streams = request.get("streams")
-        since_value = _number(since)
-        if streams is not None and not isinstance(streams, dict):
-            self._ignore("history", "history streams is not an object")
-            return
-        if not since_value and streams is None:
-            self._ignore("history", "history has neither since nor streams")
-            return
-        if not self.settings.history:
+        """Spec §7.4 over the subscription's streams (an application channel may read
+        several: :mod:`.history`); all-or-nothing."""
+        stream = self.subscriptions.get(identifier)
+        streams = (stream,) if stream is not None else self._app_streams.get(identifier, ())
+        plan = plan_history(request, streams, enabled=self.settings.history)
+        if plan.ignored:
+            self._ignore("history", plan.ignored)
+        elif plan.reject:
             self._send(_typed("reject_history", identifier))
-            return
-        stream = self.subscriptions[identifier]
-        position = streams.get(stream) if isinstance(streams, dict) else None
-        query: HistoryQuery | None = None
-        if isinstance(position, dict):
-            epoch, offset = position.get("epoch"), position.get("offset")
-            if not isinstance(epoch, str) or not _is_offset(offset):
-                self._send(_typed("reject_history", identifier))
-                self._release(identifier, None)
-                return
-            query = HistoryQuery(stream, epoch=epoch, offset=int(offset))
-        elif since_value:
-            query = HistoryQuery(stream, since=since_value)
-        if query is None:
+            self._release(identifier, None)
+        elif not plan.queries:
             self._send(_typed("confirm_history", identifier))
             self._release(identifier, None)
-            return
-        # a broker may answer later (Redis): until it does, live messages of this
-        # subscription are held, then released without those the history replayed
-        self._hold((identifier,))
-        if self._hold_deadline is None:
-            self._hold_deadline = self._now + HOLD_SECONDS
-        self._events.append(HistoryRequest(identifier, (query,)))
+        else:
+            # a broker may answer later (Redis): until it does, live messages of this
+            # subscription are held, then released without those the history replayed
+            self._hold((identifier,))
+            if self._hold_deadline is None:
+                self._hold_deadline = self._now + HOLD_SECONDS
+            self._events.append(HistoryRequest(identifier, plan.queries))
 
     def _whisper_stream(self, identifier: str) -> str:
         """The stream whispers of ``identifier`` go to, ``""`` when it allows none."""
@@ -636,33 +627,65 @@ class CableConnection:
         self.state = SessionState.CLOSED
         self._events.append(CloseConnection(code, reason))
 
-    def delegated_channel(self, identifier: str, *, whisper: str = "", presence: str = "") -> None:
+    def delegated_channel(
+        self,
+        identifier: str,
+        *,
+        whisper: str = "",
+        presence: str = "",
+        streams: tuple[str, ...] = (),
+    ) -> None:
         """An application channel is subscribed; ``whisper`` and ``presence`` are the
         streams its state names (istate ``$w``, ``$p``; ``""``: none), which its client's
-        ``whisper`` and ``join``/``leave``/``presence`` commands use (rpc.md §4.4)."""
+        ``whisper`` and ``join``/``leave``/``presence`` commands use (rpc.md §4.4);
+        ``streams`` are those it reads, in the order its history replays them."""
         if self.state is not SessionState.CLOSED:
             self._app_channels[identifier] = (whisper, presence)
+            self._app_streams[identifier] = streams
+
+    def delegated_subscribe(
+        self, identifier: str, *, history: Mapping[str, Any] | None = None
+    ) -> None:
+        """A subscribe the driver delegates itself (an event stream's opening): the
+        history it carried is served once the application confirms it, as for a
+        client's ``subscribe``."""
+        self._history_on_subscribe(identifier, history)
 
     def _join_on_subscribe(self, identifier: str, presence: Mapping[str, Any] | None) -> None:
-        if presence is None:
-            self._subscribe_joins.pop(identifier, None)
-        elif (
-            identifier in self._subscribe_joins
-            or len(self._subscribe_joins) < self.settings.limits.max_subscriptions
-        ):
-            self._subscribe_joins[identifier] = presence
+        self._remember(self._subscribe_joins, identifier, presence)
+
+    def _history_on_subscribe(self, identifier: str, history: Mapping[str, Any] | None) -> None:
+        self._remember(self._subscribe_history, identifier, history)
+
+    def _remember(
+        self, store: dict[str, Mapping[str, Any]], identifier: str, value: Mapping[str, Any] | None
+    ) -> None:
+        """Keep what a delegated ``subscribe`` carried until the application answers it
+        (bounded: one per identifier, at most ``max_subscriptions``)."""
+        if value is None:
+            store.pop(identifier, None)
+        elif identifier in store or len(store) < self.settings.limits.max_subscriptions:
+            store[identifier] = value
 
     def delegated_confirmed(self, identifier: str) -> None:
         """The application confirmed a subscribe: the presence the client sent with it
         (``@anycable/web`` re-joins so after a reconnect) joins now, as AnyCable-Go does
-        after a confirmed subscribe."""
+        after a confirmed subscribe. The history it asked for (``@anycable/web`` asks
+        with every subscribe on the extended protocol) is served first, as AnyCable-Go's
+        ``Subscribe`` does."""
+        history = self._subscribe_history.pop(identifier, None)
+        if history is not None and identifier in self._app_channels:
+            self._history(identifier, history)
         presence = self._subscribe_joins.pop(identifier, None)
         if presence is not None and identifier in self._app_channels:
             self._join(identifier, presence)
 
     def delegated_unsubscribed(self, identifier: str) -> None:
-        """An application channel is gone: its presence in its stream is removed."""
+        """An application channel is gone: its presence in its stream is removed, its
+        held live messages dropped."""
         self._app_channels.pop(identifier, None)
+        self._app_streams.pop(identifier, None)
+        self._unhold(identifier)
         joined = self.presence.pop(identifier, None)
         if joined is not None and self.state is not SessionState.CLOSED:
             self._events.append(PresenceRequest("leave", identifier, joined[1]))
@@ -717,6 +740,8 @@ class CableConnection:
         self._features.clear()
         self._app_channels.clear()
         self._subscribe_joins.clear()
+        self._app_streams.clear()
+        self._subscribe_history.clear()
         self.held = _NOTHING_HELD
         self._hold_deadline = None
 
@@ -733,16 +758,3 @@ class CableConnection:
 
 def _typed(kind: str, identifier: str) -> str:
     return '{"type":"' + kind + '","identifier":' + messages.dumps(identifier) + "}"
-
-
-def _number(value: object) -> float:
-    """A positive finite number, else 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return 0.0
-    if not math.isfinite(value) or value <= 0:
-        return 0.0
-    return float(value)
-
-
-def _is_offset(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -6,6 +6,7 @@ Plain frozen dataclasses, one per kind, drained from
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .broadcast import Publication
@@ -114,11 +115,12 @@ class ReleaseHeld:
 
     Held messages with an offset at or below ``after`` were already replayed from
     history and are dropped; the rest are sent in order. ``after`` is ``None`` to send
-    them all.
+    them all; for a subscription reading several streams (an application channel) it
+    maps each stream to the last offset replayed of it.
     """
 
     identifier: str
-    after: int | None = None
+    after: int | Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

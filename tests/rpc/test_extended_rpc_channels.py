@@ -201,13 +201,6 @@ def test_a_closed_session_keeps_its_presence_for_the_broker_to_expire() -> None:
     assert core.presence == {IDENT: ("bob", "s")}  # the driver expires it (presence_ttl)
 
 
-def test_history_on_an_application_channel_is_still_not_served() -> None:
-    state, core = connected()
-    subscribe(state, core, ok(streams=["s"], env=EnvResponse(istate={"$w": "s"})))
-    [event] = command(core, command="history", history={"since": 1})
-    assert isinstance(event, CommandIgnored)
-
-
 def test_a_restored_session_whispers_to_its_restored_w() -> None:
     settings = SessionSettings(delegate=True, extended=True, resumable=True)
     state, core = connected()

@@ -11,8 +11,17 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
+import trio
+
 from cableway.auth.jwt import encode_token
-from tests.integration.helpers import JWT_KEY, broadcast, http, sse, turbo_identifier
+from tests.integration.helpers import (
+    JWT_KEY,
+    SseClient,
+    broadcast,
+    http,
+    sse,
+    turbo_identifier,
+)
 
 from .apphost import Events
 from .test_server_rpc import IDENT, chat_server
@@ -86,3 +95,43 @@ async def test_a_failed_connect_is_a_400() -> None:
         response = await http(server.main_port, "GET", "/events?user=eve&channel=chat")
         assert response.status == 400
         assert server.metrics.snapshot()["rpc_error_total"] >= 1
+
+
+async def first_events(client: SseClient, count: int) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    with trio.fail_after(5):
+        for _ in range(count):
+            event = await client.event()
+            assert event is not None, out
+            out.append(event)
+    return out
+
+
+async def test_a_stream_on_an_application_channel_replays_history_since_and_after_its_last_id() -> (
+    None
+):
+    """``?history_since=`` and ``Last-Event-ID`` ride on the subscribe the stream opens with;
+    on an application channel they are served after the application's confirmation, as
+    AnyCable-Go's SSE handler does (its subscribe carries the history)."""
+    events = Events()
+    async with chat_server(events, broker="memory") as server:
+        for n in (1, 2):
+            await broadcast(server, {"stream": "room:42", "data": json.dumps({"n": n})})
+        target = f"/events?user=alice&identifier={quote(IDENT)}&history_since=1"
+        async with sse(server, target) as client:
+            seen = await first_events(client, 5)
+        assert [e.get("event") for e in seen] == [
+            "welcome",
+            "confirm_subscription",
+            None,
+            None,
+            "confirm_history",
+        ]
+        assert [e["data"] for e in seen[2:4]] == ['{"n":1}', '{"n":2}']
+        last_id = seen[2]["id"]
+        assert last_id.startswith("1/")
+        target = f"/events?user=alice&identifier={quote(IDENT)}"
+        async with sse(server, target, headers=[("Last-Event-ID", last_id)]) as client:
+            seen = await first_events(client, 4)
+        assert seen[2]["data"] == '{"n":2}'  # only what came after it
+        assert seen[3]["event"] == "confirm_history"
