@@ -64,6 +64,13 @@ log = logging.getLogger("cableway.session")
 
 _READ_SIZE = 65536
 
+#: pings of every session are due on multiples of this many seconds (the first ping
+#: of a session moves up to the next one, see CableConnection.align_pings): sessions
+#: that connected within the same slice of time share their ping ticks, so the timer
+#: task sends each tick's ping frame to all of them in one batch instead of waking for
+#: a few at a time
+PING_GRID = 0.1
+
 
 class SessionHost(Protocol):
     """What a session needs from its node: the trio server implements it.
@@ -109,6 +116,7 @@ class Session(NodeSession[bytes]):
         self.stream = stream
         self.core = core
         self.sid = core.sid
+        core.align_pings(PING_GRID)
         self.outbox = Outbox(server.config.ws_max_pending_size)
         #: how the server's timer heap refers to this session (it never keeps it alive)
         self.ref = weakref.ref(self)
@@ -495,16 +503,18 @@ class Session(NodeSession[bytes]):
         now: float,
         unix_time: float,
         frames: dict[tuple[str, str], bytes | None] | None = None,
-    ) -> None:
-        """Fire the core's due timers (called by the server's timer task).
+    ) -> int:
+        """Fire the core's due timers (called by the server's timer task); the bytes
+        of a plain ping written at once (the caller counts them in ``data_sent_total``).
 
         A plain ping (the common case) skips the event round trip: its wire bytes are
         looked up in ``frames`` (shared by every session the timer task wakes in one
         batch, keyed by wire kind and message text, so one ping is encoded and framed
-        once per batch) and go straight to the socket like a broadcast.
+        once per batch) and go straight to the socket like a broadcast, or behind what
+        is queued in the outbox.
         """
         if self._closing:
-            return
+            return 0
         core = self.core
         if frames is not None and (text := core.take_ping(now, unix_time=unix_time)):
             key = (self.wire_kind, text)
@@ -512,14 +522,14 @@ class Session(NodeSession[bytes]):
                 frame = frames[key]
             except KeyError:
                 frame = frames[key] = self.encode(text)
-            if frame is not None:
-                self.push_frame(frame)
+            sent = 0 if frame is None else self._push(frame)
             self.server.schedule(self)
-            return
+            return sent
         core.handle_timer(now, unix_time=unix_time)
         self.apply()
         if self.closing and self._wake is not None:
             self._wake.cancel()  # e.g. no_pong: let the reader finish the close
+        return 0
 
     @property
     def closing(self) -> bool:
