@@ -51,6 +51,8 @@ class SessionMaker(SessionHost, Protocol):
 class SseSession(Session):
     """One event-stream client."""
 
+    __slots__ = ("chunked", "raw", "unwrap", "wire_kind")
+
     def __init__(
         self,
         server: SessionHost,

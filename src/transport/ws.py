@@ -31,6 +31,8 @@ _CLOSE_WAIT = 2.0
 class WebSocketSession(Session):
     """One WebSocket client."""
 
+    __slots__ = ("_broken", "_parts", "_parts_size", "_trailing", "_ws")
+
     wire_kind = "ws"
 
     def __init__(
