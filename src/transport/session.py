@@ -2,9 +2,6 @@
 
 Resource handling:
     One task per session, the *reader* (socket -> core), and no nursery of its own.
-    While idle on a socket the reader is parked in the server's
-    :class:`~cableway.transport.poller.ReadPoller`, with no cancel scope: other tasks
-    wake it to close with :meth:`Session._wake_reader`.
     Timers (pings, pong and hold deadlines) are fired by the server's shared timer
     task. Output goes straight to the socket (a non-blocking write) whenever nothing is
     queued; only what the kernel does not take is left in the outbox, and then a
@@ -55,7 +52,6 @@ from ..ops.metrics import Metrics
 from ..protocol.connection import CableConnection
 from ..protocol.events import Delegate
 from .outbox import Outbox
-from .poller import ReadPoller
 from .rpc_client import answer_delegated, release_delegated
 
 if TYPE_CHECKING:
@@ -92,9 +88,6 @@ class SessionHost(Protocol):
 
     @property
     def task_nursery(self) -> trio.Nursery | None: ...
-
-    @property
-    def poller(self) -> ReadPoller | None: ...
 
     @property
     def node(self) -> Node[Session, Any]: ...
@@ -480,38 +473,24 @@ class Session(NodeSession[bytes]):
     def _wake_reader(self) -> None:
         """Wake the reader to close (``_wake_requested`` is seen at its next turn).
 
-        No cancel scope per wait (an idle session keeps none): parked in the server's
-        poller, it is rescheduled from there; parked in ``wait_readable`` (the server
-        is not running), it is woken with ``notify_closing``, unless the writer waits
-        on the same descriptor (it would be woken too, and fail): the writer passes the
-        wake-up on once it stops waiting. Elsewhere (no descriptor, an RPC call) the
-        reader's cancel scope is cancelled.
+        Parked on a descriptor, it is woken with ``notify_closing`` (no cancel scope
+        per wait: an idle session keeps none), unless the writer waits on the same
+        descriptor (it would be woken too, and fail): the writer passes the wake-up on
+        once it stops waiting. Elsewhere (no descriptor, an RPC call) the reader's
+        cancel scope is cancelled.
         """
         self._wake_requested = True
         if self._wake is not None:
             self._wake.cancel()
-        elif self._parked:
-            poller = self.server.poller
-            if poller is not None:
-                poller.wake(self._fd)
-            elif not self._writer_parked:
-                trio.lowlevel.notify_closing(self._fd)
-
-    def _unpark(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
-        """The reader's wait in the poller is aborted (cancellation)."""
-        poller = self.server.poller
-        if poller is not None:
-            poller.forget(self._fd)
-        return trio.lowlevel.Abort.SUCCEEDED
+        elif self._parked and not self._writer_parked:
+            trio.lowlevel.notify_closing(self._fd)
 
     async def _reader(self) -> None:
         """Read and handle the client's bytes until the session closes.
 
-        On a socket this waits for readability and reads the descriptor directly: an
-        idle session parks in the server's :class:`.ReadPoller` (one
-        ``wait_task_rescheduled``, without trio's chain of frames for a wait on a
-        descriptor, the stream's, or one of its own for reading), or in
-        ``wait_readable`` when the server is not running; other streams use
+        On a socket this waits for readability and reads the descriptor directly (an
+        idle session parks in one ``wait_readable``, without the stream's and the trio
+        socket's coroutine frames, nor one of its own for reading); other streams use
         ``receive_some``.
         """
         self.apply()
@@ -526,12 +505,7 @@ class Session(NodeSession[bytes]):
                 if fd >= 0:
                     self._parked = True
                     try:
-                        poller = self.server.poller
-                        if poller is None:
-                            await trio.lowlevel.wait_readable(fd)
-                        else:  # parked cheaply (see .poller): no trio wait chain
-                            poller.park(fd)
-                            await trio.lowlevel.wait_task_rescheduled(self._unpark)
+                        await trio.lowlevel.wait_readable(fd)
                         data = os.read(fd, _READ_SIZE) or None
                     except BlockingIOError:
                         data = b""
