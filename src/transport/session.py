@@ -66,9 +66,8 @@ _READ_SIZE = 65536
 
 #: pings of every session are due on multiples of this many seconds (the first ping
 #: of a session moves up to the next one, see CableConnection.align_pings): sessions
-#: that connected within the same slice of time share their ping ticks, so the timer
-#: task sends each tick's ping frame to all of them in one batch instead of waking for
-#: a few at a time
+#: that connected within the same slice of time share their ping ticks, so the node's
+#: timer task (.timers) sends each tick's frame to all of them in one batch
 PING_GRID = 0.1
 
 
@@ -560,34 +559,13 @@ class Session(NodeSession[bytes]):
             self.server.metrics.inc("rpc_canceled_total", len(delegated) + 1)
             delegated.clear()
 
-    def on_timer(
-        self,
-        now: float,
-        unix_time: float,
-        frames: dict[tuple[str, str], bytes | None] | None = None,
-    ) -> int:
-        """Fire the core's due timers (called by the server's timer task); the bytes
-        of a plain ping written at once (the caller counts them in ``data_sent_total``).
-
-        A plain ping (the common case) skips the event round trip: its wire bytes are
-        looked up in ``frames`` (shared by every session the timer task wakes in one
-        batch, keyed by wire kind and message text, so one ping is encoded and framed
-        once per batch) and go straight to the socket like a broadcast, or behind what
-        is queued in the outbox.
-        """
+    def on_timer(self, now: float, unix_time: float) -> int:
+        """Fire the core's due timers (called by the node's timer task when more than a
+        plain ping is due, see :meth:`.Timers.fire_due`); returns ``0`` (what is
+        written goes through :meth:`apply`, which counts it)."""
         if self._closing:
             return 0
-        core = self.core
-        if frames is not None and (text := core.take_ping(now, unix_time=unix_time)):
-            key = (self.wire_kind, text)
-            try:
-                frame = frames[key]
-            except KeyError:
-                frame = frames[key] = self.encode(text)
-            sent = 0 if frame is None else self._push(frame)
-            self.server.schedule(self)
-            return sent
-        core.handle_timer(now, unix_time=unix_time)
+        self.core.handle_timer(now, unix_time=unix_time)
         self.apply()
         if self.closing:
             self._wake_reader()  # e.g. no_pong: let the reader finish the close

@@ -1,7 +1,7 @@
 """The timer task's ping batch on real sockets: raw writes, the outbox, the core's hook.
 
 Sessions here sit on socket pairs and are never started: the test fires the timer task's
-batch itself (``Server._fire_due``) at a chosen time, and reads what reached the peer.
+batch itself (``Timers.fire_due``) at a chosen time, and reads what reached the peer.
 """
 
 from __future__ import annotations
@@ -91,9 +91,9 @@ def test_one_batch_pings_every_due_session_with_its_own_precision(
     assert first is not None
     assert first == pytest.approx(1.5)
     assert {s.core.next_deadline() for s in sessions} == {first}  # one tick for all
-    server._fire_due(first - 0.001, UNIX)  # not due yet: nothing is written
+    server.timers.fire_due(first - 0.001, UNIX)  # not due yet: nothing is written
     assert [_read(p) for p in pairs[1::2]] == [b""] * 4
-    server._fire_due(first, UNIX)
+    server.timers.fire_due(first, UNIX)
     got = [_messages(_read(p)) for p in pairs[1::2]]
     assert got == [
         ['{"type":"ping","message":1700000000}'],
@@ -104,8 +104,8 @@ def test_one_batch_pings_every_due_session_with_its_own_precision(
     assert server.metrics.value("data_sent_total") == sum(len(m[0]) + 2 for m in got)
     # re-scheduled one interval later, still together
     assert {s.core.next_deadline() for s in sessions} == {first + 3.0}
-    assert server._deadlines == [first + 3.0]
-    server._fire_due(first + 3.0, UNIX + 3)
+    assert server.timers._deadlines == [first + 3.0]
+    server.timers.fire_due(first + 3.0, UNIX + 3)
     assert [len(_messages(_read(p))) for p in pairs[1::2]] == [1, 1, 1, 1]
 
 
@@ -129,7 +129,7 @@ def test_a_ping_queues_behind_pending_output_and_arrives_after_it(
     data = peer.recv(65536)
     due = session.core.next_deadline()
     assert due is not None
-    server._fire_due(due, UNIX)  # the ping goes behind the queue, never around it
+    server.timers.fire_due(due, UNIX)  # the ping goes behind the queue, never around it
     for _ in range(10_000):
         data += _read(peer)
         if not session.outbox.size:
@@ -148,7 +148,7 @@ def test_a_session_not_due_on_the_grid_is_not_pinged_early(
     due = session.core.next_deadline()
     assert due is not None
     assert abs(due / PING_GRID - round(due / PING_GRID)) < 1e-9
-    server._fire_due(due - PING_GRID / 2, UNIX)
+    server.timers.fire_due(due - PING_GRID / 2, UNIX)
     assert _read(pairs[1]) == b""
-    server._fire_due(due, UNIX)
+    server.timers.fire_due(due, UNIX)
     assert _messages(_read(pairs[1])) == ['{"type":"ping","message":1700000000}']

@@ -16,8 +16,9 @@ import trio
 import trio.testing
 from wsproto.events import TextMessage
 
-from cableway.transport.server import TIMER_QUANTUM, Server
+from cableway.transport.server import Server
 from cableway.transport.session import PING_GRID
+from cableway.transport.timers import TIMER_QUANTUM
 
 from .helpers import CONFIG, Client, connect, handle, turbo_identifier
 
@@ -40,7 +41,7 @@ async def _ping_arrivals(target: str, count: int) -> tuple[float, list[tuple[flo
     server = Server(CONFIG)
     arrivals: list[tuple[float, object]] = []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(server._run_timers)
+        nursery.start_soon(server.timers.run)
         client, _ = await connect(nursery, server)
         await client.handshake(target)
         welcome = await client.recv()
@@ -103,7 +104,7 @@ async def test_each_client_keeps_its_own_interval_and_precision_in_shared_batche
             arrivals[target].append((trio.current_time(), ping["message"]))
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(server._run_timers)
+        nursery.start_soon(server.timers.run)
         async with trio.open_nursery() as clients:
             for target in targets:
                 ready = trio.Event()
@@ -133,7 +134,7 @@ async def test_sse_streams_get_pings_every_pi_seconds(
     client_end, server_end = trio.testing.memory_stream_pair()
     pings: list[tuple[float, bytes]] = []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(server._run_timers)
+        nursery.start_soon(server.timers.run)
         nursery.start_soon(handle, server, server_end)
         await client_end.send_all(
             b"GET /events?turbo_signed_stream_name=%s&pi=2 HTTP/1.1\r\nHost: t\r\n\r\n"
