@@ -19,13 +19,17 @@ every 10 ms (``TIMER_QUANTUM``) and writes every ping due by then: a ping is at 
 late, never early. Connections are kept in a FIFO per interval: with one interval, due
 times come in connection order, so a tick costs only the sockets it writes to.
 
+``--jitter`` spreads the first ping of each connection as Cableway does (due
+``(0.5 + random()) * pi`` after its ``welcome``, so that a reconnect storm's pings do not
+come all at once): first pings wait in a heap, later ones in the FIFO of their interval.
+
 ``--coalesce`` writes all the frames of one batch (one POST carrying an array) to a
 socket with a single ``send()``: the floor of coalesced writes.
 
 ``GET /events?stream=NAME`` on the main port is a bare Server-Sent Events stream
 (``data: <message>\\n\\n`` per publication) for the SSE fan-out scenario.
 
-Usage: python bench/floor_server.py --port P --broadcast-port B --secret S [--coalesce]
+Usage: python bench/floor_server.py --port P --broadcast-port B --secret S [--coalesce] [--jitter]
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ import argparse
 import base64
 import collections
 import hashlib
+import heapq
 import hmac
 import json
+import random
 import selectors
 import signal
 import socket
@@ -89,9 +95,13 @@ class Client:
 
 
 class Floor:
-    def __init__(self, secret: str, coalesce: bool) -> None:
+    def __init__(self, secret: str, coalesce: bool, jitter: bool = False) -> None:
         self.secret = secret.encode()
         self.coalesce = coalesce
+        self.jitter = jitter
+        # --jitter: (due, sequence, interval, client) of every first ping not yet sent
+        self.first_pings: list[tuple[float, int, float, Client]] = []
+        self.first_seq = 0
         self.sel = selectors.DefaultSelector()
         # stream -> identifier -> list of sockets (WebSocket); stream -> sockets (SSE)
         self.subs: dict[str, dict[str, list[Client]]] = {}
@@ -174,6 +184,8 @@ class Floor:
         """Seconds until the next tick that has pings to write (1.0 when none)."""
         now = time.monotonic()
         first = min((q[0][0] for q in self.pings.values() if q), default=now + 1.0)
+        if self.first_pings:
+            first = min(first, self.first_pings[0][0])
         return max(TIMER_QUANTUM, first - now) if first > now else 0.0
 
     def tick(self) -> None:
@@ -186,6 +198,14 @@ class Floor:
             self.ping_frame = text_frame(text.encode())
             self.ping_event = f"event: ping\ndata: {text}\n\n".encode()
         frame, event, send = self.ping_frame, self.ping_event, self.send
+        first = self.first_pings
+        while first and first[0][0] <= now:
+            due, _, interval, client = heapq.heappop(first)
+            if client.dead:
+                continue
+            send(client, frame if client.kind == "ws" else event)
+            self.pings_sent += 1
+            self.pings.setdefault(interval, collections.deque()).append((due + interval, client))
         for interval, queue in self.pings.items():
             while queue and queue[0][0] <= now:
                 due, client = queue.popleft()
@@ -279,7 +299,12 @@ class Floor:
             interval = float(query.get("pi") or DEFAULT_PI)
         except ValueError:
             interval = DEFAULT_PI
-        if interval > 0:
+        if interval > 0 and self.jitter:
+            due = time.monotonic() + interval * (0.5 + random.random())
+            self.first_seq += 1
+            heapq.heappush(self.first_pings, (due, self.first_seq, interval, client))
+            self.next_tick = min(self.next_tick, due)
+        elif interval > 0:
             queue = self.pings.setdefault(interval, collections.deque())
             due = time.monotonic() + interval
             queue.append((due, client))
@@ -386,8 +411,9 @@ def main() -> None:
     parser.add_argument("--broadcast-port", type=int, required=True)
     parser.add_argument("--secret", default="bench-secret")
     parser.add_argument("--coalesce", action="store_true")
+    parser.add_argument("--jitter", action="store_true", help="spread first pings as Cableway")
     args = parser.parse_args()
-    floor = Floor(args.secret, args.coalesce)
+    floor = Floor(args.secret, args.coalesce, args.jitter)
     floor.listen(args.port, "main")
     floor.listen(args.broadcast_port, "http")
 

@@ -10,7 +10,8 @@ generator is pinned to CPU 1):
 * ``cableway``   -- this project (``python -m cableway``), public mode + signed Turbo streams;
 * ``reference``  -- ``bench/reference_server.py``, the quick ``websockets`` server;
 * ``floor``      -- ``bench/floor_server.py``, one ``send()`` per socket per message;
-* ``floor-coalesce`` -- the floor writing a whole batch with one ``send()`` (scenario d).
+* ``floor-coalesce`` -- the floor writing a whole batch with one ``send()`` (scenario d);
+* ``floor-jitter`` -- the floor spreading first pings as Cableway does (only when named).
 
 Scenarios: (a) idle subscribed connections, (b) fan-out to N subscribers of one stream,
 (c) many streams, open-loop publish-rate sweep, (d) batched fan-out sweep, (e) fan-out
@@ -221,6 +222,8 @@ class Target:
         cmd.append(f"--secret={SECRET}")
         if self.name == "floor-coalesce":
             cmd.append("--coalesce")
+        if self.name == "floor-jitter":
+            cmd.append("--jitter")
         return cmd
 
 
@@ -837,7 +840,7 @@ def table_f(summary: Summary) -> list[str]:
 
 
 def table(summary: Summary) -> str:
-    order = ["cableway", "cableway-default", "reference", "floor", "floor-coalesce"]
+    order = ["cableway", "cableway-default", "reference", "floor", "floor-coalesce", "floor-jitter"]
     lines = []
     labels_seen = sorted({s for (s, _k) in summary} | {"f"})
     for scenario in labels_seen:

@@ -4,7 +4,9 @@
 The input is a small script, one operation per line (so seeds are readable and the
 fuzzer recombines lines)::
 
-    @<digits>          time passes: now += digits/10 s, then handle_timer(now)
+    @<digits>          time passes: now += digits/10 s, then handle_timer(now) (an odd
+                       number of tenths tries the drivers' fast path first:
+                       take_plain_ping(now), and handle_timer only when it declines)
     +<K> <name>        subscribe with a built identifier (K below)
     -<K> <name>        unsubscribe the same identifier
     ?<K> <name> <cmd>  another command (history, message, whisper, join, leave,
@@ -32,7 +34,10 @@ Invariants, checked after every operation:
 * a broadcast reaches the session only through identifiers it is subscribed to;
 * every ``SendMessage`` is one JSON object with a UTF-8 form; at most one ping per
   ``handle_timer``;
-* after ``handle_timer(now)``, ``next_deadline()`` is ``None`` or later than ``now``.
+* after ``handle_timer(now)``, ``next_deadline()`` is ``None`` or later than ``now``;
+* ``take_plain_ping(now)`` either declines (``None``, nothing changed) or queues no event
+  and returns ``next_deadline()``, later than ``now``; sessions whose settings byte is a
+  multiple of 3 are aligned to a 0.1 s ping grid first (``align_pings``).
 
 Run: ``python fuzz/fuzz_session.py -runs=100000 -max_len=2048 fuzz/corpus/session/``
 (needs ``pip install atheris``); ``tests/test_fuzz_corpus.py`` replays the corpus.
@@ -120,6 +125,8 @@ class Harness:
         self.conn = CableConnection(
             sid="fuzz", settings=settings_for(flags), now=0.0, ping_jitter=(flags >> 7) / 2.0
         )
+        if flags % 3 == 0:
+            self.conn.align_pings(0.1)
         self.hub: Hub[str] = Hub()
         self.model: dict[str, str] = {}
         self.closed = False
@@ -204,6 +211,16 @@ class Harness:
 
     def tick(self, tenths: int) -> None:
         self.now += tenths / 10.0
+        if tenths % 2:
+            before = self.conn.next_deadline()
+            after = self.conn.take_plain_ping(self.now)
+            if after is not None:
+                assert self.conn.state is SessionState.OPEN, "a closed session pinged"
+                assert self.drain() == [], "the fast path queued events"
+                assert after == self.conn.next_deadline(), (after, self.conn.next_deadline())
+                assert after > self.now, (after, self.now)
+                return
+            assert self.conn.next_deadline() == before, "a declined fast path changed deadlines"
         self.conn.handle_timer(self.now, unix_time=1_700_000_000.0 + self.now)
         events = self.drain()
         pings = [

@@ -33,6 +33,7 @@ request events, so the same machine serves an in-memory broker and a networked o
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ from .events import (
 from .history import plan_history, replayed
 from .limits import Limits
 
-__all__ = ["CableConnection", "SessionSettings", "SessionState"]
+__all__ = ["CableConnection", "SessionSettings", "SessionState", "ping_message"]
 
 _PRECISION = {"s": 1, "ms": 1_000, "ns": 1_000_000_000}
 _MAX_PRESENCE_ID = 256
@@ -74,6 +75,12 @@ HOLD_SECONDS = 5.0
 _NOTHING_HELD: frozenset[str] = frozenset()
 #: Client commands an application channel answers (rpc.md §4.4).
 _DELEGATED = frozenset({"subscribe", "unsubscribe", "message"})
+
+
+def ping_message(unix_time: float, precision: str) -> str:
+    """The ping message at ``unix_time`` with its stamp in ``precision`` (``s``, ``ms`` or
+    ``ns``; any other: seconds): the same for every session with that precision."""
+    return messages.ping(int(unix_time * _PRECISION.get(precision, 1)))
 
 
 class SessionState(enum.Enum):
@@ -303,6 +310,22 @@ class CableConnection:
         self._tokens -= 1.0
         return True
 
+    def align_pings(self, grid: float) -> None:
+        """Move the first ping up to the next multiple of ``grid`` (seconds, on the
+        driver's clock); call it before the first ping.
+
+        Sessions whose first pings land on the same multiple keep equal due times for
+        as long as their interval is the same (each ping is due one interval after the
+        one before), so a driver that wakes for one of them finds the others due too and
+        sends them all at once, one frame for all. The first ping comes at most ``grid``
+        later than its jittered time; the interval is unchanged. A ``grid`` of ``0``, or
+        one that is not smaller than half the interval, changes nothing.
+        """
+        next_ping = self._next_ping
+        if next_ping is None or grid <= 0 or 2 * grid > self.settings.ping_interval:
+            return
+        self._next_ping = math.ceil(next_ping / grid) * grid
+
     def handle_timer(self, now: float, *, unix_time: float) -> None:
         """Fire whatever is due at ``now``; ``unix_time`` stamps the ping."""
         if self.state is not SessionState.OPEN:
@@ -330,32 +353,57 @@ class CableConnection:
         (the text only depends on ``unix_time`` and the precision). Otherwise it does
         nothing and returns ``None``: call :meth:`handle_timer`.
         """
-        if self.state is not SessionState.OPEN or self._events or self.settings.native_pings:
+        if self.take_plain_ping(now) is None:
             return None
+        return ping_message(unix_time, self.settings.ping_precision)
+
+    def take_plain_ping(self, now: float) -> float | None:
+        """:meth:`take_ping` without the message: the session's next deadline once a
+        plain ping was taken (the driver then sends
+        ``ping_message(unix_time, settings.ping_precision)``), or ``None`` when
+        anything else is due (call :meth:`handle_timer`).
+
+        The cheapest hook for a driver that pings many sessions in one batch: one call
+        per session, no string built, and the deadline to re-schedule it at.
+        """
+        if self.state is not SessionState.OPEN or self._events:
+            return None
+        settings = self.settings
         next_ping = self._next_ping
-        if next_ping is None or now < next_ping:
+        if next_ping is None or now < next_ping or settings.native_pings:
             return None
         hold, pong = self._hold_deadline, self._pong_deadline
         if (hold is not None and now >= hold) or (pong is not None and now >= pong):
             return None
         self._now = now
-        return self._ping(now, unix_time)
+        best = self._advance_pings(now)
+        pong = self._pong_deadline
+        if pong is not None and pong < best:
+            best = pong
+        if hold is not None and hold < best:
+            best = hold
+        return best
 
     def _ping(self, now: float, unix_time: float) -> str:
         """The ping message due at ``now``; advances the schedule, arms the pong deadline."""
+        self._advance_pings(now)
+        return ping_message(unix_time, self.settings.ping_precision)
+
+    def _advance_pings(self, now: float) -> float:
+        """A ping is sent at ``now``: the next one's due time (returned), and the pong
+        deadline armed where pongs are tracked."""
         assert self._next_ping is not None
         settings = self.settings
-        stamp = int(unix_time * _PRECISION.get(settings.ping_precision, 1))
-        text = messages.ping(stamp)
         interval = settings.ping_interval
-        self._next_ping += interval
-        if self._next_ping <= now:
-            self._next_ping = now + interval
+        next_ping = self._next_ping + interval
+        if next_ping <= now:
+            next_ping = now + interval
+        self._next_ping = next_ping
         timeout = settings.pong_timeout
         tracked = settings.extended or settings.native_pings
         if tracked and timeout > 0 and self._pong_deadline is None:
             self._pong_deadline = now + timeout
-        return text
+        return next_ping
 
     def history_result(
         self, identifier: str, entries: Iterable[HistoryEntry] | None, *, epoch: str = ""

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import errno
-import heapq
-import itertools
 import logging
 import math
 import random
 import signal
 import time
-import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -49,6 +46,7 @@ from .startup import (
     tune_garbage_collector,
 )
 from .statsd import run_statsd
+from .timers import Timers
 from .tls import TlsDoor
 
 if TYPE_CHECKING:
@@ -62,10 +60,6 @@ _ACCEPT_CAPACITY_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBU
 
 #: how long a node that shuts down waits for Redis to take what its sessions wrote last
 REDIS_FLUSH_SECONDS = 2.0
-
-#: the shortest time between two batches of the shared timer task, in seconds: a
-#: session's ping, pong deadline or hold deadline fires at most this late
-TIMER_QUANTUM = 0.01
 
 
 class Server:
@@ -83,12 +77,8 @@ class Server:
         self.stream_policy = config.stream_policy()
         self.auth_policy = config.auth_policy()
         self.metrics = Metrics()
-        # one timer task for every session's pings and deadlines: a heap of
-        # (deadline, sequence, weak reference to the session), entries made stale by
-        # later changes are harmless, and a closed session is freed at once
-        self._timers: list[tuple[float, int, weakref.ref[Session]]] = []
-        self._timer_seq = itertools.count()
-        self._timers_changed = trio.Event()
+        #: one timer task for every session's pings and deadlines
+        self.timers = Timers(self.metrics)
         self.broker: MemoryBroker | None = config.new_broker()
         # scale-out on Redis (spec §11.4-11.7)
         self.publisher: Publisher | None = None
@@ -234,47 +224,7 @@ class Server:
 
     def schedule(self, session: Session) -> None:
         """Make sure the timer task wakes ``session`` at its next deadline."""
-        deadline = session.core.next_deadline()
-        if deadline is None or deadline >= session.scheduled_at:
-            return
-        session.scheduled_at = deadline
-        ref = session.ref
-        heapq.heappush(self._timers, (deadline, next(self._timer_seq), ref))
-        if self._timers[0][2] is ref:
-            self._timers_changed.set()  # an earlier wake-up than the task sleeps for
-
-    async def _run_timers(self) -> None:
-        """Fire every session's due timers, in batches at most :data:`TIMER_QUANTUM` apart.
-
-        Deadlines are spread out (pings are jittered per session), so waking for each
-        one would cost a wake-up of this task per ping; instead each wake-up fires
-        everything due and the next one is at least a quantum later (timers fire at
-        most that late, never early). Sessions woken in one batch share their ping
-        bytes (see :meth:`Session.on_timer`).
-        """
-        timers = self._timers
-        heappop = heapq.heappop
-        inf = math.inf
-        last = -inf
-        while True:
-            wake = max(timers[0][0], last + TIMER_QUANTUM) if timers else inf
-            with trio.move_on_at(wake):
-                await self._timers_changed.wait()
-            if self._timers_changed.is_set():
-                self._timers_changed = trio.Event()
-            now = trio.current_time()
-            if not timers or timers[0][0] > now:
-                continue
-            last = now
-            unix_time = time.time()
-            frames: dict[tuple[str, str], bytes | None] = {}
-            while timers and timers[0][0] <= now:
-                session = heappop(timers)[2]()
-                if session is None:
-                    continue  # closed and freed
-                session.scheduled_at = inf
-                session.on_timer(now, unix_time, frames)  # re-schedules the next deadline
-            await trio.lowlevel.checkpoint()
+        self.timers.schedule(session)
 
     def serves(self, role: str, what: str) -> bool:
         """Whether a listener of ``role`` serves ``what`` (``broadcast`` or ``metrics``).
@@ -508,7 +458,7 @@ class Server:
                     accepting.start_soon(self._watch_signals)
                 if self.backend.sweep_interval < math.inf:
                     accepting.start_soon(self._sweep, self.backend)
-                accepting.start_soon(self._run_timers)
+                accepting.start_soon(self.timers.run)
                 if config.metrics_log:
                     accepting.start_soon(self._log_metrics)
                 if config.statsd_host:

@@ -67,6 +67,12 @@ _READ_SIZE = 65536
 #: TLS: encrypted bytes that may wait for the kernel before the outbox stops feeding more
 DIRECT_IN_FLIGHT = 65536
 
+#: pings of every session are due on multiples of this many seconds (the first ping
+#: of a session moves up to the next one, see CableConnection.align_pings): sessions
+#: that connected within the same slice of time share their ping ticks, so the node's
+#: timer task (.timers) sends each tick's frame to all of them in one batch
+PING_GRID = 0.1
+
 
 class SessionHost(Protocol):
     """What a session needs from its node: the trio server implements it.
@@ -117,6 +123,36 @@ class Session(NodeSession[bytes]):
     (queue whatever ends the transport, e.g. a close frame).
     """
 
+    # no instance dictionary: one idle session per connection, every byte counts
+    __slots__ = (
+        "_batching",
+        "_closing",
+        "_delegated",
+        "_done",
+        "_fd",
+        "_finished",
+        "_nursery",
+        "_parked",
+        "_pending_close",
+        "_wake",
+        "_wake_requested",
+        "_writer_active",
+        "_writer_done",
+        "_writer_parked",
+        "core",
+        "counters",
+        "held",
+        "node",
+        "outbox",
+        "ref",
+        "rpc",
+        "scheduled_at",
+        "server",
+        "sid",
+        "snapshot",
+        "stream",
+    )
+
     #: sessions with the same kind get the same bytes for the same message
     wire_kind = "?"
 
@@ -127,6 +163,7 @@ class Session(NodeSession[bytes]):
         self.stream = stream
         self.core = core
         self.sid = core.sid
+        core.align_pings(PING_GRID)
         self.outbox = Outbox(server.config.ws_max_pending_size)
         #: how the server's timer heap refers to this session (it never keeps it alive)
         self.ref = weakref.ref(self)
@@ -137,7 +174,13 @@ class Session(NodeSession[bytes]):
         #: inside apply(): queued bytes are flushed once, at the end
         self._batching = False
         self._pending_close: tuple[str, bool, int, str] | None = None
+        #: how other tasks wake the reader to close (see _wake_reader): the flag, the
+        #: reader's cancel scope (only where it has no descriptor to wait on), and
+        #: whether the reader / the writer wait on the descriptor now
+        self._wake_requested = False
         self._wake: trio.CancelScope | None = None
+        self._parked = False
+        self._writer_parked = False
         self._closing = False
         #: the earliest deadline this session has in the server's timer heap
         self.scheduled_at = math.inf
@@ -155,7 +198,7 @@ class Session(NodeSession[bytes]):
         #: with --rpc_host: the application's state of this session, and the commands
         #: waiting for their Command call (answered one at a time, in order)
         self.rpc: RpcSession | None = None
-        self._delegated: deque[Delegate] = deque()
+        self._delegated: deque[Delegate] | None = None  # created by the first delegate()
 
     def __hash__(self) -> int:
         return id(self)
@@ -287,8 +330,7 @@ class Session(NodeSession[bytes]):
         if self._closing or self._pending_close is not None:
             return
         self._pending_close = (reason, reconnect, code, close_reason)
-        if self._wake is not None:
-            self._wake.cancel()
+        self._wake_reader()
 
     async def wait_closed(self) -> None:
         if self._finished:
@@ -300,47 +342,47 @@ class Session(NodeSession[bytes]):
     # -- the session ------------------------------------------------------------------
 
     async def run(self) -> None:
+        # one coroutine frame for the whole session, reading included (an idle session
+        # parks a chain of them, and each costs memory); a nursery of its own only when
+        # the server is not running (a test drives the connection)
         nursery = self.server.task_nursery
-        if nursery is None:  # the server is not running (a test drives the connection)
-            async with trio.open_nursery() as own:
-                await self._run(own)
-        else:
-            await self._run(nursery)
-
-    async def _run(self, nursery: trio.Nursery) -> None:
-        self._nursery = nursery
-        try:
-            self._flush()  # anything queued before the session started
-            await self._reader()
-            # the reader is done: let the writer flush what is queued, bounded (every
-            # write has a deadline)
-            self.outbox.close()
-            self._flush()
-            done = self._writer_done
-            if self._writer_active and done is not None:
-                await done.wait()
-        except Exception:
-            # a bug must cost this session only: tell the client, log once, close
-            log.exception("unexpected error in session sid=%s", self.sid)
-            self._closing = True
-            data = self._abort_bytes()
-            # never after a frame cut in two (bytes of it are still pending)
-            if data and not self._writer_active and not self.outbox.started:
-                with (
-                    trio.move_on_after(1),
-                    contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-                ):
-                    await self.stream.send_all(data)
-        finally:
-            self._nursery = None
-            self._closing = True
-            self._fd = -1
-            self.leave()
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await self.stream.aclose()
-            self._finished = True
-            if self._done is not None:
-                self._done.set()
+        manager: contextlib.AbstractAsyncContextManager[trio.Nursery] = (
+            trio.open_nursery() if nursery is None else contextlib.nullcontext(nursery)
+        )
+        async with manager as running:
+            self._nursery = running
+            try:
+                self._flush()  # anything queued before the session started
+                await self._reader()
+                # the reader is done: let the writer flush what is queued, bounded
+                # (every write has a deadline)
+                self.outbox.close()
+                self._flush()
+                done = self._writer_done
+                if self._writer_active and done is not None:
+                    await done.wait()
+            except Exception:
+                # a bug must cost this session only: tell the client, log once, close
+                log.exception("unexpected error in session sid=%s", self.sid)
+                self._closing = True
+                data = self._abort_bytes()
+                # never after a frame cut in two (bytes of it are still pending)
+                if data and not self._writer_active and not self.outbox.started:
+                    with (
+                        trio.move_on_after(1),
+                        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+                    ):
+                        await self.stream.send_all(data)
+            finally:
+                self._nursery = None
+                self._closing = True
+                self._fd = -1
+                self.leave()
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await self.stream.aclose()
+                self._finished = True
+                if self._done is not None:
+                    self._done.set()
 
     def _kick(self) -> None:
         """Bytes were queued: flush them at once (unless batching or a writer runs)."""
@@ -444,8 +486,14 @@ class Session(NodeSession[bytes]):
                         if not outbox.size:
                             break
                         deadline = trio.current_time() + timeout
-                    with trio.move_on_at(deadline) as waited:
-                        await trio.lowlevel.wait_writable(fd)
+                    self._writer_parked = True
+                    try:
+                        with trio.move_on_at(deadline) as waited:
+                            await trio.lowlevel.wait_writable(fd)
+                    finally:
+                        self._writer_parked = False
+                        if self._wake_requested and self._parked:
+                            self._wake_reader()  # deferred while this task waited
                     if waited.cancelled_caught:
                         raise trio.TooSlowError
         except (
@@ -469,51 +517,71 @@ class Session(NodeSession[bytes]):
         self._closing = True
         self.outbox.clear()
         self.outbox.close()
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        """Wake the reader to close (``_wake_requested`` is seen at its next turn).
+
+        Parked on a descriptor, it is woken with ``notify_closing`` (no cancel scope
+        per wait: an idle session keeps none), unless the writer waits on the same
+        descriptor (it would be woken too, and fail): the writer passes the wake-up on
+        once it stops waiting. Elsewhere (no descriptor, an RPC call) the reader's
+        cancel scope is cancelled.
+        """
+        self._wake_requested = True
         if self._wake is not None:
             self._wake.cancel()
+        elif self._parked and not self._writer_parked:
+            trio.lowlevel.notify_closing(self._fd)
 
-    async def _receive(self) -> bytes | None:
-        """The next bytes from the client; ``b""`` for none yet, ``None`` at EOF or reset.
+    async def _reader(self) -> None:
+        """Read and handle the client's bytes until the session closes.
 
         On a socket this waits for readability and reads the descriptor directly (an
         idle session parks in one ``wait_readable``, without the stream's and the trio
-        socket's coroutine frames); other streams use ``receive_some``.
+        socket's coroutine frames, nor one of its own for reading); other streams use
+        ``receive_some``.
         """
-        fd = self._fd
-        try:
-            if fd < 0:
-                return bytes(await self.stream.receive_some(_READ_SIZE)) or None
-            await trio.lowlevel.wait_readable(fd)
-            return os.read(fd, _READ_SIZE) or None
-        except BlockingIOError:
-            return b""
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-            return None
-
-    async def _reader(self) -> None:
         self.apply()
         self._on_start()
         await self._run_delegated()
         while not self._closing:
             data: bytes | None = b""
             # timers (pings, pong and hold deadlines) are fired by the server's shared
-            # timer task; this scope is only woken to close
-            try:
-                with trio.CancelScope() as wake:
-                    self._wake = wake
-                    if self._pending_close is not None:
-                        wake.cancel()
-                    data = await self._receive()
-            finally:
-                self._wake = None
-            if wake.cancelled_caught:
+            # timer task; the reader is only woken to close (see _wake_reader)
+            if not self._wake_requested:
+                fd = self._fd
+                if fd >= 0:
+                    self._parked = True
+                    try:
+                        await trio.lowlevel.wait_readable(fd)
+                        data = os.read(fd, _READ_SIZE) or None
+                    except BlockingIOError:
+                        data = b""
+                    except trio.ClosedResourceError:
+                        data = b"" if self._wake_requested else None
+                    except OSError:
+                        data = None  # reset
+                    finally:
+                        self._parked = False
+                else:
+                    try:
+                        with trio.CancelScope() as wake:
+                            self._wake = wake
+                            data = bytes(await self.stream.receive_some(_READ_SIZE)) or None
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        data = None  # EOF or reset
+                    finally:
+                        self._wake = None
+            if self._wake_requested:
+                self._wake_requested = False
                 if self._pending_close is not None:
                     reason, reconnect, code, close_reason = self._pending_close
                     self.core.disconnect(
                         reason, reconnect=reconnect, code=code, close_reason=close_reason
                     )
                     self.apply()
-                continue
+                continue  # what was read with the wake-up is not for a closing session
             if data is None:
                 return  # EOF or reset: the peer vanished
             if not data:
@@ -525,51 +593,33 @@ class Session(NodeSession[bytes]):
 
     async def _run_delegated(self) -> None:
         """RPC for the delegated commands; reading waits meanwhile (as in AnyCable-Go)."""
-        if not self._delegated:
+        delegated = self._delegated
+        if not delegated:
             return
         try:
             with trio.CancelScope() as wake:
                 self._wake = wake
-                if self._pending_close is not None:
+                if self._wake_requested:
                     wake.cancel()
                 if self.server.rpc is not None and self.rpc is not None:
-                    await answer_delegated(self.server.rpc, self.rpc, self, self._delegated)
+                    await answer_delegated(self.server.rpc, self.rpc, self, delegated)
         finally:
             self._wake = None
         if wake.cancelled_caught:
-            self.server.metrics.inc("rpc_canceled_total", len(self._delegated) + 1)
-            self._delegated.clear()
+            self.server.metrics.inc("rpc_canceled_total", len(delegated) + 1)
+            delegated.clear()
 
-    def on_timer(
-        self,
-        now: float,
-        unix_time: float,
-        frames: dict[tuple[str, str], bytes | None] | None = None,
-    ) -> None:
-        """Fire the core's due timers (called by the server's timer task).
-
-        A plain ping (the common case) skips the event round trip: its wire bytes are
-        looked up in ``frames`` (shared by every session the timer task wakes in one
-        batch, keyed by wire kind and message text, so one ping is encoded and framed
-        once per batch) and go straight to the socket like a broadcast.
-        """
+    def on_timer(self, now: float, unix_time: float) -> int:
+        """Fire the core's due timers (called by the node's timer task when more than a
+        plain ping is due, see :meth:`.Timers.fire_due`); returns ``0`` (what is
+        written goes through :meth:`apply`, which counts it)."""
         if self._closing:
-            return
-        core = self.core
-        if frames is not None and (text := core.take_ping(now, unix_time=unix_time)):
-            key = (self.wire_kind, text)
-            try:
-                frame = frames[key]
-            except KeyError:
-                frame = frames[key] = self.encode(text)
-            if frame is not None:
-                self.push_frame(frame)
-            self.server.schedule(self)
-            return
-        core.handle_timer(now, unix_time=unix_time)
+            return 0
+        self.core.handle_timer(now, unix_time=unix_time)
         self.apply()
-        if self.closing and self._wake is not None:
-            self._wake.cancel()  # e.g. no_pong: let the reader finish the close
+        if self.closing:
+            self._wake_reader()  # e.g. no_pong: let the reader finish the close
+        return 0
 
     @property
     def closing(self) -> bool:
@@ -611,6 +661,8 @@ class Session(NodeSession[bytes]):
         self._native_ping(payload)
 
     def delegate(self, command: Delegate) -> None:
+        if self._delegated is None:
+            self._delegated = deque()
         self._delegated.append(command)
 
     def answer_later(self, pending: Awaitable[Answer]) -> None:

@@ -54,6 +54,7 @@ class SessionMaker(SessionHost, Protocol):
 class SseSession(Session):
     """One event-stream client."""
 
+    __slots__ = ("chunked", "raw", "unwrap", "wire_kind")
     gauge = "sse_clients_num"
 
     def __init__(

@@ -108,6 +108,8 @@ class _InboundDeflate(Extension):
 class WebSocketSession(Session):
     """One WebSocket client."""
 
+    __slots__ = ("_broken", "_parts", "_parts_size", "_trailing", "_ws")
+
     wire_kind = "ws"
 
     def __init__(

@@ -296,6 +296,9 @@ async def test_a_restored_session_gets_its_app_channels_and_state_back_without_r
             [session] = server.node.sessions
         with trio.fail_after(5):
             await session.wait_closed()
+        # its Disconnect call runs after the close, in the disconnect queue: count from
+        # when it is done
+        await events.wait_for(("disconnect", {"user": "alice"}))
         calls = server.metrics.snapshot()["rpc_call_total"]
         async with cable(server, f"?sid={sid}", subprotocols=ext) as ws:
             welcome = await recv_json(ws)

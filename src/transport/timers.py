@@ -1,0 +1,160 @@
+"""The node's shared timer task: every session's pings, pong and hold deadlines.
+
+One task wakes for every session that is due, in batches at most
+:data:`TIMER_QUANTUM` apart (timers fire at most that late, never early). Pings are
+due on multiples of :data:`~cableway.transport.session.PING_GRID` (see
+``CableConnection.align_pings``), so the sessions that connected within the same slice
+of time share a tick: one wake-up, one ping frame per kind of session and precision,
+one ``os.write`` per socket.
+
+Resource handling:
+    Deadline -> weak references to the sessions due then (sessions whose pings share a
+    tick share one list), and a heap of those deadlines. A session's entries other
+    than the one at its ``scheduled_at`` are stale and skipped; a closed session is
+    freed at once (nothing here keeps it alive).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+import time
+import weakref
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..ops.metrics import Metrics
+from ..protocol.connection import ping_message
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ["TIMER_QUANTUM", "Timers"]
+
+#: the shortest time between two batches of the shared timer task, in seconds: a
+#: session's ping, pong deadline or hold deadline fires at most this late
+TIMER_QUANTUM = 0.01
+
+
+class Timers:
+    """The timer task of one node and what it waits for (see the module docstring)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._timers: dict[float, list[weakref.ref[Session]]] = {}
+        self._deadlines: list[float] = []
+        self._changed = trio.Event()
+
+    def schedule(self, session: Session) -> None:
+        """Make sure the timer task wakes ``session`` at its next deadline."""
+        deadline = session.core.next_deadline()
+        if deadline is None or deadline >= session.scheduled_at:
+            return
+        session.scheduled_at = deadline
+        due = self._timers.get(deadline)
+        if due is not None:
+            due.append(session.ref)  # a tick other sessions wait for already
+            return
+        self._timers[deadline] = [session.ref]
+        deadlines = self._deadlines
+        heapq.heappush(deadlines, deadline)
+        if deadlines[0] == deadline:
+            self._changed.set()  # an earlier wake-up than the task sleeps for
+
+    async def run(self) -> None:
+        """Fire every session's due timers, in batches at most :data:`TIMER_QUANTUM` apart.
+
+        Deadlines are spread out (pings are jittered per session, on a grid of
+        :data:`~cableway.transport.session.PING_GRID`), so waking for each one would
+        cost a wake-up of this task per ping; instead each wake-up fires everything
+        due and the next one is at least a quantum later (timers fire at most that
+        late, never early). Sessions woken in one batch share their ping bytes (see
+        :meth:`Session.on_timer`), and the bytes written are counted once per batch.
+        """
+        deadlines = self._deadlines
+        last = -math.inf
+        while True:
+            wake = max(deadlines[0], last + TIMER_QUANTUM) if deadlines else math.inf
+            with trio.move_on_at(wake):
+                await self._changed.wait()
+            if self._changed.is_set():
+                self._changed = trio.Event()
+            now = trio.current_time()
+            if not deadlines or deadlines[0] > now:
+                continue
+            last = now
+            self.fire_due(now, time.time())
+            await trio.lowlevel.checkpoint()
+
+    def fire_due(self, now: float, unix_time: float) -> None:
+        """One batch of the timer task: every session due by ``now``.
+
+        The common case, a plain ping (:meth:`CableConnection.take_plain_ping`), is
+        done here for each session without waking its state machine: the ping frame is
+        built once per kind of session and precision, written straight to the socket
+        when nothing is queued (as the fan-out does; else behind the queue, see
+        :meth:`Session._push`), and the session re-scheduled at the deadline the core
+        returned. Anything else goes through :meth:`Session.on_timer`.
+        """
+        timers, deadlines = self._timers, self._deadlines
+        heappop, heappush = heapq.heappop, heapq.heappush
+        write = os.write
+        inf = math.inf
+        frames: dict[tuple[str, str], bytes | None] = {}
+        kind = precision = ""
+        frame: bytes | None = None
+        sent = 0
+        while deadlines and deadlines[0] <= now:
+            deadline = heappop(deadlines)
+            for ref in timers.pop(deadline):
+                session = ref()
+                if session is None or session.scheduled_at != deadline:
+                    continue  # closed and freed, or due earlier and re-scheduled
+                session.scheduled_at = inf
+                core = session.core
+                after = None if session._closing else core.take_plain_ping(now)
+                if after is None:
+                    sent += session.on_timer(now, unix_time)  # re-schedules it
+                    continue
+                # the ping frame of this kind of session and precision (most of a
+                # batch share one: no look-up then)
+                if session.wire_kind != kind or core.settings.ping_precision != precision:
+                    kind, precision = session.wire_kind, core.settings.ping_precision
+                    try:
+                        frame = frames[kind, precision]
+                    except KeyError:
+                        text = ping_message(unix_time, precision)
+                        frame = frames[kind, precision] = session.encode(text)
+                if frame is not None:
+                    fd = session._fd
+                    if (
+                        fd >= 0
+                        and not session._writer_active
+                        and not session.outbox.size
+                        and session._pending_close is None
+                    ):
+                        try:
+                            n = write(fd, frame)
+                        except OSError:  # BlockingIOError, or the peer is gone
+                            n = 0
+                        if n == len(frame):
+                            sent += n
+                        elif n:
+                            sent += n
+                            session._put_back(memoryview(frame)[n:])
+                        else:
+                            session._enqueue(frame)
+                    else:
+                        sent += session._push(frame)
+                # re-schedule at the deadline the core returned
+                session.scheduled_at = after
+                due = timers.get(after)
+                if due is None:
+                    timers[after] = [ref]
+                    heappush(deadlines, after)
+                else:
+                    due.append(ref)
+        if sent:
+            self.metrics.inc("data_sent_total", sent)

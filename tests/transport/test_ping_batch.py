@@ -1,0 +1,154 @@
+"""The timer task's ping batch on real sockets: raw writes, the outbox, the core's hook.
+
+Sessions here sit on socket pairs and are never started: the test fires the timer task's
+batch itself (``Timers.fire_due``) at a chosen time, and reads what reached the peer.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+import trio
+from wsproto import ConnectionType
+from wsproto.connection import Connection
+from wsproto.events import TextMessage
+
+from cableway.protocol.handshake import websocket_open
+from cableway.transport.server import Server
+from cableway.transport.session import PING_GRID
+from cableway.transport.ws import WebSocketSession
+
+from .helpers import CONFIG
+
+UNIX = 1_700_000_000.5
+
+
+@pytest.fixture
+def pairs() -> Iterator[list[socket.socket]]:
+    peers: list[socket.socket] = []
+    yield peers
+    for sock in peers:
+        sock.close()
+
+
+def _session(server: Server, peers: list[socket.socket], query: str = "") -> WebSocketSession:
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    peer.setblocking(False)
+    peers += [ours, peer]
+    opening = websocket_open(
+        headers={},
+        query=query,
+        subprotocols=["actioncable-v1-json"],
+        fresh_sid=f"s{len(peers)}",
+        jwt_param="jid",
+        ping_interval=3.0,
+        ping_precision="s",
+    )
+    core = server.session_rules.websocket_core(opening, now=0.0, ping_jitter=0.0)
+    core.accept("{}")
+    core.events()  # the welcome is not what is tested here
+    session = WebSocketSession(
+        server, trio.SocketStream(trio.socket.from_stdlib_socket(ours)), core
+    )
+    server.schedule(session)
+    return session
+
+
+def _read(peer: socket.socket) -> bytes:
+    data = b""
+    while True:
+        try:
+            chunk = peer.recv(1 << 20)
+        except BlockingIOError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def _messages(data: bytes) -> list[str]:
+    """The text frames in ``data`` (a server's frames, parsed as a client would)."""
+    ws = Connection(ConnectionType.CLIENT)
+    ws.receive_data(data)
+    out = []
+    for event in ws.events():
+        assert isinstance(event, TextMessage)
+        assert event.message_finished
+        out.append(event.data)
+    return out
+
+
+def test_one_batch_pings_every_due_session_with_its_own_precision(
+    pairs: list[socket.socket],
+) -> None:
+    server = Server(CONFIG)
+    queries = ["", "ptp=ms", "", "ptp=ns"]
+    sessions = [_session(server, pairs, q) for q in queries]
+    first = sessions[0].core.next_deadline()
+    assert first is not None
+    assert first == pytest.approx(1.5)
+    assert {s.core.next_deadline() for s in sessions} == {first}  # one tick for all
+    server.timers.fire_due(first - 0.001, UNIX)  # not due yet: nothing is written
+    assert [_read(p) for p in pairs[1::2]] == [b""] * 4
+    server.timers.fire_due(first, UNIX)
+    got = [_messages(_read(p)) for p in pairs[1::2]]
+    assert got == [
+        ['{"type":"ping","message":1700000000}'],
+        ['{"type":"ping","message":1700000000500}'],
+        ['{"type":"ping","message":1700000000}'],
+        ['{"type":"ping","message":1700000000500000000}'],
+    ]
+    assert server.metrics.value("data_sent_total") == sum(len(m[0]) + 2 for m in got)
+    # re-scheduled one interval later, still together
+    assert {s.core.next_deadline() for s in sessions} == {first + 3.0}
+    assert server.timers._deadlines == [first + 3.0]
+    server.timers.fire_due(first + 3.0, UNIX + 3)
+    assert [len(_messages(_read(p))) for p in pairs[1::2]] == [1, 1, 1, 1]
+
+
+def test_a_ping_queues_behind_pending_output_and_arrives_after_it(
+    pairs: list[socket.socket],
+) -> None:
+    server = Server(CONFIG)
+    session = _session(server, pairs, "pi=1")
+    ours, peer = pairs
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sent_before = []
+    # fill the socket until the kernel takes no more: the rest waits in the outbox
+    n = 0
+    while not session.outbox.size:
+        text = '{"message":"m' + str(n) + '","pad":"' + "x" * 1000 + '"}'
+        session.push_frame(session.encode(text))
+        sent_before.append(text)
+        n += 1
+        assert n < 10_000
+    # the peer reads some: the kernel could take the ping now, but it must wait its turn
+    data = peer.recv(65536)
+    due = session.core.next_deadline()
+    assert due is not None
+    server.timers.fire_due(due, UNIX)  # the ping goes behind the queue, never around it
+    for _ in range(10_000):
+        data += _read(peer)
+        if not session.outbox.size:
+            break
+        session._write_now()
+    data += _read(peer)
+    assert _messages(data) == [*sent_before, '{"type":"ping","message":1700000000}']
+    assert session.core.next_deadline() == pytest.approx(due + 1.0)
+
+
+def test_a_session_not_due_on_the_grid_is_not_pinged_early(
+    pairs: list[socket.socket],
+) -> None:
+    server = Server(CONFIG)
+    session = _session(server, pairs, "pi=1")
+    due = session.core.next_deadline()
+    assert due is not None
+    assert abs(due / PING_GRID - round(due / PING_GRID)) < 1e-9
+    server.timers.fire_due(due - PING_GRID / 2, UNIX)
+    assert _read(pairs[1]) == b""
+    server.timers.fire_due(due, UNIX)
+    assert _messages(_read(pairs[1])) == ['{"type":"ping","message":1700000000}']

@@ -1,0 +1,135 @@
+"""Waking a session's reader to close, on a real socket (see ``Session._wake_reader``).
+
+An idle session parks its reader in ``wait_readable`` with no cancel scope (memory per
+idle connection); another task that asks it to close wakes it with ``notify_closing``,
+unless the session's writer waits on the same socket: then the writer passes the
+wake-up on when it stops waiting, and nothing queued is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+import trio
+import trio.testing
+from wsproto import ConnectionType
+from wsproto.connection import Connection
+from wsproto.events import CloseConnection, TextMessage
+
+from cableway.protocol.handshake import websocket_open
+from cableway.transport.server import Server
+from cableway.transport.ws import WebSocketSession
+
+from .helpers import CONFIG
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    peer.setblocking(False)
+    yield ours, peer
+    ours.close()
+    peer.close()
+
+
+def _session(server: Server, ours: socket.socket) -> WebSocketSession:
+    opening = websocket_open(
+        headers={},
+        query="pi=0",
+        subprotocols=["actioncable-v1-json"],
+        fresh_sid="s1",
+        jwt_param="jid",
+        ping_interval=3.0,
+        ping_precision="s",
+    )
+    core = server.session_rules.websocket_core(opening, now=0.0, ping_jitter=0.0)
+    core.accept("{}")  # the welcome is sent when the session starts
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+    return WebSocketSession(server, stream, core)
+
+
+async def _read_all(peer: socket.socket) -> bytes:
+    sock = trio.socket.from_stdlib_socket(peer)
+    data = b""
+    while chunk := await sock.recv(1 << 20):
+        data += chunk
+    return data
+
+
+def _events(data: bytes) -> list[object]:
+    ws = Connection(ConnectionType.CLIENT)
+    ws.receive_data(data)
+    out: list[object] = []
+    for event in ws.events():
+        if isinstance(event, TextMessage):
+            assert event.message_finished
+            out.append(json.loads(event.data))
+        else:
+            out.append(event)
+    return out
+
+
+async def test_an_idle_session_is_woken_to_close_without_a_cancel_scope(
+    autojump_clock: trio.testing.MockClock, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    ours, peer = pair
+    server = Server(CONFIG)
+    session = _session(server, ours)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert session._parked  # the reader waits on the socket...
+        assert session._wake is None  # ...with no cancel scope of its own
+        session.request_close("server_restart", reconnect=True)
+        with trio.fail_after(10):
+            await session.wait_closed()
+    events = _events(await _read_all(peer))
+    assert events[0] == {"type": "welcome", "sid": "s1"}
+    assert events[1] == {"type": "disconnect", "reason": "server_restart", "reconnect": True}
+    assert isinstance(events[2], CloseConnection)
+    assert len(events) == 3
+
+
+async def test_a_wake_up_waits_for_the_writer_and_nothing_queued_is_lost(
+    autojump_clock: trio.testing.MockClock, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    ours, peer = pair
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    server = Server(CONFIG)
+    session = _session(server, ours)
+    texts = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)
+        await trio.testing.wait_all_tasks_blocked()
+        # the client does not read: the kernel fills up and a writer task waits
+        for n in range(200):
+            text = json.dumps({"message": n, "pad": "x" * 2000})
+            texts.append(text)
+            session.push_frame(session.encode(text))
+            if session._writer_active:
+                break
+        await trio.testing.wait_all_tasks_blocked()
+        assert session._writer_parked
+        assert session._parked
+        session.request_close("server_restart", reconnect=True)
+        await trio.testing.wait_all_tasks_blocked()
+        # the reader is not woken while the writer waits (it would fail the writer)
+        assert session._writer_parked
+        assert session._parked
+        data = await _read_all(peer)  # the client reads: everything comes, then the close
+        with trio.fail_after(10):
+            await session.wait_closed()
+    events = _events(data)
+    assert events[0] == {"type": "welcome", "sid": "s1"}
+    assert events[1 : 1 + len(texts)] == [json.loads(t) for t in texts]
+    assert events[1 + len(texts)] == {
+        "type": "disconnect",
+        "reason": "server_restart",
+        "reconnect": True,
+    }
+    assert isinstance(events[-1], CloseConnection)
+    assert server.metrics.value("failed_server_msg_total") == 0
