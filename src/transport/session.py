@@ -53,19 +53,17 @@ from ..protocol.connection import CableConnection
 from ..protocol.events import Delegate
 from .outbox import Outbox
 from .rpc_client import answer_delegated, release_delegated
+from .tls import DirectStream, send_queued, write_queued
 
 if TYPE_CHECKING:
     from ..config import Config
     from .rpc_client import DisconnectQueue, HttpRpc
 
-__all__ = ["DirectStream", "Session", "SessionHost"]
+__all__ = ["Session", "SessionHost"]
 
 log = logging.getLogger("cableway.session")
 
 _READ_SIZE = 65536
-
-#: TLS: encrypted bytes that may wait for the kernel before the outbox stops feeding more
-DIRECT_IN_FLIGHT = 65536
 
 #: pings of every session are due on multiples of this many seconds (the first ping
 #: of a session moves up to the next one, see CableConnection.align_pings): sessions
@@ -98,21 +96,6 @@ class SessionHost(Protocol):
 
     rpc: HttpRpc | None  # --rpc_host
     disconnects: DisconnectQueue | None
-
-
-class DirectStream(Protocol):
-    """A stream written without awaiting, as a socket is: TLS
-    (:meth:`cableway.transport.tls.TlsStream.send_nowait` says how)."""
-
-    @property
-    def pending(self) -> int: ...
-
-    @property
-    def written(self) -> int: ...
-
-    def send_nowait(self, data: bytes) -> bool: ...
-
-    def fileno(self) -> int: ...
 
 
 class Session(NodeSession[bytes]):
@@ -234,13 +217,8 @@ class Session(NodeSession[bytes]):
         return len(frame)
 
     def push_frame(self, frame: bytes) -> None:
-        """Send or queue pre-built bytes; on overflow disconnect the client as ``too_slow``.
-
-        When nothing is queued and no write is in flight, the bytes go straight to the
-        socket without waking the writer task (the common case of a fan-out: one
-        non-blocking ``send`` per subscriber); only what the kernel does not take at
-        once is queued for the writer, which applies the write deadline.
-        """
+        """Send or queue pre-built bytes (straight to the socket when nothing waits, see
+        the module docstring); on overflow disconnect the client as ``too_slow``."""
         sent = self._push(frame)
         if sent:
             self.server.metrics.inc("data_sent_total", sent)
@@ -283,14 +261,8 @@ class Session(NodeSession[bytes]):
         self._kick()
 
     def _admit(self) -> bool:
-        """Whether the client may be sent more output, or is too slow.
-
-        Too slow: more than ``ws_max_pending_size`` bytes of earlier output wait here,
-        not started on the wire, even after the kernel took all it would right now.
-        What is about to be queued does not count (a batch of any size reaches a
-        client that reads); a client that reads keeps its kernel buffer draining, so
-        what waits here goes to the kernel as soon as it is due.
-        """
+        """Whether the client may be sent more output, or is too slow (the module
+        docstring says when: what is about to be queued never counts)."""
         outbox = self.outbox
         if not outbox.over:
             return True
@@ -401,18 +373,9 @@ class Session(NodeSession[bytes]):
         return sent
 
     def _send_direct(self) -> bool:
-        """TLS: what is queued, in one write, once the kernel took the ciphertext in flight
-        down to :data:`DIRECT_IN_FLIGHT` bytes (until then it waits in the outbox, where
-        it counts as backlog, as bytes the kernel has no room for do on a socket);
-        ``True`` when nothing is left to send."""
-        direct = self._direct
-        assert direct is not None
-        done = direct.send_nowait(b"")  # what the kernel takes of the ciphertext in flight
-        if not self.outbox.size or direct.pending > DIRECT_IN_FLIGHT:
-            return done and not self.outbox.size
-        data = self.outbox.take_nowait()
-        self.server.metrics.inc("data_sent_total", len(data))
-        return direct.send_nowait(data)
+        """TLS: :func:`.tls.send_queued`; ``True`` when nothing is left to send."""
+        assert self._direct is not None
+        return send_queued(self._direct, self.outbox, self.server.metrics)
 
     def _flush(self) -> None:
         """Write what is queued straight to the socket; leave the rest to a writer task.
@@ -453,17 +416,7 @@ class Session(NodeSession[bytes]):
             fd = self._fd
             direct = self._direct
             if direct is not None:
-                # as on a socket below: the deadline moves whenever the kernel takes bytes
-                deadline = trio.current_time() + timeout
-                written = direct.written
-                while not self._send_direct():
-                    if direct.written != written:
-                        written = direct.written
-                        deadline = trio.current_time() + timeout
-                    with trio.move_on_at(deadline) as waited:
-                        await trio.lowlevel.wait_writable(direct.fileno())
-                    if waited.cancelled_caught:
-                        raise trio.TooSlowError
+                await write_queued(direct, outbox, metrics, timeout)
             elif fd < 0:
                 while data := outbox.take_nowait():
                     with trio.fail_after(timeout):

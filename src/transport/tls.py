@@ -13,7 +13,7 @@ debug log line.
 
 Writes: a session cannot write a TLS connection's descriptor itself, but
 :meth:`TlsStream.send_nowait` does the same without awaiting: one encryption of
-everything the session has queued and one ``write`` (:class:`.session.DirectStream`), so a
+everything the session has queued and one ``write`` (:class:`DirectStream`), so a
 broadcast costs each subscriber one ``SSL_write`` and one system call, and no task
 switch (docs/benchmarks.md, TLS, measures it against plain text).
 """
@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -34,8 +34,19 @@ from .httpconn import linger
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..ops.metrics import Metrics
+    from .outbox import Outbox
 
-__all__ = ["TlsDoor", "TlsStream", "is_tls", "transport_socket"]
+__all__ = [
+    "DIRECT_IN_FLIGHT",
+    "DirectStream",
+    "TlsDoor",
+    "TlsStream",
+    "is_tls",
+    "send_queued",
+    "transport_socket",
+    "write_queued",
+]
 
 log = logging.getLogger("cableway.tls")
 
@@ -397,3 +408,55 @@ def _peer(stream: trio.SocketStream) -> str:
     except OSError:
         return "?"
     return str(address[0]) if isinstance(address, tuple) else str(address)
+
+
+# -- the session's direct write path over TLS (used by .session.Session) ------------------
+
+#: TLS: encrypted bytes that may wait for the kernel before the outbox stops feeding more
+DIRECT_IN_FLIGHT = 65536
+
+
+class DirectStream(Protocol):
+    """A stream written without awaiting, as a socket is (:meth:`TlsStream.send_nowait`
+    says how)."""
+
+    @property
+    def pending(self) -> int: ...
+
+    @property
+    def written(self) -> int: ...
+
+    def send_nowait(self, data: bytes) -> bool: ...
+
+    def fileno(self) -> int: ...
+
+
+def send_queued(direct: DirectStream, outbox: Outbox, metrics: Metrics) -> bool:
+    """What the outbox holds, in one write, once the kernel took the ciphertext in flight
+    down to :data:`DIRECT_IN_FLIGHT` bytes (until then it waits in the outbox, where it
+    counts as backlog, as bytes the kernel has no room for do on a socket); ``True`` when
+    nothing is left to send."""
+    done = direct.send_nowait(b"")  # what the kernel takes of the ciphertext in flight
+    if not outbox.size or direct.pending > DIRECT_IN_FLIGHT:
+        return done and not outbox.size
+    data = outbox.take_nowait()
+    metrics.inc("data_sent_total", len(data))
+    return direct.send_nowait(data)
+
+
+async def write_queued(
+    direct: DirectStream, outbox: Outbox, metrics: Metrics, write_timeout: float
+) -> None:
+    """The session's writer over TLS: send until nothing is left; as on a socket, each
+    wait is bounded by ``write_timeout`` and the deadline moves whenever the kernel takes bytes
+    (:class:`trio.TooSlowError` when it does not)."""
+    deadline = trio.current_time() + write_timeout
+    written = direct.written
+    while not send_queued(direct, outbox, metrics):
+        if direct.written != written:
+            written = direct.written
+            deadline = trio.current_time() + write_timeout
+        with trio.move_on_at(deadline) as waited:
+            await trio.lowlevel.wait_writable(direct.fileno())
+        if waited.cancelled_caught:
+            raise trio.TooSlowError
