@@ -145,13 +145,22 @@ class Request:
     __slots__ = ("headers", "method", "path", "query", "raw_headers")
 
     def __init__(self, event: h11.Request) -> None:
-        self.method = event.method.decode("ascii", "replace")
-        target = event.target.decode("ascii", "replace")
-        path, _, query = target.partition("?")
+        self._set(event.method, event.target, list(event.headers))
+
+    @classmethod
+    def from_head(cls, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> Request:
+        """The request of a head parsed without h11 (the same parts h11 gives)."""
+        request = cls.__new__(cls)
+        request._set(method, target, headers)
+        return request
+
+    def _set(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.method = method.decode("ascii", "replace")
+        path, _, query = target.decode("ascii", "replace").partition("?")
         self.path = path
         self.query = query
-        self.raw_headers = list(event.headers)
-        self.headers = fold_headers(event.headers)
+        self.raw_headers = headers
+        self.headers = fold_headers(headers)
 
     def header_list(self, name: str) -> list[str]:
         """A comma-separated header as a list of trimmed, non-empty tokens."""
