@@ -840,7 +840,14 @@ def table_f(summary: Summary) -> list[str]:
 
 
 def table(summary: Summary) -> str:
-    order = ["cableway", "cableway-base", "cableway-default", "reference", "floor", "floor-coalesce"]
+    order = [
+        "cableway",
+        "cableway-base",
+        "cableway-default",
+        "reference",
+        "floor",
+        "floor-coalesce",
+    ]
     lines = []
     labels_seen = sorted({s for (s, _k) in summary} | {"f"})
     for scenario in labels_seen:

@@ -197,7 +197,9 @@ class Conn:
         #: the current request's body: its declared length (0 when it has none), or
         #: ``None`` when it is chunked
         self.declared: int | None = 0
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
+        #: h11's side of the connection, made when first needed (see :attr:`h11`): an
+        #: upgrade served by the fast path never needs one
+        self._h11: h11.Connection | None = None
         #: the fast path may serve requests on this connection
         self.fast = fast
         #: h11 has seen nothing of the current request: the bytes read are in ``buf``
@@ -279,7 +281,7 @@ class Conn:
             self.scanned = 0
             self._head = bytearray()
             self.raw = True
-            self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
+            self._h11 = None  # a fresh one for the next hand-over
         else:
             self._head = bytearray(pending[: self.max_head + 4])
 
@@ -423,6 +425,12 @@ class Conn:
         """
         self._out += (self.h11.send(_CREATED) or b"") + (self.h11.send(_END) or b"")
 
+    async def send_raw(self, data: bytes) -> None:
+        """Write ``data`` h11 has not seen (a fast path's answer), after any held back;
+        straight to the socket when it takes it all (:meth:`flush`)."""
+        self._out += data
+        await self.flush()
+
     def created_raw(self, answer: bytes) -> None:
         """Hold back a pre-built ``201`` of the fast path (h11 has not seen the request)."""
         self._out += answer
@@ -474,6 +482,15 @@ class Conn:
             await self.stream.send_all(data)
         if unread:
             await linger(self.stream)
+
+    # (last in the class: the name shadows the module in the class body)
+    @property
+    def h11(self) -> h11.Connection:
+        """The h11 connection (made on first use)."""
+        conn = self._h11
+        if conn is None:
+            conn = self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
+        return conn
 
 
 async def refuse(

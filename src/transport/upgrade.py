@@ -126,7 +126,7 @@ async def open_session(
     else:
         trailing = bytes(conn.buf[head:])
         conn.buf = bytearray()
-        await conn.stream.send_all(answer_101(headers))
+        await conn.send_raw(answer_101(headers))
 
     config = server.config
     sid = opening.sid
