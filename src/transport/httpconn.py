@@ -213,6 +213,9 @@ class Conn:
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         #: the last direct read filled the buffer (more is likely waiting)
         self._full_read = False
+        #: nothing was read yet: the first request is likely there already (a storm's
+        #: connections wait in the backlog while their clients send), so read at once
+        self._first_read = True
         #: the raw bytes read while waiting for a request head (bounded)
         self._head = bytearray()
         #: one cancel scope for the whole connection: its deadline is set while a head
@@ -307,7 +310,9 @@ class Conn:
 
         On a socket, read the descriptor directly once it is readable (no trio stream
         machinery per read); a read that filled the buffer is followed by another at
-        once (after a checkpoint), as more is likely waiting.
+        once (after a checkpoint), as more is likely waiting. The first read of a
+        connection is tried before waiting (without registering with epoll when the
+        request is already there).
         """
         fd = self._fd
         data = b""
@@ -319,6 +324,8 @@ class Conn:
         else:
             if self._full_read:
                 await trio.lowlevel.checkpoint()
+            elif self._first_read:
+                self._first_read = False
             else:
                 await trio.lowlevel.wait_readable(fd)
             while True:
