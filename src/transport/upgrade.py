@@ -190,6 +190,7 @@ async def fast_upgrade(
             armed = True
         idle.add(deadline)
         try:
+            await conn.flush()  # answers held back (a broadcast's 201) before waiting
             await conn.fill()
         finally:
             idle.discard(deadline)

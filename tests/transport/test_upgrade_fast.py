@@ -7,6 +7,9 @@ compares the answers; ``tests/test_fuzz_corpus.py`` replays its corpus.)
 
 from __future__ import annotations
 
+import json
+import socket
+
 import h11
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +18,8 @@ from cableway.protocol.handshake import WebSocketOpen, negotiate_deflate
 from cableway.protocol.httphead import head_size, parse_upgrade_head
 from cableway.transport.httpconn import Request
 from cableway.transport.upgrade import answer_101, handshake_refusal, upgrade_headers
+
+from ..integration.helpers import config, http, running
 
 UPGRADE = (
     b"GET /cable?jid=x HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
@@ -125,3 +130,24 @@ def test_every_head_the_fast_path_accepts_is_the_same_request_for_h11(
     assert list(event.headers) == parsed.headers
     assert isinstance(conn.next_event(), h11.EndOfMessage)  # no body
     assert conn.trailing_data[0] == tail
+
+
+API_KEY = "api-key-of-at-least-thirty-two-bytes!!"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_an_answer_held_back_is_written_before_the_next_request_is_awaited() -> None:
+    # the main listener has the upgrade fast path (broadcasts on their own port) and
+    # serves the REST API, whose 201 is held back while pipelined requests may follow
+    cfg = config(api_secret=API_KEY, http_broadcast_port=free_port(), broker="memory")
+    body = json.dumps({"stream": "chat", "data": json.dumps("hi")}).encode()
+    auth = [("authorization", f"Bearer {API_KEY}")]
+    async with running(cfg) as server:
+        answer = await http(server.main_port, "POST", "/api/publish", body, auth)
+    assert answer.status == 201
