@@ -10,8 +10,9 @@ broadcast path when this listener serves it (:mod:`.broadcast_endpoint`), the RE
 The connection itself (h11, the raw buffer, bodies, refusals) is :mod:`.httpconn`.
 
 On a listener that serves broadcasts, unremarkable ``POST`` requests to the broadcast
-path are served without h11 (:func:`.broadcast_endpoint.fast_requests`); every other
-request is h11's.
+path are served without h11 (:func:`.broadcast_endpoint.fast_requests`); on the main
+listener otherwise, unremarkable WebSocket upgrades are (:func:`.upgrade.fast_upgrade`);
+every other request is h11's.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The HTTP/1.1 connection adapter: h11 over a trio stream, with the raw buffer the
-broadcast fast path reads, the node-wide body budget, and the helpers every endpoint
-answers with (bodies drained within limits, refusals that close cleanly).
+fast paths (broadcasts, WebSocket upgrades) read, the node-wide body budget, and the
+helpers every endpoint answers with (bodies drained within limits, refusals that close
+cleanly).
 
 Every answer either leaves the connection usable (the request was read to its end and
 h11 agrees) or says ``Connection: close`` and closes it (:meth:`Conn.respond`). A request
@@ -172,9 +173,10 @@ class Conn:
 
     While :attr:`raw` is true, the bytes read are kept in :attr:`buf` and h11 has seen
     none of the current request: :func:`fast_requests` serves the unremarkable
-    broadcasts there. Anything else is handed over to h11 (:meth:`hand_over`) with
-    every byte read so far, and h11 serves that request exactly as it would have
-    without a fast path; the next request starts in raw mode again (:meth:`next_cycle`).
+    broadcasts there, :func:`~.upgrade.fast_upgrade` the unremarkable upgrades.
+    Anything else is handed over to h11 (:meth:`hand_over`) with every byte read so
+    far, and h11 serves that request exactly as it would have without a fast path; the
+    next request starts in raw mode again (:meth:`next_cycle`).
     """
 
     def __init__(
