@@ -208,7 +208,7 @@ class Target:
                 "--shutdown_timeout=2",
                 "--log_level=warn",
             ]
-            if self.name == "cableway" and self.features.get("broker_flag"):
+            if self.name in ("cableway", "cableway-base") and self.features.get("broker_flag"):
                 # (h) needs sessions and history: the memory broker
                 cmd.append("--broker=memory" if scenario == "h" else "--broker=none")
             if scenario == "e" and self.features.get("sse_flag"):
@@ -365,7 +365,10 @@ def run_one(
         return run_nodes(target, steps, workdir, args)
     port, bport = free_port(), free_port()
     log_path = workdir / f"{label}-{target.name}.log"
-    server = spawn(target.command(port, bport, scenario), SERVER_CPU, log_path)
+    env = None
+    if target.name == "cableway-base":  # the same server from another source tree
+        env = {**os.environ, "PYTHONPATH": str(Path(args.base_src).resolve())}
+    server = spawn(target.command(port, bport, scenario), SERVER_CPU, log_path, env=env)
     results: list[dict[str, Any]] = []
     profiler = None
     try:
@@ -840,7 +843,15 @@ def table_f(summary: Summary) -> list[str]:
 
 
 def table(summary: Summary) -> str:
-    order = ["cableway", "cableway-default", "reference", "floor", "floor-coalesce", "floor-jitter"]
+    order = [
+        "cableway",
+        "cableway-base",
+        "cableway-default",
+        "reference",
+        "floor",
+        "floor-coalesce",
+        "floor-jitter",
+    ]
     lines = []
     labels_seen = sorted({s for (s, _k) in summary} | {"f"})
     for scenario in labels_seen:
@@ -858,6 +869,8 @@ def table(summary: Summary) -> str:
         cols = [t for t in order if t in seen] + sorted(seen - set(order))
         header = ["metric".ljust(48)] + [c[:16].rjust(16) for c in cols]
         header += ["cw/ref".rjust(7), "cw/floor".rjust(8)]
+        if "cableway-base" in cols:
+            header.append("cw/base".rjust(7))
         lines.append("")
         title = SCENARIO_TITLES[base]
         if variant == "nopi":
@@ -880,6 +893,8 @@ def table(summary: Summary) -> str:
             cw = row.get("cableway")
             cells.append(ratio(cw, row.get("reference")).rjust(7))
             cells.append(ratio(cw, row.get("floor")).rjust(8))
+            if "cableway-base" in cols:
+                cells.append(ratio(cw, row.get("cableway-base")).rjust(7))
             lines.append(" ".join([name[:48].ljust(48), *cells]))
     return "\n".join(lines)
 
@@ -979,6 +994,12 @@ def main() -> int:
         help="comma-separated; for f: layouts among " + ",".join(F_LAYOUTS) + " (default all)",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, short steps")
+    parser.add_argument(
+        "--base-src",
+        help="target cableway-base: Cableway run with PYTHONPATH=DIR (a directory holding "
+        "another version's `cableway` package, e.g. `git archive` of src/ at a commit), "
+        "to compare before/after in one run",
+    )
     parser.add_argument("--json", help="append JSON lines (results, summary, meta) here")
     parser.add_argument("--payload", type=int, default=200, help="padding bytes per message")
     parser.add_argument("--fanout-rate", type=float, default=1.0, help="broadcasts/s in b, e, f")

@@ -36,6 +36,8 @@ SMOKE_RUNS = {
     "http_front": 1_500,
     "ws_frames": 4_000,
     "jwt": 50_000,
+    "jwt_fast": 50_000,
+    "upgrade_fast": 1_500,  # four connections served per input
     "signed_streams": 50_000,
     "tls_front": 2_000,  # a real socket pair and a TLS key exchange per input: ~3 ms
 }
@@ -43,6 +45,7 @@ DEFAULT_RUNS = 5_000
 MAX_LEN = {
     "tls_front": 2048,
     "http_front": 2048,
+    "upgrade_fast": 2048,
     "ws_frames": 4096,
     "ws_client_frames": 4096,
     "session": 2048,

@@ -8,12 +8,19 @@ and ``nbf`` are checked against the caller-supplied ``now`` (no leeway, no wall 
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
+import hmac
 import json
 import math
+import re
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import jwt as pyjwt
+from jwt.algorithms import HMACAlgorithm
 
 from .errors import TOKEN_EXPIRED, UNAUTHORIZED, AuthError
 
@@ -54,6 +61,68 @@ _DECODE_FAILURES: tuple[type[BaseException], ...] = (
 )
 
 
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+#: the header segments of the common tokens (PyJWT's, ruby-jwt's, jsonwebtoken's) and
+#: their hash: a token with another header goes through PyJWT
+_HEADERS: dict[str, Callable[[], Any]] = {
+    _b64url(template.replace("ALG", alg).encode()).decode(): digest
+    for alg, digest in zip(
+        JWT_ALGORITHMS, (hashlib.sha256, hashlib.sha384, hashlib.sha512), strict=True
+    )
+    for template in ('{"alg":"ALG","typ":"JWT"}', '{"typ":"JWT","alg":"ALG"}', '{"alg":"ALG"}')
+}
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+@functools.lru_cache(maxsize=8)
+def _hmac_key(secret: str | bytes) -> bytes | None:
+    """``secret`` as PyJWT's HMAC takes it, or ``None`` when PyJWT refuses it (a PEM or
+    SSH key, say): then every token goes through PyJWT, which refuses it."""
+    try:
+        key: bytes = HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
+    except pyjwt.PyJWTError:
+        return None
+    return key
+
+
+def _fast_claims(token: str, secret: str | bytes) -> dict[str, Any] | None:
+    """The claims of an ASCII ``token`` of the common shape that PyJWT accepts, without
+    PyJWT's generic machinery; ``None`` for anything else (then PyJWT decides, so every
+    refusal and its error kind stay PyJWT's).
+
+    The common shape: exactly three segments, a header of :data:`_HEADERS`, a signature
+    that is the canonical (unpadded) base64url of the right HMAC, a canonical base64url
+    payload holding a JSON object. ``tests/auth/test_jwt_fast.py`` and
+    ``fuzz/fuzz_jwt_fast.py`` check that PyJWT returns the same claims for it.
+    """
+    header, _, rest = token.partition(".")
+    digest = _HEADERS.get(header)
+    if digest is None:
+        return None
+    payload, dot, signature = rest.partition(".")
+    if not dot or "." in signature:
+        return None
+    key = _hmac_key(secret)
+    if key is None:
+        return None
+    mac = hmac.new(key, f"{header}.{payload}".encode("ascii"), digest).digest()
+    if not hmac.compare_digest(_b64url(mac), signature.encode("ascii")):
+        return None  # PyJWT says why (a bad signature, a malformed segment...)
+    if len(payload) % 4 == 1 or not _B64URL.fullmatch(payload):
+        return None
+    raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    if _b64url(raw) != payload.encode("ascii"):
+        return None  # not canonical: PyJWT refuses it
+    try:
+        claims = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
 def _numeric_date(value: object) -> float | None:
     """A JSON NumericDate, or None if it is not a finite number (bools excluded)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -85,18 +154,9 @@ def decode_identifiers(
     if not token.isascii():
         raise AuthError(UNAUTHORIZED, "token is not ASCII")
 
-    try:
-        with warnings.catch_warnings():
-            # Users run with short secrets (`qwerty`); that is a config-time concern.
-            warnings.simplefilter("ignore", pyjwt.InsecureKeyLengthWarning)
-            claims = pyjwt.decode(
-                token,
-                secret,
-                algorithms=list(JWT_ALGORITHMS),
-                options=_DECODE_OPTIONS,
-            )
-    except _DECODE_FAILURES as exc:
-        raise AuthError(UNAUTHORIZED, f"invalid token ({type(exc).__name__})") from None
+    claims = _fast_claims(token, secret)
+    if claims is None:
+        claims = _decode(token, secret)
     if not isinstance(claims, dict):
         raise AuthError(UNAUTHORIZED, "claims are not an object")
 
@@ -124,6 +184,22 @@ def decode_identifiers(
     if not isinstance(identifiers, dict):
         raise AuthError(UNAUTHORIZED, "ext is not a JSON object")
     return ext
+
+
+def _decode(token: str, secret: str | bytes) -> Any:
+    """The claims of ``token`` by PyJWT; :class:`AuthError` for whatever it refuses."""
+    try:
+        with warnings.catch_warnings():
+            # Users run with short secrets (`qwerty`); that is a config-time concern.
+            warnings.simplefilter("ignore", pyjwt.InsecureKeyLengthWarning)
+            return pyjwt.decode(
+                token,
+                secret,
+                algorithms=list(JWT_ALGORITHMS),
+                options=_DECODE_OPTIONS,
+            )
+    except _DECODE_FAILURES as exc:
+        raise AuthError(UNAUTHORIZED, f"invalid token ({type(exc).__name__})") from None
 
 
 def encode_token(

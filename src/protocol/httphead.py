@@ -33,10 +33,12 @@ __all__ = [
     "NEED_MORE",
     "USE_GENERAL",
     "RequestHead",
+    "UpgradeHead",
     "fold_headers",
     "framing_error",
     "head_size",
     "parse_head",
+    "parse_upgrade_head",
     "reason_phrase",
 ]
 
@@ -134,6 +136,51 @@ def parse_head(buf: bytes | bytearray, size: int) -> RequestHead | None:
         token.strip().lower() for token in connection.split(b",")
     ]
     return RequestHead(match.group(1), match.group(2), headers, int(length), keep_alive, size)
+
+
+class UpgradeHead(NamedTuple):
+    """An unremarkable HTTP/1.1 request head with no body (a WebSocket upgrade's)."""
+
+    method: bytes
+    #: the request target as sent (origin-form: path and optional query)
+    target: bytes
+    #: the header lines in order, lower-cased names, values without surrounding OWS (as
+    #: h11 lists them: a repeated header is listed once per line)
+    headers: list[tuple[bytes, bytes]]
+    #: bytes of the head, the empty line ending it included
+    size: int
+
+
+#: headers that give a request a body or an interim answer: the general parser's
+_BODY_HEADERS = frozenset((b"content-length", b"transfer-encoding", b"expect"))
+
+
+def parse_upgrade_head(buf: bytes | bytearray, size: int) -> UpgradeHead | None:
+    """Parse the head ``buf[:size]`` of a request without a body (``size`` from
+    :func:`head_size`), such as a WebSocket upgrade.
+
+    The same shape as :func:`parse_head` (the module docstring) except for the framing:
+    no ``Content-Length``, ``Transfer-Encoding`` or ``Expect`` at all, ``Upgrade``
+    allowed, exactly one ``Host``. ``None`` otherwise: the caller must use the general
+    parser for this request. A head accepted here is one h11 parses to the same method,
+    target and header list, ending at the same byte (with no body).
+    """
+    match = _HEAD.fullmatch(buf, 0, size)
+    if match is None:
+        return None
+    headers: list[tuple[bytes, bytes]] = []
+    hosts = 0
+    for line in match.group(3).split(b"\r\n")[:-1]:
+        raw_name, _, raw_value = line.partition(b":")
+        name = raw_name.lower()
+        if name in _BODY_HEADERS:
+            return None
+        if name == b"host":
+            hosts += 1
+        headers.append((name, raw_value.strip(b" \t")))
+    if hosts != 1:
+        return None
+    return UpgradeHead(match.group(1), match.group(2), headers, size)
 
 
 #: reason phrases as Go's ``net/http`` (AnyCable-Go) writes them, for the statuses the

@@ -10,8 +10,9 @@ broadcast path when this listener serves it (:mod:`.broadcast_endpoint`), the RE
 The connection itself (h11, the raw buffer, bodies, refusals) is :mod:`.httpconn`.
 
 On a listener that serves broadcasts, unremarkable ``POST`` requests to the broadcast
-path are served without h11 (:func:`.broadcast_endpoint.fast_requests`); every other
-request is h11's.
+path are served without h11 (:func:`.broadcast_endpoint.fast_requests`); on the main
+listener otherwise, unremarkable WebSocket upgrades are (:func:`.upgrade.fast_upgrade`);
+every other request is h11's.
 """
 
 from __future__ import annotations
@@ -19,13 +20,10 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import secrets
-import time
 from typing import Protocol
 
 import h11
 import trio
-from wsproto.utilities import generate_accept_token
 
 from ..protocol.routes import Router, endpoint_router, endpoint_routes
 from .api_endpoint import ApiHost, presence, publish
@@ -43,8 +41,8 @@ from .httpconn import (
     discard_body,
     refuse,
 )
-from .rpc_client import new_rpc_session
-from .sse import SessionMaker, handle_sse
+from .sse import handle_sse
+from .upgrade import UpgradeHost, fast_upgrade, handshake_refusal, open_session
 from .ws import WebSocketSession
 
 __all__ = ["FrontDoor", "HttpHost", "Request", "handle_connection"]
@@ -52,7 +50,7 @@ __all__ = ["FrontDoor", "HttpHost", "Request", "handle_connection"]
 log = logging.getLogger("cableway.http")
 
 
-class HttpHost(ApiHost, SessionMaker, Protocol):
+class HttpHost(ApiHost, UpgradeHost, Protocol):
     """What the front door needs from the node (the trio server implements it)."""
 
     @property
@@ -100,16 +98,18 @@ async def _serve_http(
         and not server.publishing_waits  # nothing to answer but 201
         and _router(server, role).lookup(config.http_broadcast_path) == "broadcast"
     )
+    # the main listener's upgrades have a fast path too (unless its broadcasts do)
+    upgrades = role == "main" and not fast
     conn = Conn(
         stream,
         server.max_header_bytes,
-        fast=fast,
+        fast=fast or upgrades,
         door=server.front_door,
         body_timeout=server.handshake_timeout,
     )
     try:
         with conn.deadline:
-            session = await _serve_requests(server, conn, role)
+            session = await _serve_requests(server, conn, role, upgrades=upgrades)
             await conn.flush()  # answers held back behind the last requests
             return session
         if conn.in_body:  # the deadline passed while a body trickled in
@@ -140,7 +140,9 @@ async def _serve_http(
     return None
 
 
-async def _serve_requests(server: HttpHost, conn: Conn, role: str) -> WebSocketSession | None:
+async def _serve_requests(
+    server: HttpHost, conn: Conn, role: str, *, upgrades: bool
+) -> WebSocketSession | None:
     config = server.config
     main = role == "main"
     timeout = server.handshake_timeout
@@ -148,8 +150,16 @@ async def _serve_requests(server: HttpHost, conn: Conn, role: str) -> WebSocketS
     idle = server.idle_scopes
     router = _router(server, role)
     while True:
-        if conn.raw and await fast_requests(server, conn):
-            return None
+        if conn.raw:  # the fast path of this listener: upgrades, or else broadcasts
+            if not upgrades:
+                if await fast_requests(server, conn):
+                    return None
+            else:
+                upgraded = await fast_upgrade(server, conn, router)
+                if upgraded is True:
+                    return None
+                if upgraded is not False:
+                    return upgraded
         # (after the fast path, h11 has every byte of the current request read so far)
         # the whole head must arrive within the deadline; shutdown cancels the
         # connections that wait for one
@@ -207,76 +217,18 @@ def _router(server: HttpHost, role: str) -> Router[str]:
 
 async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocketSession | None:
     """The WebSocket handshake; the upgraded session (not running yet), or ``None``."""
-    upgrade = request.headers.get("upgrade", "").lower()
-    connection_tokens = [t.lower() for t in request.header_list("connection")]
-    key = request.headers.get("sec-websocket-key")
-    if (
-        request.method != "GET"
-        or "websocket" not in upgrade
-        or "upgrade" not in connection_tokens
-        or not key
-    ):
+    status = handshake_refusal(request)
+    if status == 400:
         await discard_body(conn)
         await conn.respond(
             400, b"Bad Request", headers=[(b"sec-websocket-version", b"13")], close=True
         )
         await conn.stream.aclose()
         return None
-    if request.headers.get("sec-websocket-version") != "13":
+    if status is not None:
         await conn.respond(
             426, b"Upgrade Required", headers=[(b"sec-websocket-version", b"13")], close=True
         )
         await conn.stream.aclose()
         return None
-    rules = server.session_rules
-    refusal = rules.origin_refusal([v for k, v in request.raw_headers if k == b"origin"])
-    if refusal is not None:
-        await conn.respond(*refusal, close=True)
-        await conn.stream.aclose()
-        return None
-    opening = rules.websocket_open(
-        headers=request.headers,
-        query=request.query,
-        subprotocols=request.header_list("sec-websocket-protocol"),
-        fresh_sid=secrets.token_urlsafe(16)[:21],
-    )
-    subprotocol = opening.subprotocol
-    headers = [
-        (b"upgrade", b"websocket"),
-        (b"connection", b"Upgrade"),
-        (b"sec-websocket-accept", generate_accept_token(key.encode("latin-1"))),
-        VERSION_HEADER,
-    ]
-    if subprotocol is not None:
-        headers.append((b"sec-websocket-protocol", subprotocol.encode()))
-    deflate = opening.deflate
-    if deflate is not None:
-        headers.append((b"sec-websocket-extensions", deflate.response.encode()))
-    await conn.send(h11.InformationalResponse(status_code=101, headers=headers))
-    trailing, _closed = conn.h11.trailing_data
-
-    config = server.config
-    sid = opening.sid
-    core = rules.websocket_core(
-        opening,
-        now=trio.current_time(),
-        ping_jitter=server.random.random(),
-        delegate=server.rpc is not None,
-    )
-    rpc_state = None
-    if server.rpc is not None and config.rpc is not None:
-        rpc_state = new_rpc_session(config.rpc, request, conn.stream, sid, config.host)
-    await rules.open_websocket(
-        core,
-        opening,
-        application=None if server.rpc is None or rpc_state is None else (server.rpc, rpc_state),
-        noauth=config.noauth or config.public,
-        clock=trio.current_time,
-        wall_clock=time.time,
-        metrics=server.metrics,
-    )
-    session = WebSocketSession(
-        server, conn.stream, core, trailing_data=bytes(trailing), deflate=deflate
-    )
-    session.rpc = rpc_state
-    return session
+    return await open_session(server, conn, request)

@@ -1,6 +1,7 @@
 """The HTTP/1.1 connection adapter: h11 over a trio stream, with the raw buffer the
-broadcast fast path reads, the node-wide body budget, and the helpers every endpoint
-answers with (bodies drained within limits, refusals that close cleanly).
+fast paths (broadcasts, WebSocket upgrades) read, the node-wide body budget, and the
+helpers every endpoint answers with (bodies drained within limits, refusals that close
+cleanly).
 
 Every answer either leaves the connection usable (the request was read to its end and
 h11 agrees) or says ``Connection: close`` and closes it (:meth:`Conn.respond`). A request
@@ -145,13 +146,22 @@ class Request:
     __slots__ = ("headers", "method", "path", "query", "raw_headers")
 
     def __init__(self, event: h11.Request) -> None:
-        self.method = event.method.decode("ascii", "replace")
-        target = event.target.decode("ascii", "replace")
-        path, _, query = target.partition("?")
+        self._set(event.method, event.target, list(event.headers))
+
+    @classmethod
+    def from_head(cls, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> Request:
+        """The request of a head parsed without h11 (the same parts h11 gives)."""
+        request = cls.__new__(cls)
+        request._set(method, target, headers)
+        return request
+
+    def _set(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.method = method.decode("ascii", "replace")
+        path, _, query = target.decode("ascii", "replace").partition("?")
         self.path = path
         self.query = query
-        self.raw_headers = list(event.headers)
-        self.headers = fold_headers(event.headers)
+        self.raw_headers = headers
+        self.headers = fold_headers(headers)
 
     def header_list(self, name: str) -> list[str]:
         """A comma-separated header as a list of trimmed, non-empty tokens."""
@@ -163,9 +173,10 @@ class Conn:
 
     While :attr:`raw` is true, the bytes read are kept in :attr:`buf` and h11 has seen
     none of the current request: :func:`fast_requests` serves the unremarkable
-    broadcasts there. Anything else is handed over to h11 (:meth:`hand_over`) with
-    every byte read so far, and h11 serves that request exactly as it would have
-    without a fast path; the next request starts in raw mode again (:meth:`next_cycle`).
+    broadcasts there, :func:`~.upgrade.fast_upgrade` the unremarkable upgrades.
+    Anything else is handed over to h11 (:meth:`hand_over`) with every byte read so
+    far, and h11 serves that request exactly as it would have without a fast path; the
+    next request starts in raw mode again (:meth:`next_cycle`).
     """
 
     def __init__(
@@ -188,7 +199,9 @@ class Conn:
         #: the current request's body: its declared length (0 when it has none), or
         #: ``None`` when it is chunked
         self.declared: int | None = 0
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
+        #: h11's side of the connection, made when first needed (see :attr:`h11`): an
+        #: upgrade served by the fast path never needs one
+        self._h11: h11.Connection | None = None
         #: the fast path may serve requests on this connection
         self.fast = fast
         #: h11 has seen nothing of the current request: the bytes read are in ``buf``
@@ -202,6 +215,9 @@ class Conn:
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         #: the last direct read filled the buffer (more is likely waiting)
         self._full_read = False
+        #: nothing was read yet: the first request is likely there already (a storm's
+        #: connections wait in the backlog while their clients send), so read at once
+        self._first_read = True
         #: the raw bytes read while waiting for a request head (bounded)
         self._head = bytearray()
         #: one cancel scope for the whole connection: its deadline is set while a head
@@ -270,7 +286,7 @@ class Conn:
             self.scanned = 0
             self._head = bytearray()
             self.raw = True
-            self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
+            self._h11 = None  # a fresh one for the next hand-over
         else:
             self._head = bytearray(pending[: self.max_head + 4])
 
@@ -296,7 +312,9 @@ class Conn:
 
         On a socket, read the descriptor directly once it is readable (no trio stream
         machinery per read); a read that filled the buffer is followed by another at
-        once (after a checkpoint), as more is likely waiting.
+        once (after a checkpoint), as more is likely waiting. The first read of a
+        connection is tried before waiting (without registering with epoll when the
+        request is already there).
         """
         fd = self._fd
         data = b""
@@ -308,6 +326,8 @@ class Conn:
         else:
             if self._full_read:
                 await trio.lowlevel.checkpoint()
+            elif self._first_read:
+                self._first_read = False
             else:
                 await trio.lowlevel.wait_readable(fd)
             while True:
@@ -414,6 +434,12 @@ class Conn:
         """
         self._out += (self.h11.send(_CREATED) or b"") + (self.h11.send(_END) or b"")
 
+    async def send_raw(self, data: bytes) -> None:
+        """Write ``data`` h11 has not seen (a fast path's answer), after any held back;
+        straight to the socket when it takes it all (:meth:`flush`)."""
+        self._out += data
+        await self.flush()
+
     def created_raw(self, answer: bytes) -> None:
         """Hold back a pre-built ``201`` of the fast path (h11 has not seen the request)."""
         self._out += answer
@@ -465,6 +491,15 @@ class Conn:
             await self.stream.send_all(data)
         if unread:
             await linger(self.stream)
+
+    # (last in the class: the name shadows the module in the class body)
+    @property
+    def h11(self) -> h11.Connection:
+        """The h11 connection (made on first use)."""
+        conn = self._h11
+        if conn is None:
+            conn = self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
+        return conn
 
 
 async def refuse(
