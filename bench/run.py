@@ -1060,6 +1060,7 @@ def main() -> int:
         if not (src / "__init__.py").exists():
             raise SystemExit(f"--baseline {src}: not a package directory (a checkout's src/)")
         BASELINE = Path(tempfile.mkdtemp(prefix="cableway-base-"))
+        atexit.register(shutil.rmtree, BASELINE, True)
         (BASELINE / "cableway").symlink_to(src)
     features = cableway_features()
     names = [t for t in args.targets.split(",") if t]
