@@ -56,6 +56,8 @@ JWT_SECRET = "bench-jwt-secret"
 PING_INTERVAL = 3  # the Action Cable default, which clients expect (stale after ~6 s)
 SERVER_CPU, LOADGEN_CPU = 0, 1
 CHILDREN: list[subprocess.Popen[bytes]] = []
+#: a directory holding ``cableway`` (another checkout's src/), run as ``cableway-base``
+BASELINE: Path | None = None
 
 # Scenario (f): Cableway nodes over Redis (--pubsub=redis) against one node, same N, same
 # run. Each layout: the CPU each node is pinned to, and whether the nodes use Redis.
@@ -226,6 +228,12 @@ class Target:
             cmd.append("--jitter")
         return cmd
 
+    def env(self) -> dict[str, str] | None:
+        """``cableway-base`` imports the baseline's package (``--baseline``) first."""
+        if self.name != "cableway-base" or BASELINE is None:
+            return None
+        return os.environ | {"PYTHONPATH": str(BASELINE)}
+
 
 # -- scenarios -----------------------------------------------------------------------
 
@@ -277,6 +285,8 @@ def program(scenario: str, args: argparse.Namespace, pings: bool = True) -> list
         n = 500 if quick else 1000
         rates = [1000, 2000, 4000] if quick else [500, 1000, 2000, 3000, 4000, 6000, 8000]
         rates += [] if quick else [11000, 16000, 24000, 32000]
+        while not quick and rates[-1] < args.sweep_top:  # steps of 1/4 up to the top
+            rates.append(min(args.sweep_top, rates[-1] * 5 // 4 // 1000 * 1000))
         return [
             {"op": "connect", "total": n, "streams": "own", "pi": pi},
             {"op": "sweep", "rates": rates, "duration": 2 if quick else 3, "streams": "own"},
@@ -365,10 +375,7 @@ def run_one(
         return run_nodes(target, steps, workdir, args)
     port, bport = free_port(), free_port()
     log_path = workdir / f"{label}-{target.name}.log"
-    env = None
-    if target.name == "cableway-base":  # the same server from another source tree
-        env = {**os.environ, "PYTHONPATH": str(Path(args.base_src).resolve())}
-    server = spawn(target.command(port, bport, scenario), SERVER_CPU, log_path, env=env)
+    server = spawn(target.command(port, bport, scenario), SERVER_CPU, log_path, env=target.env())
     results: list[dict[str, Any]] = []
     profiler = None
     try:
@@ -1030,6 +1037,18 @@ def main() -> int:
         "--mix-churn", type=float, default=100.0, help="(i): connects (and disconnects) per s"
     )
     parser.add_argument("--mix-seconds", type=float, default=30.0, help="(i): duration")
+    parser.add_argument(
+        "--sweep-top",
+        type=int,
+        default=64000,
+        help="(c): the top of the rate sweep, POSTs/s (steps of 1/4 past 32 000; the sweep "
+        "stops at the first rate a target does not sustain)",
+    )
+    parser.add_argument(
+        "--baseline",
+        help="another checkout's src/ (e.g. `git archive <commit> src | tar -x -C DIR`), run "
+        "as target cableway-base right after cableway, for a before/after in one run",
+    )
     parser.add_argument("--report", help="print the table of a JSON-lines file; run nothing")
     args = parser.parse_args()
     if args.report:
@@ -1045,6 +1064,16 @@ def main() -> int:
     atexit.register(stop_all)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
 
+    global BASELINE
+    if args.baseline:
+        src = Path(args.baseline).resolve()
+        if not (src / "__init__.py").exists():
+            raise SystemExit(f"--baseline {src}: not a package directory (a checkout's src/)")
+        BASELINE = Path(tempfile.mkdtemp(prefix="cableway-base-"))
+        atexit.register(shutil.rmtree, BASELINE, True)
+        (BASELINE / "cableway").symlink_to(src)
+    elif args.base_src:  # a directory that already holds the other `cableway` package
+        BASELINE = Path(args.base_src).resolve()
     features = cableway_features()
     names = [t for t in args.targets.split(",") if t]
     if "reference" in names and not have_websockets():
@@ -1068,6 +1097,13 @@ def main() -> int:
             steps = program(scenario, args, pings)
             rounds = max(1, args.rounds)
             targets = targets_for(scenario, names, features, args.quick)
+            if (
+                BASELINE is not None
+                and "cableway" in targets
+                and "cableway-base" not in targets
+                and scenario != "f"
+            ):
+                targets.insert(targets.index("cableway") + 1, "cableway-base")
             done: dict[str, list[list[dict[str, Any]]]] = {}
             skipped = False
             for k in range(rounds):

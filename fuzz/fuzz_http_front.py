@@ -4,14 +4,17 @@
 Each input is served twice through a scripted in-memory stream (under a virtual clock,
 so the handshake deadline and the WebSocket session's timers cost nothing): once as
 it comes (the server reads up to 16 KiB at a time) and once with every read returning
-a single byte, each followed by EOF. Then:
+a single byte, each followed by EOF; and once more over a real socket pair, all of it
+sent at once, with the server's read size cut to 64 bytes, so that the broadcast fast
+path reads the rest of a body cut by a read without waiting (``Conn.top_up``: only on
+a socket). Then:
 
 * ``handle_connection`` returns normally (it must never raise) and closes the
   connection (an event stream may last: it is cut after 30 virtual seconds);
 * nothing is logged at ERROR level (the session logs bugs it caught there);
 * no response has a 5xx status (but 501, h11's answer to an unknown
   Transfer-Encoding);
-* both runs answer with the same statuses (a head refused for its content, 400, 501 or
+* the three runs answer with the same statuses (a head refused for its content, 400, 501 or
   505, in one run may be refused as too large, 431, in the other), and when nothing was refused,
   with the same bytes, up to the end of a ``101`` or event-stream head (what follows
   holds a random session id): an outcome that depends on how the request was chunked
@@ -39,6 +42,7 @@ import functools
 import json
 import logging
 import re
+import socket
 from collections.abc import Iterator
 
 import trio
@@ -49,6 +53,7 @@ from cableway.auth.signed_streams import sign_stream_name
 from cableway.config import Config
 from cableway.protocol.connection import CableConnection
 from cableway.protocol.httphead import framing_error
+from cableway.transport import httpconn
 from cableway.transport.http import handle_connection
 from cableway.transport.server import Server
 from cableway.transport.ws import WebSocketSession
@@ -175,6 +180,60 @@ async def exchange(server: Server, data: bytes, *, one_byte: bool) -> bytes:
     return output
 
 
+#: the server's read size in the socket run: requests get cut by reads
+SOCKET_READ_SIZE = 64
+#: the socket run only for inputs the socket buffer takes whole before the server reads
+SOCKET_MAX_INPUT = 65536
+
+
+async def exchange_socket(server: Server, data: bytes) -> bytes:
+    """Serve ``data`` (then EOF) over a socket pair: the server reads and writes the
+    descriptor directly, ``SOCKET_READ_SIZE`` bytes per read, with the whole input
+    already in the kernel. Everything the server wrote until it closed."""
+    ours, theirs = socket.socketpair()
+    with ours:
+        ours.sendall(data)
+        ours.shutdown(socket.SHUT_WR)
+        client = trio.socket.from_stdlib_socket(ours)
+        output = bytearray()
+        closed = False
+
+        async def drain() -> None:
+            nonlocal closed
+            # a reset once the server closed with input unread (after Connection:
+            # close): what it wrote was read before, it is the end as much as an EOF
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := await client.recv(65536):
+                    output.extend(chunk)
+            closed = True
+
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(theirs))
+        with trio.move_on_after(STREAM_SECONDS) as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drain)
+                await handle_connection(server, stream, main=True)
+        with contextlib.suppress(OSError):
+            theirs.close()
+    result = bytes(output)
+    if not closed and not (scope.cancelled_caught and is_stream(result)):
+        raise AssertionError(f"the connection was left open: {result[:200]!r}")
+    return result
+
+
+def serve_socket(data: bytes) -> bytes | None:
+    """The socket run's output (``None``: the input is too large for it)."""
+    if len(data) > SOCKET_MAX_INPUT:
+        return None
+    read_size = httpconn._READ_SIZE
+    httpconn._READ_SIZE = SOCKET_READ_SIZE
+    try:
+        clock = trio.testing.MockClock(autojump_threshold=0)
+        run = functools.partial(exchange_socket, make_server(), data)
+        return trio.run(run, clock=clock)
+    finally:
+        httpconn._READ_SIZE = read_size
+
+
 def is_stream(output: bytes) -> bool:
     return b"content-type: text/event-stream" in output.lower()
 
@@ -240,7 +299,10 @@ def check(data: bytes, *, tolerate: bool) -> None:
     """The invariants (see the module docstring); ``tolerate`` accepts a :func:`known_bug`."""
     with errors_logged() as errors:
         whole, bytewise = serve_twice(data)
+        socketed = serve_socket(data)
     assert not errors, [r.getMessage() for r in errors]
+    if socketed is not None:
+        check_socket_run(whole, socketed)
     codes = statuses(whole), statuses(bytewise)
     for code in (*codes[0], *codes[1]):
         # 501 is h11's answer to a Transfer-Encoding it does not implement
@@ -256,6 +318,17 @@ def check(data: bytes, *, tolerate: bool) -> None:
         # byte for byte (an error answer may differ in details: a refused head that h11
         # had parsed gets its Connection header echoed as the client spelled it)
         assert outcome(whole) == outcome(bytewise), (outcome(whole), outcome(bytewise))
+
+
+def check_socket_run(whole: bytes, socketed: bytes) -> None:
+    """The socket run (reads of 64 bytes, bodies topped up) answers as the first run:
+    the same statuses, and the same bytes when nothing was refused."""
+    codes = statuses(whole), statuses(socketed)
+    assert len(codes[0]) == len(codes[1]), codes
+    assert all(same_outcome(a, b) for a, b in zip(*codes, strict=True)), codes
+    check_answers(outcome(socketed))
+    if codes[0] == codes[1] and all(code < b"400" for code in codes[0]):
+        assert outcome(whole) == outcome(socketed), (outcome(whole), outcome(socketed))
 
 
 def check_answers(output: bytes) -> None:

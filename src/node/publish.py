@@ -58,10 +58,18 @@ def deliver_run(
         for item in run:
             deliver_run(recipients, [item], fan_out, counters)
         return
-    encoded = [EncodedBroadcast(pub, offset=offset, epoch=epoch) for pub, offset, epoch in run]
-    offsets = [offset for _, offset, _ in run]
-    excluded = [pub.exclude_socket for pub, _, _ in run]
-    excludes = None if all(exclude is None for exclude in excluded) else excluded
+    if len(run) == 1:  # the usual case (one publication per POST), without the loops
+        pub, offset, epoch = run[0]
+        encoded = [EncodedBroadcast(pub, offset=offset, epoch=epoch)]
+        offsets: list[int | None] = [offset]
+        excludes: list[str | None] | None = (
+            None if pub.exclude_socket is None else [pub.exclude_socket]
+        )
+    else:
+        encoded = [EncodedBroadcast(p, offset=o, epoch=e) for p, o, e in run]
+        offsets = [o for _, o, _ in run]
+        excluded = [p.exclude_socket for p, _, _ in run]
+        excludes = None if all(exclude is None for exclude in excluded) else excluded
     delivered = sent = 0
     for identifier, sessions in recipients.items():
         texts = [item.for_identifier(identifier) for item in encoded]

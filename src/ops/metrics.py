@@ -164,6 +164,9 @@ class Metrics:
 
     def inc(self, name: str, n: Number = 1) -> None:
         """Add ``n`` to a counter (``n >= 0``) or to a gauge (any ``n``; negative decreases)."""
+        if n >= 0 and name not in self._functions:  # the usual case (a KeyError if unknown)
+            self._values[name] += n
+            return
         metric = self._metrics[name]
         if metric.kind == "counter" and n < 0:
             raise ValueError(f"counter {name!r} cannot decrease")

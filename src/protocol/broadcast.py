@@ -7,7 +7,6 @@ encodes a publication once and hands out the per-identifier message text.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,10 +48,6 @@ class RemoteDisconnect:
     reconnect: bool
 
 
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _publication(value: Any) -> Publication:
     if not isinstance(value, dict):
         raise RemoteProtocolError("publication is not an object")
@@ -91,7 +86,7 @@ def parse_broadcast(
         RemoteProtocolError: the body is not a valid publication, batch or command.
     """
     try:
-        value = json.loads(body, parse_constant=_reject_constant)
+        value = messages.strict_json(body)
     except RecursionError:
         raise RemoteProtocolError("body nested too deeply") from None
     except ValueError:

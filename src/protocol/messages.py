@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 __all__ = [
     "confirm_subscription",
@@ -20,6 +21,7 @@ __all__ = [
     "pong",
     "presence_info",
     "reject_subscription",
+    "strict_json",
     "to_wire",
     "welcome",
 ]
@@ -62,6 +64,25 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
+#: one decoder for every strict parse (``json.loads`` with an argument builds one per call)
+_strict_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def strict_json(text: str | bytes) -> Any:
+    """Parse JSON text as ``json.loads`` does (bytes in UTF-8/16/32, a leading BOM
+    refused in a str), refusing ``NaN``/``Infinity`` (not JSON).
+
+    Raises:
+        ValueError: not JSON (``RecursionError`` when nested too deeply).
+    """
+    if isinstance(text, str):
+        if text.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    else:
+        text = text.decode(json.detect_encoding(text), "surrogatepass")
+    return _strict_decoder.decode(text)
+
+
 def message_json(data: str) -> str:
     """The JSON text of the ``message`` field for a publication's ``data`` string.
 
@@ -70,7 +91,7 @@ def message_json(data: str) -> str:
     sent (it is already a JSON text), so no re-encoding is done per broadcast.
     """
     try:
-        value = json.loads(data, parse_constant=_reject_constant)
+        value = strict_json(data)
     except (ValueError, RecursionError):
         return dumps(data)
     if value is None:

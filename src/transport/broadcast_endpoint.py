@@ -93,6 +93,7 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
     idle = server.idle_scopes
     metrics = server.metrics
     armed = False
+    topped = False  # the buffer was topped up since the connection last waited
     while True:
         buf = conn.buf
         size = head_size(buf, max_head, conn.scanned)
@@ -112,6 +113,7 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
                 await conn.fill()
             finally:
                 idle.discard(deadline)
+            topped = False
             continue
         if armed:
             deadline.deadline = math.inf
@@ -123,11 +125,19 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
             or head.target.partition(b"?")[0] != path
             or (key is not None and not check_bearer(head.headers.get(b"authorization"), key))
             or head.content_length > limit
-            or len(buf) < size + head.content_length
         ):
             conn.hand_over()
             return False
         end = size + head.content_length
+        if len(buf) < end:
+            # the body was cut by the read size: its rest is likely read already, once
+            # per wait for the client (so a client that never stops sending cannot
+            # starve the others); a body still incomplete goes to h11 as before
+            if topped or not conn.top_up():
+                conn.hand_over()
+                return False
+            topped = True
+            continue
         verdict = judge(bytes(buf[size:end]))
         if isinstance(verdict, Invalid):
             conn.hand_over()  # h11's path judges it again, logs, counts and answers 400

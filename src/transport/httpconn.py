@@ -345,6 +345,24 @@ class Conn:
         else:
             self.eof = True
 
+    def top_up(self) -> bool:
+        """Read into :attr:`buf`, without waiting, what the kernel already holds when the
+        last read filled the buffer (raw mode, a socket only): the rest of a request cut
+        at the read size. True when bytes were added; the end of input sets :attr:`eof`."""
+        fd = self._fd
+        if fd < 0 or not self._full_read or self.eof:
+            return False
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except OSError:  # nothing yet (BlockingIOError), or a reset: fill() will tell
+            return False
+        self._full_read = len(data) == _READ_SIZE
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
     def _check_head(self) -> None:
         """Bound a request head by its raw size, however it arrived.
 
