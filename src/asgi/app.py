@@ -20,7 +20,7 @@ from ..node.intake import TOO_LARGE, Invalid, account, invalid_answer, judge, sc
 from ..node.node import Node
 from ..node.opening import SSE_TOO_LARGE, SessionRules
 from ..node.rpc import RpcSession, request_url
-from ..ops.logs import WARNING_WINDOW_SECONDS, WARNINGS_PER_WINDOW, WarningGate
+from ..ops.logs import WarningGate
 from ..ops.metrics import Metrics
 from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.broker import MemoryBroker, PresenceEvent
@@ -125,13 +125,7 @@ class CablewayApp:
         self.router = endpoint_router(tuple((normal(path), kind) for path, kind in routes))
         self.random = random.Random()
         #: a flood of invalid broadcasts costs a few log lines per window, as in the server
-        self.broadcast_warnings = WarningGate(
-            log,
-            "invalid broadcast",
-            WARNINGS_PER_WINDOW,
-            WARNING_WINDOW_SECONDS,
-            clock=time.monotonic,
-        )
+        self.broadcast_warnings = WarningGate(log, "invalid broadcast", clock=time.monotonic)
         self._sweeper: asyncio.Task[None] | None = None
         #: max_conn: live sessions; the excess waits before its handshake is answered
         self._slots: asyncio.Semaphore | None = None

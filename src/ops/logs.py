@@ -403,8 +403,8 @@ class WarningGate:
         self,
         logger: logging.Logger,
         what: str,
-        burst: int,
-        window: float,
+        burst: int = WARNINGS_PER_WINDOW,
+        window: float = WARNING_WINDOW_SECONDS,
         *,
         clock: Callable[[], float],
     ) -> None:

@@ -103,16 +103,8 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
                     conn.hand_over()  # h11: a request cut short
                     return False
                 return True
-            conn.scanned = len(buf) - 2
-            if not armed:
-                deadline.deadline = trio.current_time() + server.handshake_timeout
-                armed = True
-            idle.add(deadline)
-            try:
-                await conn.flush()
-                await conn.fill()
-            finally:
-                idle.discard(deadline)
+            await conn.wait_head(idle, server.handshake_timeout, armed=armed)
+            armed = True
             topped = False
             continue
         if armed:

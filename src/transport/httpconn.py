@@ -23,7 +23,7 @@ import h11
 import trio
 
 from .. import __version__
-from ..ops.logs import WARNING_WINDOW_SECONDS, WARNINGS_PER_WINDOW, WarningGate
+from ..ops.logs import WarningGate
 from ..protocol.httphead import fold_headers, framing_error, reason_phrase
 
 if TYPE_CHECKING:
@@ -39,7 +39,6 @@ __all__ = [
     "FrontDoor",
     "Overloaded",
     "Request",
-    "WarningGate",
     "bad_request",
     "chunk_left",
     "discard_body",
@@ -92,16 +91,8 @@ class FrontDoor:
             _DISCARD_LIMIT,
         )
         self.body_bytes = 0
-        self.broadcast_warnings = WarningGate(
-            log,
-            "invalid broadcast",
-            WARNINGS_PER_WINDOW,
-            WARNING_WINDOW_SECONDS,
-            clock=trio.current_time,
-        )
-        self.budget_warnings = WarningGate(
-            log, "body budget", WARNINGS_PER_WINDOW, WARNING_WINDOW_SECONDS, clock=trio.current_time
-        )
+        self.broadcast_warnings = WarningGate(log, "invalid broadcast", clock=trio.current_time)
+        self.budget_warnings = WarningGate(log, "body budget", clock=trio.current_time)
 
 
 class Overloaded(Exception):
@@ -306,6 +297,20 @@ class Conn:
             self.h11.receive_data(data)
         if self.eof:
             self.h11.receive_data(b"")
+
+    async def wait_head(self, idle: set[trio.CancelScope], limit: float, *, armed: bool) -> None:
+        """No whole head yet (raw mode): flush held answers, then wait for more bytes under
+        the handshake deadline (``limit`` from a request's first wait; ``idle``: shutdown)."""
+        self.scanned = len(self.buf) - 2
+        deadline = self.deadline
+        if not armed:
+            deadline.deadline = trio.current_time() + limit
+        idle.add(deadline)
+        try:
+            await self.flush()
+            await self.fill()
+        finally:
+            idle.discard(deadline)
 
     async def fill(self) -> None:
         """Read more bytes into :attr:`buf` (raw mode); at the end of input set :attr:`eof`.

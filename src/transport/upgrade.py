@@ -184,16 +184,8 @@ async def fast_upgrade(
                 conn.hand_over()  # h11: a request cut short
                 return False
             return True
-        conn.scanned = len(buf) - 2
-        if not armed:
-            deadline.deadline = trio.current_time() + server.handshake_timeout
-            armed = True
-        idle.add(deadline)
-        try:
-            await conn.flush()  # answers held back (a broadcast's 201) before waiting
-            await conn.fill()
-        finally:
-            idle.discard(deadline)
+        await conn.wait_head(idle, server.handshake_timeout, armed=armed)
+        armed = True
     deadline.deadline = math.inf
     parsed = None if size == USE_GENERAL else parse_upgrade_head(buf, size)
     if parsed is None:

@@ -13,6 +13,7 @@ import pytest
 import trio
 import trio.testing
 
+from cableway.ops import logs
 from cableway.transport import httpconn
 from cableway.transport.http import handle_connection
 from cableway.transport.server import Server
@@ -196,16 +197,16 @@ async def test_invalid_broadcast_warnings_are_rate_limited(
     assert statuses(output) == [b"400"] * 50
     lines = [r.getMessage() for r in caplog.records if r.name == "cableway.http"]
     invalid = [line for line in lines if line.startswith("invalid broadcast")]
-    assert len(invalid) == httpconn.WARNINGS_PER_WINDOW
-    assert len(lines) == httpconn.WARNINGS_PER_WINDOW + 1  # and one saying the rest is counted
+    assert len(invalid) == logs.WARNINGS_PER_WINDOW
+    assert len(lines) == logs.WARNINGS_PER_WINDOW + 1  # and one saying the rest is counted
     assert "counted, not logged" in lines[-1]
     caplog.clear()
-    await trio.sleep(httpconn.WARNING_WINDOW_SECONDS)
+    await trio.sleep(logs.WARNING_WINDOW_SECONDS)
     await exchange(server, bad)
     lines = [r.getMessage() for r in caplog.records if r.name == "cableway.http"]
     assert lines[0] == (
         f"40 more invalid broadcast warnings suppressed in the last "
-        f"{httpconn.WARNING_WINDOW_SECONDS:g}s"
+        f"{logs.WARNING_WINDOW_SECONDS:g}s"
     )
     assert lines[1].startswith("invalid broadcast")
     assert len(lines) == 2
