@@ -205,7 +205,7 @@ def test_a_restored_session_whispers_to_its_restored_w() -> None:
     settings = SessionSettings(delegate=True, extended=True, resumable=True)
     state, core = connected()
     subscribe(state, core, ok(streams=["s"], env=EnvResponse(istate={"$w": "s"})))
-    app = core._app_state
+    app = core._apps.state
     restored = CableConnection(sid="s2", settings=settings, now=0.0)
     snapshot = SessionSnapshot('{"user":"alice"}', (), delegated=(IDENT,), app=app)
     restored.restore(snapshot)
