@@ -9,13 +9,20 @@ Their subscribe, unsubscribe and message commands leave as
   (istate ``$w``/``$p``, rpc.md §2.2) and the streams they read (their history's);
 * what a ``subscribe`` carried (presence to join, history to serve) until the
   application confirms it, bounded: one per identifier, at most ``max_subscriptions``;
-* the application's part of the session snapshot: its channels and opaque state.
+* the application's part of the session snapshot: its channels and opaque state;
+* whether a delegated command waits for its answer, and the client's commands that
+  arrived after it: they wait too, in order (bounded), so that every command is
+  answered in arrival order, as AnyCable-Go answers one session's commands one at a
+  time.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
+
+from .commands import Command
 
 __all__ = ["DELEGATED", "AppChannels"]
 
@@ -30,12 +37,29 @@ class AppChannels:
 
     Args:
         bound: at most this many subscribes' presence (and history) wait for an answer.
+        waiting: at most this many commands wait behind a delegated one.
     """
 
-    __slots__ = ("_bound", "_histories", "_joins", "features", "identifiers", "state", "streams")
+    __slots__ = (
+        "_bound",
+        "_histories",
+        "_joins",
+        "_waiting",
+        "_waiting_bound",
+        "answering",
+        "features",
+        "identifiers",
+        "state",
+        "streams",
+    )
 
-    def __init__(self, bound: int) -> None:
+    def __init__(self, bound: int, waiting: int) -> None:
         self._bound = bound
+        self._waiting_bound = waiting
+        #: a delegated command waits for the application's answer
+        self.answering = False
+        #: the commands that arrived meanwhile (no deque until one waits)
+        self._waiting: deque[Command] | None = None
         #: the snapshot's part: the application's channels and its opaque state
         self.identifiers: tuple[str, ...] = ()
         self.state = ""
@@ -107,8 +131,30 @@ class AppChannels:
     def presence_stream(self, identifier: str) -> str:
         return self.features.get(identifier, _NO_FEATURES)[1]
 
+    def wait(self, command: Command) -> bool:
+        """``command`` arrived while a delegated one waits for its answer: it waits
+        too, unless too many do (then ``False``: it is dropped)."""
+        waiting = self._waiting
+        if waiting is None:
+            waiting = self._waiting = deque()
+        elif len(waiting) >= self._waiting_bound:
+            return False
+        waiting.append(command)
+        return True
+
+    def next_waiting(self) -> Command | None:
+        """The oldest command waiting, ``None`` when none does."""
+        waiting = self._waiting
+        if not waiting:
+            self._waiting = None
+            return None
+        return waiting.popleft()
+
     def clear(self) -> None:
-        """The session closed: every channel is gone (the snapshot's part stays)."""
+        """The session closed: every channel is gone, no command waits any longer (the
+        snapshot's part stays)."""
+        self.answering = False
+        self._waiting = None
         self.features.clear()
         self.streams.clear()
         self._joins.clear()

@@ -21,7 +21,10 @@ States move one way only::
     NEW --accept()/restore()--> OPEN --disconnect()/fatal error/no pong--> CLOSED
     NEW --reject()--> CLOSED
 
-Commands are processed strictly in arrival order. Malformed input never raises out of
+Commands are processed strictly in arrival order, also around those an application
+answers (RPC): while one waits for its answer, the client's later commands wait too
+(bounded) and are processed once the driver says the answer was applied
+(:meth:`delegated_answered`). Malformed input never raises out of
 :meth:`receive_message` unless it is fatal (an oversized message): the command is
 dropped and a :class:`~.events.CommandIgnored` event says why. Subscriptions are keyed
 by the exact identifier string the client sent.
@@ -57,6 +60,7 @@ from .events import (
 from .history import plan_history, replayed
 from .keepalive import Keepalive, ping_message
 from .presence import Presence, presence_message, whisper_event
+from .rate import CommandRate
 from .replay import HOLD_SECONDS, NOTHING_HELD, HeldStreams, history_reply, replay_messages
 from .settings import SessionSettings, SessionState
 
@@ -105,9 +109,11 @@ class CableConnection:
         self._events: list[Event] = []
         self._keepalive = Keepalive(settings, now, ping_jitter)
         #: the application's channels (RPC)
-        self._apps = AppChannels(settings.limits.max_subscriptions)
-        self._tokens = float(settings.limits.commands_burst)
-        self._refilled_at = now
+        limits = settings.limits
+        self._apps = AppChannels(
+            limits.max_subscriptions, max(limits.commands_burst, limits.max_subscriptions)
+        )
+        self._rate = CommandRate(limits, now)
 
     # -- driver API -----------------------------------------------------------------
 
@@ -197,7 +203,7 @@ class CableConnection:
         """
         if self.state is not SessionState.OPEN:
             return False
-        if not self._take_token(now):
+        if not self._rate.take(now):
             self._events.append(CommandIgnored("", "rate limited"))
             return False
         try:
@@ -214,26 +220,16 @@ class CableConnection:
             return False
         self._keepalive.pong_deadline = None  # any decoded command shows the client is alive
         self._now = now
+        if self._apps.answering:  # in order: after the delegated command's answer
+            if not self._apps.wait(command):
+                self._ignore(command.command, "too many commands wait for the application")
+            return True
         self._dispatch(command)
         return True
 
     def note_activity(self) -> None:
         """The transport heard from the client (e.g. a native pong): it is alive."""
         self._keepalive.pong_deadline = None
-
-    def _take_token(self, now: float) -> bool:
-        limits = self.settings.limits
-        if limits.commands_rate <= 0:
-            return True
-        elapsed = max(0.0, now - self._refilled_at)
-        self._refilled_at = now
-        self._tokens = min(
-            float(limits.commands_burst), self._tokens + elapsed * limits.commands_rate
-        )
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
 
     def align_pings(self, grid: float) -> None:
         """Move the first ping up to the next multiple of ``grid`` (seconds, on the
@@ -498,6 +494,20 @@ class CableConnection:
             self._events.append(Delegate(name, identifier, data))
         else:
             self._ignore(name, "data is not a string")  # AnyCable-Go: no RPC (rpc.md §4.4)
+            return
+        self._apps.answering = True  # what arrives next waits for the answer
+
+    def delegated_answered(self) -> None:
+        """The driver applied the application's answer to the oldest :class:`Delegate`
+        (or dropped it: no call, a failed one): the commands that arrived after it are
+        processed now, in arrival order, up to the next one the application answers."""
+        apps = self._apps
+        apps.answering = False
+        while not apps.answering and self.state is SessionState.OPEN:
+            command = apps.next_waiting()
+            if command is None:
+                return
+            self._dispatch(command)
 
     # -- what an application (RPC) decides ------------------------------------------
 

@@ -47,6 +47,7 @@ def subscribe(
     request = state.command_request("subscribe", identifier)
     assert request is not None
     state.apply_command(core, request, answer)
+    core.delegated_answered()  # as the driver does (answer_delegated)
     return core.events()
 
 
