@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .commands import Command
+from .events import Delegate
 
 __all__ = ["DELEGATED", "AppChannels"]
 
@@ -130,6 +131,19 @@ class AppChannels:
 
     def presence_stream(self, identifier: str) -> str:
         return self.features.get(identifier, _NO_FEATURES)[1]
+
+    def delegate(self, name: str, identifier: str, data: object) -> Delegate | None:
+        """The client's ``name`` command for application channel ``identifier``: the
+        event asking the application, after which commands wait for its answer; ``None``
+        when no call is made (a ``message`` whose data is not a string, rpc.md §4.4)."""
+        if name != "message":
+            delegate = Delegate(name, identifier)
+        elif isinstance(data, str):
+            delegate = Delegate(name, identifier, data)
+        else:
+            return None
+        self.answering = True  # what arrives next waits for the answer
+        return delegate
 
     def wait(self, command: Command) -> bool:
         """``command`` arrived while a delegated one waits for its answer: it waits

@@ -47,7 +47,6 @@ from .errors import LocalProtocolError, RemoteProtocolError
 from .events import (
     CloseConnection,
     CommandIgnored,
-    Delegate,
     Event,
     HistoryRequest,
     NativePing,
@@ -488,14 +487,11 @@ class CableConnection:
         self._events.append(PresenceRequest("info", identifier, stream))
 
     def _delegate(self, name: str, identifier: str, data: object) -> None:
-        if name != "message":
-            self._events.append(Delegate(name, identifier))
-        elif isinstance(data, str):
-            self._events.append(Delegate(name, identifier, data))
-        else:
+        delegate = self._apps.delegate(name, identifier, data)
+        if delegate is None:
             self._ignore(name, "data is not a string")  # AnyCable-Go: no RPC (rpc.md §4.4)
-            return
-        self._apps.answering = True  # what arrives next waits for the answer
+        else:
+            self._events.append(delegate)
 
     def delegated_answered(self) -> None:
         """The driver applied the application's answer to the oldest :class:`Delegate`
