@@ -350,11 +350,13 @@ async def answer_delegated(
         request = state.command_request(command.command, command.identifier, command.data)
         if request is None:
             session.command_ignored(command.command, "already subscribed or not subscribed")
-            continue
-        answer = await application.command(session.sid, request)
-        if _gone(session):
-            return  # the client is gone: the answer is discarded
-        state.apply_command(session.core, request, answer)
+        else:
+            answer = await application.command(session.sid, request)
+            if _gone(session):
+                return  # the client is gone: the answer is discarded
+            state.apply_command(session.core, request, answer)
+        # the commands that arrived after this one are processed now, in order
+        session.core.delegated_answered()
         session.apply()
 
 

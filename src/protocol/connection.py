@@ -21,7 +21,10 @@ States move one way only::
     NEW --accept()/restore()--> OPEN --disconnect()/fatal error/no pong--> CLOSED
     NEW --reject()--> CLOSED
 
-Commands are processed strictly in arrival order. Malformed input never raises out of
+Commands are processed strictly in arrival order, also around those an application
+answers (RPC): while one waits for its answer, the client's later commands wait too
+(bounded) and are processed once the driver says the answer was applied
+(:meth:`delegated_answered`). Malformed input never raises out of
 :meth:`receive_message` unless it is fatal (an oversized message): the command is
 dropped and a :class:`~.events.CommandIgnored` event says why. Subscriptions are keyed
 by the exact identifier string the client sent.
@@ -32,97 +35,35 @@ request events, so the same machine serves an in-memory broker and a networked o
 
 from __future__ import annotations
 
-import enum
-import math
 from collections.abc import Iterable, Mapping
-from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import messages
-from .broadcast import EncodedBroadcast, Publication
+from .appchannels import DELEGATED, AppChannels
 from .broker import HistoryEntry, SessionSnapshot
-from .channels import StreamPolicy, Subscription, is_built_in, resolve_subscription
+from .channels import Subscription, is_built_in, resolve_subscription
 from .commands import KNOWN_COMMANDS, Command, parse_command
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import (
     CloseConnection,
     CommandIgnored,
-    Delegate,
     Event,
     HistoryRequest,
     NativePing,
     PresenceRequest,
-    Publish,
-    ReleaseHeld,
     SendMessage,
     SessionChanged,
     StreamAdded,
     StreamRemoved,
 )
 from .history import plan_history, replayed
-from .limits import Limits
+from .keepalive import Keepalive, ping_message
+from .presence import Presence, presence_message, whisper_event
+from .rate import CommandRate
+from .replay import HOLD_SECONDS, NOTHING_HELD, HeldStreams, history_reply, replay_messages
+from .settings import SessionSettings, SessionState
 
-__all__ = ["CableConnection", "SessionSettings", "SessionState", "ping_message"]
-
-_PRECISION = {"s": 1, "ms": 1_000, "ns": 1_000_000_000}
-_MAX_PRESENCE_ID = 256
-#: how long live messages of restored subscriptions wait for the client's history
-#: request before they are delivered anyway
-HOLD_SECONDS = 5.0
-
-#: ``CableConnection.held`` of a session holding nothing (shared: no set per session)
-_NOTHING_HELD: frozenset[str] = frozenset()
-#: Client commands an application channel answers (rpc.md §4.4).
-_DELEGATED = frozenset({"subscribe", "unsubscribe", "message"})
-
-
-def ping_message(unix_time: float, precision: str) -> str:
-    """The ping message at ``unix_time`` with its stamp in ``precision`` (``s``, ``ms`` or
-    ``ns``; any other: seconds): the same for every session with that precision."""
-    return messages.ping(int(unix_time * _PRECISION.get(precision, 1)))
-
-
-class SessionState(enum.Enum):
-    NEW = "new"
-    OPEN = "open"
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSettings:
-    """Per-session behaviour, derived from the server configuration and the request.
-
-    Attributes:
-        ping_interval: seconds between pings; ``0`` disables them (``?pi=0``).
-        ping_precision: unit of the ping timestamp: ``s``, ``ms`` or ``ns``.
-        limits: size and count bounds.
-        policy: which built-in channels are served and their secrets.
-        extended: the session speaks ``actioncable-v1-ext-json``.
-        pong_timeout: with ``extended``, seconds a client has to send any command after
-            a ping before it is disconnected (``no_pong``); ``0`` disables the check.
-        history: a broker keeps history (otherwise history requests are rejected).
-        presence: a broker keeps presence (otherwise presence commands are ignored).
-        resumable: snapshots are kept so the session can be restored (extended only).
-        native_pings: also ask the transport for a native ping with every ping; the
-            pong timeout then applies to every session and a native pong (or any
-            command) answers it.
-        delegate: an application serves the other channels (RPC): ``subscribe``,
-            ``unsubscribe`` and ``message`` for identifiers that are not built-in
-            channels become :class:`Delegate` events instead of rejections.
-    """
-
-    ping_interval: float = 3.0
-    ping_precision: str = "s"
-    limits: Limits = field(default_factory=Limits)
-    policy: StreamPolicy = field(default_factory=StreamPolicy)
-    extended: bool = False
-    pong_timeout: float = 0.0
-    history: bool = False
-    presence: bool = False
-    resumable: bool = False
-    native_pings: bool = False
-    delegate: bool = False
+__all__ = ["HOLD_SECONDS", "CableConnection", "SessionSettings", "SessionState", "ping_message"]
 
 
 class CableConnection:
@@ -152,37 +93,26 @@ class CableConnection:
         self.identifiers: str | None = None
         #: identifier -> the stream it reads (built-in channels read one stream each)
         self.subscriptions: dict[str, str] = {}
+        self._presence = Presence()
         #: identifier -> (presence id, stream) this session joined with
-        self.presence: dict[str, tuple[str, str]] = {}
+        self.presence = self._presence.joined
         self._features: dict[str, Subscription] = {}
+        #: the reliable-stream part: held subscriptions and their deadline
+        self._replay = HeldStreams()
         #: identifiers (restored, or waiting for a history answer) whose live messages
         #: the driver holds back until their history was replayed (so the client sees
-        #: every message once, in order)
-        self.held: AbstractSet[str] = _NOTHING_HELD  # a set of its own once needed
-        self._hold_deadline: float | None = None
+        #: every message once, in order): ``self._replay.held``, mirrored here as a
+        #: plain attribute because every fan-out reads it
+        self.held = self._replay.held
         self._now = now  # the driver's clock at the last call that passed it
         self._events: list[Event] = []
-        interval = settings.ping_interval
-        self._next_ping: float | None = (
-            now + interval * (0.5 + ping_jitter) if interval > 0 else None
+        self._keepalive = Keepalive(settings, now, ping_jitter)
+        #: the application's channels (RPC)
+        limits = settings.limits
+        self._apps = AppChannels(
+            limits.max_subscriptions, max(limits.commands_burst, limits.max_subscriptions)
         )
-        self._pong_deadline: float | None = None
-        #: the application's part of the snapshot (RPC): its channels and opaque state
-        self._delegated: tuple[str, ...] = ()
-        self._app_state = ""
-        #: subscribed application channel -> (whisper stream, presence stream), "" = none
-        #: (the application names them in the channel's istate ``$w``/``$p``, rpc.md §2.2)
-        self._app_channels: dict[str, tuple[str, str]] = {}
-        #: application channel -> the presence its last ``subscribe`` carried, joined
-        #: once the application confirms it (at most one per identifier)
-        self._subscribe_joins: dict[str, Mapping[str, Any]] = {}
-        #: subscribed application channel -> the streams it reads (its history's streams)
-        self._app_streams: dict[str, tuple[str, ...]] = {}
-        #: application channel -> the history its last ``subscribe`` asked for, served
-        #: once the application confirms it (at most one per identifier)
-        self._subscribe_history: dict[str, Mapping[str, Any]] = {}
-        self._tokens = float(settings.limits.commands_burst)
-        self._refilled_at = now
+        self._rate = CommandRate(limits, now)
 
     # -- driver API -----------------------------------------------------------------
 
@@ -196,8 +126,9 @@ class CableConnection:
         if self.state is SessionState.CLOSED:
             return None
         # no intermediate list: this runs after every timer of every session
-        best = self._next_ping
-        pong, hold = self._pong_deadline, self._hold_deadline
+        keepalive = self._keepalive
+        best = keepalive.next_ping
+        pong, hold = keepalive.pong_deadline, self._replay.deadline
         if pong is not None and (best is None or pong < best):
             best = pong
         if hold is not None and (best is None or hold < best):
@@ -233,11 +164,10 @@ class CableConnection:
             self._add(identifier, found)
             restored.append(identifier)
         if self.settings.delegate:  # the application's channels come back too (RPC)
-            self._delegated, self._app_state = snapshot.delegated, snapshot.app
+            self._apps.change(snapshot.delegated, snapshot.app)
             restored += snapshot.delegated
         if restored and self.settings.history:
-            self._hold(restored)
-            self._hold_deadline = now + HOLD_SECONDS
+            self.held = self._replay.hold(restored, now)
         self._send(messages.welcome(self.sid, restored_ids=restored))
         self._snapshot()
 
@@ -272,7 +202,7 @@ class CableConnection:
         """
         if self.state is not SessionState.OPEN:
             return False
-        if not self._take_token(now):
+        if not self._rate.take(now):
             self._events.append(CommandIgnored("", "rate limited"))
             return False
         try:
@@ -287,28 +217,18 @@ class CableConnection:
             return False
         if command is None:
             return False
-        self._pong_deadline = None  # any decoded command shows the client is alive
+        self._keepalive.pong_deadline = None  # any decoded command shows the client is alive
         self._now = now
+        if self._apps.answering:  # in order: after the delegated command's answer
+            if not self._apps.wait(command):
+                self._ignore(command.command, "too many commands wait for the application")
+            return True
         self._dispatch(command)
         return True
 
     def note_activity(self) -> None:
         """The transport heard from the client (e.g. a native pong): it is alive."""
-        self._pong_deadline = None
-
-    def _take_token(self, now: float) -> bool:
-        limits = self.settings.limits
-        if limits.commands_rate <= 0:
-            return True
-        elapsed = max(0.0, now - self._refilled_at)
-        self._refilled_at = now
-        self._tokens = min(
-            float(limits.commands_burst), self._tokens + elapsed * limits.commands_rate
-        )
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
+        self._keepalive.pong_deadline = None
 
     def align_pings(self, grid: float) -> None:
         """Move the first ping up to the next multiple of ``grid`` (seconds, on the
@@ -321,22 +241,22 @@ class CableConnection:
         later than its jittered time; the interval is unchanged. A ``grid`` of ``0``, or
         one that is not smaller than half the interval, changes nothing.
         """
-        next_ping = self._next_ping
-        if next_ping is None or grid <= 0 or 2 * grid > self.settings.ping_interval:
-            return
-        self._next_ping = math.ceil(next_ping / grid) * grid
+        self._keepalive.align(grid)
 
     def handle_timer(self, now: float, *, unix_time: float) -> None:
         """Fire whatever is due at ``now``; ``unix_time`` stamps the ping."""
         if self.state is not SessionState.OPEN:
             return
         self._now = now
-        if self._hold_deadline is not None and now >= self._hold_deadline:
-            self._release_all()
-        if self._pong_deadline is not None and now >= self._pong_deadline:
+        hold = self._replay.deadline
+        if hold is not None and now >= hold:
+            self._events.extend(self._replay.release_all())
+            self.held = self._replay.held
+        keepalive = self._keepalive
+        if keepalive.pong_deadline is not None and now >= keepalive.pong_deadline:
             self._close("no_pong", reconnect=True, code=1000, close_reason="No Pong")
             return
-        if self._next_ping is None or now < self._next_ping:
+        if keepalive.next_ping is None or now < keepalive.next_ping:
             return
         self._send(self._ping(now, unix_time))
         if self.settings.native_pings:
@@ -366,44 +286,17 @@ class CableConnection:
         The cheapest hook for a driver that pings many sessions in one batch: one call
         per session, no string built, and the deadline to re-schedule it at.
         """
-        if self.state is not SessionState.OPEN or self._events:
+        if self.state is not SessionState.OPEN or self._events or self.settings.native_pings:
             return None
-        settings = self.settings
-        next_ping = self._next_ping
-        if next_ping is None or now < next_ping or settings.native_pings:
-            return None
-        hold, pong = self._hold_deadline, self._pong_deadline
-        if (hold is not None and now >= hold) or (pong is not None and now >= pong):
-            return None
-        self._now = now
-        best = self._advance_pings(now)
-        pong = self._pong_deadline
-        if pong is not None and pong < best:
-            best = pong
-        if hold is not None and hold < best:
-            best = hold
+        best = self._keepalive.take_plain(now, self._replay.deadline)
+        if best is not None:
+            self._now = now
         return best
 
     def _ping(self, now: float, unix_time: float) -> str:
         """The ping message due at ``now``; advances the schedule, arms the pong deadline."""
-        self._advance_pings(now)
+        self._keepalive.advance(now)
         return ping_message(unix_time, self.settings.ping_precision)
-
-    def _advance_pings(self, now: float) -> float:
-        """A ping is sent at ``now``: the next one's due time (returned), and the pong
-        deadline armed where pongs are tracked."""
-        assert self._next_ping is not None
-        settings = self.settings
-        interval = settings.ping_interval
-        next_ping = self._next_ping + interval
-        if next_ping <= now:
-            next_ping = now + interval
-        self._next_ping = next_ping
-        timeout = settings.pong_timeout
-        tracked = settings.extended or settings.native_pings
-        if tracked and timeout > 0 and self._pong_deadline is None:
-            self._pong_deadline = now + timeout
-        return next_ping
 
     def history_result(
         self, identifier: str, entries: Iterable[HistoryEntry] | None, *, epoch: str = ""
@@ -416,59 +309,30 @@ class CableConnection:
         """
         if self.state is not SessionState.OPEN:
             return
-        if identifier not in self.subscriptions and identifier not in self._app_streams:
+        if identifier not in self.subscriptions and identifier not in self._apps.streams:
             return
         if entries is None:
-            self._send(_typed("reject_history", identifier))
+            self._send(history_reply("reject_history", identifier))
             self._release(identifier, None)
             return
         entries = list(entries)
-        for entry in entries:
-            publication = Publication(entry.stream, entry.data, broadcast_type=entry.broadcast_type)
-            encoded = EncodedBroadcast(publication, offset=entry.offset, epoch=epoch)
-            self._send(encoded.for_identifier(identifier))
-        self._send(_typed("confirm_history", identifier))
+        for text in replay_messages(identifier, entries, epoch):
+            self._send(text)
         if identifier in self.subscriptions:
             self._release(identifier, entries[-1].offset if entries else None)
         else:
             self._release(identifier, replayed(entries))
 
-    def _hold(self, identifiers: Iterable[str]) -> None:
-        held = self.held
-        if not isinstance(held, set):
-            held = self.held = set()  # most sessions never hold: no set until one does
-        held.update(identifiers)
-
-    def _unhold(self, identifier: str) -> None:
-        held = self.held
-        if isinstance(held, set):
-            held.discard(identifier)
-
     def _release(self, identifier: str, after: int | Mapping[str, int] | None) -> None:
-        if identifier in self.held:
-            self._unhold(identifier)
-            self._events.append(ReleaseHeld(identifier, after))
-            if not self.held:
-                self._hold_deadline = None
-
-    def _release_all(self) -> None:
-        for identifier in sorted(self.held):
-            self._events.append(ReleaseHeld(identifier, None))
-        self.held = _NOTHING_HELD
-        self._hold_deadline = None
+        released = self._replay.release(identifier, after)
+        if released is not None:
+            self._events.append(released)
 
     def presence_result(self, identifier: str, records: list[tuple[str, object]] | None) -> None:
         """Answer a presence ``info`` request (``None`` when the broker failed)."""
         if self.state is not SessionState.OPEN or not self._presence_stream(identifier):
             return
-        message = messages.presence_info(records)
-        self._send(
-            '{"type":"presence","identifier":'
-            + messages.dumps(identifier)
-            + ',"message":'
-            + messages.dumps(message)
-            + "}"
-        )
+        self._send(presence_message(identifier, records))
 
     # -- commands ------------------------------------------------------------------
 
@@ -484,21 +348,22 @@ class CableConnection:
             self._ignore(name, "identifier is missing")
         elif (
             self.settings.delegate
-            and name in _DELEGATED
+            and name in DELEGATED
             and command.identifier not in self.subscriptions
             and not is_built_in(command.identifier, self.settings.policy)
         ):
             self._delegate(name, command.identifier, command.data)
             if name == "subscribe":
-                self._join_on_subscribe(command.identifier, command.presence)
-                self._history_on_subscribe(command.identifier, command.history)
+                self._apps.subscribing(
+                    command.identifier, presence=command.presence, history=command.history
+                )
         elif name == "subscribe":
             self._subscribe(command)
         elif name == "unsubscribe":
             self._unsubscribe(command.identifier)
         elif (
             command.identifier not in self.subscriptions
-            and command.identifier not in self._app_channels
+            and command.identifier not in self._apps.features
         ):
             self._ignore(name, "not subscribed")
         elif name == "history":
@@ -546,7 +411,7 @@ class CableConnection:
             self._ignore("unsubscribe", "not subscribed")
             return
         self._features.pop(identifier, None)
-        self._unhold(identifier)
+        self._replay.unhold(identifier)
         self._events.append(StreamRemoved(identifier, stream))
         if self.presence.pop(identifier, None) is not None:
             self._events.append(PresenceRequest("leave", identifier, stream))
@@ -556,22 +421,20 @@ class CableConnection:
         """Spec §7.4 over the subscription's streams (an application channel may read
         several: :mod:`.history`); all-or-nothing."""
         stream = self.subscriptions.get(identifier)
-        streams = (stream,) if stream is not None else self._app_streams.get(identifier, ())
+        streams = (stream,) if stream is not None else self._apps.streams.get(identifier, ())
         plan = plan_history(request, streams, enabled=self.settings.history)
         if plan.ignored:
             self._ignore("history", plan.ignored)
         elif plan.reject:
-            self._send(_typed("reject_history", identifier))
+            self._send(history_reply("reject_history", identifier))
             self._release(identifier, None)
         elif not plan.queries:
-            self._send(_typed("confirm_history", identifier))
+            self._send(history_reply("confirm_history", identifier))
             self._release(identifier, None)
         else:
             # a broker may answer later (Redis): until it does, live messages of this
             # subscription are held, then released without those the history replayed
-            self._hold((identifier,))
-            if self._hold_deadline is None:
-                self._hold_deadline = self._now + HOLD_SECONDS
+            self.held = self._replay.hold((identifier,), self._now)
             self._events.append(HistoryRequest(identifier, plan.queries))
 
     def _whisper_stream(self, identifier: str) -> str:
@@ -579,52 +442,39 @@ class CableConnection:
         features = self._features.get(identifier)
         if features is not None:
             return features.stream if features.whisper else ""
-        return self._app_channels.get(identifier, ("", ""))[0]
+        return self._apps.whisper_stream(identifier)
 
     def _presence_stream(self, identifier: str) -> str:
         """The stream ``identifier``'s presence set lives on, ``""`` when it has none."""
         features = self._features.get(identifier)
         if features is not None:
             return features.stream if features.presence else ""
-        return self._app_channels.get(identifier, ("", ""))[1]
+        return self._apps.presence_stream(identifier)
 
     def _whisper(self, identifier: str, data: object) -> None:
         stream = self._whisper_stream(identifier)
         if not stream or data is None:
             self._ignore("whisper", "whispers are not enabled for this subscription")
             return
-        publication = Publication(
-            stream, messages.dumps(data), exclude_socket=self.sid, transient=True
-        )
-        self._events.append(Publish(publication))
+        self._events.append(whisper_event(stream, data, self.sid))
 
     def _join(self, identifier: str, presence: Mapping[str, Any] | None) -> None:
         stream = self._presence_stream(identifier)
         if not stream or not self.settings.presence:
             self._ignore("join", "presence is not enabled for this subscription")
             return
-        raw_id = presence.get("id") if presence else None
-        if isinstance(raw_id, int | float) and not isinstance(raw_id, bool):
-            raw_id = str(raw_id)
-        if not isinstance(raw_id, str) or not raw_id or len(raw_id) > _MAX_PRESENCE_ID:
-            self._ignore("join", "presence id must be a non-empty string")
-            return
-        joined = self.presence.get(identifier)
-        if joined is not None and joined[0] != raw_id:
-            self._ignore("join", "presence ID mismatch")
-            return
-        info = presence.get("info") if presence else None
-        self.presence[identifier] = (raw_id, stream)
-        self._events.append(
-            PresenceRequest("join", identifier, stream, presence_id=raw_id, info=info)
-        )
+        joined = self._presence.join(identifier, stream, presence)
+        if isinstance(joined, str):
+            self._ignore("join", joined)
+        else:
+            self._events.append(joined)
 
     def _leave(self, identifier: str) -> None:
-        joined = self.presence.pop(identifier, None)
-        if joined is None:
+        left = self._presence.leave(identifier)
+        if left is None:
             self._ignore("leave", "not present")
-            return
-        self._events.append(PresenceRequest("leave", identifier, joined[1]))
+        else:
+            self._events.append(left)
 
     def _presence_info(self, identifier: str) -> None:
         stream = self._presence_stream(identifier)
@@ -637,12 +487,23 @@ class CableConnection:
         self._events.append(PresenceRequest("info", identifier, stream))
 
     def _delegate(self, name: str, identifier: str, data: object) -> None:
-        if name != "message":
-            self._events.append(Delegate(name, identifier))
-        elif isinstance(data, str):
-            self._events.append(Delegate(name, identifier, data))
-        else:
+        delegate = self._apps.delegate(name, identifier, data)
+        if delegate is None:
             self._ignore(name, "data is not a string")  # AnyCable-Go: no RPC (rpc.md §4.4)
+        else:
+            self._events.append(delegate)
+
+    def delegated_answered(self) -> None:
+        """The driver applied the application's answer to the oldest :class:`Delegate`
+        (or dropped it: no call, a failed one): the commands that arrived after it are
+        processed now, in arrival order, up to the next one the application answers."""
+        apps = self._apps
+        apps.answering = False
+        while not apps.answering and self.state is SessionState.OPEN:
+            command = apps.next_waiting()
+            if command is None:
+                return
+            self._dispatch(command)
 
     # -- what an application (RPC) decides ------------------------------------------
 
@@ -657,8 +518,7 @@ class CableConnection:
     def delegated_state(self, identifiers: tuple[str, ...], state: str) -> None:
         """The application's channels or state changed: kept in the snapshot (resumable
         sessions) so a restored session gets them back without RPC."""
-        if (identifiers, state) != (self._delegated, self._app_state):
-            self._delegated, self._app_state = identifiers, state
+        if self._apps.change(identifiers, state):
             self._snapshot()
 
     def transmit(self, text: str) -> None:
@@ -688,8 +548,7 @@ class CableConnection:
         ``whisper`` and ``join``/``leave``/``presence`` commands use (rpc.md §4.4);
         ``streams`` are those it reads, in the order its history replays them."""
         if self.state is not SessionState.CLOSED:
-            self._app_channels[identifier] = (whisper, presence)
-            self._app_streams[identifier] = streams
+            self._apps.subscribed(identifier, whisper, presence, streams)
 
     def delegated_subscribe(
         self, identifier: str, *, history: Mapping[str, Any] | None = None
@@ -697,23 +556,7 @@ class CableConnection:
         """A subscribe the driver delegates itself (an event stream's opening): the
         history it carried is served once the application confirms it, as for a
         client's ``subscribe``."""
-        self._history_on_subscribe(identifier, history)
-
-    def _join_on_subscribe(self, identifier: str, presence: Mapping[str, Any] | None) -> None:
-        self._remember(self._subscribe_joins, identifier, presence)
-
-    def _history_on_subscribe(self, identifier: str, history: Mapping[str, Any] | None) -> None:
-        self._remember(self._subscribe_history, identifier, history)
-
-    def _remember(
-        self, store: dict[str, Mapping[str, Any]], identifier: str, value: Mapping[str, Any] | None
-    ) -> None:
-        """Keep what a delegated ``subscribe`` carried until the application answers it
-        (bounded: one per identifier, at most ``max_subscriptions``)."""
-        if value is None:
-            store.pop(identifier, None)
-        elif identifier in store or len(store) < self.settings.limits.max_subscriptions:
-            store[identifier] = value
+        self._apps.subscribing_history(identifier, history)
 
     def delegated_confirmed(self, identifier: str) -> None:
         """The application confirmed a subscribe: the presence the client sent with it
@@ -721,19 +564,17 @@ class CableConnection:
         after a confirmed subscribe. The history it asked for (``@anycable/web`` asks
         with every subscribe on the extended protocol) is served first, as AnyCable-Go's
         ``Subscribe`` does."""
-        history = self._subscribe_history.pop(identifier, None)
-        if history is not None and identifier in self._app_channels:
+        history, presence = self._apps.confirmed(identifier)
+        if history is not None:
             self._history(identifier, history)
-        presence = self._subscribe_joins.pop(identifier, None)
-        if presence is not None and identifier in self._app_channels:
+        if presence is not None:
             self._join(identifier, presence)
 
     def delegated_unsubscribed(self, identifier: str) -> None:
         """An application channel is gone: its presence in its stream is removed, its
         held live messages dropped."""
-        self._app_channels.pop(identifier, None)
-        self._app_streams.pop(identifier, None)
-        self._unhold(identifier)
+        self._apps.gone(identifier)
+        self._replay.unhold(identifier)
         joined = self.presence.pop(identifier, None)
         if joined is not None and self.state is not SessionState.CLOSED:
             self._events.append(PresenceRequest("leave", identifier, joined[1]))
@@ -743,7 +584,7 @@ class CableConnection:
     ) -> None:
         """The application joins (``kind`` ``join``) or removes (``leave``) this session
         in the presence set of ``identifier``'s presence stream (rpc.md §4.6 step 7)."""
-        if self.state is not SessionState.OPEN or identifier not in self._app_channels:
+        if self.state is not SessionState.OPEN or identifier not in self._apps.features:
             return
         if kind == "join":
             self._join(identifier, {"id": presence_id, "info": info})
@@ -776,8 +617,8 @@ class CableConnection:
         snapshot = SessionSnapshot(
             self.identifiers,
             tuple(self.subscriptions.items()),
-            delegated=self._delegated,
-            app=self._app_state,
+            delegated=self._apps.identifiers,
+            app=self._apps.state,
         )
         self._events.append(SessionChanged(self.sid, snapshot))
 
@@ -786,12 +627,9 @@ class CableConnection:
             self._events.append(StreamRemoved(identifier, stream))
         self.subscriptions.clear()
         self._features.clear()
-        self._app_channels.clear()
-        self._subscribe_joins.clear()
-        self._app_streams.clear()
-        self._subscribe_history.clear()
-        self.held = _NOTHING_HELD
-        self._hold_deadline = None
+        self._apps.clear()
+        self._replay.clear()
+        self.held = NOTHING_HELD
 
     def _close(self, reason: str, *, reconnect: bool, code: int, close_reason: str) -> None:
         self._send(messages.disconnect(reason, reconnect=reconnect))
@@ -802,7 +640,3 @@ class CableConnection:
     def _require(self, state: SessionState, what: str) -> None:
         if self.state is not state:
             raise LocalProtocolError(f"cannot {what} in state {self.state.value}")
-
-
-def _typed(kind: str, identifier: str) -> str:
-    return '{"type":"' + kind + '","identifier":' + messages.dumps(identifier) + "}"

@@ -161,7 +161,8 @@ async def test_a_held_subscription_holds_a_batch_until_its_history_is_in(
         identifier = turbo_identifier("s")
         await subscribe(ws, identifier)
         session = _by_sid(server)[sid]
-        session.core.held = {identifier}  # as while its history is fetched
+        # as while its history is fetched (the core's held set, and its public view)
+        session.core.held = session.core._replay.held = {identifier}
         delivered = server.metrics.value("server_msg_total")
         writes.clear()
         server.publish(_batch("s", [0, 1, 2]))

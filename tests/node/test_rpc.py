@@ -244,6 +244,10 @@ def test_the_core_delegates_only_application_channels_when_asked() -> None:
     pubsub = '{"channel":"$pubsub","stream_name":"x"}'
     core.receive_message(json.dumps({"command": "subscribe", "identifier": pubsub}), now=0.0)
     events = core.events()
+    core.delegated_answered()  # each waits for the answer before it (answer_delegated)
+    events += core.events()
+    core.delegated_answered()
+    events += core.events()
     assert events[0] == Delegate("subscribe", IDENT)
     assert events[1] == Delegate("message", IDENT, '{"action":"x"}')
     assert isinstance(events[2], CommandIgnored)
@@ -375,7 +379,8 @@ async def test_delegated_commands_are_asked_in_order_and_stop_once_the_session_c
     await answer_delegated(app, state, session, pending)
     assert app.calls == [f"subscribe:{IDENT}", f"subscribe:{other}"]
     assert session.ignored == ["subscribe"]
-    assert (session.applied, set(state.channels)) == (2, {IDENT, other})
+    # every command is followed by applying what the core did next (the commands after it)
+    assert (session.applied, set(state.channels)) == (3, {IDENT, other})
 
     state, core = connected()
     session = _Delegating(core)

@@ -64,6 +64,7 @@ def confirm(state: RpcSession, core: CableConnection, answer: CommandResponse) -
     request = state.command_request("subscribe", IDENT)
     assert request is not None
     state.apply_command(core, request, answer)
+    core.delegated_answered()  # as the driver does (answer_delegated)
     return core.events()
 
 

@@ -47,6 +47,7 @@ def subscribe(
     request = state.command_request("subscribe", identifier)
     assert request is not None
     state.apply_command(core, request, answer)
+    core.delegated_answered()  # as the driver does (answer_delegated)
     return core.events()
 
 
@@ -205,7 +206,7 @@ def test_a_restored_session_whispers_to_its_restored_w() -> None:
     settings = SessionSettings(delegate=True, extended=True, resumable=True)
     state, core = connected()
     subscribe(state, core, ok(streams=["s"], env=EnvResponse(istate={"$w": "s"})))
-    app = core._app_state
+    app = core._apps.state
     restored = CableConnection(sid="s2", settings=settings, now=0.0)
     snapshot = SessionSnapshot('{"user":"alice"}', (), delegated=(IDENT,), app=app)
     restored.restore(snapshot)

@@ -1,0 +1,82 @@
+"""A session's keepalive: when its next ping is due and by when the client must have
+answered the last one (the pong deadline). No clock: times are the driver's, passed in."""
+
+from __future__ import annotations
+
+import math
+
+from . import messages
+from .settings import SessionSettings
+
+__all__ = ["Keepalive", "ping_message"]
+
+_PRECISION = {"s": 1, "ms": 1_000, "ns": 1_000_000_000}
+
+
+def ping_message(unix_time: float, precision: str) -> str:
+    """The ping message at ``unix_time`` with its stamp in ``precision`` (``s``, ``ms`` or
+    ``ns``; any other: seconds): the same for every session with that precision."""
+    return messages.ping(int(unix_time * _PRECISION.get(precision, 1)))
+
+
+class Keepalive:
+    """The ping schedule and the pong deadline of one session.
+
+    Args:
+        settings: the session's ping interval, pong timeout and protocol.
+        now: the driver's clock when the session starts.
+        jitter: in ``[0, 1)``; the first ping is due ``(0.5 + jitter) * interval`` later.
+    """
+
+    __slots__ = ("_interval", "_pong_timeout", "next_ping", "pong_deadline")
+
+    def __init__(self, settings: SessionSettings, now: float, jitter: float) -> None:
+        interval = settings.ping_interval
+        self._interval = interval
+        tracked = settings.extended or settings.native_pings
+        #: seconds a client has to answer a ping, 0 when pongs are not tracked
+        self._pong_timeout = settings.pong_timeout if tracked else 0.0
+        #: when the next ping is due (``None``: never)
+        self.next_ping: float | None = now + interval * (0.5 + jitter) if interval > 0 else None
+        #: when the client is given up for not answering a ping (``None``: not waiting)
+        self.pong_deadline: float | None = None
+
+    def align(self, grid: float) -> None:
+        """Move the first ping up to the next multiple of ``grid`` (see
+        :meth:`~.connection.CableConnection.align_pings`)."""
+        next_ping = self.next_ping
+        if next_ping is None or grid <= 0 or 2 * grid > self._interval:
+            return
+        self.next_ping = math.ceil(next_ping / grid) * grid
+
+    def advance(self, now: float) -> float:
+        """A ping is sent at ``now``: the next one's due time (returned), and the pong
+        deadline armed where pongs are tracked."""
+        assert self.next_ping is not None
+        interval = self._interval
+        next_ping = self.next_ping + interval
+        if next_ping <= now:
+            next_ping = now + interval
+        self.next_ping = next_ping
+        timeout = self._pong_timeout
+        if timeout > 0 and self.pong_deadline is None:
+            self.pong_deadline = now + timeout
+        return next_ping
+
+    def take_plain(self, now: float, hold: float | None) -> float | None:
+        """Take the ping due at ``now`` when it is all that is due (no pong or ``hold``
+        deadline passed): the next deadline, counting ``hold``; ``None`` when no ping is
+        due or something else is (see :meth:`~.connection.CableConnection.take_plain_ping`)."""
+        next_ping = self.next_ping
+        if next_ping is None or now < next_ping:
+            return None
+        pong = self.pong_deadline
+        if (hold is not None and now >= hold) or (pong is not None and now >= pong):
+            return None
+        best = self.advance(now)
+        pong = self.pong_deadline
+        if pong is not None and pong < best:
+            best = pong
+        if hold is not None and hold < best:
+            best = hold
+        return best
