@@ -816,7 +816,14 @@ def test_one_letter_secrets_leave_the_startup_log_intact_and_hide_credentials() 
     # and the secret still never shows where a request carries it
     port = free_port()
     server = Cableway(
-        ["--host=127.0.0.1", f"--port={port}", "--debug", "--enforce_jwt"],
+        # broadcasts on the main port: the default 8090 may be taken on a shared machine
+        [
+            "--host=127.0.0.1",
+            f"--port={port}",
+            f"--http_broadcast_port={port}",
+            "--debug",
+            "--enforce_jwt",
+        ],
         {"ANYCABLE_JWT_ID_KEY": "K", "ANYCABLE_TURBO_RAILS_KEY": "T"},
     )
     try:
