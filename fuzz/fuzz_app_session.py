@@ -44,6 +44,9 @@ Invariants, checked after every operation:
 * ``StreamAdded``/``StreamRemoved`` mirror the built-in subscriptions plus the
   application's streams exactly (no duplicate add, no unknown removal);
 * an identifier gets no more confirm/reject replies than subscribes were sent for it;
+* a subscribe carrying history and presence (``*``) that the application confirms gets
+  its history answered (a request, ``confirm_history`` or ``reject_history``) and, when
+  presence is on and the channel names a ``$p`` stream, is present;
 * every ``SendMessage`` is a JSON object with a UTF-8 form;
 * ``ReleaseHeld`` only for a held identifier, once per hold; the messages a history
   replays plus those a release delivers hold no (stream, offset) twice.
@@ -170,6 +173,10 @@ class Harness:
         self.model: set[tuple[str, str]] = set()
         self.closed = False
         self.pending: deque[Delegate] = deque()  # delegated commands, oldest first
+        #: per identifier, whether each subscribe accepted (not yet delegated) carried
+        #: history and presence; the flag moves to ``carried`` once it is delegated
+        self.carrying: dict[str, deque[bool]] = {}
+        self.carried: deque[bool] = deque()
         self.histories: deque[HistoryRequest] = deque()
         self.subscribes: Counter[str] = Counter()  # subscribe commands sent per identifier
         self.replies: Counter[str] = Counter()  # confirm/reject replies per identifier
@@ -217,6 +224,8 @@ class Harness:
                 self.closed = True
             elif isinstance(event, Delegate):
                 self.pending.append(event)
+                if event.command == "subscribe":
+                    self.carried.append(self.carrying[event.identifier].popleft())
                 assert len(self.pending) == 1, f"two calls at once: {self.pending}"
             elif isinstance(event, HistoryRequest):
                 self.held_model.add(event.identifier)
@@ -272,14 +281,18 @@ class Harness:
 
     # -- operations -------------------------------------------------------------------
 
-    def message(self, text: str) -> list[Event]:
+    def message(self, text: str, subscribe: tuple[str, bool] | None = None) -> list[Event]:
         waiting = bool(self.pending)
+        if subscribe is not None:  # taken back below if the command is dropped
+            self.carrying.setdefault(subscribe[0], deque()).append(subscribe[1])
         error: RemoteProtocolError | None = None
         try:
             self.conn.receive_message(text, now=self.now)
         except RemoteProtocolError as exc:
             error = exc
         events = self.drain()
+        if subscribe is not None and any(isinstance(e, CommandIgnored) for e in events):
+            self.carrying[subscribe[0]].pop()  # dropped (rate, size, queue bound)
         if error is not None:
             assert error.fatal, "a recoverable error escaped the session"
             assert isinstance(events[-1], CloseConnection)
@@ -293,9 +306,28 @@ class Harness:
         if not self.pending:
             return
         delegate = self.pending.popleft()
-        request = self.rpc.command_request(delegate.command, delegate.identifier, delegate.data)
+        carried = delegate.command == "subscribe" and self.carried.popleft()
+        ident = delegate.identifier
+        request = self.rpc.command_request(delegate.command, ident, delegate.data)
+        answer = answer_for(delegate, opts)
         if request is not None:
-            self.rpc.apply_command(self.conn, request, answer_for(delegate, opts))
+            self.rpc.apply_command(self.conn, request, answer)
+        events = self.conn.events()
+        self.conn._events[:0] = events  # drained below, with the checks
+        confirmed = request is not None and answer is not None
+        confirmed = confirmed and answer.status is Status.SUCCESS and not answer.disconnect
+        if carried and confirmed and self.conn.state is SessionState.OPEN:
+            # the client's subscribe carried history and presence: served on confirm
+            history = [
+                e
+                for e in events
+                if (isinstance(e, HistoryRequest) and e.identifier == ident)
+                or (isinstance(e, SendMessage) and '_history","identifier"' in e.text)
+            ]
+            assert history, f"the history a confirmed subscribe carried was lost: {events}"
+            features = self.rpc.istate.get(ident, {})
+            if self.conn.settings.presence and features.get(PRESENCE_STATE):
+                assert ident in self.conn.presence, f"the subscribe's presence was lost: {events}"
         self.conn.delegated_answered()
         self.drain()
 
@@ -325,8 +357,10 @@ class Harness:
                 command["command"] = "subscribe"
                 if head == b"*":
                     command["history"] = {"since": 1}
-                    command["presence"] = {"id": name or "p", "info": {"name": name}}
+                    command["presence"] = {"id": "p", "info": {"name": name}}
                 self.subscribes[ident] += 1
+                self.message(json.dumps(command), (ident, head == b"*"))
+                return
             elif head == b"-":
                 command["command"] = "unsubscribe"
             elif tail.startswith("hist") and tail[4:5].isdigit():
