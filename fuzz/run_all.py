@@ -33,6 +33,7 @@ FUZZ = Path(__file__).resolve().parent
 SMOKE_RUNS = {
     "commands": 20_000,
     "session": 10_000,
+    "app_session": 40_000,  # ~5 000 inputs/s
     "http_front": 1_500,
     "ws_frames": 4_000,
     "jwt": 50_000,
@@ -49,6 +50,7 @@ MAX_LEN = {
     "ws_frames": 4096,
     "ws_client_frames": 4096,
     "session": 2048,
+    "app_session": 2048,
 }
 
 

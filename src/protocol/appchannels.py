@@ -42,6 +42,7 @@ class AppChannels:
     """
 
     __slots__ = (
+        "_asked",
         "_bound",
         "_histories",
         "_joins",
@@ -59,6 +60,8 @@ class AppChannels:
         self._waiting_bound = waiting
         #: a delegated command waits for the application's answer
         self.answering = False
+        #: the channel whose delegated ``subscribe`` waits for its answer
+        self._asked: str | None = None
         #: the commands that arrived meanwhile (no deque until one waits)
         self._waiting: deque[Command] | None = None
         #: the snapshot's part: the application's channels and its opaque state
@@ -143,7 +146,18 @@ class AppChannels:
         else:
             return None
         self.answering = True  # what arrives next waits for the answer
+        self._asked = identifier if name == "subscribe" else None
         return delegate
+
+    def answered(self) -> None:
+        """The delegated command's answer was applied (or there was none): what its
+        ``subscribe`` carried is dropped unless the application confirmed it (then
+        :meth:`confirmed` took it), so unconfirmed ones never fill the bound."""
+        self.answering = False
+        asked, self._asked = self._asked, None
+        if asked is not None:
+            self._joins.pop(asked, None)
+            self._histories.pop(asked, None)
 
     def wait(self, command: Command) -> bool:
         """``command`` arrived while a delegated one waits for its answer: it waits
@@ -168,6 +182,7 @@ class AppChannels:
         """The session closed: every channel is gone, no command waits any longer (the
         snapshot's part stays)."""
         self.answering = False
+        self._asked = None
         self._waiting = None
         self.features.clear()
         self.streams.clear()

@@ -498,7 +498,7 @@ class CableConnection:
         (or dropped it: no call, a failed one): the commands that arrived after it are
         processed now, in arrival order, up to the next one the application answers."""
         apps = self._apps
-        apps.answering = False
+        apps.answered()
         while not apps.answering and self.state is SessionState.OPEN:
             command = apps.next_waiting()
             if command is None:
