@@ -1,7 +1,8 @@
 """What every client session shares, whatever its transport (WebSocket or SSE).
 
 Resource handling:
-    One task per session, the *reader* (socket -> core), and no nursery of its own.
+    One task per session, the *reader* (socket -> core), and no nursery of its own;
+    idle on a socket, it is parked in the server's :class:`.ReadPoller`.
     Timers (pings, pong and hold deadlines) are fired by the server's shared timer
     task. Output goes straight to the socket (a non-blocking write) whenever nothing is
     queued; only what the kernel does not take is left in the outbox, and then a
@@ -52,6 +53,7 @@ from ..ops.metrics import Metrics
 from ..protocol.connection import CableConnection
 from ..protocol.events import Delegate
 from .outbox import Outbox
+from .poller import ReadPoller
 from .rpc_client import answer_delegated, release_delegated
 from .tls import DirectStream, send_queued, write_queued
 
@@ -88,6 +90,9 @@ class SessionHost(Protocol):
 
     @property
     def task_nursery(self) -> trio.Nursery | None: ...
+
+    @property
+    def poller(self) -> ReadPoller | None: ...
 
     @property
     def node(self) -> Node[Session, Any]: ...
@@ -157,9 +162,8 @@ class Session(NodeSession[bytes]):
         #: inside apply(): queued bytes are flushed once, at the end
         self._batching = False
         self._pending_close: tuple[str, bool, int, str] | None = None
-        #: how other tasks wake the reader to close (see _wake_reader): the flag, the
-        #: reader's cancel scope (only where it has no descriptor to wait on), and
-        #: whether the reader / the writer wait on the descriptor now
+        #: how other tasks wake the reader to close (see _wake_reader): the flag, its
+        #: cancel scope (without a descriptor), whether reader / writer wait on the fd
         self._wake_requested = False
         self._wake: trio.CancelScope | None = None
         self._parked = False
@@ -475,39 +479,42 @@ class Session(NodeSession[bytes]):
     def _wake_reader(self) -> None:
         """Wake the reader to close (``_wake_requested`` is seen at its next turn).
 
-        Parked on a descriptor, it is woken with ``notify_closing`` (no cancel scope
-        per wait: an idle session keeps none), unless the writer waits on the same
-        descriptor (it would be woken too, and fail): the writer passes the wake-up on
-        once it stops waiting. Elsewhere (no descriptor, an RPC call) the reader's
-        cancel scope is cancelled.
+        Parked in the server's poller, it is rescheduled from there; in
+        ``wait_readable`` (no server), with ``notify_closing`` unless the writer waits
+        on that descriptor (it would fail too: it passes the wake-up on when done);
+        elsewhere (no descriptor, an RPC call) its cancel scope is cancelled.
         """
         self._wake_requested = True
         if self._wake is not None:
             self._wake.cancel()
-        elif self._parked and not self._writer_parked:
-            trio.lowlevel.notify_closing(self._fd)
+        elif self._parked:
+            poller = self.server.poller
+            if poller is not None:
+                poller.wake(self._fd)
+            elif not self._writer_parked:
+                trio.lowlevel.notify_closing(self._fd)
 
     async def _reader(self) -> None:
         """Read and handle the client's bytes until the session closes.
 
-        On a socket this waits for readability and reads the descriptor directly (an
-        idle session parks in one ``wait_readable``, without the stream's and the trio
-        socket's coroutine frames, nor one of its own for reading); other streams use
-        ``receive_some``.
+        A socket's descriptor is read directly once readable (parked in the server's
+        :class:`.ReadPoller`, or ``wait_readable`` with no server); else ``receive_some``.
         """
         self.apply()
         self._on_start()
         await self._run_delegated()
         while not self._closing:
             data: bytes | None = b""
-            # timers (pings, pong and hold deadlines) are fired by the server's shared
-            # timer task; the reader is only woken to close (see _wake_reader)
+            # timers are fired by the server's timer task: woken only to close
             if not self._wake_requested:
                 fd = self._fd
                 if fd >= 0:
                     self._parked = True
                     try:
-                        await trio.lowlevel.wait_readable(fd)
+                        if (poller := self.server.poller) is None:
+                            await trio.lowlevel.wait_readable(fd)
+                        else:  # parked cheaply (see .poller): no trio wait chain
+                            await trio.lowlevel.wait_task_rescheduled(poller.park(fd))
                         data = os.read(fd, _READ_SIZE) or None
                     except BlockingIOError:
                         data = b""
