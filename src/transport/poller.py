@@ -12,7 +12,7 @@ Why:
 Resource handling:
     The poller holds no reference to a session: a parked reader's task, by descriptor,
     until it is woken (:meth:`ReadPoller.wake`, or readiness) or its wait is aborted
-    (cancellation: the abort function :meth:`ReadPoller.park` returns). A descriptor
+    (cancellation: :meth:`ReadPoller.forget`). A descriptor
     is never removed from the set by hand: closing the socket removes it (the session
     closes its socket only after its reader returned). An event for a descriptor
     nobody waits on is dropped (its one-shot registration is re-armed by the next
@@ -22,9 +22,6 @@ Resource handling:
 from __future__ import annotations
 
 import select
-from collections.abc import Callable
-from functools import partial
-from typing import Any
 
 import trio
 
@@ -43,19 +40,18 @@ class ReadPoller:
         #: descriptor -> the task parked until it is readable
         self._waiting: dict[int, trio.lowlevel.Task] = {}
 
-    def park(self, fd: int) -> Callable[[Any], trio.lowlevel.Abort]:
+    def park(self, fd: int) -> None:
         """Arm ``fd`` for the current task, which must then await
-        ``trio.lowlevel.wait_task_rescheduled`` with the abort function returned (it
-        forgets the wait when the task is cancelled)."""
+        ``trio.lowlevel.wait_task_rescheduled`` with an abort function that calls
+        :meth:`forget` (a bound method of the session: one small object per wait)."""
         epoll = self._epoll
         try:
             epoll.modify(fd, _ARM)
         except FileNotFoundError:  # the first wait on this descriptor
             epoll.register(fd, _ARM)
         self._waiting[fd] = trio.lowlevel.current_task()
-        return partial(self._forget, fd)
 
-    def _forget(self, fd: int, _raise_cancel: Any) -> trio.lowlevel.Abort:
+    def forget(self, fd: int) -> trio.lowlevel.Abort:
         """The task parked on ``fd`` no longer waits (its wait was aborted)."""
         self._waiting.pop(fd, None)
         return trio.lowlevel.Abort.SUCCEEDED

@@ -159,11 +159,9 @@ class Session(NodeSession[bytes]):
         self._nursery: trio.Nursery | None = None
         self._writer_active = False
         self._writer_done: trio.Event | None = None
-        #: inside apply(): queued bytes are flushed once, at the end
         self._batching = False
         self._pending_close: tuple[str, bool, int, str] | None = None
-        #: how other tasks wake the reader to close (see _wake_reader): the flag, its
-        #: cancel scope (without a descriptor), whether reader / writer wait on the fd
+        #: how the reader is woken to close: see _wake_reader
         self._wake_requested = False
         self._wake: trio.CancelScope | None = None
         self._parked = False
@@ -171,7 +169,7 @@ class Session(NodeSession[bytes]):
         self._closing = False
         #: the earliest deadline this session has in the server's timer heap
         self.scheduled_at = math.inf
-        self._done: trio.Event | None = None  # created by wait_closed() if needed
+        self._done: trio.Event | None = None  # created by wait_closed()
         self._finished = False
         # the socket's descriptor for direct writes (-1: go through the writer task)
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
@@ -182,8 +180,7 @@ class Session(NodeSession[bytes]):
         #: live messages of subscriptions waiting for their history (cableway.node.held)
         self.held: HeldMessages[bytes] = HeldMessages(server.config.ws_max_pending_size)
         self.snapshot = None
-        #: with --rpc_host: the application's state of this session, and the commands
-        #: waiting for their Command call (answered one at a time, in order)
+        #: with --rpc_host: the application's state, the commands awaiting their call
         self.rpc: RpcSession | None = None
         self._delegated: deque[Delegate] | None = None  # created by the first delegate()
 
@@ -479,10 +476,9 @@ class Session(NodeSession[bytes]):
     def _wake_reader(self) -> None:
         """Wake the reader to close (``_wake_requested`` is seen at its next turn).
 
-        Parked in the server's poller, it is rescheduled from there; in
-        ``wait_readable`` (no server), with ``notify_closing`` unless the writer waits
-        on that descriptor (it would fail too: it passes the wake-up on when done);
-        elsewhere (no descriptor, an RPC call) its cancel scope is cancelled.
+        In the poller: rescheduled from there; in ``wait_readable`` (no server): by
+        ``notify_closing``, or by the writer once done if it waits on the fd; else
+        (no descriptor, an RPC call) by cancelling its cancel scope.
         """
         self._wake_requested = True
         if self._wake is not None:
@@ -493,6 +489,9 @@ class Session(NodeSession[bytes]):
                 poller.wake(self._fd)
             elif not self._writer_parked:
                 trio.lowlevel.notify_closing(self._fd)
+
+    def _unpark(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        return self.server.poller.forget(self._fd)  # type: ignore[union-attr]  # parked there
 
     async def _reader(self) -> None:
         """Read and handle the client's bytes until the session closes.
@@ -514,7 +513,8 @@ class Session(NodeSession[bytes]):
                         if (poller := self.server.poller) is None:
                             await trio.lowlevel.wait_readable(fd)
                         else:  # parked cheaply (see .poller): no trio wait chain
-                            await trio.lowlevel.wait_task_rescheduled(poller.park(fd))
+                            poller.park(fd)
+                            await trio.lowlevel.wait_task_rescheduled(self._unpark)
                         data = os.read(fd, _READ_SIZE) or None
                     except BlockingIOError:
                         data = b""
