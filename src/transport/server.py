@@ -24,6 +24,7 @@ from ..protocol.connection import SessionSettings
 from .api_endpoint import api_role
 from .fanout import fan_out
 from .http import FrontDoor, handle_connection
+from .poller import ReadPoller
 from .redis_backend import RedisBackend
 from .redis_broker import RedisBroker
 from .redisx import StreamConsumer
@@ -161,6 +162,8 @@ class Server:
         self.connections = trio.CapacityLimiter(config.max_conn) if config.max_conn > 0 else None
         #: where tasks answering sessions' broker requests run (set by :meth:`run`)
         self._tasks: trio.Nursery | None = None
+        #: where idle sessions park their readers while the server runs (see .poller)
+        self._poller: ReadPoller | None = None
         self.main_port = 0
         self.broadcast_port = 0
         self._shared_broadcast = (
@@ -200,6 +203,12 @@ class Server:
         of its own.
         """
         return self._tasks
+
+    @property
+    def poller(self) -> ReadPoller | None:
+        """The epoll set idle sessions park their readers on while :meth:`run` runs
+        (``None`` before: they wait with ``trio.lowlevel.wait_readable`` then)."""
+        return self._poller
 
     def session_settings(
         self, ping_interval: float, ping_precision: str, *, extended: bool, rpc: bool = False
@@ -451,6 +460,10 @@ class Server:
         config = self.config
         async with trio.open_nursery() as handlers:
             self._tasks = handlers
+            # in the handlers' nursery: parked readers are woken until the last session
+            # closed (the drain cancels it with them)
+            poller = self._poller = ReadPoller()
+            handlers.start_soon(poller.run)
             async with trio.open_nursery() as accepting:
                 for role, group in roles:
                     accepting.start_soon(self._serve, group, handlers, role)

@@ -1,7 +1,8 @@
 """What every client session shares, whatever its transport (WebSocket or SSE).
 
 Resource handling:
-    One task per session, the *reader* (socket -> core), and no nursery of its own.
+    One task per session, the *reader* (socket -> core), and no nursery of its own;
+    idle on a socket, it is parked in the server's :class:`.ReadPoller`.
     Timers (pings, pong and hold deadlines) are fired by the server's shared timer
     task. Output goes straight to the socket (a non-blocking write) whenever nothing is
     queued; only what the kernel does not take is left in the outbox, and then a
@@ -52,6 +53,7 @@ from ..ops.metrics import Metrics
 from ..protocol.connection import CableConnection
 from ..protocol.events import Delegate
 from .outbox import Outbox
+from .poller import ReadPoller
 from .rpc_client import answer_delegated, release_delegated
 from .tls import DirectStream, send_queued, write_queued
 
@@ -88,6 +90,9 @@ class SessionHost(Protocol):
 
     @property
     def task_nursery(self) -> trio.Nursery | None: ...
+
+    @property
+    def poller(self) -> ReadPoller | None: ...
 
     @property
     def node(self) -> Node[Session, Any]: ...
@@ -154,12 +159,9 @@ class Session(NodeSession[bytes]):
         self._nursery: trio.Nursery | None = None
         self._writer_active = False
         self._writer_done: trio.Event | None = None
-        #: inside apply(): queued bytes are flushed once, at the end
         self._batching = False
         self._pending_close: tuple[str, bool, int, str] | None = None
-        #: how other tasks wake the reader to close (see _wake_reader): the flag, the
-        #: reader's cancel scope (only where it has no descriptor to wait on), and
-        #: whether the reader / the writer wait on the descriptor now
+        #: how the reader is woken to close: see _wake_reader
         self._wake_requested = False
         self._wake: trio.CancelScope | None = None
         self._parked = False
@@ -167,7 +169,7 @@ class Session(NodeSession[bytes]):
         self._closing = False
         #: the earliest deadline this session has in the server's timer heap
         self.scheduled_at = math.inf
-        self._done: trio.Event | None = None  # created by wait_closed() if needed
+        self._done: trio.Event | None = None  # created by wait_closed()
         self._finished = False
         # the socket's descriptor for direct writes (-1: go through the writer task)
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
@@ -178,8 +180,7 @@ class Session(NodeSession[bytes]):
         #: live messages of subscriptions waiting for their history (cableway.node.held)
         self.held: HeldMessages[bytes] = HeldMessages(server.config.ws_max_pending_size)
         self.snapshot = None
-        #: with --rpc_host: the application's state of this session, and the commands
-        #: waiting for their Command call (answered one at a time, in order)
+        #: with --rpc_host: the application's state, the commands awaiting their call
         self.rpc: RpcSession | None = None
         self._delegated: deque[Delegate] | None = None  # created by the first delegate()
 
@@ -475,39 +476,45 @@ class Session(NodeSession[bytes]):
     def _wake_reader(self) -> None:
         """Wake the reader to close (``_wake_requested`` is seen at its next turn).
 
-        Parked on a descriptor, it is woken with ``notify_closing`` (no cancel scope
-        per wait: an idle session keeps none), unless the writer waits on the same
-        descriptor (it would be woken too, and fail): the writer passes the wake-up on
-        once it stops waiting. Elsewhere (no descriptor, an RPC call) the reader's
-        cancel scope is cancelled.
+        In the poller: rescheduled from there; in ``wait_readable`` (no server): by
+        ``notify_closing``, or by the writer once done if it waits on the fd; else
+        (no descriptor, an RPC call) by cancelling its cancel scope.
         """
         self._wake_requested = True
         if self._wake is not None:
             self._wake.cancel()
-        elif self._parked and not self._writer_parked:
-            trio.lowlevel.notify_closing(self._fd)
+        elif self._parked:
+            poller = self.server.poller
+            if poller is not None:
+                poller.wake(self._fd)
+            elif not self._writer_parked:
+                trio.lowlevel.notify_closing(self._fd)
+
+    def _unpark(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        return self.server.poller.forget(self._fd)  # type: ignore[union-attr]  # parked there
 
     async def _reader(self) -> None:
         """Read and handle the client's bytes until the session closes.
 
-        On a socket this waits for readability and reads the descriptor directly (an
-        idle session parks in one ``wait_readable``, without the stream's and the trio
-        socket's coroutine frames, nor one of its own for reading); other streams use
-        ``receive_some``.
+        A socket's descriptor is read directly once readable (parked in the server's
+        :class:`.ReadPoller`, or ``wait_readable`` with no server); else ``receive_some``.
         """
         self.apply()
         self._on_start()
         await self._run_delegated()
         while not self._closing:
             data: bytes | None = b""
-            # timers (pings, pong and hold deadlines) are fired by the server's shared
-            # timer task; the reader is only woken to close (see _wake_reader)
+            # timers are fired by the server's timer task: woken only to close
             if not self._wake_requested:
                 fd = self._fd
                 if fd >= 0:
                     self._parked = True
                     try:
-                        await trio.lowlevel.wait_readable(fd)
+                        if (poller := self.server.poller) is None:
+                            await trio.lowlevel.wait_readable(fd)
+                        else:  # parked cheaply (see .poller): no trio wait chain
+                            poller.park(fd)
+                            await trio.lowlevel.wait_task_rescheduled(self._unpark)
                         data = os.read(fd, _READ_SIZE) or None
                     except BlockingIOError:
                         data = b""
