@@ -108,9 +108,16 @@ class _InboundDeflate(Extension):
 class WebSocketSession(Session):
     """One WebSocket client."""
 
-    __slots__ = ("_broken", "_parts", "_parts_size", "_trailing", "_ws")
-
-    wire_kind = "ws"
+    __slots__ = (
+        "_broken",
+        "_deflater",
+        "_parts",
+        "_parts_size",
+        "_trailing",
+        "_ws",
+        "deflate",
+        "wire_kind",
+    )
 
     def __init__(
         self,
@@ -125,6 +132,7 @@ class WebSocketSession(Session):
         #: the negotiated permessage-deflate, if any
         self.deflate = deflate
         self._deflater: Deflater | None = None
+        self.wire_kind = "ws"
         if deflate is not None:
             self._deflater = deflater(deflate.server_max_window_bits)
             self.wire_kind = deflate.wire_kind
