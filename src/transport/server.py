@@ -23,7 +23,7 @@ from ..protocol.broker import MemoryBroker, PresenceEvent, SessionSnapshot
 from ..protocol.connection import SessionSettings
 from .api_endpoint import api_role
 from .fanout import fan_out
-from .http import FrontDoor, handle_connection
+from .http import FrontDoor, serve_http
 from .poller import ReadPoller
 from .redis_backend import RedisBackend
 from .redis_broker import RedisBroker
@@ -560,7 +560,10 @@ class Server:
                 if secure is None:
                     return
                 served = secure
-            await handle_connection(self, served, main=role == "main", role=role)
+            # an upgraded session runs in this frame (one frame less per idle connection)
+            session = await serve_http(self, served, role)
+            if session is not None:
+                await session.run()
         except Exception:  # a bug must cost one connection, never the server
             log.exception("unexpected error while serving a connection")
         finally:

@@ -53,7 +53,7 @@ from ..ops.metrics import Metrics
 from ..protocol.connection import CableConnection
 from ..protocol.events import Delegate
 from .outbox import Outbox
-from .poller import ReadPoller
+from .poller import ReadPoller, parked
 from .rpc_client import answer_delegated, release_delegated
 from .tls import DirectStream, send_queued, write_queued
 
@@ -348,7 +348,7 @@ class Session(NodeSession[bytes]):
                                 await trio.lowlevel.wait_readable(fd)
                             else:  # parked cheaply (see .poller): no trio wait chain
                                 poller.park(fd)
-                                await trio.lowlevel.wait_task_rescheduled(self._unpark)
+                                await parked(self._unpark)
                             data = os.read(fd, _READ_SIZE) or None
                         except BlockingIOError:
                             data = b""
