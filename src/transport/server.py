@@ -63,6 +63,10 @@ _ACCEPT_CAPACITY_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBU
 REDIS_FLUSH_SECONDS = 2.0
 
 
+#: the name of every connection's task
+_CONNECTION = "cableway.transport.server.Server._handle"
+
+
 class Server:
     """Shared state of one Cableway node and the tasks that serve it.
 
@@ -544,7 +548,8 @@ class Server:
                 if limiter is not None:
                     limiter.release_on_behalf_of(token)
                 raise
-            handlers.start_soon(self._handle, stream, role, token, limiter)
+            # a name of its own would be a string per connection (memory per idle one)
+            handlers.start_soon(self._handle, stream, role, token, limiter, name=_CONNECTION)
 
     async def _handle(
         self,
