@@ -108,8 +108,10 @@ def resolve_stream(identifier: str, policy: StreamPolicy) -> str | None:
 
 
 #: identifiers up to this long are remembered once resolved (see :func:`resolve`), at
-#: most :data:`REMEMBERED` of them: a bound on what the memory costs (about 2 MB at most)
-REMEMBERED_LENGTH = 1024
+#: most :data:`REMEMBERED` of them: what that costs is bounded (with the stream names:
+#: ~1 MB for ASCII identifiers, ~4.5 MB at 4 bytes a character, e.g. public streams
+#: named to fill it); real ones (Turbo's signed names) are 100-300 characters
+REMEMBERED_LENGTH = 512
 REMEMBERED = 1024
 
 
