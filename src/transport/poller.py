@@ -5,9 +5,9 @@ Why:
     ``trio.lowlevel.wait_readable`` that costs a chain of trio's coroutine frames and
     bookkeeping objects per connection (about 1.4 KB: most of what an idle connection
     costs beyond its session). Here a reader parks with one
-    ``trio.lowlevel.wait_task_rescheduled`` instead, its descriptor armed (one-shot) in
-    this poller's own epoll set, and the poller's task, waiting on that set's
-    descriptor, reschedules the reader whose socket became readable.
+    ``trio.lowlevel.wait_task_rescheduled`` (:func:`parked`) instead, its descriptor
+    armed (one-shot) in this poller's own epoll set, and the poller's task, waiting on
+    that set's descriptor, reschedules the reader whose socket became readable.
 
 Resource handling:
     The poller holds no reference to a session: a parked reader's task, by descriptor,
@@ -71,8 +71,8 @@ class ReadPoller:
         self._waiting: dict[int, trio.lowlevel.Task] = {}
 
     def park(self, fd: int) -> None:
-        """Arm ``fd`` for the current task, which must then await
-        ``trio.lowlevel.wait_task_rescheduled`` with an abort function that calls
+        """Arm ``fd`` for the current task, which must then await :func:`parked` (or
+        ``trio.lowlevel.wait_task_rescheduled``) with an abort function that calls
         :meth:`forget` (a bound method of the session: one small object per wait)."""
         epoll = self._epoll
         try:
