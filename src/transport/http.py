@@ -45,9 +45,13 @@ from .sse import handle_sse
 from .upgrade import UpgradeHost, fast_upgrade, handshake_refusal, open_session
 from .ws import WebSocketSession
 
-__all__ = ["FrontDoor", "HttpHost", "Request", "handle_connection", "serve_http"]
+__all__ = ["CONNECTION_TASK", "FrontDoor", "HttpHost", "Request", "handle_connection", "serve_http"]
 
 log = logging.getLogger("cableway.http")
+
+#: the name of every connection's task (one string: trio would make one per task from
+#: its function, memory per idle connection)
+CONNECTION_TASK = "cableway.transport.server.Server._handle"
 
 
 class HttpHost(ApiHost, UpgradeHost, Protocol):

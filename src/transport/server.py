@@ -23,7 +23,7 @@ from ..protocol.broker import MemoryBroker, PresenceEvent, SessionSnapshot
 from ..protocol.connection import SessionSettings
 from .api_endpoint import api_role
 from .fanout import fan_out
-from .http import FrontDoor, serve_http
+from .http import CONNECTION_TASK, FrontDoor, serve_http
 from .poller import ReadPoller
 from .redis_backend import RedisBackend
 from .redis_broker import RedisBroker
@@ -61,10 +61,6 @@ _ACCEPT_CAPACITY_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBU
 
 #: how long a node that shuts down waits for Redis to take what its sessions wrote last
 REDIS_FLUSH_SECONDS = 2.0
-
-
-#: the name of every connection's task
-_CONNECTION = "cableway.transport.server.Server._handle"
 
 
 class Server:
@@ -548,8 +544,7 @@ class Server:
                 if limiter is not None:
                     limiter.release_on_behalf_of(token)
                 raise
-            # a name of its own would be a string per connection (memory per idle one)
-            handlers.start_soon(self._handle, stream, role, token, limiter, name=_CONNECTION)
+            handlers.start_soon(self._handle, stream, role, token, limiter, name=CONNECTION_TASK)
 
     async def _handle(
         self,
@@ -565,10 +560,8 @@ class Server:
                 if secure is None:
                     return
                 served = secure
-            # an upgraded session runs in this frame (one frame less per idle connection)
-            session = await serve_http(self, served, role)
-            if session is not None:
-                await session.run()
+            if (session := await serve_http(self, served, role)) is not None:
+                await session.run()  # in this frame: one frame less per idle connection
         except Exception:  # a bug must cost one connection, never the server
             log.exception("unexpected error while serving a connection")
         finally:
