@@ -10,13 +10,17 @@ the trio and the asyncio driver alike.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .bound import over_bound
 
 __all__ = ["HeldMessages"]
 
 W = TypeVar("W")
+
+#: the empty items of every HeldMessages that never held anything (never mutated:
+#: only ``hold`` adds, and it takes a dictionary of its own first)
+_NOTHING: dict[str, list[tuple[int | None, Any, int, str]]] = {}
 
 
 class HeldMessages(Generic[W]):
@@ -31,8 +35,9 @@ class HeldMessages(Generic[W]):
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.size = 0
-        #: identifier -> (offset, item, size, stream) in arrival order
-        self._items: dict[str, list[tuple[int | None, W, int, str]]] = {}
+        #: identifier -> (offset, item, size, stream) in arrival order; most sessions
+        #: never hold anything: a dictionary of their own by the first hold
+        self._items: dict[str, list[tuple[int | None, W, int, str]]] = _NOTHING
 
     def __contains__(self, identifier: str) -> bool:
         return identifier in self._items
@@ -52,6 +57,8 @@ class HeldMessages(Generic[W]):
             self.size = 0
             return False
         self.size += size
+        if self._items is _NOTHING:
+            self._items = {}
         self._items.setdefault(identifier, []).append((offset, item, size, stream))
         return True
 

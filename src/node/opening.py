@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..auth.origin import origin_allowed
@@ -47,6 +47,9 @@ SSE_BAD_METHOD = Refusal(405, b"Method Not Allowed")
 SSE_TOO_LARGE = Refusal(413, b"Payload Too Large")
 
 log = logging.getLogger("cableway.node")
+
+#: at most this many distinct session settings are shared (see SessionRules.settings)
+SHARED_SETTINGS = 64
 
 
 class SessionConfig(Protocol):
@@ -112,6 +115,10 @@ class SessionRules:
     native_pings: bool
     backend: Backend[Any]
     compression: bool = False
+    #: the settings handed out, by what a request chose (see :meth:`settings`)
+    _settings: dict[tuple[float, str, bool, bool], SessionSettings] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_config(
@@ -136,10 +143,19 @@ class SessionRules:
         self, ping_interval: float, ping_precision: str, *, extended: bool, delegate: bool = False
     ) -> SessionSettings:
         """The settings of one session, from its opening (ping options, subprotocol);
-        ``delegate``: it may hand commands to the application (RPC)."""
+        ``delegate``: it may hand commands to the application (RPC).
+
+        Sessions that chose the same share one object (immutable; one per connection
+        would be memory per idle connection), up to :data:`SHARED_SETTINGS` choices
+        (clients choose the ping options: beyond that each gets its own).
+        """
+        key = (ping_interval, ping_precision, extended, delegate)
+        shared = self._settings.get(key)
+        if shared is not None:
+            return shared
         backend = self.backend
         brokered = backend.keeps_state
-        return SessionSettings(
+        settings = SessionSettings(
             ping_interval=ping_interval,
             ping_precision=ping_precision,
             limits=self.limits,
@@ -152,6 +168,9 @@ class SessionRules:
             native_pings=self.native_pings,
             delegate=delegate,
         )
+        if len(self._settings) < SHARED_SETTINGS:
+            self._settings[key] = settings
+        return settings
 
     # -- WebSocket -----------------------------------------------------------------------
 

@@ -41,6 +41,9 @@ class NodeSession(Generic[W]):
     :meth:`push_frame`, :meth:`wire_size`, :meth:`request_close` and :meth:`answer_later`.
     """
 
+    # a driver's session may have no instance dictionary (memory per connection)
+    __slots__ = ("snapshot",)
+
     #: sessions of one kind get the same wire item for the same message
     wire_kind: str
     #: the gauge live sessions of this kind are counted in, besides ``clients_num``

@@ -3,11 +3,13 @@
 ``$pubsub`` (signed ``signed_stream_name``, or plain ``stream_name`` with public
 streams) and ``Turbo::StreamsChannel`` (signed names, or AnyCable 1.4's cleartext mode).
 :func:`resolve_stream` maps a subscription identifier to the stream it reads, or to
-``None`` when the subscription must be rejected.
+``None`` when the subscription must be rejected; :func:`resolve` also hands out one
+shared copy of each identifier it resolved.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
@@ -21,6 +23,7 @@ __all__ = [
     "StreamPolicy",
     "Subscription",
     "is_built_in",
+    "resolve",
     "resolve_stream",
     "resolve_subscription",
 ]
@@ -102,6 +105,45 @@ def resolve_stream(identifier: str, policy: StreamPolicy) -> str | None:
     """The stream a subscription identifier reads, or ``None`` to reject it."""
     found = resolve_subscription(identifier, policy)
     return found.stream if found is not None else None
+
+
+#: identifiers up to this long are remembered once resolved (see :func:`resolve`), at
+#: most :data:`REMEMBERED` of them: what that costs is bounded (with the stream names:
+#: ~1 MB for ASCII identifiers, ~4.5 MB at 4 bytes a character, e.g. public streams
+#: named to fill it); real ones (Turbo's signed names) are 100-300 characters
+REMEMBERED_LENGTH = 512
+REMEMBERED = 1024
+
+
+class _Refused(Exception):
+    """Not remembered: a subscription :func:`resolve_subscription` rejects."""
+
+
+@functools.lru_cache(maxsize=REMEMBERED)
+def _remembered(identifier: str, policy: StreamPolicy) -> tuple[str, Subscription]:
+    found = resolve_subscription(identifier, policy)
+    if found is None:
+        raise _Refused  # (a rejection is never remembered: it cannot evict a valid one)
+    return identifier, found
+
+
+def resolve(identifier: str, policy: StreamPolicy) -> tuple[str, Subscription] | None:
+    """:func:`resolve_subscription`, with an identifier equal to ``identifier`` to keep.
+
+    Many clients subscribe with the same identifier (a page's Turbo stream): every
+    session that keeps the returned identifier, stream and :class:`Subscription` shares
+    one copy of each, instead of its own decoded strings (memory per idle connection),
+    and the signature is verified once (resolving is deterministic for one ``policy``:
+    rotated secrets are another policy). The last :data:`REMEMBERED` accepted
+    identifiers of up to :data:`REMEMBERED_LENGTH` characters are remembered.
+    """
+    if len(identifier) <= REMEMBERED_LENGTH:
+        try:
+            return _remembered(identifier, policy)
+        except _Refused:
+            return None
+    found = resolve_subscription(identifier, policy)
+    return None if found is None else (identifier, found)
 
 
 def resolve_subscription(identifier: str, policy: StreamPolicy) -> Subscription | None:

@@ -39,9 +39,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import messages
-from .appchannels import DELEGATED, AppChannels
+from .appchannels import DELEGATED
 from .broker import HistoryEntry, SessionSnapshot
-from .channels import Subscription, is_built_in, resolve_subscription
+from .channels import Subscription, is_built_in, resolve
 from .commands import KNOWN_COMMANDS, Command, parse_command
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import (
@@ -58,16 +58,20 @@ from .events import (
 )
 from .history import plan_history, replayed
 from .keepalive import Keepalive, ping_message
-from .presence import Presence, presence_message, whisper_event
+from .parts import SessionParts
+from .presence import presence_message, whisper_event
 from .rate import CommandRate
-from .replay import HOLD_SECONDS, NOTHING_HELD, HeldStreams, history_reply, replay_messages
+from .replay import HOLD_SECONDS, NOTHING_HELD, history_reply, replay_messages
 from .settings import SessionSettings, SessionState
 
 __all__ = ["HOLD_SECONDS", "CableConnection", "SessionSettings", "SessionState", "ping_message"]
 
 
-class CableConnection:
+class CableConnection(SessionParts):
     """One Action Cable session, driven by calls (see the module docstring).
+
+    Memory: one per connection, so no instance dictionary, and the parts most sessions
+    never use are shared empty ones until it needs its own (:mod:`.parts`).
 
     Args:
         sid: the session id announced in ``welcome``.
@@ -76,6 +80,19 @@ class CableConnection:
         ping_jitter: a number in ``[0, 1)``; the first ping is due after
             ``(0.5 + ping_jitter) * ping_interval`` so that reconnect storms spread.
     """
+
+    __slots__ = (
+        "_events",
+        "_keepalive",
+        "_now",
+        "_rate",
+        "held",
+        "identifiers",
+        "settings",
+        "sid",
+        "state",
+        "subscriptions",
+    )
 
     def __init__(
         self,
@@ -93,12 +110,7 @@ class CableConnection:
         self.identifiers: str | None = None
         #: identifier -> the stream it reads (built-in channels read one stream each)
         self.subscriptions: dict[str, str] = {}
-        self._presence = Presence()
-        #: identifier -> (presence id, stream) this session joined with
-        self.presence = self._presence.joined
-        self._features: dict[str, Subscription] = {}
-        #: the reliable-stream part: held subscriptions and their deadline
-        self._replay = HeldStreams()
+        super().__init__()  # the parts (presence, held subscriptions, RPC) not yet used
         #: identifiers (restored, or waiting for a history answer) whose live messages
         #: the driver holds back until their history was replayed (so the client sees
         #: every message once, in order): ``self._replay.held``, mirrored here as a
@@ -107,12 +119,7 @@ class CableConnection:
         self._now = now  # the driver's clock at the last call that passed it
         self._events: list[Event] = []
         self._keepalive = Keepalive(settings, now, ping_jitter)
-        #: the application's channels (RPC)
-        limits = settings.limits
-        self._apps = AppChannels(
-            limits.max_subscriptions, max(limits.commands_burst, limits.max_subscriptions)
-        )
-        self._rate = CommandRate(limits, now)
+        self._rate = CommandRate(settings.limits, now)
 
     # -- driver API -----------------------------------------------------------------
 
@@ -158,16 +165,16 @@ class CableConnection:
         self._now = now
         restored: list[str] = []
         for identifier, _stream in snapshot.subscriptions:
-            found = resolve_subscription(identifier, self.settings.policy)
-            if found is None or identifier in self.subscriptions:
+            resolved = resolve(identifier, self.settings.policy)
+            if resolved is None or identifier in self.subscriptions:
                 continue  # secrets rotated since: drop it, the client re-subscribes
-            self._add(identifier, found)
-            restored.append(identifier)
+            self._add(*resolved)
+            restored.append(resolved[0])
         if self.settings.delegate:  # the application's channels come back too (RPC)
-            self._apps.change(snapshot.delegated, snapshot.app)
+            self._app_channels().change(snapshot.delegated, snapshot.app)
             restored += snapshot.delegated
         if restored and self.settings.history:
-            self.held = self._replay.hold(restored, now)
+            self.held = self._holding().hold(restored, now)
         self._send(messages.welcome(self.sid, restored_ids=restored))
         self._snapshot()
 
@@ -220,7 +227,7 @@ class CableConnection:
         self._keepalive.pong_deadline = None  # any decoded command shows the client is alive
         self._now = now
         if self._apps.answering:  # in order: after the delegated command's answer
-            if not self._apps.wait(command):
+            if not self._app_channels().wait(command):
                 self._ignore(command.command, "too many commands wait for the application")
             return True
         self._dispatch(command)
@@ -354,7 +361,7 @@ class CableConnection:
         ):
             self._delegate(name, command.identifier, command.data)
             if name == "subscribe":
-                self._apps.subscribing(
+                self._app_channels().subscribing(
                     command.identifier, presence=command.presence, history=command.history
                 )
         elif name == "subscribe":
@@ -388,11 +395,13 @@ class CableConnection:
         if len(self.subscriptions) >= self.settings.limits.max_subscriptions:
             self._send(messages.reject_subscription(identifier))
             return
-        found = resolve_subscription(identifier, self.settings.policy)
-        if found is None:
+        resolved = resolve(identifier, self.settings.policy)
+        if resolved is None:
             self._send(messages.reject_subscription(identifier))
             return
-        self._add(identifier, found)
+        # an equal identifier shared by the sessions that subscribed with it (memory)
+        identifier = resolved[0]
+        self._add(identifier, resolved[1])
         self._send(messages.confirm_subscription(identifier))
         self._snapshot()
         if command.history is not None:
@@ -402,7 +411,6 @@ class CableConnection:
 
     def _add(self, identifier: str, found: Subscription) -> None:
         self.subscriptions[identifier] = found.stream
-        self._features[identifier] = found
         self._events.append(StreamAdded(identifier, found.stream))
 
     def _unsubscribe(self, identifier: str) -> None:
@@ -410,10 +418,9 @@ class CableConnection:
         if stream is None:
             self._ignore("unsubscribe", "not subscribed")
             return
-        self._features.pop(identifier, None)
         self._replay.unhold(identifier)
         self._events.append(StreamRemoved(identifier, stream))
-        if self.presence.pop(identifier, None) is not None:
+        if self._forget_presence(identifier) is not None:
             self._events.append(PresenceRequest("leave", identifier, stream))
         self._snapshot()
 
@@ -434,22 +441,8 @@ class CableConnection:
         else:
             # a broker may answer later (Redis): until it does, live messages of this
             # subscription are held, then released without those the history replayed
-            self.held = self._replay.hold((identifier,), self._now)
+            self.held = self._holding().hold((identifier,), self._now)
             self._events.append(HistoryRequest(identifier, plan.queries))
-
-    def _whisper_stream(self, identifier: str) -> str:
-        """The stream whispers of ``identifier`` go to, ``""`` when it allows none."""
-        features = self._features.get(identifier)
-        if features is not None:
-            return features.stream if features.whisper else ""
-        return self._apps.whisper_stream(identifier)
-
-    def _presence_stream(self, identifier: str) -> str:
-        """The stream ``identifier``'s presence set lives on, ``""`` when it has none."""
-        features = self._features.get(identifier)
-        if features is not None:
-            return features.stream if features.presence else ""
-        return self._apps.presence_stream(identifier)
 
     def _whisper(self, identifier: str, data: object) -> None:
         stream = self._whisper_stream(identifier)
@@ -463,14 +456,14 @@ class CableConnection:
         if not stream or not self.settings.presence:
             self._ignore("join", "presence is not enabled for this subscription")
             return
-        joined = self._presence.join(identifier, stream, presence)
+        joined = self._joining().join(identifier, stream, presence)
         if isinstance(joined, str):
             self._ignore("join", joined)
         else:
             self._events.append(joined)
 
     def _leave(self, identifier: str) -> None:
-        left = self._presence.leave(identifier)
+        left = None if self._presence is None else self._presence.leave(identifier)
         if left is None:
             self._ignore("leave", "not present")
         else:
@@ -487,7 +480,7 @@ class CableConnection:
         self._events.append(PresenceRequest("info", identifier, stream))
 
     def _delegate(self, name: str, identifier: str, data: object) -> None:
-        delegate = self._apps.delegate(name, identifier, data)
+        delegate = self._app_channels().delegate(name, identifier, data)
         if delegate is None:
             self._ignore(name, "data is not a string")  # AnyCable-Go: no RPC (rpc.md §4.4)
         else:
@@ -497,7 +490,7 @@ class CableConnection:
         """The driver applied the application's answer to the oldest :class:`Delegate`
         (or dropped it: no call, a failed one): the commands that arrived after it are
         processed now, in arrival order, up to the next one the application answers."""
-        apps = self._apps
+        apps = self._app_channels()
         apps.answered()
         while not apps.answering and self.state is SessionState.OPEN:
             command = apps.next_waiting()
@@ -518,7 +511,7 @@ class CableConnection:
     def delegated_state(self, identifiers: tuple[str, ...], state: str) -> None:
         """The application's channels or state changed: kept in the snapshot (resumable
         sessions) so a restored session gets them back without RPC."""
-        if self._apps.change(identifiers, state):
+        if self._app_channels().change(identifiers, state):
             self._snapshot()
 
     def transmit(self, text: str) -> None:
@@ -548,7 +541,7 @@ class CableConnection:
         ``whisper`` and ``join``/``leave``/``presence`` commands use (rpc.md §4.4);
         ``streams`` are those it reads, in the order its history replays them."""
         if self.state is not SessionState.CLOSED:
-            self._apps.subscribed(identifier, whisper, presence, streams)
+            self._app_channels().subscribed(identifier, whisper, presence, streams)
 
     def delegated_subscribe(
         self, identifier: str, *, history: Mapping[str, Any] | None = None
@@ -556,7 +549,7 @@ class CableConnection:
         """A subscribe the driver delegates itself (an event stream's opening): the
         history it carried is served once the application confirms it, as for a
         client's ``subscribe``."""
-        self._apps.subscribing_history(identifier, history)
+        self._app_channels().subscribing_history(identifier, history)
 
     def delegated_confirmed(self, identifier: str) -> None:
         """The application confirmed a subscribe: the presence the client sent with it
@@ -564,7 +557,7 @@ class CableConnection:
         after a confirmed subscribe. The history it asked for (``@anycable/web`` asks
         with every subscribe on the extended protocol) is served first, as AnyCable-Go's
         ``Subscribe`` does."""
-        history, presence = self._apps.confirmed(identifier)
+        history, presence = self._app_channels().confirmed(identifier)
         if history is not None:
             self._history(identifier, history)
         if presence is not None:
@@ -573,9 +566,9 @@ class CableConnection:
     def delegated_unsubscribed(self, identifier: str) -> None:
         """An application channel is gone: its presence in its stream is removed, its
         held live messages dropped."""
-        self._apps.gone(identifier)
+        self._app_channels().gone(identifier)
         self._replay.unhold(identifier)
-        joined = self.presence.pop(identifier, None)
+        joined = self._forget_presence(identifier)
         if joined is not None and self.state is not SessionState.CLOSED:
             self._events.append(PresenceRequest("leave", identifier, joined[1]))
 
@@ -626,9 +619,7 @@ class CableConnection:
         for identifier, stream in self.subscriptions.items():
             self._events.append(StreamRemoved(identifier, stream))
         self.subscriptions.clear()
-        self._features.clear()
-        self._apps.clear()
-        self._replay.clear()
+        self._clear_parts()
         self.held = NOTHING_HELD
 
     def _close(self, reason: str, *, reconnect: bool, code: int, close_reason: str) -> None:

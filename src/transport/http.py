@@ -45,9 +45,13 @@ from .sse import handle_sse
 from .upgrade import UpgradeHost, fast_upgrade, handshake_refusal, open_session
 from .ws import WebSocketSession
 
-__all__ = ["FrontDoor", "HttpHost", "Request", "handle_connection"]
+__all__ = ["CONNECTION_TASK", "FrontDoor", "HttpHost", "Request", "handle_connection", "serve_http"]
 
 log = logging.getLogger("cableway.http")
+
+#: the name of every connection's task (one string: trio would make one per task from
+#: its function, memory per idle connection)
+CONNECTION_TASK = "cableway.transport.server.Server._handle"
 
 
 class HttpHost(ApiHost, UpgradeHost, Protocol):
@@ -71,18 +75,33 @@ async def handle_connection(
         main: whether this is the main listener (WebSocket, health) rather than the
             separate broadcast listener.
     """
+    session = await serve_http(server, stream, role or ("main" if main else "broadcast"))
+    if session is not None:
+        await session.run()
+
+
+async def serve_http(
+    server: HttpHost, stream: trio.abc.Stream, role: str
+) -> WebSocketSession | None:
+    """The HTTP side of one TCP connection: serve its requests until it closes (the
+    stream is closed here) or upgrades to a WebSocket; never raises.
+
+    Returns the upgraded session, joined, for the caller to await its
+    :meth:`~.session.Session.run` at once (it closes the stream): in the caller's own
+    frame, so that an idle WebSocket parks no frame of this module (memory per
+    connection). The HTTP side (h11 state, the request and its headers) is gone by then.
+    """
+    session = None
     try:
-        session = await _serve_http(server, stream, role or ("main" if main else "broadcast"))
+        session = await _serve_http(server, stream, role)
         if session is not None:
-            # the HTTP side (h11 state, the request and its headers) is gone by now: an
-            # idle WebSocket keeps only its session
             session.join()
-            await session.run()
+        return session
     finally:
-        # sessions close their stream themselves; closing twice is harmless, and this
-        # also covers a cancellation before a session took the stream over
-        with trio.CancelScope(shield=True), trio.move_on_after(1):
-            await stream.aclose()
+        if session is None:
+            # also covers a cancellation before a session took the stream over
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await stream.aclose()
 
 
 async def _serve_http(

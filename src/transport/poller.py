@@ -5,9 +5,9 @@ Why:
     ``trio.lowlevel.wait_readable`` that costs a chain of trio's coroutine frames and
     bookkeeping objects per connection (about 1.4 KB: most of what an idle connection
     costs beyond its session). Here a reader parks with one
-    ``trio.lowlevel.wait_task_rescheduled`` instead, its descriptor armed (one-shot) in
-    this poller's own epoll set, and the poller's task, waiting on that set's
-    descriptor, reschedules the reader whose socket became readable.
+    ``trio.lowlevel.wait_task_rescheduled`` (:func:`parked`) instead, its descriptor
+    armed (one-shot) in this poller's own epoll set, and the poller's task, waiting on
+    that set's descriptor, reschedules the reader whose socket became readable.
 
 Resource handling:
     The poller holds no reference to a session: a parked reader's task, by descriptor,
@@ -17,17 +17,47 @@ Resource handling:
     closes its socket only after its reader returned). An event for a descriptor
     nobody waits on is dropped (its one-shot registration is re-armed by the next
     wait).
+
+Parking:
+    :func:`parked` is ``trio.lowlevel.wait_task_rescheduled`` in one generator frame
+    instead of trio's two (its coroutine, then the generator that yields to the run
+    loop): a parked reader is one of these per idle connection. It yields trio's own
+    ``WaitTaskRescheduled`` message, what ``wait_task_rescheduled`` yields; where a
+    trio version no longer has it there, :func:`parked` is trio's function itself
+    (``tests/transport/test_wake.py`` says which one runs).
 """
 
 from __future__ import annotations
 
 import select
+import types
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
 
 import trio
 
-__all__ = ["ReadPoller"]
+__all__ = ["ReadPoller", "parked"]
 
 _ARM = select.EPOLLIN | select.EPOLLONESHOT
+
+_Abort = Callable[[Callable[[], Any]], trio.lowlevel.Abort]
+
+try:  # trio's message for "park until rescheduled" (what wait_task_rescheduled yields)
+    from trio._core._traps import WaitTaskRescheduled as _WaitMessage
+except ImportError:  # pragma: no cover - another trio: its own function (2 frames)
+    _WaitMessage = None  # type: ignore[assignment,misc]
+
+
+@types.coroutine
+def _one_frame(abort: _Abort) -> Generator[Any, Any, Any]:
+    return (yield _WaitMessage(abort)).unwrap()
+
+
+#: ``await parked(abort)`` is ``await trio.lowlevel.wait_task_rescheduled(abort)`` in
+#: one frame (see the module docstring)
+parked: Callable[[_Abort], Awaitable[Any]] = (
+    trio.lowlevel.wait_task_rescheduled if _WaitMessage is None else _one_frame
+)
 
 
 class ReadPoller:
@@ -41,8 +71,8 @@ class ReadPoller:
         self._waiting: dict[int, trio.lowlevel.Task] = {}
 
     def park(self, fd: int) -> None:
-        """Arm ``fd`` for the current task, which must then await
-        ``trio.lowlevel.wait_task_rescheduled`` with an abort function that calls
+        """Arm ``fd`` for the current task, which must then await :func:`parked` (or
+        ``trio.lowlevel.wait_task_rescheduled``) with an abort function that calls
         :meth:`forget` (a bound method of the session: one small object per wait)."""
         epoll = self._epoll
         try:

@@ -23,7 +23,7 @@ from ..protocol.broker import MemoryBroker, PresenceEvent, SessionSnapshot
 from ..protocol.connection import SessionSettings
 from .api_endpoint import api_role
 from .fanout import fan_out
-from .http import FrontDoor, handle_connection
+from .http import CONNECTION_TASK, FrontDoor, serve_http
 from .poller import ReadPoller
 from .redis_backend import RedisBackend
 from .redis_broker import RedisBroker
@@ -544,7 +544,7 @@ class Server:
                 if limiter is not None:
                     limiter.release_on_behalf_of(token)
                 raise
-            handlers.start_soon(self._handle, stream, role, token, limiter)
+            handlers.start_soon(self._handle, stream, role, token, limiter, name=CONNECTION_TASK)
 
     async def _handle(
         self,
@@ -560,7 +560,8 @@ class Server:
                 if secure is None:
                     return
                 served = secure
-            await handle_connection(self, served, main=role == "main", role=role)
+            if (session := await serve_http(self, served, role)) is not None:
+                await session.run()  # in this frame: one frame less per idle connection
         except Exception:  # a bug must cost one connection, never the server
             log.exception("unexpected error while serving a connection")
         finally:

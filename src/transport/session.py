@@ -38,7 +38,7 @@ import math
 import os
 import weakref
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -53,7 +53,7 @@ from ..ops.metrics import Metrics
 from ..protocol.connection import CableConnection
 from ..protocol.events import Delegate
 from .outbox import Outbox
-from .poller import ReadPoller
+from .poller import ReadPoller, parked
 from .rpc_client import answer_delegated, release_delegated
 from .tls import DirectStream, send_queued, write_queued
 
@@ -113,9 +113,11 @@ class Session(NodeSession[bytes]):
 
     # no instance dictionary: one idle session per connection, every byte counts
     __slots__ = (
+        "__weakref__",
         "_batching",
         "_closing",
         "_delegated",
+        "_direct",
         "_done",
         "_fd",
         "_finished",
@@ -137,7 +139,6 @@ class Session(NodeSession[bytes]):
         "scheduled_at",
         "server",
         "sid",
-        "snapshot",
         "stream",
     )
 
@@ -314,48 +315,104 @@ class Session(NodeSession[bytes]):
 
     # -- the session ------------------------------------------------------------------
 
-    async def run(self) -> None:
-        # one coroutine frame for the whole session, reading included (an idle session
-        # parks a chain of them, and each costs memory); a nursery of its own only when
-        # the server is not running (a test drives the connection)
+    def run(self) -> Coroutine[Any, Any, None]:
+        """The session, to await until it has closed: one coroutine frame (an idle
+        session parks its chain of frames, each memory per connection); a nursery of its
+        own only when the server is not running (a test drives the connection)."""
         nursery = self.server.task_nursery
-        manager: contextlib.AbstractAsyncContextManager[trio.Nursery] = (
-            trio.open_nursery() if nursery is None else contextlib.nullcontext(nursery)
-        )
-        async with manager as running:
-            self._nursery = running
-            try:
-                self._flush()  # anything queued before the session started
-                await self._reader()
-                # the reader is done: let the writer flush what is queued, bounded
-                # (every write has a deadline)
-                self.outbox.close()
-                self._flush()
-                done = self._writer_done
-                if self._writer_active and done is not None:
-                    await done.wait()
-            except Exception:
-                # a bug must cost this session only: tell the client, log once, close
-                log.exception("unexpected error in session sid=%s", self.sid)
-                self._closing = True
-                data = self._abort_bytes()
-                # never after a frame cut in two (bytes of it are still pending)
-                if data and not self._writer_active and not self.outbox.started:
-                    with (
-                        trio.move_on_after(1),
-                        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-                    ):
-                        await self.stream.send_all(data)
-            finally:
-                self._nursery = None
-                self._closing = True
-                self._fd = -1
-                self.leave()
-                with trio.CancelScope(shield=True), trio.move_on_after(1):
-                    await self.stream.aclose()
-                self._finished = True
-                if self._done is not None:
-                    self._done.set()
+        return self._serve(nursery) if nursery is not None else self._serve_alone()
+
+    async def _serve_alone(self) -> None:
+        async with trio.open_nursery() as nursery:
+            await self._serve(nursery)
+
+    async def _serve(self, nursery: trio.Nursery) -> None:
+        """Read and handle the client's bytes until the session closes, then close. A
+        socket's descriptor is read directly once readable (parked in the server's
+        :class:`.ReadPoller`, or ``wait_readable`` with no server); else ``receive_some``."""
+        self._nursery = nursery
+        try:
+            self._flush()  # anything queued before the session started
+            self.apply()
+            self._on_start()
+            await self._run_delegated()
+            while not self._closing:
+                data: bytes | None = b""
+                # timers are fired by the server's timer task: woken only to close
+                if not self._wake_requested:
+                    fd = self._fd
+                    if fd >= 0:
+                        self._parked = True
+                        try:
+                            if (poller := self.server.poller) is None:
+                                await trio.lowlevel.wait_readable(fd)
+                            else:  # parked cheaply (see .poller): no trio wait chain
+                                poller.park(fd)
+                                await parked(self._unpark)
+                            data = os.read(fd, _READ_SIZE) or None
+                        except BlockingIOError:
+                            data = b""
+                        except trio.ClosedResourceError:
+                            data = b"" if self._wake_requested else None
+                        except OSError:
+                            data = None  # reset
+                        finally:
+                            self._parked = False
+                    else:
+                        try:
+                            with trio.CancelScope() as wake:
+                                self._wake = wake
+                                data = bytes(await self.stream.receive_some(_READ_SIZE)) or None
+                        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                            data = None  # EOF or reset
+                        finally:
+                            self._wake = None
+                if self._wake_requested:
+                    self._wake_requested = False
+                    if self._pending_close is not None:
+                        reason, reconnect, code, close_reason = self._pending_close
+                        self.core.disconnect(
+                            reason, reconnect=reconnect, code=code, close_reason=close_reason
+                        )
+                        self.apply()
+                    continue  # what was read with the wake-up is not for a closing session
+                if data is None:
+                    break  # EOF or reset: the peer vanished
+                if not data:
+                    continue  # a spurious wake-up
+                self.server.metrics.inc("data_rcvd_total", len(data))
+                self._on_data(data)
+                await self._run_delegated()
+            else:
+                await self._after_close()
+            # done reading: the writer flushes what is queued (every write has a deadline)
+            self.outbox.close()
+            self._flush()
+            done = self._writer_done
+            if self._writer_active and done is not None:
+                await done.wait()
+        except Exception:
+            # a bug must cost this session only: tell the client, log once, close
+            log.exception("unexpected error in session sid=%s", self.sid)
+            self._closing = True
+            data = self._abort_bytes()
+            # never after a frame cut in two (bytes of it are still pending)
+            if data and not self._writer_active and not self.outbox.started:
+                with (
+                    trio.move_on_after(1),
+                    contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+                ):
+                    await self.stream.send_all(data)
+        finally:
+            self._nursery = None
+            self._closing = True
+            self._fd = -1
+            self.leave()
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await self.stream.aclose()
+            self._finished = True
+            if self._done is not None:
+                self._done.set()
 
     def _kick(self) -> None:
         """Bytes were queued: flush them at once (unless batching or a writer runs)."""
@@ -492,64 +549,6 @@ class Session(NodeSession[bytes]):
 
     def _unpark(self, _raise_cancel: object) -> trio.lowlevel.Abort:
         return self.server.poller.forget(self._fd)  # type: ignore[union-attr]  # parked there
-
-    async def _reader(self) -> None:
-        """Read and handle the client's bytes until the session closes.
-
-        A socket's descriptor is read directly once readable (parked in the server's
-        :class:`.ReadPoller`, or ``wait_readable`` with no server); else ``receive_some``.
-        """
-        self.apply()
-        self._on_start()
-        await self._run_delegated()
-        while not self._closing:
-            data: bytes | None = b""
-            # timers are fired by the server's timer task: woken only to close
-            if not self._wake_requested:
-                fd = self._fd
-                if fd >= 0:
-                    self._parked = True
-                    try:
-                        if (poller := self.server.poller) is None:
-                            await trio.lowlevel.wait_readable(fd)
-                        else:  # parked cheaply (see .poller): no trio wait chain
-                            poller.park(fd)
-                            await trio.lowlevel.wait_task_rescheduled(self._unpark)
-                        data = os.read(fd, _READ_SIZE) or None
-                    except BlockingIOError:
-                        data = b""
-                    except trio.ClosedResourceError:
-                        data = b"" if self._wake_requested else None
-                    except OSError:
-                        data = None  # reset
-                    finally:
-                        self._parked = False
-                else:
-                    try:
-                        with trio.CancelScope() as wake:
-                            self._wake = wake
-                            data = bytes(await self.stream.receive_some(_READ_SIZE)) or None
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        data = None  # EOF or reset
-                    finally:
-                        self._wake = None
-            if self._wake_requested:
-                self._wake_requested = False
-                if self._pending_close is not None:
-                    reason, reconnect, code, close_reason = self._pending_close
-                    self.core.disconnect(
-                        reason, reconnect=reconnect, code=code, close_reason=close_reason
-                    )
-                    self.apply()
-                continue  # what was read with the wake-up is not for a closing session
-            if data is None:
-                return  # EOF or reset: the peer vanished
-            if not data:
-                continue  # a spurious wake-up
-            self.server.metrics.inc("data_rcvd_total", len(data))
-            self._on_data(data)
-            await self._run_delegated()
-        await self._after_close()
 
     async def _run_delegated(self) -> None:
         """RPC for the delegated commands; reading waits meanwhile (as in AnyCable-Go)."""

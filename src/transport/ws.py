@@ -108,9 +108,16 @@ class _InboundDeflate(Extension):
 class WebSocketSession(Session):
     """One WebSocket client."""
 
-    __slots__ = ("_broken", "_parts", "_parts_size", "_trailing", "_ws")
-
-    wire_kind = "ws"
+    __slots__ = (
+        "_broken",
+        "_deflater",
+        "_parts",
+        "_parts_size",
+        "_trailing",
+        "_ws",
+        "deflate",
+        "wire_kind",
+    )
 
     def __init__(
         self,
@@ -125,13 +132,14 @@ class WebSocketSession(Session):
         #: the negotiated permessage-deflate, if any
         self.deflate = deflate
         self._deflater: Deflater | None = None
+        self.wire_kind = "ws"
         if deflate is not None:
             self._deflater = deflater(deflate.server_max_window_bits)
             self.wire_kind = deflate.wire_kind
         #: wsproto's connection, once a frame needed it (see the module docstring)
         self._ws: Connection | None = None
         self._trailing = trailing_data
-        self._parts: list[str | bytes] = []
+        self._parts: list[str | bytes] | None = None  # a message's fragments, if any
         self._parts_size = 0
         self._broken = False
 
@@ -208,7 +216,10 @@ class WebSocketSession(Session):
         for event in self.ws.events():
             if isinstance(event, TextMessage | BytesMessage):
                 part = event.data if isinstance(event.data, str) else bytes(event.data)
-                self._parts.append(part)
+                parts = self._parts
+                if parts is None:
+                    parts = self._parts = []
+                parts.append(part)
                 # the limit is in bytes: a text part's UTF-8 size (ASCII: its length)
                 if isinstance(part, str) and not part.isascii():
                     self._parts_size += len(part.encode("utf-8", "surrogatepass"))
@@ -221,15 +232,13 @@ class WebSocketSession(Session):
                 if not event.message_finished:
                     continue
                 message: str | bytes
-                if len(self._parts) == 1:
-                    message = self._parts[0]
+                if len(parts) == 1:
+                    message = parts[0]
                 elif isinstance(event, TextMessage):
-                    message = "".join(str(p) for p in self._parts)
+                    message = "".join(str(p) for p in parts)
                 else:
-                    message = b"".join(
-                        p if isinstance(p, bytes) else p.encode() for p in self._parts
-                    )
-                self._parts, self._parts_size = [], 0
+                    message = b"".join(p if isinstance(p, bytes) else p.encode() for p in parts)
+                self._parts, self._parts_size = None, 0
                 self._receive_message(message)
                 self.apply()
             elif isinstance(event, Ping):

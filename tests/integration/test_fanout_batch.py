@@ -162,7 +162,7 @@ async def test_a_held_subscription_holds_a_batch_until_its_history_is_in(
         await subscribe(ws, identifier)
         session = _by_sid(server)[sid]
         # as while its history is fetched (the core's held set, and its public view)
-        session.core.held = session.core._replay.held = {identifier}
+        session.core.held = session.core._holding().held = {identifier}
         delivered = server.metrics.value("server_msg_total")
         writes.clear()
         server.publish(_batch("s", [0, 1, 2]))

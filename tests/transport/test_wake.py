@@ -201,3 +201,11 @@ def _read_all_now(peer: socket.socket) -> bytes:
     while chunk := peer.recv(65536):
         data += chunk
     return data
+
+
+def test_a_parked_reader_waits_in_one_frame_with_this_trio() -> None:
+    # (cableway.transport.poller.parked: trio's own wait_task_rescheduled, in two
+    # frames, only where trio no longer has the message it yields)
+    from cableway.transport.poller import parked
+
+    assert parked is not trio.lowlevel.wait_task_rescheduled
