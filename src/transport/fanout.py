@@ -59,7 +59,8 @@ def fan_out(
     except RuntimeError:  # not in a trio run (a test driving the fan-out): no early pings
         now = -math.inf
     soon = now + PING_EARLY
-    pings: dict[tuple[str, str], bytes | None] = {}
+    with_ping: dict[tuple[str, str], bytes] = {}  # a kind's data + its ping frame
+    pinged: list[Session] = []
     unix_time = 0.0
     for session in sessions:
         if session.wire_kind != kind:
@@ -92,10 +93,10 @@ def fan_out(
             if session.scheduled_at <= soon:  # a ping due soon rides this write
                 if not unix_time:
                     unix_time = time.time()
-                ping = _early_ping(session, now, unix_time, pings)
-                if ping is not None:
-                    out = data + ping
-                    length = len(out)
+                both = _early_ping(session, now, unix_time, data, with_ping)
+                if both is not None:
+                    out, length = both, len(both)
+                    pinged.append(session)
             try:
                 sent = write(fd, out)
             except OSError:  # BlockingIOError, or the peer is gone (the writer reports it)
@@ -109,26 +110,34 @@ def fan_out(
             session._enqueue(out)
             continue
         session._enqueue(data)
+    for session in pinged:  # re-filed with the timer task once every write is done
+        session.scheduled_at = math.inf  # its old entry is stale now, and skipped
+        session.server.schedule(session)
     return delivered, sent_total
 
 
 def _early_ping(
-    session: Session, now: float, unix_time: float, frames: dict[tuple[str, str], bytes | None]
+    session: Session,
+    now: float,
+    unix_time: float,
+    data: bytes,
+    with_ping: dict[tuple[str, str], bytes],
 ) -> bytes | None:
-    """The ping frame ``session`` is due soon, taken from its schedule and the session
-    re-filed with the node's timer task (its old entry is then stale and skipped); ``None``
-    when no plain ping is due soon (the timer task does whatever else is due)."""
+    """``data`` followed by the ping ``session`` is due soon, that ping taken from its
+    schedule (built once per kind of session and precision in ``with_ping``; ``data`` is
+    the same for every session of a kind); ``None`` when no plain ping is due soon (the
+    timer task does whatever else is due). A kind that sends no ping frame gets ``data``
+    alone, its ping taken (as the timer task's batch does)."""
     core = session.core
-    if session._closing or core.take_plain_ping(now, PING_EARLY) is None:
+    if core.take_plain_ping(now, PING_EARLY) is None:
         return None
-    session.scheduled_at = math.inf
-    session.server.schedule(session)
     key = (session.wire_kind, core.settings.ping_precision)
     try:
-        return frames[key]
+        return with_ping[key]
     except KeyError:
-        frame = frames[key] = session.encode(ping_message(unix_time, key[1]))
-        return frame
+        frame = session.encode(ping_message(unix_time, key[1]))
+        both = with_ping[key] = data if frame is None else data + frame
+        return both
 
 
 class _Wire:
