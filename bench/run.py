@@ -373,13 +373,23 @@ def run_one(
     label = label or scenario
     if scenario == "f":
         return run_nodes(target, steps, workdir, args)
-    port, bport = free_port(), free_port()
     log_path = workdir / f"{label}-{target.name}.log"
-    server = spawn(target.command(port, bport, scenario), SERVER_CPU, log_path, env=target.env())
+    for _attempt in range(3):
+        # a free port may be taken by another process before the server binds it (a
+        # shared machine): start again on fresh ports when the server exited that way
+        port, bport = free_port(), free_port()
+        command = target.command(port, bport, scenario)
+        server = spawn(command, SERVER_CPU, log_path, env=target.env())
+        started = wait_listening(server, [port, bport])
+        if started or server.poll() is None:
+            break
+        if "Address already in use" not in log_path.read_text(errors="replace"):
+            break
+        say(f"  {target.name}: a port was taken before it bound it, starting again")
     results: list[dict[str, Any]] = []
     profiler = None
     try:
-        if not wait_listening(server, [port, bport]):
+        if not started:
             say(f"  {target.name}: did not start (see {log_path})")
             return [{"op": "start", "error": "server did not start", "log": str(log_path)}]
         if scenario == "e" and target.name.startswith("cableway") and not sse_available(port):

@@ -37,7 +37,10 @@ Invariants, checked after every operation:
 * after ``handle_timer(now)``, ``next_deadline()`` is ``None`` or later than ``now``;
 * ``take_plain_ping(now)`` either declines (``None``, nothing changed) or queues no event
   and returns ``next_deadline()``, later than ``now``; sessions whose settings byte is a
-  multiple of 3 are aligned to a 0.1 s ping grid first (``align_pings``).
+  multiple of 3 are aligned to a 0.1 s ping grid first (``align_pings``);
+* a broadcast that reaches the session tries the trio fan-out's early ping
+  (``take_plain_ping(now, 1.0)``): the same promises, and only a deadline due within
+  that second is taken.
 
 Run: ``python fuzz/fuzz_session.py -runs=100000 -max_len=2048 fuzz/corpus/session/``
 (needs ``pip install atheris``); ``tests/test_fuzz_corpus.py`` replays the corpus.
@@ -208,6 +211,20 @@ class Harness:
         for ident in recipients:
             assert self.model.get(ident) == stream, "delivered through a dead subscription"
             json.loads(encoded.for_identifier(ident))
+        if recipients:  # the trio fan-out's early ping: one due soon rides the write
+            before = self.conn.next_deadline()
+            after = self.conn.take_plain_ping(self.now, 1.0)
+            if after is None:
+                assert self.conn.next_deadline() == before, (
+                    "a declined early ping changed deadlines"
+                )
+                return
+            assert self.conn.state is SessionState.OPEN, "a closed session pinged"
+            assert self.drain() == [], "the early ping queued events"
+            assert before is not None, "an early ping without a deadline"
+            assert before <= self.now + 1.0, (before, self.now)
+            assert after == self.conn.next_deadline(), (after, self.conn.next_deadline())
+            assert after > self.now, (after, self.now)
 
     def tick(self, tenths: int) -> None:
         self.now += tenths / 10.0

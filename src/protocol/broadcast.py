@@ -8,6 +8,7 @@ encodes a publication once and hands out the per-identifier message text.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from . import messages
@@ -111,6 +112,19 @@ def _remote_command(value: dict[str, Any]) -> RemoteDisconnect:
     return RemoteDisconnect(payload["identifier"], payload.get("reconnect") is True)
 
 
+#: the JSON string literal of the most recent identifiers up to :data:`_CACHED_LENGTH`
+#: characters (a node's busy streams publish under the same ones again and again); at
+#: most 2 048 of them, so at most ~2 MiB: more or longer identifiers are encoded each time
+_cached_identifier_json = lru_cache(maxsize=2048)(messages.dumps)
+_CACHED_LENGTH = 512
+
+
+def _identifier_json(identifier: str) -> str:
+    if len(identifier) > _CACHED_LENGTH:
+        return messages.dumps(identifier)
+    return _cached_identifier_json(identifier)
+
+
 class EncodedBroadcast:
     """A publication encoded once; :meth:`for_identifier` adds the identifier.
 
@@ -132,7 +146,7 @@ class EncodedBroadcast:
         """The full client message for one subscription identifier."""
         pub = self.publication
         return messages.data_message(
-            messages.dumps(identifier),
+            _identifier_json(identifier),
             self._message,
             kind=pub.broadcast_type,
             stream_id=pub.stream if self.offset is not None else None,

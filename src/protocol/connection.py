@@ -284,7 +284,7 @@ class CableConnection(SessionParts):
             return None
         return ping_message(unix_time, self.settings.ping_precision)
 
-    def take_plain_ping(self, now: float) -> float | None:
+    def take_plain_ping(self, now: float, early: float = 0.0) -> float | None:
         """:meth:`take_ping` without the message: the session's next deadline once a
         plain ping was taken (the driver then sends
         ``ping_message(unix_time, settings.ping_precision)``), or ``None`` when
@@ -292,10 +292,15 @@ class CableConnection(SessionParts):
 
         The cheapest hook for a driver that pings many sessions in one batch: one call
         per session, no string built, and the deadline to re-schedule it at.
+
+        ``early`` (seconds): also take a ping due that soon, up to a third of the
+        interval (:data:`~.keepalive.EARLY_SHARE`), for a driver that writes to the
+        session now anyway (a broadcast) and sends the ping in the same write; ``None``
+        then also when no ping is due that soon. The schedule is unchanged.
         """
         if self.state is not SessionState.OPEN or self._events or self.settings.native_pings:
             return None
-        best = self._keepalive.take_plain(now, self._replay.deadline)
+        best = self._keepalive.take_plain(now, self._replay.deadline, early)
         if best is not None:
             self._now = now
         return best

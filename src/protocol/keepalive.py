@@ -8,7 +8,13 @@ import math
 from . import messages
 from .settings import SessionSettings
 
-__all__ = ["Keepalive", "ping_message"]
+__all__ = ["EARLY_SHARE", "Keepalive", "ping_message"]
+
+#: the most of its interval a ping may be sent early to ride a write that goes out
+#: anyway (:meth:`Keepalive.take_plain`): a gap between two pings stays under
+#: ``(1 + EARLY_SHARE)`` intervals, well inside a client's staleness limit (two intervals
+#: for ``@rails/actioncable``)
+EARLY_SHARE = 1 / 3
 
 _PRECISION = {"s": 1, "ms": 1_000, "ns": 1_000_000_000}
 
@@ -63,12 +69,19 @@ class Keepalive:
             self.pong_deadline = now + timeout
         return next_ping
 
-    def take_plain(self, now: float, hold: float | None) -> float | None:
+    def take_plain(self, now: float, hold: float | None, early: float = 0.0) -> float | None:
         """Take the ping due at ``now`` when it is all that is due (no pong or ``hold``
         deadline passed): the next deadline, counting ``hold``; ``None`` when no ping is
-        due or something else is (see :meth:`~.connection.CableConnection.take_plain_ping`)."""
+        due or something else is (see :meth:`~.connection.CableConnection.take_plain_ping`).
+
+        ``early``: also take a ping due within that many seconds, at most
+        :data:`EARLY_SHARE` of the interval (the ping rides a write going out anyway);
+        the schedule is kept: the next ping is due one interval after the one taken was.
+        """
         next_ping = self.next_ping
-        if next_ping is None or now < next_ping:
+        if early > 0:
+            early = min(early, self._interval * EARLY_SHARE)
+        if next_ping is None or now + early < next_ping:
             return None
         pong = self.pong_deadline
         if (hold is not None and now >= hold) or (pong is not None and now >= pong):

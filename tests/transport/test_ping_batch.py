@@ -1,4 +1,5 @@
-"""The timer task's ping batch on real sockets: raw writes, the outbox, the core's hook.
+"""The timer task's ping batch on real sockets: raw writes, the outbox, the core's hook;
+and a ping due soon riding a broadcast's write (``fan_out``).
 
 Sessions here sit on socket pairs and are never started: the test fires the timer task's
 batch itself (``Timers.fire_due``) at a chosen time, and reads what reached the peer.
@@ -6,16 +7,19 @@ batch itself (``Timers.fire_due``) at a chosen time, and reads what reached the 
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 
 import pytest
 import trio
+import trio.testing
 from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import TextMessage
 
 from cableway.protocol.handshake import websocket_open
+from cableway.transport.fanout import PING_EARLY, fan_out
 from cableway.transport.server import Server
 from cableway.transport.session import PING_GRID
 from cableway.transport.ws import WebSocketSession
@@ -152,3 +156,60 @@ def test_a_session_not_due_on_the_grid_is_not_pinged_early(
     assert _read(pairs[1]) == b""
     server.timers.fire_due(due, UNIX)
     assert _messages(_read(pairs[1])) == ['{"type":"ping","message":1700000000}']
+
+
+def _fan_out_at(when: float, sessions: list[WebSocketSession], text: str) -> tuple[int, int]:
+    """One broadcast's fan-out at ``when`` on trio's (virtual) clock."""
+
+    async def main() -> tuple[int, int]:
+        clock.jump(when - trio.current_time())
+        return fan_out(sessions, "x", [text], [None], None)
+
+    clock = trio.testing.MockClock()
+    return trio.run(main, clock=clock)
+
+
+def test_a_ping_due_soon_rides_the_broadcast_write_and_keeps_its_schedule(
+    pairs: list[socket.socket],
+) -> None:
+    server = Server(CONFIG)
+    session = _session(server, pairs)  # every 3 s; the first ping is due at 1.5
+    peer = pairs[1]
+    due = session.core.next_deadline()
+    assert due == pytest.approx(1.5)
+    text = '{"identifier":"x","message":1}'
+    # more than PING_EARLY before the ping: the broadcast alone
+    assert _fan_out_at(due - PING_EARLY - 0.1, [session], text) == (1, len(session.encode(text)))
+    assert _messages(_read(peer)) == [text]
+    assert session.core.next_deadline() == due
+    # within PING_EARLY (and a third of the interval): the ping goes in the same write
+    delivered, sent = _fan_out_at(due - 0.9, [session], text)
+    got = _messages(_read(peer))
+    assert delivered == 1
+    assert sent == sum(len(session.encode(m)) for m in got)
+    assert got[0] == text
+    assert [json.loads(m)["type"] for m in got[1:]] == ["ping"]
+    # the schedule is unchanged (the next ping one interval after the one taken was due),
+    # and the timer task does not ping again at the old due time
+    assert session.core.next_deadline() == pytest.approx(due + 3.0)
+    server.timers.fire_due(due, UNIX)
+    assert _read(peer) == b""
+    server.timers.fire_due(due + 3.0, UNIX + 3)
+    assert _messages(_read(peer)) == ['{"type":"ping","message":1700000003}']
+
+
+def test_an_early_ping_is_never_more_than_a_third_of_the_interval_early(
+    pairs: list[socket.socket],
+) -> None:
+    server = Server(CONFIG)
+    session = _session(server, pairs, "pi=1")  # every second: at most 1/3 s early
+    due = session.core.next_deadline()
+    assert due is not None
+    text = '{"identifier":"x","message":1}'
+    _fan_out_at(due - 0.4, [session], text)
+    assert _messages(_read(pairs[1])) == [text]
+    _fan_out_at(due - 0.3, [session], text)
+    got = _messages(_read(pairs[1]))
+    assert got[0] == text
+    assert [json.loads(m)["type"] for m in got[1:]] == ["ping"]
+    assert session.core.next_deadline() == pytest.approx(due + 1.0)
