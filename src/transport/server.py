@@ -505,9 +505,15 @@ class Server:
             session.request_close(
                 "server_restart", reconnect=True, code=1001, close_reason="Server restart"
             )
-        with trio.move_on_after(self.config.shutdown_timeout):
+        with trio.move_on_after(self.config.shutdown_timeout) as waited:
             for session in sessions:
                 await session.wait_closed()
+        if waited.cancelled_caught:
+            log.warning(
+                "Shutdown timeout: %d connections still open after %gs, closing them",
+                len(self.sessions),
+                self.config.shutdown_timeout,
+            )
         handlers.cancel_scope.cancel()
 
     async def _serve(

@@ -160,13 +160,16 @@ async def test_sigterm_with_1000_clients_tells_everyone_and_exits_in_time(
         with trio.fail_after(60):
             for _ in range(WS_CLIENTS + SSE_CLIENTS):
                 await receive.receive()
-        start = trio.current_time()
         os.kill(proc.pid, signal.SIGTERM)
         with trio.fail_after(SHUTDOWN_TIMEOUT + 5):
             await trio.to_thread.run_sync(proc.wait, abandon_on_cancel=True)
-        elapsed = trio.current_time() - start
     assert proc.returncode == 0
-    assert elapsed < SHUTDOWN_TIMEOUT
+    # every client closed within --shutdown_timeout: the server did not have to cut the
+    # drain short (it says so when it does)
+    assert proc.stderr is not None
+    log = proc.stderr.read()
+    assert b"Shutting down" in log
+    assert b"Shutdown timeout" not in log
     ws = [r for kind, r in results if kind == "ws"]
     sse = [r for kind, r in results if kind == "sse"]
     assert len(ws) == WS_CLIENTS

@@ -202,14 +202,17 @@ def test_two_stream_sources_of_one_stream_share_one_server_subscription(
     client.wait_for("received", name="b", message="second")
     assert not client.find("received", name="a", message="second")
 
-    # Dropping the last one unsubscribes; a later broadcast must not arrive. A subscription to
-    # another stream, made and fed after that broadcast was accepted, bounds the wait.
+    # Dropping the last one unsubscribes; a later broadcast must not arrive. The server takes
+    # one connection's commands in order, so once a subscription to another stream, sent after
+    # the unsubscribe, is confirmed, the unsubscribe has been carried out (the client's "sent"
+    # alone says nothing about the server). A broadcast to that other stream, accepted after
+    # "third", bounds the wait: it is written to the socket after anything "third" would be.
     client.command("unsubscribe", name="b")
     client.wait_for("sent", data={"command": "unsubscribe", "identifier": identifier_of(params)})
-    assert cableway_server.broadcast(STREAM, json.dumps("third")) == 201
     other = turbo_params(cableway_server.signed_turbo_stream(f"{STREAM}:other"))
     client.command("subscribe", name="c", params=other)
     client.wait_for("connected", name="c")
+    assert cableway_server.broadcast(STREAM, json.dumps("third")) == 201
     assert cableway_server.broadcast(f"{STREAM}:other", json.dumps("sentinel")) == 201
     client.wait_for("received", name="c", message="sentinel")
 
