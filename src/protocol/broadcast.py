@@ -57,8 +57,8 @@ def _publication(value: Any) -> Publication:
         raise RemoteProtocolError("publication stream must be a non-empty string")
     if not isinstance(data, str):
         raise RemoteProtocolError("publication data must be a string")
-    if meta is None:
-        meta = {}
+    if meta is None:  # the usual case: the defaults
+        return Publication(stream, data)
     if not isinstance(meta, dict):
         raise RemoteProtocolError("publication meta must be an object")
     exclude, kind, transient = (
@@ -67,11 +67,11 @@ def _publication(value: Any) -> Publication:
         meta.get("transient"),
     )
     return Publication(
-        stream=stream,
-        data=data,
-        exclude_socket=exclude if isinstance(exclude, str) and exclude else None,
-        transient=transient is True,
-        broadcast_type=kind if isinstance(kind, str) and kind else None,
+        stream,
+        data,
+        exclude if isinstance(exclude, str) and exclude else None,
+        transient is True,
+        kind if isinstance(kind, str) and kind else None,
     )
 
 

@@ -20,13 +20,15 @@ included. A head accepted here is one h11 parses to the same method, target, hea
 and framing, so both paths agree on where the request (and its body) ends: no
 request-smuggling gap between them.
 
-This module does no I/O and keeps no state; the driver owns the buffer.
+This module does no I/O and keeps no state but a bounded memo of recent heads (a
+function of their bytes alone); the driver owns the buffer.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import NamedTuple
 
 __all__ = [
@@ -101,12 +103,38 @@ def head_size(buf: bytes | bytearray, max_size: int, start: int = 0) -> int:
     return USE_GENERAL if len(buf) > max_size else NEED_MORE
 
 
+#: heads up to this size are memoised (:func:`parse_head`)
+_MEMO_SIZE = 1024
+#: how many distinct heads are memoised (with their results: at most ~1 MiB)
+_MEMO_COUNT = 256
+
+
 def parse_head(buf: bytes | bytearray, size: int) -> RequestHead | None:
     """Parse the head ``buf[:size]`` (``size`` from :func:`head_size`).
 
     ``None`` when the head is not of the unremarkable shape described in the module
     docstring: the caller must use the general parser for this request.
+
+    An application's broadcasts repeat the same head byte for byte (only
+    ``Content-Length`` varies, within a few values), so the result for the
+    :data:`_MEMO_COUNT` most recent heads of up to :data:`_MEMO_SIZE` bytes is kept:
+    a repeated head costs one copy and one lookup instead of the parse (a function of
+    the bytes alone, so the answer is the same). The result is shared: callers must not
+    change its ``headers``.
     """
+    if size <= _MEMO_SIZE:
+        return _parse_memo(bytes(buf[:size]))
+    return _parse(buf, size)
+
+
+def _parse_bytes(head: bytes) -> RequestHead | None:
+    return _parse(head, len(head))
+
+
+_parse_memo = lru_cache(maxsize=_MEMO_COUNT)(_parse_bytes)
+
+
+def _parse(buf: bytes | bytearray, size: int) -> RequestHead | None:
     match = _HEAD.fullmatch(buf, 0, size)
     if match is None:
         return None

@@ -78,9 +78,18 @@ def strict_json(text: str | bytes) -> Any:
     if isinstance(text, str):
         if text.startswith("\ufeff"):
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    elif text[:1] in _UTF8_OPENERS and text[1:2] != b"\x00":
+        # what json.detect_encoding answers for an object or array (the usual body)
+        text = text.decode("utf-8", "surrogatepass")
     else:
         text = text.decode(json.detect_encoding(text), "surrogatepass")
     return _strict_decoder.decode(text)
+
+
+_UTF8_OPENERS = (b"{", b"[")
+#: the characters a JSON text can start with (whitespace included); anything else is
+#: not JSON, which :func:`message_json` tells without the parser's exception
+_JSON_START = frozenset('{["-0123456789tfn \t\r\n')
 
 
 def message_json(data: str) -> str:
@@ -90,6 +99,8 @@ def message_json(data: str) -> str:
     parsed value is the message; otherwise the raw string is. Valid JSON is embedded as
     sent (it is already a JSON text), so no re-encoding is done per broadcast.
     """
+    if data[:1] not in _JSON_START:  # e.g. a Turbo Stream's HTML, or empty
+        return dumps(data)
     try:
         value = strict_json(data)
     except (ValueError, RecursionError):

@@ -264,3 +264,15 @@ def test_reason_phrases_are_gos() -> None:
     assert reason_phrase(413) == b"Request Entity Too Large"
     assert reason_phrase(422) == b"Unprocessable Entity"
     assert reason_phrase(299) == b"Status"
+
+
+def test_a_repeated_head_parses_the_same_from_any_buffer() -> None:
+    # parse_head keeps the results of recent heads: a head seen before, in a bytearray
+    # or in bytes, long or short, with a body behind it or not, is parsed the same
+    long_head = BENCH_HEAD[:-2] + b"X-Pad: " + b"p" * 2000 + b"\r\n\r\n"
+    for data in (BENCH_HEAD, long_head, BENCH_HEAD.replace(b"POST", b"P@ST")):
+        first = parse(data)
+        for buf in (bytearray(data + b"abc"), data + b"xyz", bytearray(data)):
+            assert parse_head(buf, len(data)) == first
+    assert parse(long_head) is not None
+    assert parse(BENCH_HEAD.replace(b"POST", b"P@ST")) is None

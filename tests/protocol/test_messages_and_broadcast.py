@@ -36,6 +36,16 @@ TURBO_HTML = (
         ("[" * 50_000, "[" * 50_000),
         ("1" * 5000, "1" * 5000),
         ("multi\nline", "multi\nline"),
+        (" \t\r\n[1] \n", [1]),
+        ("\ufeff[1]", "\ufeff[1]"),
+        ("Infinity", "Infinity"),
+        ("-Infinity", "-Infinity"),
+        ("-", "-"),
+        ("true", True),
+        ("nope", "nope"),
+        ('"quoted"', "quoted"),
+        ("\u00a0[1]", "\u00a0[1]"),
+        ("x[1]", "x[1]"),
     ],
 )
 def test_publication_data_becomes_parsed_message_or_raw_string(data: str, message: object) -> None:
@@ -138,3 +148,12 @@ def test_hub_groups_by_identifier_and_forgets_empty_streams() -> None:
     assert hub.recipients("s") == {}
     assert len(hub) == 0
     assert hub.remove("missing", "x", "a") is False
+
+
+@pytest.mark.parametrize(
+    "encoding", ["utf-8", "utf-8-sig", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"]
+)
+@pytest.mark.parametrize("text", ['{"stream":"s","data":"\u00e9"}', "[1]", "{}", '"x"', "7"])
+def test_strict_json_reads_bytes_in_every_json_encoding(encoding: str, text: str) -> None:
+    body = text.encode(encoding)
+    assert messages.strict_json(body) == json.loads(body)
