@@ -332,8 +332,7 @@ class Session(NodeSession[bytes]):
         :class:`.ReadPoller`, or ``wait_readable`` with no server); else ``receive_some``."""
         self._nursery = nursery
         try:
-            self._flush()  # anything queued before the session started
-            self.apply()
+            self.apply()  # writes anything queued before the session started with it
             self._on_start()
             await self._run_delegated()
             while not self._closing:
