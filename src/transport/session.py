@@ -395,6 +395,8 @@ class Session(NodeSession[bytes]):
             log.exception("unexpected error in session sid=%s", self.sid)
             self._closing = True
             data = self._abort_bytes()
+            if self._fd >= 0 and not self._writer_active:
+                self._write_now()  # what is whole in the outbox first (e.g. a 101)
             # never after a frame cut in two (bytes of it are still pending)
             if data and not self._writer_active and not self.outbox.started:
                 with (

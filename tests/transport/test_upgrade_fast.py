@@ -21,9 +21,10 @@ from hypothesis import strategies as st
 from cableway.protocol.handshake import WebSocketOpen, negotiate_deflate
 from cableway.protocol.httphead import head_size, parse_upgrade_head
 from cableway.transport.httpconn import Request
+from cableway.transport.session import Session
 from cableway.transport.upgrade import answer_101, handshake_refusal, upgrade_headers
 
-from ..integration.helpers import config, http, running
+from ..integration.helpers import cable, close_code, config, http, running
 
 UPGRADE = (
     b"GET /cable?jid=x HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
@@ -197,3 +198,17 @@ async def test_the_101_and_the_welcome_leave_in_one_write(monkeypatch: pytest.Mo
     assert b'"type":"welcome"' in first
     assert received.startswith(first)
     assert received.index(b"welcome") < received.index(b"reject_subscription")
+
+
+async def test_a_bug_at_the_first_write_still_answers_101_then_1011(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the 101 waits in the outbox for the welcome: a session that fails before writing
+    # it still tells its client (a bug costs that session only, with a 1011)
+    def explode(self: Session) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Session, "_apply", explode)
+    cfg = config(broker="memory", http_broadcast_port=free_port())
+    async with running(cfg) as server, cable(server) as ws:
+        assert await close_code(ws) == 1011
