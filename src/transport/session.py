@@ -332,8 +332,7 @@ class Session(NodeSession[bytes]):
         :class:`.ReadPoller`, or ``wait_readable`` with no server); else ``receive_some``."""
         self._nursery = nursery
         try:
-            self._flush()  # anything queued before the session started
-            self.apply()
+            self.apply()  # writes anything queued before the session started with it
             self._on_start()
             await self._run_delegated()
             while not self._closing:
@@ -396,6 +395,8 @@ class Session(NodeSession[bytes]):
             log.exception("unexpected error in session sid=%s", self.sid)
             self._closing = True
             data = self._abort_bytes()
+            if self._fd >= 0 and not self._writer_active:
+                self._write_now()  # what is whole in the outbox first (e.g. a 101)
             # never after a frame cut in two (bytes of it are still pending)
             if data and not self._writer_active and not self.outbox.started:
                 with (

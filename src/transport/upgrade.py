@@ -6,7 +6,10 @@ per connection, and h11's generality costs more than the rest of an upgrade. So 
 main listener an unremarkable upgrade is served without h11 (:func:`fast_upgrade`): the
 head is read into the raw buffer of :class:`~.httpconn.Conn`, parsed by the strict
 :func:`~cableway.protocol.httphead.parse_upgrade_head`, and when it is a ``GET`` to a
-WebSocket path that the checks accept, the ``101`` is written from pre-built bytes.
+WebSocket path that the checks accept, the ``101`` is written from pre-built bytes; when
+nothing is awaited before the session starts (no application, no restore) and the
+connection is a plain socket, it is queued first in the session's outbox, so that it and
+the ``welcome`` leave in one write.
 Anything else (another path, a head h11 must judge, a refusal of any kind) is handed over
 to h11 with every byte read, so it gets the answer it always got. Both paths go through
 :func:`handshake_refusal` and :func:`open_session`, so their decisions are the same.
@@ -120,13 +123,25 @@ async def open_session(
         fresh_sid=secrets.token_urlsafe(16)[:21],
     )
     headers = upgrade_headers(request.headers["sec-websocket-key"], opening)
+    # the fast path's 101 rides the session's first write (with the welcome) when
+    # nothing is awaited before the session starts (no application, no restore) and
+    # that write is made at once, before the first read (a socket: see Session._flush)
+    deferred = (
+        head is not None
+        and server.rpc is None
+        and opening.restore_sid is None
+        and isinstance(conn.stream, trio.SocketStream)
+    )
     if head is None:
         await conn.send(h11.InformationalResponse(status_code=101, headers=headers))
         trailing = bytes(conn.h11.trailing_data[0])
     else:
         trailing = bytes(conn.buf[head:])
         conn.buf = bytearray()
-        await conn.send_raw(answer_101(headers))
+        if deferred:
+            await conn.flush()  # answers held back for earlier requests go first
+        else:
+            await conn.send_raw(answer_101(headers))
 
     config = server.config
     sid = opening.sid
@@ -152,6 +167,9 @@ async def open_session(
         server, conn.stream, core, trailing_data=trailing, deflate=opening.deflate
     )
     session.rpc = rpc_state
+    if deferred:
+        # in front and never dropped (as a frame already on the wire): see Outbox
+        session.outbox.push_started(answer_101(headers))
     return session
 
 

@@ -8,18 +8,23 @@ compares the answers; ``tests/test_fuzz_corpus.py`` replays its corpus.)
 from __future__ import annotations
 
 import json
+import os
 import socket
+from collections.abc import Sequence
 
 import h11
+import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
 from cableway.protocol.handshake import WebSocketOpen, negotiate_deflate
 from cableway.protocol.httphead import head_size, parse_upgrade_head
 from cableway.transport.httpconn import Request
+from cableway.transport.session import Session
 from cableway.transport.upgrade import answer_101, handshake_refusal, upgrade_headers
 
-from ..integration.helpers import config, http, running
+from ..integration.helpers import cable, close_code, config, http, running
 
 UPGRADE = (
     b"GET /cable?jid=x HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
@@ -151,3 +156,59 @@ async def test_an_answer_held_back_is_written_before_the_next_request_is_awaited
     async with running(cfg) as server:
         answer = await http(server.main_port, "POST", "/api/publish", body, auth)
     assert answer.status == 201
+
+
+def ws_text(payload: bytes) -> bytes:
+    """A client's masked text frame (payload under 126 bytes)."""
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
+
+
+async def test_the_101_and_the_welcome_leave_in_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a connection storm pays a system call per write: the fast path's 101 rides the
+    # session's first write, with the welcome (and what a pipelined command answers)
+    writes: list[bytes] = []
+    write, writev = os.write, os.writev
+
+    def record(fd: int, data: bytes) -> int:
+        writes.append(bytes(data))
+        return write(fd, data)
+
+    def record_v(fd: int, chunks: Sequence[bytes]) -> int:
+        writes.append(b"".join(bytes(chunk) for chunk in chunks))
+        return writev(fd, chunks)
+
+    monkeypatch.setattr(os, "write", record)
+    monkeypatch.setattr(os, "writev", record_v)
+    subscribe = {"command": "subscribe", "identifier": json.dumps({"channel": "Nope"})}
+    # (the main listener has the upgrade fast path when broadcasts have their own port)
+    cfg = config(broker="memory", http_broadcast_port=free_port())
+    async with running(cfg) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.main_port)
+        async with stream:
+            await stream.send_all(
+                UPGRADE.replace(b"?jid=x", b"") + ws_text(json.dumps(subscribe).encode())
+            )
+            received = b""
+            with trio.fail_after(5):
+                while b"reject_subscription" not in received:
+                    received += await stream.receive_some(65536)
+    first = next(data for data in writes if data.startswith(b"HTTP/1.1 101 "))
+    assert b'"type":"welcome"' in first
+    assert received.startswith(first)
+    assert received.index(b"welcome") < received.index(b"reject_subscription")
+
+
+async def test_a_bug_at_the_first_write_still_answers_101_then_1011(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the 101 waits in the outbox for the welcome: a session that fails before writing
+    # it still tells its client (a bug costs that session only, with a 1011)
+    def explode(self: Session) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Session, "_apply", explode)
+    cfg = config(broker="memory", http_broadcast_port=free_port())
+    async with running(cfg) as server, cable(server) as ws:
+        assert await close_code(ws) == 1011
