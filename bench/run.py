@@ -401,7 +401,7 @@ def run_one(
         if scenario == "e" and target.name.startswith("cableway") and not sse_available(port):
             say("  cableway answers 404 on /events: SSE not available, scenario (e) skipped")
             return [{"op": "skip", "reason": "GET /events answered 404 (no SSE in this build)"}]
-        if args.profile and target.name.startswith("cableway"):
+        if args.profile and (target.name.startswith("cableway") or target.name == "floor-trio"):
             profiler = start_profiler(server.pid, Path(args.profile), f"{label}-{target.name}")
         spec = {
             "port": port,
@@ -1032,7 +1032,9 @@ def main() -> int:
     parser.add_argument("--json", help="append JSON lines (results, summary, meta) here")
     parser.add_argument("--payload", type=int, default=200, help="padding bytes per message")
     parser.add_argument("--fanout-rate", type=float, default=1.0, help="broadcasts/s in b, e, f")
-    parser.add_argument("--profile", help="directory for py-spy profiles of cableway runs")
+    parser.add_argument(
+        "--profile", help="directory for py-spy profiles of cableway (and floor-trio) runs"
+    )
     parser.add_argument("--max-seconds", type=float, default=600, help="per target and scenario")
     parser.add_argument(
         "--rounds",
