@@ -11,7 +11,9 @@ generator is pinned to CPU 1):
 * ``reference``  -- ``bench/reference_server.py``, the quick ``websockets`` server;
 * ``floor``      -- ``bench/floor_server.py``, one ``send()`` per socket per message;
 * ``floor-coalesce`` -- the floor writing a whole batch with one ``send()`` (scenario d);
-* ``floor-jitter`` -- the floor spreading first pings as Cableway does (only when named).
+* ``floor-jitter`` -- the floor spreading first pings as Cableway does (only when named);
+* ``floor-trio`` -- ``bench/floor_trio.py``, the floor's work with one trio task per
+  connection, Cableway's binding shape (only when named; scenarios a-e and i).
 
 Scenarios: (a) idle subscribed connections, (b) fan-out to N subscribers of one stream,
 (c) many streams, open-loop publish-rate sweep, (d) batched fan-out sweep, (e) fan-out
@@ -220,6 +222,8 @@ class Target:
             return cmd
         # the reference and the floor accept any ?jid= unread (no identification)
         script = "reference_server.py" if self.name == "reference" else "floor_server.py"
+        if self.name == "floor-trio":
+            script = "floor_trio.py"
         cmd = [sys.executable, str(BENCH / script), f"--port={port}", f"--broadcast-port={bport}"]
         cmd.append(f"--secret={SECRET}")
         if self.name == "floor-coalesce":
@@ -348,8 +352,10 @@ def targets_for(
         chosen = [n for n in names if n in F_LAYOUTS]
         return chosen or list(F_LAYOUTS)
     out = [n for n in names if n != "floor-coalesce" or scenario == "d"]
-    if scenario in "ei":  # SSE: no reference; the mix: against the floor
-        out = [n for n in out if n in ("cableway", "floor")]
+    if scenario in "ei":  # SSE: no reference; the mix: against the floors
+        out = [n for n in out if n in ("cableway", "floor", "floor-trio")]
+    if scenario in "fgh":  # the trio floor has no JWT check, no sessions
+        out = [n for n in out if n != "floor-trio"]
     if scenario == "h":  # sessions and history: only Cableway has them
         out = [n for n in out if n == "cableway"]
     default = features.get("broker_default")
@@ -395,7 +401,7 @@ def run_one(
         if scenario == "e" and target.name.startswith("cableway") and not sse_available(port):
             say("  cableway answers 404 on /events: SSE not available, scenario (e) skipped")
             return [{"op": "skip", "reason": "GET /events answered 404 (no SSE in this build)"}]
-        if args.profile and target.name.startswith("cableway"):
+        if args.profile and (target.name.startswith("cableway") or target.name == "floor-trio"):
             profiler = start_profiler(server.pid, Path(args.profile), f"{label}-{target.name}")
         spec = {
             "port": port,
@@ -868,6 +874,7 @@ def table(summary: Summary) -> str:
         "floor",
         "floor-coalesce",
         "floor-jitter",
+        "floor-trio",
     ]
     lines = []
     labels_seen = sorted({s for (s, _k) in summary} | {"f"})
@@ -888,6 +895,8 @@ def table(summary: Summary) -> str:
         header += ["cw/ref".rjust(7), "cw/floor".rjust(8)]
         if "cableway-base" in cols:
             header.append("cw/base".rjust(7))
+        if "floor-trio" in cols:
+            header += ["cw/ftrio".rjust(8), "ftrio/floor".rjust(11)]
         lines.append("")
         title = SCENARIO_TITLES[base]
         if variant == "nopi":
@@ -912,6 +921,9 @@ def table(summary: Summary) -> str:
             cells.append(ratio(cw, row.get("floor")).rjust(8))
             if "cableway-base" in cols:
                 cells.append(ratio(cw, row.get("cableway-base")).rjust(7))
+            if "floor-trio" in cols:
+                cells.append(ratio(cw, row.get("floor-trio")).rjust(8))
+                cells.append(ratio(row.get("floor-trio"), row.get("floor")).rjust(11))
             lines.append(" ".join([name[:48].ljust(48), *cells]))
     return "\n".join(lines)
 
@@ -1020,7 +1032,9 @@ def main() -> int:
     parser.add_argument("--json", help="append JSON lines (results, summary, meta) here")
     parser.add_argument("--payload", type=int, default=200, help="padding bytes per message")
     parser.add_argument("--fanout-rate", type=float, default=1.0, help="broadcasts/s in b, e, f")
-    parser.add_argument("--profile", help="directory for py-spy profiles of cableway runs")
+    parser.add_argument(
+        "--profile", help="directory for py-spy profiles of cableway (and floor-trio) runs"
+    )
     parser.add_argument("--max-seconds", type=float, default=600, help="per target and scenario")
     parser.add_argument(
         "--rounds",

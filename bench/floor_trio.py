@@ -1,0 +1,166 @@
+"""The trio floor: the floor's work (bench/floor_server.py), in the binding shape.
+
+The same minimal work as the floor -- handshake, ``welcome``/``confirm_subscription``,
+one pre-built frame per publication written to every subscriber with one ``send()``,
+pings on the same schedule and 10 ms quantum, ``POST /_broadcast`` on the second port,
+bare SSE -- but run the way Cableway's design card has it: a trio server with ONE TASK
+PER CONNECTION in a nursery. Each connection's task waits with
+``trio.lowlevel.wait_readable(sock)`` and reads with ``recv()``; the fan-out (run in the
+broadcast connection's task) and the ping tick (one task) write straight to each socket,
+as Cableway does. What the kernel does not take is written by a short-lived flusher task
+that waits for writability. Nothing else: the parsing, the subscription table, the
+publication frames and the ping schedule are the floor's own (class ``Floor``), so the
+difference between the two floors is what trio's scheduler, its epoll loop and a task per
+connection cost.
+
+Usage: python bench/floor_trio.py --port P --broadcast-port B --secret S
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import sys
+import time
+
+import trio
+from floor_server import Client, Floor
+
+
+class TrioFloor(Floor):
+    """The floor's state and parsing; trio tasks instead of the selectors loop."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__(secret, coalesce=False)
+        self.nursery: trio.Nursery | None = None
+        self.tick_scope: trio.CancelScope | None = None
+        self.listeners: list[tuple[socket.socket, str]] = []
+
+    def listen(self, port: int, kind: str) -> None:
+        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lsock.bind(("127.0.0.1", port))
+        lsock.listen(4096)
+        lsock.setblocking(False)
+        self.listeners.append((lsock, kind))
+
+    async def acceptor(self, lsock: socket.socket, kind: str) -> None:
+        assert self.nursery is not None
+        while True:
+            await trio.lowlevel.wait_readable(lsock)
+            for _ in range(256):
+                try:
+                    sock, _addr = lsock.accept()
+                except BlockingIOError:
+                    break
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.nursery.start_soon(self.connection, Client(sock, kind))
+
+    async def connection(self, client: Client) -> None:
+        """One task per connection: wait for readability, read, handle, repeat."""
+        try:
+            while not client.dead:
+                await trio.lowlevel.wait_readable(client.sock)
+                self.readable(client)  # the floor's: recv, then parse; drops on EOF
+        except (trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            self.drop(client)
+
+    def send(self, client: Client, data: bytes) -> None:
+        """One ``send()``; what the kernel does not take goes to a flusher task."""
+        if client.dead:
+            return
+        if client.pending:
+            client.pending += data
+            return
+        try:
+            n = client.sock.send(data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            self.drop(client)
+            return
+        if n < len(data):
+            client.pending += data[n:]
+            assert self.nursery is not None
+            self.nursery.start_soon(self.flusher, client)
+
+    async def flusher(self, client: Client) -> None:
+        try:
+            while client.pending and not client.dead:
+                await trio.lowlevel.wait_writable(client.sock)
+                try:
+                    n = client.sock.send(client.pending)
+                except BlockingIOError:
+                    continue
+                del client.pending[:n]
+        except (trio.ClosedResourceError, OSError):
+            self.drop(client)
+
+    def drop(self, client: Client) -> None:
+        if client.dead:
+            return
+        client.dead = True  # its ping schedule entry is skipped when it comes due
+        if client.stream is not None:
+            stream, identifier = client.stream
+            if client.kind == "sse":
+                members = self.sse.get(stream, [])
+            else:
+                members = self.subs.get(stream, {}).get(identifier, [])
+            if client in members:
+                members.remove(client)
+        trio.lowlevel.notify_closing(client.sock)  # wakes its task's wait, if any
+        client.sock.close()
+
+    def schedule_pings(self, client: Client, query: dict[str, str]) -> None:
+        before = self.next_tick
+        super().schedule_pings(client, query)
+        if self.next_tick < before and self.tick_scope is not None:
+            self.tick_scope.deadline = self.deadline()
+
+    def deadline(self) -> float:
+        """``self.next_tick`` (``time.monotonic()``) on trio's clock."""
+        return trio.current_time() + max(0.0, self.next_tick - time.monotonic())
+
+    async def ticker(self) -> None:
+        """The shared ping timer: one task, wakes at most every 10 ms when pings are due."""
+        while True:
+            with trio.CancelScope(deadline=self.deadline()) as scope:
+                self.tick_scope = scope
+                await trio.sleep_forever()
+            self.tick_scope = None
+            if time.monotonic() >= self.next_tick:
+                self.tick()
+                self.next_tick = time.monotonic() + self.ping_due()
+
+    async def serve(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            for lsock, kind in self.listeners:
+                nursery.start_soon(self.acceptor, lsock, kind)
+            nursery.start_soon(self.ticker)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--broadcast-port", type=int, required=True)
+    parser.add_argument("--secret", default="bench-secret")
+    args = parser.parse_args()
+    floor = TrioFloor(args.secret)
+    floor.listen(args.port, "main")
+    floor.listen(args.broadcast_port, "http")
+    print(f"trio floor listening on {args.port} (broadcasts on {args.broadcast_port})", flush=True)
+    trio.run(floor.serve)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
