@@ -1,0 +1,97 @@
+"""Profile one target of scenario (c) at a fixed POST rate (issue 17, target 5).
+
+``.venv/bin/python bench/postprof.py --target cableway --rate 10000 --seconds 20 --out DIR``
+
+Starts the target as ``bench/run.py`` does (server on CPU 0, load generator on CPU 1),
+connects 1 000 clients each subscribed to its own stream, then publishes one publication per
+POST at ``--rate`` for ``--seconds``; once the connects are done it records the server with
+``py-spy record --native --format raw`` (collapsed stacks) for ``--profile-seconds``.
+Prints the load generator's JSON lines (server CPU share, deliveries) to stdout and appends
+them to ``DIR/results.jsonl``; writes ``DIR/<target>-<rate>.txt`` (the raw stacks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run  # bench/run.py: the same targets, ports and pinning
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--target", default="cableway")
+    parser.add_argument("--rate", type=int, default=10000)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--profile-seconds", type=int, default=15)
+    parser.add_argument("--sample-rate", type=int, default=500)
+    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--out", default="/tmp/postprof")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    target = run.Target(args.target, run.cableway_features())
+    port, bport = run.free_port(), run.free_port()
+    server = run.spawn(target.command(port, bport, "c"), run.SERVER_CPU, out / "server.log")
+    if not run.wait_listening(server, [port, bport]):
+        raise SystemExit("server did not start")
+    steps = [
+        {"op": "connect", "total": 1000, "streams": "own", "pi": run.PING_INTERVAL},
+        {"op": "publish", "rate": args.rate, "duration": args.seconds, "streams": "own"},
+    ]
+    spec = {
+        "port": port,
+        "broadcast_port": bport,
+        "server_pid": server.pid,
+        "secret": run.SECRET,
+        "jwt_secret": run.JWT_SECRET,
+        "pi": run.PING_INTERVAL,
+        "signed": True,
+        "payload": 200,
+        "server_cpu": run.SERVER_CPU,
+        "steps": steps,
+    }
+    spec_path = out / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    gen = run.spawn(
+        [sys.executable, str(run.BENCH / "loadgen.py"), str(spec_path)],
+        run.LOADGEN_CPU,
+        out / "loadgen.log",
+        stdout=subprocess.PIPE,
+    )
+    assert gen.stdout is not None
+    spy = None
+    deadline = time.monotonic() + args.seconds + 120
+    with (out / "results.jsonl").open("a") as results:
+        for line in gen.stdout:
+            print(line.decode().rstrip(), flush=True)
+            results.write(line.decode())
+            record = json.loads(line)
+            if record.get("op") == "connect" and not args.no_profile:
+                time.sleep(3)  # the publish step's warm-up (bounded, not a synchronisation)
+                cmd = [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(server.pid),
+                ]
+                cmd += ["--native", "--rate", str(args.sample_rate), "--format", "raw"]
+                cmd += ["--duration", str(args.profile_seconds)]
+                cmd += ["--output", str(out / f"{args.target}-{args.rate}.txt")]
+                spy = run.spawn(cmd, run.LOADGEN_CPU, out / "py-spy.log")
+            if time.monotonic() > deadline:
+                break
+    if spy is not None:
+        spy.wait(timeout=60)
+    run.stop(gen)
+    run.stop(server)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
