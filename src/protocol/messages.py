@@ -55,7 +55,7 @@ def dumps(value: object) -> str:
     exactly the string it sent.
     """
     out = _encoder.encode(value)
-    if _SURROGATE.search(out):
+    if not out.isascii() and _SURROGATE.search(out):  # no ASCII text holds a surrogate
         return _ascii_encoder.encode(value)
     return out
 
@@ -107,7 +107,7 @@ def message_json(data: str) -> str:
         return dumps(data)
     if value is None:
         return dumps(data)
-    if _SURROGATE.search(data):
+    if not data.isascii() and _SURROGATE.search(data):  # ASCII: no surrogate, no scan
         return dumps(value)
     return data.strip(" \t\r\n")
 
