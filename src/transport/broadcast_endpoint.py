@@ -73,13 +73,15 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
     broadcast path with the right key, its body is in the buffer too, within the size
     limit, and it parses: everything then ends in ``201``, as with h11, and the answer
     is written with the others before the connection next waits for the client.
-    Anything else (another path or method, a missing key, a body too large or not
-    read yet, a bad body, a head h11 must judge, the end of input in a head) is handed
-    over to h11 with every byte read, so it gets the answer it always got.
+    A body not read whole yet is waited for here (:meth:`.Conn.wait_body`: the body
+    deadline and budget of h11's path, with its 408 and 503). Anything else (another
+    path or method, a missing key, a body too large, a bad body, a head h11 must
+    judge, the end of input in a head or a body) is handed over to h11 with every byte
+    read, so it gets the answer it always got.
 
     The deadline is the same as with h11: the whole head within the handshake
     deadline (armed only when the connection has to wait), shutdown cancelling a
-    connection that waits for one.
+    connection that waits for one; then the body within the body timeout.
 
     Returns True when the connection must close (the client closed it, or asked to
     with ``Connection: close``), False once h11 has taken over the current request.
@@ -124,14 +126,18 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
         if len(buf) < end:
             # the body was cut by the read size: its rest is likely read already, once
             # per wait for the client (so a client that never stops sending cannot
-            # starve the others); a body still incomplete goes to h11 as before
-            if topped or not conn.top_up():
+            # starve the others); a body still incomplete is waited for here, as h11
+            # would (Conn.wait_body: body deadline and budget, else h11 serves it)
+            if not topped and conn.top_up():
+                topped = True
+                continue
+            if not await conn.wait_body(end, head.content_length):
                 conn.hand_over()
                 return False
-            topped = True
-            continue
+            topped = False
         verdict = judge(bytes(buf[size:end]))
         if isinstance(verdict, Invalid):
+            conn.release()  # (h11's path holds the budget again while it reads)
             conn.hand_over()  # h11's path judges it again, logs, counts and answers 400
             return False
         account(verdict, metrics)
@@ -139,6 +145,8 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
             server.remote_disconnect(verdict)
         else:
             server.publish(verdict)
+        if conn.held:
+            conn.release()  # the body budget a waited-for body held
         del buf[:end]
         conn.scanned = 0
         if not head.keep_alive:
