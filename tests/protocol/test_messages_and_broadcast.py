@@ -112,6 +112,15 @@ def test_parse_single_batch_and_remote_command() -> None:
     assert command == RemoteDisconnect('{"u":1}', reconnect=True)
 
 
+def test_publications_compare_and_hash_by_value_and_have_no_instance_dict() -> None:
+    one, same = Publication("s", "x", "sid", True, "t"), Publication("s", "x", "sid", True, "t")
+    assert one == same
+    assert hash(one) == hash(same)
+    assert len({one, same, Publication("s", "x")}) == 2
+    assert one != Publication("s", "x", "sid", False, "t")
+    assert not hasattr(one, "__dict__")  # slotted: one per publication in flight
+
+
 @pytest.mark.parametrize(
     "body",
     [
