@@ -25,7 +25,7 @@ from .httpconn import CREATED_CLOSE, CREATED_KEEP_ALIVE, Conn, FrontDoor, Reques
 if TYPE_CHECKING:
     from ..config import Config
 
-__all__ = ["BroadcastHost", "broadcast", "fast_requests"]
+__all__ = ["BroadcastHost", "broadcast", "fast_requests", "wait_body"]
 
 log = logging.getLogger("cableway.http")
 
@@ -73,7 +73,7 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
     broadcast path with the right key, its body is in the buffer too, within the size
     limit, and it parses: everything then ends in ``201``, as with h11, and the answer
     is written with the others before the connection next waits for the client.
-    A body not read whole yet is waited for here (:meth:`.Conn.wait_body`: the body
+    A body not read whole yet is waited for here (:func:`wait_body`: the body
     deadline and budget of h11's path, with its 408 and 503). Anything else (another
     path or method, a missing key, a body too large, a bad body, a head h11 must
     judge, the end of input in a head or a body) is handed over to h11 with every byte
@@ -127,11 +127,11 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
             # the body was cut by the read size: its rest is likely read already, once
             # per wait for the client (so a client that never stops sending cannot
             # starve the others); a body still incomplete is waited for here, as h11
-            # would (Conn.wait_body: body deadline and budget, else h11 serves it)
+            # would (wait_body: body deadline and budget, else h11 serves it)
             if not topped and conn.top_up():
                 topped = True
                 continue
-            if not await conn.wait_body(end, head.content_length):
+            if not await wait_body(conn, end, head.content_length):
                 conn.hand_over()
                 return False
             topped = False
@@ -153,6 +153,35 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
             conn.created_raw(CREATED_CLOSE)
             return True
         conn.created_raw(CREATED_KEEP_ALIVE)
+
+
+async def wait_body(conn: Conn, end: int, size: int) -> bool:
+    """Raw mode: the parsed head of a request whose body (``size`` bytes) ends at
+    ``end`` in ``conn.buf`` is read, not all of its body: wait for the rest here, as
+    :func:`.drain_body` would through h11, with the same outcomes: answers held back
+    are written first; the body holds its share of the node-wide body budget until the
+    request is answered (:meth:`.Conn.release`; :class:`.Overloaded` past it, 503); it
+    must arrive within the body timeout (the connection's loop answers 408).
+
+    True once ``conn.buf`` holds the whole body; False, nothing held, when the input
+    ended first (h11 is to answer the cut request, as before).
+    """
+    conn.reserve(size)
+    deadline = conn.deadline
+    conn.in_body = True
+    deadline.deadline = trio.current_time() + conn.body_timeout
+    try:
+        await conn.flush()
+        while len(conn.buf) < end and not conn.eof:
+            await conn.fill()
+    finally:
+        deadline.deadline = math.inf
+        # (after a timeout the connection's loop answers 408: it checks in_body)
+        conn.in_body = deadline.cancel_called
+    if len(conn.buf) < end:
+        conn.release()
+        return False
+    return True
 
 
 async def broadcast(server: BroadcastHost, conn: Conn, request: Request, key: str | None) -> None:

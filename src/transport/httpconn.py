@@ -368,34 +368,6 @@ class Conn:
         self.buf += data
         return True
 
-    async def wait_body(self, end: int, size: int) -> bool:
-        """Raw mode: the parsed head of a request whose body (``size`` bytes) ends at
-        ``end`` in :attr:`buf` is read, not all of its body: wait for the rest here, as
-        :func:`drain_body` would through h11, with the same outcomes: answers held back
-        are written first; the body holds its share of the node-wide body budget until
-        the request is answered (:meth:`release`; :class:`Overloaded` past it, 503); it
-        must arrive within the body timeout (the connection's loop answers 408).
-
-        True once :attr:`buf` holds the whole body; False, nothing held, when the input
-        ended first (h11 is to answer the cut request, as before).
-        """
-        self.reserve(size)
-        deadline = self.deadline
-        self.in_body = True
-        deadline.deadline = trio.current_time() + self.body_timeout
-        try:
-            await self.flush()
-            while len(self.buf) < end and not self.eof:
-                await self.fill()
-        finally:
-            deadline.deadline = math.inf
-            # (after a timeout the connection's loop answers 408: it checks in_body)
-            self.in_body = deadline.cancel_called
-        if len(self.buf) < end:
-            self.release()
-            return False
-        return True
-
     def _check_head(self) -> None:
         """Bound a request head by its raw size, however it arrived.
 
