@@ -49,6 +49,12 @@ TURBO_HTML = (
         ('["\\ud800"]', ["\ud800"]),  # an escaped lone surrogate: ASCII text
         ('["\ud800"]', ["\ud800"]),  # a raw one: re-encoded with escapes
         ('{"a":"\u00e9\u2603"}', {"a": "\u00e9\u2603"}),
+        ("[" * 300 + "]" * 300, json.loads("[" * 300 + "]" * 300)),  # over orjson's share
+        ("[" * 1010 + "]" * 1010, "[" * 1010 + "]" * 1010),  # too deep for the stdlib
+        ("1e400", float("inf")),  # JSON; orjson refuses it, strict_json does not
+        ("18446744073709551617", 18446744073709551617),
+        ('"\\u0000"', "\u0000"),
+        ("\x0c[1]", "\x0c[1]"),  # a form feed is not JSON whitespace
     ],
 )
 def test_publication_data_becomes_parsed_message_or_raw_string(data: str, message: object) -> None:
