@@ -94,65 +94,68 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
     deadline = conn.deadline
     idle = server.idle_scopes
     metrics = server.metrics
-    armed = False
+    armed = False  # the head deadline runs for the request being awaited
     topped = False  # the buffer was topped up since the connection last waited
-    while True:
-        buf = conn.buf
-        size = head_size(buf, max_head, conn.scanned)
-        if size == NEED_MORE:
-            if conn.eof:
-                if buf:
-                    conn.hand_over()  # h11: a request cut short
-                    return False
-                return True
-            await conn.wait_head(idle, server.handshake_timeout, armed=armed)
-            armed = True
-            topped = False
-            continue
-        if armed:
-            deadline.deadline = math.inf
-            armed = False
-        head = None if size == USE_GENERAL else parse_head(buf, size)
-        if (
-            head is None
-            or head.method != b"POST"
-            or head.target.partition(b"?")[0] != path
-            or (key is not None and not check_bearer(head.headers.get(b"authorization"), key))
-            or head.content_length > limit
-        ):
-            conn.hand_over()
-            return False
-        end = size + head.content_length
-        if len(buf) < end:
-            # the body was cut by the read size: its rest is likely read already, once
-            # per wait for the client (so a client that never stops sending cannot
-            # starve the others); a body still incomplete is waited for here, as h11
-            # would (wait_body: body deadline and budget, else h11 serves it)
-            if not topped and conn.top_up():
-                topped = True
+    try:
+        while True:
+            buf = conn.buf
+            size = head_size(buf, max_head, conn.scanned)
+            if size == NEED_MORE:
+                if conn.eof:
+                    if buf:
+                        conn.hand_over()  # h11: a request cut short
+                        return False
+                    return True
+                await conn.wait_head(idle, server.handshake_timeout, armed=armed)
+                armed = True
+                topped = False
                 continue
-            if not await wait_body(conn, end, head.content_length):
+            # the head is in: its deadline is left set (nothing awaits before the
+            # next wait re-arms it or wait_body sets the body's; lifted on leaving)
+            armed = False
+            head = None if size == USE_GENERAL else parse_head(buf, size)
+            if (
+                head is None
+                or head.method != b"POST"
+                or head.target.partition(b"?")[0] != path
+                or (key is not None and not check_bearer(head.headers.get(b"authorization"), key))
+                or head.content_length > limit
+            ):
                 conn.hand_over()
                 return False
-            topped = False
-        verdict = judge(bytes(buf[size:end]))
-        if isinstance(verdict, Invalid):
-            conn.release()  # (h11's path holds the budget again while it reads)
-            conn.hand_over()  # h11's path judges it again, logs, counts and answers 400
-            return False
-        account(verdict, metrics)
-        if isinstance(verdict, RemoteDisconnect):
-            server.remote_disconnect(verdict)
-        else:
-            server.publish(verdict)
-        if conn.held:
-            conn.release()  # the body budget a waited-for body held
-        del buf[:end]
-        conn.scanned = 0
-        if not head.keep_alive:
-            conn.created_raw(CREATED_CLOSE)
-            return True
-        conn.created_raw(CREATED_KEEP_ALIVE)
+            end = size + head.content_length
+            if len(buf) < end:
+                # the body was cut by the read size: its rest is likely read already, once
+                # per wait for the client (so a client that never stops sending cannot
+                # starve the others); a body still incomplete is waited for here, as h11
+                # would (wait_body: body deadline and budget, else h11 serves it)
+                if not topped and conn.top_up():
+                    topped = True
+                    continue
+                if not await wait_body(conn, end, head.content_length):
+                    conn.hand_over()
+                    return False
+                topped = False
+            verdict = judge(bytes(buf[size:end]))
+            if isinstance(verdict, Invalid):
+                conn.release()  # (h11's path holds the budget again while it reads)
+                conn.hand_over()  # h11's path judges it again, logs, counts and answers 400
+                return False
+            account(verdict, metrics)
+            if isinstance(verdict, RemoteDisconnect):
+                server.remote_disconnect(verdict)
+            else:
+                server.publish(verdict)
+            if conn.held:
+                conn.release()  # the body budget a waited-for body held
+            del buf[:end]
+            conn.scanned = 0
+            if not head.keep_alive:
+                conn.created_raw(CREATED_CLOSE)
+                return True
+            conn.created_raw(CREATED_KEEP_ALIVE)
+    finally:
+        deadline.deadline = math.inf
 
 
 async def wait_body(conn: Conn, end: int, size: int) -> bool:

@@ -9,6 +9,7 @@ parser refusing every head, so h11 serves every request).
 from __future__ import annotations
 
 import json
+import math
 import re
 from functools import partial
 
@@ -424,3 +425,31 @@ async def test_a_body_cut_by_the_read_size_stays_on_the_fast_path(spy: Spy) -> N
     assert statuses(answers) == [b"201"] * (count + 1)
     assert spy.served == count + 1  # none of them went through h11
     assert server.metrics.value("publications_total") == count + 1
+
+
+@pytest.mark.parametrize(
+    ("requests", "closes"),
+    [
+        (post() + post(extra=b"Connection: close\r\n"), True),  # served, then closed
+        (post() + HEALTH, False),  # served, then handed to h11
+        (post() + post()[:-3], False),  # a body cut by the end of input: h11's
+    ],
+)
+async def test_the_fast_path_leaves_no_deadline_behind(requests: bytes, closes: bool) -> None:
+    """The head deadline stays set between requests served back to back (nothing
+    awaits there); whatever comes next (h11, the last answers' write) runs without it."""
+    server = Server(CONFIG)
+    client, server_end = trio.testing.memory_stream_pair()
+    conn = httpconn.Conn(
+        server_end,
+        server.max_header_bytes,
+        fast=True,
+        door=server.front_door,
+        body_timeout=server.handshake_timeout,
+    )
+    await client.send_all(requests)
+    await client.send_eof()
+    with conn.deadline:
+        assert await broadcast_endpoint.fast_requests(server, conn) is closes
+        assert conn.deadline.deadline == math.inf
+    assert server.metrics.value("publications_total") >= 1
