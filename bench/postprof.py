@@ -1,6 +1,7 @@
 """Profile one target of scenario (c) at a fixed POST rate (issue 17, target 5).
 
 ``.venv/bin/python bench/postprof.py --target cableway --rate 10000 --seconds 20 --out DIR``
+(``--target cableway-base --base-src DIR``: Cableway from the ``cableway`` package in DIR)
 
 Starts the target as ``bench/run.py`` does (server on CPU 0, load generator on CPU 1),
 connects 1 000 clients each subscribed to its own stream, then publishes one publication per
@@ -32,12 +33,21 @@ def main() -> int:
     parser.add_argument("--sample-rate", type=int, default=500)
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--out", default="/tmp/postprof")
+    parser.add_argument(
+        "--base-src",
+        help="target cableway-base: a directory holding another `cableway` package "
+        "(e.g. a folder with a `cableway` symlink to an older checkout's src/)",
+    )
     args = parser.parse_args()
+    if args.base_src:
+        run.BASELINE = Path(args.base_src).resolve()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     target = run.Target(args.target, run.cableway_features())
     port, bport = run.free_port(), run.free_port()
-    server = run.spawn(target.command(port, bport, "c"), run.SERVER_CPU, out / "server.log")
+    server = run.spawn(
+        target.command(port, bport, "c"), run.SERVER_CPU, out / "server.log", env=target.env()
+    )
     if not run.wait_listening(server, [port, bport]):
         raise SystemExit("server did not start")
     steps = [

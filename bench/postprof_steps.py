@@ -65,8 +65,57 @@ def main() -> None:
     async def in_trio() -> None:
         step("trio.current_time() (fan_out's early-ping clock)", trio.current_time)
         step("time.time()", __import__("time").time)
+        print("-- the whole delivery (Node.publish of one publication, one subscriber)")
+        publish_one(pub)
 
     trio.run(in_trio)
+
+
+def publish_one(pub: Publication) -> None:
+    """``Node.publish([pub])`` to the one subscriber of its stream: a real WebSocket
+    session (pings every 3 s, none due) whose socket is ``/dev/null`` (every write
+    taken whole), the server as ``bench/run.py`` runs it for (c) (``--broker=none``)."""
+    import os
+    import socket
+
+    from cableway.config import Config
+    from cableway.protocol.handshake import websocket_open
+    from cableway.transport.server import Server
+    from cableway.transport.ws import WebSocketSession
+
+    server = Server(Config(host="127.0.0.1", port=0, public=True, broker="none"))
+    ours, peer = socket.socketpair()
+    opening = websocket_open(
+        headers={},
+        query="",
+        subprotocols=["actioncable-v1-json"],
+        fresh_sid="bench",
+        jwt_param="jid",
+        ping_interval=3.0,
+        ping_precision="s",
+    )
+    core = server.session_rules.websocket_core(opening, now=0.0, ping_jitter=0.0)
+    assert not isinstance(core, type(None))
+    core.accept("{}")  # type: ignore[union-attr]
+    core.events()  # type: ignore[union-attr]
+    session = WebSocketSession(
+        server,
+        trio.SocketStream(trio.socket.from_stdlib_socket(ours)),
+        core,  # type: ignore[arg-type]
+    )
+    session.scheduled_at = trio.current_time() + 1e9  # no ping due during the loop
+    null = os.open(os.devnull, os.O_WRONLY)
+    session._fd = null
+    node = server.node
+    node.registry.add(pub.stream, IDENTIFIER, session)
+    publications = [pub]
+    step(
+        "node.publish([pub]) -> one subscriber (write to /dev/null)",
+        lambda: node.publish(publications),
+    )
+    os.close(null)
+    ours.close()
+    peer.close()
 
 
 if __name__ == "__main__":

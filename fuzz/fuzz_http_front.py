@@ -4,7 +4,9 @@
 Each input is served twice through a scripted in-memory stream (under a virtual clock,
 so the handshake deadline and the WebSocket session's timers cost nothing): once as
 it comes (the server reads up to 16 KiB at a time) and once with every read returning
-a single byte, each followed by EOF; and once more over a real socket pair, all of it
+a single byte (a broadcast's body then arrives in pieces, which the fast path waits
+for itself: ``broadcast_endpoint.wait_body``), each followed by EOF; and once more
+over a real socket pair, all of it
 sent at once, with the server's read size cut to 64 bytes, so that the broadcast fast
 path reads the rest of a body cut by a read without waiting (``Conn.top_up``: only on
 a socket). Then:

@@ -11,7 +11,7 @@ from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.broker import PresenceEvent
 from .backend import Backend
 from .intake import Counters
-from .publish import FanOut, Stamped, deliver_run, runs
+from .publish import FanOut, FanOutOne, Stamped, deliver_run, runs
 from .registry import Registry
 from .remote import Closable, remote_disconnect
 
@@ -51,6 +51,8 @@ class Node(Generic[S, C]):
         fan_out: the driver's fan-out to the subscribers of one identifier.
         wall_clock: the driver's Unix time (stamps and expiries; the node reads no clock).
         relay: ``--pubsub=redis``: where publications go to reach every node.
+        fan_out_one: the driver's delivery of one message to the one subscriber of an
+            identifier (a stream per client), if it has one.
     """
 
     def __init__(
@@ -61,10 +63,12 @@ class Node(Generic[S, C]):
         *,
         wall_clock: Callable[[], float],
         relay: Relay[C] | None = None,
+        fan_out_one: FanOutOne[S] | None = None,
     ) -> None:
         self.backend = backend
         self.counters = counters
         self.fan_out = fan_out
+        self.fan_out_one = fan_out_one
         self.wall_clock = wall_clock
         self.relay = relay
         self.registry: Registry[S] = Registry()
@@ -115,11 +119,16 @@ class Node(Generic[S, C]):
                     then=then,
                 )
         collecting = False
-        if ready:
+        if len(ready) == 1:  # one publication per request: no runs to split
+            stream = self.delivering = ready[0][0].stream
+            deliver_run(
+                self.registry.recipients(stream), ready, self.fan_out, counters, self.fan_out_one
+            )
+        elif ready:
             recipients = self.registry.recipients
             for run in runs(ready):
                 stream = self.delivering = run[0][0].stream
-                deliver_run(recipients(stream), run, self.fan_out, counters)
+                deliver_run(recipients(stream), run, self.fan_out, counters, self.fan_out_one)
 
     def deliver(self, publication: Publication, offset: int | None, epoch: str | None) -> None:
         """Fan a stamped publication out to this node's subscribers, never awaiting."""
@@ -129,6 +138,7 @@ class Node(Generic[S, C]):
             [(publication, offset, epoch)],
             self.fan_out,
             self.counters,
+            self.fan_out_one,
         )
 
     def publish_presence(self, event: PresenceEvent) -> None:

@@ -14,7 +14,7 @@ from typing import Protocol, TypeVar
 from ..protocol.broadcast import EncodedBroadcast, Publication
 from .intake import Counters
 
-__all__ = ["FanOut", "Stamped", "deliver_run", "runs"]
+__all__ = ["FanOut", "FanOutOne", "Stamped", "deliver_run", "runs"]
 
 S = TypeVar("S", bound=Hashable)
 S_contra = TypeVar("S_contra", contravariant=True)
@@ -40,20 +40,49 @@ class FanOut(Protocol[S_contra]):
     ) -> tuple[int, int]: ...
 
 
+class FanOutOne(Protocol[S_contra]):
+    """The driver's delivery of ONE message to the ONE subscriber of an identifier: what
+    :class:`FanOut` does for ``([session], identifier, [text], [offset], [exclude])``,
+    without the set-up a batch for many needs. Returns (deliveries, bytes written)."""
+
+    def __call__(
+        self,
+        session: S_contra,
+        identifier: str,
+        text: str,
+        offset: int | None,
+        exclude: str | None,
+        /,
+    ) -> tuple[int, int]: ...
+
+
 def deliver_run(
     recipients: Mapping[str, set[S]],
     run: Sequence[Stamped],
     fan_out: FanOut[S],
     counters: Counters,
+    one: FanOutOne[S] | None = None,
 ) -> None:
     """Deliver stamped publications of ONE stream, in order, to ``recipients``.
 
     A subscriber gets all of them in one write; when a session reads the stream through
     several identifiers, each publication goes out under every identifier before the
-    next one (the interleaving a client sees from one-by-one delivery).
+    next one (the interleaving a client sees from one-by-one delivery). One publication
+    for one subscriber (a stream per client) goes to ``one`` when the driver has it.
     """
     if not recipients:
         return
+    if one is not None and len(run) == 1 and len(recipients) == 1:
+        ((identifier, sessions),) = recipients.items()
+        if len(sessions) == 1:
+            (session,) = sessions
+            pub, offset, epoch = run[0]
+            text = EncodedBroadcast(pub, offset=offset, epoch=epoch).for_identifier(identifier)
+            delivered, sent = one(session, identifier, text, offset, pub.exclude_socket)
+            counters.inc("server_msg_total", delivered)
+            if sent:
+                counters.inc("data_sent_total", sent)
+            return
     if len(run) > 1 and len(recipients) > 1 and _shared_members(recipients.values()):
         for item in run:
             deliver_run(recipients, [item], fan_out, counters)

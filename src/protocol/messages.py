@@ -11,6 +11,8 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 __all__ = [
     "confirm_subscription",
     "data_message",
@@ -55,7 +57,7 @@ def dumps(value: object) -> str:
     exactly the string it sent.
     """
     out = _encoder.encode(value)
-    if _SURROGATE.search(out):
+    if not out.isascii() and _SURROGATE.search(out):  # no ASCII text holds a surrogate
         return _ascii_encoder.encode(value)
     return out
 
@@ -92,22 +94,42 @@ _UTF8_OPENERS = (b"{", b"[")
 _JSON_START = frozenset('{["-0123456789tfn \t\r\n')
 
 
+#: :func:`message_json` trusts orjson's "it is JSON" only for texts with fewer
+#: brackets than this (so nested less deep): the stdlib parser refuses a text nested
+#: about as deep as the interpreter's recursion limit (1 000), orjson one over 1 024
+_SHALLOW = 256
+_NOT_PARSED = object()
+
+
 def message_json(data: str) -> str:
     """The JSON text of the ``message`` field for a publication's ``data`` string.
 
     AnyCable's rule (spec §4.4): when ``data`` parses as JSON (other than ``null``) the
     parsed value is the message; otherwise the raw string is. Valid JSON is embedded as
     sent (it is already a JSON text), so no re-encoding is done per broadcast.
+
+    "Parses as JSON" is :func:`strict_json`'s answer. orjson answers first (0.18 against
+    0.9 µs for a small array): what it accepts (nested less than :data:`_SHALLOW` deep)
+    the stdlib parser accepts too, with a value equally ``None`` or not; what it refuses
+    (a lone surrogate escape, a number too large for a double, ...) is asked of
+    :func:`strict_json` (``fuzz/fuzz_message_json.py`` holds both to the same answer).
     """
     if data[:1] not in _JSON_START:  # e.g. a Turbo Stream's HTML, or empty
         return dumps(data)
-    try:
-        value = strict_json(data)
-    except (ValueError, RecursionError):
-        return dumps(data)
+    value: Any = _NOT_PARSED
+    if data.count("[") + data.count("{") < _SHALLOW:
+        try:  # noqa: SIM105 (contextlib.suppress costs more than the parse)
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    if value is _NOT_PARSED:
+        try:
+            value = strict_json(data)
+        except (ValueError, RecursionError):
+            return dumps(data)
     if value is None:
         return dumps(data)
-    if _SURROGATE.search(data):
+    if not data.isascii() and _SURROGATE.search(data):  # ASCII: no surrogate, no scan
         return dumps(value)
     return data.strip(" \t\r\n")
 

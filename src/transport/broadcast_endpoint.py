@@ -25,7 +25,7 @@ from .httpconn import CREATED_CLOSE, CREATED_KEEP_ALIVE, Conn, FrontDoor, Reques
 if TYPE_CHECKING:
     from ..config import Config
 
-__all__ = ["BroadcastHost", "broadcast", "fast_requests"]
+__all__ = ["BroadcastHost", "broadcast", "fast_requests", "wait_body"]
 
 log = logging.getLogger("cableway.http")
 
@@ -73,13 +73,15 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
     broadcast path with the right key, its body is in the buffer too, within the size
     limit, and it parses: everything then ends in ``201``, as with h11, and the answer
     is written with the others before the connection next waits for the client.
-    Anything else (another path or method, a missing key, a body too large or not
-    read yet, a bad body, a head h11 must judge, the end of input in a head) is handed
-    over to h11 with every byte read, so it gets the answer it always got.
+    A body not read whole yet is waited for here (:func:`wait_body`: the body
+    deadline and budget of h11's path, with its 408 and 503). Anything else (another
+    path or method, a missing key, a body too large, a bad body, a head h11 must
+    judge, the end of input in a head or a body) is handed over to h11 with every byte
+    read, so it gets the answer it always got.
 
     The deadline is the same as with h11: the whole head within the handshake
     deadline (armed only when the connection has to wait), shutdown cancelling a
-    connection that waits for one.
+    connection that waits for one; then the body within the body timeout.
 
     Returns True when the connection must close (the client closed it, or asked to
     with ``Connection: close``), False once h11 has taken over the current request.
@@ -92,59 +94,97 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
     deadline = conn.deadline
     idle = server.idle_scopes
     metrics = server.metrics
-    armed = False
+    armed = False  # the head deadline runs for the request being awaited
     topped = False  # the buffer was topped up since the connection last waited
-    while True:
-        buf = conn.buf
-        size = head_size(buf, max_head, conn.scanned)
-        if size == NEED_MORE:
-            if conn.eof:
-                if buf:
-                    conn.hand_over()  # h11: a request cut short
-                    return False
-                return True
-            await conn.wait_head(idle, server.handshake_timeout, armed=armed)
-            armed = True
-            topped = False
-            continue
-        if armed:
-            deadline.deadline = math.inf
+    try:
+        while True:
+            buf = conn.buf
+            size = head_size(buf, max_head, conn.scanned)
+            if size == NEED_MORE:
+                if conn.eof:
+                    if buf:
+                        conn.hand_over()  # h11: a request cut short
+                        return False
+                    return True
+                await conn.wait_head(idle, server.handshake_timeout, armed=armed)
+                armed = True
+                topped = False
+                continue
+            # the head is in: its deadline is left set (nothing awaits before the
+            # next wait re-arms it or wait_body sets the body's; lifted on leaving)
             armed = False
-        head = None if size == USE_GENERAL else parse_head(buf, size)
-        if (
-            head is None
-            or head.method != b"POST"
-            or head.target.partition(b"?")[0] != path
-            or (key is not None and not check_bearer(head.headers.get(b"authorization"), key))
-            or head.content_length > limit
-        ):
-            conn.hand_over()
-            return False
-        end = size + head.content_length
-        if len(buf) < end:
-            # the body was cut by the read size: its rest is likely read already, once
-            # per wait for the client (so a client that never stops sending cannot
-            # starve the others); a body still incomplete goes to h11 as before
-            if topped or not conn.top_up():
+            head = None if size == USE_GENERAL else parse_head(buf, size)
+            if (
+                head is None
+                or head.method != b"POST"
+                or head.target.partition(b"?")[0] != path
+                or (key is not None and not check_bearer(head.headers.get(b"authorization"), key))
+                or head.content_length > limit
+            ):
                 conn.hand_over()
                 return False
-            topped = True
-            continue
-        verdict = judge(bytes(buf[size:end]))
-        if isinstance(verdict, Invalid):
-            conn.hand_over()  # h11's path judges it again, logs, counts and answers 400
-            return False
-        account(verdict, metrics)
-        if isinstance(verdict, RemoteDisconnect):
-            server.remote_disconnect(verdict)
-        else:
-            server.publish(verdict)
-        del buf[:end]
-        conn.scanned = 0
-        if not head.keep_alive:
-            conn.created_raw(CREATED_CLOSE)
-            return True
-        conn.created_raw(CREATED_KEEP_ALIVE)
+            end = size + head.content_length
+            if len(buf) < end:
+                # the body was cut by the read size: its rest is likely read already, once
+                # per wait for the client (so a client that never stops sending cannot
+                # starve the others); a body still incomplete is waited for here, as h11
+                # would (wait_body: body deadline and budget, else h11 serves it)
+                if not topped and conn.top_up():
+                    topped = True
+                    continue
+                if not await wait_body(conn, end, head.content_length):
+                    conn.hand_over()
+                    return False
+                topped = False
+            verdict = judge(bytes(buf[size:end]))
+            if isinstance(verdict, Invalid):
+                conn.release()  # (h11's path holds the budget again while it reads)
+                conn.hand_over()  # h11's path judges it again, logs, counts and answers 400
+                return False
+            account(verdict, metrics)
+            if isinstance(verdict, RemoteDisconnect):
+                server.remote_disconnect(verdict)
+            else:
+                server.publish(verdict)
+            if conn.held:
+                conn.release()  # the body budget a waited-for body held
+            del buf[:end]
+            conn.scanned = 0
+            if not head.keep_alive:
+                conn.created_raw(CREATED_CLOSE)
+                return True
+            conn.created_raw(CREATED_KEEP_ALIVE)
+    finally:
+        deadline.deadline = math.inf
+
+
+async def wait_body(conn: Conn, end: int, size: int) -> bool:
+    """Raw mode: the parsed head of a request whose body (``size`` bytes) ends at
+    ``end`` in ``conn.buf`` is read, not all of its body: wait for the rest here, as
+    :func:`.drain_body` would through h11, with the same outcomes: answers held back
+    are written first; the body holds its share of the node-wide body budget until the
+    request is answered (:meth:`.Conn.release`; :class:`.Overloaded` past it, 503); it
+    must arrive within the body timeout (the connection's loop answers 408).
+
+    True once ``conn.buf`` holds the whole body; False, nothing held, when the input
+    ended first (h11 is to answer the cut request, as before).
+    """
+    conn.reserve(size)
+    deadline = conn.deadline
+    conn.in_body = True
+    deadline.deadline = trio.current_time() + conn.body_timeout
+    try:
+        await conn.flush()
+        while len(conn.buf) < end and not conn.eof:
+            await conn.fill()
+    finally:
+        deadline.deadline = math.inf
+        # (after a timeout the connection's loop answers 408: it checks in_body)
+        conn.in_body = deadline.cancel_called
+    if len(conn.buf) < end:
+        conn.release()
+        return False
+    return True
 
 
 async def broadcast(server: BroadcastHost, conn: Conn, request: Request, key: str | None) -> None:

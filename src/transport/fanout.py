@@ -20,7 +20,7 @@ from ..node.fanout import encode_run, without
 from ..protocol.connection import ping_message
 from .session import Session
 
-__all__ = ["PING_EARLY", "fan_out"]
+__all__ = ["PING_EARLY", "fan_out", "fan_out_one"]
 
 #: a subscriber whose next ping is due within this many seconds (and at most a third of
 #: its interval, :data:`~cableway.protocol.keepalive.EARLY_SHARE`) gets it in the same
@@ -114,6 +114,53 @@ def fan_out(
         session.scheduled_at = math.inf  # its old entry is stale now, and skipped
         session.server.schedule(session)
     return delivered, sent_total
+
+
+def fan_out_one(
+    session: Session,
+    identifier: str,
+    text: str,
+    offset: int | None,
+    exclude: str | None,
+) -> tuple[int, int]:
+    """:func:`fan_out` of one message to the one subscriber of ``identifier`` (a stream
+    per client: :class:`~cableway.node.publish.FanOutOne`), the same rules without the
+    set-up a batch for many needs: nothing for the session that published it with
+    ``exclude_socket``, nothing for a kind of session that does not get it, held while
+    the subscription waits for its history, a ping due soon riding the write, then
+    :meth:`.Session._push` (skipped when closing, the outbox behind pending bytes).
+
+    Returns (deliveries, bytes written at once)."""
+    if exclude is not None and exclude == session.sid:
+        return 0, 0
+    frame = session.encode(text)
+    if frame is None:
+        return 0, 0
+    held = session.core.held
+    if held and identifier in held:
+        session.hold(identifier, offset, frame)
+        return 1, 0
+    if session._closing or session._pending_close is not None:
+        return 1, 0
+    if session.scheduled_at != math.inf and _writable_now(session):
+        try:
+            now = trio.current_time()
+        except RuntimeError:  # not in a trio run (a test driving the fan-out)
+            return 1, session._push(frame)
+        if session.scheduled_at <= now + PING_EARLY:  # a ping due soon rides this write
+            both = _early_ping(session, now, time.time(), frame, {})
+            if both is not None:
+                sent = session._push(both)
+                session.scheduled_at = math.inf  # its old entry is stale now, and skipped
+                session.server.schedule(session)
+                return 1, sent
+    return 1, session._push(frame)
+
+
+def _writable_now(session: Session) -> bool:
+    """Whether a write to ``session`` goes straight to its socket now (what
+    :meth:`.Session._push` and :func:`fan_out` test inline)."""
+    return session._fd >= 0 and not session._writer_active and not session.outbox.size
 
 
 def _early_ping(

@@ -22,7 +22,7 @@ from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.broker import MemoryBroker, PresenceEvent, SessionSnapshot
 from ..protocol.connection import SessionSettings
 from .api_endpoint import api_role
-from .fanout import fan_out
+from .fanout import fan_out, fan_out_one
 from .http import CONNECTION_TASK, FrontDoor, serve_http
 from .poller import ReadPoller
 from .redis_backend import RedisBackend
@@ -142,6 +142,7 @@ class Server:
             fan_out,
             wall_clock=time.time,
             relay=self._relay if pubsub and self.publisher is not None else None,
+            fan_out_one=fan_out_one,
         )
         if self.subscriber is not None:
             self.node.registry.on_first = self.subscriber.want

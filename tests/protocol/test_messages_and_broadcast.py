@@ -46,12 +46,37 @@ TURBO_HTML = (
         ('"quoted"', "quoted"),
         ("\u00a0[1]", "\u00a0[1]"),
         ("x[1]", "x[1]"),
+        ('["\\ud800"]', ["\ud800"]),  # an escaped lone surrogate: ASCII text
+        ('["\ud800"]', ["\ud800"]),  # a raw one: re-encoded with escapes
+        ('{"a":"\u00e9\u2603"}', {"a": "\u00e9\u2603"}),
+        ("[" * 300 + "]" * 300, json.loads("[" * 300 + "]" * 300)),  # over orjson's share
+        ("[" * 1010 + "]" * 1010, "[" * 1010 + "]" * 1010),  # too deep for the stdlib
+        ("1e400", float("inf")),  # JSON; orjson refuses it, strict_json does not
+        ("18446744073709551617", 18446744073709551617),
+        ('"\\u0000"', "\u0000"),
+        ("\x0c[1]", "\x0c[1]"),  # a form feed is not JSON whitespace
     ],
 )
 def test_publication_data_becomes_parsed_message_or_raw_string(data: str, message: object) -> None:
     encoded = EncodedBroadcast(Publication(stream="s", data=data))
     text = encoded.for_identifier('{"channel":"X"}')
     assert json.loads(text) == {"identifier": '{"channel":"X"}', "message": message}
+
+
+@pytest.mark.parametrize(
+    ("data", "message_json"),
+    [
+        ('["\\ud800"]', '["\\ud800"]'),  # ASCII JSON text goes out as sent
+        (' {"a":"\u00e9"} ', '{"a":"\u00e9"}'),  # so does non-ASCII without surrogates
+        ('["\ud800"]', '["\\ud800"]'),  # a raw lone surrogate is escaped (no UTF-8 form)
+        ('["\u00e9\ud800"]', '["\\u00e9\\ud800"]'),  # all of it, then
+    ],
+)
+def test_message_json_embeds_json_text_as_sent_unless_it_holds_a_lone_surrogate(
+    data: str, message_json: str
+) -> None:
+    assert messages.message_json(data) == message_json
+    messages.to_wire(messages.data_message('"i"', messages.message_json(data))).decode()
 
 
 def test_message_keeps_key_order_and_optional_fields() -> None:
@@ -91,6 +116,15 @@ def test_parse_single_batch_and_remote_command() -> None:
         '{"command":"disconnect","payload":{"identifier":"{\\"u\\":1}","reconnect":true}}'
     )
     assert command == RemoteDisconnect('{"u":1}', reconnect=True)
+
+
+def test_publications_compare_and_hash_by_value_and_have_no_instance_dict() -> None:
+    one, same = Publication("s", "x", "sid", True, "t"), Publication("s", "x", "sid", True, "t")
+    assert one == same
+    assert hash(one) == hash(same)
+    assert len({one, same, Publication("s", "x")}) == 2
+    assert one != Publication("s", "x", "sid", False, "t")
+    assert not hasattr(one, "__dict__")  # slotted: one per publication in flight
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ parser refusing every head, so h11 serves every request).
 from __future__ import annotations
 
 import json
+import math
 import re
 from functools import partial
 
@@ -224,7 +225,120 @@ async def test_a_head_and_body_in_pieces(spy: Spy) -> None:
     pieces = (request[:half], request[half:end], request[end:-3], request[-3:], post())
     fast, slow, accepted = await both_ways(spy, *pieces)
     assert fast == slow == CREATED * 2
-    assert accepted == 1  # the first body is read by h11, once its head is handed over
+    assert accepted == 2  # the rest of the first body is waited for on the fast path
+
+
+async def test_a_body_in_pieces_is_waited_for_without_h11(
+    spy: Spy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body cut short (by a read, or by the client's writes) keeps its request on the
+    fast path: no hand-over to h11; it holds its share of the body budget meanwhile."""
+    handed: list[bytes] = []
+    hand_over = httpconn.Conn.hand_over
+
+    def spy_hand_over(conn: httpconn.Conn) -> None:
+        handed.append(bytes(conn.buf))
+        hand_over(conn)
+
+    monkeypatch.setattr(httpconn.Conn, "hand_over", spy_hand_over)
+    body = b'{"stream":"room","data":"' + b"x" * 300 + b'"}'
+    request = post(body)
+    end = request.index(b"\r\n\r\n") + 4
+    server = Server(CONFIG)
+    door = server.front_door
+    client, server_end = trio.testing.memory_stream_pair()
+    answers = b""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(handle_connection, server, server_end, main=True))
+        await client.send_all(post() + request[: end + 10])
+        await trio.testing.wait_all_tasks_blocked()
+        assert door.body_bytes == len(body)  # held while the body arrives
+        answers += await client.receive_some(65536)  # the answer before it is not held
+        assert answers == CREATED
+        await client.send_all(request[end + 10 : end + 200])
+        await trio.testing.wait_all_tasks_blocked()
+        await client.send_all(request[end + 200 :] + post())
+        await trio.testing.wait_all_tasks_blocked()
+        assert door.body_bytes == 0  # given back once answered
+        await client.send_eof()
+        while chunk := await client.receive_some(65536):
+            answers += chunk
+    assert answers == CREATED * 3
+    assert handed == []
+    assert spy.served == 3
+    assert server.metrics.value("publications_total") == 3
+
+
+async def test_a_body_cut_by_the_end_of_input_gets_h11s_answer(spy: Spy) -> None:
+    request = post()
+    end = request.index(b"\r\n\r\n") + 4
+    for cut in (end, end + 3, len(request) - 1):
+        outputs = []
+        for enabled in (True, False):
+            spy.enabled = enabled
+            server = Server(CONFIG)
+            server.front_door.body_limit = len(BODY)  # room for one body at a time
+            outputs.append(await exchange(server, post(), request[:cut]))
+        assert outputs[0] == outputs[1]
+        assert statuses(outputs[0]) == [b"201", b"400"]
+
+
+async def test_an_invalid_body_in_pieces_gets_h11s_answer(spy: Spy) -> None:
+    body = b'{"stream":"room","data":1}'
+    assert len(body) <= len(BODY) < 2 * len(body)
+    request = post(body)
+    end = request.index(b"\r\n\r\n") + 4
+    outputs = []
+    for enabled in (True, False):
+        spy.enabled = enabled
+        server = Server(CONFIG)
+        server.front_door.body_limit = len(BODY)  # room for one body at a time
+        outputs.append(await exchange(server, request[: end + 2], request[end + 2 :], post()))
+    assert outputs[0] == outputs[1]
+    assert statuses(outputs[0]) == [b"400", b"201"]
+    assert spy.served == 1
+
+
+async def test_a_body_over_the_budget_in_flight_gets_h11s_503(
+    spy: Spy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = post()
+    end = request.index(b"\r\n\r\n") + 4
+    outputs = []
+    for enabled in (True, False):
+        spy.enabled = enabled
+        server = Server(CONFIG)
+        server.front_door.body_limit = len(BODY) - 1
+        outputs.append(await exchange(server, request[: end + 2], request[end + 2 :]))
+        assert server.front_door.body_bytes == 0
+    assert outputs[0] == outputs[1]
+    assert statuses(outputs[0]) == [b"503"]
+
+
+async def test_a_trickled_body_gets_h11s_408_at_the_same_time(
+    spy: Spy, autojump_clock: trio.testing.MockClock
+) -> None:
+    outputs = []
+    for fast in (True, False):
+        spy.enabled = fast
+        server = Server(CONFIG)
+        client, server_end = trio.testing.memory_stream_pair()
+        with trio.fail_after(server.handshake_timeout * 3):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(handle_connection, server, server_end, main=True))
+                await client.send_all(post() + post(length=len(BODY) + 5))
+                start = trio.current_time()
+                await trio.sleep(server.handshake_timeout - 0.5)
+                await client.send_all(b"12")  # within the body's deadline, not moving it
+                answers = b""
+                while chunk := await client.receive_some(65536):
+                    answers += chunk
+                took = trio.current_time() - start
+        assert statuses(answers) == [b"201", b"408"]
+        assert server.handshake_timeout <= took < server.handshake_timeout + 0.5
+        assert server.front_door.body_bytes == 0
+        outputs.append(answers)
+    assert outputs[0] == outputs[1]
 
 
 async def test_a_cut_request_gets_h11s_answer(spy: Spy) -> None:
@@ -311,3 +425,31 @@ async def test_a_body_cut_by_the_read_size_stays_on_the_fast_path(spy: Spy) -> N
     assert statuses(answers) == [b"201"] * (count + 1)
     assert spy.served == count + 1  # none of them went through h11
     assert server.metrics.value("publications_total") == count + 1
+
+
+@pytest.mark.parametrize(
+    ("requests", "closes"),
+    [
+        (post() + post(extra=b"Connection: close\r\n"), True),  # served, then closed
+        (post() + HEALTH, False),  # served, then handed to h11
+        (post() + post()[:-3], False),  # a body cut by the end of input: h11's
+    ],
+)
+async def test_the_fast_path_leaves_no_deadline_behind(requests: bytes, closes: bool) -> None:
+    """The head deadline stays set between requests served back to back (nothing
+    awaits there); whatever comes next (h11, the last answers' write) runs without it."""
+    server = Server(CONFIG)
+    client, server_end = trio.testing.memory_stream_pair()
+    conn = httpconn.Conn(
+        server_end,
+        server.max_header_bytes,
+        fast=True,
+        door=server.front_door,
+        body_timeout=server.handshake_timeout,
+    )
+    await client.send_all(requests)
+    await client.send_eof()
+    with conn.deadline:
+        assert await broadcast_endpoint.fast_requests(server, conn) is closes
+        assert conn.deadline.deadline == math.inf
+    assert server.metrics.value("publications_total") >= 1
