@@ -8,6 +8,19 @@ with the same rules), queueing behind pending bytes, the slow-client bound
 did not take everything. Writes never interleave: a frame goes to the socket directly
 only when nothing is queued and no writer runs; the rest of a frame the kernel took in
 part is finished before anything else (:meth:`.Outbox.push_started`).
+
+Writable now:
+    :attr:`SessionOutput._writable` is one attribute the hot loops read instead of five
+    (the fan-out's per-subscriber loop and the timer task's per-ping loop, for every
+    session): ``True`` only while a frame may go straight to the socket, that is the
+    session has a descriptor, is not closing and no close is pending, no writer runs
+    and nothing is queued. Every place that breaks one of these clears it at once
+    (queueing bytes, starting the writer, asking to close, setting ``_closing``,
+    dropping the descriptor); it is set again only by :meth:`SessionOutput._recheck`,
+    which tests all five (after a flush, when the writer ends, after a whole direct
+    write). Stale ``False`` costs the general path (:meth:`SessionOutput._push`, the
+    same checks); it is never stale ``True`` (``tests/transport/test_writable.py``
+    checks it after random operations).
 """
 
 from __future__ import annotations
@@ -46,9 +59,10 @@ class SessionOutput(NodeSession[bytes]):
     """The sending half of a :class:`~.session.Session` (see the module docstring)."""
 
     # the output's own state; the rest (declared below) is the session's
-    __slots__ = ("_closing", "_writer_active", "_writer_done", "_writer_parked")
+    __slots__ = ("_stopping", "_writable", "_writer_active", "_writer_done", "_writer_parked")
 
-    _closing: bool
+    _stopping: bool
+    _writable: bool
     _writer_active: bool
     _writer_done: trio.Event | None
     _writer_parked: bool
@@ -68,6 +82,26 @@ class SessionOutput(NodeSession[bytes]):
     def _wake_reader(self) -> None:
         raise NotImplementedError
 
+    @property
+    def _closing(self) -> bool:
+        """Whether the session stopped: nothing more is sent but what is queued."""
+        return self._stopping
+
+    @_closing.setter
+    def _closing(self, value: bool) -> None:
+        self._stopping = value
+        self._writable = False  # (also its first value: the session sets _closing first)
+
+    def _recheck(self) -> None:
+        """Set :attr:`_writable` from what it stands for (see the module docstring)."""
+        self._writable = (
+            self._fd >= 0
+            and not self._stopping
+            and self._pending_close is None
+            and not self._writer_active
+            and not self.outbox.size
+        )
+
     def push_frame(self, frame: bytes) -> None:
         """Send or queue pre-built bytes (straight to the socket when nothing waits, see
         the module docstring); on overflow disconnect the client as ``too_slow``."""
@@ -86,6 +120,7 @@ class SessionOutput(NodeSession[bytes]):
             except OSError:  # BlockingIOError, or the peer is gone (the writer reports it)
                 sent = 0
             if sent == len(frame):
+                self._writable = True  # every condition of it just held
                 return sent
             if sent:
                 self._put_back(memoryview(frame)[sent:])
@@ -99,17 +134,20 @@ class SessionOutput(NodeSession[bytes]):
             self.overflow()
             return
         self.outbox.push(frame)
+        self._writable = False
         self._kick()
 
     def _put_back(self, rest: memoryview) -> None:
         """Queue the rest of bytes the kernel took in part (never refused: it finishes
         a frame already on the wire)."""
         self.outbox.push_started(rest)
+        self._writable = False
         self._kick()
 
     def _send_control(self, data: bytes) -> None:
         """Queue protocol-control bytes (pings, close frames) without the bound."""
         self.outbox.push(data)
+        self._writable = False
         self._kick()
 
     def _admit(self) -> bool:
@@ -161,11 +199,15 @@ class SessionOutput(NodeSession[bytes]):
         socket under the write deadline and ends when the outbox is empty.
         """
         outbox = self.outbox
-        if self._writer_active or not outbox.size:
+        if self._writer_active:
+            return
+        if not outbox.size:
+            self._recheck()
             return
         if self._fd >= 0:
             self._write_now()
             if not outbox.size:
+                self._recheck()
                 return
         elif self._direct is not None:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
@@ -174,6 +216,7 @@ class SessionOutput(NodeSession[bytes]):
         nursery = self._nursery
         if nursery is not None:
             self._writer_active = True
+            self._writable = False
             self._writer_done = trio.Event()
             nursery.start_soon(self._writer, self._writer_done)
 
@@ -239,6 +282,7 @@ class SessionOutput(NodeSession[bytes]):
             self._write_failed()
         finally:
             self._writer_active = False
+            self._recheck()
             done.set()
 
     def _write_failed(self) -> None:

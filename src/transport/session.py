@@ -230,6 +230,7 @@ class Session(SessionOutput):
         if self._closing or self._pending_close is not None:
             return
         self._pending_close = (reason, reconnect, code, close_reason)
+        self._writable = False
         self._wake_reader()
 
     async def wait_closed(self) -> None:
@@ -421,6 +422,7 @@ class Session(SessionOutput):
             if not self._admit():
                 return False
             self.outbox.push(data)
+            self._writable = False
         return True
 
     def close_transport(self, code: int, reason: str) -> None:
