@@ -122,6 +122,7 @@ def _prepare(session: Session, state: bytes, identifier: str) -> None:
         session.outbox.push(earlier + earlier)
     elif output == 4:
         session._fd = -1
+    session._recheck()  # the "writable now" flag, as the session keeps it when these change
 
 
 def _read(peer: socket.socket) -> bytes:

@@ -84,11 +84,9 @@ def fan_out(
         if held and identifier in held:
             session._push_messages(identifier, wire.frames)
             continue
-        # the common case, inlined (see Session.push_frame): nothing queued, one write
-        if session._closing or session._pending_close is not None:
-            continue
-        fd = session._fd
-        if fd >= 0 and not session._writer_active and not session.outbox.size:
+        # the common case, inlined (see Session.push_frame): writable now (nothing
+        # queued, no writer, not closing: transport.output), one write
+        if session._writable:
             out, length = data, size
             if session.scheduled_at <= soon:  # a ping due soon rides this write
                 if not unix_time:
@@ -98,7 +96,7 @@ def fan_out(
                     out, length = both, len(both)
                     pinged.append(session)
             try:
-                sent = write(fd, out)
+                sent = write(session._fd, out)
             except OSError:  # BlockingIOError, or the peer is gone (the writer reports it)
                 sent = 0
             if sent:
@@ -109,7 +107,7 @@ def fan_out(
                 continue
             session._enqueue(out)
             continue
-        session._enqueue(data)
+        sent_total += session._push(data)  # the general path (it re-checks the flag)
     for session in pinged:  # re-filed with the timer task once every write is done
         session.scheduled_at = math.inf  # its old entry is stale now, and skipped
         session.server.schedule(session)
@@ -142,7 +140,7 @@ def fan_out_one(
         return 1, 0
     if session._closing or session._pending_close is not None:
         return 1, 0
-    if session.scheduled_at != math.inf and _writable_now(session):
+    if session.scheduled_at != math.inf and session._writable:
         try:
             now = trio.current_time()
         except RuntimeError:  # not in a trio run (a test driving the fan-out)
@@ -155,12 +153,6 @@ def fan_out_one(
                 session.server.schedule(session)
                 return 1, sent
     return 1, session._push(frame)
-
-
-def _writable_now(session: Session) -> bool:
-    """Whether a write to ``session`` goes straight to its socket now (what
-    :meth:`.Session._push` and :func:`fan_out` test inline)."""
-    return session._fd >= 0 and not session._writer_active and not session.outbox.size
 
 
 def _early_ping(

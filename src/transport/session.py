@@ -10,7 +10,7 @@ Resource handling:
     session's own when the server is not running, as in tests) until the outbox is
     empty; a socket that takes nothing for ``ws_write_timeout`` ends the session. An
     idle session has no writer task. The session waits for its writer before it closes
-    the stream.
+    the stream. (That sending half is :mod:`.output`.)
 
 Slow clients:
     A client is too slow when, as more output is due, more than ``ws_max_pending_size``
@@ -48,17 +48,15 @@ from ..node.dispatch import dispatch
 from ..node.held import HeldMessages
 from ..node.node import Node
 from ..node.rpc import RpcSession
-from ..node.session import NodeSession
-from ..ops.metrics import Metrics
 from ..protocol.connection import CableConnection
 from ..protocol.events import Delegate
 from .outbox import Outbox
+from .output import OutputHost, SessionOutput
 from .poller import ReadPoller, parked
 from .rpc_client import answer_delegated, release_delegated
-from .tls import DirectStream, send_queued, write_queued
+from .tls import DirectStream
 
 if TYPE_CHECKING:
-    from ..config import Config
     from .rpc_client import DisconnectQueue, HttpRpc
 
 __all__ = ["Session", "SessionHost"]
@@ -74,19 +72,13 @@ _READ_SIZE = 65536
 PING_GRID = 0.1
 
 
-class SessionHost(Protocol):
+class SessionHost(OutputHost, Protocol):
     """What a session needs from its node: the trio server implements it.
 
     The node layer (registry, publishing, the backend: ``node``), the shared timer
     (``schedule``), the nursery writers and late answers start in, the counters, and
     the ``ws_*`` limits of ``config``.
     """
-
-    @property
-    def config(self) -> Config: ...
-
-    @property
-    def metrics(self) -> Metrics: ...
 
     @property
     def task_nursery(self) -> trio.Nursery | None: ...
@@ -103,7 +95,7 @@ class SessionHost(Protocol):
     disconnects: DisconnectQueue | None
 
 
-class Session(NodeSession[bytes]):
+class Session(SessionOutput):
     """One client: a core session, an outbox and the socket.
 
     Subclasses set :attr:`wire_kind` and implement :meth:`encode` (one protocol message
@@ -115,7 +107,6 @@ class Session(NodeSession[bytes]):
     __slots__ = (
         "__weakref__",
         "_batching",
-        "_closing",
         "_delegated",
         "_direct",
         "_done",
@@ -126,9 +117,6 @@ class Session(NodeSession[bytes]):
         "_pending_close",
         "_wake",
         "_wake_requested",
-        "_writer_active",
-        "_writer_done",
-        "_writer_parked",
         "core",
         "counters",
         "held",
@@ -141,6 +129,8 @@ class Session(NodeSession[bytes]):
         "sid",
         "stream",
     )
+
+    server: SessionHost
 
     #: sessions with the same kind get the same bytes for the same message
     wire_kind = "?"
@@ -218,70 +208,6 @@ class Session(NodeSession[bytes]):
     def wire_size(self, frame: bytes) -> int:
         return len(frame)
 
-    def push_frame(self, frame: bytes) -> None:
-        """Send or queue pre-built bytes (straight to the socket when nothing waits, see
-        the module docstring); on overflow disconnect the client as ``too_slow``."""
-        sent = self._push(frame)
-        if sent:
-            self.server.metrics.inc("data_sent_total", sent)
-
-    def _push(self, frame: bytes) -> int:
-        """:meth:`push_frame` without the metrics: the bytes written at once."""
-        if self._closing or self._pending_close is not None:
-            return 0
-        fd = self._fd
-        if fd >= 0 and not self._writer_active and not self.outbox.size:
-            try:
-                sent = os.write(fd, frame)
-            except OSError:  # BlockingIOError, or the peer is gone (the writer reports it)
-                sent = 0
-            if sent == len(frame):
-                return sent
-            if sent:
-                self._put_back(memoryview(frame)[sent:])
-                return sent
-        self._enqueue(frame)
-        return 0
-
-    def _enqueue(self, frame: bytes) -> None:
-        """Queue whole frames behind what is pending, unless the client is too slow."""
-        if not self._admit():
-            self.overflow()
-            return
-        self.outbox.push(frame)
-        self._kick()
-
-    def _put_back(self, rest: memoryview) -> None:
-        """Queue the rest of bytes the kernel took in part (never refused: it finishes
-        a frame already on the wire)."""
-        self.outbox.push_started(rest)
-        self._kick()
-
-    def _send_control(self, data: bytes) -> None:
-        """Queue protocol-control bytes (pings, close frames) without the bound."""
-        self.outbox.push(data)
-        self._kick()
-
-    def _admit(self) -> bool:
-        """Whether the client may be sent more output, or is too slow (the module
-        docstring says when: what is about to be queued never counts)."""
-        outbox = self.outbox
-        if not outbox.over:
-            return True
-        if self._fd >= 0:
-            self._write_now()
-            return not outbox.over
-        if self._direct is not None:
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                self._send_direct()
-            return not outbox.over
-        return False
-
-    def drop_unsent(self) -> None:
-        """The client is too slow: drop its unstarted output (the frame in flight is
-        finished first)."""
-        self.outbox.drop_unstarted()
-
     def _push_messages(self, identifier: str, frames: list[tuple[int | None, bytes]]) -> int:
         """Deliver broadcast frames (with their offsets) of one subscription, in order:
         held while the subscription waits for its history, else written together (one
@@ -304,6 +230,7 @@ class Session(NodeSession[bytes]):
         if self._closing or self._pending_close is not None:
             return
         self._pending_close = (reason, reconnect, code, close_reason)
+        self._writable = False
         self._wake_reader()
 
     async def wait_closed(self) -> None:
@@ -415,122 +342,6 @@ class Session(NodeSession[bytes]):
             if self._done is not None:
                 self._done.set()
 
-    def _kick(self) -> None:
-        """Bytes were queued: flush them at once (unless batching or a writer runs)."""
-        if not self._batching and not self._writer_active:
-            self._flush()
-
-    def _write_now(self) -> int:
-        """Give the socket what it takes of the outbox now, without waiting; the bytes
-        written (a gone peer is left for the writer to report)."""
-        try:
-            sent = self.outbox.write_to(self._fd)
-        except OSError:  # BlockingIOError, or the peer is gone
-            return 0
-        if sent:
-            self.server.metrics.inc("data_sent_total", sent)
-        return sent
-
-    def _send_direct(self) -> bool:
-        """TLS: :func:`.tls.send_queued`; ``True`` when nothing is left to send."""
-        assert self._direct is not None
-        return send_queued(self._direct, self.outbox, self.server.metrics)
-
-    def _flush(self) -> None:
-        """Write what is queued straight to the socket; leave the rest to a writer task.
-
-        Returns at once. The writer, started in the session's nursery only when the
-        kernel did not take everything (or the stream has no descriptor), waits for the
-        socket under the write deadline and ends when the outbox is empty.
-        """
-        outbox = self.outbox
-        if self._writer_active or not outbox.size:
-            return
-        if self._fd >= 0:
-            self._write_now()
-            if not outbox.size:
-                return
-        elif self._direct is not None:
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                if self._send_direct():
-                    return  # (a broken connection: the writer reports it)
-        nursery = self._nursery
-        if nursery is not None:
-            self._writer_active = True
-            self._writer_done = trio.Event()
-            nursery.start_soon(self._writer, self._writer_done)
-
-    async def _writer(self, done: trio.Event) -> None:
-        """Write the outbox until it is empty; on failure end the session. Never raises.
-
-        On a socket, each wait for it to take more is bounded by ``ws_write_timeout``
-        (the deadline moves whenever the kernel takes bytes: a client that reads is
-        never cut off in the middle of a long backlog). Writes go through the outbox,
-        so nothing is ever in flight outside it (see :meth:`_admit`).
-        """
-        timeout = self.server.config.ws_write_timeout
-        metrics = self.server.metrics
-        outbox = self.outbox
-        try:
-            fd = self._fd
-            direct = self._direct
-            if direct is not None:
-                await write_queued(direct, outbox, metrics, timeout)
-            elif fd < 0:
-                while data := outbox.take_nowait():
-                    with trio.fail_after(timeout):
-                        await self.stream.send_all(data)
-                    metrics.inc("data_sent_total", len(data))
-            else:
-                deadline = trio.current_time() + timeout
-                while outbox.size:
-                    # the session sets _fd to -1 before it closes the socket: never
-                    # write to a descriptor that may since belong to another connection
-                    fd = self._fd
-                    if fd < 0:
-                        raise trio.ClosedResourceError
-                    try:
-                        sent = outbox.write_to(fd)
-                    except BlockingIOError:
-                        sent = 0
-                    if sent:
-                        metrics.inc("data_sent_total", sent)
-                        if not outbox.size:
-                            break
-                        deadline = trio.current_time() + timeout
-                    self._writer_parked = True
-                    try:
-                        with trio.move_on_at(deadline) as waited:
-                            await trio.lowlevel.wait_writable(fd)
-                    finally:
-                        self._writer_parked = False
-                        if self._wake_requested and self._parked:
-                            self._wake_reader()  # deferred while this task waited
-                    if waited.cancelled_caught:
-                        raise trio.TooSlowError
-        except (
-            trio.TooSlowError,
-            trio.BrokenResourceError,
-            trio.ClosedResourceError,
-            OSError,
-        ) as exc:
-            self.write_failed(timed_out=isinstance(exc, trio.TooSlowError))
-            self._write_failed()
-        except Exception:
-            # it may run in the server's nursery: a bug must cost this session only
-            log.exception("unexpected error in the writer of session sid=%s", self.sid)
-            self._write_failed()
-        finally:
-            self._writer_active = False
-            done.set()
-
-    def _write_failed(self) -> None:
-        """Stop the session: nothing more can be sent, and the reader stops reading."""
-        self._closing = True
-        self.outbox.clear()
-        self.outbox.close()
-        self._wake_reader()
-
     def _wake_reader(self) -> None:
         """Wake the reader to close (``_wake_requested`` is seen at its next turn).
 
@@ -611,6 +422,7 @@ class Session(NodeSession[bytes]):
             if not self._admit():
                 return False
             self.outbox.push(data)
+            self._writable = False
         return True
 
     def close_transport(self, code: int, reason: str) -> None:

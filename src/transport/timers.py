@@ -114,7 +114,9 @@ class Timers:
                     continue  # closed and freed, or due earlier and re-scheduled
                 session.scheduled_at = inf
                 core = session.core
-                after = None if session._closing else core.take_plain_ping(now)
+                # one attribute for "nothing queued, no writer, not closing" (.output)
+                writable = session._writable
+                after = None if not writable and session._closing else core.take_plain_ping(now)
                 if after is None:
                     sent += session.on_timer(now, unix_time)  # re-schedules it
                     continue
@@ -128,15 +130,9 @@ class Timers:
                         text = ping_message(unix_time, precision)
                         frame = frames[kind, precision] = session.encode(text)
                 if frame is not None:
-                    fd = session._fd
-                    if (
-                        fd >= 0
-                        and not session._writer_active
-                        and not session.outbox.size
-                        and session._pending_close is None
-                    ):
+                    if writable:
                         try:
-                            n = write(fd, frame)
+                            n = write(session._fd, frame)
                         except OSError:  # BlockingIOError, or the peer is gone
                             n = 0
                         if n == len(frame):

@@ -135,6 +135,7 @@ def _prepare(session: WebSocketSession, held: bool, closing: str, output: str) -
         session.outbox.push(session.encode('{"earlier":"' + "x" * 64 + '"}'))
     elif output == "no_fd":
         session._fd = -1
+    session._recheck()  # the "writable now" flag, as the session keeps it when these change
 
 
 def _observe(session: WebSocketSession, peer: socket.socket) -> dict[str, Any]:
