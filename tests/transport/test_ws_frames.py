@@ -8,10 +8,12 @@ from __future__ import annotations
 import dataclasses
 import struct
 
+import pytest
 import trio
 import trio.testing
 from wsproto.events import CloseConnection, Pong
 
+from cableway.transport import ws
 from cableway.transport.server import Server
 
 from .helpers import CONFIG, Client, connect
@@ -148,3 +150,45 @@ async def test_close_frame_after_whole_frames_is_answered() -> None:
         event = await client.next_event()
         assert isinstance(event, CloseConnection)
         assert event.code == 1000
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [(struct.pack("!H", 1000), 1000), (struct.pack("!H", 1001), 1001), (b"", 1005)],
+)
+async def test_common_close_is_answered_without_wsproto(
+    payload: bytes, code: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tab closing (no status, 1000, 1001) is answered with wsproto's reply, and the
+    session never builds a wsproto connection for it (set-up and tear-down cost)."""
+    built: list[object] = []
+
+    class Counted(ws.Connection):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            built.append(self)
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ws, "Connection", Counted)
+    server = Server(CONFIG)
+    async with trio.open_nursery() as nursery:
+        client = await _welcomed(nursery, server)
+        await client.stream.send_all(frame(PING) + frame(payload, opcode=0x8))
+        assert await client.recv() == {"type": "pong"}
+        event = await client.next_event()
+        assert isinstance(event, CloseConnection)
+        assert event.code == code
+        assert event.reason == ""
+        assert await client.stream.receive_some(65536) == b""  # then the server closes
+        nursery.cancel_scope.cancel()
+    assert built == []
+
+
+async def test_other_close_codes_still_go_through_wsproto() -> None:
+    server = Server(CONFIG)
+    async with trio.open_nursery() as nursery:
+        client = await _welcomed(nursery, server)
+        await client.stream.send_all(frame(struct.pack("!H", 4001) + b"bye", opcode=0x8))
+        event = await client.next_event()
+        assert isinstance(event, CloseConnection)
+        assert (event.code, event.reason) == (4001, "bye")
+        nursery.cancel_scope.cancel()
