@@ -55,6 +55,7 @@ from ..protocol.events import Delegate
 from .outbox import Outbox
 from .poller import ReadPoller, parked
 from .rpc_client import answer_delegated, release_delegated
+from .teardown import close_stream
 from .tls import DirectStream, send_queued, write_queued
 
 if TYPE_CHECKING:
@@ -409,12 +410,7 @@ class Session(NodeSession[bytes]):
             self._closing = True
             self._fd = -1
             self.leave()
-            stream = self.stream
-            if isinstance(stream, trio.SocketStream):
-                stream.socket.close()  # aclose() without its checkpoint: the task ends now
-            else:
-                with trio.CancelScope(shield=True), trio.move_on_after(1):
-                    await stream.aclose()
+            await close_stream(self.stream)  # (a socket: at once, no checkpoint)
             self._finished = True
             if self._done is not None:
                 self._done.set()
