@@ -353,7 +353,7 @@ def targets_for(
         return chosen or list(F_LAYOUTS)
     out = [n for n in names if n != "floor-coalesce" or scenario == "d"]
     if scenario in "ei":  # SSE: no reference; the mix: against the floors
-        out = [n for n in out if n in ("cableway", "floor", "floor-trio")]
+        out = [n for n in out if n in ("cableway", "cableway-base", "floor", "floor-trio")]
     if scenario in "fgh":  # the trio floor has no JWT check, no sessions
         out = [n for n in out if n != "floor-trio"]
     if scenario == "h":  # sessions and history: only Cableway has them

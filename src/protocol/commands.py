@@ -53,6 +53,17 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
+#: one decoder for every command (``json.loads`` with an argument builds one per call)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _loads(message: str | bytes) -> object:
+    """``json.loads(message, parse_constant=_reject_constant)``."""
+    if isinstance(message, str) and not message.startswith("\ufeff"):
+        return _DECODER.decode(message)
+    return json.loads(message, parse_constant=_reject_constant)  # a BOM's refusal, bytes
+
+
 def parse_command(message: str | bytes, limits: Limits) -> Command | None:
     """Decode one client message.
 
@@ -67,11 +78,14 @@ def parse_command(message: str | bytes, limits: Limits) -> Command | None:
         RemoteProtocolError: fatal with close code 1009 when the message is larger
             than ``limits.max_message_size``; non-fatal for anything else malformed.
     """
-    size = len(message) if isinstance(message, bytes) else len(message.encode("utf-8", "replace"))
+    if isinstance(message, bytes) or message.isascii():
+        size = len(message)
+    else:
+        size = len(message.encode("utf-8", "replace"))
     if size > limits.max_message_size:
         raise RemoteProtocolError("message too big", close_code=1009, fatal=True)
     try:
-        value = json.loads(message, parse_constant=_reject_constant)
+        value = _loads(message)
     except RecursionError:
         raise RemoteProtocolError("message nested too deeply") from None
     except ValueError:

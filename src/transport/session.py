@@ -54,6 +54,7 @@ from .outbox import Outbox
 from .output import OutputHost, SessionOutput
 from .poller import ReadPoller, parked
 from .rpc_client import answer_delegated, release_delegated
+from .teardown import close_stream
 from .tls import DirectStream
 
 if TYPE_CHECKING:
@@ -336,8 +337,7 @@ class Session(SessionOutput):
             self._closing = True
             self._fd = -1
             self.leave()
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await self.stream.aclose()
+            await close_stream(self.stream)  # (a socket: at once, no checkpoint)
             self._finished = True
             if self._done is not None:
                 self._done.set()

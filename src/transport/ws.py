@@ -5,7 +5,12 @@ message size limit, valid UTF-8 for text) are parsed by the pure
 :func:`cableway.protocol.wsframe.parse_client_frame`; anything else (a
 partial or fragmented frame, a control frame, an invalid one) hands the connection over
 to wsproto for good, from that frame on. Until then the session keeps no wsproto
-object, so an idle connection costs that much less memory.
+object, so an idle connection costs that much less memory. The commonest close is
+answered without wsproto too (:func:`fast_close_reply`: a whole masked close frame with
+no status or ``1000``/``1001``, the close of a browser tab or a client's
+``disconnect()``): the reply is wsproto's, byte for byte, and the session then holds a
+shared wsproto connection in the ``CLOSED`` state (:data:`_CLOSED`), as it would after
+wsproto had answered (``fuzz/fuzz_ws_close_fast.py`` compares the two).
 
 With permessage-deflate negotiated (``--enable_ws_compression``,
 :class:`~cableway.protocol.handshake.Deflate`) the session's :meth:`encode` compresses
@@ -17,6 +22,8 @@ client frame is inflated by the fast path, and wsproto gets an inbound-only exte
 """
 
 from __future__ import annotations
+
+import os
 
 import trio
 from wsproto import ConnectionType
@@ -39,10 +46,46 @@ from ..protocol.wsframe import (
 )
 from .session import Session, SessionHost
 
-__all__ = ["WebSocketSession"]
+__all__ = ["WebSocketSession", "fast_close_reply"]
 
 _READ_SIZE = 65536
 _CLOSE_WAIT = 2.0
+
+#: the close codes :func:`fast_close_reply` answers (the rest go through wsproto)
+_FAST_CLOSE_CODES = {1000: b"\x88\x02\x03\xe8", 1001: b"\x88\x02\x03\xe9"}
+_CLOSE_NO_STATUS = b"\x88\x00"
+
+
+def fast_close_reply(data: bytes, i: int) -> bytes | None:
+    """The server's reply to the client close frame at ``data[i:]``, when it is whole,
+    masked, final, with no RSV bit and either no payload or exactly the code ``1000``
+    or ``1001`` (no reason): wsproto's reply to it, byte for byte. ``None``: anything
+    else (wsproto decides)."""
+    if len(data) < i + 6 or data[i] != 0x88:
+        return None
+    length = data[i + 1]
+    if length == 0x80:  # masked, no payload: wsproto replies without a status
+        return _CLOSE_NO_STATUS
+    if length != 0x82 or len(data) < i + 8:
+        return None
+    code = ((data[i + 6] ^ data[i + 2]) << 8) | (data[i + 7] ^ data[i + 3])
+    return _FAST_CLOSE_CODES.get(code)
+
+
+def _closed_connection() -> Connection:
+    """A wsproto server connection that has answered a client's close (``CLOSED``)."""
+    ws = Connection(ConnectionType.SERVER)
+    ws.receive_data(b"\x88\x80\x00\x00\x00\x00")
+    for event in ws.events():
+        if isinstance(event, WsClose):
+            ws.send(event.response())
+    assert ws.state is ConnectionState.CLOSED
+    return ws
+
+
+#: what a session's wsproto connection is after :func:`fast_close_reply`, shared: in
+#: the ``CLOSED`` state nothing is sent or read through it (every use checks the state)
+_CLOSED = _closed_connection()
 
 
 class _InboundDeflate(Extension):
@@ -203,13 +246,42 @@ class WebSocketSession(Session):
                 self._closing = True
                 return None
             if parsed is None:
-                return data[i:]
+                reply = fast_close_reply(data, i)
+                if reply is None:
+                    return data[i:]
+                # as wsproto would: answer, and read nothing after the client's close
+                self._ws = _CLOSED
+                self._closing = True
+                self._reply_close(reply)
+                return None
             message, i = parsed
             self._receive_message(message)
             self.apply()
             if self._closing:
                 return data[i:]
         return None
+
+    def _reply_close(self, reply: bytes) -> None:
+        """Send the reply to the client's close: straight to the socket when nothing is
+        queued, else behind what is. A client that closed with a reset is gone by then:
+        the failed write is counted as the writer counts it, without starting one."""
+        fd = self._fd
+        if fd >= 0 and not self._writer_active and not self.outbox.size:
+            try:
+                sent = os.write(fd, reply)
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # the peer is gone: nothing more can be sent
+                self.write_failed(timed_out=False)
+                return
+            if sent:
+                self.server.metrics.inc("data_sent_total", sent)
+            if sent == len(reply):
+                return
+            if sent:
+                self._put_back(memoryview(reply)[sent:])
+                return
+        self._send_control(reply)
 
     def _process(self) -> None:
         limit = self.server.config.max_message_size

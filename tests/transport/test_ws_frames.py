@@ -6,12 +6,16 @@ Both paths must behave the same for the client, whatever order frames come in.
 from __future__ import annotations
 
 import dataclasses
+import socket
 import struct
 
+import pytest
 import trio
 import trio.testing
 from wsproto.events import CloseConnection, Pong
 
+from cableway.transport import ws
+from cableway.transport.http import handle_connection
 from cableway.transport.server import Server
 
 from .helpers import CONFIG, Client, connect
@@ -148,3 +152,106 @@ async def test_close_frame_after_whole_frames_is_answered() -> None:
         event = await client.next_event()
         assert isinstance(event, CloseConnection)
         assert event.code == 1000
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [(struct.pack("!H", 1000), 1000), (struct.pack("!H", 1001), 1001), (b"", 1005)],
+)
+async def test_common_close_is_answered_without_wsproto(
+    payload: bytes, code: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tab closing (no status, 1000, 1001) is answered with wsproto's reply, and the
+    session never builds a wsproto connection for it (set-up and tear-down cost)."""
+    built: list[object] = []
+
+    class Counted(ws.Connection):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            built.append(self)
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ws, "Connection", Counted)
+    server = Server(CONFIG)
+    async with trio.open_nursery() as nursery:
+        client = await _welcomed(nursery, server)
+        await client.stream.send_all(frame(PING) + frame(payload, opcode=0x8))
+        assert await client.recv() == {"type": "pong"}
+        event = await client.next_event()
+        assert isinstance(event, CloseConnection)
+        assert event.code == code
+        assert event.reason == ""
+        assert await client.stream.receive_some(65536) == b""  # then the server closes
+        nursery.cancel_scope.cancel()
+    assert built == []
+
+
+async def test_other_close_codes_still_go_through_wsproto() -> None:
+    server = Server(CONFIG)
+    async with trio.open_nursery() as nursery:
+        client = await _welcomed(nursery, server)
+        await client.stream.send_all(frame(struct.pack("!H", 4001) + b"bye", opcode=0x8))
+        event = await client.next_event()
+        assert isinstance(event, CloseConnection)
+        assert (event.code, event.reason) == (4001, "bye")
+        nursery.cancel_scope.cancel()
+
+
+_UPGRADE = (
+    b"GET /cable HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Protocol: actioncable-v1-json\r\n\r\n"
+)
+
+
+class _Spawned(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.names.append(task.name)
+
+
+async def _welcomed_socket(nursery: trio.Nursery, server: Server) -> socket.socket:
+    """A served connection over a real socket pair, welcomed; the client's end."""
+    client, served = socket.socketpair()
+    client.setblocking(False)
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(served))
+    nursery.start_soon(lambda: handle_connection(server, stream, main=True))
+    client.send(_UPGRADE)
+    got = b""
+    while b"welcome" not in got:
+        await trio.lowlevel.wait_readable(client)
+        got += client.recv(65536)
+    return client
+
+
+async def test_close_reply_is_written_to_the_socket_then_closed() -> None:
+    server = Server(CONFIG)
+    async with trio.open_nursery() as nursery:
+        client = await _welcomed_socket(nursery, server)
+        client.send(frame(struct.pack("!H", 1000), opcode=0x8))
+        got = b""
+        while True:
+            await trio.lowlevel.wait_readable(client)
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        assert got == b"\x88\x02\x03\xe8"  # the close reply, then EOF
+        client.close()
+    assert server.metrics.value("failed_server_msg_total") == 0
+
+
+async def test_close_from_a_client_already_gone_is_counted_without_a_writer_task() -> None:
+    """The mix's churn: a close frame, then a reset. The reply cannot be written; that
+    is counted as any failed write, and no task is started to find it out."""
+    server = Server(CONFIG)
+    spawned = _Spawned()
+    async with trio.open_nursery() as nursery:
+        client = await _welcomed_socket(nursery, server)
+        trio.lowlevel.add_instrument(spawned)
+        client.send(frame(struct.pack("!H", 1000), opcode=0x8))
+        client.close()  # gone before the server reads its close
+    trio.lowlevel.remove_instrument(spawned)
+    assert server.metrics.value("failed_server_msg_total") == 1
+    assert not [name for name in spawned.names if name.endswith("_writer")]
