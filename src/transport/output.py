@@ -47,10 +47,10 @@ __all__ = ["OutputHost", "SessionOutput", "raw_socket", "send_bytes"]
 log = logging.getLogger("cableway.session")
 
 
-#: a socket's ``send()``, called unbound as ``send_bytes(sock, data)`` (the timer task's
-#: ping write: one object fewer to look up per ping than a bound method, and
-#: ``sendto``'s entry is cheaper in the kernel than ``write``'s, see docs/benchmarks.md)
-#: (only ever called with a socket: a session has one while it is writable)
+#: a socket's ``send()``, called unbound as ``send_bytes(sock, data)``: the timer task's
+#: ping write (no bound method kept per session; ``sendto``'s kernel entry is cheaper
+#: than ``write``'s, see docs/benchmarks.md). Only ever called with a socket: a session
+#: has one while it is writable.
 send_bytes = cast("Callable[[socket.socket | None, bytes], int]", socket.socket.send)
 
 
