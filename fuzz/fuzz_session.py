@@ -35,6 +35,9 @@ Invariants, checked after every operation:
 * every ``SendMessage`` is one JSON object with a UTF-8 form; at most one ping per
   ``handle_timer``;
 * after ``handle_timer(now)``, ``next_deadline()`` is ``None`` or later than ``now``;
+* ``plain_pings_at()`` promises plain pings only for an open session and names its
+  next deadline; a tick whose tenths are 3 mod 4 takes that ping as a caching driver
+  does (``next_ping_after``, ``resume_pings``) instead of calling the session;
 * ``take_plain_ping(now)`` either declines (``None``, nothing changed) or queues no event
   and returns ``next_deadline()``, later than ``now``; sessions whose settings byte is a
   multiple of 3 are aligned to a 0.1 s ping grid first (``align_pings``);
@@ -66,6 +69,7 @@ from cableway.protocol.events import (
     StreamRemoved,
 )
 from cableway.protocol.hub import Hub
+from cableway.protocol.keepalive import next_ping_after
 from cableway.protocol.limits import Limits
 
 TURBO_KEY = "fuzz-turbo-key"
@@ -228,6 +232,15 @@ class Harness:
 
     def tick(self, tenths: int) -> None:
         self.now += tenths / 10.0
+        plain = self.conn.plain_pings_at()  # what a driver caching plain pings is promised
+        if plain is not None:
+            assert self.conn.state is SessionState.OPEN, "plain pings for a closed session"
+            assert plain == self.conn.next_deadline(), (plain, self.conn.next_deadline())
+            if tenths % 4 == 3 and plain <= self.now:  # the driver takes it itself
+                after = next_ping_after(plain, self.conn.settings.ping_interval, self.now)
+                self.conn.resume_pings(after)
+                assert self.conn.next_deadline() == after, "the cached ping left a deadline"
+                return
         if tenths % 2:
             before = self.conn.next_deadline()
             after = self.conn.take_plain_ping(self.now)

@@ -290,8 +290,7 @@ class CableConnection(SessionParts):
         ``ping_message(unix_time, settings.ping_precision)``), or ``None`` when
         anything else is due (call :meth:`handle_timer`).
 
-        The cheapest hook for a driver that pings many sessions in one batch: one call
-        per session, no string built, and the deadline to re-schedule it at.
+        The hook for a driver pinging many sessions in a batch (see also plain_pings_at).
 
         ``early`` (seconds): also take a ping due that soon, up to a third of the
         interval (:data:`~.keepalive.EARLY_SHARE`), for a driver that writes to the
@@ -304,6 +303,19 @@ class CableConnection(SessionParts):
         if best is not None:
             self._now = now
         return best
+
+    def plain_pings_at(self) -> float | None:
+        """The next ping's due time when all that is due until the driver's next call is
+        plain pings (open, nothing pending, no native pings or pongs tracked, no hold),
+        else ``None``: the driver may take them itself, each at ``keepalive.next_ping_after``,
+        and reports the next one it did not take with :meth:`resume_pings` before its next call."""
+        if self.state is not SessionState.OPEN or self._events or self.settings.native_pings:
+            return None
+        return None if self._replay.deadline is not None else self._keepalive.plain_from()
+
+    def resume_pings(self, next_ping: float) -> None:
+        """See :meth:`plain_pings_at`: the next ping the driver did not take is due then."""
+        self._keepalive.next_ping = next_ping
 
     def _ping(self, now: float, unix_time: float) -> str:
         """The ping message due at ``now``; advances the schedule, arms the pong deadline."""

@@ -8,7 +8,7 @@ import math
 from . import messages
 from .settings import SessionSettings
 
-__all__ = ["EARLY_SHARE", "Keepalive", "ping_message"]
+__all__ = ["EARLY_SHARE", "Keepalive", "next_ping_after", "ping_message"]
 
 #: the most of its interval a ping may be sent early to ride a write that goes out
 #: anyway (:meth:`Keepalive.take_plain`): a gap between two pings stays under
@@ -23,6 +23,15 @@ def ping_message(unix_time: float, precision: str) -> str:
     """The ping message at ``unix_time`` with its stamp in ``precision`` (``s``, ``ms`` or
     ``ns``; any other: seconds): the same for every session with that precision."""
     return messages.ping(int(unix_time * _PRECISION.get(precision, 1)))
+
+
+def next_ping_after(due: float, interval: float, now: float) -> float:
+    """When the ping after the one due at ``due``, sent at ``now``, is due: one
+    ``interval`` after ``due`` (the schedule is kept, also for a ping sent a little
+    early or late), or one ``interval`` after ``now`` when that time has passed already
+    (the sender fell more than an interval behind)."""
+    next_ping = due + interval
+    return next_ping if next_ping > now else now + interval
 
 
 class Keepalive:
@@ -59,15 +68,19 @@ class Keepalive:
         """A ping is sent at ``now``: the next one's due time (returned), and the pong
         deadline armed where pongs are tracked."""
         assert self.next_ping is not None
-        interval = self._interval
-        next_ping = self.next_ping + interval
-        if next_ping <= now:
-            next_ping = now + interval
-        self.next_ping = next_ping
+        next_ping = self.next_ping = next_ping_after(self.next_ping, self._interval, now)
         timeout = self._pong_timeout
         if timeout > 0 and self.pong_deadline is None:
             self.pong_deadline = now + timeout
         return next_ping
+
+    def plain_from(self) -> float | None:
+        """The next ping's due time when pings never arm a deadline (pongs are not
+        tracked and none is awaited), so that every deadline of this keepalive is a
+        plain ping, each one interval after the one before; else ``None``."""
+        if self._pong_timeout > 0 or self.pong_deadline is not None:
+            return None
+        return self.next_ping
 
     def take_plain(self, now: float, hold: float | None, early: float = 0.0) -> float | None:
         """Take the ping due at ``now`` when it is all that is due (no pong or ``hold``

@@ -168,7 +168,7 @@ def _early_ping(
     timer task does whatever else is due). A kind that sends no ping frame gets ``data``
     alone, its ping taken (as the timer task's batch does)."""
     core = session.core
-    if core.take_plain_ping(now, PING_EARLY) is None:
+    if session.take_plain_ping(now, PING_EARLY) is None:  # the cached pings given back first
         return None
     key = (session.wire_kind, core.settings.ping_precision)
     try:

@@ -28,7 +28,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING, Protocol
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, cast
 
 import trio
 
@@ -40,9 +42,25 @@ from .tls import DirectStream, send_queued, write_queued
 if TYPE_CHECKING:
     from ..config import Config
 
-__all__ = ["OutputHost", "SessionOutput"]
+__all__ = ["OutputHost", "SessionOutput", "raw_socket", "send_bytes"]
 
 log = logging.getLogger("cableway.session")
+
+
+#: a socket's ``send()``, called unbound as ``send_bytes(sock, data)``: the timer task's
+#: ping write (no bound method kept per session; ``sendto``'s kernel entry is cheaper
+#: than ``write``'s, see docs/benchmarks.md). Only ever called with a socket: a session
+#: has one while it is writable.
+send_bytes = cast("Callable[[socket.socket | None, bytes], int]", socket.socket.send)
+
+
+def raw_socket(stream: trio.abc.Stream) -> socket.socket | None:
+    """The standard-library socket under a plain trio socket stream (non-blocking, as
+    trio keeps it), for writes that cannot wait; ``None`` for any other stream."""
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    sock = getattr(stream.socket, "_sock", None)  # trio's wrapper keeps it there
+    return sock if isinstance(sock, socket.socket) else None
 
 
 class OutputHost(Protocol):
@@ -72,6 +90,7 @@ class SessionOutput(NodeSession[bytes]):
     outbox: Outbox
     sid: str
     _fd: int
+    _sock: socket.socket | None
     _direct: DirectStream | None
     _nursery: trio.Nursery | None
     _batching: bool

@@ -51,7 +51,7 @@ from ..node.rpc import RpcSession
 from ..protocol.connection import CableConnection
 from ..protocol.events import Delegate
 from .outbox import Outbox
-from .output import OutputHost, SessionOutput
+from .output import OutputHost, SessionOutput, raw_socket
 from .poller import ReadPoller, parked
 from .rpc_client import answer_delegated, release_delegated
 from .teardown import close_stream
@@ -116,6 +116,9 @@ class Session(SessionOutput):
         "_nursery",
         "_parked",
         "_pending_close",
+        "_ping_at",
+        "_ping_settings",
+        "_sock",
         "_wake",
         "_wake_requested",
         "core",
@@ -165,6 +168,14 @@ class Session(SessionOutput):
         self._finished = False
         # the socket's descriptor for direct writes (-1: go through the writer task)
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        #: the same socket for the timer task's ping (None: no direct writes)
+        self._sock = raw_socket(stream)
+        if self._sock is None:
+            self._fd = -1
+        #: the next plain ping the timer task may take without the core (inf: none),
+        #: see timer_deadline; with its interval and precision
+        self._ping_at = math.inf
+        self._ping_settings = core.settings
         #: TLS: written at once like a socket, through the stream (see _send_direct)
         self._direct: DirectStream | None = (
             stream if hasattr(stream, "send_nowait") else None  # type: ignore[assignment]
@@ -380,10 +391,39 @@ class Session(SessionOutput):
             self.server.metrics.inc("rpc_canceled_total", len(delegated) + 1)
             delegated.clear()
 
+    def timer_deadline(self) -> float | None:
+        """The core's next deadline (for :meth:`.Timers.schedule`), and what the timer
+        task may do without the core until the next call on it: the plain pings of
+        :meth:`CableConnection.plain_pings_at`, the next one due at ``_ping_at``
+        (``inf``: none; the core stays the authority, this caches its answer)."""
+        self.resume_pings()
+        core = self.core
+        deadline = core.next_deadline()
+        self.lease_pings()
+        return deadline
+
+    def lease_pings(self) -> None:
+        """Cache the core's :meth:`~CableConnection.plain_pings_at` in ``_ping_at``."""
+        plain = self.core.plain_pings_at()
+        self._ping_at = math.inf if plain is None else plain
+
+    def resume_pings(self) -> None:
+        """Give the core back the pings the timer task took without it; call it before
+        any call on the core that reads its ping schedule."""
+        if self._ping_at != math.inf:
+            self.core.resume_pings(self._ping_at)
+            self._ping_at = math.inf
+
+    def take_plain_ping(self, now: float, early: float = 0.0) -> float | None:
+        """:meth:`CableConnection.take_plain_ping`, the cached pings given back first."""
+        self.resume_pings()
+        return self.core.take_plain_ping(now, early)
+
     def on_timer(self, now: float, unix_time: float) -> int:
         """Fire the core's due timers (called by the node's timer task when more than a
         plain ping is due, see :meth:`.Timers.fire_due`); returns ``0`` (what is
         written goes through :meth:`apply`, which counts it)."""
+        self.resume_pings()
         if self._closing:
             return 0
         self.core.handle_timer(now, unix_time=unix_time)

@@ -5,7 +5,7 @@ One task wakes for every session that is due, in batches at most
 due on multiples of :data:`~cableway.transport.session.PING_GRID` (see
 ``CableConnection.align_pings``), so the sessions that connected within the same slice
 of time share a tick: one wake-up, one ping frame per kind of session and precision,
-one ``os.write`` per socket.
+one ``send`` per socket.
 
 Resource handling:
     Deadline -> weak references to the sessions due then (sessions whose pings share a
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import os
 import time
 import weakref
 from typing import TYPE_CHECKING
@@ -27,6 +26,8 @@ import trio
 
 from ..ops.metrics import Metrics
 from ..protocol.connection import ping_message
+from ..protocol.keepalive import next_ping_after
+from .output import send_bytes
 
 if TYPE_CHECKING:
     from .session import Session
@@ -49,7 +50,7 @@ class Timers:
 
     def schedule(self, session: Session) -> None:
         """Make sure the timer task wakes ``session`` at its next deadline."""
-        deadline = session.core.next_deadline()
+        deadline = session.timer_deadline()
         if deadline is None or deadline >= session.scheduled_at:
             return
         session.scheduled_at = deadline
@@ -91,16 +92,20 @@ class Timers:
     def fire_due(self, now: float, unix_time: float) -> None:
         """One batch of the timer task: every session due by ``now``.
 
-        The common case, a plain ping (:meth:`CableConnection.take_plain_ping`), is
-        done here for each session without waking its state machine: the ping frame is
-        built once per kind of session and precision, written straight to the socket
-        when nothing is queued (as the fan-out does; else behind the queue, see
-        :meth:`Session._push`), and the session re-scheduled at the deadline the core
-        returned. Anything else goes through :meth:`Session.on_timer`.
+        The common case, a plain ping, is done here for each session without waking its
+        state machine: the ping frame is built once per kind of session and precision,
+        sent straight to the socket when nothing is queued (as the fan-out does; else
+        behind the queue, see :meth:`Session._push`), and the session re-scheduled at
+        its next deadline. When the session cached the core's promise that plain pings
+        are all it is due (``Session._ping_at``, see :meth:`Session.timer_deadline`),
+        that touches the session and its socket only, not the core; else the core is
+        asked (:meth:`CableConnection.take_plain_ping`). Anything else goes through
+        :meth:`Session.on_timer`.
         """
         timers, deadlines = self._timers, self._deadlines
         heappop, heappush = heapq.heappop, heapq.heappush
-        write = os.write
+        send = send_bytes
+        after_ping = next_ping_after
         inf = math.inf
         frames: dict[tuple[str, str], bytes | None] = {}
         kind = precision = ""
@@ -112,18 +117,28 @@ class Timers:
                 session = ref()
                 if session is None or session.scheduled_at != deadline:
                     continue  # closed and freed, or due earlier and re-scheduled
-                session.scheduled_at = inf
-                core = session.core
                 # one attribute for "nothing queued, no writer, not closing" (.output)
                 writable = session._writable
-                after = None if not writable and session._closing else core.take_plain_ping(now)
-                if after is None:
-                    sent += session.on_timer(now, unix_time)  # re-schedules it
-                    continue
+                ping_at = session._ping_at
+                if ping_at <= now and writable:  # a cached plain ping: the core not touched
+                    settings = session._ping_settings
+                    after = after_ping(ping_at, settings.ping_interval, now)
+                    session._ping_at = after
+                else:
+                    session.scheduled_at = inf
+                    session.resume_pings()
+                    core = session.core
+                    taken = None if not writable and session._closing else core.take_plain_ping(now)
+                    if taken is None:
+                        sent += session.on_timer(now, unix_time)  # re-schedules it
+                        continue
+                    after = taken
+                    session.lease_pings()
+                    settings = core.settings
                 # the ping frame of this kind of session and precision (most of a
                 # batch share one: no look-up then)
-                if session.wire_kind != kind or core.settings.ping_precision != precision:
-                    kind, precision = session.wire_kind, core.settings.ping_precision
+                if session.wire_kind != kind or settings.ping_precision != precision:
+                    kind, precision = session.wire_kind, settings.ping_precision
                     try:
                         frame = frames[kind, precision]
                     except KeyError:
@@ -132,7 +147,7 @@ class Timers:
                 if frame is not None:
                     if writable:
                         try:
-                            n = write(session._fd, frame)
+                            n = send(session._sock, frame)
                         except OSError:  # BlockingIOError, or the peer is gone
                             n = 0
                         if n == len(frame):
@@ -144,7 +159,7 @@ class Timers:
                             session._enqueue(frame)
                     else:
                         sent += session._push(frame)
-                # re-schedule at the deadline the core returned
+                # re-schedule at its next deadline
                 session.scheduled_at = after
                 due = timers.get(after)
                 if due is None:
