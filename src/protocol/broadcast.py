@@ -89,11 +89,16 @@ def parse_broadcast(
         RemoteProtocolError: the body is not a valid publication, batch or command.
     """
     try:
-        value = messages.strict_json(body)
+        value = messages.strict_json(body) if isinstance(body, str) else messages.json_value(body)
     except RecursionError:
         raise RemoteProtocolError("body nested too deeply") from None
     except ValueError:
         raise RemoteProtocolError("body is not valid JSON") from None
+    return _broadcast_of(value, max_batch)
+
+
+def _broadcast_of(value: Any, max_batch: int) -> list[Publication] | RemoteDisconnect:
+    """:func:`parse_broadcast` of a body parsed to ``value``."""
     if isinstance(value, list):
         if not value:
             raise RemoteProtocolError("empty batch")

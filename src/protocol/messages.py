@@ -18,6 +18,7 @@ __all__ = [
     "data_message",
     "disconnect",
     "dumps",
+    "json_value",
     "message_json",
     "ping",
     "pong",
@@ -99,6 +100,26 @@ _JSON_START = frozenset('{["-0123456789tfn \t\r\n')
 #: about as deep as the interpreter's recursion limit (1 000), orjson one over 1 024
 _SHALLOW = 256
 _NOT_PARSED = object()
+
+
+def json_value(body: bytes) -> Any:
+    """:func:`strict_json` of a body (a broadcast's), orjson first (0.4 against 1.4 µs
+    for the usual publication): the same value for what orjson accepts nested less than
+    :data:`_SHALLOW` deep, except that an integer beyond 64 bits comes back as the
+    nearest float (a broadcast's reader never reads numbers); anything orjson refuses
+    (not UTF-8, a BOM, a lone surrogate escape, a number beyond a double, ...) gets
+    :func:`strict_json`'s value or its exception (``fuzz/fuzz_broadcast_body.py``
+    holds the two to that).
+
+    Raises:
+        ValueError: not JSON (``RecursionError`` when nested too deeply).
+    """
+    if body.count(b"[") + body.count(b"{") < _SHALLOW:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+    return strict_json(body)
 
 
 def message_json(data: str) -> str:
