@@ -21,7 +21,8 @@ class), or returns the same value: the same types, keys in the same order, float
 the same ``repr`` (so ``-0.0``), with one allowed difference: an integer outside
 orjson's 64-bit range is its nearest float. ``parse_broadcast(body)`` equals the
 verdict of ``strict_json``'s value (the same publications or command, or the same
-refusal).
+refusal). For each publication, ``broadcast_text`` (the one-subscriber delivery's
+text) equals ``EncodedBroadcast(...).for_identifier`` with and without an offset.
 
 Run: ``python fuzz/fuzz_broadcast_body.py -runs=1000000 -max_len=4096 fuzz/corpus/broadcast_body/``
 (needs ``pip install atheris``); ``tests/test_fuzz_corpus.py`` replays the corpus.
@@ -141,7 +142,14 @@ def test_one_input(raw: bytes) -> None:
         assert got[1] is want[1], (body[:200], got, want)
     else:
         assert same(got[1], want[1]), (body[:200], repr(got[1])[:200], repr(want[1])[:200])
-    assert verdict(body) == reference_verdict(body), (body[:200], verdict(body), want)
+    got_verdict = verdict(body)
+    assert got_verdict == reference_verdict(body), (body[:200], got_verdict, want)
+    if isinstance(got_verdict, list):  # the one-subscriber delivery's text
+        for pub in got_verdict[:4]:
+            for offset, epoch in ((None, None), (7, "e"), (0, None)):
+                text = broadcast.broadcast_text(pub, pub.stream, offset, epoch)
+                encoded = broadcast.EncodedBroadcast(pub, offset=offset, epoch=epoch)
+                assert text == encoded.for_identifier(pub.stream), (pub, offset, epoch)
 
 
 if __name__ == "__main__":

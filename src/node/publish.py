@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
-from ..protocol.broadcast import EncodedBroadcast, Publication
+from ..protocol.broadcast import EncodedBroadcast, Publication, broadcast_text
 from .intake import Counters
 
 __all__ = ["FanOut", "FanOutOne", "Stamped", "deliver_run", "runs"]
@@ -77,7 +77,7 @@ def deliver_run(
         if len(sessions) == 1:
             (session,) = sessions
             pub, offset, epoch = run[0]
-            text = EncodedBroadcast(pub, offset=offset, epoch=epoch).for_identifier(identifier)
+            text = broadcast_text(pub, identifier, offset, epoch)
             delivered, sent = one(session, identifier, text, offset, pub.exclude_socket)
             counters.inc("server_msg_total", delivered)
             if sent:

@@ -12,6 +12,7 @@ from cableway.protocol.broadcast import (
     EncodedBroadcast,
     Publication,
     RemoteDisconnect,
+    broadcast_text,
     parse_broadcast,
 )
 from cableway.protocol.errors import RemoteProtocolError
@@ -219,3 +220,21 @@ def test_parse_broadcast_gives_strict_json_verdicts_for_bodies_orjson_reads_diff
             parse_broadcast(body)
     else:
         assert parse_broadcast(body) == want
+
+
+@pytest.mark.parametrize(
+    "pub",
+    [
+        Publication("s", '{"a":1}'),
+        Publication("s", "<turbo-stream></turbo-stream>"),
+        Publication("s", '"\\ud800"'),
+        Publication("s", "x", exclude_socket="sid", transient=True, broadcast_type="t"),
+    ],
+)
+@pytest.mark.parametrize(("offset", "epoch"), [(None, None), (3, "ep"), (0, None)])
+def test_broadcast_text_is_the_encoded_broadcast_for_one_identifier(
+    pub: Publication, offset: int | None, epoch: str | None
+) -> None:
+    identifier = '{"channel":"C","x":"é"}'
+    want = EncodedBroadcast(pub, offset=offset, epoch=epoch).for_identifier(identifier)
+    assert broadcast_text(pub, identifier, offset, epoch) == want
