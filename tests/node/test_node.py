@@ -263,3 +263,21 @@ def test_the_sweep_hands_the_backend_the_live_presence_of_every_session() -> Non
     node.sessions.update({here, there, FakeSession("c", Core(sid="c"))})
     assert node.sweep(NOW) is False
     assert seen == [[("room", "a"), ("room", "b"), ("x", "a")]]
+
+
+def test_one_publication_per_request_is_stamped_unless_transient_or_no_broker() -> None:
+    for backend, stamped in [
+        (MemoryBackend(MemoryBroker(epoch="e1")), [1, None, 2]),
+        (NoBackend(), [None, None, None]),
+    ]:
+        node, fan_out = _node(backend)
+        node.registry.add("room", "id-1", FakeSession("a"))
+        node.publish([Publication("room", '"1"')])
+        node.publish([Publication("room", '"2"', transient=True)])
+        node.publish([Publication("room", '"3"')])
+        assert [offsets for _, _, _, offsets in fan_out.calls] == [[o] for o in stamped]
+        assert [_message(texts[0]) for _, _, texts, _ in fan_out.calls] == ["1", "2", "3"]
+        counters = node.counters
+        assert isinstance(counters, Counters)
+        assert counters.values["broadcast_msg_total"] == 3
+        assert counters.values["server_msg_total"] == 3
