@@ -8,7 +8,6 @@ encodes a publication once and hands out the per-identifier message text.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from . import messages
@@ -120,17 +119,27 @@ def _remote_command(value: dict[str, Any]) -> RemoteDisconnect:
     return RemoteDisconnect(payload["identifier"], payload.get("reconnect") is True)
 
 
-#: the JSON string literal of the most recent identifiers up to :data:`_CACHED_LENGTH`
-#: characters (a node's busy streams publish under the same ones again and again); at
-#: most 2 048 of them, so at most ~2 MiB: more or longer identifiers are encoded each time
-_cached_identifier_json = lru_cache(maxsize=2048)(messages.dumps)
+#: the JSON string literal of identifiers up to :data:`_CACHED_LENGTH` characters (a
+#: node's busy streams publish under the same ones again and again); at most
+#: :data:`_CACHED` of them, so at most ~2 MiB (emptied when full: more or longer
+#: identifiers are encoded each time). A plain dict, not an LRU: a hit reads one entry
+#: and moves nothing (an LRU's hit relinks its entry, memory touched once per POST)
+_identifier_texts: dict[str, str] = {}
+_CACHED = 2048
 _CACHED_LENGTH = 512
 
 
 def _identifier_json(identifier: str) -> str:
-    if len(identifier) > _CACHED_LENGTH:
-        return messages.dumps(identifier)
-    return _cached_identifier_json(identifier)
+    try:
+        return _identifier_texts[identifier]
+    except KeyError:
+        pass
+    text = messages.dumps(identifier)
+    if len(identifier) <= _CACHED_LENGTH:
+        if len(_identifier_texts) >= _CACHED:
+            _identifier_texts.clear()
+        _identifier_texts[identifier] = text
+    return text
 
 
 class EncodedBroadcast:

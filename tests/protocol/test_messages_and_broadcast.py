@@ -238,3 +238,18 @@ def test_broadcast_text_is_the_encoded_broadcast_for_one_identifier(
     identifier = '{"channel":"C","x":"é"}'
     want = EncodedBroadcast(pub, offset=offset, epoch=epoch).for_identifier(identifier)
     assert broadcast_text(pub, identifier, offset, epoch) == want
+
+
+def test_the_identifier_cache_stays_bounded_and_never_changes_a_text() -> None:
+    from cableway.protocol import broadcast
+
+    pub = Publication("s", "x")
+    for n in range(broadcast._CACHED + 100):
+        identifier = json.dumps({"channel": "C", "n": n, "é": "\ud800"})
+        want = '{"identifier":' + messages.dumps(identifier) + ',"message":"x"}'
+        assert broadcast_text(pub, identifier, None, None) == want
+        assert broadcast_text(pub, identifier, None, None) == want  # from the cache
+        assert len(broadcast._identifier_texts) <= broadcast._CACHED
+    long = "i" * (broadcast._CACHED_LENGTH + 1)
+    assert broadcast_text(pub, long, None, None) == '{"identifier":"' + long + '","message":"x"}'
+    assert long not in broadcast._identifier_texts
