@@ -11,7 +11,7 @@ from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.broker import PresenceEvent
 from .backend import Backend, NoBackend
 from .intake import Counters
-from .publish import FanOut, FanOutOne, Stamped, deliver_run, runs
+from .publish import FanOut, FanOutOne, Stamped, deliver_one, deliver_run, runs
 from .registry import Registry
 from .remote import Closable, remote_disconnect
 
@@ -142,13 +142,18 @@ class Node(Generic[S, C]):
 
     def deliver(self, publication: Publication, offset: int | None, epoch: str | None) -> None:
         """Fan a stamped publication out to this node's subscribers, never awaiting."""
-        self.delivering = publication.stream
+        stream = self.delivering = publication.stream
+        recipients = self.registry.recipients(stream)
+        one = self.fan_out_one
+        if one is not None and deliver_one(
+            recipients, publication, offset, epoch, self.counters, one
+        ):
+            return
         deliver_run(
-            self.registry.recipients(publication.stream),
+            recipients,
             [(publication, offset, epoch)],
             self.fan_out,
             self.counters,
-            self.fan_out_one,
         )
 
     def publish_presence(self, event: PresenceEvent) -> None:
