@@ -9,9 +9,9 @@ from typing import Generic, Protocol, TypeVar
 from ..protocol import service
 from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.broker import PresenceEvent
-from .backend import Backend
+from .backend import Backend, NoBackend
 from .intake import Counters
-from .publish import FanOut, FanOutOne, Stamped, deliver_run, runs
+from .publish import FanOut, FanOutOne, Stamped, deliver_one, deliver_run, runs
 from .registry import Registry
 from .remote import Closable, remote_disconnect
 
@@ -71,6 +71,8 @@ class Node(Generic[S, C]):
         self.fan_out_one = fan_out_one
         self.wall_clock = wall_clock
         self.relay = relay
+        #: ``--broker=none``: stamping hands a publication on at once, without a position
+        self._unstamped = isinstance(backend, NoBackend)
         self.registry: Registry[S] = Registry()
         #: every live session of this node
         self.sessions: set[S] = set()
@@ -92,6 +94,14 @@ class Node(Generic[S, C]):
         never awaiting. Consecutive publications on one stream are delivered together
         (each subscriber gets them in one write)."""
         relay = self.relay
+        if relay is None and type(publications) is list and len(publications) == 1:
+            # one publication per request (the usual POST) that nothing stamps: the
+            # delivery at once, without the collecting below
+            publication = publications[0]
+            if publication.transient or self._unstamped:
+                self.counters.inc("broadcast_msg_total")
+                self.deliver(publication, None, None)
+                return
         ready: list[Stamped] = []
         collecting = True
 
@@ -132,13 +142,18 @@ class Node(Generic[S, C]):
 
     def deliver(self, publication: Publication, offset: int | None, epoch: str | None) -> None:
         """Fan a stamped publication out to this node's subscribers, never awaiting."""
-        self.delivering = publication.stream
+        stream = self.delivering = publication.stream
+        recipients = self.registry.recipients(stream)
+        one = self.fan_out_one
+        if one is not None and deliver_one(
+            recipients, publication, offset, epoch, self.counters, one
+        ):
+            return
         deliver_run(
-            self.registry.recipients(publication.stream),
+            recipients,
             [(publication, offset, epoch)],
             self.fan_out,
             self.counters,
-            self.fan_out_one,
         )
 
     def publish_presence(self, event: PresenceEvent) -> None:

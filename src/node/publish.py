@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
-from ..protocol.broadcast import EncodedBroadcast, Publication
+from ..protocol.broadcast import EncodedBroadcast, Publication, broadcast_text
 from .intake import Counters
 
-__all__ = ["FanOut", "FanOutOne", "Stamped", "deliver_run", "runs"]
+__all__ = ["FanOut", "FanOutOne", "Stamped", "deliver_one", "deliver_run", "runs"]
 
 S = TypeVar("S", bound=Hashable)
 S_contra = TypeVar("S_contra", contravariant=True)
@@ -73,15 +73,8 @@ def deliver_run(
     if not recipients:
         return
     if one is not None and len(run) == 1 and len(recipients) == 1:
-        ((identifier, sessions),) = recipients.items()
-        if len(sessions) == 1:
-            (session,) = sessions
-            pub, offset, epoch = run[0]
-            text = EncodedBroadcast(pub, offset=offset, epoch=epoch).for_identifier(identifier)
-            delivered, sent = one(session, identifier, text, offset, pub.exclude_socket)
-            counters.inc("server_msg_total", delivered)
-            if sent:
-                counters.inc("data_sent_total", sent)
+        pub, offset, epoch = run[0]
+        if deliver_one(recipients, pub, offset, epoch, counters, one):
             return
     if len(run) > 1 and len(recipients) > 1 and _shared_members(recipients.values()):
         for item in run:
@@ -108,6 +101,30 @@ def deliver_run(
     counters.inc("server_msg_total", delivered)
     if sent:
         counters.inc("data_sent_total", sent)
+
+
+def deliver_one(
+    recipients: Mapping[str, set[S]],
+    pub: Publication,
+    offset: int | None,
+    epoch: str | None,
+    counters: Counters,
+    one: FanOutOne[S],
+) -> bool:
+    """:func:`deliver_run` of one publication when ``recipients`` is one subscriber of
+    one identifier (a stream per client), through ``one``; False (nothing done) else."""
+    if len(recipients) != 1:
+        return False
+    ((identifier, sessions),) = recipients.items()
+    if len(sessions) != 1:
+        return False
+    (session,) = sessions
+    text = broadcast_text(pub, identifier, offset, epoch)
+    delivered, sent = one(session, identifier, text, offset, pub.exclude_socket)
+    counters.inc("server_msg_total", delivered)
+    if sent:
+        counters.inc("data_sent_total", sent)
+    return True
 
 
 def runs(items: Iterable[Stamped]) -> Iterable[list[Stamped]]:

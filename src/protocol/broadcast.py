@@ -8,7 +8,6 @@ encodes a publication once and hands out the per-identifier message text.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from . import messages
@@ -18,6 +17,7 @@ __all__ = [
     "EncodedBroadcast",
     "Publication",
     "RemoteDisconnect",
+    "broadcast_text",
     "parse_broadcast",
 ]
 
@@ -89,11 +89,16 @@ def parse_broadcast(
         RemoteProtocolError: the body is not a valid publication, batch or command.
     """
     try:
-        value = messages.strict_json(body)
+        value = messages.strict_json(body) if isinstance(body, str) else messages.json_value(body)
     except RecursionError:
         raise RemoteProtocolError("body nested too deeply") from None
     except ValueError:
         raise RemoteProtocolError("body is not valid JSON") from None
+    return _broadcast_of(value, max_batch)
+
+
+def _broadcast_of(value: Any, max_batch: int) -> list[Publication] | RemoteDisconnect:
+    """:func:`parse_broadcast` of a body parsed to ``value``."""
     if isinstance(value, list):
         if not value:
             raise RemoteProtocolError("empty batch")
@@ -114,17 +119,27 @@ def _remote_command(value: dict[str, Any]) -> RemoteDisconnect:
     return RemoteDisconnect(payload["identifier"], payload.get("reconnect") is True)
 
 
-#: the JSON string literal of the most recent identifiers up to :data:`_CACHED_LENGTH`
-#: characters (a node's busy streams publish under the same ones again and again); at
-#: most 2 048 of them, so at most ~2 MiB: more or longer identifiers are encoded each time
-_cached_identifier_json = lru_cache(maxsize=2048)(messages.dumps)
+#: the JSON string literal of identifiers up to :data:`_CACHED_LENGTH` characters (a
+#: node's busy streams publish under the same ones again and again); at most
+#: :data:`_CACHED` of them, so at most ~2 MiB (emptied when full: more or longer
+#: identifiers are encoded each time). A plain dict, not an LRU: a hit reads one entry
+#: and moves nothing (an LRU's hit relinks its entry, memory touched once per POST)
+_identifier_texts: dict[str, str] = {}
+_CACHED = 2048
 _CACHED_LENGTH = 512
 
 
 def _identifier_json(identifier: str) -> str:
-    if len(identifier) > _CACHED_LENGTH:
-        return messages.dumps(identifier)
-    return _cached_identifier_json(identifier)
+    try:
+        return _identifier_texts[identifier]
+    except KeyError:
+        pass
+    text = messages.dumps(identifier)
+    if len(identifier) <= _CACHED_LENGTH:
+        if len(_identifier_texts) >= _CACHED:
+            _identifier_texts.clear()
+        _identifier_texts[identifier] = text
+    return text
 
 
 class EncodedBroadcast:
@@ -155,3 +170,24 @@ class EncodedBroadcast:
             epoch=self.epoch,
             offset=self.offset,
         )
+
+
+def broadcast_text(
+    publication: Publication, identifier: str, offset: int | None, epoch: str | None
+) -> str:
+    """``EncodedBroadcast(publication, offset=offset, epoch=epoch).for_identifier(
+    identifier)`` without the object (one publication for one identifier: 0.5 against
+    0.8 µs)."""
+    kind = publication.broadcast_type
+    if kind is None and offset is None:  # the usual case: the defaults
+        return messages.data_message(
+            _identifier_json(identifier), messages.message_json(publication.data)
+        )
+    return messages.data_message(
+        _identifier_json(identifier),
+        messages.message_json(publication.data),
+        kind=kind,
+        stream_id=publication.stream if offset is not None else None,
+        epoch=epoch,
+        offset=offset,
+    )

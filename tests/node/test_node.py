@@ -263,3 +263,59 @@ def test_the_sweep_hands_the_backend_the_live_presence_of_every_session() -> Non
     node.sessions.update({here, there, FakeSession("c", Core(sid="c"))})
     assert node.sweep(NOW) is False
     assert seen == [[("room", "a"), ("room", "b"), ("x", "a")]]
+
+
+def test_one_publication_per_request_is_stamped_unless_transient_or_no_broker() -> None:
+    for backend, stamped in [
+        (MemoryBackend(MemoryBroker(epoch="e1")), [1, None, 2]),
+        (NoBackend(), [None, None, None]),
+    ]:
+        node, fan_out = _node(backend)
+        node.registry.add("room", "id-1", FakeSession("a"))
+        node.publish([Publication("room", '"1"')])
+        node.publish([Publication("room", '"2"', transient=True)])
+        node.publish([Publication("room", '"3"')])
+        assert [offsets for _, _, _, offsets in fan_out.calls] == [[o] for o in stamped]
+        assert [_message(texts[0]) for _, _, texts, _ in fan_out.calls] == ["1", "2", "3"]
+        counters = node.counters
+        assert isinstance(counters, Counters)
+        assert counters.values["broadcast_msg_total"] == 3
+        assert counters.values["server_msg_total"] == 3
+
+
+def test_one_publication_for_one_subscriber_goes_to_the_drivers_fan_out_one() -> None:
+    for backend, offset in [(MemoryBackend(MemoryBroker(epoch="e1")), 1), (NoBackend(), None)]:
+        ones: list[tuple[str, str, str, int | None, str | None]] = []
+
+        def one(
+            session: FakeSession,
+            identifier: str,
+            text: str,
+            offset: int | None,
+            exclude: str | None,
+            /,
+            ones: list[tuple[str, str, str, int | None, str | None]] = ones,
+        ) -> tuple[int, int]:
+            ones.append((session.sid, identifier, text, offset, exclude))
+            return 1, 5
+
+        fan_out = FanOutLog()
+        node: Node[FakeSession, object] = Node(
+            backend, Counters(), fan_out, wall_clock=lambda: NOW, fan_out_one=one
+        )
+        node.registry.add("solo", "id-1", FakeSession("a"))
+        node.registry.add("pair", "id-2", FakeSession("b"))
+        node.registry.add("pair", "id-2", FakeSession("c"))
+        node.publish([Publication("solo", '"1"', exclude_socket="x")])
+        node.publish([Publication("pair", '"2"')])
+        node.publish([Publication("nobody", '"3"')])
+        assert [(sid, ident, _message(text), o, ex) for sid, ident, text, o, ex in ones] == [
+            ("a", "id-1", "1", offset, "x")
+        ]
+        assert [(ident, members) for ident, members, _, _ in fan_out.calls] == [
+            ("id-2", ["b", "c"])
+        ]
+        counters = node.counters
+        assert isinstance(counters, Counters)
+        assert counters.values["server_msg_total"] == 3
+        assert counters.values["data_sent_total"] == 5

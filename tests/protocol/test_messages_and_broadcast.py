@@ -12,6 +12,7 @@ from cableway.protocol.broadcast import (
     EncodedBroadcast,
     Publication,
     RemoteDisconnect,
+    broadcast_text,
     parse_broadcast,
 )
 from cableway.protocol.errors import RemoteProtocolError
@@ -191,3 +192,64 @@ def test_hub_groups_by_identifier_and_forgets_empty_streams() -> None:
 def test_strict_json_reads_bytes_in_every_json_encoding(encoding: str, text: str) -> None:
     body = text.encode(encoding)
     assert messages.strict_json(body) == json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "want"),
+    [
+        # orjson reads these itself: the values parse_broadcast reads are strict_json's
+        (b'{"stream":"a","data":"1","stream":"b"}', [Publication("b", "1")]),
+        (b'{"stream":"a","data":"x","n":123456789012345678901234567890}', [Publication("a", "x")]),
+        (b'{"stream":"a","data":"x","meta":{"transient":1}}', [Publication("a", "x")]),
+        (b'{"stream":"\\ud83d\\ude00","data":"\\u0000"}', [Publication("\U0001f600", "\x00")]),
+        # orjson refuses these: strict_json's answer
+        (b'{"stream":"\\ud800","data":"\\udc00"}', [Publication("\ud800", "\udc00")]),
+        (b'{"stream":"\xed\xa0\x80","data":"x"}', [Publication("\ud800", "x")]),
+        (b'\xef\xbb\xbf{"stream":"a","data":"x"}', [Publication("a", "x")]),
+        ('{"stream":"a","data":"x"}'.encode("utf-16"), [Publication("a", "x")]),
+        (b'{"stream":"a","data":"x","n":1e400}', [Publication("a", "x")]),
+        (b'{"stream":"a","data":"x","n":NaN}', "body is not valid JSON"),
+        (b"[" * 1100 + b"]" * 1100, "body nested too deeply"),
+    ],
+)
+def test_parse_broadcast_gives_strict_json_verdicts_for_bodies_orjson_reads_differently(
+    body: bytes, want: object
+) -> None:
+    if isinstance(want, str):
+        with pytest.raises(RemoteProtocolError, match=want):
+            parse_broadcast(body)
+    else:
+        assert parse_broadcast(body) == want
+
+
+@pytest.mark.parametrize(
+    "pub",
+    [
+        Publication("s", '{"a":1}'),
+        Publication("s", "<turbo-stream></turbo-stream>"),
+        Publication("s", '"\\ud800"'),
+        Publication("s", "x", exclude_socket="sid", transient=True, broadcast_type="t"),
+    ],
+)
+@pytest.mark.parametrize(("offset", "epoch"), [(None, None), (3, "ep"), (0, None)])
+def test_broadcast_text_is_the_encoded_broadcast_for_one_identifier(
+    pub: Publication, offset: int | None, epoch: str | None
+) -> None:
+    identifier = '{"channel":"C","x":"é"}'
+    want = EncodedBroadcast(pub, offset=offset, epoch=epoch).for_identifier(identifier)
+    assert broadcast_text(pub, identifier, offset, epoch) == want
+
+
+def test_the_identifier_cache_stays_bounded_and_never_changes_a_text() -> None:
+    from cableway.protocol import broadcast
+
+    pub = Publication("s", "x")
+    for n in range(broadcast._CACHED + 100):
+        identifier = json.dumps({"channel": "C", "n": n, "é": "\ud800"})
+        want = '{"identifier":' + messages.dumps(identifier) + ',"message":"x"}'
+        assert broadcast_text(pub, identifier, None, None) == want
+        assert broadcast_text(pub, identifier, None, None) == want  # from the cache
+        assert len(broadcast._identifier_texts) <= broadcast._CACHED
+    long = "i" * (broadcast._CACHED_LENGTH + 1)
+    assert broadcast_text(pub, long, None, None) == '{"identifier":"' + long + '","message":"x"}'
+    assert long not in broadcast._identifier_texts
