@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 import trio
@@ -95,3 +96,16 @@ async def connect(
 
 def handle(server: Server, stream: trio.abc.Stream) -> Any:
     return handle_connection(server, stream, main=True)
+
+
+def read_available(peer: socket.socket) -> bytes:
+    """Everything a non-blocking socket holds now (until it would block or is closed)."""
+    data = b""
+    while True:
+        try:
+            chunk = peer.recv(1 << 20)
+        except BlockingIOError:
+            return data
+        if not chunk:
+            return data
+        data += chunk

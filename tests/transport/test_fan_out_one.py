@@ -33,7 +33,7 @@ from cableway.transport.fanout import PING_EARLY, fan_out, fan_out_one
 from cableway.transport.server import Server
 from cableway.transport.ws import WebSocketSession
 
-from .helpers import CONFIG
+from .helpers import CONFIG, read_available
 
 IDENTIFIER = '{"channel":"X"}'
 TEXT = '{"identifier":"{\\"channel\\":\\"X\\"}","message":{"n":1}}'
@@ -79,18 +79,6 @@ def _session(
         session.wire_kind = "drops"
     server.schedule(session)
     return session
-
-
-def _read(peer: socket.socket) -> bytes:
-    data = b""
-    while True:
-        try:
-            chunk = peer.recv(1 << 20)
-        except BlockingIOError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
 
 
 def _messages(data: bytes) -> list[str]:
@@ -141,7 +129,7 @@ def _prepare(session: WebSocketSession, held: bool, closing: str, output: str) -
 def _observe(session: WebSocketSession, peer: socket.socket) -> dict[str, Any]:
     outbox = session.outbox
     return {
-        "peer": _messages(_read(peer)),
+        "peer": _messages(read_available(peer)),
         "outbox": _messages(b"".join(bytes(chunk) for chunk in outbox._chunks)),
         "held": session.held.held(IDENTIFIER),
         "next_deadline": session.core.next_deadline(),
@@ -247,7 +235,7 @@ def test_the_node_delivers_one_publication_to_one_subscriber_through_fan_out_one
     node.registry.add("s1", IDENTIFIER, first)
     node.publish([Publication("s1", '{"n":1}', transient=True)])
     assert calls == ["one"]
-    assert _messages(_read(pairs[1])) == [TEXT]
+    assert _messages(read_available(pairs[1])) == [TEXT]
     twice = Publication("s1", '{"n":1}', transient=True)
     node.publish([twice, twice])  # a run of two
     assert calls == ["one", "batch"]

@@ -24,7 +24,7 @@ from cableway.transport.server import Server
 from cableway.transport.session import PING_GRID
 from cableway.transport.ws import WebSocketSession
 
-from .helpers import CONFIG
+from .helpers import CONFIG, read_available
 
 UNIX = 1_700_000_000.5
 
@@ -61,18 +61,6 @@ def _session(server: Server, peers: list[socket.socket], query: str = "") -> Web
     return session
 
 
-def _read(peer: socket.socket) -> bytes:
-    data = b""
-    while True:
-        try:
-            chunk = peer.recv(1 << 20)
-        except BlockingIOError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
-
-
 def _messages(data: bytes) -> list[str]:
     """The text frames in ``data`` (a server's frames, parsed as a client would)."""
     ws = Connection(ConnectionType.CLIENT)
@@ -96,9 +84,9 @@ def test_one_batch_pings_every_due_session_with_its_own_precision(
     assert first == pytest.approx(1.5)
     assert {s.core.next_deadline() for s in sessions} == {first}  # one tick for all
     server.timers.fire_due(first - 0.001, UNIX)  # not due yet: nothing is written
-    assert [_read(p) for p in pairs[1::2]] == [b""] * 4
+    assert [read_available(p) for p in pairs[1::2]] == [b""] * 4
     server.timers.fire_due(first, UNIX)
-    got = [_messages(_read(p)) for p in pairs[1::2]]
+    got = [_messages(read_available(p)) for p in pairs[1::2]]
     assert got == [
         ['{"type":"ping","message":1700000000}'],
         ['{"type":"ping","message":1700000000500}'],
@@ -110,7 +98,7 @@ def test_one_batch_pings_every_due_session_with_its_own_precision(
     assert {s.core.next_deadline() for s in sessions} == {first + 3.0}
     assert server.timers._deadlines == [first + 3.0]
     server.timers.fire_due(first + 3.0, UNIX + 3)
-    assert [len(_messages(_read(p))) for p in pairs[1::2]] == [1, 1, 1, 1]
+    assert [len(_messages(read_available(p))) for p in pairs[1::2]] == [1, 1, 1, 1]
 
 
 def test_a_ping_queues_behind_pending_output_and_arrives_after_it(
@@ -135,11 +123,11 @@ def test_a_ping_queues_behind_pending_output_and_arrives_after_it(
     assert due is not None
     server.timers.fire_due(due, UNIX)  # the ping goes behind the queue, never around it
     for _ in range(10_000):
-        data += _read(peer)
+        data += read_available(peer)
         if not session.outbox.size:
             break
         session._write_now()
-    data += _read(peer)
+    data += read_available(peer)
     assert _messages(data) == [*sent_before, '{"type":"ping","message":1700000000}']
     assert session.core.next_deadline() == pytest.approx(due + 1.0)
 
@@ -153,9 +141,9 @@ def test_a_session_not_due_on_the_grid_is_not_pinged_early(
     assert due is not None
     assert abs(due / PING_GRID - round(due / PING_GRID)) < 1e-9
     server.timers.fire_due(due - PING_GRID / 2, UNIX)
-    assert _read(pairs[1]) == b""
+    assert read_available(pairs[1]) == b""
     server.timers.fire_due(due, UNIX)
-    assert _messages(_read(pairs[1])) == ['{"type":"ping","message":1700000000}']
+    assert _messages(read_available(pairs[1])) == ['{"type":"ping","message":1700000000}']
 
 
 def _fan_out_at(when: float, sessions: list[WebSocketSession], text: str) -> tuple[int, int]:
@@ -180,11 +168,11 @@ def test_a_ping_due_soon_rides_the_broadcast_write_and_keeps_its_schedule(
     text = '{"identifier":"x","message":1}'
     # more than PING_EARLY before the ping: the broadcast alone
     assert _fan_out_at(due - PING_EARLY - 0.1, [session], text) == (1, len(session.encode(text)))
-    assert _messages(_read(peer)) == [text]
+    assert _messages(read_available(peer)) == [text]
     assert session.core.next_deadline() == due
     # within PING_EARLY (and a third of the interval): the ping goes in the same write
     delivered, sent = _fan_out_at(due - 0.9, [session], text)
-    got = _messages(_read(peer))
+    got = _messages(read_available(peer))
     assert delivered == 1
     assert sent == sum(len(session.encode(m)) for m in got)
     assert got[0] == text
@@ -193,9 +181,9 @@ def test_a_ping_due_soon_rides_the_broadcast_write_and_keeps_its_schedule(
     # and the timer task does not ping again at the old due time
     assert session.core.next_deadline() == pytest.approx(due + 3.0)
     server.timers.fire_due(due, UNIX)
-    assert _read(peer) == b""
+    assert read_available(peer) == b""
     server.timers.fire_due(due + 3.0, UNIX + 3)
-    assert _messages(_read(peer)) == ['{"type":"ping","message":1700000003}']
+    assert _messages(read_available(peer)) == ['{"type":"ping","message":1700000003}']
 
 
 def test_an_early_ping_is_never_more_than_a_third_of_the_interval_early(
@@ -207,9 +195,9 @@ def test_an_early_ping_is_never_more_than_a_third_of_the_interval_early(
     assert due is not None
     text = '{"identifier":"x","message":1}'
     _fan_out_at(due - 0.4, [session], text)
-    assert _messages(_read(pairs[1])) == [text]
+    assert _messages(read_available(pairs[1])) == [text]
     _fan_out_at(due - 0.3, [session], text)
-    got = _messages(_read(pairs[1]))
+    got = _messages(read_available(pairs[1]))
     assert got[0] == text
     assert [json.loads(m)["type"] for m in got[1:]] == ["ping"]
     assert session.core.next_deadline() == pytest.approx(due + 1.0)

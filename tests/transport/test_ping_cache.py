@@ -36,7 +36,7 @@ from cableway.transport.server import Server
 from cableway.transport.timers import TIMER_QUANTUM
 from cableway.transport.ws import WebSocketSession
 
-from .helpers import CONFIG
+from .helpers import CONFIG, read_available
 
 UNIX = 1_700_000_000.0
 
@@ -99,18 +99,6 @@ def _client_bytes(event: CloseConnection | Ping | TextMessage) -> bytes:
     return Connection(ConnectionType.CLIENT).send(event)
 
 
-def _read(peer: socket.socket) -> bytes:
-    data = b""
-    while True:
-        try:
-            chunk = peer.recv(1 << 20)
-        except BlockingIOError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
-
-
 def _pings(data: bytes) -> int:
     ws = Connection(ConnectionType.CLIENT)
     ws.receive_data(data)
@@ -141,15 +129,15 @@ async def test_a_running_sessions_plain_pings_do_not_wake_its_core(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(session.run)
         await trio.testing.wait_all_tasks_blocked()
-        _read(peer)  # the welcome
+        read_available(peer)  # the welcome
         due = session._ping_at
         assert due == session.scheduled_at == 0.5  # pi=1, no jitter, on the 0.1 s grid
         calls.clear()
         server.timers.fire_due(due - 0.001, UNIX)  # never early
-        assert _read(peer) == b""
+        assert read_available(peer) == b""
         for n in range(3):  # three pings, one interval apart, the core not called
             server.timers.fire_due(due + n + 0.004, UNIX + n)
-            assert _pings(_read(peer)) == 1
+            assert _pings(read_available(peer)) == 1
             assert session.scheduled_at == session._ping_at == due + n + 1
         assert calls == []
         _check(session)
@@ -168,19 +156,19 @@ async def test_a_ping_riding_a_broadcast_keeps_the_cache_and_the_core_in_step(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(session.run)
         await trio.testing.wait_all_tasks_blocked()
-        _read(peer)
+        read_available(peer)
         first = session._ping_at
         server.timers.fire_due(first, UNIX)  # a cached ping; the core does not know yet
-        assert _pings(_read(peer)) == 1
+        assert _pings(read_available(peer)) == 1
         assert session._ping_at == first + 3
         # a broadcast just before the next one is due takes it early, through the core
         autojump_clock.jump(first + 3 - 0.5 - trio.current_time())
         fan_out_one(session, "x", '{"identifier":"x","message":1}', None, None)
-        assert _pings(_read(peer)) == 1
+        assert _pings(read_available(peer)) == 1
         assert session._ping_at == session.scheduled_at == first + 6  # schedule kept
         _check(session)
         server.timers.fire_due(first + 3, UNIX + 3)  # its stale entry: nothing sent
-        assert _read(peer) == b""
+        assert read_available(peer) == b""
         nursery.cancel_scope.cancel()
 
 

@@ -29,7 +29,7 @@ from cableway.transport.fanout import fan_out
 from cableway.transport.server import Server
 from cableway.transport.ws import WebSocketSession
 
-from .helpers import CONFIG
+from .helpers import CONFIG, read_available
 
 UNIX = 1_700_000_000.0
 
@@ -93,18 +93,6 @@ def _client_bytes(event: CloseConnection | Ping) -> bytes:
     return Connection(ConnectionType.CLIENT).send(event)
 
 
-def _read(peer: socket.socket) -> bytes:
-    data = b""
-    while True:
-        try:
-            chunk = peer.recv(1 << 20)
-        except BlockingIOError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
-
-
 async def test_a_client_close_clears_the_flag_before_a_broadcast_or_a_ping_can_follow(
     autojump_clock: trio.testing.MockClock, pair: tuple[socket.socket, socket.socket]
 ) -> None:
@@ -125,7 +113,7 @@ async def test_a_client_close_clears_the_flag_before_a_broadcast_or_a_ping_can_f
         due = session.core.next_deadline()
         assert due is not None
         server.timers.fire_due(due, UNIX)
-        frames = _frames(_read(peer))
+        frames = _frames(read_available(peer))
         nursery.cancel_scope.cancel()
     assert [op for op, _ in frames] == [1, 8]  # the welcome, then the close reply
     assert json.loads(frames[0][1]) == {"type": "welcome", "sid": "s1"}
@@ -150,12 +138,12 @@ async def test_the_flag_comes_back_once_the_writer_has_emptied_the_outbox(
         assert not session._writable
         data = b""
         while session._writer_active:  # the client reads: the writer drains and ends
-            data += _read(peer)
+            data += read_available(peer)
             await trio.testing.wait_all_tasks_blocked()
             _check(session)
         assert session._writable  # the fast paths write straight to it again
         nursery.cancel_scope.cancel()
-    data += _read(peer)
+    data += read_available(peer)
     assert len(_frames(data)) == n + 2  # the welcome and every message, whole
 
 
@@ -221,9 +209,9 @@ def test_the_flag_never_says_writable_when_a_direct_write_would_break_a_rule(
             with trio.fail_after(120):
                 while not session._finished:
                     await trio.lowlevel.wait_readable(peer)
-                    data += _read(peer)
+                    data += read_available(peer)
             nursery.cancel_scope.cancel()
-        return data + _read(peer)
+        return data + read_available(peer)
 
     autojump_clock = trio.testing.MockClock(autojump_threshold=0)
     ours, peer = socket.socketpair()
