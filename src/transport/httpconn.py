@@ -236,9 +236,11 @@ class Conn:
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError:
-                reason = framing_error(self._head) if self.h11.their_state is h11.ERROR else None
-                if reason is not None:  # h11 refused it for its own reason (e.g. 501)
-                    raise h11.RemoteProtocolError(reason, 400) from None
+                if self.h11.their_state is h11.ERROR:
+                    # h11 refused the head for its own reason (e.g. 501): a head over the
+                    # limit is 431 and a framing another parser could misread 400, as when
+                    # h11 accepts the head, however the bytes arrived
+                    self._check_head()
                 raise
             if event is not h11.NEED_DATA:
                 if isinstance(event, h11.Request):
