@@ -272,7 +272,8 @@ def program(scenario: str, args: argparse.Namespace, pings: bool = True) -> list
         steps: list[dict[str, Any]] = []
         for n in sizes:  # held after every size: idle cost (CPU per ping) at each
             steps.append({"op": "connect", "total": n, "streams": "one", "pi": pi, "timeout": 60})
-            steps.append({"op": "hold", "seconds": 3.5 if quick else 7.5, "interval": pi})
+            hold = args.hold or (3.5 if quick else 7.5)
+            steps.append({"op": "hold", "seconds": hold, "interval": pi})
         return steps
     if scenario in "bf":
         sizes = size_list(args.sizes, ["1000"] if quick else ["1000", "5000", "10000"])
@@ -1059,6 +1060,13 @@ def main() -> int:
     parser.add_argument("--mix-rate", type=float, default=10.0, help="(i): broadcasts per second")
     parser.add_argument(
         "--mix-churn", type=float, default=100.0, help="(i): connects (and disconnects) per s"
+    )
+    parser.add_argument(
+        "--hold",
+        type=float,
+        default=0.0,
+        help="(a): seconds each size is held idle and its pings counted (default 7.5; 3.5 "
+        "with --quick); longer holds average over more of the machine's noise",
     )
     parser.add_argument("--mix-seconds", type=float, default=30.0, help="(i): duration")
     parser.add_argument(
