@@ -2,7 +2,10 @@
 
 Resource handling:
     One task per session, the *reader* (socket -> core), and no nursery of its own;
-    idle on a socket, it is parked in the server's :class:`.ReadPoller`.
+    idle on a socket, it is parked in the server's :class:`.ReadPoller`, whose task
+    reads and handles a short command itself (:meth:`Session.readable`: one task step
+    per read) and wakes the reader only for what needs it (an end of input, a close,
+    an awaited call, an error).
     Timers (pings, pong and hold deadlines) are fired by the server's shared timer
     task. Output goes straight to the socket (a non-blocking write) whenever nothing is
     queued; only what the kernel does not take is left in the outbox, and then a
@@ -41,6 +44,7 @@ from collections import deque
 from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
+import outcome
 import trio
 
 from ..node.backend import Answer
@@ -65,6 +69,12 @@ __all__ = ["Session", "SessionHost"]
 log = logging.getLogger("cableway.session")
 
 _READ_SIZE = 65536
+
+#: what the poller's task tells a parked reader it rescheduled (:meth:`Session.readable`;
+#: ``None``: woken, read the socket yourself): the peer is gone (end of input or reset),
+#: or what was read is handled and the reader's task must go on from there
+_GONE = object()
+_HANDLED = object()
 
 #: pings of every session are due on multiples of this many seconds (the first ping
 #: of a session moves up to the next one, see CableConnection.align_pings): sessions
@@ -159,7 +169,8 @@ class Session(SessionOutput):
         #: how the reader is woken to close: see _wake_reader
         self._wake_requested = False
         self._wake: trio.CancelScope | None = None
-        self._parked = False
+        #: the reader's task while it is parked on the socket, else None
+        self._parked: trio.lowlevel.Task | None = None
         self._writer_parked = False
         self._closing = False
         #: the earliest deadline this session has in the server's timer heap
@@ -280,14 +291,16 @@ class Session(SessionOutput):
                 if not self._wake_requested:
                     fd = self._fd
                     if fd >= 0:
-                        self._parked = True
+                        self._parked = trio.lowlevel.current_task()
+                        got: object = None
                         try:
                             if (poller := self.server.poller) is None:
                                 await trio.lowlevel.wait_readable(fd)
                             else:  # parked cheaply (see .poller): no trio wait chain
-                                poller.park(fd)
-                                await parked(self._unpark)
-                            data = os.read(fd, _READ_SIZE) or None
+                                poller.park(fd, self)
+                                got = await parked(self._unpark)
+                            if got is None:
+                                data = os.read(fd, _READ_SIZE) or None
                         except BlockingIOError:
                             data = b""
                         except trio.ClosedResourceError:
@@ -295,7 +308,14 @@ class Session(SessionOutput):
                         except OSError:
                             data = None  # reset
                         finally:
-                            self._parked = False
+                            self._parked = None
+                        if got is not None:  # from readable(), in the poller's task
+                            if got is _HANDLED:
+                                await self._run_delegated()
+                                continue
+                            if isinstance(got, Exception):
+                                raise got  # as if raised here: see the except below
+                            data = None  # _GONE
                     else:
                         try:
                             with trio.CancelScope() as wake:
@@ -363,12 +383,48 @@ class Session(SessionOutput):
         self._wake_requested = True
         if self._wake is not None:
             self._wake.cancel()
-        elif self._parked:
+        elif (task := self._parked) is not None:
             poller = self.server.poller
             if poller is not None:
-                poller.wake(self._fd)
+                if poller.wake(self._fd):
+                    trio.lowlevel.reschedule(task)
             elif not self._writer_parked:
                 trio.lowlevel.notify_closing(self._fd)
+
+    def readable(self) -> None:
+        """The parked reader's socket is readable (:class:`.ReadPoller`, in its task):
+        read it and handle what came here, and park again (one task step per read);
+        reschedule the reader's task only for what needs it: the peer gone, a close,
+        a delegated command, a wake-up, an error (each handled there as if the task
+        had read the bytes itself). Never raises."""
+        task = self._parked
+        poller = self.server.poller
+        if task is None:  # pragma: no cover - parked readers always have their task
+            return
+        if poller is None or self._wake_requested or self._closing or self._delegated:
+            trio.lowlevel.reschedule(task)  # the task reads (none of these is parked)
+            return
+        fd = self._fd
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except BlockingIOError:  # a spurious wake-up: wait again
+            poller.park(fd, self)
+            return
+        except OSError:
+            data = b""  # reset
+        if not data:
+            trio.lowlevel.reschedule(task, outcome.Value(_GONE))
+            return
+        try:
+            self.server.metrics.inc("data_rcvd_total", len(data))
+            self._on_data(data)
+        except Exception as exc:  # the task reports it (Session._serve)
+            trio.lowlevel.reschedule(task, outcome.Value(exc))
+            return
+        if self._closing or self._wake_requested or self._delegated or self._fd < 0:
+            trio.lowlevel.reschedule(task, outcome.Value(_HANDLED))
+            return
+        poller.park(fd, self)
 
     def _unpark(self, _raise_cancel: object) -> trio.lowlevel.Abort:
         return self.server.poller.forget(self._fd)  # type: ignore[union-attr]  # parked there
