@@ -95,16 +95,24 @@ class ReadPoller:
         #: descriptor -> the reader parked until it is readable
         self._waiting: dict[int, Reader] = {}
 
-    def park(self, fd: int, reader: Reader) -> None:
+    def park(self, fd: int, reader: Reader, *, first: bool = False) -> None:
         """Arm ``fd`` for ``reader``, whose task must be (or then be) parked in
         :func:`parked` (or ``trio.lowlevel.wait_task_rescheduled``) with an abort
         function that calls :meth:`forget` (a bound method of the session: one small
-        object per wait)."""
+        object per wait). ``first``: ``fd`` is likely not in the set yet (a reader's
+        first wait), so it is added first rather than re-armed first (one system
+        call, not a failed one and an exception, per connection)."""
         epoll = self._epoll
-        try:
-            epoll.modify(fd, _ARM)
-        except FileNotFoundError:  # the first wait on this descriptor
-            epoll.register(fd, _ARM)
+        if first:
+            try:
+                epoll.register(fd, _ARM)
+            except FileExistsError:  # waited on before
+                epoll.modify(fd, _ARM)
+        else:
+            try:
+                epoll.modify(fd, _ARM)
+            except FileNotFoundError:  # the first wait on this descriptor
+                epoll.register(fd, _ARM)
         self._waiting[fd] = reader
 
     def forget(self, fd: int) -> trio.lowlevel.Abort:

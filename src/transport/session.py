@@ -297,7 +297,9 @@ class Session(SessionOutput):
                             if (poller := self.server.poller) is None:
                                 await trio.lowlevel.wait_readable(fd)
                             else:  # parked cheaply (see .poller): no trio wait chain
-                                poller.park(fd, self)
+                                # (the task parks mostly once: later reads re-park
+                                # in readable(), in the poller's task)
+                                poller.park(fd, self, first=True)
                                 got = await parked(self._unpark)
                             if got is None:
                                 data = os.read(fd, _READ_SIZE) or None

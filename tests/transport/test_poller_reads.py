@@ -169,3 +169,48 @@ async def test_an_error_in_a_read_handled_by_the_poller_costs_that_session_only(
     assert events[0] == {"type": "welcome", "sid": "s1"}
     assert isinstance(events[-1], CloseConnection)
     assert events[-1].code == 1011
+
+
+class _RecordingEpoll:
+    """A poller's epoll set that records the calls made on it."""
+
+    def __init__(self) -> None:
+        import select
+
+        self.epoll = select.epoll()
+        self.calls: list[str] = []
+
+    def register(self, fd: int, events: int) -> None:
+        self.calls.append("register")
+        self.epoll.register(fd, events)
+
+    def modify(self, fd: int, events: int) -> None:
+        self.calls.append("modify")
+        self.epoll.modify(fd, events)
+
+    def fileno(self) -> int:
+        return self.epoll.fileno()
+
+
+async def test_a_reader_first_wait_adds_its_socket_with_one_call(
+    autojump_clock: trio.testing.MockClock, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    ours, peer = pair
+    server = _server()
+    assert server.poller is not None
+    recording = _RecordingEpoll()
+    server.poller._epoll = recording  # type: ignore[assignment]
+    session = _session(server, ours)
+    client = Connection(ConnectionType.CLIENT)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)  # (the poller's task is not needed to park)
+        await trio.testing.wait_all_tasks_blocked()
+        assert recording.calls == ["register"]  # not a failed re-arm first
+        assert session._parked
+        recording.calls.clear()
+        server.poller._waiting.pop(ours.fileno())
+        peer.send(client.send(TextMessage(data='{"command":"ping"}')))
+        session.readable()  # as the poller's task does once the socket is readable
+        assert recording.calls == ["modify"]  # parked again: re-armed
+        nursery.cancel_scope.cancel()
+    recording.epoll.close()
