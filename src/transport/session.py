@@ -72,9 +72,17 @@ _READ_SIZE = 65536
 
 #: what the poller's task tells a parked reader it rescheduled (:meth:`Session.readable`;
 #: ``None``: woken, read the socket yourself): the peer is gone (end of input or reset),
-#: or what was read is handled and the reader's task must go on from there
-_GONE = object()
-_HANDLED = object()
+#: or what was read is handled and the reader's task must go on from there. Distinct
+#: bytes objects, told apart by identity (a read never returns one of them), so that
+#: the reader's wait needs no variable of its own (memory per idle connection)
+_GONE = bytes(bytearray(b"gone"))
+_HANDLED = bytes(bytearray(b"handled"))
+
+
+class _HandlerError(Exception):
+    """What handling bytes the poller's task read raised, raised in the reader's task
+    (as its cause): reported as a bug there, never taken for a reset."""
+
 
 #: pings of every session are due on multiples of this many seconds (the first ping
 #: of a session moves up to the next one, see CableConnection.align_pings): sessions
@@ -292,17 +300,18 @@ class Session(SessionOutput):
                     fd = self._fd
                     if fd >= 0:
                         self._parked = trio.lowlevel.current_task()
-                        got: object = None
                         try:
                             if (poller := self.server.poller) is None:
                                 await trio.lowlevel.wait_readable(fd)
+                                data = os.read(fd, _READ_SIZE) or None
                             else:  # parked cheaply (see .poller): no trio wait chain
                                 # (the task parks mostly once: later reads re-park
                                 # in readable(), in the poller's task)
                                 poller.park(fd, self, first=True)
-                                got = await parked(self._unpark)
-                            if got is None:
-                                data = os.read(fd, _READ_SIZE) or None
+                                # None: woken, read; else what readable() says
+                                data = await parked(self._unpark)
+                                if data is None:
+                                    data = os.read(fd, _READ_SIZE) or None
                         except BlockingIOError:
                             data = b""
                         except trio.ClosedResourceError:
@@ -311,13 +320,11 @@ class Session(SessionOutput):
                             data = None  # reset
                         finally:
                             self._parked = None
-                        if got is not None:  # from readable(), in the poller's task
-                            if got is _HANDLED:
-                                await self._run_delegated()
-                                continue
-                            if isinstance(got, Exception):
-                                raise got  # as if raised here: see the except below
-                            data = None  # _GONE
+                        if data is _HANDLED:  # by readable(), in the poller's task
+                            await self._run_delegated()
+                            continue
+                        if data is _GONE:
+                            data = None
                     else:
                         try:
                             with trio.CancelScope() as wake:
@@ -421,7 +428,9 @@ class Session(SessionOutput):
             self.server.metrics.inc("data_rcvd_total", len(data))
             self._on_data(data)
         except Exception as exc:  # the task reports it (Session._serve)
-            trio.lowlevel.reschedule(task, outcome.Value(exc))
+            error = _HandlerError("while handling bytes read by the poller")
+            error.__cause__ = exc
+            trio.lowlevel.reschedule(task, outcome.Error(error))
             return
         if self._closing or self._wake_requested or self._delegated or self._fd < 0:
             trio.lowlevel.reschedule(task, outcome.Value(_HANDLED))
