@@ -11,8 +11,8 @@ Why:
 
 One task step per read:
     The reader's :meth:`Reader.readable` runs in the poller's task. A session reads
-    and handles a short command there (its handling is synchronous) and parks again
-    (:meth:`ReadPoller.park`) without its own task ever running: one task step (the
+    and handles a short command there (its handling is synchronous) and waits again
+    (:meth:`ReadPoller.rearm`) without its own task ever running: one task step (the
     poller's, shared by every socket ready at once) per read instead of two (the
     poller's, then the reader's). Only what needs the reader's task (an end of
     input, a close, an awaited call, an error) reschedules it, with what was read as
@@ -29,9 +29,9 @@ Resource handling:
 
 Error handling:
     :meth:`Reader.readable` must not raise (a session hands its own errors to its
-    task); if one does anyway, the poller logs it and reschedules nothing for that
-    reader (whose task stays parked until cancelled), and goes on: one reader's bug
-    never stops the others' reads.
+    task); if one does anyway, the poller drops that reader, logs it and reschedules
+    nothing for it (its task stays parked until cancelled), and goes on: one
+    reader's bug never stops the others' reads.
 
 Parking:
     :func:`parked` is ``trio.lowlevel.wait_task_rescheduled`` in one generator frame
@@ -80,7 +80,10 @@ parked: Callable[[_Abort], Awaitable[Any]] = (
 
 class Reader(Protocol):
     """What parks in the poller: called in the poller's task once its descriptor is
-    readable (it is no longer waited on then: park it again, or reschedule its task)."""
+    readable. It is still in the poller then (its one-shot registration spent): it
+    waits again with :meth:`ReadPoller.rearm`, or leaves with :meth:`ReadPoller.wake`
+    and reschedules its task. (No removal and re-insertion per read: the poller's map
+    keeps its size under churn, memory per idle connection.)"""
 
     def readable(self) -> None: ...
 
@@ -115,6 +118,13 @@ class ReadPoller:
                 epoll.register(fd, _ARM)
         self._waiting[fd] = reader
 
+    def rearm(self, fd: int) -> None:
+        """The reader called for ``fd`` waits again (see :class:`Reader`)."""
+        try:
+            self._epoll.modify(fd, _ARM)
+        except FileNotFoundError:  # (never: a parked reader's socket stays open)
+            self._epoll.register(fd, _ARM)
+
     def forget(self, fd: int) -> trio.lowlevel.Abort:
         """The task parked on ``fd`` no longer waits (its wait was aborted)."""
         self._waiting.pop(fd, None)
@@ -132,10 +142,11 @@ class ReadPoller:
         while True:
             await trio.lowlevel.wait_readable(fd)
             for ready, _events in epoll.poll(0):
-                reader = waiting.pop(ready, None)
+                reader = waiting.get(ready)
                 if reader is not None:
                     try:
                         reader.readable()
                     except Exception:  # never: see the module's error handling
+                        waiting.pop(ready, None)
                         log.exception("unexpected error in a parked reader")
             reader = None  # a session that ends while this waits is freed at once

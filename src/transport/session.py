@@ -402,40 +402,49 @@ class Session(SessionOutput):
 
     def readable(self) -> None:
         """The parked reader's socket is readable (:class:`.ReadPoller`, in its task):
-        read it and handle what came here, and park again (one task step per read);
+        read it and handle what came here, and wait again (one task step per read);
         reschedule the reader's task only for what needs it: the peer gone, a close,
         a delegated command, a wake-up, an error (each handled there as if the task
         had read the bytes itself). Never raises."""
         task = self._parked
         poller = self.server.poller
-        if task is None:  # pragma: no cover - parked readers always have their task
-            return
-        if poller is None or self._wake_requested or self._closing or self._delegated:
-            trio.lowlevel.reschedule(task)  # the task reads (none of these is parked)
+        if task is None or poller is None:  # pragma: no cover - never while parked
             return
         fd = self._fd
+        if self._wake_requested or self._closing or self._delegated:
+            poller.wake(fd)  # (none of these is parked: the task reads)
+            trio.lowlevel.reschedule(task)
+            return
         try:
             data = os.read(fd, _READ_SIZE)
         except BlockingIOError:  # a spurious wake-up: wait again
-            poller.park(fd, self)
+            poller.rearm(fd)
             return
         except OSError:
             data = b""  # reset
         if not data:
+            poller.wake(fd)
             trio.lowlevel.reschedule(task, outcome.Value(_GONE))
             return
+        # handled here, not parked meanwhile: a wake-up it asks for (e.g. a close by
+        # another session's command) is seen below, not rescheduled by _wake_reader
+        self._parked = None
         try:
             self.server.metrics.inc("data_rcvd_total", len(data))
             self._on_data(data)
         except Exception as exc:  # the task reports it (Session._serve)
+            self._parked = task
+            poller.wake(fd)
             error = _HandlerError("while handling bytes read by the poller")
             error.__cause__ = exc
             trio.lowlevel.reschedule(task, outcome.Error(error))
             return
+        self._parked = task
         if self._closing or self._wake_requested or self._delegated or self._fd < 0:
+            poller.wake(fd)
             trio.lowlevel.reschedule(task, outcome.Value(_HANDLED))
             return
-        poller.park(fd, self)
+        poller.rearm(fd)
 
     def _unpark(self, _raise_cancel: object) -> trio.lowlevel.Abort:
         return self.server.poller.forget(self._fd)  # type: ignore[union-attr]  # parked there

@@ -208,7 +208,6 @@ async def test_a_reader_first_wait_adds_its_socket_with_one_call(
         assert recording.calls == ["register"]  # not a failed re-arm first
         assert session._parked
         recording.calls.clear()
-        server.poller._waiting.pop(ours.fileno())
         peer.send(client.send(TextMessage(data='{"command":"ping"}')))
         session.readable()  # as the poller's task does once the socket is readable
         assert recording.calls == ["modify"]  # parked again: re-armed
