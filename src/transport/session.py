@@ -418,7 +418,7 @@ class Session(SessionOutput):
         try:
             data = os.read(fd, _READ_SIZE)
         except BlockingIOError:  # a spurious wake-up: wait again
-            poller.rearm(fd)
+            self._wait_again(poller, fd, task)
             return
         except OSError:
             data = b""  # reset
@@ -444,7 +444,17 @@ class Session(SessionOutput):
             poller.wake(fd)
             trio.lowlevel.reschedule(task, outcome.Value(_HANDLED))
             return
-        poller.rearm(fd)
+        self._wait_again(poller, fd, task)
+
+    @staticmethod
+    def _wait_again(poller: ReadPoller, fd: int, task: trio.lowlevel.Task) -> None:
+        """Stay parked in the poller; if the socket cannot be re-armed (never while the
+        session holds it), the task reads it itself and meets the error there."""
+        try:
+            poller.rearm(fd)
+        except OSError:
+            poller.wake(fd)
+            trio.lowlevel.reschedule(task)
 
     def _unpark(self, _raise_cancel: object) -> trio.lowlevel.Abort:
         return self.server.poller.forget(self._fd)  # type: ignore[union-attr]  # parked there

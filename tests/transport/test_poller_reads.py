@@ -213,3 +213,37 @@ async def test_a_reader_first_wait_adds_its_socket_with_one_call(
         assert recording.calls == ["modify"]  # parked again: re-armed
         nursery.cancel_scope.cancel()
     recording.epoll.close()
+
+
+class _NoRearm(_RecordingEpoll):
+    """An epoll set whose re-arming fails (as for a descriptor it no longer knows)."""
+
+    def modify(self, fd: int, events: int) -> None:
+        self.calls.append("modify")
+        raise OSError(9, "Bad file descriptor")
+
+
+async def test_a_socket_that_cannot_wait_again_ends_its_session_instead_of_hanging(
+    autojump_clock: trio.testing.MockClock,
+    pair: tuple[socket.socket, socket.socket],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ours, peer = pair
+    server = _server()
+    assert server.poller is not None
+    broken = _NoRearm()
+    server.poller._epoll = broken  # type: ignore[assignment]
+    session = _session(server, ours)
+    client = Connection(ConnectionType.CLIENT)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)
+        await trio.testing.wait_all_tasks_blocked()
+        peer.send(client.send(TextMessage(data='{"command":"ping"}')))
+        session.readable()  # as the poller's task does: answers, then cannot re-arm
+        with trio.fail_after(10):
+            await session.wait_closed()
+        nursery.cancel_scope.cancel()
+    broken.epoll.close()
+    events = _events(read_to_eof(peer))
+    assert events[:2] == [{"type": "welcome", "sid": "s1"}, {"type": "pong"}]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
