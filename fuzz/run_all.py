@@ -41,6 +41,7 @@ SMOKE_RUNS = {
     "upgrade_fast": 1_500,  # four connections served per input
     "signed_streams": 50_000,
     "tls_front": 2_000,  # a real socket pair and a TLS key exchange per input: ~3 ms
+    "poller_read": 2_500,  # two sessions on socket pairs per input: ~450 inputs/s
 }
 DEFAULT_RUNS = 5_000
 MAX_LEN = {
@@ -51,6 +52,7 @@ MAX_LEN = {
     "ws_client_frames": 4096,
     "session": 2048,
     "app_session": 2048,
+    "poller_read": 2048,
 }
 
 

@@ -95,7 +95,7 @@ class SessionOutput(NodeSession[bytes]):
     _nursery: trio.Nursery | None
     _batching: bool
     _pending_close: tuple[str, bool, int, str] | None
-    _parked: bool
+    _parked: trio.lowlevel.Task | None
     _wake_requested: bool
 
     def _wake_reader(self) -> None:

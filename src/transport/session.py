@@ -2,7 +2,10 @@
 
 Resource handling:
     One task per session, the *reader* (socket -> core), and no nursery of its own;
-    idle on a socket, it is parked in the server's :class:`.ReadPoller`.
+    idle on a socket, it is parked in the server's :class:`.ReadPoller`, whose task
+    reads and handles a short command itself (:meth:`Session.readable`: one task step
+    per read) and wakes the reader only for what needs it (an end of input, a close,
+    an awaited call, an error).
     Timers (pings, pong and hold deadlines) are fired by the server's shared timer
     task. Output goes straight to the socket (a non-blocking write) whenever nothing is
     queued; only what the kernel does not take is left in the outbox, and then a
@@ -41,6 +44,7 @@ from collections import deque
 from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
+import outcome
 import trio
 
 from ..node.backend import Answer
@@ -65,6 +69,20 @@ __all__ = ["Session", "SessionHost"]
 log = logging.getLogger("cableway.session")
 
 _READ_SIZE = 65536
+
+#: what the poller's task tells a parked reader it rescheduled (:meth:`Session.readable`;
+#: ``None``: woken, read the socket yourself): the peer is gone (end of input or reset),
+#: or what was read is handled and the reader's task must go on from there. Distinct
+#: bytes objects, told apart by identity (a read never returns one of them), so that
+#: the reader's wait needs no variable of its own (memory per idle connection)
+_GONE = bytes(bytearray(b"gone"))
+_HANDLED = bytes(bytearray(b"handled"))
+
+
+class _HandlerError(Exception):
+    """What handling bytes the poller's task read raised, raised in the reader's task
+    (as its cause): reported as a bug there, never taken for a reset."""
+
 
 #: pings of every session are due on multiples of this many seconds (the first ping
 #: of a session moves up to the next one, see CableConnection.align_pings): sessions
@@ -159,7 +177,8 @@ class Session(SessionOutput):
         #: how the reader is woken to close: see _wake_reader
         self._wake_requested = False
         self._wake: trio.CancelScope | None = None
-        self._parked = False
+        #: the reader's task while it is parked on the socket, else None
+        self._parked: trio.lowlevel.Task | None = None
         self._writer_parked = False
         self._closing = False
         #: the earliest deadline this session has in the server's timer heap
@@ -280,14 +299,19 @@ class Session(SessionOutput):
                 if not self._wake_requested:
                     fd = self._fd
                     if fd >= 0:
-                        self._parked = True
+                        self._parked = trio.lowlevel.current_task()
                         try:
                             if (poller := self.server.poller) is None:
                                 await trio.lowlevel.wait_readable(fd)
+                                data = os.read(fd, _READ_SIZE) or None
                             else:  # parked cheaply (see .poller): no trio wait chain
-                                poller.park(fd)
-                                await parked(self._unpark)
-                            data = os.read(fd, _READ_SIZE) or None
+                                # (the task parks mostly once: later reads re-park
+                                # in readable(), in the poller's task)
+                                poller.park(fd, self, first=True)
+                                # None: woken, read; else what readable() says
+                                data = await parked(self._unpark)
+                                if data is None:
+                                    data = os.read(fd, _READ_SIZE) or None
                         except BlockingIOError:
                             data = b""
                         except trio.ClosedResourceError:
@@ -295,7 +319,12 @@ class Session(SessionOutput):
                         except OSError:
                             data = None  # reset
                         finally:
-                            self._parked = False
+                            self._parked = None
+                        if data is _HANDLED:  # by readable(), in the poller's task
+                            await self._run_delegated()
+                            continue
+                        if data is _GONE:
+                            data = None
                     else:
                         try:
                             with trio.CancelScope() as wake:
@@ -363,12 +392,69 @@ class Session(SessionOutput):
         self._wake_requested = True
         if self._wake is not None:
             self._wake.cancel()
-        elif self._parked:
+        elif (task := self._parked) is not None:
             poller = self.server.poller
             if poller is not None:
-                poller.wake(self._fd)
+                if poller.wake(self._fd):
+                    trio.lowlevel.reschedule(task)
             elif not self._writer_parked:
                 trio.lowlevel.notify_closing(self._fd)
+
+    def readable(self) -> None:
+        """The parked reader's socket is readable (:class:`.ReadPoller`, in its task):
+        read it and handle what came here, and wait again (one task step per read);
+        reschedule the reader's task only for what needs it: the peer gone, a close,
+        a delegated command, a wake-up, an error (each handled there as if the task
+        had read the bytes itself). Never raises."""
+        task = self._parked
+        poller = self.server.poller
+        if task is None or poller is None:  # pragma: no cover - never while parked
+            return
+        fd = self._fd
+        if self._wake_requested or self._closing or self._delegated:
+            poller.wake(fd)  # (none of these is parked: the task reads)
+            trio.lowlevel.reschedule(task)
+            return
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except BlockingIOError:  # a spurious wake-up: wait again
+            self._wait_again(poller, fd, task)
+            return
+        except OSError:
+            data = b""  # reset
+        if not data:
+            poller.wake(fd)
+            trio.lowlevel.reschedule(task, outcome.Value(_GONE))
+            return
+        # handled here, not parked meanwhile: a wake-up it asks for (e.g. a close by
+        # another session's command) is seen below, not rescheduled by _wake_reader
+        self._parked = None
+        try:
+            self.server.metrics.inc("data_rcvd_total", len(data))
+            self._on_data(data)
+        except Exception as exc:  # the task reports it (Session._serve)
+            self._parked = task
+            poller.wake(fd)
+            error = _HandlerError("while handling bytes read by the poller")
+            error.__cause__ = exc
+            trio.lowlevel.reschedule(task, outcome.Error(error))
+            return
+        self._parked = task
+        if self._closing or self._wake_requested or self._delegated or self._fd < 0:
+            poller.wake(fd)
+            trio.lowlevel.reschedule(task, outcome.Value(_HANDLED))
+            return
+        self._wait_again(poller, fd, task)
+
+    @staticmethod
+    def _wait_again(poller: ReadPoller, fd: int, task: trio.lowlevel.Task) -> None:
+        """Stay parked in the poller; if the socket cannot be re-armed (never while the
+        session holds it), the task reads it itself and meets the error there."""
+        try:
+            poller.rearm(fd)
+        except OSError:
+            poller.wake(fd)
+            trio.lowlevel.reschedule(task)
 
     def _unpark(self, _raise_cancel: object) -> trio.lowlevel.Abort:
         return self.server.poller.forget(self._fd)  # type: ignore[union-attr]  # parked there
