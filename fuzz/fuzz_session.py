@@ -35,9 +35,15 @@ Invariants, checked after every operation:
 * every ``SendMessage`` is one JSON object with a UTF-8 form; at most one ping per
   ``handle_timer``;
 * after ``handle_timer(now)``, ``next_deadline()`` is ``None`` or later than ``now``;
+* history requests for identifiers of odd length are answered only at the next tick of
+  an even number of tenths (a slow broker: the live messages are held meanwhile, and
+  the hold deadline may pass first);
 * ``plain_pings_at()`` promises plain pings only for an open session and names its
-  next deadline; a tick whose tenths are 3 mod 4 takes that ping as a caching driver
-  does (``next_ping_after``, ``resume_pings``) instead of calling the session;
+  next deadline, and nothing else is due however far the driver takes pings without a
+  call (no hold or pong deadline behind them: the next ping given back much later is
+  then the next deadline, before the schedule is put back); a tick whose tenths are
+  3 mod 4 takes that ping as a caching driver does (``next_ping_after``,
+  ``resume_pings``) instead of calling the session;
 * ``take_plain_ping(now)`` either declines (``None``, nothing changed) or queues no event
   and returns ``next_deadline()``, later than ``now``; sessions whose settings byte is a
   multiple of 3 are aligned to a 0.1 s ping grid first (``align_pings``);
@@ -138,6 +144,8 @@ class Harness:
         self.model: dict[str, str] = {}
         self.closed = False
         self.state = self.conn.state
+        #: history requests not answered yet (their live messages are held meanwhile)
+        self.history_due: list[str] = []
 
     # -- checks ---------------------------------------------------------------------
 
@@ -160,6 +168,9 @@ class Harness:
                 assert index == len(events) - 1, f"events after close: {events[index:]}"
                 self.closed = True
             elif isinstance(event, HistoryRequest):
+                if len(event.identifier) % 2:  # a slow broker: answered at a later tick
+                    self.history_due.append(event.identifier)
+                    continue
                 self.conn.history_result(event.identifier, [])
                 events.extend(self.conn.events())
             elif isinstance(event, PresenceRequest) and event.kind == "info":
@@ -232,10 +243,22 @@ class Harness:
 
     def tick(self, tenths: int) -> None:
         self.now += tenths / 10.0
+        if tenths % 2 == 0 and self.history_due:  # the slow broker answers (maybe late)
+            for ident in self.history_due:
+                self.conn.history_result(ident, [])
+            self.history_due = []
+            self.drain()
         plain = self.conn.plain_pings_at()  # what a driver caching plain pings is promised
         if plain is not None:
             assert self.conn.state is SessionState.OPEN, "plain pings for a closed session"
             assert plain == self.conn.next_deadline(), (plain, self.conn.next_deadline())
+            # the promise holds however long the driver keeps taking pings without a
+            # call: with the next ping given back far later, nothing else is due before
+            # it (no hold deadline, no pong deadline), then the schedule is put back
+            far = plain + 1000 * self.conn.settings.ping_interval
+            self.conn.resume_pings(far)
+            assert self.conn.next_deadline() == far, "plain pings promised before a deadline"
+            self.conn.resume_pings(plain)
             if tenths % 4 == 3 and plain <= self.now:  # the driver takes it itself
                 after = next_ping_after(plain, self.conn.settings.ping_interval, self.now)
                 self.conn.resume_pings(after)

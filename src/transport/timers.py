@@ -5,7 +5,8 @@ One task wakes for every session that is due, in batches at most
 due on multiples of :data:`~cableway.transport.session.PING_GRID` (see
 ``CableConnection.align_pings``), so the sessions that connected within the same slice
 of time share a tick: one wake-up, one ping frame per kind of session and precision,
-one ``send`` per socket.
+one ``send`` per socket, and one next due time per settings and kind of session
+(:meth:`Timers.fire_due`).
 
 Resource handling:
     Deadline -> weak references to the sessions due then (sessions whose pings share a
@@ -30,9 +31,14 @@ from ..protocol.keepalive import next_ping_after
 from .output import send_bytes
 
 if TYPE_CHECKING:
+    from ..protocol.settings import SessionSettings
     from .session import Session
 
 __all__ = ["TIMER_QUANTUM", "Timers"]
+
+#: a tick's group of plain pings: their settings, next due time, frame (None: dropped)
+#: and the list of the tick they go to
+_Group = tuple["SessionSettings", float, "bytes | None", "list[weakref.ref[Session]]"]
 
 #: the shortest time between two batches of the shared timer task, in seconds: a
 #: session's ping, pong deadline or hold deadline fires at most this late
@@ -101,6 +107,15 @@ class Timers:
         that touches the session and its socket only, not the core; else the core is
         asked (:meth:`CableConnection.take_plain_ping`). Anything else goes through
         :meth:`Session.on_timer`.
+
+        The common tick: sessions writable now whose cached ping is due exactly at the
+        tick were aligned on the grid together, so those of one settings object (the
+        interval and precision; shared between sessions, see ``SessionRules.settings``)
+        and kind of session share the next due time, ``next_ping_after(tick, interval,
+        now)``, the very call each would make alone (its ping was due at the tick), and
+        so the frame and the list of the tick they go to: per ping that is the weak
+        reference, the session and its socket, one ``send``, and the session's two
+        times set to that one shared float (no float, call or dict look-up per session).
         """
         timers, deadlines = self._timers, self._deadlines
         heappop, heappush = heapq.heappop, heapq.heappush
@@ -113,6 +128,15 @@ class Timers:
         sent = 0
         while deadlines and deadlines[0] <= now:
             deadline = heappop(deadlines)
+            # the tick's groups: sessions of one settings object and kind whose cached
+            # plain ping is due at ``deadline`` share the next due time (computed once,
+            # by next_ping_after, as for each alone), the frame and the list they go to
+            groups: dict[tuple[int, str], _Group] = {}
+            g_settings: SessionSettings | None = None
+            g_kind = ""
+            g_after = inf
+            g_frame: bytes | None = None
+            g_due: list[weakref.ref[Session]] = []
             for ref in timers.pop(deadline):
                 session = ref()
                 if session is None or session.scheduled_at != deadline:
@@ -120,7 +144,42 @@ class Timers:
                 # one attribute for "nothing queued, no writer, not closing" (.output)
                 writable = session._writable
                 ping_at = session._ping_at
-                if ping_at <= now and writable:  # a cached plain ping: the core not touched
+                if writable and ping_at == deadline:  # the common tick: a cached plain ping
+                    settings = session._ping_settings
+                    if settings is not g_settings or session.wire_kind != g_kind:
+                        key = (id(settings), session.wire_kind)
+                        group = groups.get(key)
+                        if group is None or group[0] is not settings:
+                            g_after = after_ping(deadline, settings.ping_interval, now)
+                            g_kind, g_precision = session.wire_kind, settings.ping_precision
+                            try:
+                                g_frame = frames[g_kind, g_precision]
+                            except KeyError:
+                                text = ping_message(unix_time, g_precision)
+                                g_frame = frames[g_kind, g_precision] = session.encode(text)
+                            due = timers.get(g_after)
+                            if due is None:
+                                due = timers[g_after] = []
+                                heappush(deadlines, g_after)
+                            group = groups[key] = (settings, g_after, g_frame, due)
+                        g_settings, g_after, g_frame, g_due = group
+                        g_kind = session.wire_kind
+                    if g_frame is not None:
+                        try:
+                            n = send(session._sock, g_frame)
+                        except OSError:  # BlockingIOError, or the peer is gone
+                            n = 0
+                        if n == len(g_frame):
+                            sent += n
+                        elif n:
+                            sent += n
+                            session._put_back(memoryview(g_frame)[n:])
+                        else:
+                            session._enqueue(g_frame)
+                    session._ping_at = session.scheduled_at = g_after
+                    g_due.append(ref)
+                    continue
+                if ping_at <= now and writable:  # a cached plain ping, due earlier
                     settings = session._ping_settings
                     after = after_ping(ping_at, settings.ping_interval, now)
                     session._ping_at = after
