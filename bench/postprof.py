@@ -33,6 +33,12 @@ def main() -> int:
     parser.add_argument("--sample-rate", type=int, default=500)
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument(
+        "--nonblocking",
+        action="store_true",
+        help="py-spy without --native and without pausing the server for each sample "
+        "(a sample that pauses the server lands on its syscalls more often than their share)",
+    )
+    parser.add_argument(
         "--perf",
         action="store_true",
         help="record the server with `perf record -g` (kernel and native stacks) instead "
@@ -101,7 +107,8 @@ def main() -> int:
                         "--pid",
                         str(server.pid),
                     ]
-                    cmd += ["--native", "--rate", str(args.sample_rate), "--format", "raw"]
+                    cmd += ["--nonblocking"] if args.nonblocking else ["--native"]
+                    cmd += ["--rate", str(args.sample_rate), "--format", "raw"]
                     cmd += ["--duration", str(args.profile_seconds)]
                     cmd += ["--output", str(out / f"{args.target}-{args.rate}.txt")]
                 spy = run.spawn(cmd, run.LOADGEN_CPU, out / "py-spy.log")
