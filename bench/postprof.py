@@ -32,6 +32,18 @@ def main() -> int:
     parser.add_argument("--profile-seconds", type=int, default=15)
     parser.add_argument("--sample-rate", type=int, default=500)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument(
+        "--nonblocking",
+        action="store_true",
+        help="py-spy without --native and without pausing the server for each sample "
+        "(a sample that pauses the server lands on its syscalls more often than their share)",
+    )
+    parser.add_argument(
+        "--perf",
+        action="store_true",
+        help="record the server with `perf record -g` (kernel and native stacks) instead "
+        "of py-spy: DIR/<target>-<rate>.perf.data, read with `perf report -i`",
+    )
     parser.add_argument("--out", default="/tmp/postprof")
     parser.add_argument(
         "--base-src",
@@ -84,15 +96,21 @@ def main() -> int:
             record = json.loads(line)
             if record.get("op") == "connect" and not args.no_profile:
                 time.sleep(3)  # the publish step's warm-up (bounded, not a synchronisation)
-                cmd = [
-                    str(Path(sys.executable).parent / "py-spy"),
-                    "record",
-                    "--pid",
-                    str(server.pid),
-                ]
-                cmd += ["--native", "--rate", str(args.sample_rate), "--format", "raw"]
-                cmd += ["--duration", str(args.profile_seconds)]
-                cmd += ["--output", str(out / f"{args.target}-{args.rate}.txt")]
+                if args.perf:
+                    cmd = ["perf", "record", "-g", "-p", str(server.pid)]
+                    cmd += ["-o", str(out / f"{args.target}-{args.rate}.perf.data")]
+                    cmd += ["--", "sleep", str(args.profile_seconds)]
+                else:
+                    cmd = [
+                        str(Path(sys.executable).parent / "py-spy"),
+                        "record",
+                        "--pid",
+                        str(server.pid),
+                    ]
+                    cmd += ["--nonblocking"] if args.nonblocking else ["--native"]
+                    cmd += ["--rate", str(args.sample_rate), "--format", "raw"]
+                    cmd += ["--duration", str(args.profile_seconds)]
+                    cmd += ["--output", str(out / f"{args.target}-{args.rate}.txt")]
                 spy = run.spawn(cmd, run.LOADGEN_CPU, out / "py-spy.log")
             if time.monotonic() > deadline:
                 break

@@ -32,6 +32,11 @@ class Counters(Protocol):
 
     def inc(self, name: str, n: int = 1) -> None: ...
 
+    def delivered(self, broadcasts: int, messages: int, data: int) -> None:
+        """``broadcast_msg_total`` += ``broadcasts``, ``server_msg_total`` +=
+        ``messages``, ``data_sent_total`` += ``data``: what one delivery counts, in one
+        call (the three ``inc`` calls of every POST cost more than the additions)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Invalid:

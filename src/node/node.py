@@ -99,8 +99,15 @@ class Node(Generic[S, C]):
             # delivery at once, without the collecting below
             publication = publications[0]
             if publication.transient or self._unstamped:
-                self.counters.inc("broadcast_msg_total")
-                self.deliver(publication, None, None)
+                # (Node.deliver, with the publication counted in the delivery's call)
+                stream = self.delivering = publication.stream
+                members = self.registry.recipients(stream)
+                one = self.fan_out_one
+                if one is None or not deliver_one(
+                    members, publication, None, None, self.counters, one, broadcasts=1
+                ):
+                    self.counters.inc("broadcast_msg_total")
+                    deliver_run(members, [(publication, None, None)], self.fan_out, self.counters)
                 return
         ready: list[Stamped] = []
         collecting = True

@@ -98,9 +98,7 @@ def deliver_run(
         done, written = fan_out(sessions, identifier, texts, offsets, excludes)
         delivered += done
         sent += written
-    counters.inc("server_msg_total", delivered)
-    if sent:
-        counters.inc("data_sent_total", sent)
+    counters.delivered(0, delivered, sent)
 
 
 def deliver_one(
@@ -110,9 +108,12 @@ def deliver_one(
     epoch: str | None,
     counters: Counters,
     one: FanOutOne[S],
+    broadcasts: int = 0,
 ) -> bool:
     """:func:`deliver_run` of one publication when ``recipients`` is one subscriber of
-    one identifier (a stream per client), through ``one``; False (nothing done) else."""
+    one identifier (a stream per client), through ``one``; False (nothing done, nothing
+    counted) else. ``broadcasts``: counted as ``broadcast_msg_total`` with the delivery
+    (the caller's count of the publication received, in the same call)."""
     if len(recipients) != 1:
         return False
     ((identifier, sessions),) = recipients.items()
@@ -121,9 +122,7 @@ def deliver_one(
     (session,) = sessions
     text = broadcast_text(pub, identifier, offset, epoch)
     delivered, sent = one(session, identifier, text, offset, pub.exclude_socket)
-    counters.inc("server_msg_total", delivered)
-    if sent:
-        counters.inc("data_sent_total", sent)
+    counters.delivered(broadcasts, delivered, sent)
     return True
 
 

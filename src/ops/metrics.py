@@ -174,6 +174,15 @@ class Metrics:
             raise TypeError(f"gauge {name!r} is computed by a function")
         self._values[name] += n
 
+    def delivered(self, broadcasts: int, messages: int, data: int) -> None:
+        """``inc`` of ``broadcast_msg_total``, ``server_msg_total`` and ``data_sent_total``
+        by these (non-negative) counts, in one call: what one delivered publication
+        counts (:class:`cableway.node.intake.Counters`)."""
+        values = self._values
+        values["broadcast_msg_total"] += broadcasts
+        values["server_msg_total"] += messages
+        values["data_sent_total"] += data
+
     def dec(self, name: str, n: Number = 1) -> None:
         """Subtract ``n`` from a gauge."""
         if self._metrics[name].kind != "gauge":

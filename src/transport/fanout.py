@@ -138,21 +138,35 @@ def fan_out_one(
     if held and identifier in held:
         session.hold(identifier, offset, frame)
         return 1, 0
-    if session._closing or session._pending_close is not None:
-        return 1, 0
-    if session.scheduled_at != math.inf and session._writable:
+    if not session._writable:  # closing (nothing written), or bytes pending: the outbox
+        return 1, session._push(frame)
+    # the common case, inlined as in fan_out (writable now: nothing queued, no writer,
+    # not closing: transport.output), one write
+    out = frame
+    pinged = False
+    if session.scheduled_at != math.inf:
         try:
             now = trio.current_time()
-        except RuntimeError:  # not in a trio run (a test driving the fan-out)
-            return 1, session._push(frame)
+        except RuntimeError:  # not in a trio run (a test driving the fan-out): no ping
+            now = -math.inf
         if session.scheduled_at <= now + PING_EARLY:  # a ping due soon rides this write
             both = _early_ping(session, now, time.time(), frame, {})
             if both is not None:
-                sent = session._push(both)
-                session.scheduled_at = math.inf  # its old entry is stale now, and skipped
-                session.server.schedule(session)
-                return 1, sent
-    return 1, session._push(frame)
+                out = both
+                pinged = True
+    try:
+        sent = os.write(session._fd, out)
+    except OSError:  # BlockingIOError, or the peer is gone (the writer reports it)
+        sent = 0
+    if sent != len(out):
+        if sent:
+            session._put_back(memoryview(out)[sent:])
+        else:
+            session._enqueue(out)
+    if pinged:
+        session.scheduled_at = math.inf  # its old entry is stale now, and skipped
+        session.server.schedule(session)
+    return 1, sent
 
 
 def _early_ping(

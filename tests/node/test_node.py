@@ -23,6 +23,11 @@ class Counters:
     def inc(self, name: str, n: int = 1) -> None:
         self.values[name] = self.values.get(name, 0) + n
 
+    def delivered(self, broadcasts: int, messages: int, data: int) -> None:
+        self.inc("broadcast_msg_total", broadcasts)
+        self.inc("server_msg_total", messages)
+        self.inc("data_sent_total", data)
+
 
 @dataclass(eq=False)
 class Core:
@@ -319,3 +324,5 @@ def test_one_publication_for_one_subscriber_goes_to_the_drivers_fan_out_one() ->
         assert isinstance(counters, Counters)
         assert counters.values["server_msg_total"] == 3
         assert counters.values["data_sent_total"] == 5
+        # each publication counted once, whichever way it went (one, many, nobody)
+        assert counters.values["broadcast_msg_total"] == 3

@@ -59,6 +59,11 @@ class Counters:
     def inc(self, name: str, n: int = 1) -> None:
         self.values[name] = self.values.get(name, 0) + n
 
+    def delivered(self, broadcasts: int, messages: int, data: int) -> None:
+        self.inc("broadcast_msg_total", broadcasts)
+        self.inc("server_msg_total", messages)
+        self.inc("data_sent_total", data)
+
 
 def test_sessions_offer_history_presence_and_restore_only_with_a_backend_that_keeps_state() -> None:
     settings = _rules(NoBackend(), native_pings=True).settings(2.5, "ms", extended=True)

@@ -154,3 +154,14 @@ def test_default_registry_renders_every_anycable_metric() -> None:
         "# HELP anycable_go_failed_auths_total The total number of failed authentication attempts\n"
     ) in text
     assert metrics.log_line().split()[0] == "broadcast_msg_total=0"
+
+
+def test_one_delivery_counts_the_publication_messages_and_bytes_in_one_call() -> None:
+    metrics = Metrics()
+    metrics.inc("server_msg_total", 5)
+    metrics.delivered(1, 1, 304)
+    metrics.delivered(0, 3, 0)
+    assert metrics.value("broadcast_msg_total") == 1
+    assert metrics.value("server_msg_total") == 5 + 1 + 3
+    assert metrics.value("data_sent_total") == 304
+    assert "anycable_go_data_sent_total 304\n" in metrics.render_prometheus()

@@ -287,6 +287,11 @@ class Counters:
     def inc(self, name: str, n: int = 1) -> None:
         pass
 
+    def delivered(self, broadcasts: int, messages: int, data: int) -> None:
+        self.inc("broadcast_msg_total", broadcasts)
+        self.inc("server_msg_total", messages)
+        self.inc("data_sent_total", data)
+
 
 def test_a_restored_app_channel_gets_what_it_missed_once_in_order_and_then_live() -> None:
     broker = MemoryBroker(epoch="e", sessions_ttl=300)
