@@ -10,7 +10,6 @@ kind of session, ``exclude_socket``, held subscriptions) are the node's
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Iterable, Sequence
 
@@ -18,6 +17,7 @@ import trio
 
 from ..node.fanout import encode_run, without
 from ..protocol.connection import ping_message
+from .output import send_bytes
 from .session import Session
 
 __all__ = ["PING_EARLY", "fan_out", "fan_out_one"]
@@ -47,7 +47,7 @@ def fan_out(
     Returns the number of deliveries (subscriber, message) and the bytes written at
     once (the caller accounts both, once per fan-out).
     """
-    write = os.write
+    write = send_bytes
     delivered = sent_total = 0
     kinds: dict[str, _Wire] = {}
     kind = ""
@@ -96,7 +96,7 @@ def fan_out(
                     out, length = both, len(both)
                     pinged.append(session)
             try:
-                sent = write(session._fd, out)
+                sent = write(session._sock, out)
             except OSError:  # BlockingIOError, or the peer is gone (the writer reports it)
                 sent = 0
             if sent:
@@ -155,7 +155,7 @@ def fan_out_one(
                 out = both
                 pinged = True
     try:
-        sent = os.write(session._fd, out)
+        sent = send_bytes(session._sock, out)
     except OSError:  # BlockingIOError, or the peer is gone (the writer reports it)
         sent = 0
     if sent != len(out):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, cast
@@ -47,10 +46,11 @@ __all__ = ["OutputHost", "SessionOutput", "raw_socket", "send_bytes"]
 log = logging.getLogger("cableway.session")
 
 
-#: a socket's ``send()``, called unbound as ``send_bytes(sock, data)``: the timer task's
-#: ping write (no bound method kept per session; ``sendto``'s kernel entry is cheaper
-#: than ``write``'s, see docs/benchmarks.md). Only ever called with a socket: a session
-#: has one while it is writable.
+#: a socket's ``send()``, called unbound as ``send_bytes(sock, data)``: every write of a
+#: session made at once (the timer task's ping, the fan-out's and :meth:`_push`'s), the
+#: one call for it (no bound method kept per session; ``sendto``'s kernel entry costs
+#: less than ``write``'s, see docs/benchmarks.md). Only ever called with a socket: a
+#: session has one while ``_fd >= 0`` (it sets ``_fd`` to -1 before it closes it).
 send_bytes = cast("Callable[[socket.socket | None, bytes], int]", socket.socket.send)
 
 
@@ -132,10 +132,9 @@ class SessionOutput(NodeSession[bytes]):
         """:meth:`push_frame` without the metrics: the bytes written at once."""
         if self._closing or self._pending_close is not None:
             return 0
-        fd = self._fd
-        if fd >= 0 and not self._writer_active and not self.outbox.size:
+        if self._fd >= 0 and not self._writer_active and not self.outbox.size:
             try:
-                sent = os.write(fd, frame)
+                sent = send_bytes(self._sock, frame)
             except OSError:  # BlockingIOError, or the peer is gone (the writer reports it)
                 sent = 0
             if sent == len(frame):

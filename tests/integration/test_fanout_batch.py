@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections import Counter
 from typing import Any
 
@@ -18,7 +19,9 @@ from trio_websocket import WebSocketConnection
 
 from cableway.auth.signed_streams import sign_stream_name
 from cableway.protocol.broadcast import Publication
-from cableway.transport import session as session_module
+from cableway.transport import fanout as fanout_module
+from cableway.transport import output as output_module
+from cableway.transport import timers as timers_module
 from cableway.transport.server import Server
 from cableway.transport.session import Session
 
@@ -36,15 +39,29 @@ from .helpers import (
 
 @pytest.fixture
 def writes(monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
-    """How many ``os.write`` calls the sessions made, per descriptor."""
+    """How many writes the sessions made, per descriptor: a socket ``send`` made at once
+    (the fan-out's, the timer's and ``_push``'s, through ``output.send_bytes``) or an
+    ``os.write`` / ``os.writev`` (the outbox's writer)."""
     counts: Counter[int] = Counter()
-    real = os.write
+    real_send, real_write, real_writev = output_module.send_bytes, os.write, os.writev
 
-    def counting(fd: int, data: Any) -> int:
+    def counting_send(sock: socket.socket | None, data: Any) -> int:
+        assert sock is not None
+        counts[sock.fileno()] += 1
+        return real_send(sock, data)
+
+    def counting_write(fd: int, data: Any) -> int:
         counts[fd] += 1
-        return real(fd, data)
+        return real_write(fd, data)
 
-    monkeypatch.setattr(session_module.os, "write", counting)
+    def counting_writev(fd: int, buffers: Any) -> int:
+        counts[fd] += 1
+        return real_writev(fd, buffers)
+
+    for module in (output_module, fanout_module, timers_module):
+        monkeypatch.setattr(module, "send_bytes", counting_send)
+    monkeypatch.setattr(os, "write", counting_write)
+    monkeypatch.setattr(os, "writev", counting_writev)
     return counts
 
 
