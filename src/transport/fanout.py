@@ -99,13 +99,7 @@ def fan_out(
                 sent = write(session._sock, out)
             except OSError:  # BlockingIOError, or the peer is gone (the writer reports it)
                 sent = 0
-            if sent:
-                sent_total += sent
-                if sent == length:
-                    continue
-                session._put_back(memoryview(out)[sent:])
-                continue
-            session._enqueue(out)
+            sent_total += sent if sent == length else session._short_write(out, sent)
             continue
         sent_total += session._push(data)  # the general path (it re-checks the flag)
     for session in pinged:  # re-filed with the timer task once every write is done
@@ -159,10 +153,7 @@ def fan_out_one(
     except OSError:  # BlockingIOError, or the peer is gone (the writer reports it)
         sent = 0
     if sent != len(out):
-        if sent:
-            session._put_back(memoryview(out)[sent:])
-        else:
-            session._enqueue(out)
+        session._short_write(out, sent)
     if pinged:
         session.scheduled_at = math.inf  # its old entry is stale now, and skipped
         session.server.schedule(session)

@@ -140,11 +140,21 @@ class SessionOutput(NodeSession[bytes]):
             if sent == len(frame):
                 self._writable = True  # every condition of it just held
                 return sent
-            if sent:
-                self._put_back(memoryview(frame)[sent:])
-                return sent
+            return self._short_write(frame, sent)
         self._enqueue(frame)
         return 0
+
+    def _short_write(self, frame: bytes, sent: int) -> int:
+        """After a write made at once took ``sent`` bytes of ``frame``, fewer than all
+        (0: refused, or the peer is gone): the rest goes behind, through the outbox
+        (the rest of a started frame is never refused; a frame not started is bounded
+        like any queued one). Returns ``sent``. The one home of this rule for every
+        inlined write (the fan-out's, ``fan_out_one``'s, the timer's ping, :meth:`_push`)."""
+        if sent:
+            self._put_back(memoryview(frame)[sent:])
+        else:
+            self._enqueue(frame)
+        return sent
 
     def _enqueue(self, frame: bytes) -> None:
         """Queue whole frames behind what is pending, unless the client is too slow."""

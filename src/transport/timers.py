@@ -169,13 +169,7 @@ class Timers:
                             n = send(session._sock, g_frame)
                         except OSError:  # BlockingIOError, or the peer is gone
                             n = 0
-                        if n == len(g_frame):
-                            sent += n
-                        elif n:
-                            sent += n
-                            session._put_back(memoryview(g_frame)[n:])
-                        else:
-                            session._enqueue(g_frame)
+                        sent += n if n == len(g_frame) else session._short_write(g_frame, n)
                     session._ping_at = session.scheduled_at = g_after
                     g_due.append(ref)
                     continue
@@ -209,13 +203,7 @@ class Timers:
                             n = send(session._sock, frame)
                         except OSError:  # BlockingIOError, or the peer is gone
                             n = 0
-                        if n == len(frame):
-                            sent += n
-                        elif n:
-                            sent += n
-                            session._put_back(memoryview(frame)[n:])
-                        else:
-                            session._enqueue(frame)
+                        sent += n if n == len(frame) else session._short_write(frame, n)
                     else:
                         sent += session._push(frame)
                 # re-schedule at its next deadline
