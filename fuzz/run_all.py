@@ -42,7 +42,6 @@ SMOKE_RUNS = {
     "signed_streams": 50_000,
     "tls_front": 2_000,  # a real socket pair and a TLS key exchange per input: ~3 ms
     "poller_read": 2_500,  # two sessions on socket pairs per input: ~450 inputs/s
-    "broadcast_poller": 2_500,  # two connections on socket pairs per input
 }
 DEFAULT_RUNS = 5_000
 MAX_LEN = {
@@ -54,7 +53,6 @@ MAX_LEN = {
     "session": 2048,
     "app_session": 2048,
     "poller_read": 2048,
-    "broadcast_poller": 2048,
 }
 
 

@@ -8,7 +8,6 @@ intake of the node layer (:mod:`cableway.node.intake`).
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Iterable
@@ -20,14 +19,13 @@ from ..auth.keys import check_bearer
 from ..node.intake import TOO_LARGE, Invalid, account, invalid_answer, judge, screen
 from ..ops.metrics import Metrics
 from ..protocol.broadcast import Publication, RemoteDisconnect
-from ..protocol.httphead import NEED_MORE, USE_GENERAL, RequestHead, head_size, parse_head
+from ..protocol.httphead import NEED_MORE, USE_GENERAL, head_size, parse_head
 from .httpconn import CREATED_CLOSE, CREATED_KEEP_ALIVE, Conn, FrontDoor, Request, drain_body
-from .poller import ReadPoller
 
 if TYPE_CHECKING:
     from ..config import Config
 
-__all__ = ["BroadcastHost", "broadcast", "fast_requests", "serve_read", "wait_body"]
+__all__ = ["BroadcastHost", "broadcast", "fast_requests", "wait_body"]
 
 log = logging.getLogger("cableway.http")
 
@@ -52,12 +50,6 @@ class BroadcastHost(Protocol):
 
     @property
     def max_broadcast_body(self) -> int: ...
-
-    @property
-    def poller(self) -> ReadPoller | None:
-        """The node's read poller while it runs: reads between requests are served in
-        its task (:func:`serve_read`)."""
-        ...
 
     @property
     def publishing_waits(self) -> bool:
@@ -91,11 +83,6 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
     deadline (armed only when the connection has to wait), shutdown cancelling a
     connection that waits for one; then the body within the body timeout.
 
-    While the server runs, the connection waits for the next request parked in the
-    node's read poller (:meth:`.Conn.readable`): the poller's task serves what it
-    reads there (:func:`serve_read`: the whole requests this loop would serve at once)
-    without stepping the connection's task, and hands the rest to it.
-
     Returns True when the connection must close (the client closed it, or asked to
     with ``Connection: close``), False once h11 has taken over the current request.
     """
@@ -106,14 +93,9 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
     max_head = conn.max_head
     deadline = conn.deadline
     idle = server.idle_scopes
+    metrics = server.metrics
     armed = False  # the head deadline runs for the request being awaited
     topped = False  # the buffer was topped up since the connection last waited
-    poller = server.poller
-    if poller is not None:  # the reads between requests are served in its task
-        conn.poller = poller
-        conn.on_read = functools.partial(
-            serve_read, server, conn, path, key, limit, server.handshake_timeout
-        )
     try:
         while True:
             buf = conn.buf
@@ -131,8 +113,14 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
             # the head is in: its deadline is left set (nothing awaits before the
             # next wait re-arms it or wait_body sets the body's; lifted on leaving)
             armed = False
-            head = _fast_head(buf, size, path, key, limit)
-            if head is None:
+            head = None if size == USE_GENERAL else parse_head(buf, size)
+            if (
+                head is None
+                or head.method != b"POST"
+                or head.target.partition(b"?")[0] != path
+                or (key is not None and not check_bearer(head.headers.get(b"authorization"), key))
+                or head.content_length > limit
+            ):
                 conn.hand_over()
                 return False
             end = size + head.content_length
@@ -148,10 +136,16 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
                     conn.hand_over()
                     return False
                 topped = False
-            if not _publish(server, buf, size, end):
+            verdict = judge(bytes(buf[size:end]))
+            if isinstance(verdict, Invalid):
                 conn.release()  # (h11's path holds the budget again while it reads)
                 conn.hand_over()  # h11's path judges it again, logs, counts and answers 400
                 return False
+            account(verdict, metrics)
+            if isinstance(verdict, RemoteDisconnect):
+                server.remote_disconnect(verdict)
+            else:
+                server.publish(verdict)
             if conn.held:
                 conn.release()  # the body budget a waited-for body held
             del buf[:end]
@@ -162,85 +156,6 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
             conn.created_raw(CREATED_KEEP_ALIVE)
     finally:
         deadline.deadline = math.inf
-        conn.on_read = None
-
-
-def _fast_head(
-    buf: bytearray, size: int, path: bytes, key: str | None, limit: int
-) -> RequestHead | None:
-    """The head of ``size`` bytes at the start of ``buf`` if the fast path serves its
-    request: a ``POST`` to the broadcast ``path`` with the right ``key`` and a body
-    within ``limit`` (``None``: h11 is to serve it)."""
-    head = None if size == USE_GENERAL else parse_head(buf, size)
-    if (
-        head is None
-        or head.method != b"POST"
-        or head.target.partition(b"?")[0] != path
-        or (key is not None and not check_bearer(head.headers.get(b"authorization"), key))
-        or head.content_length > limit
-    ):
-        return None
-    return head
-
-
-def _publish(server: BroadcastHost, buf: bytearray, size: int, end: int) -> bool:
-    """Judge the body at ``buf[size:end]`` and publish it (or disconnect): False, nothing
-    done, when it is invalid (h11's path judges it again, logs, counts and answers)."""
-    verdict = judge(bytes(buf[size:end]))
-    if isinstance(verdict, Invalid):
-        return False
-    account(verdict, server.metrics)
-    if isinstance(verdict, RemoteDisconnect):
-        server.remote_disconnect(verdict)
-    else:
-        server.publish(verdict)
-    return True
-
-
-def serve_read(
-    server: BroadcastHost,
-    conn: Conn,
-    path: bytes,
-    key: str | None,
-    limit: int,
-    timeout: float,
-) -> bool:
-    """:attr:`.Conn.on_read` of the fast path: in the read poller's task, serve the whole
-    requests :func:`fast_requests` would serve at once from ``conn.buf`` (what the
-    poller just read added to it): publish them and hold back their ``201``; the next
-    head's deadline (``timeout``) runs from the last one served, as when the task
-    waits again.
-
-    True when the connection can wait again without its task (what is left is the
-    start of a head); False when its task is to go on from here, as after a read of
-    its own: a head h11 must judge, a body not read whole, an invalid body, a request
-    that closes the connection (the task serves it, exactly as before).
-    """
-    buf = conn.buf
-    served = False
-    stay = True
-    while True:
-        size = head_size(buf, conn.max_head, conn.scanned)
-        if size == NEED_MORE:
-            conn.scanned = len(buf) - 2  # as wait_head() leaves it
-            break
-        head = _fast_head(buf, size, path, key, limit)
-        end = size if head is None else size + head.content_length
-        if (
-            head is None
-            or not head.keep_alive
-            or len(buf) < end
-            or not _publish(server, buf, size, end)
-        ):
-            stay = False
-            break
-        del buf[:end]
-        conn.scanned = 0
-        conn.created_raw(CREATED_KEEP_ALIVE)
-        served = True
-    if served:
-        conn.deadline.deadline = trio.current_time() + timeout
-    return stay
 
 
 async def wait_body(conn: Conn, end: int, size: int) -> bool:

@@ -17,17 +17,14 @@ import logging
 import math
 import os
 import re
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import h11
-import outcome
 import trio
 
 from .. import __version__
 from ..ops.logs import WarningGate
 from ..protocol.httphead import fold_headers, framing_error, reason_phrase
-from .poller import ReadPoller, parked
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -225,12 +222,6 @@ class Conn:
         self._out = b""
         #: the method of the request being answered (a HEAD answer has no body)
         self.method = b""
-        #: while a fast path serves this connection: the node's read poller, and the
-        #: synchronous server of what the poller's task reads (see :meth:`readable`)
-        self.poller: ReadPoller | None = None
-        self.on_read: Callable[[], bool] | None = None
-        #: the connection's task while it is parked in :attr:`poller`
-        self._parked: trio.lowlevel.Task | None = None
 
     async def next_event(
         self, room: int | None = None
@@ -319,88 +310,9 @@ class Conn:
         idle.add(deadline)
         try:
             await self.flush()
-            if (
-                self.on_read is not None
-                and self.poller is not None
-                and self._fd >= 0
-                and not self._full_read
-                and not self._first_read
-            ):
-                await self._park(self.poller)
-            else:
-                await self.fill()
+            await self.fill()
         finally:
             idle.discard(deadline)
-
-    async def _park(self, poller: ReadPoller) -> None:
-        """:meth:`fill` through the read poller: park until :meth:`readable` hands the
-        connection back to its task, what it read (if anything) in :attr:`buf` or
-        :attr:`eof` set, as :meth:`fill` leaves them."""
-        self._parked = trio.lowlevel.current_task()
-        try:
-            poller.park(self._fd, self)
-            await parked(self._unpark)
-        finally:
-            self._parked = None
-
-    def _unpark(self, _raise_cancel: object) -> trio.lowlevel.Abort:
-        return self.poller.forget(self._fd)  # type: ignore[union-attr]  # parked there
-
-    def readable(self) -> None:
-        """The parked connection's socket is readable (:class:`.ReadPoller`, in its task):
-        read it, let :attr:`on_read` serve what came (whole requests it can answer at
-        once), write the answers and wait again: one task step per read. Anything else
-        (the end of input, a read that filled the buffer, a request :attr:`on_read`
-        leaves to the task, answers the socket does not take whole at once, an error)
-        reschedules the connection's task with the bytes in :attr:`buf`, as if
-        :meth:`fill` had read them. Never raises."""
-        task, poller, fd = self._parked, self.poller, self._fd
-        if task is None or poller is None:  # pragma: no cover - never while parked
-            return
-        try:
-            data = os.read(fd, _READ_SIZE)
-        except BlockingIOError:  # a spurious wake-up: wait again
-            data = None
-        except OSError:
-            data = b""  # a reset: the end of input, as for fill()
-        if data is None:
-            stay = True
-        elif not data:
-            self.eof = True
-            stay = False
-        else:
-            self.buf += data
-            self._full_read = len(data) == _READ_SIZE
-            if self._full_read or self.on_read is None:
-                stay = False  # more is likely waiting: the task reads it (fill, top_up)
-            else:
-                try:
-                    stay = self.on_read() and self._write_now()
-                except Exception as exc:  # raised in the task, as if it had served
-                    poller.wake(fd)
-                    trio.lowlevel.reschedule(task, outcome.Error(exc))
-                    return
-        if stay:
-            try:
-                poller.rearm(fd)
-                return
-            except OSError:  # (never while the connection holds its socket)
-                pass
-        poller.wake(fd)
-        trio.lowlevel.reschedule(task)
-
-    def _write_now(self) -> bool:
-        """Write the answers held back if the socket takes them whole at once (the
-        usual case): whether it did. What it did not take stays held (:meth:`flush`)."""
-        data = self._out
-        if not data:
-            return True
-        try:
-            sent = os.write(self._fd, data)
-        except OSError:
-            return False  # would block, or the peer is gone: flush() says which
-        self._out = data[sent:]
-        return sent == len(data)
 
     async def fill(self) -> None:
         """Read more bytes into :attr:`buf` (raw mode); at the end of input set :attr:`eof`.

@@ -16,9 +16,7 @@ One task step per read:
     poller's, shared by every socket ready at once) per read instead of two (the
     poller's, then the reader's). Only what needs the reader's task (an end of
     input, a close, an awaited call, an error) reschedules it, with what was read as
-    the value of its wait. A kept-alive broadcast connection idle between requests
-    parks here the same way (:meth:`.httpconn.Conn.readable`): the poller's task
-    publishes the whole requests it reads and writes their answers.
+    the value of its wait.
 
 Resource handling:
     The poller holds a reader only while it is parked, by descriptor, until it is
