@@ -9,6 +9,7 @@ POST at ``--rate`` for ``--seconds``; once the connects are done it records the 
 ``py-spy record --native --format raw`` (collapsed stacks) for ``--profile-seconds``.
 Prints the load generator's JSON lines (server CPU share, deliveries) to stdout and appends
 them to ``DIR/results.jsonl``; writes ``DIR/<target>-<rate>.txt`` (the raw stacks).
+``--syscalls``: count the server's system calls per POST instead (``perf stat``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # bench/run.py: the same targets, ports and pinning
+
+SYSCALLS = ("read", "write", "epoll_wait", "epoll_ctl", "sendto", "sendmsg")
+
+
+def read_counts(path: Path) -> dict[str, int]:
+    """The counts of ``perf stat -x ,`` output: {system call: count}."""
+    counts: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2].startswith("syscalls:sys_enter_"):
+            counts[fields[2].removeprefix("syscalls:sys_enter_")] = int(fields[0])
+    return counts
 
 
 def main() -> int:
@@ -43,6 +56,14 @@ def main() -> int:
         action="store_true",
         help="record the server with `perf record -g` (kernel and native stacks) instead "
         "of py-spy: DIR/<target>-<rate>.perf.data, read with `perf report -i`",
+    )
+    parser.add_argument(
+        "--syscalls",
+        action="store_true",
+        help="instead of a profile, count the server's system calls (read, write, epoll_wait, "
+        "epoll_ctl, sendto, sendmsg) with `perf stat` for --profile-seconds; appends "
+        '{"op": "syscalls", ..., "per_post": {...}} to results.jsonl (per POST at --rate): '
+        "reads per POST tell how many POSTs one read of the broadcast connections carries",
     )
     parser.add_argument("--out", default="/tmp/postprof")
     parser.add_argument(
@@ -96,7 +117,11 @@ def main() -> int:
             record = json.loads(line)
             if record.get("op") == "connect" and not args.no_profile:
                 time.sleep(3)  # the publish step's warm-up (bounded, not a synchronisation)
-                if args.perf:
+                if args.syscalls:
+                    cmd = ["perf", "stat", "-x", ",", "-o", str(out / "syscalls.csv")]
+                    cmd += ["-e", ",".join(f"syscalls:sys_enter_{name}" for name in SYSCALLS)]
+                    cmd += ["-p", str(server.pid), "--", "sleep", str(args.profile_seconds)]
+                elif args.perf:
                     cmd = ["perf", "record", "-g", "-p", str(server.pid)]
                     cmd += ["-o", str(out / f"{args.target}-{args.rate}.perf.data")]
                     cmd += ["--", "sleep", str(args.profile_seconds)]
@@ -116,6 +141,19 @@ def main() -> int:
                 break
     if spy is not None:
         spy.wait(timeout=60)
+    if args.syscalls and spy is not None:
+        counts = read_counts(out / "syscalls.csv")
+        posts = args.rate * args.profile_seconds
+        record = {
+            "op": "syscalls",
+            "target": args.target,
+            "seconds": args.profile_seconds,
+            "counts": counts,
+            "per_post": {name: round(n / posts, 3) for name, n in counts.items()},
+        }
+        print(json.dumps(record), flush=True)
+        with (out / "results.jsonl").open("a") as results:
+            results.write(json.dumps(record) + "\n")
     run.stop(gen)
     run.stop(server)
     return 0
