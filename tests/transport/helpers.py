@@ -20,6 +20,8 @@ from wsproto.events import (
 
 from cableway.auth.signed_streams import sign_stream_name
 from cableway.config import Config
+from cableway.protocol.connection import CableConnection
+from cableway.protocol.handshake import websocket_open
 from cableway.transport.http import handle_connection
 from cableway.transport.server import Server
 
@@ -109,3 +111,46 @@ def read_available(peer: socket.socket) -> bytes:
         if not chunk:
             return data
         data += chunk
+
+
+def nonblocking_pair(
+    peers: list[socket.socket] | None = None,
+) -> tuple[socket.socket, socket.socket]:
+    """A connected pair of non-blocking sockets, (the server's end, the client's end);
+    both are added to ``peers`` (when given) for the test to close."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    peer.setblocking(False)
+    if peers is not None:
+        peers += [ours, peer]
+    return ours, peer
+
+
+def accepted_core(
+    server: Server,
+    *,
+    query: str = "",
+    sid: str = "s1",
+    jitter: float = 0.0,
+    protocol: str = "actioncable-v1-json",
+) -> CableConnection:
+    """The core of a WebSocket session of ``server`` as its upgrade opens it (3 s pings,
+    second precision), its connection accepted with an empty identity; its welcome is
+    still in its events (taken, or written by the session when it starts)."""
+    opening = websocket_open(
+        headers={},
+        query=query,
+        subprotocols=[protocol],
+        fresh_sid=sid,
+        jwt_param="jid",
+        ping_interval=3.0,
+        ping_precision="s",
+    )
+    core = server.session_rules.websocket_core(opening, now=0.0, ping_jitter=jitter)
+    core.accept("{}")
+    return core
+
+
+def socket_stream(ours: socket.socket) -> trio.SocketStream:
+    """A trio stream over the server's end of a :func:`nonblocking_pair`."""
+    return trio.SocketStream(trio.socket.from_stdlib_socket(ours))

@@ -26,14 +26,13 @@ from wsproto.connection import Connection
 from wsproto.events import TextMessage
 
 from cableway.protocol.broadcast import Publication
-from cableway.protocol.handshake import websocket_open
 from cableway.protocol.wsframe import text_frame
 from cableway.transport import fanout
 from cableway.transport.fanout import PING_EARLY, fan_out, fan_out_one
 from cableway.transport.server import Server
 from cableway.transport.ws import WebSocketSession
 
-from .helpers import CONFIG, read_available
+from .helpers import CONFIG, accepted_core, nonblocking_pair, read_available, socket_stream
 
 IDENTIFIER = '{"channel":"X"}'
 TEXT = '{"identifier":"{\\"channel\\":\\"X\\"}","message":{"n":1}}'
@@ -58,23 +57,10 @@ def pairs() -> Iterator[list[socket.socket]]:
 def _session(
     server: Server, peers: list[socket.socket], kind: type[WebSocketSession]
 ) -> WebSocketSession:
-    ours, peer = socket.socketpair()
-    ours.setblocking(False)
-    peer.setblocking(False)
-    peers += [ours, peer]
-    opening = websocket_open(
-        headers={},
-        query="",
-        subprotocols=["actioncable-v1-json"],
-        fresh_sid="me",
-        jwt_param="jid",
-        ping_interval=3.0,
-        ping_precision="s",
-    )
-    core = server.session_rules.websocket_core(opening, now=0.0, ping_jitter=0.0)
-    core.accept("{}")
+    ours, _peer = nonblocking_pair(peers)
+    core = accepted_core(server, sid="me")
     core.events()
-    session = kind(server, trio.SocketStream(trio.socket.from_stdlib_socket(ours)), core)
+    session = kind(server, socket_stream(ours), core)
     if kind is _DropsNone:
         session.wire_kind = "drops"
     server.schedule(session)

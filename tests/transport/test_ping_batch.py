@@ -18,13 +18,12 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import TextMessage
 
-from cableway.protocol.handshake import websocket_open
 from cableway.transport.fanout import PING_EARLY, fan_out
 from cableway.transport.server import Server
 from cableway.transport.session import PING_GRID
 from cableway.transport.ws import WebSocketSession
 
-from .helpers import CONFIG, read_available
+from .helpers import CONFIG, accepted_core, nonblocking_pair, read_available, socket_stream
 
 UNIX = 1_700_000_000.5
 
@@ -38,25 +37,10 @@ def pairs() -> Iterator[list[socket.socket]]:
 
 
 def _session(server: Server, peers: list[socket.socket], query: str = "") -> WebSocketSession:
-    ours, peer = socket.socketpair()
-    ours.setblocking(False)
-    peer.setblocking(False)
-    peers += [ours, peer]
-    opening = websocket_open(
-        headers={},
-        query=query,
-        subprotocols=["actioncable-v1-json"],
-        fresh_sid=f"s{len(peers)}",
-        jwt_param="jid",
-        ping_interval=3.0,
-        ping_precision="s",
-    )
-    core = server.session_rules.websocket_core(opening, now=0.0, ping_jitter=0.0)
-    core.accept("{}")
+    ours, _peer = nonblocking_pair(peers)
+    core = accepted_core(server, query=query, sid=f"s{len(peers)}")
     core.events()  # the welcome is not what is tested here
-    session = WebSocketSession(
-        server, trio.SocketStream(trio.socket.from_stdlib_socket(ours)), core
-    )
+    session = WebSocketSession(server, socket_stream(ours), core)
     server.schedule(session)
     return session
 

@@ -29,23 +29,20 @@ from wsproto.connection import Connection
 from wsproto.events import CloseConnection, Ping, TextMessage
 
 from cableway.protocol.connection import CableConnection
-from cableway.protocol.handshake import websocket_open
 from cableway.protocol.keepalive import next_ping_after
 from cableway.transport.fanout import fan_out, fan_out_one
 from cableway.transport.server import Server
 from cableway.transport.timers import TIMER_QUANTUM
 from cableway.transport.ws import WebSocketSession
 
-from .helpers import CONFIG, read_available
+from .helpers import CONFIG, accepted_core, nonblocking_pair, read_available, socket_stream
 
 UNIX = 1_700_000_000.0
 
 
 @pytest.fixture
 def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    ours, peer = socket.socketpair()
-    ours.setblocking(False)
-    peer.setblocking(False)
+    ours, peer = nonblocking_pair()
     yield ours, peer
     ours.close()
     peer.close()
@@ -54,19 +51,8 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
 def _session(
     server: Server, ours: socket.socket, query: str = "pi=1", protocol: str = "actioncable-v1-json"
 ) -> WebSocketSession:
-    opening = websocket_open(
-        headers={},
-        query=query,
-        subprotocols=[protocol],
-        fresh_sid="s1",
-        jwt_param="jid",
-        ping_interval=3.0,
-        ping_precision="s",
-    )
-    core = server.session_rules.websocket_core(opening, now=0.0, ping_jitter=0.0)
-    core.accept("{}")  # the welcome is sent when the session starts
-    stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
-    return WebSocketSession(server, stream, core)
+    core = accepted_core(server, query=query, protocol=protocol)  # welcome: sent at start
+    return WebSocketSession(server, socket_stream(ours), core)
 
 
 def _check(session: WebSocketSession) -> None:

@@ -14,7 +14,6 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wsproto import ConnectionType
@@ -22,12 +21,11 @@ from wsproto.connection import Connection
 from wsproto.events import TextMessage
 
 from cableway.protocol.events import SendMessage
-from cableway.protocol.handshake import websocket_open
 from cableway.protocol.keepalive import next_ping_after
 from cableway.transport.server import Server
 from cableway.transport.ws import WebSocketSession
 
-from .helpers import CONFIG, read_available
+from .helpers import CONFIG, accepted_core, nonblocking_pair, read_available, socket_stream
 
 UNIX = 1_700_000_000.5
 
@@ -43,25 +41,10 @@ def pairs() -> Iterator[list[socket.socket]]:
 def _session(
     server: Server, peers: list[socket.socket], query: str = "", jitter: float = 0.0
 ) -> WebSocketSession:
-    ours, peer = socket.socketpair()
-    ours.setblocking(False)
-    peer.setblocking(False)
-    peers += [ours, peer]
-    opening = websocket_open(
-        headers={},
-        query=query,
-        subprotocols=["actioncable-v1-json"],
-        fresh_sid=f"s{len(peers)}",
-        jwt_param="jid",
-        ping_interval=3.0,
-        ping_precision="s",
-    )
-    core = server.session_rules.websocket_core(opening, now=0.0, ping_jitter=jitter)
-    core.accept("{}")
+    ours, peer = nonblocking_pair(peers)
+    core = accepted_core(server, query=query, sid=f"s{len(peers)}", jitter=jitter)
     welcome = [e.text for e in core.events() if isinstance(e, SendMessage)]
-    session = WebSocketSession(
-        server, trio.SocketStream(trio.socket.from_stdlib_socket(ours)), core
-    )
+    session = WebSocketSession(server, socket_stream(ours), core)
     for text in welcome:  # written as a running session writes it: writable now after it
         frame = session.encode(text)
         assert frame is not None

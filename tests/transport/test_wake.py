@@ -20,12 +20,11 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import CloseConnection, TextMessage
 
-from cableway.protocol.handshake import websocket_open
 from cableway.transport.poller import ReadPoller
 from cableway.transport.server import Server
 from cableway.transport.ws import WebSocketSession
 
-from .helpers import CONFIG
+from .helpers import CONFIG, accepted_core, nonblocking_pair, socket_stream
 
 
 @pytest.fixture(params=["poller", "wait_readable"])
@@ -45,28 +44,15 @@ async def _start(nursery: trio.Nursery, server: Server, session: WebSocketSessio
 
 @pytest.fixture
 def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    ours, peer = socket.socketpair()
-    ours.setblocking(False)
-    peer.setblocking(False)
+    ours, peer = nonblocking_pair()
     yield ours, peer
     ours.close()
     peer.close()
 
 
 def _session(server: Server, ours: socket.socket) -> WebSocketSession:
-    opening = websocket_open(
-        headers={},
-        query="pi=0",
-        subprotocols=["actioncable-v1-json"],
-        fresh_sid="s1",
-        jwt_param="jid",
-        ping_interval=3.0,
-        ping_precision="s",
-    )
-    core = server.session_rules.websocket_core(opening, now=0.0, ping_jitter=0.0)
-    core.accept("{}")  # the welcome is sent when the session starts
-    stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
-    return WebSocketSession(server, stream, core)
+    core = accepted_core(server, query="pi=0")  # the welcome is sent when the session starts
+    return WebSocketSession(server, socket_stream(ours), core)
 
 
 async def _read_all(peer: socket.socket) -> bytes:
