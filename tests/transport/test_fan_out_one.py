@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -44,14 +43,6 @@ class _DropsNone(WebSocketSession):
 
     def encode(self, text: str) -> bytes:
         return None if text == TEXT else super().encode(text)  # type: ignore[return-value]
-
-
-@pytest.fixture
-def pairs() -> Iterator[list[socket.socket]]:
-    peers: list[socket.socket] = []
-    yield peers
-    for sock in peers:
-        sock.close()
 
 
 def _session(

@@ -17,7 +17,6 @@ import dataclasses
 import json
 import math
 import socket
-from collections.abc import Iterator
 
 import pytest
 import trio
@@ -35,17 +34,9 @@ from cableway.transport.server import Server
 from cableway.transport.timers import TIMER_QUANTUM
 from cableway.transport.ws import WebSocketSession
 
-from .helpers import CONFIG, accepted_core, nonblocking_pair, read_available, socket_stream
+from .helpers import CONFIG, accepted_core, read_available, socket_stream
 
 UNIX = 1_700_000_000.0
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    ours, peer = nonblocking_pair()
-    yield ours, peer
-    ours.close()
-    peer.close()
 
 
 def _session(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,14 +27,6 @@ from cableway.transport.ws import WebSocketSession
 from .helpers import CONFIG, accepted_core, nonblocking_pair, read_available, socket_stream
 
 UNIX = 1_700_000_000.5
-
-
-@pytest.fixture
-def pairs() -> Iterator[list[socket.socket]]:
-    peers: list[socket.socket] = []
-    yield peers
-    for sock in peers:
-        sock.close()
 
 
 def _session(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 
 import pytest
 import trio
@@ -24,7 +23,7 @@ from cableway.transport.poller import ReadPoller
 from cableway.transport.server import Server
 from cableway.transport.ws import WebSocketSession
 
-from .helpers import CONFIG, accepted_core, nonblocking_pair, socket_stream
+from .helpers import CONFIG, accepted_core, socket_stream
 
 
 @pytest.fixture(params=["poller", "wait_readable"])
@@ -40,14 +39,6 @@ async def _start(nursery: trio.Nursery, server: Server, session: WebSocketSessio
         nursery.start_soon(server.poller.run)
     nursery.start_soon(session.run)
     await trio.testing.wait_all_tasks_blocked()
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    ours, peer = nonblocking_pair()
-    yield ours, peer
-    ours.close()
-    peer.close()
 
 
 def _session(server: Server, ours: socket.socket) -> WebSocketSession:

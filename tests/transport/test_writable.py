@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-from collections.abc import Iterator
 
-import pytest
 import trio
 import trio.testing
 from hypothesis import given, settings
@@ -28,17 +26,9 @@ from cableway.transport.fanout import fan_out
 from cableway.transport.server import Server
 from cableway.transport.ws import WebSocketSession
 
-from .helpers import CONFIG, accepted_core, nonblocking_pair, read_available, socket_stream
+from .helpers import CONFIG, accepted_core, read_available, socket_stream
 
 UNIX = 1_700_000_000.0
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    ours, peer = nonblocking_pair()
-    yield ours, peer
-    ours.close()
-    peer.close()
 
 
 def _session(server: Server, ours: socket.socket, query: str = "pi=1") -> WebSocketSession:
