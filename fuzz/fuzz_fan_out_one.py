@@ -161,7 +161,7 @@ def _deliver(state: bytes, identifier: str, text: str, offset: int | None, one: 
             _read(peers[1]),
             b"".join(bytes(chunk) for chunk in session.outbox._chunks),
             session.held.held(identifier),
-            session.core.next_deadline(),
+            session.timer_deadline(),  # (the cached pings given back)
             session.scheduled_at,
             session._pending_close,
             session.server.metrics.snapshot(),

@@ -8,7 +8,7 @@ import math
 from . import messages
 from .settings import SessionSettings
 
-__all__ = ["EARLY_SHARE", "Keepalive", "next_ping_after", "ping_message"]
+__all__ = ["EARLY_SHARE", "Keepalive", "early_window", "next_ping_after", "ping_message"]
 
 #: the most of its interval a ping may be sent early to ride a write that goes out
 #: anyway (:meth:`Keepalive.take_plain`): a gap between two pings stays under
@@ -32,6 +32,13 @@ def next_ping_after(due: float, interval: float, now: float) -> float:
     (the sender fell more than an interval behind)."""
     next_ping = due + interval
     return next_ping if next_ping > now else now + interval
+
+
+def early_window(interval: float, early: float) -> float:
+    """How long before it is due a ping may be taken to ride a write going out anyway,
+    for a driver that would take it up to ``early`` seconds early: at most
+    :data:`EARLY_SHARE` of the ``interval`` (see :meth:`Keepalive.take_plain`)."""
+    return min(early, interval * EARLY_SHARE)
 
 
 class Keepalive:
@@ -93,7 +100,7 @@ class Keepalive:
         """
         next_ping = self.next_ping
         if early > 0:
-            early = min(early, self._interval * EARLY_SHARE)
+            early = early_window(self._interval, early)
         if next_ping is None or now + early < next_ping:
             return None
         pong = self.pong_deadline

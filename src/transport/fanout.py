@@ -12,13 +12,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
 from ..node.fanout import encode_run, without
 from ..protocol.connection import ping_message
+from ..protocol.keepalive import early_window, next_ping_after
 from .output import send_bytes
 from .session import Session
+
+if TYPE_CHECKING:
+    from ..protocol.settings import SessionSettings
 
 __all__ = ["PING_EARLY", "fan_out", "fan_out_one"]
 
@@ -48,6 +53,8 @@ def fan_out(
     once (the caller accounts both, once per fan-out).
     """
     write = send_bytes
+    after_ping = next_ping_after
+    inf = math.inf
     delivered = sent_total = 0
     kinds: dict[str, _Wire] = {}
     kind = ""
@@ -57,11 +64,18 @@ def fan_out(
     try:
         now = trio.current_time()
     except RuntimeError:  # not in a trio run (a test driving the fan-out): no early pings
-        now = -math.inf
+        now = -inf
     soon = now + PING_EARLY
     with_ping: dict[tuple[str, str], bytes] = {}  # a kind's data + its ping frame
-    pinged: list[Session] = []
+    pinged: list[Session] = []  # early pings the core took: re-scheduled with it
+    leased: list[Session] = []  # early pings of the cached plain pings: re-filed as due
     unix_time = 0.0
+    # the early pings of cached plain pings (see below), for the last settings seen:
+    # the latest due time that rides now (keepalive.early_window), interval, precision
+    p_settings: SessionSettings | None = None
+    p_latest = -inf
+    p_interval = 0.0
+    p_precision = ""
     for session in sessions:
         if session.wire_kind != kind:
             kind = session.wire_kind
@@ -88,7 +102,29 @@ def fan_out(
         # queued, no writer, not closing: transport.output), one write
         if session._writable:
             out, length = data, size
-            if session.scheduled_at <= soon:  # a ping due soon rides this write
+            ping_at = session._ping_at
+            if ping_at <= soon:
+                # the session's cached plain ping (the core promised plain pings only,
+                # see Session.timer_deadline) is due soon: taken here as the core's
+                # take_plain_ping(now, PING_EARLY) would (the same keepalive rules),
+                # without the core; re-filed with the timer task after the writes
+                settings = session._ping_settings
+                if settings is not p_settings:
+                    p_settings, p_interval = settings, settings.ping_interval
+                    p_latest = now + early_window(p_interval, PING_EARLY)
+                    p_precision = settings.ping_precision
+                if ping_at <= p_latest:
+                    session._ping_at = after_ping(ping_at, p_interval, now)
+                    leased.append(session)
+                    try:
+                        out = with_ping[kind, p_precision]
+                    except KeyError:
+                        if not unix_time:
+                            unix_time = time.time()
+                        out = _with_ping(session, unix_time, p_precision, data, with_ping)
+                    length = len(out)
+            elif ping_at == inf and session.scheduled_at <= soon:
+                # a ping due soon rides this write, taken by the core
                 if not unix_time:
                     unix_time = time.time()
                 both = _early_ping(session, now, unix_time, data, with_ping)
@@ -103,8 +139,10 @@ def fan_out(
             continue
         sent_total += session._push(data)  # the general path (it re-checks the flag)
     for session in pinged:  # re-filed with the timer task once every write is done
-        session.scheduled_at = math.inf  # its old entry is stale now, and skipped
+        session.scheduled_at = inf  # its old entry is stale now, and skipped
         session.server.schedule(session)
+    if leased:
+        leased[0].server.file_pings(leased)  # (one server per fan-out)
     return delivered, sent_total
 
 
@@ -172,16 +210,27 @@ def _early_ping(
     the same for every session of a kind); ``None`` when no plain ping is due soon (the
     timer task does whatever else is due). A kind that sends no ping frame gets ``data``
     alone, its ping taken (as the timer task's batch does)."""
-    core = session.core
     if session.take_plain_ping(now, PING_EARLY) is None:  # the cached pings given back first
         return None
-    key = (session.wire_kind, core.settings.ping_precision)
+    precision = session.core.settings.ping_precision
     try:
-        return with_ping[key]
+        return with_ping[session.wire_kind, precision]
     except KeyError:
-        frame = session.encode(ping_message(unix_time, key[1]))
-        both = with_ping[key] = data if frame is None else data + frame
-        return both
+        return _with_ping(session, unix_time, precision, data, with_ping)
+
+
+def _with_ping(
+    session: Session,
+    unix_time: float,
+    precision: str,
+    data: bytes,
+    with_ping: dict[tuple[str, str], bytes],
+) -> bytes:
+    """``data`` followed by the ping frame of ``session``'s kind and ``precision``
+    (``data`` alone for a kind that sends no ping frame), kept in ``with_ping``."""
+    frame = session.encode(ping_message(unix_time, precision))
+    both = with_ping[session.wire_kind, precision] = data if frame is None else data + frame
+    return both
 
 
 class _Wire:

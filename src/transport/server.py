@@ -236,6 +236,10 @@ class Server:
         """Make sure the timer task wakes ``session`` at its next deadline."""
         self.timers.schedule(session)
 
+    def file_pings(self, sessions: list[Session]) -> None:
+        """:meth:`.Timers.file_pings`: sessions whose cached ping rode a broadcast."""
+        self.timers.file_pings(sessions)
+
     def serves(self, role: str, what: str) -> bool:
         """Whether a listener of ``role`` serves ``what`` (``broadcast`` or ``metrics``).
 

@@ -110,6 +110,8 @@ class SessionHost(OutputHost, Protocol):
 
     def schedule(self, session: Session) -> None: ...
 
+    def file_pings(self, sessions: list[Session]) -> None: ...
+
     rpc: HttpRpc | None  # --rpc_host
     disconnects: DisconnectQueue | None
 

@@ -70,6 +70,23 @@ class Timers:
         if deadlines[0] == deadline:
             self._changed.set()  # an earlier wake-up than the task sleeps for
 
+    def file_pings(self, sessions: list[Session]) -> None:
+        """``sessions`` took their cached plain ping early (the fan-out, with a
+        broadcast): each is due next at its ``_ping_at`` (later than its old deadline,
+        whose entry is stale now and skipped). The core is not asked: it promised plain
+        pings only (see :meth:`Session.timer_deadline`)."""
+        timers, deadlines = self._timers, self._deadlines
+        for session in sessions:
+            after = session.scheduled_at = session._ping_at
+            due = timers.get(after)
+            if due is not None:
+                due.append(session.ref)
+                continue
+            timers[after] = [session.ref]
+            heapq.heappush(deadlines, after)
+            if deadlines[0] == after:
+                self._changed.set()  # an earlier wake-up than the task sleeps for
+
     async def run(self) -> None:
         """Fire every session's due timers, in batches at most :data:`TIMER_QUANTUM` apart.
 

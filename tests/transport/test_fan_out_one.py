@@ -109,7 +109,7 @@ def _observe(session: WebSocketSession, peer: socket.socket) -> dict[str, Any]:
         "peer": _messages(read_available(peer)),
         "outbox": _messages(b"".join(bytes(chunk) for chunk in outbox._chunks)),
         "held": session.held.held(IDENTIFIER),
-        "next_deadline": session.core.next_deadline(),
+        "next_deadline": session.timer_deadline(),  # (the cached pings given back)
         "pending_close": session._pending_close,
         "metrics": session.server.metrics.snapshot(),
     }

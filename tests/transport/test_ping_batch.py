@@ -154,7 +154,7 @@ def test_a_ping_due_soon_rides_the_broadcast_write_and_keeps_its_schedule(
     assert [json.loads(m)["type"] for m in got[1:]] == ["ping"]
     # the schedule is unchanged (the next ping one interval after the one taken was due),
     # and the timer task does not ping again at the old due time
-    assert session.core.next_deadline() == pytest.approx(due + 3.0)
+    assert session.timer_deadline() == pytest.approx(due + 3.0)
     server.timers.fire_due(due, UNIX)
     assert read_available(peer) == b""
     server.timers.fire_due(due + 3.0, UNIX + 3)
@@ -175,4 +175,4 @@ def test_an_early_ping_is_never_more_than_a_third_of_the_interval_early(
     got = _messages(read_available(pairs[1]))
     assert got[0] == text
     assert [json.loads(m)["type"] for m in got[1:]] == ["ping"]
-    assert session.core.next_deadline() == pytest.approx(due + 1.0)
+    assert session.timer_deadline() == pytest.approx(due + 1.0)
