@@ -18,7 +18,6 @@ to h11 with every byte read, so it gets the answer it always got. Both paths go 
 from __future__ import annotations
 
 import math
-import secrets
 import time
 from typing import Protocol
 
@@ -26,6 +25,7 @@ import h11
 import trio
 from wsproto.utilities import generate_accept_token
 
+from ..node.sids import fresh_sid
 from ..protocol.handshake import WebSocketOpen
 from ..protocol.httphead import NEED_MORE, USE_GENERAL, head_size, parse_upgrade_head
 from ..protocol.routes import Router
@@ -120,7 +120,7 @@ async def open_session(
         headers=request.headers,
         query=request.query,
         subprotocols=request.header_list("sec-websocket-protocol"),
-        fresh_sid=secrets.token_urlsafe(16)[:21],
+        fresh_sid=fresh_sid(),
     )
     headers = upgrade_headers(request.headers["sec-websocket-key"], opening)
     # the fast path's 101 rides the session's first write (with the welcome) when
