@@ -42,7 +42,7 @@ from .httpconn import (
     refuse,
 )
 from .sse import handle_sse
-from .upgrade import UpgradeHost, fast_upgrade, handshake_refusal, open_session
+from .upgrade import UpgradeHost, fast_upgrade, handshake_refusal, open_session, upgrade_at_once
 from .ws import WebSocketSession
 
 __all__ = ["CONNECTION_TASK", "FrontDoor", "HttpHost", "Request", "handle_connection", "serve_http"]
@@ -133,6 +133,11 @@ async def _serve_http(
         body_timeout=server.handshake_timeout,
     )
     try:
+        # an upgrade whose head came whole with the first read needs no deadline scope
+        early = await upgrade_at_once(server, conn, router) if upgrades else None
+        if early is not None and early is not False:
+            await conn.flush()
+            return None if early is True else early
         with conn.deadline:
             session = await _serve_requests(server, conn, role, router, upgrades=upgrades)
             await conn.flush()  # answers held back behind the last requests
