@@ -8,10 +8,12 @@ The first byte picks the mode:
   lines, put into a well-formed upgrade request (``Host``, ``Upgrade``, ``Connection``,
   a key, version 13), so the fuzzer starts from heads the fast path serves.
 
-Each input is served three times through ``handle_connection`` on the main listener
-(the broadcast endpoint on its own port, so the main one has the upgrade fast path),
-under a virtual clock, with the fast path and with it switched off (every request
-h11's), each as it comes and one byte per read. Then:
+Each input is served through ``handle_connection`` on the main listener (the broadcast
+endpoint on its own port, so the main one has the upgrade fast path), under a virtual
+clock, with the fast path and with it switched off (every request h11's), each as it
+comes, one byte per read, and over a socket pair with the whole input in the kernel
+before the server reads (the fast path then serves a whole head from its first read,
+before the connection's deadline scope: ``upgrade_at_once``). Then:
 
 * ``handle_connection`` returns normally and closes the connection;
 * nothing is logged at ERROR level;
@@ -28,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import socket
 from collections.abc import Iterator
 
 import trio
@@ -122,6 +125,10 @@ async def _no_fast_path(server: object, conn: Conn, router: object) -> bool:
     return False
 
 
+async def _not_at_once(server: object, conn: Conn, router: object) -> None:
+    return None  # nothing read: the connection goes on as without the early path
+
+
 async def exchange(data: bytes, *, chunk: int) -> bytes:
     """Serve ``data`` (then EOF); everything the server wrote until it closed."""
     server = Server(CONFIG)
@@ -144,15 +151,56 @@ def outcome(output: bytes) -> bytes:
     return output[: end + 4] if end >= 0 else output
 
 
+#: the socket run only for inputs the socket buffer takes whole before the server reads
+SOCKET_MAX_INPUT = 65536
+
+
+async def exchange_socket(data: bytes) -> bytes:
+    """Serve ``data`` (then EOF) over a socket pair, the whole input in the kernel
+    before the server reads; everything the server wrote until it closed."""
+    server = Server(CONFIG)
+    server.random.seed(0)
+    ours, theirs = socket.socketpair()
+    with ours:
+        ours.sendall(data)
+        ours.shutdown(socket.SHUT_WR)
+        client = trio.socket.from_stdlib_socket(ours)
+        output = bytearray()
+        closed = False
+
+        async def drain() -> None:
+            nonlocal closed
+            with contextlib.suppress(ConnectionResetError):  # closed with input unread
+                while chunk := await client.recv(65536):
+                    output.extend(chunk)
+            closed = True
+
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(theirs))
+        with trio.move_on_after(STREAM_SECONDS):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drain)
+                await front.handle_connection(server, stream, main=True)
+        with contextlib.suppress(OSError):
+            theirs.close()
+    result = bytes(output)
+    if not closed:
+        raise AssertionError(f"the connection was left open: {result[:200]!r}")
+    return result
+
+
 def serve(data: bytes, *, chunk: int, fast: bool) -> bytes:
+    """``chunk`` 0: over a socket pair (:func:`exchange_socket`)."""
     clock = trio.testing.MockClock(autojump_threshold=0)
-    saved = front.fast_upgrade
+    saved = front.fast_upgrade, front.upgrade_at_once
     if not fast:
         front.fast_upgrade = _no_fast_path  # type: ignore[assignment]
+        front.upgrade_at_once = _not_at_once  # type: ignore[assignment]
     try:
+        if chunk == 0:
+            return trio.run(functools.partial(exchange_socket, data), clock=clock)
         return trio.run(functools.partial(exchange, data, chunk=chunk), clock=clock)
     finally:
-        front.fast_upgrade = saved
+        front.fast_upgrade, front.upgrade_at_once = saved
 
 
 def request(data: bytes) -> bytes:
@@ -165,7 +213,7 @@ def request(data: bytes) -> bytes:
 
 def test_one_input(data: bytes) -> None:
     raw = request(data)
-    for chunk in (1 << 20, 1):
+    for chunk in (1 << 20, 1, 0) if len(raw) <= SOCKET_MAX_INPUT else (1 << 20, 1):
         with errors_logged() as errors:
             fast = outcome(serve(raw, chunk=chunk, fast=True))
             general = outcome(serve(raw, chunk=chunk, fast=False))

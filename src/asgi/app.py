@@ -8,7 +8,6 @@ import itertools
 import logging
 import math
 import random
-import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ from ..node.intake import TOO_LARGE, Invalid, account, invalid_answer, judge, sc
 from ..node.node import Node
 from ..node.opening import SSE_TOO_LARGE, SessionRules
 from ..node.rpc import RpcSession, request_url
+from ..node.sids import fresh_sid
 from ..ops.logs import WarningGate
 from ..ops.metrics import Metrics
 from ..protocol.broadcast import Publication, RemoteDisconnect
@@ -320,7 +320,7 @@ class CablewayApp:
             headers=request.headers,
             query=request.query,
             subprotocols=request.subprotocols,
-            fresh_sid=secrets.token_urlsafe(16)[:21],
+            fresh_sid=fresh_sid(),
         )
         await send(
             {
@@ -387,7 +387,7 @@ class CablewayApp:
             query=request.query,
             headers=request.headers,
             body=body,
-            fresh_sid=secrets.token_urlsafe(16)[:21],
+            fresh_sid=fresh_sid(),
             unix_time=time.time(),
             metrics=self.metrics,
         )

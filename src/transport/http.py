@@ -42,7 +42,7 @@ from .httpconn import (
     refuse,
 )
 from .sse import handle_sse
-from .upgrade import UpgradeHost, fast_upgrade, handshake_refusal, open_session
+from .upgrade import UpgradeHost, fast_upgrade, handshake_refusal, open_session, upgrade_at_once
 from .ws import WebSocketSession
 
 __all__ = ["CONNECTION_TASK", "FrontDoor", "HttpHost", "Request", "handle_connection", "serve_http"]
@@ -59,6 +59,11 @@ class HttpHost(ApiHost, UpgradeHost, Protocol):
 
     @property
     def max_header_bytes(self) -> int: ...
+
+    @property
+    def routers(self) -> dict[str, Router[str]]:
+        """Each listener role's endpoint router, made once (:func:`_router`)."""
+        ...
 
     def serves(self, role: str, what: str) -> bool:
         """Whether a listener of ``role`` serves ``what`` (``broadcast``, ``metrics``,
@@ -112,10 +117,11 @@ async def _serve_http(
     Returns the upgraded session, not yet running, or ``None``.
     """
     config = server.config
+    router = _router(server, role)
     fast = (
         server.serves(role, "broadcast")
         and not server.publishing_waits  # nothing to answer but 201
-        and _router(server, role).lookup(config.http_broadcast_path) == "broadcast"
+        and router.lookup(config.http_broadcast_path) == "broadcast"
     )
     # the main listener's upgrades have a fast path too (unless its broadcasts do)
     upgrades = role == "main" and not fast
@@ -127,8 +133,13 @@ async def _serve_http(
         body_timeout=server.handshake_timeout,
     )
     try:
+        # an upgrade whose head came whole with the first read needs no deadline scope
+        early = await upgrade_at_once(server, conn, router) if upgrades else None
+        if early is not None and early is not False:
+            await conn.flush()
+            return None if early is True else early
         with conn.deadline:
-            session = await _serve_requests(server, conn, role, upgrades=upgrades)
+            session = await _serve_requests(server, conn, role, router, upgrades=upgrades)
             await conn.flush()  # answers held back behind the last requests
             return session
         if conn.in_body:  # the deadline passed while a body trickled in
@@ -160,14 +171,13 @@ async def _serve_http(
 
 
 async def _serve_requests(
-    server: HttpHost, conn: Conn, role: str, *, upgrades: bool
+    server: HttpHost, conn: Conn, role: str, router: Router[str], *, upgrades: bool
 ) -> WebSocketSession | None:
     config = server.config
     main = role == "main"
     timeout = server.handshake_timeout
     deadline = conn.deadline
     idle = server.idle_scopes
-    router = _router(server, role)
     while True:
         if conn.raw:  # the fast path of this listener: upgrades, or else broadcasts
             if not upgrades:
@@ -229,9 +239,16 @@ async def _serve_requests(
 
 def _router(server: HttpHost, role: str) -> Router[str]:
     """The endpoints a listener of ``role`` serves, by path, routed as AnyCable-Go does
-    (the route table: :func:`cableway.protocol.routes.endpoint_routes`)."""
-    serves = functools.partial(server.serves, role)
-    return endpoint_router(endpoint_routes(server.config, serves, main=role == "main"))
+    (the route table: :func:`cableway.protocol.routes.endpoint_routes`); made once per
+    role (it depends on the node's configuration only), not per connection."""
+    routers = server.routers
+    router = routers.get(role)
+    if router is None:
+        serves = functools.partial(server.serves, role)
+        router = routers[role] = endpoint_router(
+            endpoint_routes(server.config, serves, main=role == "main")
+        )
+    return router
 
 
 async def _websocket(server: HttpHost, conn: Conn, request: Request) -> WebSocketSession | None:

@@ -24,7 +24,8 @@ import trio
 
 from .. import __version__
 from ..ops.logs import WarningGate
-from ..protocol.httphead import fold_headers, framing_error, reason_phrase
+from ..protocol.httphead import framing_error, reason_phrase
+from .request import Request
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -129,34 +130,6 @@ def _h11_created(*, close: bool) -> bytes:
 #: the fast path's answers to an accepted broadcast: what h11 would write
 CREATED_KEEP_ALIVE = _h11_created(close=False)
 CREATED_CLOSE = _h11_created(close=True)
-
-
-class Request:
-    """The parts of an HTTP request the routes look at."""
-
-    __slots__ = ("headers", "method", "path", "query", "raw_headers")
-
-    def __init__(self, event: h11.Request) -> None:
-        self._set(event.method, event.target, list(event.headers))
-
-    @classmethod
-    def from_head(cls, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> Request:
-        """The request of a head parsed without h11 (the same parts h11 gives)."""
-        request = cls.__new__(cls)
-        request._set(method, target, headers)
-        return request
-
-    def _set(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        self.method = method.decode("ascii", "replace")
-        path, _, query = target.decode("ascii", "replace").partition("?")
-        self.path = path
-        self.query = query
-        self.raw_headers = headers
-        self.headers = fold_headers(headers)
-
-    def header_list(self, name: str) -> list[str]:
-        """A comma-separated header as a list of trimmed, non-empty tokens."""
-        return [t.strip() for t in self.headers.get(name, "").split(",") if t.strip()]
 
 
 class Conn:
@@ -320,8 +293,7 @@ class Conn:
         On a socket, read the descriptor directly once it is readable (no trio stream
         machinery per read); a read that filled the buffer is followed by another at
         once (after a checkpoint), as more is likely waiting. The first read of a
-        connection is tried before waiting (without registering with epoll when the
-        request is already there).
+        connection is tried before waiting (:meth:`read_first`).
         """
         fd = self._fd
         data = b""
@@ -333,8 +305,8 @@ class Conn:
         else:
             if self._full_read:
                 await trio.lowlevel.checkpoint()
-            elif self._first_read:
-                self._first_read = False
+            elif self.read_first():
+                return
             else:
                 await trio.lowlevel.wait_readable(fd)
             while True:
@@ -346,11 +318,33 @@ class Conn:
                 except OSError:
                     pass  # a reset: the end of input, as for the stream
                 break
-            self._full_read = len(data) == _READ_SIZE
+        self._took(data)
+
+    def read_first(self) -> bool:
+        """The connection's first read, tried at once (raw mode, a socket): the request is
+        likely there already (a storm's connections wait in the backlog while their
+        clients send), and then no epoll registration and no deadline are needed. True
+        when it read bytes or the end of input; False: nothing (:meth:`fill` waits)."""
+        if self._fd < 0 or not self._first_read:
+            return False
+        self._first_read = False
+        try:
+            data = os.read(self._fd, _READ_SIZE)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""  # a reset: the end of input
+        self._took(data)
+        return True
+
+    def _took(self, data: bytes) -> bool:
+        """Bytes read (raw mode) into :attr:`buf`; none: the end of input."""
+        self._full_read = len(data) == _READ_SIZE
         if data:
             self.buf += data
         else:
             self.eof = True
+        return bool(data)
 
     def top_up(self) -> bool:
         """Read into :attr:`buf`, without waiting, what the kernel already holds when the
@@ -363,12 +357,7 @@ class Conn:
             data = os.read(fd, _READ_SIZE)
         except OSError:  # nothing yet (BlockingIOError), or a reset: fill() will tell
             return False
-        self._full_read = len(data) == _READ_SIZE
-        if not data:
-            self.eof = True
-            return False
-        self.buf += data
-        return True
+        return self._took(data)
 
     def _check_head(self) -> None:
         """Bound a request head by its raw size, however it arrived.

@@ -21,6 +21,8 @@ from ..ops.metrics import REDIS_DEFINITIONS, Metrics
 from ..protocol.broadcast import Publication, RemoteDisconnect
 from ..protocol.broker import MemoryBroker, PresenceEvent, SessionSnapshot
 from ..protocol.connection import SessionSettings
+from ..protocol.routes import Router
+from .accept import Acceptor
 from .api_endpoint import api_role
 from .fanout import fan_out, fan_out_one
 from .http import CONNECTION_TASK, FrontDoor, serve_http
@@ -157,6 +159,8 @@ class Server:
         self.random = random.Random()
         self.handshake_timeout = config.handshake_timeout
         self.max_header_bytes = config.max_header_size
+        #: each listener role's endpoint router (.http; the configuration's, made once)
+        self.routers: dict[str, Router[str]] = {}
         self.max_broadcast_body = config.max_broadcast_body
         #: node-wide HTTP state: the budget of request bodies in flight, warning limits
         self.front_door = FrontDoor(config)
@@ -537,12 +541,14 @@ class Server:
         the metrics scraper never queue behind clients.
         """
         limiter = self.connections if role == "main" else None
+        # (TCP_NODELAY set once on the listener, not per connection: see .accept)
+        acceptor = Acceptor(listener)
         while True:
             token = object()
             if limiter is not None:
                 await limiter.acquire_on_behalf_of(token)
             try:
-                stream = await listener.accept()
+                stream = await acceptor.accept()
             except OSError as exc:
                 if limiter is not None:
                     limiter.release_on_behalf_of(token)

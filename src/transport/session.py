@@ -379,7 +379,8 @@ class Session(SessionOutput):
             self._closing = True
             self._fd = -1
             self.leave()
-            await close_stream(self.stream)  # (a socket: at once, no checkpoint)
+            # (a socket: at once, no checkpoint; no writer task: nothing waits on it)
+            await close_stream(self.stream, waited_on=self._writer_active)
             self._finished = True
             if self._done is not None:
                 self._done.set()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import random
-import secrets
 import time
 from typing import Protocol
 
@@ -24,6 +23,7 @@ import trio
 
 from ..node.opening import SSE_PREFLIGHT, SSE_TOO_LARGE, SessionRules
 from ..node.rpc import RpcSession, connect_needed, open_event_stream
+from ..node.sids import fresh_sid
 from ..protocol.connection import CableConnection
 from ..protocol.sse import (
     SSE_HEADERS,
@@ -112,7 +112,7 @@ async def handle_sse(server: SessionMaker, conn: Conn, request: Request) -> None
         query=request.query,
         headers=request.headers,
         body=body or b"",
-        fresh_sid=secrets.token_urlsafe(16)[:21],
+        fresh_sid=fresh_sid(),
         unix_time=time.time(),
         metrics=server.metrics,
     )

@@ -18,7 +18,6 @@ to h11 with every byte read, so it gets the answer it always got. Both paths go 
 from __future__ import annotations
 
 import math
-import secrets
 import time
 from typing import Protocol
 
@@ -26,6 +25,7 @@ import h11
 import trio
 from wsproto.utilities import generate_accept_token
 
+from ..node.sids import fresh_sid
 from ..protocol.handshake import WebSocketOpen
 from ..protocol.httphead import NEED_MORE, USE_GENERAL, head_size, parse_upgrade_head
 from ..protocol.routes import Router
@@ -40,6 +40,7 @@ __all__ = [
     "fast_upgrade",
     "handshake_refusal",
     "open_session",
+    "upgrade_at_once",
     "upgrade_headers",
 ]
 
@@ -120,7 +121,7 @@ async def open_session(
         headers=request.headers,
         query=request.query,
         subprotocols=request.header_list("sec-websocket-protocol"),
-        fresh_sid=secrets.token_urlsafe(16)[:21],
+        fresh_sid=fresh_sid(),
     )
     headers = upgrade_headers(request.headers["sec-websocket-key"], opening)
     # the fast path's 101 rides the session's first write (with the welcome) when
@@ -205,6 +206,31 @@ async def fast_upgrade(
         await conn.wait_head(idle, server.handshake_timeout, armed=armed)
         armed = True
     deadline.deadline = math.inf
+    return await _serve_head(server, conn, router, size)
+
+
+async def upgrade_at_once(
+    server: UpgradeHost, conn: Conn, router: Router[str]
+) -> WebSocketSession | bool | None:
+    """:func:`fast_upgrade` when the connection's first read, tried at once, holds the
+    whole head (the common case: the client sent it with its connection), which needs no
+    deadline, so the caller may call this before it enters the connection's deadline
+    scope (trio's cancel scope and its deadline cost a few microseconds per
+    connection). ``None``: not so (nothing read yet, or only part of a head): serve the
+    connection as before, under its deadline, with what was read."""
+    if not conn.read_first():
+        return None
+    size = head_size(conn.buf, conn.max_head, conn.scanned)
+    if size == NEED_MORE:
+        return None  # (or the end of input: fast_upgrade says what it means)
+    return await _serve_head(server, conn, router, size)
+
+
+async def _serve_head(
+    server: UpgradeHost, conn: Conn, router: Router[str], size: int
+) -> WebSocketSession | bool:
+    """Serve the whole head of ``size`` bytes in the raw buffer (see :func:`fast_upgrade`)."""
+    buf = conn.buf
     parsed = None if size == USE_GENERAL else parse_upgrade_head(buf, size)
     if parsed is None:
         conn.hand_over()
