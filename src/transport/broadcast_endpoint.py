@@ -94,6 +94,8 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
     deadline = conn.deadline
     idle = server.idle_scopes
     metrics = server.metrics
+    publish = server.publish
+    created_raw = conn.created_raw
     armed = False  # the head deadline runs for the request being awaited
     topped = False  # the buffer was topped up since the connection last waited
     # the last head served here, byte for byte, and its parse: an application's client
@@ -154,23 +156,24 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
                     return False
                 topped = False
             verdict = judge(bytes(buf[size:end]))
-            if isinstance(verdict, Invalid):
+            if type(verdict) is list:  # publications: the usual verdict, tested first
+                account(verdict, metrics)
+                publish(verdict)
+            elif isinstance(verdict, RemoteDisconnect):
+                account(verdict, metrics)
+                server.remote_disconnect(verdict)
+            else:  # Invalid
                 conn.release()  # (h11's path holds the budget again while it reads)
                 conn.hand_over()  # h11's path judges it again, logs, counts and answers 400
                 return False
-            account(verdict, metrics)
-            if isinstance(verdict, RemoteDisconnect):
-                server.remote_disconnect(verdict)
-            else:
-                server.publish(verdict)
             if conn.held:
                 conn.release()  # the body budget a waited-for body held
             del buf[:end]
             conn.scanned = 0
             if not head.keep_alive:
-                conn.created_raw(CREATED_CLOSE)
+                created_raw(CREATED_CLOSE)
                 return True
-            conn.created_raw(CREATED_KEEP_ALIVE)
+            created_raw(CREATED_KEEP_ALIVE)
     finally:
         deadline.deadline = math.inf
 
