@@ -80,9 +80,9 @@ def judge(body: bytes) -> Verdict:
 
 def account(verdict: Verdict, counters: Counters) -> None:
     """Count an accepted (or refused) broadcast, as AnyCable-Go names it."""
-    if isinstance(verdict, Invalid):
-        counters.inc("failed_broadcast_msg_total")
-    elif isinstance(verdict, RemoteDisconnect):
-        counters.inc("remote_commands_total")
-    else:
+    if type(verdict) is list:  # publications: the usual verdict, tested first
         counters.inc("publications_total", len(verdict))
+    elif isinstance(verdict, Invalid):
+        counters.inc("failed_broadcast_msg_total")
+    else:
+        counters.inc("remote_commands_total")

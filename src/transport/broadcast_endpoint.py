@@ -19,7 +19,7 @@ from ..auth.keys import check_bearer
 from ..node.intake import TOO_LARGE, Invalid, account, invalid_answer, judge, screen
 from ..ops.metrics import Metrics
 from ..protocol.broadcast import Publication, RemoteDisconnect
-from ..protocol.httphead import NEED_MORE, USE_GENERAL, head_size, parse_head
+from ..protocol.httphead import NEED_MORE, USE_GENERAL, RequestHead, head_size, parse_head
 from .httpconn import CREATED_CLOSE, CREATED_KEEP_ALIVE, Conn, FrontDoor, Request, drain_body
 
 if TYPE_CHECKING:
@@ -94,35 +94,54 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
     deadline = conn.deadline
     idle = server.idle_scopes
     metrics = server.metrics
+    publish = server.publish
+    created_raw = conn.created_raw
     armed = False  # the head deadline runs for the request being awaited
     topped = False  # the buffer was topped up since the connection last waited
+    # the last head served here, byte for byte, and its parse: an application's client
+    # repeats its head (only Content-Length varies, within a few values), and the same
+    # bytes are the same head with the same verdict (head_size's end: the bytes end with
+    # their first empty line; parse_head and the checks below: functions of the bytes
+    # and of this call's settings), so a repeat skips finding, parsing and checking it
+    known = b""
+    known_head: RequestHead | None = None
     try:
         while True:
             buf = conn.buf
-            size = head_size(buf, max_head, conn.scanned)
-            if size == NEED_MORE:
-                if conn.eof:
-                    if buf:
-                        conn.hand_over()  # h11: a request cut short
-                        return False
-                    return True
-                await conn.wait_head(idle, server.handshake_timeout, armed=armed)
-                armed = True
-                topped = False
-                continue
-            # the head is in: its deadline is left set (nothing awaits before the
-            # next wait re-arms it or wait_body sets the body's; lifted on leaving)
-            armed = False
-            head = None if size == USE_GENERAL else parse_head(buf, size)
-            if (
-                head is None
-                or head.method != b"POST"
-                or head.target.partition(b"?")[0] != path
-                or (key is not None and not check_bearer(head.headers.get(b"authorization"), key))
-                or head.content_length > limit
-            ):
-                conn.hand_over()
-                return False
+            if known_head is not None and buf.startswith(known):
+                size = len(known)
+                head = known_head
+                armed = False  # (as below: the head is in)
+            else:
+                size = head_size(buf, max_head, conn.scanned)
+                if size == NEED_MORE:
+                    if conn.eof:
+                        if buf:
+                            conn.hand_over()  # h11: a request cut short
+                            return False
+                        return True
+                    await conn.wait_head(idle, server.handshake_timeout, armed=armed)
+                    armed = True
+                    topped = False
+                    continue
+                # the head is in: its deadline is left set (nothing awaits before the
+                # next wait re-arms it or wait_body sets the body's; lifted on leaving)
+                armed = False
+                parsed = None if size == USE_GENERAL else parse_head(buf, size)
+                if (
+                    parsed is None
+                    or parsed.method != b"POST"
+                    or parsed.target.partition(b"?")[0] != path
+                    or (
+                        key is not None
+                        and not check_bearer(parsed.headers.get(b"authorization"), key)
+                    )
+                    or parsed.content_length > limit
+                ):
+                    conn.hand_over()
+                    return False
+                head = known_head = parsed
+                known = bytes(buf[:size])
             end = size + head.content_length
             if len(buf) < end:
                 # the body was cut by the read size: its rest is likely read already, once
@@ -137,23 +156,24 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
                     return False
                 topped = False
             verdict = judge(bytes(buf[size:end]))
-            if isinstance(verdict, Invalid):
+            if type(verdict) is list:  # publications: the usual verdict, tested first
+                account(verdict, metrics)
+                publish(verdict)
+            elif isinstance(verdict, RemoteDisconnect):
+                account(verdict, metrics)
+                server.remote_disconnect(verdict)
+            else:  # Invalid
                 conn.release()  # (h11's path holds the budget again while it reads)
                 conn.hand_over()  # h11's path judges it again, logs, counts and answers 400
                 return False
-            account(verdict, metrics)
-            if isinstance(verdict, RemoteDisconnect):
-                server.remote_disconnect(verdict)
-            else:
-                server.publish(verdict)
             if conn.held:
                 conn.release()  # the body budget a waited-for body held
             del buf[:end]
             conn.scanned = 0
             if not head.keep_alive:
-                conn.created_raw(CREATED_CLOSE)
+                created_raw(CREATED_CLOSE)
                 return True
-            conn.created_raw(CREATED_KEEP_ALIVE)
+            created_raw(CREATED_KEEP_ALIVE)
     finally:
         deadline.deadline = math.inf
 

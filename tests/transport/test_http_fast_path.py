@@ -53,11 +53,13 @@ class Spy:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.served = 0
+        self.parsed = 0  # heads given to the fast path's parser
         self.enabled = True
         parse = httphead.parse_head
         created = httpconn.Conn.created_raw
 
         def parse_head(buf: bytes | bytearray, size: int) -> httphead.RequestHead | None:
+            self.parsed += 1
             return parse(buf, size) if self.enabled else None
 
         def created_raw(conn: httpconn.Conn, answer: bytes) -> None:
@@ -156,6 +158,49 @@ async def test_pipelined_requests_mixing_fast_and_h11(spy: Spy) -> None:
     assert statuses(fast) == [b"201", b"201", b"200", b"201", b"400", b"201", b"201"]
     assert fast.endswith(b"content-length: 0\r\nConnection: close\r\n\r\n")
     assert accepted == 5
+
+
+async def test_a_repeated_head_is_parsed_once_per_connection(spy: Spy) -> None:
+    """A client repeating its head byte for byte (the usual application) has it found,
+    parsed and checked once per connection: the same bytes, the same answers; a head
+    that differs (another Content-Length) is parsed anew and becomes the known one."""
+    other = b'{"stream":"room","data":"hi!"}'
+    fast, slow, accepted = await both_ways(
+        spy, post() * 4, post() + post(other), post(other) * 2 + post(), post()
+    )
+    assert fast == slow == CREATED * 10
+    assert accepted == 10
+    # with the fast path: the first head, the other's, the first again, nothing more
+    spy.enabled = True
+    spy.parsed = 0
+    server = Server(CONFIG)
+    pieces = (post() * 4, post() + post(other), post(other) * 2 + post(), post())
+    assert await exchange(server, *pieces) == CREATED * 10
+    assert spy.parsed == 3  # post(), other, post() again
+    assert server.metrics.value("publications_total") == 10
+
+
+@pytest.mark.parametrize(
+    ("second", "answers"),
+    [
+        # the known head followed by one more header line: judged on its own
+        (post(extra=b"Connection: close\r\n") + post(), [b"201", b"201"]),
+        (post(extra=b"Expect: 100-continue\r\n"), [b"201", b"201"]),
+        (post(key=b"kk"), [b"201", b"401"]),  # the same head but for the key
+        (post(path=b"/_broadcasts"), [b"201", b"404"]),
+        (post(b'{"stream":"room","data":"hi"} '), [b"201", b"201"]),  # one more byte
+        (post(length=len(BODY) - 1), [b"201", b"400", b"400"]),  # one byte less
+    ],
+)
+async def test_a_head_unlike_the_known_one_is_judged_anew(
+    spy: Spy, second: bytes, answers: list[bytes]
+) -> None:
+    """After a head the fast path served, a next head that shares its bytes but for
+    the last line, the end, a value or one byte of length gets the answer it gets on
+    its own (h11's, as if the fast path were off)."""
+    fast, slow, _ = await both_ways(spy, post() + second)
+    assert fast == slow
+    assert statuses(fast) == answers
 
 
 async def test_connection_close_is_honoured(spy: Spy) -> None:
