@@ -21,9 +21,12 @@ from wsproto.events import (
 from cableway.auth.signed_streams import sign_stream_name
 from cableway.config import Config
 from cableway.protocol.connection import CableConnection
+from cableway.protocol.events import SendMessage
 from cableway.protocol.handshake import websocket_open
+from cableway.transport.fanout import fan_out
 from cableway.transport.http import handle_connection
 from cableway.transport.server import Server
+from cableway.transport.ws import WebSocketSession
 
 TURBO_KEY = "s3Krit"
 CONFIG = Config(
@@ -154,3 +157,35 @@ def accepted_core(
 def socket_stream(ours: socket.socket) -> trio.SocketStream:
     """A trio stream over the server's end of a :func:`nonblocking_pair`."""
     return trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+
+
+def writable_session(
+    server: Server, peers: list[socket.socket], query: str = "", jitter: float = 0.0
+) -> WebSocketSession:
+    """A WebSocket session on a new socket pair (its peer appended to ``peers``), its
+    welcome written and read as a running session's would be, so that it is writable
+    now, and filed with the server's timer task."""
+    ours, peer = nonblocking_pair(peers)
+    core = accepted_core(server, query=query, sid=f"s{len(peers)}", jitter=jitter)
+    welcome = [e.text for e in core.events() if isinstance(e, SendMessage)]
+    session = WebSocketSession(server, socket_stream(ours), core)
+    for text in welcome:  # written as a running session writes it: writable now after it
+        frame = session.encode(text)
+        assert frame is not None
+        session.push_frame(frame)
+    assert session._writable  # so that its pings take the timer task's common tick
+    read_available(peer)
+    server.schedule(session)
+    return session
+
+
+def fan_out_at(when: float, sessions: list[WebSocketSession], text: str) -> tuple[int, int]:
+    """One broadcast of ``text`` fanned out to ``sessions`` at ``when`` on trio's
+    (virtual) clock: (deliveries, bytes sent)."""
+
+    async def main() -> tuple[int, int]:
+        clock.jump(when - trio.current_time())
+        return fan_out(sessions, "x", [text], [None], None)
+
+    clock = trio.testing.MockClock()
+    return trio.run(main, clock=clock)

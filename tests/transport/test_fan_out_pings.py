@@ -16,43 +16,27 @@ import socket
 import weakref
 
 import pytest
-import trio
-import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import TextMessage
 
-from cableway.protocol.events import SendMessage
 from cableway.protocol.keepalive import EARLY_SHARE, next_ping_after
-from cableway.transport.fanout import PING_EARLY, fan_out
+from cableway.transport.fanout import PING_EARLY
 from cableway.transport.server import Server
-from cableway.transport.ws import WebSocketSession
 
-from .helpers import CONFIG, accepted_core, nonblocking_pair, read_available, socket_stream
+from .helpers import (
+    CONFIG,
+    fan_out_at,
+    read_available,
+    writable_session,
+)
 
 UNIX = 1_700_000_000.5
 TEXT = '{"identifier":"x","message":1}'
 #: digits of a ping's stamp per precision (the fan-out stamps with the wall clock)
 DIGITS = {"s": 10, "ms": 13, "ns": 19}
-
-
-def _session(
-    server: Server, peers: list[socket.socket], query: str = "", jitter: float = 0.0
-) -> WebSocketSession:
-    ours, peer = nonblocking_pair(peers)
-    core = accepted_core(server, query=query, sid=f"s{len(peers)}", jitter=jitter)
-    welcome = [e.text for e in core.events() if isinstance(e, SendMessage)]
-    session = WebSocketSession(server, socket_stream(ours), core)
-    for text in welcome:  # written as a running session writes it: writable now after it
-        frame = session.encode(text)
-        assert frame is not None
-        session.push_frame(frame)
-    assert session._writable
-    read_available(peer)
-    server.schedule(session)
-    return session
 
 
 def _messages(data: bytes) -> list[dict[str, object]]:
@@ -66,22 +50,11 @@ def _messages(data: bytes) -> list[dict[str, object]]:
     return out
 
 
-def _fan_out_at(when: float, sessions: list[WebSocketSession]) -> tuple[int, int]:
-    """One broadcast's fan-out at ``when`` on trio's (virtual) clock."""
-
-    async def main() -> tuple[int, int]:
-        clock.jump(when - trio.current_time())
-        return fan_out(sessions, "x", [TEXT], [None], None)
-
-    clock = trio.testing.MockClock()
-    return trio.run(main, clock=clock)
-
-
 def test_a_cached_ping_rides_the_broadcast_without_the_core(
     pairs: list[socket.socket], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = Server(CONFIG)
-    session = _session(server, pairs)  # every 3 s; the first ping due at 1.5
+    session = writable_session(server, pairs)  # every 3 s; the first ping due at 1.5
     due = session.scheduled_at
     assert session._ping_at == due == pytest.approx(1.5)  # the core's promise, cached
 
@@ -90,7 +63,7 @@ def test_a_cached_ping_rides_the_broadcast_without_the_core(
 
     for name in ("take_plain_ping", "resume_pings", "next_deadline", "plain_pings_at"):
         monkeypatch.setattr(type(session.core), name, untouched)
-    assert _fan_out_at(due - 0.9, [session])[0] == 1
+    assert fan_out_at(due - 0.9, [session], TEXT)[0] == 1
     got = _messages(read_available(pairs[1]))
     assert [m["type"] if "type" in m else m["message"] for m in got] == [1, "ping"]
     monkeypatch.undo()
@@ -136,7 +109,7 @@ def test_pings_riding_broadcasts_follow_the_keepalive_rules_for_every_session(
     peers: list[socket.socket] = []
     try:
         server = Server(CONFIG)
-        sessions = [_session(server, peers, q, j) for q, j in plan]
+        sessions = [writable_session(server, peers, q, j) for q, j in plan]
         intervals = [s.core.settings.ping_interval for s in sessions]
         precisions = [s.core.settings.ping_precision for s in sessions]
         model = [s.timer_deadline() for s in sessions]
@@ -147,7 +120,7 @@ def test_pings_riding_broadcasts_follow_the_keepalive_rules_for_every_session(
                 if resumed >> i & 1:  # as before any call on the core
                     session.resume_pings()
             if broadcast:
-                assert _fan_out_at(now, sessions)[0] == len(sessions)
+                assert fan_out_at(now, sessions, TEXT)[0] == len(sessions)
             else:
                 server.timers.fire_due(now, UNIX)
             for i, peer in enumerate(peers[1::2]):
@@ -178,9 +151,9 @@ def test_the_timer_task_never_keeps_a_closed_session_alive(pairs: list[socket.so
     """Sessions whose pings rode a broadcast (re-filed by the fan-out) and sessions the
     timer task pinged are freed once closed and dropped, while their entries wait."""
     server = Server(CONFIG)
-    sessions = [_session(server, pairs, q) for q in ("", "pi=2", "ptp=ms")]
+    sessions = [writable_session(server, pairs, q) for q in ("", "pi=2", "ptp=ms")]
     due = min(s.scheduled_at for s in sessions)
-    _fan_out_at(due - 0.5, sessions)  # every one's ping rides: re-filed by the fan-out
+    fan_out_at(due - 0.5, sessions, TEXT)  # every one's ping rides: re-filed by the fan-out
     server.timers.fire_due(due + 2.0, UNIX)  # the pi=2 one is pinged by the timer task
     assert all(s.scheduled_at > due + 2.0 for s in sessions)
     refs = [weakref.ref(s) for s in sessions]

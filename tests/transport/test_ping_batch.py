@@ -11,18 +11,23 @@ import json
 import socket
 
 import pytest
-import trio
-import trio.testing
 from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import TextMessage
 
-from cableway.transport.fanout import PING_EARLY, fan_out
+from cableway.transport.fanout import PING_EARLY
 from cableway.transport.server import Server
 from cableway.transport.session import PING_GRID
 from cableway.transport.ws import WebSocketSession
 
-from .helpers import CONFIG, accepted_core, nonblocking_pair, read_available, socket_stream
+from .helpers import (
+    CONFIG,
+    accepted_core,
+    fan_out_at,
+    nonblocking_pair,
+    read_available,
+    socket_stream,
+)
 
 UNIX = 1_700_000_000.5
 
@@ -121,17 +126,6 @@ def test_a_session_not_due_on_the_grid_is_not_pinged_early(
     assert _messages(read_available(pairs[1])) == ['{"type":"ping","message":1700000000}']
 
 
-def _fan_out_at(when: float, sessions: list[WebSocketSession], text: str) -> tuple[int, int]:
-    """One broadcast's fan-out at ``when`` on trio's (virtual) clock."""
-
-    async def main() -> tuple[int, int]:
-        clock.jump(when - trio.current_time())
-        return fan_out(sessions, "x", [text], [None], None)
-
-    clock = trio.testing.MockClock()
-    return trio.run(main, clock=clock)
-
-
 def test_a_ping_due_soon_rides_the_broadcast_write_and_keeps_its_schedule(
     pairs: list[socket.socket],
 ) -> None:
@@ -142,11 +136,11 @@ def test_a_ping_due_soon_rides_the_broadcast_write_and_keeps_its_schedule(
     assert due == pytest.approx(1.5)
     text = '{"identifier":"x","message":1}'
     # more than PING_EARLY before the ping: the broadcast alone
-    assert _fan_out_at(due - PING_EARLY - 0.1, [session], text) == (1, len(session.encode(text)))
+    assert fan_out_at(due - PING_EARLY - 0.1, [session], text) == (1, len(session.encode(text)))
     assert _messages(read_available(peer)) == [text]
     assert session.core.next_deadline() == due
     # within PING_EARLY (and a third of the interval): the ping goes in the same write
-    delivered, sent = _fan_out_at(due - 0.9, [session], text)
+    delivered, sent = fan_out_at(due - 0.9, [session], text)
     got = _messages(read_available(peer))
     assert delivered == 1
     assert sent == sum(len(session.encode(m)) for m in got)
@@ -169,9 +163,9 @@ def test_an_early_ping_is_never_more_than_a_third_of_the_interval_early(
     due = session.core.next_deadline()
     assert due is not None
     text = '{"identifier":"x","message":1}'
-    _fan_out_at(due - 0.4, [session], text)
+    fan_out_at(due - 0.4, [session], text)
     assert _messages(read_available(pairs[1])) == [text]
-    _fan_out_at(due - 0.3, [session], text)
+    fan_out_at(due - 0.3, [session], text)
     got = _messages(read_available(pairs[1]))
     assert got[0] == text
     assert [json.loads(m)["type"] for m in got[1:]] == ["ping"]

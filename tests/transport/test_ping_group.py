@@ -19,31 +19,16 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import TextMessage
 
-from cableway.protocol.events import SendMessage
 from cableway.protocol.keepalive import next_ping_after
 from cableway.transport.server import Server
-from cableway.transport.ws import WebSocketSession
 
-from .helpers import CONFIG, accepted_core, nonblocking_pair, read_available, socket_stream
+from .helpers import (
+    CONFIG,
+    read_available,
+    writable_session,
+)
 
 UNIX = 1_700_000_000.5
-
-
-def _session(
-    server: Server, peers: list[socket.socket], query: str = "", jitter: float = 0.0
-) -> WebSocketSession:
-    ours, peer = nonblocking_pair(peers)
-    core = accepted_core(server, query=query, sid=f"s{len(peers)}", jitter=jitter)
-    welcome = [e.text for e in core.events() if isinstance(e, SendMessage)]
-    session = WebSocketSession(server, socket_stream(ours), core)
-    for text in welcome:  # written as a running session writes it: writable now after it
-        frame = session.encode(text)
-        assert frame is not None
-        session.push_frame(frame)
-    assert session._writable  # so that its pings take the timer task's common tick
-    read_available(peer)
-    server.schedule(session)
-    return session
 
 
 def _pings(data: bytes) -> list[str]:
@@ -67,7 +52,7 @@ def test_one_tick_with_several_intervals_and_precisions_keeps_each_sessions_sche
     # interleaved in the tick's list: every 3 s (first at 1.5) and every 2 s with a
     # quarter of jitter (first at 2 * 0.75 = 1.5), each in two precisions
     plan = [("", 0.0), ("pi=2&ptp=ms", 0.25), ("ptp=ns", 0.0), ("pi=2", 0.25), ("", 0.0)]
-    sessions = [_session(server, pairs, q, j) for q, j in plan]
+    sessions = [writable_session(server, pairs, q, j) for q, j in plan]
     first = sessions[0].timer_deadline()
     assert first == pytest.approx(1.5)
     assert {s.timer_deadline() for s in sessions} == {first}  # one tick for all
@@ -103,7 +88,9 @@ def test_a_tick_more_than_an_interval_late_schedules_one_interval_after_now(
     pairs: list[socket.socket],
 ) -> None:
     server = Server(CONFIG)
-    sessions = [_session(server, pairs, q, j) for q, j in [("", 0.0), ("pi=2", 0.25), ("", 0.0)]]
+    sessions = [
+        writable_session(server, pairs, q, j) for q, j in [("", 0.0), ("pi=2", 0.25), ("", 0.0)]
+    ]
     first = sessions[0].timer_deadline()
     assert first is not None
     assert {s.timer_deadline() for s in sessions} == {first}
@@ -122,12 +109,12 @@ def test_a_closed_sessions_entry_never_pings_the_connection_that_reuses_its_sock
     pairs: list[socket.socket],
 ) -> None:
     server = Server(CONFIG)
-    old = _session(server, pairs)  # due at 1.5
+    old = writable_session(server, pairs)  # due at 1.5
     old_fd = pairs[0].fileno()
     old.request_close("remote", reconnect=False)
     read_available(pairs[1])  # its close frame
     pairs[0].close()  # the descriptor is free for the next connection
-    new = _session(server, pairs, "pi=2", 0.75)  # due at 2 * 1.25 = 2.5
+    new = writable_session(server, pairs, "pi=2", 0.75)  # due at 2 * 1.25 = 2.5
     if pairs[2].fileno() != old_fd and pairs[3].fileno() != old_fd:
         pytest.skip("the kernel did not hand out the same descriptor again")
     due = new.timer_deadline()
@@ -159,7 +146,7 @@ def test_the_shared_next_due_time_is_next_ping_after_for_every_session(
     peers: list[socket.socket] = []
     try:
         server = Server(CONFIG)
-        sessions = [_session(server, peers, q, j) for q, j in plan]
+        sessions = [writable_session(server, peers, q, j) for q, j in plan]
         intervals = [s.core.settings.ping_interval for s in sessions]
         model = [s.timer_deadline() for s in sessions]
         now = 0.0
