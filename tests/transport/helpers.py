@@ -9,7 +9,7 @@ from typing import Any
 import trio
 import trio.testing
 from wsproto import WSConnection
-from wsproto.connection import ConnectionType
+from wsproto.connection import Connection, ConnectionType
 from wsproto.events import (
     AcceptConnection,
     CloseConnection,
@@ -189,3 +189,16 @@ def fan_out_at(when: float, sessions: list[WebSocketSession], text: str) -> tupl
 
     clock = trio.testing.MockClock()
     return trio.run(main, clock=clock)
+
+
+def server_texts(data: bytes) -> list[str]:
+    """The text messages in a server's frames ``data``, parsed as a client would; every
+    frame must be a whole text message."""
+    ws = Connection(ConnectionType.CLIENT)
+    ws.receive_data(data)
+    out = []
+    for event in ws.events():
+        assert isinstance(event, TextMessage)
+        assert event.message_finished
+        out.append(event.data)
+    return out

@@ -20,9 +20,6 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from wsproto import ConnectionType
-from wsproto.connection import Connection
-from wsproto.events import TextMessage
 
 from cableway.protocol.broadcast import Publication
 from cableway.protocol.wsframe import text_frame
@@ -31,7 +28,14 @@ from cableway.transport.fanout import PING_EARLY, fan_out, fan_out_one
 from cableway.transport.server import Server
 from cableway.transport.ws import WebSocketSession
 
-from .helpers import CONFIG, accepted_core, nonblocking_pair, read_available, socket_stream
+from .helpers import (
+    CONFIG,
+    accepted_core,
+    nonblocking_pair,
+    read_available,
+    server_texts,
+    socket_stream,
+)
 
 IDENTIFIER = '{"channel":"X"}'
 TEXT = '{"identifier":"{\\"channel\\":\\"X\\"}","message":{"n":1}}'
@@ -60,13 +64,8 @@ def _session(
 
 def _messages(data: bytes) -> list[str]:
     """The text messages in ``data``; a ping's timestamp left out (the wall clock)."""
-    ws = Connection(ConnectionType.CLIENT)
-    ws.receive_data(data)
     out = []
-    for event in ws.events():
-        assert isinstance(event, TextMessage)
-        assert event.message_finished
-        message = event.data
+    for message in server_texts(data):
         if json.loads(message).get("type") == "ping":
             message = "ping"
         out.append(message)

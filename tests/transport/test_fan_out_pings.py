@@ -18,9 +18,6 @@ import weakref
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wsproto import ConnectionType
-from wsproto.connection import Connection
-from wsproto.events import TextMessage
 
 from cableway.protocol.keepalive import EARLY_SHARE, next_ping_after
 from cableway.transport.fanout import PING_EARLY
@@ -30,6 +27,7 @@ from .helpers import (
     CONFIG,
     fan_out_at,
     read_available,
+    server_texts,
     writable_session,
 )
 
@@ -40,14 +38,7 @@ DIGITS = {"s": 10, "ms": 13, "ns": 19}
 
 
 def _messages(data: bytes) -> list[dict[str, object]]:
-    ws = Connection(ConnectionType.CLIENT)
-    ws.receive_data(data)
-    out = []
-    for event in ws.events():
-        assert isinstance(event, TextMessage)
-        assert event.message_finished
-        out.append(json.loads(event.data))
-    return out
+    return [json.loads(text) for text in server_texts(data)]
 
 
 def test_a_cached_ping_rides_the_broadcast_without_the_core(

@@ -11,9 +11,6 @@ import json
 import socket
 
 import pytest
-from wsproto import ConnectionType
-from wsproto.connection import Connection
-from wsproto.events import TextMessage
 
 from cableway.transport.fanout import PING_EARLY
 from cableway.transport.server import Server
@@ -26,6 +23,7 @@ from .helpers import (
     fan_out_at,
     nonblocking_pair,
     read_available,
+    server_texts,
     socket_stream,
 )
 
@@ -41,18 +39,6 @@ def _session(server: Server, peers: list[socket.socket], query: str = "") -> Web
     return session
 
 
-def _messages(data: bytes) -> list[str]:
-    """The text frames in ``data`` (a server's frames, parsed as a client would)."""
-    ws = Connection(ConnectionType.CLIENT)
-    ws.receive_data(data)
-    out = []
-    for event in ws.events():
-        assert isinstance(event, TextMessage)
-        assert event.message_finished
-        out.append(event.data)
-    return out
-
-
 def test_one_batch_pings_every_due_session_with_its_own_precision(
     pairs: list[socket.socket],
 ) -> None:
@@ -66,7 +52,7 @@ def test_one_batch_pings_every_due_session_with_its_own_precision(
     server.timers.fire_due(first - 0.001, UNIX)  # not due yet: nothing is written
     assert [read_available(p) for p in pairs[1::2]] == [b""] * 4
     server.timers.fire_due(first, UNIX)
-    got = [_messages(read_available(p)) for p in pairs[1::2]]
+    got = [server_texts(read_available(p)) for p in pairs[1::2]]
     assert got == [
         ['{"type":"ping","message":1700000000}'],
         ['{"type":"ping","message":1700000000500}'],
@@ -78,7 +64,7 @@ def test_one_batch_pings_every_due_session_with_its_own_precision(
     assert {s.core.next_deadline() for s in sessions} == {first + 3.0}
     assert server.timers._deadlines == [first + 3.0]
     server.timers.fire_due(first + 3.0, UNIX + 3)
-    assert [len(_messages(read_available(p))) for p in pairs[1::2]] == [1, 1, 1, 1]
+    assert [len(server_texts(read_available(p))) for p in pairs[1::2]] == [1, 1, 1, 1]
 
 
 def test_a_ping_queues_behind_pending_output_and_arrives_after_it(
@@ -108,7 +94,7 @@ def test_a_ping_queues_behind_pending_output_and_arrives_after_it(
             break
         session._write_now()
     data += read_available(peer)
-    assert _messages(data) == [*sent_before, '{"type":"ping","message":1700000000}']
+    assert server_texts(data) == [*sent_before, '{"type":"ping","message":1700000000}']
     assert session.core.next_deadline() == pytest.approx(due + 1.0)
 
 
@@ -123,7 +109,7 @@ def test_a_session_not_due_on_the_grid_is_not_pinged_early(
     server.timers.fire_due(due - PING_GRID / 2, UNIX)
     assert read_available(pairs[1]) == b""
     server.timers.fire_due(due, UNIX)
-    assert _messages(read_available(pairs[1])) == ['{"type":"ping","message":1700000000}']
+    assert server_texts(read_available(pairs[1])) == ['{"type":"ping","message":1700000000}']
 
 
 def test_a_ping_due_soon_rides_the_broadcast_write_and_keeps_its_schedule(
@@ -137,11 +123,11 @@ def test_a_ping_due_soon_rides_the_broadcast_write_and_keeps_its_schedule(
     text = '{"identifier":"x","message":1}'
     # more than PING_EARLY before the ping: the broadcast alone
     assert fan_out_at(due - PING_EARLY - 0.1, [session], text) == (1, len(session.encode(text)))
-    assert _messages(read_available(peer)) == [text]
+    assert server_texts(read_available(peer)) == [text]
     assert session.core.next_deadline() == due
     # within PING_EARLY (and a third of the interval): the ping goes in the same write
     delivered, sent = fan_out_at(due - 0.9, [session], text)
-    got = _messages(read_available(peer))
+    got = server_texts(read_available(peer))
     assert delivered == 1
     assert sent == sum(len(session.encode(m)) for m in got)
     assert got[0] == text
@@ -152,7 +138,7 @@ def test_a_ping_due_soon_rides_the_broadcast_write_and_keeps_its_schedule(
     server.timers.fire_due(due, UNIX)
     assert read_available(peer) == b""
     server.timers.fire_due(due + 3.0, UNIX + 3)
-    assert _messages(read_available(peer)) == ['{"type":"ping","message":1700000003}']
+    assert server_texts(read_available(peer)) == ['{"type":"ping","message":1700000003}']
 
 
 def test_an_early_ping_is_never_more_than_a_third_of_the_interval_early(
@@ -164,9 +150,9 @@ def test_an_early_ping_is_never_more_than_a_third_of_the_interval_early(
     assert due is not None
     text = '{"identifier":"x","message":1}'
     fan_out_at(due - 0.4, [session], text)
-    assert _messages(read_available(pairs[1])) == [text]
+    assert server_texts(read_available(pairs[1])) == [text]
     fan_out_at(due - 0.3, [session], text)
-    got = _messages(read_available(pairs[1]))
+    got = server_texts(read_available(pairs[1]))
     assert got[0] == text
     assert [json.loads(m)["type"] for m in got[1:]] == ["ping"]
     assert session.timer_deadline() == pytest.approx(due + 1.0)

@@ -15,9 +15,6 @@ import socket
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wsproto import ConnectionType
-from wsproto.connection import Connection
-from wsproto.events import TextMessage
 
 from cableway.protocol.keepalive import next_ping_after
 from cableway.transport.server import Server
@@ -25,6 +22,7 @@ from cableway.transport.server import Server
 from .helpers import (
     CONFIG,
     read_available,
+    server_texts,
     writable_session,
 )
 
@@ -33,16 +31,9 @@ UNIX = 1_700_000_000.5
 
 def _pings(data: bytes) -> list[str]:
     """The ping stamps in the server's frames ``data`` (parsed as a client would)."""
-    ws = Connection(ConnectionType.CLIENT)
-    ws.receive_data(data)
-    out = []
-    for event in ws.events():
-        assert isinstance(event, TextMessage)
-        assert event.message_finished
-        message = json.loads(event.data)
-        assert message["type"] == "ping"
-        out.append(str(message["message"]))
-    return out
+    messages = [json.loads(text) for text in server_texts(data)]
+    assert all(message["type"] == "ping" for message in messages)
+    return [str(message["message"]) for message in messages]
 
 
 def test_one_tick_with_several_intervals_and_precisions_keeps_each_sessions_schedule(
