@@ -104,8 +104,10 @@ class Floor:
         self.first_seq = 0
         self.sel = selectors.DefaultSelector()
         # stream -> identifier -> list of sockets (WebSocket); stream -> sockets (SSE)
-        self.subs: dict[str, dict[str, list[Client]]] = {}
-        self.sse: dict[str, list[Client]] = {}
+        # members as insertion-ordered dicts: delivery in subscription order, and a leaving
+        # client is removed in O(1) (a list made every churn disconnect scan the stream)
+        self.subs: dict[str, dict[str, dict[Client, None]]] = {}
+        self.sse: dict[str, dict[Client, None]] = {}
         self.running = True
         # ping interval -> FIFO of (due time, client); due times ascend within a FIFO
         self.pings: dict[float, collections.deque[tuple[float, Client]]] = {}
@@ -169,16 +171,19 @@ class Floor:
             self.sel.unregister(client.sock)
         except (KeyError, ValueError):
             return
+        self.forget(client)
+        client.sock.close()
+
+    def forget(self, client: Client) -> None:
+        """Mark ``client`` dead and take it out of its stream's members (O(1))."""
         client.dead = True  # its ping schedule entry is skipped when it comes due
         if client.stream is not None:
             stream, identifier = client.stream
             if client.kind == "sse":
-                members = self.sse.get(stream, [])
+                members = self.sse.get(stream, {})
             else:
-                members = self.subs.get(stream, {}).get(identifier, [])
-            if client in members:
-                members.remove(client)
-        client.sock.close()
+                members = self.subs.get(stream, {}).get(identifier, {})
+            members.pop(client, None)
 
     def ping_due(self) -> float:
         """Seconds until the next tick that has pings to write (1.0 when none)."""
@@ -271,7 +276,7 @@ class Floor:
             stream = query.get("stream", "")
             client.kind = "sse"
             client.stream = (stream, "")
-            self.sse.setdefault(stream, []).append(client)
+            self.sse.setdefault(stream, {})[client] = None
             self.send(client, SSE_HEAD)
             self.schedule_pings(client, query)
             return
@@ -347,7 +352,7 @@ class Floor:
             reply = '{"type":"reject_subscription","identifier":' + ident_json + "}"
         else:
             client.stream = (stream, identifier)
-            self.subs.setdefault(stream, {}).setdefault(identifier, []).append(client)
+            self.subs.setdefault(stream, {}).setdefault(identifier, {})[client] = None
             reply = '{"type":"confirm_subscription","identifier":' + ident_json + "}"
         self.send(client, text_frame(reply.encode()))
 

@@ -103,15 +103,7 @@ class TrioFloor(Floor):
     def drop(self, client: Client) -> None:
         if client.dead:
             return
-        client.dead = True  # its ping schedule entry is skipped when it comes due
-        if client.stream is not None:
-            stream, identifier = client.stream
-            if client.kind == "sse":
-                members = self.sse.get(stream, [])
-            else:
-                members = self.subs.get(stream, {}).get(identifier, [])
-            if client in members:
-                members.remove(client)
+        self.forget(client)
         trio.lowlevel.notify_closing(client.sock)  # wakes its task's wait, if any
         client.sock.close()
 

@@ -49,6 +49,7 @@ import socket
 import struct
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 MARK = re.compile(rb'cwb\\?", ?(\d+), ?(\d+), ?(\d+),')
@@ -259,6 +260,7 @@ class LoadGen:
         self.jwt_secret: str = spec.get("jwt_secret", "")
         self.tokens: list[str] = []
         self.pi: int = int(spec.get("pi", 3))
+        self.window_mark: str = spec.get("window_mark", "")
         self.not_restored = 0
         self.history_rejected = 0
         self.rss0 = self.probe.rss_kib()
@@ -967,6 +969,8 @@ class LoadGen:
         pubs = self.pubs
         npub = len(pubs)
         k = 0
+        if self.window_mark:  # tells bench/run.py --profile-window to start recording
+            Path(self.window_mark).write_text(str(duration))
         lg0, cpu0 = time.process_time(), self.probe.cpu()
         stat0, busy0 = self.probe.ticks(), self.probe.cpu_busy(self.server_cpu)
         node_cpu0 = [p.cpu() for p in self.node_probes]

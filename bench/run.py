@@ -47,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -402,8 +403,18 @@ def run_one(
         if scenario == "e" and target.name.startswith("cableway") and not sse_available(port):
             say("  cableway answers 404 on /events: SSE not available, scenario (e) skipped")
             return [{"op": "skip", "reason": "GET /events answered 404 (no SSE in this build)"}]
-        if args.profile and (target.name.startswith("cableway") or target.name == "floor-trio"):
+        profiled = target.name.startswith("cableway") or target.name.startswith("floor")
+        mark = workdir / f"{label}-{target.name}.window"
+        mark.unlink(missing_ok=True)
+        if args.profile and profiled and not args.profile_window:
             profiler = start_profiler(server.pid, Path(args.profile), f"{label}-{target.name}")
+        elif args.profile and profiled:
+            watcher = threading.Thread(
+                target=profile_window,
+                args=(server.pid, Path(args.profile), f"{label}-{target.name}", mark),
+                daemon=True,
+            )
+            watcher.start()
         spec = {
             "port": port,
             "broadcast_port": bport,
@@ -414,6 +425,7 @@ def run_one(
             "signed": True,
             "payload": args.payload,
             "server_cpu": SERVER_CPU,
+            "window_mark": str(mark),
             "steps": steps,
         }
         results += run_loadgen(spec, f"{label}-{target.name}", workdir, args)
@@ -557,6 +569,30 @@ def start_profiler(pid: int, outdir: Path, name: str) -> subprocess.Popen[bytes]
     proc = spawn(cmd, LOADGEN_CPU, outdir / f"{name}.py-spy.log")
     time.sleep(1.0)
     return proc
+
+
+def profile_window(pid: int, outdir: Path, name: str, mark: Path) -> None:
+    """py-spy over the measured window only: the load generator writes ``mark`` (the
+    window's length in seconds) when it opens the window; the recording lasts that long."""
+    deadline = time.monotonic() + 900
+    while not mark.exists():
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.02)  # a bench-side watcher, not a test: polling a file is enough
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        say("  py-spy not installed in the venv: no profile")
+        return
+    outdir.mkdir(parents=True, exist_ok=True)
+    seconds = max(1, int(float(mark.read_text() or "1")))
+    base, k = name, 1
+    while (outdir / f"{name}.txt").exists():  # later rounds keep their own file
+        k += 1
+        name = f"{base}-r{k}"
+    cmd = [str(spy), "record", "--pid", str(pid), "--rate", "500", "--format", "raw"]
+    cmd += ["--nonblocking", "--duration", str(seconds), "--output", str(outdir / f"{name}.txt")]
+    proc = spawn(cmd, LOADGEN_CPU, outdir / f"{name}.py-spy.log")
+    proc.wait()
 
 
 # -- summaries -------------------------------------------------------------------------
@@ -1035,6 +1071,12 @@ def main() -> int:
     parser.add_argument("--fanout-rate", type=float, default=1.0, help="broadcasts/s in b, e, f")
     parser.add_argument(
         "--profile", help="directory for py-spy profiles of cableway (and floor-trio) runs"
+    )
+    parser.add_argument(
+        "--profile-window",
+        action="store_true",
+        help="with --profile: record only the measured window of (c)/(i)-style publish steps "
+        "(py-spy starts when the load generator opens it), and profile the floors too",
     )
     parser.add_argument("--max-seconds", type=float, default=600, help="per target and scenario")
     parser.add_argument(
