@@ -50,10 +50,15 @@ NEED_MORE = 0
 USE_GENERAL = -1
 
 _TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
-_VALUE = rb"(?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*)?"
+#: a header line's ``OWS value OWS``: the value visible ASCII with inner spaces or tabs,
+#: i.e. (with the OWS around it) any run of visible ASCII, spaces and tabs; written as
+#: that one class (the same language as ``[ \t]*(?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*)?
+#: [ \t]*``, without its backtracking: ~40 % of the match's time on an upgrade head;
+#: ``tests/protocol/test_httphead_regex.py`` checks the two agree)
+_FIELD_REST = rb"[\t\x20-\x7e]*"
 _HEAD = re.compile(
     rb"([" + _TCHAR + rb"]+) (/[\x21-\x7e]*) HTTP/1\.1\r\n"
-    rb"((?:[" + _TCHAR + rb"]+:[ \t]*" + _VALUE + rb"[ \t]*\r\n)*)\r\n"
+    rb"((?:[" + _TCHAR + rb"]+:" + _FIELD_REST + rb"\r\n)*)\r\n"
 )
 #: where a head ends for h11 (and so for the front door): LF, optional CR, LF
 _END = re.compile(rb"\n\r?\n")
