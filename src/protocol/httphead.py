@@ -54,7 +54,7 @@ _TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
 #: i.e. (with the OWS around it) any run of visible ASCII, spaces and tabs; written as
 #: that one class (the same language as ``[ \t]*(?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*)?
 #: [ \t]*``, without its backtracking: ~40 % of the match's time on an upgrade head;
-#: ``tests/protocol/test_httphead_regex.py`` checks the two agree)
+#: ``tests/protocol/test_head_query_fast.py`` and ``fuzz/fuzz_head_query.py`` check the two agree)
 _FIELD_REST = rb"[\t\x20-\x7e]*"
 _HEAD = re.compile(
     rb"([" + _TCHAR + rb"]+) (/[\x21-\x7e]*) HTTP/1\.1\r\n"
