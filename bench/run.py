@@ -820,7 +820,7 @@ def summarize_rounds(
         elif values:
             out.setdefault(key, {})[target] = values[-1]
     out.setdefault((scenario, "note"), {})["rounds"] = (
-        f"median of {len(rounds)} rounds (the targets in turn, each round)"
+        f"median of {len(rounds)} rounds (the targets in turn, each round, the order rotated)"
     )
 
 
@@ -1181,7 +1181,10 @@ def main() -> int:
             done: dict[str, list[list[dict[str, Any]]]] = {}
             skipped = False
             for k in range(rounds):
-                for name in targets:
+                # each round starts one target later: no target always runs first (after
+                # the previous round's last target's teardown) or always after the same one
+                shift = k % len(targets) if targets else 0
+                for name in targets[shift:] + targets[:shift]:
                     tag = f"[{label}] {name}" + (f" (round {k + 1}/{rounds})" if rounds > 1 else "")
                     say(f"{tag} ...")
                     t0 = time.monotonic()
