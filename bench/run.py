@@ -403,12 +403,11 @@ def run_one(
         if scenario == "e" and target.name.startswith("cableway") and not sse_available(port):
             say("  cableway answers 404 on /events: SSE not available, scenario (e) skipped")
             return [{"op": "skip", "reason": "GET /events answered 404 (no SSE in this build)"}]
-        profiled = target.name.startswith("cableway") or target.name.startswith("floor")
         mark = workdir / f"{label}-{target.name}.window"
         mark.unlink(missing_ok=True)
-        if args.profile and profiled and not args.profile_window:
+        if args.profile and not args.profile_window and target.name in PROFILED:
             profiler = start_profiler(server.pid, Path(args.profile), f"{label}-{target.name}")
-        elif args.profile and profiled:
+        elif args.profile and args.profile_window and target.name in WINDOW_PROFILED:
             watcher = threading.Thread(
                 target=profile_window,
                 args=(server.pid, Path(args.profile), f"{label}-{target.name}", mark),
@@ -569,6 +568,11 @@ def start_profiler(pid: int, outdir: Path, name: str) -> subprocess.Popen[bytes]
     proc = spawn(cmd, LOADGEN_CPU, outdir / f"{name}.py-spy.log")
     time.sleep(1.0)
     return proc
+
+
+#: what --profile records (the whole run), and what --profile-window records (the window)
+PROFILED = ("cableway", "cableway-base", "cableway-default", "floor-trio")
+WINDOW_PROFILED = (*PROFILED, "floor")
 
 
 def profile_window(pid: int, outdir: Path, name: str, mark: Path) -> None:
