@@ -13,12 +13,22 @@ publication frames and the ping schedule are the floor's own (class ``Floor``), 
 difference between the two floors is what trio's scheduler, its epoll loop and a task per
 connection cost.
 
-Usage: python bench/floor_trio.py --port P --broadcast-port B --secret S
+``--poller`` (target ``floor-trio-poll``): the least the binding shape can do, with the
+read poller Cableway uses (``cableway.transport.poller``). A connection's task reads its
+handshake itself, then parks (``trio.lowlevel.wait_task_rescheduled``); from then on its
+reads are served by ONE poller task waiting on a shared epoll set (level-triggered,
+registered once: no re-arm per read, fewer system calls than Cableway's one-shot arm),
+which calls the floor's handler in place. The parked task is woken only to end, when its
+connection is dropped. So per connection it keeps what the design card binds (a task in
+the nursery for the connection's whole life) and drops the task step per read.
+
+Usage: python bench/floor_trio.py --port P --broadcast-port B --secret S [--poller]
 """
 
 from __future__ import annotations
 
 import argparse
+import select
 import signal
 import socket
 import sys
@@ -140,13 +150,73 @@ class TrioFloor(Floor):
                     break
 
 
+class PolledTrioFloor(TrioFloor):
+    """The trio floor with a read poller: a task per connection, parked once upgraded."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__(secret)
+        self.epoll = select.epoll()
+        #: descriptor -> the parked connection and its task
+        self.parked: dict[int, tuple[Client, trio.lowlevel.Task]] = {}
+
+    async def connection(self, client: Client) -> None:
+        """Read the handshake in this task, then park until the connection is dropped."""
+        try:
+            while not client.dead and client.kind == "main":
+                await trio.lowlevel.wait_readable(client.sock)
+                self.readable(client)
+            if client.dead or client.kind == "http":
+                await super().connection(client)  # the broadcast port: its own task reads
+                return
+            fd = client.sock.fileno()
+            self.epoll.register(fd, select.EPOLLIN)
+            self.parked[fd] = (client, trio.lowlevel.current_task())
+
+            def abort(_: object) -> trio.lowlevel.Abort:
+                self.parked.pop(fd, None)
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        except (trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            self.drop(client)
+
+    def drop(self, client: Client) -> None:
+        if client.dead:
+            return
+        fd = client.sock.fileno()
+        super().drop(client)  # closing the socket takes it out of the epoll set
+        entry = self.parked.pop(fd, None)
+        if entry is not None:
+            trio.lowlevel.reschedule(entry[1])  # its task ends
+
+    async def poller(self) -> None:
+        """Serve every parked connection's reads, in this one task."""
+        fd = self.epoll.fileno()
+        parked = self.parked
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            for ready, _events in self.epoll.poll(0):
+                entry = parked.get(ready)
+                if entry is not None:
+                    self.readable(entry[0])  # the floor's: recv, parse; drops on EOF
+
+    async def serve(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.poller)
+            await super().serve()
+            nursery.cancel_scope.cancel()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--broadcast-port", type=int, required=True)
     parser.add_argument("--secret", default="bench-secret")
+    parser.add_argument("--poller", action="store_true", help="reads served by one poller task")
     args = parser.parse_args()
-    floor = TrioFloor(args.secret)
+    floor = PolledTrioFloor(args.secret) if args.poller else TrioFloor(args.secret)
     floor.listen(args.port, "main")
     floor.listen(args.broadcast_port, "http")
     print(f"trio floor listening on {args.port} (broadcasts on {args.broadcast_port})", flush=True)

@@ -13,7 +13,10 @@ generator is pinned to CPU 1):
 * ``floor-coalesce`` -- the floor writing a whole batch with one ``send()`` (scenario d);
 * ``floor-jitter`` -- the floor spreading first pings as Cableway does (only when named);
 * ``floor-trio`` -- ``bench/floor_trio.py``, the floor's work with one trio task per
-  connection, Cableway's binding shape (only when named; scenarios a-e and i).
+  connection, Cableway's binding shape (only when named; scenarios a-e and i);
+* ``floor-trio-poll`` -- the same with a read poller (``--poller``): a task per
+  connection, parked once upgraded, its reads served by one poller task, as Cableway's
+  (only when named; scenarios a-e and i).
 
 Scenarios: (a) idle subscribed connections, (b) fan-out to N subscribers of one stream,
 (c) many streams, open-loop publish-rate sweep, (d) batched fan-out sweep, (e) fan-out
@@ -61,6 +64,8 @@ SERVER_CPU, LOADGEN_CPU = 0, 1
 CHILDREN: list[subprocess.Popen[bytes]] = []
 #: a directory holding ``cableway`` (another checkout's src/), run as ``cableway-base``
 BASELINE: Path | None = None
+#: the floors in Cableway's binding shape (bench/floor_trio.py): a trio task per connection
+TRIO_FLOORS = ("floor-trio", "floor-trio-poll")
 
 # Scenario (f): Cableway nodes over Redis (--pubsub=redis) against one node, same N, same
 # run. Each layout: the CPU each node is pinned to, and whether the nodes use Redis.
@@ -223,7 +228,7 @@ class Target:
             return cmd
         # the reference and the floor accept any ?jid= unread (no identification)
         script = "reference_server.py" if self.name == "reference" else "floor_server.py"
-        if self.name == "floor-trio":
+        if self.name in TRIO_FLOORS:
             script = "floor_trio.py"
         cmd = [sys.executable, str(BENCH / script), f"--port={port}", f"--broadcast-port={bport}"]
         cmd.append(f"--secret={SECRET}")
@@ -231,6 +236,8 @@ class Target:
             cmd.append("--coalesce")
         if self.name == "floor-jitter":
             cmd.append("--jitter")
+        if self.name == "floor-trio-poll":
+            cmd.append("--poller")
         return cmd
 
     def env(self) -> dict[str, str] | None:
@@ -355,9 +362,9 @@ def targets_for(
         return chosen or list(F_LAYOUTS)
     out = [n for n in names if n != "floor-coalesce" or scenario == "d"]
     if scenario in "ei":  # SSE: no reference; the mix: against the floors
-        out = [n for n in out if n in ("cableway", "cableway-base", "floor", "floor-trio")]
-    if scenario in "fgh":  # the trio floor has no JWT check, no sessions
-        out = [n for n in out if n != "floor-trio"]
+        out = [n for n in out if n in ("cableway", "cableway-base", "floor", *TRIO_FLOORS)]
+    if scenario in "fgh":  # the trio floors have no JWT check, no sessions
+        out = [n for n in out if n not in TRIO_FLOORS]
     if scenario == "h":  # sessions and history: only Cableway has them
         out = [n for n in out if n == "cableway"]
     default = features.get("broker_default")
@@ -571,7 +578,7 @@ def start_profiler(pid: int, outdir: Path, name: str) -> subprocess.Popen[bytes]
 
 
 #: what --profile records (the whole run), and what --profile-window records (the window)
-PROFILED = ("cableway", "cableway-base", "cableway-default", "floor-trio")
+PROFILED = ("cableway", "cableway-base", "cableway-default", *TRIO_FLOORS)
 WINDOW_PROFILED = (*PROFILED, "floor")
 
 
@@ -916,6 +923,7 @@ def table(summary: Summary) -> str:
         "floor-coalesce",
         "floor-jitter",
         "floor-trio",
+        "floor-trio-poll",
     ]
     lines = []
     labels_seen = sorted({s for (s, _k) in summary} | {"f"})

@@ -3,7 +3,7 @@
 ``bench/run.py`` is the project's performance harness (docs/benchmarks.md). CI does not time
 anything: this runs the smallest configuration of the connection storm (g), the network
 blip (h) and the realistic mix (i), pings on, against Cableway and the floor (the mix also
-against the trio floor, bench/floor_trio.py), and asserts
+against the two trio floors, bench/floor_trio.py with and without its read poller), and asserts
 only that every step completed and that no message was lost or duplicated. Bounded: a few
 hundred connections, a few seconds per step, and the whole run killed after 100 s.
 """
@@ -30,7 +30,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, 
         str(ROOT / "bench" / "run.py"),
         "--quick",
         "--scenarios=g,h,i",
-        "--targets=cableway,floor,floor-trio",
+        "--targets=cableway,floor,floor-trio,floor-trio-poll",
         "--storm=200",
         "--blip-missed=3",
         "--mix-idle=200",
@@ -90,7 +90,8 @@ def test_mix_delivers_everything_while_clients_churn(
     smoke: dict[str, list[dict[str, Any]]],
 ) -> None:
     assert "g/floor-trio" not in smoke  # no JWT check there: the mix only
-    for target in ("cableway", "floor", "floor-trio"):
+    assert "g/floor-trio-poll" not in smoke
+    for target in ("cableway", "floor", "floor-trio", "floor-trio-poll"):
         results = smoke[f"i/{target}"]
         assert not [r for r in results if r.get("error")], results
         (publish,) = ops(results, "publish")
