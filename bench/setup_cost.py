@@ -13,7 +13,9 @@ with a reset alone. The connections are served one after another (as the mix's 1
 second arrive: one at a time), from this process pinned to CPU 1; the server runs as in
 ``run.py`` (pinned to CPU 0). The figure is the server's CPU time (``schedstat`` of all
 its threads) over the connections, less what it spends idle in the same wall time, per
-connection. Bounded: ``--count`` connections per round, each socket with a 5 s timeout.
+connection; with it the same time split into user (the Python) and system (the kernel) time
+from ``/proc/<pid>/stat``, which varies less from round to round than the total (use
+``--count 10000`` or more: the split is counted in clock ticks). Bounded: ``--count`` connections per round, each socket with a 5 s timeout.
 """
 
 from __future__ import annotations
@@ -47,6 +49,15 @@ def server_cpu_ns(pid: int) -> int:
         with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/schedstat") as f:
             total += int(f.read().split()[0])
     return total
+
+
+def server_user_sys_s(pid: int) -> tuple[float, float]:
+    """User and system CPU time of ``pid`` (every thread) so far, in seconds (clock ticks:
+    exact enough over thousands of lives, and the split ``schedstat`` does not give)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def read_until(sock: socket.socket, buf: bytearray, marker: bytes) -> None:
@@ -124,16 +135,21 @@ def measure(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any
         time.sleep(1.0)
         idle_rate = (server_cpu_ns(server.pid) - c0) / (time.monotonic() - t0)
         c0, t0 = server_cpu_ns(server.pid), time.monotonic()
+        user0, sys0 = server_user_sys_s(server.pid)
         for i in range(args.count):
             one_life(port, request, subscribe, bool(i % 2))
         time.sleep(0.3)  # the last tear-downs
         cpu, wall = server_cpu_ns(server.pid) - c0, time.monotonic() - t0
+        user1, sys1 = server_user_sys_s(server.pid)
         per_conn = (cpu - idle_rate * wall) / args.count / 1000
         return {
             "target": name,
             "count": args.count,
             "wall_s": round(wall, 3),
             "server_cpu_us_per_conn": round(per_conn, 2),
+            # the same split in user (Python) and system (kernel) time, idle included
+            "server_user_us_per_conn": round((user1 - user0) / args.count * 1e6, 1),
+            "server_sys_us_per_conn": round((sys1 - sys0) / args.count * 1e6, 1),
             "idle_cpu_share": round(idle_rate / 1e9, 4),
         }
     finally:
