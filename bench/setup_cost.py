@@ -15,7 +15,8 @@ second arrive: one at a time), from this process pinned to CPU 1; the server run
 its threads) over the connections, less what it spends idle in the same wall time, per
 connection; with it the same time split into user (the Python) and system (the kernel) time
 from ``/proc/<pid>/stat``, which varies less from round to round than the total (use
-``--count 10000`` or more: the split is counted in clock ticks). Bounded: ``--count`` connections per round, each socket with a 5 s timeout.
+``--count 10000`` or more: the split is counted in clock ticks). Bounded: ``--count``
+connections per round, each socket with a 5 s timeout.
 """
 
 from __future__ import annotations
