@@ -13,14 +13,16 @@ publication frames and the ping schedule are the floor's own (class ``Floor``), 
 difference between the two floors is what trio's scheduler, its epoll loop and a task per
 connection cost.
 
-``--poller`` (target ``floor-trio-poll``): the least the binding shape can do, with the
-read poller Cableway uses (``cableway.transport.poller``). A connection's task reads its
+``--poller`` (target ``floor-trio-poll``): the binding shape with the read poller's
+shape Cableway uses (``cableway.transport.poller``). A connection's task reads its
 handshake itself, then parks (``trio.lowlevel.wait_task_rescheduled``); from then on its
 reads are served by ONE poller task waiting on a shared epoll set (level-triggered,
 registered once: no re-arm per read, fewer system calls than Cableway's one-shot arm),
 which calls the floor's handler in place. The parked task is woken only to end, when its
 connection is dropped. So per connection it keeps what the design card binds (a task in
-the nursery for the connection's whole life) and drops the task step per read.
+the nursery for the connection's whole life) and drops the task step per read. (In the
+mix it costs more than the plain trio floor, not less: docs/benchmarks.md, the eighth
+session's section.)
 
 Usage: python bench/floor_trio.py --port P --broadcast-port B --secret S [--poller]
 """
