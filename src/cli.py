@@ -13,6 +13,7 @@ argument starting with ``-`` always means ``serve``.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import logging
@@ -378,13 +379,34 @@ def _run_command(name: str, argv: Sequence[str], env: Mapping[str, str]) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _run_server(config: Config) -> None:
+def _run_server(
+    config: Config, argv: Sequence[str], env: Mapping[str, str], demo_secret: str | None
+) -> int:
+    """Run the server (one process, a worker, or the supervisor of ``--workers``); the
+    exit status."""
     # Imported lazily: the transport (and trio) are only needed when the server really runs.
     import trio
 
     from .transport.server import serve
+    from .transport.worklink import WorkerRole
 
-    trio.run(serve, config)
+    try:
+        role = WorkerRole.from_env(env)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from exc
+    if role is None and config.workers > 1:
+        from .transport.supervisor import Supervisor
+
+        # --demo's generated secret: every worker must use the same one
+        extra = {} if demo_secret is None else {"ANYCABLE_SECRET": demo_secret}
+
+        async def supervise() -> int:
+            failure = await Supervisor(config, argv, {**env, **extra}).run()
+            return 0 if failure is None else failure.status
+
+        return trio.run(supervise)
+    trio.run(functools.partial(serve, config, worker=role))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None) -> int:
@@ -438,7 +460,7 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         sys.stderr.flush()
     log.debug("Configuration: %s", config)
     try:
-        _run_server(config)
+        return _run_server(config, argv, environment, demo_secret)
     except KeyboardInterrupt:
         return 130
     except StartupError as exc:
@@ -446,4 +468,3 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         log.debug("the server could not start", exc_info=True)
         sys.stderr.write(f"cableway: error: {' '.join(exc.message.split())}\n")
         return 1
-    return 0

@@ -114,6 +114,8 @@ class Config:
     max_header_size: int = _default("max_header_size")
     max_broadcast_body: int = _default("max_broadcast_body")
     max_bodies_in_flight: int = _default("max_bodies_in_flight")  # all bodies being received
+    # Worker processes (--workers; "auto" resolved to the CPUs this process may use).
+    workers: int = 1
     # Shutdown.
     shutdown_timeout: float = _default("shutdown_timeout")
     shutdown_delay: float = _default("shutdown_delay")

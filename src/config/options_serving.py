@@ -121,6 +121,17 @@ SERVING: tuple[Option, ...] = (
         toml=("app", "shutdown_timeout"),
     ),
     declare(
+        "workers",
+        "str",
+        "1",
+        "worker processes serving the same ports (auto: one per CPU this process may use); "
+        "they share broadcasts, history, sessions and presence without Redis "
+        "(docs/workers.md)",
+        SERVER,
+        toml=("server", "workers"),
+        shown="1",
+    ),
+    declare(
         "shutdown_delay",
         "float",
         0.0,

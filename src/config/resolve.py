@@ -10,6 +10,7 @@ it decides. :func:`resolve` runs them in order.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
@@ -119,6 +120,7 @@ def resolve(get: Values, warnings: list[str]) -> Fields:
     decided |= broker(get, warnings)
     decided |= sse(get, decided)
     decided |= redis(get, warnings, decided)
+    decided |= workers(get, decided)
     decided |= redis_sentinels_and_tls(get, warnings, decided)
     decided |= statsd(get)
     decided |= rpc(get, decided)
@@ -443,6 +445,31 @@ def tls(get: Values) -> Fields:
         assert given is not None
         get.fail(given, "TLS needs both --ssl_cert and --ssl_key")
     return {"ssl_cert": cert, "ssl_key": key}
+
+
+#: the most worker processes --workers accepts
+MAX_WORKERS = 256
+
+
+def workers(get: Values, decided: Fields) -> Fields:
+    """``--workers``: a count, or ``auto`` (the CPUs this process may use)."""
+    text = get.get("workers").strip().lower()
+    try:
+        count = max(1, len(os.sched_getaffinity(0))) if text == "auto" else int(text)
+    except ValueError:
+        count = 0
+    given = get.raw("workers")
+    if not 1 <= count <= MAX_WORKERS:
+        assert given is not None
+        get.fail(given, f"--workers takes a count from 1 to {MAX_WORKERS}, or auto")
+    if count > 1 and decided["broker"] == "redis" and decided["pubsub"] != "redis":
+        assert given is not None
+        get.fail(
+            given,
+            "several workers with --broker=redis need --pubsub=redis (the workers are then "
+            "separate nodes on Redis)",
+        )
+    return {"workers": count}
 
 
 def statsd(get: Values) -> Fields:

@@ -272,6 +272,7 @@ _OTHER_PROGRAMS_VARIABLES = frozenset(
         "ANYCABLE_JWT_ID_TTL",
         "ANYCABLE_DISABLE_TELEMETRY",
         "ANYCABLE_TELEMETRY_URL",
+        "CABLEWAY_WORKER",  # set by the supervisor of --workers for its workers
         "CABLEWAY_REQUIRE_INTEROP",
         "CABLEWAY_REQUIRE_REDIS",
         "CABLEWAY_REQUIRE_RAILS",

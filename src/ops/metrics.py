@@ -211,19 +211,24 @@ class Metrics:
         """Every metric's current value, by name."""
         return {name: self.value(name) for name in self._metrics}
 
-    def render_prometheus(self, tags: Iterable[tuple[str, str]] = ()) -> str:
+    def render_prometheus(
+        self, tags: Iterable[tuple[str, str]] = (), values: Mapping[str, Number] | None = None
+    ) -> str:
         """The Prometheus text exposition, as AnyCable-Go writes it.
 
         Each metric is a blank line, ``# HELP``, ``# TYPE`` and the sample, named
         ``anycable_go_<name>``, with ``tags`` (``Config.metrics_tags``) as labels.
+        ``values`` (e.g. the sum over ``--workers``) replaces this process's values; a
+        metric it lacks is rendered as 0.
         """
         labels = _labels(tags)
         out: list[str] = []
         for name, metric in self._metrics.items():
             full = PREFIX + name
+            value = self.value(name) if values is None else values.get(name, 0)
             out.append(f"\n# HELP {full} {metric.help}\n")
             out.append(f"# TYPE {full} {metric.kind}\n")
-            out.append(f"{full}{labels} {_number(self.value(name))}\n")
+            out.append(f"{full}{labels} {_number(value)}\n")
         return "".join(out)
 
     def log_fields(self, previous: Mapping[str, Number] | None = None) -> dict[str, Number]:

@@ -49,6 +49,9 @@ __all__ = ["CONNECTION_TASK", "FrontDoor", "HttpHost", "Request", "handle_connec
 
 log = logging.getLogger("cableway.http")
 
+#: the health answer's header under ``--workers``: ``<workers up>/<workers configured>``
+WORKERS_HEADER = b"cableway-workers"
+
 #: the name of every connection's task (one string: trio would make one per task from
 #: its function, memory per idle connection)
 CONNECTION_TASK = "cableway.transport.server.Server._handle"
@@ -68,6 +71,14 @@ class HttpHost(ApiHost, UpgradeHost, Protocol):
     def serves(self, role: str, what: str) -> bool:
         """Whether a listener of ``role`` serves ``what`` (``broadcast``, ``metrics``,
         ``api``)."""
+        ...
+
+    async def metrics_values(self) -> dict[str, float] | None:
+        """``--workers``: every worker's metrics summed; None: this process's own."""
+        ...
+
+    async def workers_up(self) -> tuple[int, int] | None:
+        """``--workers``: (workers up, workers configured); None: not a worker."""
         ...
 
 
@@ -216,14 +227,19 @@ async def _serve_requests(
             await handle_sse(server, conn, request)
         elif route == "metrics":
             await discard_body(conn)
+            values = await server.metrics_values()
             await conn.respond(
                 200,
-                server.metrics.render_prometheus(config.metrics_tags).encode(),
+                server.metrics.render_prometheus(config.metrics_tags, values).encode(),
                 content_type=b"text/plain; version=0.0.4; charset=utf-8",
             )
         elif route == "health":
             await discard_body(conn)
-            await conn.respond(200, HEALTH_BODY, headers=[VERSION_HEADER])
+            headers = [VERSION_HEADER]
+            workers = await server.workers_up()
+            if workers is not None:
+                headers.append((WORKERS_HEADER, b"%d/%d" % workers))
+            await conn.respond(200, HEALTH_BODY, headers=headers)
         elif main and config.demo and await handle_demo(config, conn, request):
             pass  # the demo page and its assets (--demo)
         else:

@@ -51,11 +51,12 @@ from .startup import (
 from .statsd import run_statsd
 from .timers import Timers
 from .tls import TlsDoor
+from .worklink import HubBackend, HubLink, WorkerRole
 
 if TYPE_CHECKING:
     from ..config import Config
 
-__all__ = ["SWEEP_SLICE", "Server", "serve"]
+__all__ = ["SWEEP_SLICE", "ListenSpec", "Server", "listen_plan", "serve"]
 
 log = logging.getLogger("cableway")
 
@@ -63,6 +64,40 @@ _ACCEPT_CAPACITY_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBU
 
 #: how long a node that shuts down waits for Redis to take what its sessions wrote last
 REDIS_FLUSH_SECONDS = 2.0
+
+#: one listener of a node: (role, host, port, the host's option, the port's option)
+ListenSpec = tuple[str, str, int, str, str]
+
+
+def listen_plan(config: Config) -> list[ListenSpec]:
+    """Every listener a node of ``config`` opens, in order, main first (what
+    :meth:`Server.run` binds, and what the supervisor of ``--workers`` binds for its
+    workers)."""
+    plan: list[ListenSpec] = [("main", config.host, config.port, "--host", "--port")]
+    shared_broadcast = (
+        "http" in config.broadcast_adapters and config.http_broadcast_port == config.port
+    )
+    if "http" in config.broadcast_adapters and not shared_broadcast:
+        port = config.http_broadcast_port
+        plan.append(("broadcast", config.host, port, "--host", "--http_broadcast_port"))
+    if _metrics_apart(config):
+        plan.append(
+            (
+                "metrics",
+                config.metrics_host or config.host,
+                config.metrics_port,
+                "--metrics_host" if config.metrics_host else "--host",
+                "--metrics_port",
+            )
+        )
+    if api_role(config) == "api":
+        plan.append(("api", config.host, config.api_port, "--host", "--api_port"))
+    return plan
+
+
+def _metrics_apart(config: Config) -> bool:
+    port = config.metrics_port
+    return bool(config.metrics_http) and port not in (0, config.port)
 
 
 class Server:
@@ -74,8 +109,10 @@ class Server:
         ports: the bound main port and broadcast port (after :meth:`run` started).
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, worker: WorkerRole | None = None) -> None:
         self.config = config
+        #: --workers N: this process is worker ``worker.index`` of a supervisor
+        self.worker = worker
         self.limits = config.limits()
         self.stream_policy = config.stream_policy()
         self.auth_policy = config.auth_policy()
@@ -125,10 +162,26 @@ class Server:
                     on_entry=self._take_stream_entry,
                     state=self.redis_state,
                 )
+        #: --workers N (without --pubsub=redis): the supervisor's hub stamps and relays
+        #: every publication and keeps history, sessions and presence for all workers
+        self.link: HubLink | None = None
+        if worker is not None and not pubsub:
+            self.broker = None
+            self.link = HubLink(
+                worker.hub_path,
+                index=worker.index,
+                on_deliver=self.deliver,
+                on_remote=self._take_remote,
+                on_presence=self.publish_presence,
+                metrics=self.metrics.snapshot,
+                on_lost=self.shutdown,
+            )
         #: history, sessions and presence: the one backend every call site uses
         self.backend: Backend[Confirmation] = (
             RedisBackend(self.redis_broker)
             if self.redis_broker is not None
+            else HubBackend(self.link, sessions_ttl=config.sessions_ttl)
+            if self.link is not None and config.broker == "memory"
             else MemoryBackend(self.broker)
             if self.broker is not None
             else NoBackend()
@@ -143,7 +196,11 @@ class Server:
             self.metrics,
             fan_out,
             wall_clock=time.time,
-            relay=self._relay if pubsub and self.publisher is not None else None,
+            relay=self._relay
+            if pubsub and self.publisher is not None
+            else self._relay_hub
+            if self.link is not None
+            else None,
             fan_out_one=fan_out_one,
         )
         if self.subscriber is not None:
@@ -227,14 +284,14 @@ class Server:
 
     @property
     def publishing_waits(self) -> bool:
-        """Whether a publication waits for Redis to accept it (HTTP answers after it)."""
-        return self.publisher is not None
+        """Whether a publication waits for Redis (or the workers' hub) to accept it (HTTP
+        answers after it)."""
+        return self.publisher is not None or self.link is not None
 
     # -- fan-out -------------------------------------------------------------------
 
     def _metrics_apart(self) -> bool:
-        port = self.config.metrics_port
-        return bool(self.config.metrics_http) and port not in (0, self.config.port)
+        return _metrics_apart(self.config)
 
     def schedule(self, session: Session) -> None:
         """Make sure the timer task wakes ``session`` at its next deadline."""
@@ -281,6 +338,44 @@ class Server:
             publication.stream, encode_stamped(publication, offset, epoch), confirmation
         )
 
+    def _relay_hub(
+        self,
+        publication: Publication,
+        offset: int | None,
+        epoch: str | None,
+        confirmation: Confirmation | None,
+    ) -> None:
+        """``--workers``: a publication to every worker, through the hub."""
+        assert self.link is not None
+        self.link.publish(publication, offset, epoch, stamp=False, confirmation=confirmation)
+
+    def _take_remote(self, text: str) -> None:
+        """A remote command the hub relayed (from any worker)."""
+        verdict = judge(text.encode())
+        if isinstance(verdict, RemoteDisconnect):
+            self.remote_disconnect(verdict)
+
+    async def metrics_values(self) -> dict[str, float] | None:
+        """``--workers``: every worker's metrics summed (None: this process's own)."""
+        link = self.link
+        if link is None:
+            return None
+        answer = await link.request({"op": "metrics"})
+        if answer is None:
+            return None
+        return {str(k): v for k, v in dict(answer.get("m") or {}).items()}
+
+    async def workers_up(self) -> tuple[int, int] | None:
+        """``--workers``: (workers linked to the hub, workers configured); None: not a
+        worker."""
+        link = self.link
+        if link is None:
+            return None
+        answer = await link.request({"op": "workers"})
+        if answer is None:
+            return (0, self.config.workers)
+        return (len(answer.get("up") or ()), int(answer.get("n") or 0))
+
     def redis_ready(self, *streams: str) -> bool:
         """Whether every Redis link is up (and, with ``--pubsub=redis``, the node listens
         to the channels of ``streams``)."""
@@ -302,7 +397,7 @@ class Server:
         :attr:`confirm_timeout` seconds); nothing was stamped when Redis was already known
         to be down.
         """
-        publisher = self.publisher
+        publisher = self.publisher or self.link
         if publisher is None:
             self.publish(publications)
             return True
@@ -322,6 +417,22 @@ class Server:
 
     async def remote_command(self, command: RemoteDisconnect) -> bool:
         """Carry out a remote command on every node (through Redis with ``--pubsub``)."""
+        link = self.link
+        if link is not None:
+            if not link.up:
+                return False
+            confirmation = Confirmation()
+            confirmation.pending += 1
+            link.ask(
+                {"op": "remote", "c": encode_remote(command).decode()},
+                lambda answer: confirmation.settle(answer is not None),
+            )
+            with trio.move_on_after(self.confirm_timeout):
+                await confirmation.done.wait()
+            if not (confirmation.done.is_set() and confirmation.ok):
+                confirmation.abandoned = True
+                return False
+            return True
         publisher, subscriber = self.publisher, self.subscriber
         if (
             not self.pubsub
@@ -397,31 +508,23 @@ class Server:
         """Listen and serve until :meth:`shutdown` (or SIGINT/SIGTERM) completes."""
         config = self.config
         self.tls = TlsDoor.from_config(config)  # before listening: a bad file stops here
-        main_listeners = await listen(config.host, config.port, "--host", "--port")
-        self.main_port = main_listeners[0].socket.getsockname()[1]
-        roles: list[tuple[str, list[trio.SocketListener]]] = [("main", main_listeners)]
-        if "http" in config.broadcast_adapters and not self._shared_broadcast:
-            extra = await listen(
-                config.host, config.http_broadcast_port, "--host", "--http_broadcast_port"
-            )
-            self.broadcast_port = extra[0].socket.getsockname()[1]
-            roles.append(("broadcast", extra))
-        else:
+        if self.link is not None:
+            await self.link.connect()  # before serving: the hub keeps what sessions need
+        roles: list[tuple[str, list[trio.SocketListener]]] = []
+        for role, host, port, host_option, port_option in listen_plan(config):
+            group = await self._listen(host, port, host_option, port_option)
+            roles.append((role, group))
+            bound = group[0].socket.getsockname()[1]
+            if role == "main":
+                self.main_port = bound
+            elif role == "broadcast":
+                self.broadcast_port = bound
+            elif role == "metrics":
+                self.metrics_port = bound
+        if "http" not in config.broadcast_adapters or self._shared_broadcast:
             self.broadcast_port = self.main_port
-        if self._metrics_apart():
-            extra = await listen(
-                config.metrics_host or config.host,
-                config.metrics_port,
-                "--metrics_host" if config.metrics_host else "--host",
-                "--metrics_port",
-            )
-            self.metrics_port = extra[0].socket.getsockname()[1]
-            roles.append(("metrics", extra))
-        elif config.metrics_http:
+        if config.metrics_http and not self._metrics_apart():
             self.metrics_port = self.main_port
-        if api_role(config) == "api":
-            extra = await listen(config.host, config.api_port, "--host", "--api_port")
-            roles.append(("api", extra))
         if config.api_served:
             auth = "authorization required" if config.api_secret else "no authorization"
             log.info("Handle REST API requests at %s (%s)", config.api_path, auth)
@@ -437,13 +540,14 @@ class Server:
             or self.consumer is not None,
             redisx=self.consumer is not None,
             publisher=self.publisher is not None,
+            hub_worker=None if self.link is None else self.link.index,
         )
         listeners = [listener for _, group in roles for listener in group]
         try:
             # Redis links outlive the clients: what sessions write as they close (snapshots
             # kept for restore, presence expiries) is flushed before the node exits
             async with trio.open_nursery() as links:
-                for adapter in (self.subscriber, self.publisher, self.consumer):
+                for adapter in (self.subscriber, self.publisher, self.consumer, self.link):
                     if adapter is not None:
                         links.start_soon(adapter.run)
                 if self.disconnects is not None:
@@ -453,11 +557,24 @@ class Server:
                     with trio.move_on_after(config.shutdown_timeout):
                         await self.disconnects.finish()
                 await self._flush_redis()
+                if self.link is not None:
+                    with trio.move_on_after(REDIS_FLUSH_SECONDS):
+                        await self.link.drained()
+                    self.link.closing = True
                 links.cancel_scope.cancel()
         finally:
             close_listeners(listeners)
             if self.rpc is not None:
                 await self.rpc.aclose()
+
+    async def _listen(
+        self, host: str, port: int, host_option: str, port_option: str
+    ) -> list[trio.SocketListener]:
+        """The listeners for ``host:port``: the supervisor's (``--workers``), else new."""
+        inherited = None if self.worker is None else self.worker.sockets(host, port)
+        if inherited is not None:
+            return [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in inherited]
+        return await listen(host, port, host_option, port_option)
 
     async def _serve_until_shutdown(
         self,
@@ -615,9 +732,11 @@ async def serve(
     config: Config,
     *,
     handle_signals: bool = True,
+    worker: WorkerRole | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a Cableway server for ``config`` until shut down."""
+    """Run a Cableway server for ``config`` until shut down (``worker``: as one worker
+    of a ``--workers`` supervisor)."""
     raise_open_file_limit()
     tune_garbage_collector()
-    await Server(config).run(handle_signals=handle_signals, task_status=task_status)
+    await Server(config, worker=worker).run(handle_signals=handle_signals, task_status=task_status)

@@ -38,6 +38,7 @@ def announce(
     redis_links: bool,
     redisx: bool,
     publisher: bool,
+    hub_worker: int | None = None,
 ) -> None:
     """The start-up log: every endpoint (``https://`` with TLS, as AnyCable-Go says it), the
     broker and the Redis links."""
@@ -91,6 +92,13 @@ def announce(
                 "History capped at %d bytes: the oldest messages are evicted first",
                 broker.history_max_bytes,
             )
+    elif hub_worker is not None:
+        log.info(
+            "Worker %d of %d: broadcasts relayed to every worker by the supervisor's hub%s",
+            hub_worker,
+            config.workers,
+            "; history, sessions and presence kept there" if config.broker == "memory" else "",
+        )
     elif redis is None:
         log.info("No broker: streams keep no history and sessions cannot be restored")
     if redis_links:

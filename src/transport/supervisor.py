@@ -1,0 +1,270 @@
+"""``cableway --workers N``: one port, N worker processes, one hub, no Redis.
+
+The supervisor binds every listener of the configuration once (:func:`.server.listen_plan`)
+and starts N workers (``python -m cableway`` with the same arguments), each handed the
+listening sockets (they all accept on the same sockets: the kernel gives each new
+connection to one of the workers waiting) and the path of the hub's Unix socket
+(:class:`.worklink.WorkerRole` in the ``CABLEWAY_WORKER`` variable). The hub
+(:mod:`.workhub`) runs here: the one stamping authority and store of history, sessions
+and presence, and the relay of every publication to every worker.
+
+Lifecycle:
+    * A worker that exits while the server runs is replaced (at once, then with a
+      growing delay, up to :data:`MAX_RESTART_DELAY`, while workers keep dying young).
+      Its clients reconnect to the others and restore their sessions from the hub.
+    * A worker that exits with status 1 or 2 before it ever joined the hub could not
+      start (a port, a file, the configuration): the supervisor stops the others and
+      exits with that status.
+    * SIGTERM or SIGINT: every worker gets SIGTERM and drains as one server does
+      (``server_restart`` to every client, ``--shutdown_delay`` and
+      ``--shutdown_timeout``); one still running :data:`KILL_GRACE` seconds after that
+      is killed. A second signal kills the workers at once.
+    * Workers run in their own session, so a terminal's Ctrl-C reaches the supervisor
+      only, which passes it on once. A worker whose supervisor is gone loses the hub
+      and shuts down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from ..config import Config
+from .server import listen_plan
+from .startup import close_listeners, listen
+from .workhub import Hub
+from .worklink import WORKER_ENV, WorkerRole
+
+__all__ = ["KILL_GRACE", "MAX_RESTART_DELAY", "Supervisor", "WorkerExit"]
+
+log = logging.getLogger("cableway.workers")
+
+#: seconds a draining worker may run past its shutdown budget before it is killed
+KILL_GRACE = 5.0
+#: the longest wait before a worker that keeps dying young is started again
+MAX_RESTART_DELAY = 5.0
+#: a worker that ran this long is not dying young
+STEADY_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class WorkerExit:
+    """Why the supervisor stopped before it was asked to: a worker could not start."""
+
+    index: int
+    status: int
+
+
+@dataclass
+class _Slot:
+    index: int
+    process: trio.Process | None = None
+    restarts: int = 0
+    pids: list[int] = field(default_factory=list)
+
+
+class Supervisor:
+    """Runs the hub and ``config.workers`` workers (see the module docstring).
+
+    Args:
+        config: the configuration every worker runs with.
+        argv: the ``cableway`` arguments the workers are started with (the same as the
+            supervisor's: they read the same configuration).
+        env: the workers' environment (the supervisor's, plus what ``--demo``
+            generated).
+        command: how a worker is started (default ``python -m cableway``).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        command: Sequence[str] = (sys.executable, "-m", "cableway"),
+    ) -> None:
+        self.config = config
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.command = list(command)
+        # --pubsub=redis: the workers are nodes on Redis; the hub only counts them
+        broker = config.new_broker() if config.pubsub != "redis" else None
+        self.hub = Hub(broker, workers=config.workers)
+        self.slots = [_Slot(index) for index in range(config.workers)]
+        self.stopping = False
+        self.failure: WorkerExit | None = None
+        #: the bound ports by role (``main``, ``broadcast``, ``metrics``, ``api``)
+        self.ports: dict[str, int] = {}
+        self._stopped = trio.Event()
+        self._killing = False
+        self._changed = trio.Event()
+        self.hub.on_change = self._change
+
+    @property
+    def pids(self) -> list[int]:
+        """The pid of every running worker, by worker number (0: not running)."""
+        return [slot.process.pid if slot.process else 0 for slot in self.slots]
+
+    def _asked_to_stop(self) -> bool:
+        return self.stopping
+
+    def _change(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown of every worker (idempotent)."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self._change()
+        log.info("Stopping %d workers", len(self.slots))
+        for slot in self.slots:
+            process = slot.process
+            if process is not None and process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        self._stopped.set()
+
+    def kill(self) -> None:
+        """Kill every worker at once."""
+        self.stopping = True
+        self._killing = True
+        for slot in self.slots:
+            process = slot.process
+            if process is not None and process.returncode is None:
+                process.kill()
+        self._stopped.set()
+
+    async def run(
+        self,
+        *,
+        handle_signals: bool = True,
+        task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
+    ) -> WorkerExit | None:
+        """Serve until stopped; returns why it stopped early (None: it was asked to)."""
+        config = self.config
+        listeners: list[trio.SocketListener] = []
+        fds: dict[tuple[str, int], list[int]] = {}
+        hub_dir = tempfile.mkdtemp(prefix="cableway-hub-")
+        try:
+            for role, host, port, host_option, port_option in listen_plan(config):
+                group = await listen(host, port, host_option, port_option)
+                listeners += group
+                fds[host, port] = [listener.socket.fileno() for listener in group]
+                self.ports[role] = group[0].socket.getsockname()[1]
+            path = os.path.join(hub_dir, "hub.sock")
+            hub_listener = await _unix_listener(path)
+            log.info(
+                "Starting %d workers on port %d (hub: %s)",
+                len(self.slots),
+                self.ports["main"],
+                path,
+            )
+            broker = self.hub.broker
+            if broker is not None:
+                log.info(
+                    "The hub keeps history, sessions and presence in memory (epoch: %s, "
+                    "history limit: %d, history ttl: %gs, sessions ttl: %gs, presence ttl: %gs)",
+                    broker.epoch,
+                    broker.history_limit,
+                    broker.history_ttl,
+                    broker.sessions_ttl,
+                    broker.presence_ttl,
+                )
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.hub.serve, hub_listener)
+                if handle_signals:
+                    nursery.start_soon(self._watch_signals)
+                async with trio.open_nursery() as workers:
+                    for slot in self.slots:
+                        workers.start_soon(self._keep, slot, WorkerRole(slot.index, path, fds))
+                    await self._joined(len(self.slots))
+                    task_status.started(self)
+                    nursery.start_soon(self._deadline)  # ends with the hub, after the workers
+                nursery.cancel_scope.cancel()
+        finally:
+            close_listeners(listeners)
+            shutil.rmtree(hub_dir, ignore_errors=True)
+        return self.failure
+
+    async def _joined(self, count: int) -> None:
+        """Return once ``count`` workers joined the hub (or the supervisor is stopping)."""
+        while len(self.hub.joined) < count and not self.stopping:
+            await self._changed.wait()
+
+    async def _keep(self, slot: _Slot, role: WorkerRole) -> None:
+        """Run worker ``slot.index`` and replace it whenever it exits unasked."""
+        delay = 0.0
+        env = {**self.env, WORKER_ENV: role.to_env()}
+        pass_fds = [fd for group in role.listeners.values() for fd in group]
+        while not self.stopping:
+            started = trio.current_time()
+            process = await trio.lowlevel.open_process(
+                [*self.command, *self.argv],
+                env=env,
+                pass_fds=pass_fds,
+                start_new_session=True,
+            )
+            slot.process = process
+            slot.pids.append(process.pid)
+            if self._asked_to_stop():  # asked while it started
+                process.send_signal(signal.SIGKILL if self._killing else signal.SIGTERM)
+            status = await process.wait()
+            joined = process.pid in self.hub.ever_joined
+            if self._asked_to_stop():
+                break
+            if not joined and status in (1, 2):
+                log.error(
+                    "worker %d could not start (exit status %d); stopping", slot.index, status
+                )
+                self.failure = WorkerExit(slot.index, status)
+                self.stop()
+                break
+            slot.restarts += 1
+            young = trio.current_time() - started < STEADY_SECONDS
+            delay = min(max(delay * 2, 0.1), MAX_RESTART_DELAY) if young else 0.0
+            log.error(
+                "worker %d (pid %d) exited with status %s; starting another%s",
+                slot.index,
+                process.pid,
+                status,
+                f" in {delay:g}s" if delay else "",
+            )
+            if delay:
+                await trio.sleep(delay)
+        slot.process = None
+
+    async def _deadline(self) -> None:
+        """Once stopping: kill the workers still running past their shutdown budget."""
+        await self._stopped.wait()
+        config = self.config
+        await trio.sleep(config.shutdown_delay + config.shutdown_timeout + KILL_GRACE)
+        running = [slot for slot in self.slots if slot.process is not None]
+        if running:
+            log.warning("%d workers still running after the shutdown budget: killing", len(running))
+            self.kill()
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                if self.stopping:
+                    self.kill()  # second signal: stop at once
+                else:
+                    self.stop()
+
+
+async def _unix_listener(path: str) -> trio.SocketListener:
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(path)
+    os.chmod(path, 0o600)
+    sock.listen(64)
+    return trio.SocketListener(sock)

@@ -1,0 +1,415 @@
+"""A worker's side of the hub (``cableway --workers N``): the link and the backend.
+
+:class:`HubLink` is the worker's one ordered connection to the supervisor's hub
+(:mod:`.workhub`; protocol :mod:`cableway.protocol.hubwire`). Everything the worker asks
+goes out in the order it was asked, so a read sees the writes posted before it (as the
+Redis broker's command connection does). :class:`HubBackend` is the hub as the node's
+:class:`~cableway.node.backend.Backend`: stamps and relays through the hub, reads answer
+later.
+
+Error handling:
+    The hub lives in the supervisor, the worker's parent: a worker that loses it has
+    lost its supervisor (or was dropped for falling behind), so :class:`HubLink` calls
+    ``on_lost`` (the server shuts down) and fails what waits on it: a publication's
+    confirmation fails (the broadcast gets 503), a history request is rejected (the
+    client may retry), a restore falls back to a new session.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from ..node.backend import Answer, OnPresence, OnStamped, PresenceRecords
+from ..protocol.broadcast import Publication
+from ..protocol.broker import PresenceEvent, SessionSnapshot
+from ..protocol.connection import CableConnection
+from ..protocol.events import HistoryRequest, PresenceRequest
+from ..protocol.hubwire import (
+    FrameReader,
+    HubWireError,
+    encode,
+    entry_from_wire,
+    event_from_wire,
+    publication_from_wire,
+    publication_to_wire,
+    query_to_wire,
+    snapshot_from_wire,
+    snapshot_to_wire,
+)
+from .scaleout import Confirmation, StateSignal
+
+__all__ = ["WORKER_ENV", "HubBackend", "HubLink", "WorkerRole"]
+
+log = logging.getLogger("cableway.workers")
+
+_READ_SIZE = 256 * 1024
+
+#: what a stamped publication the hub relays becomes here
+OnDeliver = Callable[[Publication, "int | None", "str | None"], None]
+
+#: the environment variable through which the supervisor tells a process it is a worker
+WORKER_ENV = "CABLEWAY_WORKER"
+
+
+@dataclass(frozen=True)
+class WorkerRole:
+    """What the supervisor tells a worker: its number, the hub's socket and the
+    listening sockets it inherited (file descriptors, by the ``(host, port)`` the
+    configuration names)."""
+
+    index: int
+    hub_path: str
+    listeners: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+
+    def to_env(self) -> str:
+        return json.dumps(
+            {
+                "index": self.index,
+                "hub": self.hub_path,
+                "listeners": [[h, p, fds] for (h, p), fds in self.listeners.items()],
+            }
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> WorkerRole | None:
+        """The role in ``env`` (None: not a worker).
+
+        Raises:
+            ValueError: the variable is set but not what a supervisor writes.
+        """
+        raw = env.get(WORKER_ENV)
+        if not raw:
+            return None
+        try:
+            value = json.loads(raw)
+            listeners = {
+                (str(h), int(p)): [int(fd) for fd in fds] for h, p, fds in value["listeners"]
+            }
+            return cls(int(value["index"]), str(value["hub"]), listeners)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{WORKER_ENV} is not a worker role: {raw!r}") from exc
+
+    def sockets(self, host: str, port: int) -> list[socket.socket] | None:
+        """The inherited listening sockets for ``host:port`` (None: none were)."""
+        fds = self.listeners.get((host, port))
+        if fds is None:
+            return None
+        return [socket.socket(fileno=fd) for fd in fds]
+
+
+class HubLink:
+    """The worker's connection to the hub: requests in order, answers, relayed messages.
+
+    Args:
+        path: the hub's Unix socket.
+        index: this worker's number (0..N-1), for the hub's logs and health.
+        on_deliver: gets every publication the hub relays (from any worker, this one
+            included), in the hub's order.
+        on_remote: gets every remote command (a JSON text, as ``encode_remote`` makes).
+        on_presence: gets presence leaves the hub's expiry produced, to publish.
+        metrics: what this worker answers the hub's ``collect`` with.
+        on_lost: called once when the hub is gone.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        index: int,
+        on_deliver: OnDeliver,
+        on_remote: Callable[[str], None],
+        on_presence: Callable[[PresenceEvent], None],
+        metrics: Callable[[], dict[str, float]],
+        on_lost: Callable[[], None],
+    ) -> None:
+        self.path = path
+        self.index = index
+        self.on_deliver = on_deliver
+        self.on_remote = on_remote
+        self.on_presence = on_presence
+        self.metrics = metrics
+        self.on_lost = on_lost
+        self.up = False
+        self.state = StateSignal()
+        self._stream: trio.SocketStream | None = None
+        self._queue: deque[bytes] = deque()
+        self._wake = trio.Event()
+        self._ids = itertools.count(1)
+        #: request id -> what gets its answer (None: the hub is gone)
+        self._pending: dict[int, Callable[[dict[str, Any] | None], None]] = {}
+        self._lost = False
+        #: set by the worker as it stops: the link ending then is no loss
+        self.closing = False
+
+    async def connect(self) -> None:
+        """Open the connection and introduce this worker (before serving clients)."""
+        self._stream = await trio.open_unix_socket(self.path)
+        self.up = True
+        self.state.fire()
+        self.send({"op": "hello", "index": self.index, "pid": os.getpid()})
+
+    async def run(self) -> None:
+        """Read and write until the hub or this worker goes away."""
+        stream = self._stream
+        assert stream is not None, "connect() first"
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write, stream)
+                await self._read(stream)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._gone()
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+
+    async def drained(self) -> None:
+        """Return once everything queued was sent (or the hub is gone)."""
+        await self.state.wait_for(lambda: not self.up or not self._queue)
+
+    # -- sending -----------------------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue ``message`` (nothing happens once the hub is gone)."""
+        if self._lost:
+            return
+        self._queue.append(encode(message))
+        self._wake.set()
+
+    def ask(self, message: dict[str, Any], then: Callable[[dict[str, Any] | None], None]) -> None:
+        """Queue a request; ``then`` gets its answer, or None if the hub went away first."""
+        if self._lost:
+            then(None)
+            return
+        ask = next(self._ids)
+        self._pending[ask] = then
+        self.send({**message, "id": ask})
+
+    async def request(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """:meth:`ask`, awaited."""
+        done = trio.Event()
+        box: list[dict[str, Any] | None] = [None]
+
+        def then(answer: dict[str, Any] | None) -> None:
+            box[0] = answer
+            done.set()
+
+        self.ask(message, then)
+        await done.wait()
+        return box[0]
+
+    def publish(
+        self,
+        publication: Publication,
+        offset: int | None,
+        epoch: str | None,
+        *,
+        stamp: bool,
+        confirmation: Confirmation | None,
+    ) -> None:
+        """Send a publication to the hub, which stamps it (``stamp``) and relays it to
+        every worker; ``confirmation`` settles once the hub did."""
+        message: dict[str, Any] = {
+            "op": "pub",
+            "m": [[publication_to_wire(publication), offset, epoch]],
+        }
+        if stamp:
+            message["stamp"] = True
+        if confirmation is None:
+            self.send(message)
+            return
+        confirmation.pending += 1
+        self.ask(message, lambda answer: confirmation.settle(answer is not None))
+
+    # -- the connection ----------------------------------------------------------------
+
+    async def _write(self, stream: trio.SocketStream) -> None:
+        queue = self._queue
+        while True:
+            while not queue:
+                self.state.fire()  # drained
+                self._wake = trio.Event()
+                await self._wake.wait()
+            batch = b"".join(queue)
+            queue.clear()
+            try:
+                await stream.send_all(batch)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+
+    async def _read(self, stream: trio.SocketStream) -> None:
+        reader = FrameReader()
+        while True:
+            try:
+                data = await stream.receive_some(_READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                return
+            try:
+                for message in reader.feed(data):
+                    self._take(message)
+            except (HubWireError, KeyError, TypeError, ValueError) as exc:
+                log.error("bad message from the hub (%s); leaving it", exc)
+                return
+
+    def _take(self, message: dict[str, Any]) -> None:
+        op = message["op"]
+        if op == "deliver":
+            deliver = self.on_deliver
+            for wire, offset, epoch in message["m"]:
+                deliver(publication_from_wire(wire), offset, epoch)
+        elif op == "re":
+            then = self._pending.pop(int(message["id"]), None)
+            if then is not None:
+                then(message)
+        elif op == "remote":
+            self.on_remote(str(message["c"]))
+        elif op == "presence":
+            for event in message["ev"]:
+                self.on_presence(event_from_wire(event))
+        elif op == "collect":
+            self.send({"op": "re", "id": message["id"], "m": self.metrics()})
+        else:
+            raise HubWireError(f"unknown op {op!r}")
+
+    def _gone(self) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self.up = False
+        self._queue.clear()
+        self.state.fire()
+        pending, self._pending = self._pending, {}
+        for then in pending.values():
+            then(None)
+        if not self.closing:
+            log.error("worker %d: the hub is gone; shutting down", self.index)
+            self.on_lost()
+
+
+class HubBackend:
+    """The hub as the node's backend (``--workers N`` with ``--broker=memory``)."""
+
+    keeps_state = True
+    sweep_interval = float("inf")  # the hub sweeps
+
+    def __init__(self, link: HubLink, *, sessions_ttl: float) -> None:
+        self.link = link
+        self.sessions_ttl = sessions_ttl
+
+    @property
+    def resumable(self) -> bool:
+        return self.sessions_ttl > 0
+
+    def stamp(
+        self,
+        publication: Publication,
+        *,
+        now: float,
+        relay: bool,
+        confirmation: Confirmation | None,
+        then: OnStamped,
+    ) -> None:
+        # the hub stamps and relays in one step (a worker always relays)
+        self.link.publish(publication, None, None, stamp=True, confirmation=confirmation)
+
+    def history(
+        self, core: CableConnection, request: HistoryRequest, *, now: float
+    ) -> Awaitable[Answer] | None:
+        return self._history(request, now)
+
+    async def _history(self, request: HistoryRequest, now: float) -> Answer:
+        answer = await self.link.request(
+            {"op": "history", "q": [query_to_wire(q) for q in request.queries], "now": now}
+        )
+        entries = None
+        epoch = ""
+        if answer is not None and answer.get("e") is not None:
+            entries = [entry_from_wire(e) for e in answer["e"]]
+            epoch = str(answer.get("epoch") or "")
+
+        def apply(core: CableConnection) -> None:
+            core.history_result(request.identifier, entries, epoch=epoch)
+
+        return apply
+
+    def presence(
+        self, core: CableConnection, request: PresenceRequest, on_event: OnPresence, *, now: float
+    ) -> Awaitable[Answer] | None:
+        if request.kind == "info":
+            return self._presence_info(request)
+
+        def then(answer: dict[str, Any] | None) -> None:
+            if answer is not None and answer.get("ev") is not None:
+                on_event(event_from_wire(answer["ev"]))
+
+        if request.kind == "join":
+            message = {
+                "op": "join",
+                "stream": request.stream,
+                "sid": core.sid,
+                "pid": request.presence_id,
+                "info": request.info,
+            }
+        else:
+            message = {"op": "leave", "stream": request.stream, "sid": core.sid}
+        self.link.ask(message, then)
+        return None
+
+    async def _presence_info(self, request: PresenceRequest) -> Answer:
+        records = await self.presence_users(request.stream)
+
+        def apply(core: CableConnection) -> None:
+            core.presence_result(request.identifier, records)
+
+        return apply
+
+    async def presence_users(self, stream: str) -> PresenceRecords | None:
+        answer = await self.link.request({"op": "info", "stream": stream})
+        if answer is None or answer.get("r") is None:
+            return None
+        return [(str(pid), info) for pid, info in answer["r"]]
+
+    def save_session(self, sid: str, snapshot: SessionSnapshot) -> None:
+        if self.sessions_ttl > 0:
+            self.link.send({"op": "save", "sid": sid, "s": snapshot_to_wire(snapshot)})
+
+    def release_session(
+        self, sid: str, snapshot: SessionSnapshot | None, presence: Iterable[str], *, now: float
+    ) -> None:
+        streams = list(presence)
+        if not streams and (snapshot is None or self.sessions_ttl <= 0):
+            return  # nothing the hub keeps for it
+        self.link.send(
+            {
+                "op": "release",
+                "sid": sid,
+                "s": None if snapshot is None else snapshot_to_wire(snapshot),
+                "presence": streams,
+                "now": now,
+            }
+        )
+
+    async def restore_session(self, sid: str, *, now: float) -> SessionSnapshot | None:
+        answer = await self.link.request({"op": "restore", "sid": sid, "now": now})
+        if answer is None or answer.get("s") is None:
+            return None
+        return snapshot_from_wire(answer["s"])
+
+    def sweep(
+        self,
+        now: float,
+        on_event: OnPresence,
+        live_presence: Callable[[], Iterable[tuple[str, str]]],
+    ) -> bool:
+        return False
