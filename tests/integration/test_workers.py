@@ -26,27 +26,26 @@ def reliable(**kw: object) -> Config:
 
 
 async def test_a_broadcast_to_any_worker_reaches_every_worker_in_one_order_once() -> None:
-    async with hub_and_workers(reliable()) as (hub, (a, b)):
-        async with cable(a) as on_a, cable(b) as on_b:
-            for ws in (on_a, on_b):
-                await welcome(ws)
-                assert (await subscribe(ws, CHAT))["type"] == "confirm_subscription"
-            # alternate the worker that accepts each broadcast
-            for i in range(10):
-                response = await broadcast(
-                    (a, b)[i % 2], {"stream": "chat", "data": json.dumps(f"m{i}")}
-                )
-                assert response.status == 201
-            for ws in (on_a, on_b):
-                got = [await recv_json(ws) for _ in range(10)]
-                assert [m["message"] for m in got] == [f"m{i}" for i in range(10)]
-                # one offset sequence for the stream, whichever worker accepted it
-                assert [m["offset"] for m in got] == list(range(1, 11))
-                assert {m["epoch"] for m in got} == {hub.broker.epoch}  # type: ignore[union-attr]
-            # nothing more (no second copy): the next message is the next broadcast
-            await broadcast(a, {"stream": "chat", "data": json.dumps("last")})
-            for ws in (on_a, on_b):
-                assert (await recv_json(ws))["message"] == "last"
+    async with hub_and_workers(reliable()) as (hub, (a, b)), cable(a) as on_a, cable(b) as on_b:
+        for ws in (on_a, on_b):
+            await welcome(ws)
+            assert (await subscribe(ws, CHAT))["type"] == "confirm_subscription"
+        # alternate the worker that accepts each broadcast
+        for i in range(10):
+            response = await broadcast(
+                (a, b)[i % 2], {"stream": "chat", "data": json.dumps(f"m{i}")}
+            )
+            assert response.status == 201
+        for ws in (on_a, on_b):
+            got = [await recv_json(ws) for _ in range(10)]
+            assert [m["message"] for m in got] == [f"m{i}" for i in range(10)]
+            # one offset sequence for the stream, whichever worker accepted it
+            assert [m["offset"] for m in got] == list(range(1, 11))
+            assert {m["epoch"] for m in got} == {hub.broker.epoch}  # type: ignore[union-attr]
+        # nothing more (no second copy): the next message is the next broadcast
+        await broadcast(a, {"stream": "chat", "data": json.dumps("last")})
+        for ws in (on_a, on_b):
+            assert (await recv_json(ws))["message"] == "last"
 
 
 async def test_a_session_restores_on_another_worker_with_what_it_missed() -> None:
@@ -73,25 +72,28 @@ async def test_a_session_restores_on_another_worker_with_what_it_missed() -> Non
 
 
 async def test_presence_is_one_view_across_workers() -> None:
-    async with hub_and_workers(reliable(streams_presence=True)) as (_hub, (a, b)):
-        async with cable(a, subprotocols=EXT) as alice, cable(b, subprotocols=EXT) as bob:
-            for ws in (alice, bob):
-                await welcome(ws)
-                await subscribe(ws, CHAT)
-            join = {"command": "join", "identifier": CHAT, "presence": {"id": "alice"}}
-            await alice.send_message(json.dumps({**join, "presence": {"id": "alice", "info": "A"}}))
-            # the join event reaches the subscriber on the other worker
-            for ws in (alice, bob):
-                event = await recv_json(ws)
-                assert event["type"] == "presence"
-                assert event["message"]["type"] == "join"
-                assert event["message"]["id"] == "alice"
-            await bob.send_message(json.dumps({"command": "presence", "identifier": CHAT}))
-            info = await recv_json(bob)
-            assert info["type"] == "presence"
-            assert info["message"]["type"] == "info"
-            assert info["message"]["total"] == 1
-            assert [r["id"] for r in info["message"]["records"]] == ["alice"]
+    async with (
+        hub_and_workers(reliable(streams_presence=True)) as (_hub, (a, b)),
+        cable(a, subprotocols=EXT) as alice,
+        cable(b, subprotocols=EXT) as bob,
+    ):
+        for ws in (alice, bob):
+            await welcome(ws)
+            await subscribe(ws, CHAT)
+        join = {"command": "join", "identifier": CHAT, "presence": {"id": "alice"}}
+        await alice.send_message(json.dumps({**join, "presence": {"id": "alice", "info": "A"}}))
+        # the join event reaches the subscriber on the other worker
+        for ws in (alice, bob):
+            event = await recv_json(ws)
+            assert event["type"] == "presence"
+            assert event["message"]["type"] == "join"
+            assert event["message"]["id"] == "alice"
+        await bob.send_message(json.dumps({"command": "presence", "identifier": CHAT}))
+        info = await recv_json(bob)
+        assert info["type"] == "presence"
+        assert info["message"]["type"] == "info"
+        assert info["message"]["total"] == 1
+        assert [r["id"] for r in info["message"]["records"]] == ["alice"]
 
 
 async def test_a_remote_disconnect_accepted_by_one_worker_reaches_sessions_on_another() -> None:
