@@ -1,0 +1,91 @@
+"""The workers' hub, message by message (no sockets): stamping, relay, a worker's exit."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+import trio
+
+from cableway.protocol.broker import MemoryBroker, SessionSnapshot
+from cableway.protocol.hubwire import FrameReader, HubWireError, snapshot_to_wire
+from cableway.transport.workhub import Hub, WorkerLink
+
+
+def _broker(**kw: Any) -> MemoryBroker:
+    return MemoryBroker(epoch="ep01", **kw)
+
+
+def _link(hub: Hub, index: int) -> WorkerLink:
+    link = WorkerLink(index + 1, cast(trio.abc.Stream, None))
+    hub.links[link.number] = link
+    hub.take(link, {"op": "hello", "index": index, "pid": 1000 + index})
+    link.queue.clear()
+    link.queued = 0
+    return link
+
+
+def _sent(link: WorkerLink) -> list[dict[str, Any]]:
+    messages = FrameReader().feed(b"".join(link.queue))
+    link.queue.clear()
+    link.queued = 0
+    return messages
+
+
+def _pub(stream: str, data: str, transient: bool = False) -> list[Any]:
+    return [[stream, data, None, transient, None], None, None]
+
+
+def test_publications_from_any_worker_share_one_offset_sequence_and_reach_every_worker() -> None:
+    hub = Hub(_broker(), workers=2, clock=lambda: 100.0)
+    a, b = _link(hub, 0), _link(hub, 1)
+    hub.take(a, {"op": "pub", "id": 1, "stamp": True, "m": [_pub("chat", "1")]})
+    hub.take(b, {"op": "pub", "stamp": True, "m": [_pub("chat", "2"), _pub("chat", "t", True)]})
+    for link in (a, b):
+        delivered = [m for m in _sent(link) if m["op"] == "deliver"]
+        items = [item for m in delivered for item in m["m"]]
+        assert [(wire[1], offset, epoch) for wire, offset, epoch in items] == [
+            ("1", 1, "ep01"),
+            ("2", 2, "ep01"),
+            ("t", None, None),  # transient: relayed, never stamped
+        ]
+    assert hub.relayed == 3
+
+
+def test_the_asker_gets_its_answer_after_the_relay() -> None:
+    hub = Hub(_broker(), workers=1, clock=lambda: 100.0)
+    a = _link(hub, 0)
+    hub.take(a, {"op": "pub", "id": 9, "stamp": True, "m": [_pub("chat", "1")]})
+    assert [m["op"] for m in _sent(a)] == ["deliver", "re"]
+
+
+def test_a_worker_that_is_gone_leaves_its_sessions_restorable_until_they_expire() -> None:
+    now = [100.0]
+    hub = Hub(_broker(sessions_ttl=60.0), workers=2, clock=lambda: now[0])
+    a = _link(hub, 0)
+    snapshot = SessionSnapshot("{}", (('{"channel":"$pubsub"}', "chat"),))
+    hub.take(a, {"op": "save", "sid": "s1", "s": snapshot_to_wire(snapshot)})
+    hub._gone(a)
+    broker = hub.broker
+    assert broker is not None
+    assert broker.restore_session("s1", now=150.0) == snapshot
+    assert broker.restore_session("s1", now=161.0) is None
+    assert hub.joined == set()
+
+
+def test_a_worker_far_behind_is_dropped() -> None:
+    hub = Hub(None, workers=2, max_backlog=300, clock=lambda: 100.0)  # ~107 a frame
+    a, b = _link(hub, 0), _link(hub, 1)
+    for i in range(5):
+        hub.take(a, {"op": "pub", "m": [_pub("chat", "x" * 40 + str(i))]})
+        _sent(a)  # a keeps up, b does not
+    assert b.closed
+    assert not a.closed
+    assert not b.queue
+
+
+def test_an_unknown_message_is_an_error() -> None:
+    hub = Hub(None, workers=1)
+    a = _link(hub, 0)
+    with pytest.raises(HubWireError):
+        hub.take(a, {"op": "nonsense"})
