@@ -162,7 +162,8 @@ def fake_server(monkeypatch: pytest.MonkeyPatch, restore_logging: None) -> list[
     served: list[Config] = []
     module = types.ModuleType("cableway.transport.server")
 
-    async def serve(config: Config) -> None:
+    async def serve(config: Config, *, worker: object = None) -> None:
+        assert worker is None  # not started by a --workers supervisor
         served.append(config)
 
     module.serve = serve  # type: ignore[attr-defined]
@@ -213,7 +214,7 @@ def test_ctrl_c_exits_130(
 ) -> None:
     module = types.ModuleType("cableway.transport.server")
 
-    async def serve(config: Config) -> None:
+    async def serve(config: Config, *, worker: object = None) -> None:
         raise KeyboardInterrupt
 
     module.serve = serve  # type: ignore[attr-defined]

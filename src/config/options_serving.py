@@ -124,11 +124,10 @@ SERVING: tuple[Option, ...] = (
         "workers",
         "str",
         "1",
-        "worker processes serving the same ports (auto: one per CPU this process may use); "
-        "they share broadcasts, history, sessions and presence without Redis "
-        "(docs/workers.md)",
+        "Cableway option (not AnyCable's): worker processes serving the same ports (auto: "
+        "one per CPU this process may use); they share broadcasts, history, sessions and "
+        "presence without Redis (docs/workers.md)",
         SERVER,
-        toml=("server", "workers"),
         shown="1",
     ),
     declare(

@@ -26,20 +26,20 @@ from .accept import Acceptor
 from .api_endpoint import api_role
 from .fanout import fan_out, fan_out_one
 from .http import CONNECTION_TASK, FrontDoor, serve_http
+from .listeners import listen_plan, metrics_apart
 from .poller import ReadPoller
 from .redis_backend import RedisBackend
 from .redis_broker import RedisBroker
+from .redislinks import redis_links
 from .redisx import StreamConsumer
 from .rpc_client import RPC_DEFINITIONS, DisconnectQueue, HttpRpc
 from .scaleout import (
     Confirmation,
     Publisher,
-    StateSignal,
     Subscriber,
     encode_remote,
     encode_stamped,
 )
-from .sentinel import redis_target
 from .session import Session
 from .startup import (
     announce,
@@ -56,7 +56,7 @@ from .worklink import HubBackend, HubLink, WorkerRole
 if TYPE_CHECKING:
     from ..config import Config
 
-__all__ = ["SWEEP_SLICE", "ListenSpec", "Server", "listen_plan", "serve"]
+__all__ = ["SWEEP_SLICE", "Server", "serve"]
 
 log = logging.getLogger("cableway")
 
@@ -64,40 +64,6 @@ _ACCEPT_CAPACITY_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBU
 
 #: how long a node that shuts down waits for Redis to take what its sessions wrote last
 REDIS_FLUSH_SECONDS = 2.0
-
-#: one listener of a node: (role, host, port, the host's option, the port's option)
-ListenSpec = tuple[str, str, int, str, str]
-
-
-def listen_plan(config: Config) -> list[ListenSpec]:
-    """Every listener a node of ``config`` opens, in order, main first (what
-    :meth:`Server.run` binds, and what the supervisor of ``--workers`` binds for its
-    workers)."""
-    plan: list[ListenSpec] = [("main", config.host, config.port, "--host", "--port")]
-    shared_broadcast = (
-        "http" in config.broadcast_adapters and config.http_broadcast_port == config.port
-    )
-    if "http" in config.broadcast_adapters and not shared_broadcast:
-        port = config.http_broadcast_port
-        plan.append(("broadcast", config.host, port, "--host", "--http_broadcast_port"))
-    if _metrics_apart(config):
-        plan.append(
-            (
-                "metrics",
-                config.metrics_host or config.host,
-                config.metrics_port,
-                "--metrics_host" if config.metrics_host else "--host",
-                "--metrics_port",
-            )
-        )
-    if api_role(config) == "api":
-        plan.append(("api", config.host, config.api_port, "--host", "--api_port"))
-    return plan
-
-
-def _metrics_apart(config: Config) -> bool:
-    port = config.metrics_port
-    return bool(config.metrics_http) and port not in (0, config.port)
 
 
 class Server:
@@ -120,48 +86,22 @@ class Server:
         #: one timer task for every session's pings and deadlines
         self.timers = Timers(self.metrics)
         self.broker: MemoryBroker | None = config.new_broker()
-        # scale-out on Redis (spec §11.4-11.7)
-        self.publisher: Publisher | None = None
-        self.subscriber: Subscriber | None = None
-        self.consumer: StreamConsumer | None = None
-        #: --broker=redis: history, sessions and presence in Redis
-        self.redis_broker: RedisBroker | None = None
-        adapters = config.broadcast_adapters
+        # scale-out on Redis (spec §11.4-11.7): the publisher, subscriber, redisx
+        # consumer and (--broker=redis) broker the configuration needs
         pubsub = self.pubsub = config.pubsub == "redis"
+        links = redis_links(
+            config,
+            on_broadcast=self._take_channel_broadcast,
+            on_command=self.remote_disconnect,
+            on_stamped=self.deliver,
+            on_entry=self._take_stream_entry,
+        )
         #: fired whenever a Redis link's state changes (see :meth:`wait_redis_ready`)
-        self.redis_state = StateSignal()
-        if pubsub or config.broker == "redis" or "redis" in adapters or "redisx" in adapters:
-            url = redis_target(config)
-            legacy = config.redis_channel if "redis" in adapters else None
-            if pubsub or config.broker == "redis":
-                # one ordered connection for PUBLISH and the broker's scripts and reads
-                self.publisher = Publisher(url, state=self.redis_state)
-            if config.broker == "redis":
-                assert self.publisher is not None
-                self.redis_broker = RedisBroker(
-                    self.publisher,
-                    history_limit=config.history_limit,
-                    history_ttl=config.history_ttl,
-                    sessions_ttl=config.sessions_ttl,
-                    presence_ttl=config.presence_ttl,
-                )
-            if pubsub or legacy is not None:
-                self.subscriber = Subscriber(
-                    url,
-                    legacy_channel=legacy,
-                    per_stream=pubsub,
-                    on_broadcast=self._take_channel_broadcast,
-                    on_command=self.remote_disconnect,
-                    on_stamped=self.deliver,
-                    state=self.redis_state,
-                )
-            if "redisx" in adapters:
-                self.consumer = StreamConsumer(
-                    url,
-                    stream=config.redisx_stream,
-                    on_entry=self._take_stream_entry,
-                    state=self.redis_state,
-                )
+        self.redis_state = links.state
+        self.publisher: Publisher | None = links.publisher
+        self.subscriber: Subscriber | None = links.subscriber
+        self.consumer: StreamConsumer | None = links.consumer
+        self.redis_broker: RedisBroker | None = links.broker
         #: --workers N (without --pubsub=redis): the supervisor's hub stamps and relays
         #: every publication and keeps history, sessions and presence for all workers
         self.link: HubLink | None = None
@@ -198,7 +138,7 @@ class Server:
             wall_clock=time.time,
             relay=self._relay
             if pubsub and self.publisher is not None
-            else self._relay_hub
+            else self.link.relay
             if self.link is not None
             else None,
             fan_out_one=fan_out_one,
@@ -291,7 +231,7 @@ class Server:
     # -- fan-out -------------------------------------------------------------------
 
     def _metrics_apart(self) -> bool:
-        return _metrics_apart(self.config)
+        return metrics_apart(self.config)
 
     def schedule(self, session: Session) -> None:
         """Make sure the timer task wakes ``session`` at its next deadline."""
@@ -338,17 +278,6 @@ class Server:
             publication.stream, encode_stamped(publication, offset, epoch), confirmation
         )
 
-    def _relay_hub(
-        self,
-        publication: Publication,
-        offset: int | None,
-        epoch: str | None,
-        confirmation: Confirmation | None,
-    ) -> None:
-        """``--workers``: a publication to every worker, through the hub."""
-        assert self.link is not None
-        self.link.publish(publication, offset, epoch, stamp=False, confirmation=confirmation)
-
     def _take_remote(self, text: str) -> None:
         """A remote command the hub relayed (from any worker)."""
         verdict = judge(text.encode())
@@ -357,24 +286,12 @@ class Server:
 
     async def metrics_values(self) -> dict[str, float] | None:
         """``--workers``: every worker's metrics summed (None: this process's own)."""
-        link = self.link
-        if link is None:
-            return None
-        answer = await link.request({"op": "metrics"})
-        if answer is None:
-            return None
-        return {str(k): v for k, v in dict(answer.get("m") or {}).items()}
+        return None if self.link is None else await self.link.metrics_sum()
 
     async def workers_up(self) -> tuple[int, int] | None:
         """``--workers``: (workers linked to the hub, workers configured); None: not a
         worker."""
-        link = self.link
-        if link is None:
-            return None
-        answer = await link.request({"op": "workers"})
-        if answer is None:
-            return (0, self.config.workers)
-        return (len(answer.get("up") or ()), int(answer.get("n") or 0))
+        return None if self.link is None else await self.link.workers_up(self.config.workers)
 
     def redis_ready(self, *streams: str) -> bool:
         """Whether every Redis link is up (and, with ``--pubsub=redis``, the node listens
@@ -417,22 +334,8 @@ class Server:
 
     async def remote_command(self, command: RemoteDisconnect) -> bool:
         """Carry out a remote command on every node (through Redis with ``--pubsub``)."""
-        link = self.link
-        if link is not None:
-            if not link.up:
-                return False
-            confirmation = Confirmation()
-            confirmation.pending += 1
-            link.ask(
-                {"op": "remote", "c": encode_remote(command).decode()},
-                lambda answer: confirmation.settle(answer is not None),
-            )
-            with trio.move_on_after(self.confirm_timeout):
-                await confirmation.done.wait()
-            if not (confirmation.done.is_set() and confirmation.ok):
-                confirmation.abandoned = True
-                return False
-            return True
+        if self.link is not None:
+            return await self.link.remote(encode_remote(command).decode(), self.confirm_timeout)
         publisher, subscriber = self.publisher, self.subscriber
         if (
             not self.pubsub

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import trio
 
 from ..config import Config
-from .server import listen_plan
+from .listeners import listen_plan
 from .startup import close_listeners, listen
 from .workhub import Hub
 from .worklink import WORKER_ENV, WorkerRole

@@ -207,6 +207,29 @@ class HubLink:
         await done.wait()
         return box[0]
 
+    async def remote(self, command: str, within: float) -> bool:
+        """Relay a remote command (JSON text) to every worker; False: the hub did not
+        take it within ``within`` seconds (or is gone)."""
+        if not self.up:
+            return False
+        with trio.move_on_after(within):
+            return await self.request({"op": "remote", "c": command}) is not None
+        return False
+
+    async def metrics_sum(self) -> dict[str, float] | None:
+        """Every worker's metrics, summed by name (None: the hub is gone)."""
+        answer = await self.request({"op": "metrics"})
+        if answer is None:
+            return None
+        return {str(name): value for name, value in dict(answer.get("m") or {}).items()}
+
+    async def workers_up(self, configured: int) -> tuple[int, int]:
+        """(workers linked to the hub, workers the supervisor runs)."""
+        answer = await self.request({"op": "workers"})
+        if answer is None:
+            return (0, configured)
+        return (len(answer.get("up") or ()), int(answer.get("n") or configured))
+
     def publish(
         self,
         publication: Publication,
@@ -229,6 +252,17 @@ class HubLink:
             return
         confirmation.pending += 1
         self.ask(message, lambda answer: confirmation.settle(answer is not None))
+
+    def relay(
+        self,
+        publication: Publication,
+        offset: int | None,
+        epoch: str | None,
+        confirmation: Confirmation | None,
+    ) -> None:
+        """The node's relay (``Node(relay=...)``): a publication, stamped or not, to
+        every worker through the hub."""
+        self.publish(publication, offset, epoch, stamp=False, confirmation=confirmation)
 
     # -- the connection ----------------------------------------------------------------
 
