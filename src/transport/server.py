@@ -102,11 +102,14 @@ class Server:
         self.subscriber: Subscriber | None = links.subscriber
         self.consumer: StreamConsumer | None = links.consumer
         self.redis_broker: RedisBroker | None = links.broker
-        #: --workers N (without --pubsub=redis): the supervisor's hub stamps and relays
-        #: every publication and keeps history, sessions and presence for all workers
+        #: --workers N: the link to the supervisor's hub (metrics, health); without
+        #: --pubsub=redis (:attr:`hub_relay`) the hub also stamps and relays every
+        #: publication and keeps history, sessions and presence for all workers
         self.link: HubLink | None = None
-        if worker is not None and not pubsub:
+        self.hub_relay = worker is not None and not pubsub
+        if self.hub_relay:
             self.broker = None
+        if worker is not None:
             self.link = HubLink(
                 worker.hub_path,
                 index=worker.index,
@@ -121,7 +124,7 @@ class Server:
             RedisBackend(self.redis_broker)
             if self.redis_broker is not None
             else HubBackend(self.link, sessions_ttl=config.sessions_ttl)
-            if self.link is not None and config.broker == "memory"
+            if self.link is not None and self.hub_relay and config.broker == "memory"
             else MemoryBackend(self.broker)
             if self.broker is not None
             else NoBackend()
@@ -139,7 +142,7 @@ class Server:
             relay=self._relay
             if pubsub and self.publisher is not None
             else self.link.relay
-            if self.link is not None
+            if self.link is not None and self.hub_relay
             else None,
             fan_out_one=fan_out_one,
         )
@@ -226,7 +229,7 @@ class Server:
     def publishing_waits(self) -> bool:
         """Whether a publication waits for Redis (or the workers' hub) to accept it (HTTP
         answers after it)."""
-        return self.publisher is not None or self.link is not None
+        return self.publisher is not None or self.hub_relay
 
     # -- fan-out -------------------------------------------------------------------
 
@@ -314,7 +317,7 @@ class Server:
         :attr:`confirm_timeout` seconds); nothing was stamped when Redis was already known
         to be down.
         """
-        publisher = self.publisher or self.link
+        publisher = self.publisher or (self.link if self.hub_relay else None)
         if publisher is None:
             self.publish(publications)
             return True
@@ -334,7 +337,7 @@ class Server:
 
     async def remote_command(self, command: RemoteDisconnect) -> bool:
         """Carry out a remote command on every node (through Redis with ``--pubsub``)."""
-        if self.link is not None:
+        if self.link is not None and self.hub_relay:
             return await self.link.remote(encode_remote(command).decode(), self.confirm_timeout)
         publisher, subscriber = self.publisher, self.subscriber
         if (
@@ -443,7 +446,7 @@ class Server:
             or self.consumer is not None,
             redisx=self.consumer is not None,
             publisher=self.publisher is not None,
-            hub_worker=None if self.link is None else self.link.index,
+            hub_worker=self.link.index if self.link is not None and self.hub_relay else None,
         )
         listeners = [listener for _, group in roles for listener in group]
         try:
