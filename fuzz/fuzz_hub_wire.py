@@ -3,11 +3,11 @@
 
 Invariants, for any bytes:
 
-* :class:`~cableway.protocol.hubwire.FrameReader` returns JSON objects (dicts) or raises
-  :class:`~cableway.protocol.hubwire.HubWireError`; nothing else escapes.
+* :class:`~cableway.transport.hubwire.FrameReader` returns JSON objects (dicts) or raises
+  :class:`~cableway.transport.hubwire.HubWireError`; nothing else escapes.
 * Feeding the same bytes in two reads split anywhere yields the same messages (or the
   same error) as one read: a frame split across reads is whole or not yet returned.
-* Every message re-encoded with :func:`~cableway.protocol.hubwire.encode` reads back
+* Every message re-encoded with :func:`~cableway.transport.hubwire.encode` reads back
   equal.
 * The codecs (publication, history entry and query, session snapshot, presence event)
   applied to each message's values return a value or raise ``HubWireError``; a value
@@ -24,7 +24,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from cableway.protocol.hubwire import (
+from cableway.transport.hubwire import (
     FrameReader,
     HubWireError,
     encode,

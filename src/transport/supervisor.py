@@ -108,6 +108,7 @@ class Supervisor:
         self._killing = False
         self._changed = trio.Event()
         self.hub.on_change = self._change
+        self._listeners: list[trio.SocketListener] = []
 
     @property
     def pids(self) -> list[int]:
@@ -127,6 +128,9 @@ class Supervisor:
             return
         self.stopping = True
         self._change()
+        # the listening sockets close once every worker closed its copy too, as one
+        # process's do (no new connection waits in a backlog nobody accepts from)
+        close_listeners(self._listeners)
         log.info("Stopping %d workers", len(self.slots))
         for slot in self.slots:
             process = slot.process
@@ -138,6 +142,8 @@ class Supervisor:
         """Kill every worker at once."""
         self.stopping = True
         self._killing = True
+        self._change()
+        close_listeners(self._listeners)
         for slot in self.slots:
             process = slot.process
             if process is not None and process.returncode is None:
@@ -152,7 +158,7 @@ class Supervisor:
     ) -> WorkerExit | None:
         """Serve until stopped; returns why it stopped early (None: it was asked to)."""
         config = self.config
-        listeners: list[trio.SocketListener] = []
+        listeners = self._listeners
         fds: dict[tuple[str, int], list[int]] = {}
         hub_dir = tempfile.mkdtemp(prefix="cableway-hub-")
         try:

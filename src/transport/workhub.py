@@ -1,7 +1,7 @@
 """The workers' hub (``cableway --workers N``): one stamping authority for every worker.
 
 The supervisor runs one :class:`Hub`; each worker keeps one ordered connection to it
-over a Unix stream socket (protocol: :mod:`cableway.protocol.hubwire`,
+over a Unix stream socket (protocol: :mod:`cableway.transport.hubwire`,
 ``docs/workers.md``). The hub holds what a single process keeps in its memory broker
 (:class:`~cableway.protocol.broker.MemoryBroker`: stream history with one offset
 sequence per stream, session snapshots, presence) and relays every publication a worker
@@ -33,7 +33,7 @@ import trio
 
 from ..node.backend import SWEEP_SLICE
 from ..protocol.broker import MemoryBroker, PresenceEvent
-from ..protocol.hubwire import (
+from .hubwire import (
     FrameReader,
     HubWireError,
     encode,

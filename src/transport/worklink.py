@@ -1,7 +1,7 @@
 """A worker's side of the hub (``cableway --workers N``): the link and the backend.
 
 :class:`HubLink` is the worker's one ordered connection to the supervisor's hub
-(:mod:`.workhub`; protocol :mod:`cableway.protocol.hubwire`). Everything the worker asks
+(:mod:`.workhub`; protocol :mod:`cableway.transport.hubwire`). Everything the worker asks
 goes out in the order it was asked, so a read sees the writes posted before it (as the
 Redis broker's command connection does). :class:`HubBackend` is the hub as the node's
 :class:`~cableway.node.backend.Backend`: stamps and relays through the hub, reads answer
@@ -34,7 +34,7 @@ from ..protocol.broadcast import Publication
 from ..protocol.broker import PresenceEvent, SessionSnapshot
 from ..protocol.connection import CableConnection
 from ..protocol.events import HistoryRequest, PresenceRequest
-from ..protocol.hubwire import (
+from .hubwire import (
     FrameReader,
     HubWireError,
     encode,
@@ -167,6 +167,9 @@ class HubLink:
                 nursery.start_soon(self._write, stream)
                 await self._read(stream)
                 nursery.cancel_scope.cancel()
+        except trio.Cancelled:
+            self.closing = True  # the worker stops: the link ending is no loss
+            raise
         finally:
             self._gone()
             with trio.CancelScope(shield=True):

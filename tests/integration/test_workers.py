@@ -14,7 +14,7 @@ import trio
 
 from cableway.config import Config
 
-from .helpers import broadcast, cable, config, http, recv_json, subscribe, welcome
+from .helpers import broadcast, cable, config, http, recv_json, sse, subscribe, welcome
 from .workers import hub_and_workers
 
 EXT = ["actioncable-v1-ext-json"]
@@ -151,3 +151,26 @@ async def test_a_worker_that_loses_the_hub_shuts_down() -> None:
             assert message == {"type": "disconnect", "reason": "server_restart", "reconnect": True}
         with trio.fail_after(5):
             await a._shutdown.wait()
+
+
+async def test_an_sse_client_resumes_on_another_worker_with_last_event_id() -> None:
+    async with hub_and_workers(reliable()) as (hub, (a, b)):
+        epoch = hub.broker.epoch  # type: ignore[union-attr]
+        async with sse(a, "/events?stream=s") as client:
+            kinds = [await client.event() for _ in range(2)]
+            assert [e.get("event") for e in kinds] == ["welcome", "confirm_subscription"]  # type: ignore[union-attr]
+            await broadcast(b, {"stream": "s", "data": json.dumps("m1")})
+            seen = await client.event()
+            assert seen == {"data": "m1", "id": f"1/{epoch}/s"}
+        # away: published through both workers
+        await broadcast(a, {"stream": "s", "data": json.dumps("m2")})
+        await broadcast(b, {"stream": "s", "data": json.dumps("m3")})
+        assert seen is not None
+        async with sse(b, "/events?stream=s", headers=[("Last-Event-ID", seen["id"])]) as again:
+            kinds = [await again.event() for _ in range(5)]
+            assert [e.get("event") for e in kinds[:2]] == ["welcome", "confirm_subscription"]  # type: ignore[union-attr]
+            assert kinds[2] == {"data": "m2", "id": f"2/{epoch}/s"}
+            assert kinds[3] == {"data": "m3", "id": f"3/{epoch}/s"}
+            assert kinds[4]["event"] == "confirm_history"  # type: ignore[index]
+            await broadcast(a, {"stream": "s", "data": json.dumps("m4")})
+            assert (await again.event()) == {"data": "m4", "id": f"4/{epoch}/s"}

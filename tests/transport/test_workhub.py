@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from cableway.protocol.broker import MemoryBroker, SessionSnapshot
-from cableway.protocol.hubwire import FrameReader, HubWireError, snapshot_to_wire
+from cableway.transport.hubwire import FrameReader, HubWireError, snapshot_to_wire
 from cableway.transport.workhub import Hub, WorkerLink
 
 

@@ -2,7 +2,9 @@
 
 The supervisor of ``--workers N`` runs one hub; every worker holds one ordered
 connection to it (a Unix stream socket). What travels on it is documented for users in
-``docs/workers.md``; this module is its one definition, shared by both ends.
+``docs/workers.md``; this module is its one definition, shared by both ends. It is a
+driver concern (the coordination of worker processes), so it lives beside them, not in
+the core, though it does no I/O itself.
 
 Framing: a 4-byte big-endian length, then that many bytes of UTF-8 JSON holding one
 object. A frame longer than :data:`MAX_FRAME`, text that is not JSON, or JSON that is not
@@ -21,9 +23,9 @@ import json
 import struct
 from typing import Any
 
-from .broadcast import Publication
-from .broker import HistoryEntry, HistoryQuery, PresenceEvent, SessionSnapshot
-from .messages import dumps
+from ..protocol.broadcast import Publication
+from ..protocol.broker import HistoryEntry, HistoryQuery, PresenceEvent, SessionSnapshot
+from ..protocol.messages import dumps
 
 __all__ = [
     "MAX_FRAME",
