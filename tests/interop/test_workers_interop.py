@@ -29,9 +29,10 @@ import logging
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 import trio
@@ -39,6 +40,7 @@ import trio
 from cableway.cli import parse_args
 from cableway.config import Config
 from cableway.transport.server import Server
+from cableway.transport.workhub import Hub
 
 from ..integration.workers import hub_and_workers
 from .conftest import Broadcaster, _attach_section
@@ -66,6 +68,8 @@ if TYPE_CHECKING:  # fixtures come from conftest.py; imported for annotations on
     ProxyFactory = Callable[[int], TcpProxy]
 
 pytestmark = pytest.mark.interop
+
+T = TypeVar("T")
 
 STREAM = "chat"
 WORKERS_START_TIMEOUT = 20.0
@@ -120,6 +124,7 @@ class InProcessWorkers:
         self.config = config
         self.count = count
         self.log = log
+        self.hub: Hub | None = None
         self.servers: list[Server] = []
         self.ports: list[int] = []
         self.accepted = [0] * count
@@ -148,7 +153,8 @@ class InProcessWorkers:
             self._ready.set()
 
     async def _main(self) -> None:
-        async with hub_and_workers(self.config, self.count) as (_hub, servers):
+        async with hub_and_workers(self.config, self.count) as (hub, servers):
+            self.hub = hub
             self.servers = servers
             self.ports = [server.main_port for server in servers]
             self._token = trio.lowlevel.current_trio_token()
@@ -172,27 +178,48 @@ class InProcessWorkers:
         """Log lines of the hub and workers at error level or with a traceback."""
         return list(self.log.errors)
 
-    def session_counts(self) -> list[int]:
-        """Live sessions per worker (read on the trio thread)."""
+    def on_trio(self, function: Callable[[], T]) -> T:
+        """``function()`` called on the trio thread (the hub's and workers' state is theirs)."""
         assert self._token is not None
+        return trio.from_thread.run_sync(function, trio_token=self._token)
 
-        def count() -> list[int]:
-            return [len(server.sessions) for server in self.servers]
+    def session_counts(self) -> list[int]:
+        """Live sessions per worker."""
+        return self.on_trio(lambda: [len(server.sessions) for server in self.servers])
 
-        return trio.from_thread.run_sync(count, trio_token=self._token)
-
-    def wait_sessions(self, expected: list[int], *, timeout: float = 5.0) -> None:
+    def wait_until(self, what: str, predicate: Callable[[], bool], *, timeout: float = 5.0) -> None:
+        """Poll ``predicate`` (on the trio thread) until it holds; bounded by ``timeout``."""
         deadline = time.monotonic() + timeout
         pause = threading.Event()
-        while (counts := self.session_counts()) != expected:
+        while not self.on_trio(predicate):
             if time.monotonic() > deadline:
-                raise AssertionError(f"sessions per worker: {counts}, expected {expected}")
+                raise AssertionError(f"not within {timeout}s: {what}")
             pause.wait(0.02)  # poll interval, bounded by the deadline above
 
-    def broadcast(self, stream: str, data: str, *, timeout: float = BROADCAST_TIMEOUT) -> int:
-        """POST a publication to the next worker's /_broadcast; returns the HTTP status."""
-        worker = self._calls % self.count
-        self._calls += 1
+    def wait_sessions(self, expected: list[int], *, timeout: float = 5.0) -> None:
+        self.wait_until(
+            f"sessions per worker {expected} (now {self.session_counts()})",
+            lambda: [len(server.sessions) for server in self.servers] == expected,
+            timeout=timeout,
+        )
+
+    def shut_down(self, worker: int) -> None:
+        """Begin worker ``worker``'s graceful shutdown (what SIGTERM does to a worker process)."""
+        self.on_trio(self.servers[worker].shutdown)
+
+    def broadcast(
+        self,
+        stream: str,
+        data: str,
+        *,
+        timeout: float = BROADCAST_TIMEOUT,
+        worker: int | None = None,
+    ) -> int:
+        """POST a publication to ``worker``'s /_broadcast (default: the next worker in turn);
+        returns the HTTP status."""
+        if worker is None:
+            worker = self._calls % self.count
+            self._calls += 1
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.ports[worker]}/_broadcast",
             data=json.dumps({"stream": stream, "data": data}).encode(),
@@ -378,4 +405,94 @@ def test_eventsource_resumes_from_last_event_id_on_another_worker(
     assert not client.find("typed", type="reject_history")
     assert idle["ready_state"] == CLOSED
     assert min(node.accepted) > 0, node.accepted
+    assert node.error_lines() == []
+
+
+def test_anycable_web_resubscribes_with_its_positions_on_another_worker_after_server_restart(
+    workers: Callable[[list[str]], InProcessWorkers],
+    tcp_proxy: ProxyFactory,
+    anycable_client: ClientFactory,
+) -> None:
+    # The other way a client leaves a worker: the worker shuts down gracefully (what the
+    # supervisor's SIGTERM or a replaced worker does) and tells it
+    # `{"type":"disconnect","reason":"server_restart","reconnect":true}`. Relies on
+    # (`@anycable/core` 1.1.7): on a `disconnect` message the extended protocol forgets its
+    # session id (no ?sid= next time: no restore), the cable reconnects by its backoff and
+    # re-subscribes each channel with `history: {since, streams: {<stream>: {epoch, offset}}}`
+    # (its last position per stream); it does not deduplicate. The balancer refuses connections
+    # until worker A is gone and messages were published through B, then sends the reconnection
+    # to B, which must confirm the subscription and replay exactly what was missed, once, in order.
+    node = workers(PUBLIC)
+    a, b = node.ports
+    proxy = tcp_proxy(a)
+    balancer = Balancer(proxy, node.ports)
+    client = anycable_client(
+        url=f"ws://127.0.0.1:{proxy.port}/cable",
+        streams=[{"name": "chat", "stream": STREAM}],
+        reconnect=RECONNECT,
+    )
+    client.wait_for("channel_connect", name="chat")
+    identifier = client.wait_for("channel_created", name="chat")["identifier"]
+
+    def payload(n: int) -> dict[str, Any]:
+        return {"n": n, "text": f"message {n}"}
+
+    def broadcast(n: int, worker: int | None = None) -> None:
+        status = node.broadcast(STREAM, json.dumps(payload(n)), worker=worker)
+        assert status == 201, f"broadcast {n}: HTTP {status}"
+
+    for n in range(1, 6):  # through A, B, A, ...
+        broadcast(n)
+    client.wait_for("message", name="chat", message=payload(5))
+
+    proxy.hold()  # the reconnection waits until A is gone and the "away" messages are out
+    node.shut_down(0)
+    restart = client.wait_frame(lambda f: f.get("type") == "disconnect")
+    assert restart["data"] == {"type": "disconnect", "reason": "server_restart", "reconnect": True}
+    client.wait_for("socket_close", socket=1)
+    hub = node.hub
+    assert hub is not None
+    node.wait_until("worker A left the hub", lambda: len(hub.joined) == 1)
+    for n in range(6, 11):  # while away: only B is left
+        broadcast(n, worker=1)
+    balancer.restore()  # to B
+
+    client.wait_for("message", name="chat", message=payload(10), timeout=RECONNECT_TIMEOUT)
+    node.wait_sessions([0, 1])
+    for n in range(11, 16):
+        broadcast(n, worker=1)
+    client.wait_for("message", name="chat", message=payload(15))
+    assert client.disconnect() == 0
+
+    events = client.find("message", name="chat")
+    assert [ev["message"] for ev in events] == [payload(n) for n in range(1, 16)]
+    metas = [ev["meta"] for ev in events]
+    assert [m["offset"] for m in metas] == list(range(1, 16)), metas
+    assert {m["epoch"] for m in metas} == {metas[0]["epoch"]}
+
+    # How: a fresh session on B (no sid: the client forgot it), a subscribe carrying the
+    # position of the last message seen on A, the missed offsets replayed, then live.
+    assert proxy.forwarded_to == [a, b], proxy.describe()
+    second = client.find("socket_created", socket=2)[0]["url"]
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(second).query, keep_blank_values=True)
+    assert query.get("sid", [""]) == [""], second  # the library sets it to "" (setSessionId(''))
+    welcome = client.find("frame", socket=2)[0]["data"]
+    assert welcome["type"] == "welcome", welcome
+    assert not welcome.get("restored"), welcome
+    subscribes = [s["data"] for s in client.find("sent", socket=2)]
+    subscribes = [s for s in subscribes if s.get("command") == "subscribe"]
+    assert len(subscribes) == 1, subscribes
+    assert subscribes[0]["identifier"] == identifier
+    assert subscribes[0]["history"]["streams"] == {
+        STREAM: {"epoch": metas[0]["epoch"], "offset": 5}
+    }, subscribes
+    frames = [ev["data"] for ev in client.find("frame", socket=2)]
+    confirm = next(i for i, f in enumerate(frames) if f.get("type") == "confirm_subscription")
+    history_end = next(i for i, f in enumerate(frames) if f.get("type") == "confirm_history")
+    assert confirm < history_end, frames
+    assert [f["offset"] for f in frames[confirm:history_end] if "offset" in f] == list(
+        range(6, 11)
+    ), frames
+    assert [f["offset"] for f in frames[history_end:] if "offset" in f] == list(range(11, 16))
+    assert not client.find("timeout")
     assert node.error_lines() == []
