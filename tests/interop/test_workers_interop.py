@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import threading
 import time
 import urllib.error
@@ -43,7 +44,7 @@ from cableway.transport.server import Server
 from cableway.transport.workhub import Hub
 
 from ..integration.workers import hub_and_workers
-from .conftest import Broadcaster, _attach_section
+from .conftest import SERVER_ENV, Broadcaster, _attach_section
 from .test_anycable_reliable import DROPS as ANYCABLE_DROPS
 from .test_anycable_reliable import RECONNECT, run_drops_and_restores
 from .test_sse_eventsource import (
@@ -241,6 +242,8 @@ class InProcessWorkers:
 def workers(request: pytest.FixtureRequest) -> Iterator[Callable[[list[str]], InProcessWorkers]]:
     """Factory: ``workers(argv)`` → a hub and two in-process workers configured by ``argv``
     (the CLI's flags); stopped in teardown. Their log is in the failure report."""
+    if os.environ.get(SERVER_ENV, "").strip():
+        pytest.skip(f"Cableway's own hub and workers run in process ({SERVER_ENV}: another server)")
     handler = _LogLines()
     logger = logging.getLogger("cableway")
     level = logger.level
