@@ -740,11 +740,14 @@ class TcpProxy:
     * ``hold()``: go down without touching the live connections (then a client-side drop cannot
       reconnect until ``restore()``).
     * ``restore()``: forward new connections again.
+    * ``retarget(port)``: forward the connections accepted from now on to another port (live
+      ones keep theirs): a load balancer sending the client's next connection to another worker.
     * ``hold_client_data()`` / ``release_client_data()``: on connections where the server has
       already spoken (e.g. after a WebSocket handshake), queue what the client sends instead of
       forwarding it, then deliver the queue: a slow uplink, to widen a race deterministically.
 
-    ``forwarded`` / ``refused`` count connections; ``describe()`` is its event log.
+    ``forwarded`` / ``refused`` count connections, ``forwarded_to`` lists the port each forwarded
+    connection went to; ``describe()`` is its event log.
     """
 
     def __init__(self, target_port: int) -> None:
@@ -753,6 +756,7 @@ class TcpProxy:
         self._listener.setblocking(False)
         self.port = int(self._listener.getsockname()[1])
         self.forwarded = 0
+        self.forwarded_to: list[int] = []
         self.refused = 0
         self._up = True
         self._log: list[str] = []
@@ -784,6 +788,11 @@ class TcpProxy:
 
     def restore(self) -> None:
         self._call("restore")
+
+    def retarget(self, port: int) -> None:
+        with self._lock:  # read by the proxy thread when it accepts a connection
+            self.target = ("127.0.0.1", port)
+        self._note(f"retarget: new connections go to port {port}")
 
     def hold_client_data(self) -> None:
         self._call("hold_client_data")
@@ -897,8 +906,10 @@ class TcpProxy:
             _reset(client)
             self._note(f"refused (reset) a connection from port {address[1]}")
             return
+        with self._lock:
+            target = self.target
         try:
-            upstream = socket.create_connection(self.target, timeout=PROXY_OP_TIMEOUT)
+            upstream = socket.create_connection(target, timeout=PROXY_OP_TIMEOUT)
         except OSError as error:
             _reset(client)
             self._note(f"could not reach the server: {error!r}")
@@ -912,7 +923,8 @@ class TcpProxy:
         self._selector.register(client, selectors.EVENT_READ, "client")
         self._selector.register(upstream, selectors.EVENT_READ, "upstream")
         self.forwarded += 1
-        self._note(f"forwarding a connection from port {address[1]}")
+        self.forwarded_to.append(target[1])
+        self._note(f"forwarding a connection from port {address[1]} to port {target[1]}")
 
     def _pump(self, sock: socket.socket) -> None:
         peer = self._peers.get(sock)
