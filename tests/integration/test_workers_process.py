@@ -20,6 +20,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +31,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import h11
 import pytest
@@ -169,13 +171,18 @@ class Supervisor:
         await trio.to_thread.run_sync(self.ended.wait, abandon_on_cancel=True)
         return status
 
-    def kill_all(self) -> None:
-        """Kill the workers and the supervisor if still running (a failed test's cleanup)."""
+    def finish(self) -> None:
+        """Stop the supervisor if still running: SIGTERM (it removes its hub's directory
+        once its workers exited), else, after 15 s, kill it and its workers."""
         if self.process.poll() is None:
-            for pid in self.workers():
-                with suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            self.process.kill()
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                for pid in self.workers():
+                    with suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                self.process.kill()
         self.process.wait(10)
         self._reader.join(10)
         # shown by pytest when the test failed
@@ -231,7 +238,7 @@ async def supervisor(*args: str) -> AsyncIterator[Supervisor]:
             yield server
             return
         finally:
-            server.kill_all()
+            server.finish()
     pytest.fail("no free port for the supervisor in three attempts")
 
 
@@ -460,7 +467,7 @@ async def test_a_worker_that_cannot_start_stops_the_supervisor_with_its_status(
         with trio.fail_after(30):
             status = await server.wait_exit()
     finally:
-        server.kill_all()
+        server.finish()
     log = server.log
     assert status == 1, log
     assert "Traceback" not in log
@@ -771,3 +778,52 @@ async def test_a_worker_killed_under_a_flood_loses_no_message_and_is_replaced() 
         assert b in server.workers()
         assert f"(pid {a}) exited with status -9; starting another" in server.log
         assert f"(pid {a}) left the hub" in server.log
+
+
+# -- 6. the supervisor killed ----------------------------------------------------------
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` exited (a zombie no one reaped yet counts as exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+async def test_workers_whose_supervisor_was_killed_drain_and_exit() -> None:
+    async with supervisor("--public", "--shutdown_timeout=2") as server:
+        a, b = sorted(server.workers())
+        clients: list[tuple[WebSocketConnection, int]] = []
+        told: list[dict[str, Any]] = []
+
+        async def connect(task_status: trio.TaskStatus[None]) -> None:
+            async with cable(server) as ws:
+                await welcome(ws)
+                clients.append((ws, client_port(ws)))
+                task_status.started()
+                with suppress(ConnectionClosed):
+                    while True:
+                        message = json.loads(await ws.get_message())
+                        if message.get("type") == "disconnect":
+                            told.append(message)
+
+        def on_each() -> list[int]:
+            owners = server.owners()
+            return [sum(owners.get(port) == pid for _, port in clients) for pid in (a, b)]
+
+        with trio.fail_after(40):
+            async with trio.open_nursery() as nursery:
+                while min(on_each()) < 2:
+                    assert len(clients) < 100
+                    await nursery.start(connect)
+                server.process.kill()
+                # a worker that loses its hub shuts down as on SIGTERM
+                await poll_until(lambda: gone(a) and gone(b))
+        assert told == [SERVER_RESTART] * len(clients)
+        assert "the hub is gone; shutting down" in server.log
+        # the killed supervisor could not remove its hub's directory
+        hub = re.search(r"\(hub: (/\S+)/hub\.sock\)", server.log)
+        assert hub is not None
+        shutil.rmtree(hub.group(1), ignore_errors=True)
