@@ -264,7 +264,7 @@ async def connect_to(server: Supervisor, worker: int) -> trio.SocketStream:
 
 
 async def test_connections_spread_across_both_workers() -> None:
-    async with supervisor("--public") as server:
+    async with supervisor("--public", "--metrics_http=/metrics") as server:
         clients: list[WebSocketConnection] = []
 
         async def connect(task_status: trio.TaskStatus[None]) -> None:
@@ -287,32 +287,41 @@ async def test_connections_spread_across_both_workers() -> None:
                 assert len(serving) == WORKERS, {
                     pid: sum(owners[port] == pid for port in ports) for pid in serving
                 }
+                # each worker answers /metrics with every worker's clients
+                for pid in server.workers():
+                    stream = await connect_to(server, pid)
+                    async with stream:
+                        status, body = await request_on(stream, server.port, "GET", "/metrics")
+                    assert status == 200
+                    assert "anycable_go_clients_num 40" in body.decode().splitlines()
                 nursery.cancel_scope.cancel()
 
 
 # -- 2. a broadcast reaches every worker -----------------------------------------------
 
 
-async def post_on(stream: trio.SocketStream, port: int, payload: object) -> int:
-    """POST ``payload`` to the broadcast endpoint over ``stream``; the status."""
-    body = json.dumps(payload).encode()
+async def request_on(
+    stream: trio.SocketStream, port: int, method: str, target: str, body: bytes = b""
+) -> tuple[int, bytes]:
+    """One HTTP request over ``stream``; the status and the body."""
     conn = h11.Connection(h11.CLIENT)
-    headers = [
-        ("host", f"127.0.0.1:{port}"),
-        ("content-type", "application/json"),
-        ("content-length", str(len(body))),
-    ]
-    await stream.send_all(
-        conn.send(h11.Request(method="POST", target="/_broadcast", headers=headers))
-    )
-    await stream.send_all(conn.send(h11.Data(data=body)))
-    await stream.send_all(conn.send(h11.EndOfMessage()))
+    headers = [("host", f"127.0.0.1:{port}"), ("content-length", str(len(body)))]
+    if body:
+        headers.append(("content-type", "application/json"))
+    await stream.send_all(conn.send(h11.Request(method=method, target=target, headers=headers)))
+    await stream.send_all(conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+    status = 0
+    chunks: list[bytes] = []
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
             conn.receive_data(bytes(await stream.receive_some(65536)))
         elif isinstance(event, h11.Response):
-            return int(event.status_code)
+            status = int(event.status_code)
+        elif isinstance(event, h11.Data):
+            chunks.append(bytes(event.data))
+        elif isinstance(event, h11.EndOfMessage):
+            return status, b"".join(chunks)
 
 
 async def broadcast_via(server: Supervisor, worker: int, payload: object) -> int:
@@ -323,7 +332,10 @@ async def broadcast_via(server: Supervisor, worker: int, payload: object) -> int
     with trio.fail_after(10):
         stream = await connect_to(server, worker)
     async with stream:
-        return await post_on(stream, server.port, payload)
+        status, _ = await request_on(
+            stream, server.port, "POST", "/_broadcast", json.dumps(payload).encode()
+        )
+        return status
 
 
 async def test_a_broadcast_to_either_worker_reaches_subscribers_on_both_in_order_once() -> None:
@@ -827,3 +839,52 @@ async def test_workers_whose_supervisor_was_killed_drain_and_exit() -> None:
         hub = re.search(r"\(hub: (/\S+)/hub\.sock\)", server.log)
         assert hub is not None
         shutil.rmtree(hub.group(1), ignore_errors=True)
+
+
+# -- 7. a second signal ----------------------------------------------------------------
+
+
+async def test_a_second_sigterm_kills_the_draining_workers_at_once() -> None:
+    # --shutdown_delay=60: after the first SIGTERM the workers keep serving for a minute
+    async with supervisor("--public", "--shutdown_delay=60") as server:
+        a, b = sorted(server.workers())
+        closed: list[int | None] = []
+        messages: list[dict[str, Any]] = []
+        ports: list[int] = []
+
+        async def connect(task_status: trio.TaskStatus[None]) -> None:
+            async with cable(server) as ws:
+                await welcome(ws)
+                ports.append(client_port(ws))
+                task_status.started()
+                try:
+                    while True:
+                        message = json.loads(await ws.get_message())
+                        if message.get("type") != "ping":
+                            messages.append(message)
+                except ConnectionClosed as exc:
+                    closed.append(exc.reason.code if exc.reason else None)
+
+        def on_each() -> list[int]:
+            owners = server.owners()
+            return [sum(owners.get(port) == pid for port in ports) for pid in (a, b)]
+
+        with trio.fail_after(40):
+            async with trio.open_nursery() as nursery:
+                while min(on_each()) < 2:
+                    assert len(ports) < 100
+                    await nursery.start(connect)
+                os.kill(server.process.pid, signal.SIGTERM)
+                await poll_until(lambda: server.log.count("Waiting 60s before shutting down") == 2)
+                assert server.process.poll() is None
+                assert await server.health() == "2/2"  # still serving
+                os.kill(server.process.pid, signal.SIGTERM)
+                # well inside the minute the workers would have kept serving
+                with trio.fail_after(15):
+                    status = await server.wait_exit()
+        assert status == 0, server.log
+        assert gone(a)
+        assert gone(b)
+        # killed: the clients' connections end without a word
+        assert messages == []
+        assert closed == [1006] * len(ports)
