@@ -18,7 +18,9 @@ Lifecycle:
     * SIGTERM or SIGINT: every worker gets SIGTERM and drains as one server does
       (``server_restart`` to every client, ``--shutdown_delay`` and
       ``--shutdown_timeout``); one still running :data:`KILL_GRACE` seconds after that
-      is killed. A second signal kills the workers at once.
+      is killed. A second signal kills the workers at once. The supervisor closes its
+      copies of the listening sockets as it stops, so once the workers closed theirs
+      (after ``--shutdown_delay``) the ports refuse connections, as one server's do.
     * Workers run in their own session, so a terminal's Ctrl-C reaches the supervisor
       only, which passes it on once. A worker whose supervisor is gone loses the hub
       and shuts down.
@@ -108,6 +110,9 @@ class Supervisor:
         self._killing = False
         self._changed = trio.Event()
         self.hub.on_change = self._change
+        #: the listening sockets, and how many workers are being started with them
+        self._listeners: list[trio.SocketListener] = []
+        self._spawning = 0
 
     @property
     def pids(self) -> list[int]:
@@ -116,6 +121,12 @@ class Supervisor:
 
     def _asked_to_stop(self) -> bool:
         return self.stopping
+
+    def _stop_listening(self) -> None:
+        """Once stopping, close this process's copies of the listening sockets (not while
+        a worker is being started with them)."""
+        if self.stopping and not self._spawning:
+            close_listeners(self._listeners)
 
     def _change(self) -> None:
         self._changed.set()
@@ -126,6 +137,7 @@ class Supervisor:
         if self.stopping:
             return
         self.stopping = True
+        self._stop_listening()
         self._change()
         log.info("Stopping %d workers", len(self.slots))
         for slot in self.slots:
@@ -138,6 +150,7 @@ class Supervisor:
         """Kill every worker at once."""
         self.stopping = True
         self._killing = True
+        self._stop_listening()
         for slot in self.slots:
             process = slot.process
             if process is not None and process.returncode is None:
@@ -152,7 +165,7 @@ class Supervisor:
     ) -> WorkerExit | None:
         """Serve until stopped; returns why it stopped early (None: it was asked to)."""
         config = self.config
-        listeners: list[trio.SocketListener] = []
+        listeners = self._listeners
         fds: dict[tuple[str, int], list[int]] = {}
         hub_dir = tempfile.mkdtemp(prefix="cableway-hub-")
         try:
@@ -208,12 +221,17 @@ class Supervisor:
         pass_fds = [fd for group in role.listeners.values() for fd in group]
         while not self.stopping:
             started = trio.current_time()
-            process = await trio.lowlevel.open_process(
-                [*self.command, *self.argv],
-                env=env,
-                pass_fds=pass_fds,
-                start_new_session=True,
-            )
+            self._spawning += 1
+            try:
+                process = await trio.lowlevel.open_process(
+                    [*self.command, *self.argv],
+                    env=env,
+                    pass_fds=pass_fds,
+                    start_new_session=True,
+                )
+            finally:
+                self._spawning -= 1
+                self._stop_listening()  # asked to stop while it started
             slot.process = process
             slot.pids.append(process.pid)
             if self._asked_to_stop():  # asked while it started

@@ -888,3 +888,43 @@ async def test_a_second_sigterm_kills_the_draining_workers_at_once() -> None:
         # killed: the clients' connections end without a word
         assert messages == []
         assert closed == [1006] * len(ports)
+
+
+# -- 8. draining workers stop accepting --------------------------------------------------
+
+
+async def test_draining_workers_refuse_new_connections_as_one_server_does() -> None:
+    # one server closes its listeners before it drains, so a client (or a load
+    # balancer's health check) is refused at once instead of waiting in a backlog no one
+    # accepts from; a supervisor's workers must do the same
+    async with supervisor("--public", "--shutdown_timeout=5") as server:
+        # a client that never answers the server's close keeps its worker draining (for
+        # as long as the server waits for the answer)
+        stubborn = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with stubborn:
+            handshake = (
+                "GET /cable HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: actioncable-v1-json\r\n\r\n"
+            )
+            await stubborn.send_all(handshake.encode())
+            received = b""
+            with trio.fail_after(10):
+                while b'"welcome"' not in received:
+                    received += await stubborn.receive_some(65536)
+                os.kill(server.process.pid, signal.SIGTERM)
+                # both workers stopped accepting (one drains, the other may be gone)
+                await poll_until(lambda: server.log.count("Shutting down...") == WORKERS)
+            assert server.process.poll() is None  # still draining (a port held open
+            # by an exited supervisor would refuse too: that could only pass wrongly)
+            with (
+                trio.socket.socket() as late,
+                trio.fail_after(5),
+                pytest.raises(ConnectionRefusedError),
+            ):
+                await late.connect(("127.0.0.1", server.port))
+            with trio.fail_after(5 + 5 + 10):
+                assert await server.wait_exit() == 0
+                while data := await stubborn.receive_some(65536):
+                    received += data
+        assert b'"reason":"server_restart"' in received
