@@ -14,7 +14,8 @@ Lifecycle:
       Its clients reconnect to the others and restore their sessions from the hub.
     * A worker that exits with status 1 or 2 before it ever joined the hub could not
       start (a port, a file, the configuration): the supervisor stops the others and
-      exits with that status.
+      exits with that status. (The TLS files are read once by the supervisor before it
+      starts any worker: a bad one is one ``cableway: error:`` line and status 1.)
     * SIGTERM or SIGINT: every worker gets SIGTERM and drains as one server does
       (``server_restart`` to every client, ``--shutdown_delay`` and
       ``--shutdown_timeout``); one still running :data:`KILL_GRACE` seconds after that
@@ -43,6 +44,7 @@ import trio
 from ..config import Config
 from .server import listen_plan
 from .startup import close_listeners, listen
+from .tls import TlsDoor
 from .workhub import Hub
 from .worklink import WORKER_ENV, WorkerRole
 
@@ -165,6 +167,9 @@ class Supervisor:
     ) -> WorkerExit | None:
         """Serve until stopped; returns why it stopped early (None: it was asked to)."""
         config = self.config
+        # a bad TLS file stops here, in one line, as it stops one server (every worker
+        # would fail on it, each saying so)
+        TlsDoor.from_config(config)
         listeners = self._listeners
         fds: dict[tuple[str, int], list[int]] = {}
         hub_dir = tempfile.mkdtemp(prefix="cableway-hub-")
