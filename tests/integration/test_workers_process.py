@@ -1,11 +1,13 @@
 """``cableway --workers 2`` as real processes: a supervisor, two workers, one port.
 
 What the in-process tests (``test_workers.py``) cannot show: the workers share the
-supervisor's listening socket (connections spread over both), a broadcast accepted by
-either worker reaches subscribers on both, a worker killed under a flood loses no
-message for clients that reconnect as ``@anycable/web`` and ``EventSource`` do (and is
-replaced), SIGTERM drains every worker, and a worker that cannot start stops the
-supervisor.
+supervisor's listening socket (connections spread over both; ``/metrics`` from either
+counts both), a broadcast accepted by either worker reaches subscribers on both, a
+worker killed under a flood loses no message for clients that reconnect as
+``@anycable/web`` and ``EventSource`` do (and is replaced), SIGTERM drains every worker
+(and the port refuses connections meanwhile, as one server's does), a second signal
+kills them, workers whose supervisor was killed drain and exit, a bad TLS file stops
+the supervisor in one line, and a worker that cannot start stops the supervisor.
 
 Which worker serves a client is read from the kernel: the server side of each client's
 TCP connection (``/proc/net/tcp``) is a socket held open by exactly one worker process
@@ -42,7 +44,9 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 from .helpers import SseClient, broadcast, cable, http, recv_json, subscribe, welcome
 
 pytestmark = pytest.mark.skipif(
-    not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc to tell the workers apart"
+    not Path("/proc/net/tcp").exists()
+    or not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
+    reason="reads Linux's /proc to find the workers and tell them apart",
 )
 
 EXT = ["actioncable-v1-ext-json"]
