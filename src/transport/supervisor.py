@@ -12,13 +12,17 @@ Lifecycle:
     * A worker that exits while the server runs is replaced (at once, then with a
       growing delay, up to :data:`MAX_RESTART_DELAY`, while workers keep dying young).
       Its clients reconnect to the others and restore their sessions from the hub.
-    * A worker that exits with status 1 or 2 before it ever joined the hub could not
-      start (a port, a file, the configuration): the supervisor stops the others and
-      exits with that status.
+    * At start-up, a worker that exits with status 1 or 2 before it joined the hub could
+      not start (a port, a file, the configuration): the supervisor stops the others and
+      exits with that status. Once every worker joined, a replacement that cannot start
+      is retried like any worker that died, while the others keep serving. (The TLS files are read once by the supervisor before it
+      starts any worker: a bad one is one ``cableway: error:`` line and status 1.)
     * SIGTERM or SIGINT: every worker gets SIGTERM and drains as one server does
       (``server_restart`` to every client, ``--shutdown_delay`` and
       ``--shutdown_timeout``); one still running :data:`KILL_GRACE` seconds after that
-      is killed. A second signal kills the workers at once.
+      is killed. A second signal kills the workers at once. The supervisor closes its
+      copies of the listening sockets as it stops, so once the workers closed theirs
+      (after ``--shutdown_delay``) the ports refuse connections, as one server's do.
     * Workers run in their own session, so a terminal's Ctrl-C reaches the supervisor
       only, which passes it on once. A worker whose supervisor is gone loses the hub
       and shuts down.
@@ -41,6 +45,7 @@ import trio
 from ..config import Config
 from .listeners import listen_plan
 from .startup import close_listeners, listen
+from .tls import TlsDoor
 from .workhub import Hub
 from .worklink import WORKER_ENV, WorkerRole
 
@@ -101,6 +106,9 @@ class Supervisor:
         self.hub = Hub(broker, workers=config.workers)
         self.slots = [_Slot(index) for index in range(config.workers)]
         self.stopping = False
+        #: every worker joined the hub once: from then on a worker that cannot start is
+        #: retried rather than the end of the server
+        self.ready = False
         self.failure: WorkerExit | None = None
         #: the bound ports by role (``main``, ``broadcast``, ``metrics``, ``api``)
         self.ports: dict[str, int] = {}
@@ -108,7 +116,9 @@ class Supervisor:
         self._killing = False
         self._changed = trio.Event()
         self.hub.on_change = self._change
+        #: the listening sockets, and how many workers are being started with them
         self._listeners: list[trio.SocketListener] = []
+        self._spawning = 0
 
     @property
     def pids(self) -> list[int]:
@@ -117,6 +127,12 @@ class Supervisor:
 
     def _asked_to_stop(self) -> bool:
         return self.stopping
+
+    def _stop_listening(self) -> None:
+        """Once stopping, close this process's copies of the listening sockets (not while
+        a worker is being started with them)."""
+        if self.stopping and not self._spawning:
+            close_listeners(self._listeners)
 
     def _change(self) -> None:
         self._changed.set()
@@ -127,10 +143,8 @@ class Supervisor:
         if self.stopping:
             return
         self.stopping = True
+        self._stop_listening()
         self._change()
-        # the listening sockets close once every worker closed its copy too, as one
-        # process's do (no new connection waits in a backlog nobody accepts from)
-        close_listeners(self._listeners)
         log.info("Stopping %d workers", len(self.slots))
         for slot in self.slots:
             process = slot.process
@@ -143,7 +157,7 @@ class Supervisor:
         self.stopping = True
         self._killing = True
         self._change()
-        close_listeners(self._listeners)
+        self._stop_listening()
         for slot in self.slots:
             process = slot.process
             if process is not None and process.returncode is None:
@@ -158,6 +172,9 @@ class Supervisor:
     ) -> WorkerExit | None:
         """Serve until stopped; returns why it stopped early (None: it was asked to)."""
         config = self.config
+        # a bad TLS file stops here, in one line, as it stops one server (every worker
+        # would fail on it, each saying so)
+        TlsDoor.from_config(config)
         listeners = self._listeners
         fds: dict[tuple[str, int], list[int]] = {}
         hub_dir = tempfile.mkdtemp(prefix="cableway-hub-")
@@ -194,6 +211,7 @@ class Supervisor:
                     for slot in self.slots:
                         workers.start_soon(self._keep, slot, WorkerRole(slot.index, path, fds))
                     await self._joined(len(self.slots))
+                    self.ready = not self.stopping
                     task_status.started(self)
                     nursery.start_soon(self._deadline)  # ends with the hub, after the workers
                 nursery.cancel_scope.cancel()
@@ -214,12 +232,17 @@ class Supervisor:
         pass_fds = [fd for group in role.listeners.values() for fd in group]
         while not self.stopping:
             started = trio.current_time()
-            process = await trio.lowlevel.open_process(
-                [*self.command, *self.argv],
-                env=env,
-                pass_fds=pass_fds,
-                start_new_session=True,
-            )
+            self._spawning += 1
+            try:
+                process = await trio.lowlevel.open_process(
+                    [*self.command, *self.argv],
+                    env=env,
+                    pass_fds=pass_fds,
+                    start_new_session=True,
+                )
+            finally:
+                self._spawning -= 1
+                self._stop_listening()  # asked to stop while it started
             slot.process = process
             slot.pids.append(process.pid)
             if self._asked_to_stop():  # asked while it started
@@ -228,7 +251,8 @@ class Supervisor:
             joined = process.pid in self.hub.ever_joined
             if self._asked_to_stop():
                 break
-            if not joined and status in (1, 2):
+            if not joined and status in (1, 2) and not self.ready:
+                # at start-up: the server cannot start (a port, a file, the configuration)
                 log.error(
                     "worker %d could not start (exit status %d); stopping", slot.index, status
                 )
@@ -238,10 +262,13 @@ class Supervisor:
             slot.restarts += 1
             young = trio.current_time() - started < STEADY_SECONDS
             delay = min(max(delay * 2, 0.1), MAX_RESTART_DELAY) if young else 0.0
+            # once the server is up, a replacement that cannot start is retried (with a
+            # growing delay): the other workers keep serving meanwhile
             log.error(
-                "worker %d (pid %d) exited with status %s; starting another%s",
+                "worker %d (pid %d) %s with status %s; starting another%s",
                 slot.index,
                 process.pid,
+                "exited" if joined else "could not start",
                 status,
                 f" in {delay:g}s" if delay else "",
             )
