@@ -15,8 +15,9 @@ Lifecycle:
     * At start-up, a worker that exits with status 1 or 2 before it joined the hub could
       not start (a port, a file, the configuration): the supervisor stops the others and
       exits with that status. Once every worker joined, a replacement that cannot start
-      is retried like any worker that died, while the others keep serving. (The TLS files are read once by the supervisor before it
-      starts any worker: a bad one is one ``cableway: error:`` line and status 1.)
+      is retried like any worker that died, while the others keep serving. (The TLS
+      files are read once by the supervisor before it starts any worker: a bad one is
+      one ``cableway: error:`` line and status 1.)
     * SIGTERM or SIGINT: every worker gets SIGTERM and drains as one server does
       (``server_restart`` to every client, ``--shutdown_delay`` and
       ``--shutdown_timeout``); one still running :data:`KILL_GRACE` seconds after that
