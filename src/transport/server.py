@@ -85,7 +85,10 @@ class Server:
         self.metrics = Metrics()
         #: one timer task for every session's pings and deadlines
         self.timers = Timers(self.metrics)
-        self.broker: MemoryBroker | None = config.new_broker()
+        #: --workers N (without --pubsub=redis): the supervisor's hub keeps what the
+        #: memory broker would
+        self.hub_relay = worker is not None and config.pubsub != "redis"
+        self.broker: MemoryBroker | None = None if self.hub_relay else config.new_broker()
         # scale-out on Redis (spec §11.4-11.7): the publisher, subscriber, redisx
         # consumer and (--broker=redis) broker the configuration needs
         pubsub = self.pubsub = config.pubsub == "redis"
@@ -106,9 +109,6 @@ class Server:
         #: --pubsub=redis (:attr:`hub_relay`) the hub also stamps and relays every
         #: publication and keeps history, sessions and presence for all workers
         self.link: HubLink | None = None
-        self.hub_relay = worker is not None and not pubsub
-        if self.hub_relay:
-            self.broker = None
         if worker is not None:
             self.link = HubLink(
                 worker.hub_path,
