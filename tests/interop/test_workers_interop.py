@@ -288,6 +288,25 @@ class Balancer:
         self.proxy.restore()
 
 
+def chat_through_balancer(
+    workers: Callable[[list[str]], InProcessWorkers],
+    tcp_proxy: ProxyFactory,
+    anycable_client: ClientFactory,
+) -> tuple[InProcessWorkers, Balancer, Any]:
+    """Two workers behind the balancer (sending to worker A), and an ``@anycable/web``
+    client connected through it to the channel ``chat``."""
+    node = workers(PUBLIC)
+    proxy = tcp_proxy(node.ports[0])
+    balancer = Balancer(proxy, node.ports)
+    client = anycable_client(
+        url=f"ws://127.0.0.1:{proxy.port}/cable",
+        streams=[{"name": "chat", "stream": STREAM}],
+        reconnect=RECONNECT,
+    )
+    client.wait_for("channel_connect", name="chat")
+    return node, balancer, client
+
+
 def test_anycable_web_restores_its_session_on_another_worker(
     workers: Callable[[list[str]], InProcessWorkers],
     tcp_proxy: ProxyFactory,
@@ -300,23 +319,15 @@ def test_anycable_web_restores_its_session_on_another_worker(
     # session restored on another worker). Everything test_anycable_reliable.py asserts holds:
     # restored: true with the old identifier, no re-subscribe, `history` from the last position
     # seen, exactly the missed offsets replayed, then live; the app sees 1..N once, in order.
-    node = workers(PUBLIC)
+    node, balancer, client = chat_through_balancer(workers, tcp_proxy, anycable_client)
     a, b = node.ports
-    proxy = tcp_proxy(a)
-    balancer = Balancer(proxy, node.ports)
-    client = anycable_client(
-        url=f"ws://127.0.0.1:{proxy.port}/cable",
-        streams=[{"name": "chat", "stream": STREAM}],
-        reconnect=RECONNECT,
-    )
-    client.wait_for("channel_connect", name="chat")
     node.wait_sessions([1, 0])
 
     run_drops_and_restores(node, balancer, client, drop=balancer.cut)  # type: ignore[arg-type]
 
     # Each connection went to the worker the balancer chose: A, B, A.
-    assert proxy.forwarded_to == [(a, b)[i % 2] for i in range(ANYCABLE_DROPS + 1)], (
-        proxy.describe()
+    assert balancer.proxy.forwarded_to == [(a, b)[i % 2] for i in range(ANYCABLE_DROPS + 1)], (
+        balancer.proxy.describe()
     )
     # Both workers accepted publications (alternately), in every phase.
     assert min(node.accepted) > 0, node.accepted
@@ -382,7 +393,9 @@ def test_eventsource_resumes_from_last_event_id_on_another_worker(
     # Each request went to the worker the balancer chose: A, B, A (refused attempts never reach
     # a worker). Counted before close(): on close() Node's fetch opens one more connection to the
     # balancer and sends nothing on it (seen in the proxy's byte log; no request is reported).
-    assert proxy.forwarded_to == [(a, b)[i % 2] for i in range(DROPS + 1)], proxy.describe()
+    assert balancer.proxy.forwarded_to == [(a, b)[i % 2] for i in range(DROPS + 1)], (
+        balancer.proxy.describe()
+    )
     client.command("close")
     assert client.wait_exit() == 0
     idle = client.wait_for("idle_exit")
@@ -425,16 +438,8 @@ def test_anycable_web_resubscribes_with_its_positions_on_another_worker_after_se
     # (its last position per stream); it does not deduplicate. The balancer refuses connections
     # until worker A is gone and messages were published through B, then sends the reconnection
     # to B, which must confirm the subscription and replay exactly what was missed, once, in order.
-    node = workers(PUBLIC)
+    node, balancer, client = chat_through_balancer(workers, tcp_proxy, anycable_client)
     a, b = node.ports
-    proxy = tcp_proxy(a)
-    balancer = Balancer(proxy, node.ports)
-    client = anycable_client(
-        url=f"ws://127.0.0.1:{proxy.port}/cable",
-        streams=[{"name": "chat", "stream": STREAM}],
-        reconnect=RECONNECT,
-    )
-    client.wait_for("channel_connect", name="chat")
     identifier = client.wait_for("channel_created", name="chat")["identifier"]
 
     def payload(n: int) -> dict[str, Any]:
@@ -448,7 +453,7 @@ def test_anycable_web_resubscribes_with_its_positions_on_another_worker_after_se
         broadcast(n)
     client.wait_for("message", name="chat", message=payload(5))
 
-    proxy.hold()  # the reconnection waits until A is gone and the "away" messages are out
+    balancer.proxy.hold()  # the reconnection waits until A is gone and the "away" messages are out
     node.shut_down(0)
     restart = client.wait_frame(lambda f: f.get("type") == "disconnect")
     assert restart["data"] == {"type": "disconnect", "reason": "server_restart", "reconnect": True}
@@ -475,7 +480,7 @@ def test_anycable_web_resubscribes_with_its_positions_on_another_worker_after_se
 
     # How: a fresh session on B (no sid: the client forgot it), a subscribe carrying the
     # position of the last message seen on A, the missed offsets replayed, then live.
-    assert proxy.forwarded_to == [a, b], proxy.describe()
+    assert balancer.proxy.forwarded_to == [a, b], balancer.proxy.describe()
     second = client.find("socket_created", socket=2)[0]["url"]
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(second).query, keep_blank_values=True)
     assert query.get("sid", [""]) == [""], second  # the library sets it to "" (setSessionId(''))
