@@ -136,6 +136,13 @@ class Node(Generic[S, C]):
                     then=then,
                 )
         collecting = False
+        self.deliver_stamped(ready)
+
+    def deliver_stamped(self, ready: list[Stamped]) -> None:
+        """Fan stamped publications out to this node's subscribers, in order, never
+        awaiting: consecutive ones on one stream together (each subscriber gets them in
+        one write)."""
+        counters = self.counters
         if len(ready) == 1:  # one publication per request: no runs to split
             stream = self.delivering = ready[0][0].stream
             deliver_run(

@@ -113,7 +113,7 @@ class Server:
             self.link = HubLink(
                 worker.hub_path,
                 index=worker.index,
-                on_deliver=self.deliver,
+                on_deliver=lambda items: self.node.deliver_stamped(items),
                 on_remote=self._take_remote,
                 on_presence=self.publish_presence,
                 metrics=self.metrics.snapshot,

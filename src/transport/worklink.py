@@ -54,8 +54,8 @@ log = logging.getLogger("cableway.workers")
 
 _READ_SIZE = 256 * 1024
 
-#: what a stamped publication the hub relays becomes here
-OnDeliver = Callable[[Publication, "int | None", "str | None"], None]
+#: gets the stamped publications of one relayed message, in order
+OnDeliver = Callable[[list[tuple[Publication, "int | None", "str | None"]]], None]
 
 #: the environment variable through which the supervisor tells a process it is a worker
 WORKER_ENV = "CABLEWAY_WORKER"
@@ -113,8 +113,9 @@ class HubLink:
     Args:
         path: the hub's Unix socket.
         index: this worker's number (0..N-1), for the hub's logs and health.
-        on_deliver: gets every publication the hub relays (from any worker, this one
-            included), in the hub's order.
+        on_deliver: gets the publications the hub relays (from any worker, this one
+            included), in the hub's order, a relayed message's at once (a POST's batch
+            stays one write per subscriber).
         on_remote: gets every remote command (a JSON text, as ``encode_remote`` makes).
         on_presence: gets presence leaves the hub's expiry produced, to publish.
         metrics: what this worker answers the hub's ``collect`` with.
@@ -148,6 +149,11 @@ class HubLink:
         #: request id -> what gets its answer (None: the hub is gone)
         self._pending: dict[int, Callable[[dict[str, Any] | None], None]] = {}
         self._lost = False
+        #: the publications posted in this scheduling tick, sent as one ``pub`` message
+        #: (flushed before any other message, so order holds), and what waits on them
+        self._batch: list[list[Any]] | None = None
+        self._batch_stamp = False
+        self._batch_confirmations: list[Confirmation] = []
         #: set by the worker as it stops: the link ending then is no loss
         self.closing = False
 
@@ -177,7 +183,9 @@ class HubLink:
 
     async def drained(self) -> None:
         """Return once everything queued was sent (or the hub is gone)."""
-        await self.state.wait_for(lambda: not self.up or not self._queue)
+        await self.state.wait_for(
+            lambda: not self.up or not (self._queue or self._batch is not None)
+        )
 
     # -- sending -----------------------------------------------------------------------
 
@@ -185,6 +193,7 @@ class HubLink:
         """Queue ``message`` (nothing happens once the hub is gone)."""
         if self._lost:
             return
+        self._flush_batch()
         self._queue.append(encode(message))
         self._wake.set()
 
@@ -243,18 +252,44 @@ class HubLink:
         confirmation: Confirmation | None,
     ) -> None:
         """Send a publication to the hub, which stamps it (``stamp``) and relays it to
-        every worker; ``confirmation`` settles once the hub did."""
-        message: dict[str, Any] = {
-            "op": "pub",
-            "m": [[publication_to_wire(publication), offset, epoch]],
-        }
-        if stamp:
+        every worker; ``confirmation`` settles once the hub did. Publications posted in
+        one scheduling tick (a POST's batch) go as one message."""
+        if confirmation is not None:
+            confirmation.pending += 1
+            if self._lost:
+                confirmation.settle(False)
+                return
+        elif self._lost:
+            return
+        item = [publication_to_wire(publication), offset, epoch]
+        if self._batch is None or self._batch_stamp != stamp:
+            self._flush_batch()
+            self._batch, self._batch_stamp = [item], stamp
+        else:
+            self._batch.append(item)
+        if confirmation is not None:
+            self._batch_confirmations.append(confirmation)
+        self._wake.set()
+
+    def _flush_batch(self) -> None:
+        """Queue the publications collected so far as one ``pub`` message."""
+        batch = self._batch
+        if batch is None:
+            return
+        self._batch = None
+        message: dict[str, Any] = {"op": "pub", "m": batch}
+        if self._batch_stamp:
             message["stamp"] = True
-        if confirmation is None:
+        waiting, self._batch_confirmations = self._batch_confirmations, []
+        if not waiting:
             self.send(message)
             return
-        confirmation.pending += 1
-        self.ask(message, lambda answer: confirmation.settle(answer is not None))
+
+        def settle(answer: dict[str, Any] | None) -> None:
+            for confirmation in waiting:
+                confirmation.settle(answer is not None)
+
+        self.ask(message, settle)
 
     def relay(
         self,
@@ -272,10 +307,12 @@ class HubLink:
     async def _write(self, stream: trio.SocketStream) -> None:
         queue = self._queue
         while True:
-            while not queue:
+            self._flush_batch()
+            if not queue:
                 self.state.fire()  # drained
                 self._wake = trio.Event()
                 await self._wake.wait()
+                continue
             batch = b"".join(queue)
             queue.clear()
             try:
@@ -302,9 +339,12 @@ class HubLink:
     def _take(self, message: dict[str, Any]) -> None:
         op = message["op"]
         if op == "deliver":
-            deliver = self.on_deliver
-            for wire, offset, epoch in message["m"]:
-                deliver(publication_from_wire(wire), offset, epoch)
+            self.on_deliver(
+                [
+                    (publication_from_wire(wire), offset, epoch)
+                    for wire, offset, epoch in message["m"]
+                ]
+            )
         elif op == "re":
             then = self._pending.pop(int(message["id"]), None)
             if then is not None:
@@ -325,6 +365,10 @@ class HubLink:
         self._lost = True
         self.up = False
         self._queue.clear()
+        self._batch = None
+        waiting, self._batch_confirmations = self._batch_confirmations, []
+        for confirmation in waiting:
+            confirmation.settle(False)
         self.state.fire()
         pending, self._pending = self._pending, {}
         for then in pending.values():

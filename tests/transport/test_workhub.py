@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import trio
 
+from cableway.protocol.broadcast import Publication
 from cableway.protocol.broker import MemoryBroker, SessionSnapshot
 from cableway.transport.hubwire import FrameReader, HubWireError, snapshot_to_wire
+from cableway.transport.scaleout import Confirmation
+from cableway.transport.supervisor import _unix_listener
 from cableway.transport.workhub import Hub, WorkerLink
+from cableway.transport.worklink import HubLink
 
 
 def _broker(**kw: Any) -> MemoryBroker:
@@ -89,3 +94,55 @@ def test_an_unknown_message_is_an_error() -> None:
     a = _link(hub, 0)
     with pytest.raises(HubWireError):
         hub.take(a, {"op": "nonsense"})
+
+
+async def test_publications_posted_in_one_tick_go_to_the_hub_as_one_message(
+    tmp_path: Path,
+) -> None:
+    """A POST's batch stays a batch: one ``pub`` message to the hub, one ``deliver`` to each
+    worker (which delivers it as runs, one write per subscriber), every confirmation
+    settled by the hub's one answer."""
+    seen: list[str] = []
+
+    class Recording(Hub):
+        def take(self, link: WorkerLink, message: dict[str, Any]) -> None:
+            seen.append(message["op"])
+            super().take(link, message)
+
+    hub = Recording(_broker(), workers=1, clock=lambda: 100.0)
+    delivered: list[list[tuple[Publication, int | None, str | None]]] = []
+    done = trio.Event()
+
+    def on_deliver(items: list[tuple[Publication, int | None, str | None]]) -> None:
+        delivered.append(items)
+        done.set()
+
+    path = str(tmp_path / "hub.sock")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hub.serve, await _unix_listener(path))
+        link = HubLink(
+            path,
+            index=0,
+            on_deliver=on_deliver,
+            on_remote=lambda text: None,
+            on_presence=lambda event: None,
+            metrics=dict,
+            on_lost=lambda: None,
+        )
+        await link.connect()
+        nursery.start_soon(link.run)
+        confirmation = Confirmation()
+        for i in range(3):  # in one tick, as Node.publish does for a POST's array
+            link.publish(
+                Publication("chat", str(i)), None, None, stamp=True, confirmation=confirmation
+            )
+        with trio.fail_after(5):
+            await confirmation.done.wait()
+            await done.wait()
+        assert confirmation.ok
+        assert seen == ["hello", "pub"]
+        assert [[(p.data, offset) for p, offset, _epoch in items] for items in delivered] == [
+            [("0", 1), ("1", 2), ("2", 3)]
+        ]
+        link.closing = True
+        nursery.cancel_scope.cancel()
