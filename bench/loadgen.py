@@ -336,6 +336,8 @@ class LoadGen:
         self.tokens: list[str] = []
         self.pi: int = int(spec.get("pi", 3))
         self.window_mark: str = spec.get("window_mark", "")
+        #: keep-alive connections the POSTs are spread over (a stream keeps to one)
+        self.publishers: int = int(spec.get("publishers", 2))
         self.not_restored = 0
         self.history_rejected = 0
         self.rss0 = self.probe.rss_kib()
@@ -1004,7 +1006,7 @@ class LoadGen:
         for conn in self.clients:
             conn.last = -1
         if not self.pubs:
-            self.pubs = [self.open_pub() for _ in range(2)]
+            self.pubs = [self.open_pub() for _ in range(self.publishers)]
 
     def warmup(self, mode: str, timeout: float = 15.0) -> dict[str, Any]:
         """One publication per stream, waited for: every subscription is live."""

@@ -457,6 +457,7 @@ def run_one(
             "secret": SECRET,
             "jwt_secret": JWT_SECRET,
             "pi": next((st["pi"] for st in steps if "pi" in st), PING_INTERVAL),
+            "publishers": args.publishers,
             "signed": True,
             "payload": args.payload,
             "server_cpu": SERVER_CPU,
@@ -1178,6 +1179,14 @@ def main() -> int:
         "--baseline",
         help="another checkout's src/ (e.g. `git archive <commit> src | tar -x -C DIR`), run "
         "as target cableway-base right after cableway, for a before/after in one run",
+    )
+    parser.add_argument(
+        "--publishers",
+        type=int,
+        default=2,
+        help="keep-alive connections the load generator POSTs over (default 2); a server "
+        "that answers each POST only once another process confirmed it (--workers, "
+        "--pubsub=redis) serves each connection's POSTs one round trip at a time",
     )
     parser.add_argument("--report", help="print the table of a JSON-lines file; run nothing")
     args = parser.parse_args()
