@@ -334,12 +334,14 @@ def program(scenario: str, args: argparse.Namespace, pings: bool = True) -> list
     if scenario == "d":
         n = 1000
         rates = [5, 10, 20] if quick else [2, 4, 6, 8, 10, 14, 20, 28, 40]
+        # --d-batch B: B publications per POST, the same deliveries/s at each step
+        rates = [r * 10 // args.d_batch or 1 for r in rates]
         return [
             {"op": "connect", "total": n, "streams": "one", "pi": pi},
             {
                 "op": "sweep",
                 "rates": rates,
-                "batch": 10,
+                "batch": args.d_batch,
                 "duration": 2 if quick else 4,
                 "streams": "one",
             },
@@ -902,7 +904,8 @@ SCENARIO_TITLES = {
     "a": "(a) idle subscribed connections (pings every 3 s: CPU per ping)",
     "b": "(b) fan-out, one stream, HTTP broadcasts at a fixed rate",
     "c": "(c) many streams (one per client), open-loop rate sweep",
-    "d": "(d) batched fan-out (arrays of 10 on one stream, 1k subscribers), rate sweep",
+    "d": "(d) batched fan-out (arrays of --d-batch, 10 by default, on one stream, 1k "
+    "subscribers), rate sweep",
     "e": "(e) fan-out over SSE",
     "f": "(f) fan-out over two Cableway nodes and Redis vs one node (node A takes the POSTs)",
     "g": "(g) connection storm: N clients at once, each with a JWT, subscribe to a signed stream",
@@ -1179,6 +1182,13 @@ def main() -> int:
         "--baseline",
         help="another checkout's src/ (e.g. `git archive <commit> src | tar -x -C DIR`), run "
         "as target cableway-base right after cableway, for a before/after in one run",
+    )
+    parser.add_argument(
+        "--d-batch",
+        type=int,
+        default=10,
+        help="(d): publications per POST (default 10; 1: one per POST, the POST rates "
+        "scaled so that every step offers the same deliveries/s)",
     )
     parser.add_argument(
         "--publishers",
