@@ -13,6 +13,8 @@ entries in ``/proc/<worker pid>/fd`` above its count before the storm (every 0.2
 the storm, and once every client is subscribed). ``--kill-after S`` kills worker 1
 (SIGKILL) S seconds into each storm instead: the clients that then fail are the
 connections it held plus, with ``SO_REUSEPORT``, those still queued on its own socket.
+``--stop-worker S`` stops worker 1 (SIGSTOP) as each storm begins and resumes it S
+seconds later: a busy worker at the extreme (set-up times say who waited for it).
 
 Everything is bounded: the storm's connect step 120 s, the whole run ``--max-seconds``.
 """
@@ -20,6 +22,7 @@ Everything is bounded: the storm's connect step 120 s, the whole run ``--max-sec
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -108,10 +111,19 @@ def storm(mode: str, n: int, workdir: Path, args: argparse.Namespace) -> dict[st
         done = threading.Event()
         killed: dict[str, Any] = {}
 
+        stopped: dict[str, Any] = {}
+        if args.stop_worker:  # worker 1 busy (stopped) as the storm begins
+            os.kill(workers[1], signal.SIGSTOP)
+            stopped.update(pid=workers[1], seconds=args.stop_worker)
+
         def sample() -> None:
             t0 = time.monotonic()
             while not done.is_set() and time.monotonic() - t0 < 130:
                 t = time.monotonic() - t0
+                if stopped and "resumed" not in stopped and t >= args.stop_worker:
+                    os.kill(workers[1], signal.SIGCONT)
+                    stopped["resumed"] = round(t, 2)
+                    stopped["held_then"] = [fds(pid) - base[pid] for pid in workers]
                 counts = [fds(pid) - base[pid] for pid in workers]
                 samples.append((round(t, 2), counts))
                 if args.kill_after and not killed and t >= args.kill_after:
@@ -158,8 +170,13 @@ def storm(mode: str, n: int, workdir: Path, args: argparse.Namespace) -> dict[st
         }
         if killed:
             out["killed"] = killed
+        if stopped:
+            out["stopped"] = stopped
         return out
     finally:
+        for pid in children(server.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
         run.stop(server, wait=15)
 
 
@@ -169,6 +186,13 @@ def main() -> int:
     parser.add_argument("--modes", default="shared,reuseport")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--kill-after", type=float, default=0.0, help="kill worker 1 then (s)")
+    parser.add_argument(
+        "--stop-worker",
+        type=float,
+        default=0.0,
+        help="SIGSTOP worker 1 as the storm begins and SIGCONT it S seconds later (a busy "
+        "worker, at the extreme)",
+    )
     parser.add_argument("--max-seconds", type=float, default=1200)
     parser.add_argument("--json", help="append one JSON line per storm here")
     args = parser.parse_args()
@@ -197,7 +221,9 @@ def main() -> int:
                     results.append(r)
                     run.say(
                         f"{mode} N={n}: per worker {r.get('per_worker')}, failed "
-                        f"{r.get('failed')}, {r.get('conn_per_s')}/s, killed {r.get('killed')}"
+                        f"{r.get('failed')}, {r.get('conn_per_s')}/s, killed {r.get('killed')}, "
+                        f"set-up p50/p99 {r.get('setup_p50_ms')}/{r.get('setup_p99_ms')} ms, "
+                        f"stopped {r.get('stopped')}"
                     )
     if args.json:
         with open(args.json, "a") as f:
