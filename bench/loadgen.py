@@ -135,6 +135,75 @@ class ServerProbe:
         return os.path.exists(f"/proc/{self.pid}")
 
 
+class TreeProbe(ServerProbe):
+    """A server of several processes (``cableway --workers N``): the supervisor (with the
+    hub) and every descendant, found by scanning ``/proc`` for parent pids at each read.
+
+    ``cpu()``, ``ticks()`` and ``rss_kib()`` are summed over the tree; ``split()`` gives
+    each process's own CPU (a process gone between two reads loses its last share: the
+    workers live as long as the run). ``cpu_busy()`` counts every CPU in ``cpus`` (the
+    processes are not pinned to one CPU).
+    """
+
+    def __init__(self, pid: int, cpus: list[int]) -> None:
+        super().__init__(pid)
+        self.cpus = cpus
+        self.probes: dict[int, ServerProbe] = {pid: self}
+
+    def pids(self) -> list[int]:
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+        out, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            todo += children.get(pid, [])
+        return out
+
+    def split(self) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for pid in self.pids():
+            probe = self.probes.get(pid)
+            if probe is None:
+                probe = self.probes[pid] = ServerProbe(pid)
+            try:
+                out[pid] = ServerProbe.cpu(probe)
+            except OSError:
+                continue
+        return out
+
+    def cpu(self) -> float:
+        return sum(self.split().values())
+
+    def ticks(self) -> tuple[float, float]:
+        user = system = 0.0
+        for pid in self.pids():
+            try:
+                u, s = ServerProbe.ticks(self.probes.get(pid) or ServerProbe(pid))
+            except OSError:
+                continue
+            user, system = user + u, system + s
+        return user, system
+
+    def rss_kib(self) -> int:
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                total += ServerProbe.rss_kib(self.probes.get(pid) or ServerProbe(pid))
+        return total
+
+    def cpu_busy(self, cpu: int) -> float:  # type: ignore[override]
+        return sum(ServerProbe.cpu_busy(c) for c in self.cpus)
+
+
 class Conn:
     __slots__ = (
         "buf",
@@ -222,7 +291,13 @@ class LoadGen:
         self.server_cpu: int = spec.get("server_cpu", 0)
         self.loadgen_cpu: int | None = spec.get("loadgen_cpu")
         self.pad = "x" * self.payload
-        self.probe = ServerProbe(spec["server_pid"])
+        #: "server_tree": the server is a process tree (--workers N), its CPU summed
+        self.tree: dict[str, Any] | None = spec.get("server_tree")
+        if self.tree is not None:
+            cpus = list(self.tree.get("cpus") or [self.server_cpu])
+            self.probe: ServerProbe = TreeProbe(spec["server_pid"], cpus)
+        else:
+            self.probe = ServerProbe(spec["server_pid"])
         # the nodes clients connect to (one unless scenario f); node 0 is the server above
         self.multi = "nodes" in spec
         nodes = spec.get("nodes") or [
@@ -261,6 +336,8 @@ class LoadGen:
         self.tokens: list[str] = []
         self.pi: int = int(spec.get("pi", 3))
         self.window_mark: str = spec.get("window_mark", "")
+        #: keep-alive connections the POSTs are spread over (a stream keeps to one)
+        self.publishers: int = int(spec.get("publishers", 2))
         self.not_restored = 0
         self.history_rejected = 0
         self.rss0 = self.probe.rss_kib()
@@ -929,7 +1006,7 @@ class LoadGen:
         for conn in self.clients:
             conn.last = -1
         if not self.pubs:
-            self.pubs = [self.open_pub() for _ in range(2)]
+            self.pubs = [self.open_pub() for _ in range(self.publishers)]
 
     def warmup(self, mode: str, timeout: float = 15.0) -> dict[str, Any]:
         """One publication per stream, waited for: every subscription is live."""
@@ -971,6 +1048,7 @@ class LoadGen:
         k = 0
         if self.window_mark:  # tells bench/run.py --profile-window to start recording
             Path(self.window_mark).write_text(str(duration))
+        split0 = self.probe.split() if isinstance(self.probe, TreeProbe) else {}
         lg0, cpu0 = time.process_time(), self.probe.cpu()
         stat0, busy0 = self.probe.ticks(), self.probe.cpu_busy(self.server_cpu)
         node_cpu0 = [p.cpu() for p in self.node_probes]
@@ -1017,6 +1095,9 @@ class LoadGen:
         stat1 = self.probe.ticks()
         other = self.probe.cpu_busy(self.server_cpu) - busy0 - cpu
         lg_cpu = time.process_time() - lg0
+        split1 = self.probe.split() if isinstance(self.probe, TreeProbe) else {}
+        if self.tree is not None and self.loadgen_cpu in (self.tree.get("cpus") or []):
+            other -= lg_cpu  # the load generator shares the server's CPUs
         wall = (t_end - t0) / 1e9
         node_cpu = [p.cpu() - c0 for p, c0 in zip(self.node_probes, node_cpu0, strict=True)]
         watch_cpu = [p.cpu() - c0 for (_n, p, _c), c0 in zip(self.watch, watch_cpu0, strict=True)]
@@ -1080,6 +1161,15 @@ class LoadGen:
             **warm,
             **(churn.result() if churn is not None else {}),
         }
+        if split1:
+            # the supervisor (the hub runs in it) and each worker, in pid order
+            root = self.probe.pid
+            per = {pid: c - split0.get(pid, 0.0) for pid, c in split1.items()}
+            hub = per.pop(root, 0.0)
+            result["hub_cpu_s"] = round(hub, 4)
+            result["hub_us_per_post"] = round(hub / posts * 1e6, 2)
+            result["workers_cpu_s"] = [round(per[pid], 4) for pid in sorted(per)]
+            result["workers_us_per_post"] = round(sum(per.values()) / posts * 1e6, 2)
         if self.multi:
             result["cpu_other_frac"] = {
                 str(cpu_id): round(max(0.0, x) / wall, 3) if wall > 0 else None

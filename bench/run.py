@@ -66,6 +66,12 @@ CHILDREN: list[subprocess.Popen[bytes]] = []
 BASELINE: Path | None = None
 #: the floors in Cableway's binding shape (bench/floor_trio.py): a trio task per connection
 TRIO_FLOORS = ("floor-trio", "floor-trio-poll")
+#: Cableway as `--workers 2` (issue 20), only when named; the server's CPU is summed over
+#: its process tree (the supervisor with the hub, and every worker). `cableway-w2` may
+#: run on every CPU (the load generator stays on CPU 1 and shares it); `cableway-w2-cpu0`
+#: keeps the supervisor and both workers on CPU 0, the CPU budget of plain `cableway`
+#: (the coordination's cost alone). `--workers 1` is plain `cableway` (no hub).
+WORKER_TARGETS = {"cableway-w2": (2, None), "cableway-w2-cpu0": (2, SERVER_CPU)}
 
 # Scenario (f): Cableway nodes over Redis (--pubsub=redis) against one node, same N, same
 # run. Each layout: the CPU each node is pinned to, and whether the nodes use Redis.
@@ -106,8 +112,15 @@ def can_pin() -> bool:
 
 
 def pinned(cpu: int | None) -> Any:
-    if cpu is None or not can_pin():
+    if not can_pin():
         return None
+    if cpu is None:  # every CPU the runner started with (it pins itself to CPU 1)
+
+        def unpin() -> None:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, CPUS)
+
+        return unpin
 
     def pin() -> None:
         with contextlib.suppress(OSError):
@@ -218,7 +231,10 @@ class Target:
                 "--shutdown_timeout=2",
                 "--log_level=warn",
             ]
-            if self.name in ("cableway", "cableway-base") and self.features.get("broker_flag"):
+            if self.name in WORKER_TARGETS:
+                cmd.append(f"--workers={WORKER_TARGETS[self.name][0]}")
+            plain = ("cableway", "cableway-base", *WORKER_TARGETS)
+            if self.name in plain and self.features.get("broker_flag"):
                 # (h) needs sessions and history: the memory broker
                 cmd.append("--broker=memory" if scenario == "h" else "--broker=none")
             if scenario == "e" and self.features.get("sse_flag"):
@@ -239,6 +255,17 @@ class Target:
         if self.name == "floor-trio-poll":
             cmd.append("--poller")
         return cmd
+
+    def cpu(self) -> int | None:
+        """The CPU the server is pinned to (None: every CPU the runner started with)."""
+        return WORKER_TARGETS[self.name][1] if self.name in WORKER_TARGETS else SERVER_CPU
+
+    def tree(self) -> dict[str, Any] | None:
+        """For the load generator: a server of several processes, and its CPUs."""
+        if self.name not in WORKER_TARGETS:
+            return None
+        cpu = self.cpu()
+        return {"cpus": sorted(CPUS) if cpu is None else [cpu]}
 
     def env(self) -> dict[str, str] | None:
         """``cableway-base`` imports the baseline's package (``--baseline``) first."""
@@ -307,12 +334,14 @@ def program(scenario: str, args: argparse.Namespace, pings: bool = True) -> list
     if scenario == "d":
         n = 1000
         rates = [5, 10, 20] if quick else [2, 4, 6, 8, 10, 14, 20, 28, 40]
+        # --d-batch B: B publications per POST, the same deliveries/s at each step
+        rates = [r * 10 // args.d_batch or 1 for r in rates]
         return [
             {"op": "connect", "total": n, "streams": "one", "pi": pi},
             {
                 "op": "sweep",
                 "rates": rates,
-                "batch": 10,
+                "batch": args.d_batch,
                 "duration": 2 if quick else 4,
                 "streams": "one",
             },
@@ -367,6 +396,8 @@ def targets_for(
         out = [n for n in out if n not in TRIO_FLOORS]
     if scenario == "h":  # sessions and history: only Cableway has them
         out = [n for n in out if n == "cableway"]
+    if scenario in "efhi":  # the worker targets: fan-out, many streams, batches, storms
+        out = [n for n in out if n not in WORKER_TARGETS]
     default = features.get("broker_default")
     extra = not quick and scenario in "bcd" and "cableway-default" not in out
     if extra and "cableway" in out and default not in (None, "none"):
@@ -394,7 +425,7 @@ def run_one(
         # shared machine): start again on fresh ports when the server exited that way
         port, bport = free_port(), free_port()
         command = target.command(port, bport, scenario)
-        server = spawn(command, SERVER_CPU, log_path, env=target.env())
+        server = spawn(command, target.cpu(), log_path, env=target.env())
         started = wait_listening(server, [port, bport])
         if started or server.poll() is None:
             break
@@ -428,12 +459,15 @@ def run_one(
             "secret": SECRET,
             "jwt_secret": JWT_SECRET,
             "pi": next((st["pi"] for st in steps if "pi" in st), PING_INTERVAL),
+            "publishers": args.publishers,
             "signed": True,
             "payload": args.payload,
             "server_cpu": SERVER_CPU,
             "window_mark": str(mark),
             "steps": steps,
         }
+        if target.tree() is not None:
+            spec |= {"server_tree": target.tree(), "loadgen_cpu": LOADGEN_CPU}
         results += run_loadgen(spec, f"{label}-{target.name}", workdir, args)
         if server.poll() is not None:
             results.append({"op": "server", "error": f"server exited with {server.returncode}"})
@@ -631,18 +665,27 @@ METRICS: dict[str, list[tuple[str, str, str]]] = {
         ("lost", "lost deliveries", "lower"),
         ("reordered", "reordered", "lower"),
         ("loadgen_cpu_frac", "load generator CPU share", "info"),
+        ("server_cpu_frac", "server CPU share (cores)", "info"),
+        ("hub_us_per_post", "--workers: hub (supervisor) µs per POST", "info"),
+        ("workers_us_per_post", "--workers: all workers µs per POST", "info"),
     ],
     "c": [
         ("max_sustained", "max sustained deliveries/s", "higher"),
         ("us_per_post", "server CPU µs per POST at max", "lower"),
         ("lat_p99_ms", "latency p99 at max, ms", "lower"),
         ("loadgen_cpu_frac", "load generator CPU share at max", "info"),
+        ("server_cpu_frac", "server CPU share at max (cores)", "info"),
+        ("hub_us_per_post", "--workers: hub µs per POST at max", "info"),
+        ("workers_us_per_post", "--workers: workers µs per POST at max", "info"),
     ],
     "d": [
         ("max_sustained", "max sustained deliveries/s", "higher"),
         ("us_per_delivery", "server CPU µs per delivery at max", "lower"),
         ("lat_p99_ms", "latency p99 at max, ms", "lower"),
         ("loadgen_cpu_frac", "load generator CPU share at max", "info"),
+        ("server_cpu_frac", "server CPU share at max (cores)", "info"),
+        ("hub_us_per_post", "--workers: hub µs per POST at max", "info"),
+        ("workers_us_per_post", "--workers: workers µs per POST at max", "info"),
     ],
 }
 METRICS["e"] = METRICS["b"]
@@ -861,7 +904,8 @@ SCENARIO_TITLES = {
     "a": "(a) idle subscribed connections (pings every 3 s: CPU per ping)",
     "b": "(b) fan-out, one stream, HTTP broadcasts at a fixed rate",
     "c": "(c) many streams (one per client), open-loop rate sweep",
-    "d": "(d) batched fan-out (arrays of 10 on one stream, 1k subscribers), rate sweep",
+    "d": "(d) batched fan-out (arrays of --d-batch, 10 by default, on one stream, 1k "
+    "subscribers), rate sweep",
     "e": "(e) fan-out over SSE",
     "f": "(f) fan-out over two Cableway nodes and Redis vs one node (node A takes the POSTs)",
     "g": "(g) connection storm: N clients at once, each with a JWT, subscribe to a signed stream",
@@ -918,6 +962,7 @@ def table(summary: Summary) -> str:
         "cableway",
         "cableway-base",
         "cableway-default",
+        *WORKER_TARGETS,
         "reference",
         "floor",
         "floor-coalesce",
@@ -946,6 +991,8 @@ def table(summary: Summary) -> str:
             header.append("cw/base".rjust(7))
         if "floor-trio" in cols:
             header += ["cw/ftrio".rjust(8), "ftrio/floor".rjust(11)]
+        workers = [w for w in WORKER_TARGETS if w in cols]
+        header += [f"{w.removeprefix('cableway-')}/cw".rjust(9) for w in workers]
         lines.append("")
         title = SCENARIO_TITLES[base]
         if variant == "nopi":
@@ -973,6 +1020,7 @@ def table(summary: Summary) -> str:
             if "floor-trio" in cols:
                 cells.append(ratio(cw, row.get("floor-trio")).rjust(8))
                 cells.append(ratio(row.get("floor-trio"), row.get("floor")).rjust(11))
+            cells += [ratio(row.get(w), cw).rjust(9) for w in workers]
             lines.append(" ".join([name[:48].ljust(48), *cells]))
     return "\n".join(lines)
 
@@ -1134,6 +1182,21 @@ def main() -> int:
         "--baseline",
         help="another checkout's src/ (e.g. `git archive <commit> src | tar -x -C DIR`), run "
         "as target cableway-base right after cableway, for a before/after in one run",
+    )
+    parser.add_argument(
+        "--d-batch",
+        type=int,
+        default=10,
+        help="(d): publications per POST (default 10; 1: one per POST, the POST rates "
+        "scaled so that every step offers the same deliveries/s)",
+    )
+    parser.add_argument(
+        "--publishers",
+        type=int,
+        default=2,
+        help="keep-alive connections the load generator POSTs over (default 2); a server "
+        "that answers each POST only once another process confirmed it (--workers, "
+        "--pubsub=redis) serves each connection's POSTs one round trip at a time",
     )
     parser.add_argument("--report", help="print the table of a JSON-lines file; run nothing")
     args = parser.parse_args()

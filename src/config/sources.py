@@ -273,6 +273,7 @@ _OTHER_PROGRAMS_VARIABLES = frozenset(
         "ANYCABLE_DISABLE_TELEMETRY",
         "ANYCABLE_TELEMETRY_URL",
         "CABLEWAY_WORKER",  # set by the supervisor of --workers for its workers
+        "CABLEWAY_REUSEPORT",  # --workers: an experiment of issue 20 (docs/benchmarks.md)
         "CABLEWAY_REQUIRE_INTEROP",
         "CABLEWAY_REQUIRE_REDIS",
         "CABLEWAY_REQUIRE_RAILS",

@@ -43,12 +43,12 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..config import Config
+from ..config import Config, StartupError
 from .listeners import listen_plan
 from .startup import close_listeners, listen
 from .tls import TlsDoor
 from .workhub import Hub
-from .worklink import WORKER_ENV, WorkerRole
+from .worklink import REUSEPORT_ENV, WORKER_ENV, WorkerRole, reuseport_socket
 
 __all__ = ["KILL_GRACE", "MAX_RESTART_DELAY", "Supervisor", "WorkerExit"]
 
@@ -178,9 +178,17 @@ class Supervisor:
         TlsDoor.from_config(config)
         listeners = self._listeners
         fds: dict[tuple[str, int], list[int]] = {}
+        held: list[socket.socket] = []  # (CABLEWAY_REUSEPORT: bound, not listening)
         hub_dir = tempfile.mkdtemp(prefix="cableway-hub-")
+        reuseport = self.env.get(REUSEPORT_ENV) == "1"
         try:
             for role, host, port, host_option, port_option in listen_plan(config):
+                if reuseport:  # the experiment: bound here, each worker listens on its own
+                    bound = await _reuseport_holders(host, port, host_option, port_option)
+                    held += bound
+                    fds[host, port] = [sock.fileno() for sock in bound]
+                    self.ports[role] = bound[0].getsockname()[1]
+                    continue
                 group = await listen(host, port, host_option, port_option)
                 listeners += group
                 fds[host, port] = [listener.socket.fileno() for listener in group]
@@ -210,7 +218,8 @@ class Supervisor:
                     nursery.start_soon(self._watch_signals)
                 async with trio.open_nursery() as workers:
                     for slot in self.slots:
-                        workers.start_soon(self._keep, slot, WorkerRole(slot.index, path, fds))
+                        given = WorkerRole(slot.index, path, fds, reuseport)
+                        workers.start_soon(self._keep, slot, given)
                     await self._joined(len(self.slots))
                     self.ready = not self.stopping
                     task_status.started(self)
@@ -218,6 +227,8 @@ class Supervisor:
                 nursery.cancel_scope.cancel()
         finally:
             close_listeners(listeners)
+            for sock in held:
+                sock.close()
             shutil.rmtree(hub_dir, ignore_errors=True)
         return self.failure
 
@@ -294,6 +305,27 @@ class Supervisor:
                     self.kill()  # second signal: stop at once
                 else:
                     self.stop()
+
+
+async def _reuseport_holders(
+    host: str, port: int, host_option: str, port_option: str
+) -> list[socket.socket]:
+    """``host:port`` bound with ``SO_REUSEPORT`` and not listening (:data:`REUSEPORT_ENV`):
+    the port held for the workers, which listen on their own sockets at the address."""
+    addresses = await trio.socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    held: list[socket.socket] = []
+    try:
+        for family, _type, _proto, _name, address in addresses:
+            if held and port == 0:  # every address on the port the first one got
+                address = (address[0], held[0].getsockname()[1], *address[2:])
+            held.append(reuseport_socket(family, address, listening=False))
+    except OSError as exc:
+        for sock in held:
+            sock.close()
+        raise StartupError.cannot_listen(exc, host, port, host_option, port_option) from exc
+    return held
 
 
 async def _unix_listener(path: str) -> trio.SocketListener:

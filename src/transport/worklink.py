@@ -48,7 +48,7 @@ from .hubwire import (
 )
 from .scaleout import Confirmation, StateSignal
 
-__all__ = ["WORKER_ENV", "HubBackend", "HubLink", "WorkerRole"]
+__all__ = ["REUSEPORT_ENV", "WORKER_ENV", "HubBackend", "HubLink", "WorkerRole"]
 
 log = logging.getLogger("cableway.workers")
 
@@ -59,6 +59,10 @@ OnDeliver = Callable[[list[tuple[Publication, "int | None", "str | None"]]], Non
 
 #: the environment variable through which the supervisor tells a process it is a worker
 WORKER_ENV = "CABLEWAY_WORKER"
+#: an experiment (issue 20, docs/benchmarks.md), off by default: ``1`` makes each worker
+#: listen on its own ``SO_REUSEPORT`` socket (the kernel spreads connections over them
+#: by a hash of the 4-tuple) instead of every worker accepting on the supervisor's sockets
+REUSEPORT_ENV = "CABLEWAY_REUSEPORT"
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class WorkerRole:
     index: int
     hub_path: str
     listeners: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    #: the supervisor's sockets are bound, not listening: the worker listens on its own
+    #: ``SO_REUSEPORT`` sockets at their addresses (:data:`REUSEPORT_ENV`)
+    reuseport: bool = False
 
     def to_env(self) -> str:
         return json.dumps(
@@ -77,6 +84,7 @@ class WorkerRole:
                 "index": self.index,
                 "hub": self.hub_path,
                 "listeners": [[h, p, fds] for (h, p), fds in self.listeners.items()],
+                **({"reuseport": True} if self.reuseport else {}),
             }
         )
 
@@ -95,7 +103,8 @@ class WorkerRole:
             listeners = {
                 (str(h), int(p)): [int(fd) for fd in fds] for h, p, fds in value["listeners"]
             }
-            return cls(int(value["index"]), str(value["hub"]), listeners)
+            reuseport = value.get("reuseport") is True
+            return cls(int(value["index"]), str(value["hub"]), listeners, reuseport)
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{WORKER_ENV} is not a worker role: {raw!r}") from exc
 
@@ -104,7 +113,33 @@ class WorkerRole:
         fds = self.listeners.get((host, port))
         if fds is None:
             return None
-        return [socket.socket(fileno=fd) for fd in fds]
+        inherited = [socket.socket(fileno=fd) for fd in fds]
+        if not self.reuseport:
+            return inherited
+        own = []
+        for held in inherited:
+            own.append(reuseport_socket(held.family, held.getsockname(), listening=True))
+            held.close()
+        return own
+
+
+def reuseport_socket(family: int, address: Any, *, listening: bool) -> socket.socket:
+    """A TCP socket bound to ``address`` with ``SO_REUSEPORT`` (as trio binds its
+    listeners, plus that option); listening (a worker's) or only holding the port (the
+    supervisor's: a listening one would get its share of connections and never accept)."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        if listening:
+            sock.listen(0xFFFF)  # trio's backlog (the kernel caps it at somaxconn)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class HubLink:
