@@ -88,6 +88,34 @@ def close_and_wait_idle(client: NodeClient) -> dict[str, Any]:
     return client.wait_for("idle_exit")
 
 
+def assert_resumed_exactly_once(
+    client: NodeClient, total: int, last_ids_before_drop: list[str], idle: dict[str, Any]
+) -> None:
+    """What the application saw after DROPS drops (every message 1..total once, in order, one
+    epoch), and how (each successful reconnection carried the last id seen before its drop;
+    one ``confirm_history`` per drop, no rejection, no error that closed the source)."""
+    # What the application saw: every message exactly once, in order.
+    messages = client.find("message")
+    assert [m["data"] for m in messages] == [text(n) for n in range(1, total + 1)]
+    ids = [parse_id(m["last_event_id"]) for m in messages]
+    assert [i[0] for i in ids] == list(range(1, total + 1)), ids
+    assert len({i[1] for i in ids}) == 1
+    assert {i[2] for i in ids} == {STREAM}
+
+    # How: each successful reconnection carried the last id seen before the drop.
+    ok_requests = [r["request"] for r in client.find("response") if r["status"] == 200]
+    assert len(ok_requests) == DROPS + 1, client.find("response")
+    requests = {r["request"]: r for r in client.find("request")}
+    assert requests[ok_requests[0]]["last_event_id"] is None
+    for round_no in range(1, DROPS + 1):
+        sent_id = requests[ok_requests[round_no]]["last_event_id"]
+        assert sent_id == last_ids_before_drop[round_no - 1], (round_no, sent_id)
+    assert not client.find("error", ready_state=CLOSED), "a network drop must not close it"
+    assert len(typed(client, "confirm_history")) == DROPS
+    assert not client.find("typed", type="reject_history")
+    assert idle["ready_state"] == CLOSED
+
+
 def test_eventsource_receives_unwrapped_messages_and_needs_no_disconnect_event(
     cableway_factory: ServerFactory, sse_client: ClientFactory
 ) -> None:
@@ -198,26 +226,7 @@ def test_eventsource_loses_nothing_when_the_network_drops_mid_stream(
     client.wait_for("message", data=text(total))
     idle = close_and_wait_idle(client)
 
-    # What the application saw: every message exactly once, in order.
-    messages = client.find("message")
-    assert [m["data"] for m in messages] == [text(n) for n in range(1, total + 1)]
-    ids = [parse_id(m["last_event_id"]) for m in messages]
-    assert [i[0] for i in ids] == list(range(1, total + 1)), ids
-    assert len({i[1] for i in ids}) == 1
-    assert {i[2] for i in ids} == {STREAM}
-
-    # How: each successful reconnection carried the last id seen before the drop.
-    ok_requests = [r["request"] for r in client.find("response") if r["status"] == 200]
-    assert len(ok_requests) == DROPS + 1, client.find("response")
-    requests = {r["request"]: r for r in client.find("request")}
-    assert requests[ok_requests[0]]["last_event_id"] is None
-    for round_no in range(1, DROPS + 1):
-        sent_id = requests[ok_requests[round_no]]["last_event_id"]
-        assert sent_id == last_ids_before_drop[round_no - 1], (round_no, sent_id)
-    assert not client.find("error", ready_state=CLOSED), "a network drop must not close it"
-    assert len(typed(client, "confirm_history")) == DROPS
-    assert not client.find("typed", type="reject_history")
-    assert idle["ready_state"] == CLOSED
+    assert_resumed_exactly_once(client, total, last_ids_before_drop, idle)
     assert server.error_lines() == []
 
 
