@@ -9,7 +9,9 @@ for itself: ``broadcast_endpoint.wait_body``), each followed by EOF; and once mo
 over a real socket pair, all of it
 sent at once, with the server's read size cut to 64 bytes, so that the broadcast fast
 path reads the rest of a body cut by a read without waiting (``Conn.top_up``: only on
-a socket). Then:
+a socket); and once more as it comes through a server whose publishing waits for an
+acknowledgement (``--pubsub=redis``, ``--workers N``: the fast path writes the answers
+held back, then awaits it), which must answer as the first run. Then:
 
 * ``handle_connection`` returns normally (it must never raise) and closes the
   connection (an event stream may last: it is cut after 30 virtual seconds);
@@ -45,7 +47,7 @@ import json
 import logging
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import trio
 import trio.lowlevel
@@ -53,6 +55,7 @@ import trio.testing
 
 from cableway.auth.signed_streams import sign_stream_name
 from cableway.config import Config
+from cableway.protocol.broadcast import Publication, RemoteDisconnect
 from cableway.protocol.connection import CableConnection
 from cableway.protocol.httphead import framing_error
 from cableway.transport import httpconn
@@ -148,10 +151,30 @@ class ScriptedStream(trio.abc.Stream):
         await trio.lowlevel.checkpoint()
 
 
-def make_server(config: Config = CONFIG) -> Server:
+class WaitingServer(Server):
+    """Publishing waits for an acknowledgement (a scheduling round), then succeeds."""
+
+    @property
+    def publishing_waits(self) -> bool:
+        return True
+
+    async def publish_confirmed(self, publications: Iterable[Publication]) -> bool:
+        items = list(publications)
+        await trio.lowlevel.checkpoint()
+        self.publish(items)
+        return True
+
+    async def remote_command(self, command: RemoteDisconnect) -> bool:
+        await trio.lowlevel.checkpoint()
+        self.remote_disconnect(command)
+        return True
+
+
+def make_server(config: Config = CONFIG, *, waits: bool = False) -> Server:
     """A server with one WebSocket client (a real session, never run) reading ``chat``,
-    so that broadcasts get encoded and queued as for a live client."""
-    server = Server(config)
+    so that broadcasts get encoded and queued as for a live client (``waits``: its
+    publishing waits for an acknowledgement)."""
+    server = WaitingServer(config) if waits else Server(config)
     server.random.seed(0)
     core = CableConnection(
         sid="subscriber", settings=server.session_settings(3.0, "s", extended=False), now=0.0
@@ -260,10 +283,15 @@ def outcome(output: bytes) -> bytes:
 def serve_twice(data: bytes) -> tuple[bytes, bytes]:
     results: list[bytes] = []
     for one_byte in (False, True):
-        clock = trio.testing.MockClock(autojump_threshold=0)
-        run = functools.partial(exchange, make_server(), data, one_byte=one_byte)
-        results.append(trio.run(run, clock=clock))
+        results.append(serve(data, one_byte=one_byte))
     return results[0], results[1]
+
+
+def serve(data: bytes, *, one_byte: bool = False, waits: bool = False) -> bytes:
+    """One run of :func:`exchange` on a new server, under a virtual clock."""
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    run = functools.partial(exchange, make_server(waits=waits), data, one_byte=one_byte)
+    return trio.run(run, clock=clock)
 
 
 def status_line(output: bytes) -> bytes:
@@ -302,9 +330,12 @@ def check(data: bytes, *, tolerate: bool) -> None:
     with errors_logged() as errors:
         whole, bytewise = serve_twice(data)
         socketed = serve_socket(data)
+        waited = serve(data, waits=True)
     assert not errors, [r.getMessage() for r in errors]
     if socketed is not None:
         check_socket_run(whole, socketed)
+    # the same bytes, up to the session ids and times after a 101 or an event stream
+    assert outcome(waited) == outcome(whole), (outcome(whole), outcome(waited))
     codes = statuses(whole), statuses(bytewise)
     for code in (*codes[0], *codes[1]):
         # 501 is h11's answer to a Transfer-Encoding it does not implement

@@ -13,21 +13,65 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
+import h11
 import trio
 
 from ..auth.keys import check_bearer
 from ..node.intake import TOO_LARGE, Invalid, account, invalid_answer, judge, screen
 from ..ops.metrics import Metrics
 from ..protocol.broadcast import Publication, RemoteDisconnect
-from ..protocol.httphead import NEED_MORE, USE_GENERAL, RequestHead, head_size, parse_head
-from .httpconn import CREATED_CLOSE, CREATED_KEEP_ALIVE, Conn, FrontDoor, Request, drain_body
+from ..protocol.httphead import (
+    NEED_MORE,
+    USE_GENERAL,
+    RequestHead,
+    head_size,
+    parse_head,
+    reason_phrase,
+)
+from .httpconn import (
+    CREATED_CLOSE,
+    CREATED_KEEP_ALIVE,
+    Conn,
+    FrontDoor,
+    Request,
+    drain_body,
+    h11_answer,
+)
 
 if TYPE_CHECKING:
     from ..config import Config
 
-__all__ = ["BroadcastHost", "broadcast", "fast_requests", "wait_body"]
+__all__ = [
+    "REFUSED",
+    "REFUSED_CLOSE",
+    "REFUSED_KEEP_ALIVE",
+    "BroadcastHost",
+    "broadcast",
+    "fast_requests",
+    "wait_body",
+]
 
 log = logging.getLogger("cableway.http")
+
+#: the answer to a broadcast whose publishing was not acknowledged (``--pubsub=redis``
+#: or the workers' hub unavailable), what is logged then, and the bytes the fast path
+#: writes for it (what :meth:`.Conn.respond` writes through h11)
+REFUSED = (503, b"Service Unavailable: Redis pub/sub is unavailable")
+REFUSED_LOG = "broadcast refused: Redis pub/sub is unavailable"
+_REFUSED_EVENTS: list[h11.Event] = [
+    h11.Response(
+        status_code=REFUSED[0],
+        headers=[
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(REFUSED[1])),
+        ],
+        reason=reason_phrase(REFUSED[0]),
+    ),
+    h11.Data(data=REFUSED[1]),
+    h11.EndOfMessage(),
+]
+REFUSED_KEEP_ALIVE = h11_answer(_REFUSED_EVENTS, close=False)
+REFUSED_CLOSE = h11_answer(_REFUSED_EVENTS, close=True)
 
 
 class BroadcastHost(Protocol):
@@ -53,7 +97,8 @@ class BroadcastHost(Protocol):
 
     @property
     def publishing_waits(self) -> bool:
-        """Whether publishing waits for an acknowledgement (Redis): no fast path then."""
+        """Whether publishing waits for an acknowledgement (Redis, the workers' hub): the
+        answer then waits for :meth:`publish_confirmed` or :meth:`remote_command`."""
         ...
 
     def publish(self, publications: Iterable[Publication]) -> None: ...
@@ -73,6 +118,10 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
     broadcast path with the right key, its body is in the buffer too, within the size
     limit, and it parses: everything then ends in ``201``, as with h11, and the answer
     is written with the others before the connection next waits for the client.
+    When publishing waits for an acknowledgement (``--pubsub=redis``, the workers' hub:
+    :attr:`BroadcastHost.publishing_waits`), the answers held back are written first,
+    then the request waits for it, with no deadline but the acknowledgement's own, and
+    is answered ``201``, or ``503`` when it was refused, byte for byte as h11 would.
     A body not read whole yet is waited for here (:func:`wait_body`: the body
     deadline and budget of h11's path, with its 408 and 503). Anything else (another
     path or method, a missing key, a body too large, a bad body, a head h11 must
@@ -95,6 +144,7 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
     idle = server.idle_scopes
     metrics = server.metrics
     publish = server.publish
+    waits = server.publishing_waits
     created_raw = conn.created_raw
     armed = False  # the head deadline runs for the request being awaited
     topped = False  # the buffer was topped up since the connection last waited
@@ -158,10 +208,18 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
             verdict = judge(bytes(buf[size:end]))
             if type(verdict) is list:  # publications: the usual verdict, tested first
                 account(verdict, metrics)
-                publish(verdict)
+                if waits:
+                    accepted = await _confirmed(server, conn, verdict)
+                else:
+                    publish(verdict)
+                    accepted = True
             elif isinstance(verdict, RemoteDisconnect):
                 account(verdict, metrics)
-                server.remote_disconnect(verdict)
+                if waits:
+                    accepted = await _confirmed(server, conn, verdict)
+                else:
+                    server.remote_disconnect(verdict)
+                    accepted = True
             else:  # Invalid
                 conn.release()  # (h11's path holds the budget again while it reads)
                 conn.hand_over()  # h11's path judges it again, logs, counts and answers 400
@@ -170,12 +228,32 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
                 conn.release()  # the body budget a waited-for body held
             del buf[:end]
             conn.scanned = 0
+            if not accepted:
+                log.warning(REFUSED_LOG)
+                created_raw(REFUSED_CLOSE if not head.keep_alive else REFUSED_KEEP_ALIVE)
+                if not head.keep_alive:
+                    return True
+                continue
             if not head.keep_alive:
                 created_raw(CREATED_CLOSE)
                 return True
             created_raw(CREATED_KEEP_ALIVE)
     finally:
         deadline.deadline = math.inf
+
+
+async def _confirmed(
+    server: BroadcastHost, conn: Conn, verdict: list[Publication] | RemoteDisconnect
+) -> bool:
+    """Raw mode, publishing waits: the answers held back are written (they must not wait
+    for Redis or the hub), then ``verdict`` is carried out and its acknowledgement
+    awaited (``publish_confirmed`` / ``remote_command``: their own timeout). No head or
+    body deadline runs meanwhile, as on h11's path: a request being served is not cut."""
+    conn.deadline.deadline = math.inf
+    await conn.flush()
+    if isinstance(verdict, RemoteDisconnect):
+        return await server.remote_command(verdict)
+    return await server.publish_confirmed(verdict)
 
 
 async def wait_body(conn: Conn, end: int, size: int) -> bool:
@@ -242,7 +320,7 @@ async def broadcast(server: BroadcastHost, conn: Conn, request: Request, key: st
         accepted = await server.publish_confirmed(verdict)
     if not accepted:
         # --pubsub=redis and Redis is unreachable: refuse rather than drop it silently
-        log.warning("broadcast refused: Redis pub/sub is unavailable")
-        await conn.respond(503, b"Service Unavailable: Redis pub/sub is unavailable")
+        log.warning(REFUSED_LOG)
+        await conn.respond(*REFUSED)
         return
     conn.created()

@@ -131,7 +131,6 @@ async def _serve_http(
     router = _router(server, role)
     fast = (
         server.serves(role, "broadcast")
-        and not server.publishing_waits  # nothing to answer but 201
         and router.lookup(config.http_broadcast_path) == "broadcast"
     )
     # the main listener's upgrades have a fast path too (unless its broadcasts do)

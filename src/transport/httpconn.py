@@ -44,6 +44,7 @@ __all__ = [
     "chunk_left",
     "discard_body",
     "drain_body",
+    "h11_answer",
     "linger",
     "refuse",
 ]
@@ -114,8 +115,8 @@ def chunk_left(conn: h11.Connection) -> int:
     return int(getattr(getattr(conn, "_reader", None), "_bytes_in_chunk", 0))
 
 
-def _h11_created(*, close: bool) -> bytes:
-    """The bytes h11 writes for :data:`_CREATED` after a keep-alive (or ``close``) request."""
+def h11_answer(events: list[h11.Event], *, close: bool) -> bytes:
+    """The bytes h11 writes for ``events`` after a keep-alive (or ``close``) request."""
     conn = h11.Connection(h11.SERVER)
     conn.receive_data(
         b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n"
@@ -124,12 +125,12 @@ def _h11_created(*, close: bool) -> bytes:
     )
     while conn.next_event() is not h11.NEED_DATA and conn.their_state is not h11.DONE:
         pass
-    return (conn.send(_CREATED) or b"") + (conn.send(_END) or b"")
+    return b"".join(conn.send(event) or b"" for event in events)
 
 
 #: the fast path's answers to an accepted broadcast: what h11 would write
-CREATED_KEEP_ALIVE = _h11_created(close=False)
-CREATED_CLOSE = _h11_created(close=True)
+CREATED_KEEP_ALIVE = h11_answer([_CREATED, _END], close=False)
+CREATED_CLOSE = h11_answer([_CREATED, _END], close=True)
 
 
 class Conn:

@@ -281,16 +281,23 @@ async def test_connections_spread_across_both_workers() -> None:
                 task_status.started()
                 await trio.sleep_forever()
 
-        with trio.fail_after(30):
+        with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
-                for _ in range(40):
-                    await nursery.start(connect)
-                # every welcome came from an accepted connection: each is held by a worker
-                owners = server.owners()
-                ports = [client_port(ws) for ws in clients]
-                assert all(port in owners for port in ports), (ports, owners)
-                serving = {owners[port] for port in ports}
-                assert serving <= server.workers()
+                # both workers accept on the one socket: whichever is in accept() first
+                # takes a connection, so on a busy machine one may take a run of them;
+                # more connections are opened (up to 200) until both serve
+                while True:
+                    for _ in range(40):
+                        await nursery.start(connect)
+                    # every welcome came from an accepted connection: each is held by a
+                    # worker
+                    owners = server.owners()
+                    ports = [client_port(ws) for ws in clients]
+                    assert all(port in owners for port in ports), (ports, owners)
+                    serving = {owners[port] for port in ports}
+                    assert serving <= server.workers()
+                    if len(serving) == WORKERS or len(clients) >= 200:
+                        break
                 assert len(serving) == WORKERS, {
                     pid: sum(owners[port] == pid for port in ports) for pid in serving
                 }
@@ -300,7 +307,8 @@ async def test_connections_spread_across_both_workers() -> None:
                     async with stream:
                         status, body = await request_on(stream, server.port, "GET", "/metrics")
                     assert status == 200
-                    assert "anycable_go_clients_num 40" in body.decode().splitlines()
+                    expected = f"anycable_go_clients_num {len(clients)}"
+                    assert expected in body.decode().splitlines()
                 nursery.cancel_scope.cancel()
 
 

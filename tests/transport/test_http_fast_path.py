@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from functools import partial
 
 import pytest
@@ -18,6 +19,7 @@ import trio
 import trio.testing
 
 from cableway.protocol import httphead
+from cableway.protocol.broadcast import Publication, RemoteDisconnect
 from cableway.transport import broadcast_endpoint, httpconn
 from cableway.transport.http import handle_connection
 from cableway.transport.server import Server
@@ -498,3 +500,112 @@ async def test_the_fast_path_leaves_no_deadline_behind(requests: bytes, closes: 
         assert await broadcast_endpoint.fast_requests(server, conn) is closes
         assert conn.deadline.deadline == math.inf
     assert server.metrics.value("publications_total") >= 1
+
+
+class WaitingServer(Server):
+    """A server whose publishing waits for an acknowledgement (as with ``--pubsub=redis``
+    or ``--workers N``): each publication or remote command is accepted once ``gate`` is
+    set (or ``delay`` virtual seconds passed), or refused while ``refuse`` is true."""
+
+    def __init__(self, *, refuse: bool = False, delay: float = 0.0) -> None:
+        super().__init__(CONFIG)
+        self.refuse = refuse
+        self.delay = delay
+        self.gate: trio.Event | None = None
+        self.waited = 0
+
+    @property
+    def publishing_waits(self) -> bool:
+        return True
+
+    async def _acknowledged(self) -> bool:
+        self.waited += 1
+        await trio.sleep(self.delay)
+        if self.gate is not None:
+            await self.gate.wait()
+        return not self.refuse
+
+    async def publish_confirmed(self, publications: Iterable[Publication]) -> bool:
+        items = list(publications)
+        if not await self._acknowledged():
+            return False
+        self.publish(items)
+        return True
+
+    async def remote_command(self, command: RemoteDisconnect) -> bool:
+        if not await self._acknowledged():
+            return False
+        self.remote_disconnect(command)
+        return True
+
+
+async def waiting_both_ways(
+    spy: Spy, *pieces: bytes, refuse: bool = False
+) -> tuple[bytes, bytes, int, int]:
+    """:func:`both_ways` on servers whose publishing waits; also how many waited."""
+    spy.enabled = True
+    server = WaitingServer(refuse=refuse)
+    fast = await exchange(server, *pieces)
+    accepted, waited = spy.served, server.waited
+    spy.enabled = False
+    slow = await exchange(WaitingServer(refuse=refuse), *pieces)
+    return fast, slow, accepted, waited
+
+
+async def test_a_publication_that_waits_is_served_without_h11(spy: Spy) -> None:
+    """``--pubsub=redis`` / ``--workers N``: broadcasts and remote commands are served
+    by the fast path once acknowledged, with h11's bytes, pipelined or not."""
+    command = json.dumps(
+        {"command": "disconnect", "payload": {"identifier": '{"u":"1"}', "reconnect": False}}
+    ).encode()
+    pieces = (post() * 3, post(command), post() + HEALTH + post(extra=b"Connection: close\r\n"))
+    fast, slow, accepted, waited = await waiting_both_ways(spy, *pieces)
+    assert fast == slow
+    assert statuses(fast) == [b"201"] * 5 + [b"200", b"201"]
+    assert accepted == 6
+    assert waited == 6
+
+
+async def test_a_refused_publication_gets_h11s_503(spy: Spy) -> None:
+    """Not acknowledged (Redis or the hub unavailable): 503, byte for byte h11's; the
+    connection stays usable unless the request said ``Connection: close``."""
+    pieces = (post(), post() + HEALTH, post(extra=b"Connection: close\r\n") + post())
+    fast, slow, accepted, waited = await waiting_both_ways(spy, *pieces, refuse=True)
+    assert fast == slow
+    assert statuses(fast) == [b"503", b"503", b"200", b"503"]
+    assert fast.endswith(b"Connection: close\r\n\r\n" + broadcast_endpoint.REFUSED[1])
+    assert accepted == 3  # the fast path wrote every 503
+    assert waited == 3
+
+
+async def test_answers_are_written_before_a_publication_waits(spy: Spy) -> None:
+    """Pipelined broadcasts: the first one's 201 reaches the client while the second
+    waits for its acknowledgement (an answer never waits for a later request's)."""
+    server = WaitingServer()
+    client, server_end = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(handle_connection, server, server_end, main=True))
+        await client.send_all(post())
+        await trio.testing.wait_all_tasks_blocked()
+        server.gate = trio.Event()
+        await client.send_all(post())
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.waited == 2
+        assert await client.receive_some(65536) == CREATED
+        server.gate.set()
+        await client.send_eof()
+        rest = b""
+        while chunk := await client.receive_some(65536):
+            rest += chunk
+    assert rest == CREATED
+    assert spy.served == 2
+
+
+async def test_a_publication_that_waits_is_not_cut_by_the_head_deadline(
+    spy: Spy, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The acknowledgement has its own timeout: a request already read is answered even
+    when it comes after the head deadline would have passed."""
+    server = WaitingServer(delay=CONFIG.handshake_timeout * 3)
+    assert await exchange(server, post(), post()) == CREATED * 2
+    assert spy.served == 2
