@@ -47,7 +47,7 @@ import json
 import logging
 import re
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import trio
 import trio.lowlevel
@@ -60,6 +60,7 @@ from cableway.protocol.connection import CableConnection
 from cableway.protocol.httphead import framing_error
 from cableway.transport import httpconn
 from cableway.transport.http import handle_connection
+from cableway.transport.scaleout import Confirmation
 from cableway.transport.server import Server
 from cableway.transport.ws import WebSocketSession
 
@@ -152,22 +153,30 @@ class ScriptedStream(trio.abc.Stream):
 
 
 class WaitingServer(Server):
-    """Publishing waits for an acknowledgement (a scheduling round), then succeeds."""
+    """Publishing waits for an acknowledgement, which comes a scheduling round later
+    (the request is then carried out)."""
 
     @property
     def publishing_waits(self) -> bool:
         return True
 
-    async def publish_confirmed(self, publications: Iterable[Publication]) -> bool:
+    def post_publications(self, publications: Iterable[Publication]) -> Confirmation | bool:
         items = list(publications)
-        await trio.lowlevel.checkpoint()
-        self.publish(items)
-        return True
+        return self._later(lambda: self.publish(items))
 
-    async def remote_command(self, command: RemoteDisconnect) -> bool:
-        await trio.lowlevel.checkpoint()
-        self.remote_disconnect(command)
-        return True
+    def post_remote(self, command: RemoteDisconnect) -> Confirmation | bool:
+        return self._later(lambda: self.remote_disconnect(command))
+
+    def _later(self, then: Callable[[], None]) -> Confirmation:
+        confirmation = Confirmation(pending=1)
+
+        async def settle() -> None:
+            await trio.lowlevel.checkpoint()
+            then()
+            confirmation.settle(True)
+
+        trio.lowlevel.spawn_system_task(settle)
+        return confirmation
 
 
 def make_server(config: Config = CONFIG, *, waits: bool = False) -> Server:

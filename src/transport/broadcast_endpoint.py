@@ -37,6 +37,7 @@ from .httpconn import (
     drain_body,
     h11_answer,
 )
+from .scaleout import Acknowledgement, acknowledged
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -105,6 +106,15 @@ class BroadcastHost(Protocol):
 
     def remote_disconnect(self, command: RemoteDisconnect) -> None: ...
 
+    @property
+    def confirm_timeout(self) -> float:
+        """How long a publication waits for its acknowledgement (then 503)."""
+        ...
+
+    def post_publications(self, publications: Iterable[Publication]) -> Acknowledgement: ...
+
+    def post_remote(self, command: RemoteDisconnect) -> Acknowledgement: ...
+
     async def publish_confirmed(self, publications: Iterable[Publication]) -> bool: ...
 
     async def remote_command(self, command: RemoteDisconnect) -> bool: ...
@@ -119,9 +129,12 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
     limit, and it parses: everything then ends in ``201``, as with h11, and the answer
     is written with the others before the connection next waits for the client.
     When publishing waits for an acknowledgement (``--pubsub=redis``, the workers' hub:
-    :attr:`BroadcastHost.publishing_waits`), the answers held back are written first,
-    then the request waits for it, with no deadline but the acknowledgement's own, and
-    is answered ``201``, or ``503`` when it was refused, byte for byte as h11 would.
+    :attr:`BroadcastHost.publishing_waits`), every request already in the buffer is
+    published at once, in order, and they are answered in order once acknowledged
+    (before the connection waits for the client or hands over to h11; no deadline but
+    the acknowledgement's own meanwhile): ``201``, or ``503`` for one refused, byte for
+    byte as h11 would. A pipelining client thus costs one round trip per read, not
+    one per request.
     A body not read whole yet is waited for here (:func:`wait_body`: the body
     deadline and budget of h11's path, with its 408 and 503). Anything else (another
     path or method, a missing key, a body too large, a bad body, a head h11 must
@@ -145,6 +158,8 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
     metrics = server.metrics
     publish = server.publish
     waits = server.publishing_waits
+    #: publishing waits: the requests published and not answered yet, in order
+    unanswered: list[Unanswered] = []
     created_raw = conn.created_raw
     armed = False  # the head deadline runs for the request being awaited
     topped = False  # the buffer was topped up since the connection last waited
@@ -165,6 +180,9 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
             else:
                 size = head_size(buf, max_head, conn.scanned)
                 if size == NEED_MORE:
+                    if unanswered:
+                        await _answer(server, conn, unanswered)
+                        armed = False  # (the wait below arms the head deadline anew)
                     if conn.eof:
                         if buf:
                             conn.hand_over()  # h11: a request cut short
@@ -188,6 +206,8 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
                     )
                     or parsed.content_length > limit
                 ):
+                    if unanswered:
+                        await _answer(server, conn, unanswered)
                     conn.hand_over()
                     return False
                 head = known_head = parsed
@@ -201,6 +221,8 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
                 if not topped and conn.top_up():
                     topped = True
                     continue
+                if unanswered:
+                    await _answer(server, conn, unanswered)
                 if not await wait_body(conn, end, head.content_length):
                     conn.hand_over()
                     return False
@@ -209,18 +231,18 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
             if type(verdict) is list:  # publications: the usual verdict, tested first
                 account(verdict, metrics)
                 if waits:
-                    accepted = await _confirmed(server, conn, verdict)
+                    pending = server.post_publications(verdict)
                 else:
                     publish(verdict)
-                    accepted = True
             elif isinstance(verdict, RemoteDisconnect):
                 account(verdict, metrics)
                 if waits:
-                    accepted = await _confirmed(server, conn, verdict)
+                    pending = server.post_remote(verdict)
                 else:
                     server.remote_disconnect(verdict)
-                    accepted = True
             else:  # Invalid
+                if unanswered:
+                    await _answer(server, conn, unanswered)
                 conn.release()  # (h11's path holds the budget again while it reads)
                 conn.hand_over()  # h11's path judges it again, logs, counts and answers 400
                 return False
@@ -228,10 +250,11 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
                 conn.release()  # the body budget a waited-for body held
             del buf[:end]
             conn.scanned = 0
-            if not accepted:
-                log.warning(REFUSED_LOG)
-                created_raw(REFUSED_CLOSE if not head.keep_alive else REFUSED_KEEP_ALIVE)
+            if waits:
+                ends = trio.current_time() + server.confirm_timeout
+                unanswered.append((pending, ends, head.keep_alive))
                 if not head.keep_alive:
+                    await _answer(server, conn, unanswered)
                     return True
                 continue
             if not head.keep_alive:
@@ -242,18 +265,26 @@ async def fast_requests(server: BroadcastHost, conn: Conn) -> bool:
         deadline.deadline = math.inf
 
 
-async def _confirmed(
-    server: BroadcastHost, conn: Conn, verdict: list[Publication] | RemoteDisconnect
-) -> bool:
+#: a request published while publishing waits: what tells whether it was accepted,
+#: until when it may wait (trio time), and whether the connection stays open after it
+Unanswered = tuple[Acknowledgement, float, bool]
+
+
+async def _answer(server: BroadcastHost, conn: Conn, unanswered: list[Unanswered]) -> None:
     """Raw mode, publishing waits: the answers held back are written (they must not wait
-    for Redis or the hub), then ``verdict`` is carried out and its acknowledgement
-    awaited (``publish_confirmed`` / ``remote_command``: their own timeout). No head or
-    body deadline runs meanwhile, as on h11's path: a request being served is not cut."""
+    for Redis or the hub), then each request of ``unanswered`` gets its answer, in
+    order, once acknowledged (held back with the others: ``201``, or ``503`` when it was
+    refused or not acknowledged in time). No head or body deadline runs meanwhile, as on
+    h11's path: a request being served is not cut."""
     conn.deadline.deadline = math.inf
     await conn.flush()
-    if isinstance(verdict, RemoteDisconnect):
-        return await server.remote_command(verdict)
-    return await server.publish_confirmed(verdict)
+    for pending, ends, keep_alive in unanswered:
+        if await acknowledged(pending, ends):
+            conn.created_raw(CREATED_KEEP_ALIVE if keep_alive else CREATED_CLOSE)
+        else:
+            log.warning(REFUSED_LOG)
+            conn.created_raw(REFUSED_KEEP_ALIVE if keep_alive else REFUSED_CLOSE)
+    unanswered.clear()
 
 
 async def wait_body(conn: Conn, end: int, size: int) -> bool:

@@ -50,10 +50,13 @@ from .sentinel import MasterSwitched, connect, serve_master
 
 __all__ = [
     "INTERNAL_CHANNEL",
+    "Acknowledgement",
     "Backoff",
+    "Confirmation",
     "Publisher",
     "StateSignal",
     "Subscriber",
+    "acknowledged",
     "decode_stamped",
     "encode_stamped",
 ]
@@ -363,6 +366,24 @@ class Confirmation:
         self.pending -= 1
         if self.pending <= 0 or not ok:
             self.done.set()
+
+
+#: what tells whether a publication (or a remote command) was accepted: known at once,
+#: or a :class:`Confirmation` still to settle
+Acknowledgement = Confirmation | bool
+
+
+async def acknowledged(pending: Acknowledgement, deadline: float) -> bool:
+    """Whether ``pending`` was accepted, waiting for it until ``deadline`` (trio time): a
+    confirmation not settled by then counts as refused (and is abandoned)."""
+    if isinstance(pending, bool):
+        return pending
+    with trio.move_on_at(deadline):
+        await pending.done.wait()
+    ok = pending.done.is_set() and pending.ok
+    if not ok:
+        pending.abandoned = True
+    return ok
 
 
 @dataclass(slots=True)

@@ -34,9 +34,11 @@ from .redislinks import redis_links
 from .redisx import StreamConsumer
 from .rpc_client import RPC_DEFINITIONS, DisconnectQueue, HttpRpc
 from .scaleout import (
+    Acknowledgement,
     Confirmation,
     Publisher,
     Subscriber,
+    acknowledged,
     encode_remote,
     encode_stamped,
 )
@@ -310,13 +312,11 @@ class Server:
         """Return once :meth:`redis_ready` holds (no polling: woken by every change)."""
         await self.redis_state.wait_for(lambda: self.redis_ready(*streams))
 
-    async def publish_confirmed(self, publications: Iterable[Publication]) -> bool:
-        """Like :meth:`publish`, and wait until Redis accepted them (``--pubsub=redis``).
-
-        False: not accepted (Redis is unreachable, or did not answer within
-        :attr:`confirm_timeout` seconds); nothing was stamped when Redis was already known
-        to be down.
-        """
+    def post_publications(self, publications: Iterable[Publication]) -> Acknowledgement:
+        """:meth:`publish` now; what tells whether Redis (``--pubsub=redis``) or the
+        workers' hub accepted them: known at once (a bool), or a :class:`Confirmation` to
+        await (:func:`.scaleout.acknowledged`). False: the link is known to be down,
+        nothing was stamped."""
         publisher = self.publisher or (self.link if self.hub_relay else None)
         if publisher is None:
             self.publish(publications)
@@ -328,17 +328,19 @@ class Server:
             return False
         confirmation = Confirmation()
         self.node.publish(items, confirmation)
-        with trio.move_on_after(self.confirm_timeout):
-            await confirmation.done.wait()
-        ok = confirmation.done.is_set() and confirmation.ok
-        if not ok:
-            confirmation.abandoned = True
-        return ok
+        return confirmation
 
-    async def remote_command(self, command: RemoteDisconnect) -> bool:
-        """Carry out a remote command on every node (through Redis with ``--pubsub``)."""
+    async def publish_confirmed(self, publications: Iterable[Publication]) -> bool:
+        """:meth:`post_publications`, awaited: False when not accepted (Redis or the hub
+        unreachable, or no answer within :attr:`confirm_timeout` seconds)."""
+        pending = self.post_publications(publications)
+        return await acknowledged(pending, trio.current_time() + self.confirm_timeout)
+
+    def post_remote(self, command: RemoteDisconnect) -> Acknowledgement:
+        """A remote command to every node (through Redis with ``--pubsub``, the hub with
+        ``--workers``), now; what tells whether it was taken (:meth:`post_publications`)."""
         if self.link is not None and self.hub_relay:
-            return await self.link.remote(encode_remote(command).decode(), self.confirm_timeout)
+            return self.link.post_remote(encode_remote(command).decode())
         publisher, subscriber = self.publisher, self.subscriber
         if (
             not self.pubsub
@@ -352,12 +354,12 @@ class Server:
             return False
         confirmation = Confirmation()
         publisher.post(subscriber.internal_channel, encode_remote(command), confirmation)
-        with trio.move_on_after(self.confirm_timeout):
-            await confirmation.done.wait()
-        if not (confirmation.done.is_set() and confirmation.ok):
-            confirmation.abandoned = True
-            return False
-        return True
+        return confirmation
+
+    async def remote_command(self, command: RemoteDisconnect) -> bool:
+        """:meth:`post_remote`, awaited (as :meth:`publish_confirmed`)."""
+        pending = self.post_remote(command)
+        return await acknowledged(pending, trio.current_time() + self.confirm_timeout)
 
     def deliver(self, publication: Publication, offset: int | None, epoch: str | None) -> None:
         """Fan a (stamped) publication out to this node's subscribers, never awaiting."""

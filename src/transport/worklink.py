@@ -254,14 +254,18 @@ class HubLink:
         await done.wait()
         return box[0]
 
-    async def remote(self, command: str, within: float) -> bool:
-        """Relay a remote command (JSON text) to every worker; False: the hub did not
-        take it within ``within`` seconds (or is gone)."""
+    def post_remote(self, command: str) -> Confirmation | bool:
+        """Relay a remote command (JSON text) to every worker; what settles once the hub
+        took it (False: the hub is gone)."""
         if not self.up:
             return False
-        with trio.move_on_after(within):
-            return await self.request({"op": "remote", "c": command}) is not None
-        return False
+        confirmation = Confirmation(pending=1)
+
+        def then(answer: dict[str, Any] | None) -> None:
+            confirmation.settle(answer is not None)
+
+        self.ask({"op": "remote", "c": command}, then)
+        return confirmation
 
     async def metrics_sum(self) -> dict[str, float] | None:
         """Every worker's metrics, summed by name (None: the hub is gone)."""

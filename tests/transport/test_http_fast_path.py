@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 import pytest
@@ -22,6 +22,7 @@ from cableway.protocol import httphead
 from cableway.protocol.broadcast import Publication, RemoteDisconnect
 from cableway.transport import broadcast_endpoint, httpconn
 from cableway.transport.http import handle_connection
+from cableway.transport.scaleout import Confirmation
 from cableway.transport.server import Server
 
 from .helpers import CONFIG, Client, turbo_identifier
@@ -504,13 +505,16 @@ async def test_the_fast_path_leaves_no_deadline_behind(requests: bytes, closes: 
 
 class WaitingServer(Server):
     """A server whose publishing waits for an acknowledgement (as with ``--pubsub=redis``
-    or ``--workers N``): each publication or remote command is accepted once ``gate`` is
-    set (or ``delay`` virtual seconds passed), or refused while ``refuse`` is true."""
+    or ``--workers N``): each publication or remote command is acknowledged once
+    ``gate`` is set (the one set when it was posted) and ``delay`` virtual seconds
+    passed, and then carried out; refused while ``refuse`` is true; never acknowledged
+    while ``silent`` is."""
 
-    def __init__(self, *, refuse: bool = False, delay: float = 0.0) -> None:
+    def __init__(self, *, refuse: bool = False, delay: float = 0.0, silent: bool = False) -> None:
         super().__init__(CONFIG)
         self.refuse = refuse
         self.delay = delay
+        self.silent = silent
         self.gate: trio.Event | None = None
         self.waited = 0
 
@@ -518,25 +522,29 @@ class WaitingServer(Server):
     def publishing_waits(self) -> bool:
         return True
 
-    async def _acknowledged(self) -> bool:
+    def _later(self, then: Callable[[], None]) -> Confirmation:
         self.waited += 1
+        confirmation = Confirmation(pending=1)
+        if not self.silent:
+            trio.lowlevel.spawn_system_task(self._settle, confirmation, self.gate, then)
+        return confirmation
+
+    async def _settle(
+        self, confirmation: Confirmation, gate: trio.Event | None, then: Callable[[], None]
+    ) -> None:
         await trio.sleep(self.delay)
-        if self.gate is not None:
-            await self.gate.wait()
-        return not self.refuse
+        if gate is not None:
+            await gate.wait()
+        if not self.refuse:
+            then()
+        confirmation.settle(not self.refuse)
 
-    async def publish_confirmed(self, publications: Iterable[Publication]) -> bool:
+    def post_publications(self, publications: Iterable[Publication]) -> Confirmation | bool:
         items = list(publications)
-        if not await self._acknowledged():
-            return False
-        self.publish(items)
-        return True
+        return self._later(lambda: self.publish(items))
 
-    async def remote_command(self, command: RemoteDisconnect) -> bool:
-        if not await self._acknowledged():
-            return False
-        self.remote_disconnect(command)
-        return True
+    def post_remote(self, command: RemoteDisconnect) -> Confirmation | bool:
+        return self._later(lambda: self.remote_disconnect(command))
 
 
 async def waiting_both_ways(
@@ -601,11 +609,47 @@ async def test_answers_are_written_before_a_publication_waits(spy: Spy) -> None:
     assert spy.served == 2
 
 
+async def test_pipelined_publications_are_published_before_any_is_acknowledged(
+    spy: Spy,
+) -> None:
+    """A pipelining publisher: every request of a read is published at once, in order,
+    and answered in order once acknowledged (one round trip per read, not per request)."""
+    server = WaitingServer()
+    server.gate = trio.Event()
+    client, server_end = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(handle_connection, server, server_end, main=True))
+        await client.send_all(post() * 3 + post(b'{"stream":"room","data":"last"}'))
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.waited == 4  # all published, none acknowledged yet
+        server.gate.set()
+        await client.send_eof()
+        answers = b""
+        while chunk := await client.receive_some(65536):
+            answers += chunk
+    assert answers == CREATED * 4
+    assert spy.served == 4
+    assert server.metrics.value("publications_total") == 4
+
+
+async def test_unacknowledged_publications_get_503_at_their_own_deadline(
+    spy: Spy, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Nothing acknowledges them: each pipelined request gets h11's 503 once its own
+    timeout (counted from when it was published) passed; they do not add up."""
+    server = WaitingServer(silent=True)
+    start = trio.current_time()
+    answers = await exchange(server, post() * 3)
+    assert answers == broadcast_endpoint.REFUSED_KEEP_ALIVE * 3
+    assert trio.current_time() - start < 2 * server.confirm_timeout
+
+
 async def test_a_publication_that_waits_is_not_cut_by_the_head_deadline(
     spy: Spy, autojump_clock: trio.testing.MockClock
 ) -> None:
     """The acknowledgement has its own timeout: a request already read is answered even
     when it comes after the head deadline would have passed."""
     server = WaitingServer(delay=CONFIG.handshake_timeout * 3)
+    server.confirm_timeout = CONFIG.handshake_timeout * 6
     assert await exchange(server, post(), post()) == CREATED * 2
     assert spy.served == 2
