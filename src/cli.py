@@ -388,7 +388,7 @@ def _run_server(
     import trio
 
     from .transport.server import serve
-    from .transport.worklink import WorkerRole
+    from .transport.worklink import WorkerRole, remove_orphaned_hub
 
     try:
         role = WorkerRole.from_env(env)
@@ -406,6 +406,9 @@ def _run_server(
 
         return trio.run(supervise)
     trio.run(functools.partial(serve, config, worker=role))
+    if role is not None:
+        # a killed supervisor leaves its hub's directory: its last worker removes it
+        remove_orphaned_hub(role.hub_path)
     return 0
 
 

@@ -37,7 +37,6 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -48,7 +47,7 @@ from .listeners import listen_plan
 from .startup import close_listeners, listen
 from .tls import TlsDoor
 from .workhub import Hub
-from .worklink import REUSEPORT_ENV, WORKER_ENV, WorkerRole, reuseport_socket
+from .worklink import REUSEPORT_ENV, WORKER_ENV, WorkerRole, hub_directory, reuseport_socket
 
 __all__ = ["KILL_GRACE", "MAX_RESTART_DELAY", "Supervisor", "WorkerExit"]
 
@@ -179,7 +178,7 @@ class Supervisor:
         listeners = self._listeners
         fds: dict[tuple[str, int], list[int]] = {}
         held: list[socket.socket] = []  # (CABLEWAY_REUSEPORT: bound, not listening)
-        hub_dir = tempfile.mkdtemp(prefix="cableway-hub-")
+        hub_dir = hub_directory()
         reuseport = self.env.get(REUSEPORT_ENV) == "1"
         try:
             for role, host, port, host_option, port_option in listen_plan(config):

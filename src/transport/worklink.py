@@ -21,7 +21,9 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import socket
+import tempfile
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -48,7 +50,16 @@ from .hubwire import (
 )
 from .scaleout import Confirmation, StateSignal
 
-__all__ = ["REUSEPORT_ENV", "WORKER_ENV", "HubBackend", "HubLink", "WorkerRole"]
+__all__ = [
+    "HUB_DIR_PREFIX",
+    "REUSEPORT_ENV",
+    "WORKER_ENV",
+    "HubBackend",
+    "HubLink",
+    "WorkerRole",
+    "hub_directory",
+    "remove_orphaned_hub",
+]
 
 log = logging.getLogger("cableway.workers")
 
@@ -63,6 +74,43 @@ WORKER_ENV = "CABLEWAY_WORKER"
 #: listen on its own ``SO_REUSEPORT`` socket (the kernel spreads connections over them
 #: by a hash of the 4-tuple) instead of every worker accepting on the supervisor's sockets
 REUSEPORT_ENV = "CABLEWAY_REUSEPORT"
+#: the hub's socket lives in a private directory with this prefix, in the temporary
+#: directory (``$TMPDIR``, else ``/tmp``)
+HUB_DIR_PREFIX = "cableway-hub-"
+#: the longest Unix socket path Linux binds (``sun_path`` is 108 bytes with its NUL)
+_MAX_UNIX_PATH = 107
+
+
+def hub_directory() -> str:
+    """A new private (0700) directory for the hub's socket (``hub.sock``): in the
+    temporary directory, or in ``/tmp`` when that one's path is too long for a Unix
+    socket."""
+    directory = tempfile.mkdtemp(prefix=HUB_DIR_PREFIX)
+    if len(os.fsencode(os.path.join(directory, "hub.sock"))) <= _MAX_UNIX_PATH:
+        return directory
+    os.rmdir(directory)
+    return tempfile.mkdtemp(prefix=HUB_DIR_PREFIX, dir="/tmp")
+
+
+def remove_orphaned_hub(path: str) -> bool:
+    """After a worker stopped: remove the hub's directory when nothing listens on its
+    socket ``path`` any more (its supervisor was killed, so its own clean-up never ran).
+    True: removed. A live hub (one that dropped this worker) is left alone."""
+    directory = os.path.dirname(path)
+    if not os.path.basename(directory).startswith(HUB_DIR_PREFIX):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        shutil.rmtree(directory, ignore_errors=True)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return False
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import tempfile
 from pathlib import Path
 from typing import Any, cast
 
@@ -14,7 +18,12 @@ from cableway.transport.hubwire import FrameReader, HubWireError, snapshot_to_wi
 from cableway.transport.scaleout import Confirmation
 from cableway.transport.supervisor import _unix_listener
 from cableway.transport.workhub import Hub, WorkerLink
-from cableway.transport.worklink import HubLink
+from cableway.transport.worklink import (
+    HUB_DIR_PREFIX,
+    HubLink,
+    hub_directory,
+    remove_orphaned_hub,
+)
 
 
 def _broker(**kw: Any) -> MemoryBroker:
@@ -146,3 +155,49 @@ async def test_publications_posted_in_one_tick_go_to_the_hub_as_one_message(
         ]
         link.closing = True
         nursery.cancel_scope.cancel()
+
+
+def test_the_hub_directory_fits_a_unix_socket_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``$TMPDIR`` too long for a Unix socket path: the hub's directory goes to /tmp."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    short = hub_directory()
+    assert os.path.dirname(short) == str(tmp_path)
+    os.rmdir(short)
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    moved = hub_directory()
+    try:
+        assert os.path.dirname(moved) == "/tmp"
+        assert os.path.basename(moved).startswith(HUB_DIR_PREFIX)
+        path = os.path.join(moved, "hub.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.bind(path)  # it fits
+        assert os.stat(moved).st_mode & 0o777 == 0o700
+    finally:
+        shutil.rmtree(moved, ignore_errors=True)
+
+
+def test_an_orphaned_hub_directory_is_removed_a_live_one_kept(tmp_path: Path) -> None:
+    """What a worker does as it exits: the directory of a hub nobody listens on any more
+    goes (a killed supervisor); one with a live listener stays; another directory is
+    never touched."""
+    live = tmp_path / f"{HUB_DIR_PREFIX}live"
+    dead = tmp_path / f"{HUB_DIR_PREFIX}dead"
+    other = tmp_path / "elsewhere"
+    for directory in (live, dead, other):
+        directory.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listening:
+        listening.bind(str(live / "hub.sock"))
+        listening.listen()
+        for directory in (dead, other):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as closed:
+                closed.bind(str(directory / "hub.sock"))  # the file stays, nobody listens
+        assert not remove_orphaned_hub(str(live / "hub.sock"))
+        assert remove_orphaned_hub(str(dead / "hub.sock"))
+        assert not remove_orphaned_hub(str(other / "hub.sock"))
+    assert live.exists()
+    assert other.exists()
+    assert not dead.exists()
