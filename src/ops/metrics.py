@@ -267,12 +267,15 @@ def statsd_lines(
     prefix: str = "anycable_go.",
     tags: Iterable[tuple[str, str]] = (),
     tags_format: str = "datadog",
+    values: Mapping[str, Number] | None = None,
 ) -> list[str]:
     """The StatsD lines of one rotate interval, as AnyCable-Go sends them.
 
     Counters as ``<prefix><name>:<growth since previous>|c`` (left out when they did not
     grow), then gauges as ``<prefix><name>:<value>|g`` (a negative gauge is preceded by a
     ``:0|g``, since StatsD reads ``-n`` as a decrement); ``tags`` in ``tags_format``.
+    ``values`` (e.g. the sum over ``--workers``) replaces this process's values; a metric
+    it lacks counts as 0.
     """
     placement, first, between, pair = STATSD_TAG_FORMATS[tags_format]
     tag_text = between.join(f"{key}{pair}{value}" for key, value in tags)
@@ -283,7 +286,7 @@ def statsd_lines(
     counters: list[str] = []
     gauges: list[str] = []
     for metric in metrics.definitions:
-        value = int(metrics.value(metric.name))
+        value = int(metrics.value(metric.name) if values is None else values.get(metric.name, 0))
         name = f"{prefix}{metric.name}{in_name}"
         if metric.kind == "counter":
             growth = value - int(previous.get(metric.name, 0)) if previous is not None else value

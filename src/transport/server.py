@@ -508,8 +508,8 @@ class Server:
                 accepting.start_soon(self.timers.run)
                 if config.metrics_log:
                     accepting.start_soon(self._log_metrics)
-                if config.statsd_host:
-                    accepting.start_soon(run_statsd, self.metrics, config)
+                if config.statsd_host and (self.link is None or self.link.index == 0):
+                    accepting.start_soon(run_statsd, self.metrics, config, self.link)
                 task_status.started(self)
                 await self._shutdown.wait()
                 if config.shutdown_delay > 0:

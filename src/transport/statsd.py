@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Mapping
 
 import trio
 
 from ..config import Config
 from ..ops.metrics import Metrics, statsd_lines, statsd_packets
+from .worklink import HubLink
 
 __all__ = ["run_statsd"]
 
@@ -36,8 +38,21 @@ async def _open(host: str, port: int) -> trio.socket.SocketType:
     return sock
 
 
-async def run_statsd(metrics: Metrics, config: Config) -> None:
-    """Send the metrics to ``config.statsd_host`` every rotate interval, until cancelled."""
+async def _values(metrics: Metrics, link: HubLink | None) -> Mapping[str, float] | None:
+    """The values to send: this process's, or every worker's summed (None: not now)."""
+    if link is None:
+        return metrics.snapshot()
+    return await link.metrics_sum()
+
+
+async def run_statsd(metrics: Metrics, config: Config, link: HubLink | None = None) -> None:
+    """Send the metrics to ``config.statsd_host`` every rotate interval, until cancelled.
+
+    ``link``: a worker's link to the hub (``--workers N``): the metrics sent are then the
+    sum over every worker (:meth:`.HubLink.metrics_sum`, as ``/metrics`` answers), which
+    one worker sends for all, so that the collector gets one server's gauges, not each
+    worker's in turn. An interval whose sum is not available (the hub is gone) is skipped.
+    """
     host, _, port_text = config.statsd_host.rpartition(":")
     host = host.strip("[]")
     interval = config.metrics_rotate_interval
@@ -51,18 +66,25 @@ async def run_statsd(metrics: Metrics, config: Config) -> None:
         else "",
     )
     sock: trio.socket.SocketType | None = None
-    previous = metrics.snapshot()
+    previous = await _values(metrics, link)
     try:
         while True:
             await trio.sleep(interval)
+            current = await _values(metrics, link)
+            if current is None:
+                continue  # (the hub is gone: the worker is stopping)
+            if previous is None:  # (no sum at the start: the growth counts from here)
+                previous = current
+                continue
             lines = statsd_lines(
                 metrics,
                 previous,
                 prefix=config.statsd_prefix,
                 tags=config.metrics_tags,
                 tags_format=config.statsd_tags_format,
+                values=current,
             )
-            previous = metrics.snapshot()
+            previous = current
             try:
                 if sock is None:
                     sock = await _open(host, int(port_text))

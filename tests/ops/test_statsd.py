@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from typing import cast
 
 import pytest
 import trio
@@ -14,8 +15,10 @@ import trio
 from cableway.config import ConfigError, load_config
 from cableway.ops.metrics import Metrics, statsd_lines, statsd_packets
 from cableway.transport.statsd import run_statsd
+from cableway.transport.worklink import HubLink
 
 from ..integration.helpers import cable, config, running, welcome
+from ..integration.workers import hub_and_workers
 
 
 def test_lines_counters_as_growth_then_gauges() -> None:
@@ -160,3 +163,81 @@ async def test_nobody_listening_is_not_an_error(autojump_clock: trio.testing.Moc
     with trio.move_on_after(100):  # several intervals, none of which may raise
         await run_statsd(metrics, replace(config(), statsd_host=address, metrics_rotate_interval=1))
     assert sock.fileno() == -1
+
+
+def test_lines_from_given_values() -> None:
+    """``values`` (the sum over ``--workers``) replaces the process's own metrics."""
+    metrics = Metrics()
+    metrics.set("clients_num", 7)  # this process's: not what is sent
+    lines = statsd_lines(
+        metrics, {"client_msg_total": 4}, values={"client_msg_total": 10, "clients_num": 3}
+    )
+    assert lines[0] == "anycable_go.client_msg_total:6|c"
+    assert "anycable_go.clients_num:3|g" in lines
+    assert "anycable_go.sse_clients_num:0|g" in lines  # a metric the values lack: 0
+
+
+class SummingLink:
+    """A worker's hub link whose ``metrics_sum`` answers from a script (None: the hub is
+    gone for that interval)."""
+
+    def __init__(self, sums: list[dict[str, float] | None]) -> None:
+        self.sums = sums
+
+    async def metrics_sum(self) -> dict[str, float] | None:
+        await trio.lowlevel.checkpoint()
+        return self.sums.pop(0) if self.sums else None
+
+
+async def test_a_worker_sends_every_workers_sum(autojump_clock: trio.testing.MockClock) -> None:
+    """``--workers``: the sum over every worker is sent (one server's gauges and counter
+    growth); an interval whose sum is missing is skipped, and the growth after it is
+    counted from the last sum sent."""
+    link = SummingLink(
+        [
+            {"client_msg_total": 5, "clients_num": 2},  # at the start
+            {"client_msg_total": 9, "clients_num": 3},
+            None,
+            {"client_msg_total": 20, "clients_num": 4},
+        ]
+    )
+    async with udp_listener() as (sock, address), trio.open_nursery() as nursery:
+        settings = replace(config(), statsd_host=address, metrics_rotate_interval=10.0)
+        nursery.start_soon(run_statsd, Metrics(), settings, cast(HubLink, link))
+        start = trio.current_time()
+        first = (await sock.recv(65536)).decode()
+        assert trio.current_time() - start == 10.0
+        assert first.startswith("anycable_go.client_msg_total:4|c\n")
+        assert "anycable_go.clients_num:3|g\n" in first
+        second = (await sock.recv(65536)).decode()
+        assert trio.current_time() - start == 30.0  # the interval without a sum: nothing
+        assert second.startswith("anycable_go.client_msg_total:11|c\n")
+        assert "anycable_go.clients_num:4|g\n" in second
+        nursery.cancel_scope.cancel()
+
+
+async def test_workers_send_one_sum_from_one_worker() -> None:
+    """Two workers with a client each: the collector gets ``clients_num`` 2 (the sum), all
+    from one worker (each worker sending its own, 1, would overwrite each other)."""
+    async with udp_listener() as (sock, address):
+        settings = config(statsd_host=address, metrics_rotate_interval=0.05)
+        async with (
+            hub_and_workers(settings) as (_hub, servers),
+            cable(servers[0]) as first,
+            cable(servers[1]) as second,
+        ):
+            await welcome(first)
+            await welcome(second)
+            senders = set()
+            with trio.fail_after(10):
+                while (
+                    b"anycable_go.clients_num:2|g\n" not in (got := await sock.recvfrom(65536))[0]
+                ):
+                    senders.add(got[1])
+                senders.add(got[1])
+                # more intervals: still one sender, never one worker's own count
+                for _ in range(5):
+                    data, sender = await sock.recvfrom(65536)
+                    senders.add(sender)
+                    assert b"anycable_go.clients_num:1|g\n" not in data
+            assert len(senders) == 1
