@@ -88,6 +88,46 @@ def close_and_wait_idle(client: NodeClient) -> dict[str, Any]:
     return client.wait_for("idle_exit")
 
 
+def drop_and_resume(
+    client: NodeClient,
+    broadcast: Callable[[int], None],
+    *,
+    cut: Callable[[], None],
+    restore: Callable[[], None],
+    after_restore: Callable[[int], None] = lambda _round: None,
+) -> tuple[int, list[str]]:
+    """DROPS times: the network fails (``cut``) while broadcasts flow, more is published
+    while the client is away, then it may reconnect (``restore``) and must get
+    ``confirm_history`` (``after_restore`` gets the round, from 1); then AFTER_RESTORE more
+    are published and the last is waited for. Returns (messages published, the last
+    event id the client saw before each drop)."""
+    published = 0
+    last_ids_before_drop: list[str] = []
+    for round_no in range(1, DROPS + 1):
+        broadcaster = Broadcaster(
+            broadcast, published + 1, published + BEFORE_DROP, per_call_timeout=BROADCAST_TIMEOUT
+        )
+        client.wait_for("message", data=text(published + DROP_AFTER))
+        cut()
+        client.wait_count("error", round_no, ready_state=CONNECTING)
+        broadcaster.join()
+        published += BEFORE_DROP
+        last_ids_before_drop.append(client.find("message")[-1]["last_event_id"])
+
+        for n in range(published + 1, published + WHILE_AWAY + 1):
+            broadcast(n)
+        published += WHILE_AWAY
+        restore()
+        client.wait_count("typed", round_no, type="confirm_history", timeout=RECONNECT_TIMEOUT)
+        after_restore(round_no)
+
+    total = published + AFTER_RESTORE
+    for n in range(published + 1, total + 1):
+        broadcast(n)
+    client.wait_for("message", data=text(total))
+    return total, last_ids_before_drop
+
+
 def assert_resumed_exactly_once(
     client: NodeClient, total: int, last_ids_before_drop: list[str], idle: dict[str, Any]
 ) -> None:
@@ -195,35 +235,9 @@ def test_eventsource_loses_nothing_when_the_network_drops_mid_stream(
     )
     client.wait_for("typed", type="confirm_subscription")
 
-    published = 0
-    last_ids_before_drop: list[str] = []
-    published_at_restore: list[int] = []
-    for round_no in range(1, DROPS + 1):
-        broadcaster = Broadcaster(
-            lambda n: broadcast_text(server, n),
-            published + 1,
-            published + BEFORE_DROP,
-            per_call_timeout=BROADCAST_TIMEOUT,
-        )
-        client.wait_for("message", data=text(published + DROP_AFTER))
-        proxy.cut()
-        client.wait_count("error", round_no, ready_state=CONNECTING)
-        broadcaster.join()
-        published += BEFORE_DROP
-        messages = client.find("message")
-        last_ids_before_drop.append(messages[-1]["last_event_id"])
-
-        for n in range(published + 1, published + WHILE_AWAY + 1):
-            broadcast_text(server, n)
-        published += WHILE_AWAY
-        published_at_restore.append(published)
-        proxy.restore()
-        client.wait_count("typed", round_no, type="confirm_history", timeout=RECONNECT_TIMEOUT)
-
-    total = published + AFTER_RESTORE
-    for n in range(published + 1, total + 1):
-        broadcast_text(server, n)
-    client.wait_for("message", data=text(total))
+    total, last_ids_before_drop = drop_and_resume(
+        client, lambda n: broadcast_text(server, n), cut=proxy.cut, restore=proxy.restore
+    )
     idle = close_and_wait_idle(client)
 
     assert_resumed_exactly_once(client, total, last_ids_before_drop, idle)

@@ -44,19 +44,15 @@ from cableway.transport.server import Server
 from cableway.transport.workhub import Hub
 
 from ..integration.workers import hub_and_workers
-from .conftest import SERVER_ENV, Broadcaster, _attach_section
+from .conftest import SERVER_ENV, _attach_section
 from .test_anycable_reliable import DROPS as ANYCABLE_DROPS
 from .test_anycable_reliable import RECONNECT, run_drops_and_restores
 from .test_sse_eventsource import (
-    AFTER_RESTORE,
-    BEFORE_DROP,
-    CONNECTING,
-    DROP_AFTER,
     DROPS,
     RECONNECT_TIMEOUT,
     TYPED_EVENTS,
-    WHILE_AWAY,
     assert_resumed_exactly_once,
+    drop_and_resume,
     text,
 )
 
@@ -357,37 +353,17 @@ def test_eventsource_resumes_from_last_event_id_on_another_worker(
         status = node.broadcast(STREAM, json.dumps(text(n)), timeout=BROADCAST_TIMEOUT)
         assert status == 201, f"broadcast {n}: HTTP {status}"
 
-    published = 0
-    last_ids_before_drop: list[str] = []
-    published_at_restore: list[int] = []
-    for round_no in range(1, DROPS + 1):
-        broadcaster = Broadcaster(
-            broadcast_text,
-            published + 1,
-            published + BEFORE_DROP,
-            per_call_timeout=BROADCAST_TIMEOUT,
-        )
-        client.wait_for("message", data=text(published + DROP_AFTER))
-        balancer.cut()
-        client.wait_count("error", round_no, ready_state=CONNECTING)
-        broadcaster.join()
-        published += BEFORE_DROP
-        messages = client.find("message")
-        last_ids_before_drop.append(messages[-1]["last_event_id"])
-
-        for n in range(published + 1, published + WHILE_AWAY + 1):
-            broadcast_text(n)
-        published += WHILE_AWAY
-        published_at_restore.append(published)
-        balancer.restore()
-        client.wait_count("typed", round_no, type="confirm_history", timeout=RECONNECT_TIMEOUT)
+    def served_by_the_other_worker(round_no: int) -> None:
         # the reconnection is served by the other worker (and the old one let the dead one go)
         node.wait_sessions([1, 0] if round_no % 2 == 0 else [0, 1])
 
-    total = published + AFTER_RESTORE
-    for n in range(published + 1, total + 1):
-        broadcast_text(n)
-    client.wait_for("message", data=text(total))
+    total, last_ids_before_drop = drop_and_resume(
+        client,
+        broadcast_text,
+        cut=balancer.cut,
+        restore=balancer.restore,
+        after_restore=served_by_the_other_worker,
+    )
     # Each request went to the worker the balancer chose: A, B, A (refused attempts never reach
     # a worker). Counted before close(): on close() Node's fetch opens one more connection to the
     # balancer and sends nothing on it (seen in the proxy's byte log; no request is reported).
